@@ -1,0 +1,2 @@
+//! # bee-dispatch — services and how a message reaches them
+//! (being written)

@@ -1,0 +1,2 @@
+//! The `bee` binary (being written).
+fn main() {}

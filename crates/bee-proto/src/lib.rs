@@ -1,0 +1,2 @@
+//! # bee-proto — the demo game's protobuf messages
+//! (being written)

@@ -1,0 +1,2 @@
+//! # bee-transport — connections between nodes
+//! (being written)
