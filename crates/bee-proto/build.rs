@@ -1,0 +1,20 @@
+//! Compiles `proto/*.proto` with protox (a pure-Rust protobuf compiler, so no `protoc`
+//! binary is needed on the machine) and generates Rust types with prost-build.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&root)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "proto") {
+            println!("cargo:rerun-if-changed={}", path.display());
+            files.push(path);
+        }
+    }
+    files.sort();
+    let fds = protox::compile(&files, [&root])?;
+    prost_build::Config::new().compile_fds(fds)?;
+    Ok(())
+}
