@@ -1,0 +1,685 @@
+//! The cluster, as skynet's `skynet.cluster` offers it: `call`, `send`, `query`,
+//! `register`/`unregister`, `open`, `reload`, `proxy` — built from local services so
+//! each piece shows up in the node's service list under skynet's names:
+//!
+//! - `bee_clusterd` (one per node): the config, registered names, listening. Answers
+//!   `"lua"` commands for the console (`services`, `senders`, `nodes`, `names`,
+//!   `reload`, `register`, `unregister`, `query`).
+//! - `bee_clustersender(<node>)` (one per remote node): owns that node's
+//!   [`bee_transport::Channel`] (its connection and session table). Callers use the
+//!   channel directly, so a call costs no extra hop through a mailbox.
+//! - `bee_clusteragent(<peer>)` (one per accepted connection): reads that peer's
+//!   requests, resolves `"@name"` and numeric addresses and name queries, delivers to
+//!   local services, and writes their replies back.
+//!
+//! A call to the node's own name is delivered locally without a socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bee_codec::cluster::{Address, Request};
+use bee_codec::seri::{self, Table, Value};
+use bee_registry::{ClusterConfig, Registry, RegistryError};
+use bee_transport::{
+    Acceptor, Channel, ChannelConfig, Dispatched, Inbound, Listener, ListenerConfig,
+    TransportError,
+};
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::{fmt_addr, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError};
+
+/// Where a cluster message goes on the remote node: a numeric address or a registered
+/// name (written `"@name"` in skynet; the `@` is optional here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A service address on the remote node.
+    Addr(Addr),
+    /// A name registered there with `register`.
+    Name(String),
+}
+
+impl From<Addr> for Target {
+    fn from(a: Addr) -> Self {
+        Target::Addr(a)
+    }
+}
+
+impl From<&str> for Target {
+    fn from(s: &str) -> Self {
+        Target::Name(s.trim_start_matches('@').to_string())
+    }
+}
+
+impl From<String> for Target {
+    fn from(s: String) -> Self {
+        Target::from(s.as_str())
+    }
+}
+
+impl Target {
+    fn wire(&self) -> Address {
+        match self {
+            Target::Addr(a) => Address::Id(*a),
+            Target::Name(n) => Address::Name(Bytes::from(format!("@{n}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => f.write_str(&fmt_addr(*a)),
+            Target::Name(n) => write!(f, "@{n}"),
+        }
+    }
+}
+
+/// Settings of the cluster layer.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSettings {
+    /// Connection settings for every remote node (timeouts, queue bounds, back-off).
+    pub channel: ChannelConfig,
+    /// Settings of the listening side.
+    pub listener: ListenerConfig,
+    /// How long a call to a node missing from the config waits for a `reload` to name
+    /// it (skynet waits forever; bee waits this long). Ignored with `__nowaiting`.
+    pub wait_for_node: Option<Duration>,
+}
+
+struct Sender {
+    channel: Channel,
+    service: Addr,
+}
+
+struct Inner {
+    node: crate::service::WeakNode,
+    node_name: String,
+    registry: Registry,
+    settings: ClusterSettings,
+    senders: DashMap<String, Sender>,
+    proxies: DashMap<(String, String), Addr>,
+    listening: Mutex<Vec<SocketAddr>>,
+    shutdown: CancellationToken,
+    clusterd: Mutex<Addr>,
+}
+
+/// The node's cluster handle (cheap to clone). Get it with [`Cluster::start`] once, then
+/// [`Cluster::of`] anywhere a [`Node`] is at hand.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.inner.node_name).finish()
+    }
+}
+
+impl Cluster {
+    /// Attach the cluster layer to `node` with this registry; starts `bee_clusterd`.
+    /// Calling it twice returns the first handle.
+    pub fn start(node: &Node, registry: Registry, settings: ClusterSettings) -> Cluster {
+        node.cluster_slot()
+            .get_or_init(|| {
+                let cluster = Cluster {
+                    inner: Arc::new(Inner {
+                        node: node.downgrade(),
+                        node_name: node.name().to_string(),
+                        registry,
+                        settings,
+                        senders: DashMap::new(),
+                        proxies: DashMap::new(),
+                        listening: Mutex::new(Vec::new()),
+                        shutdown: CancellationToken::new(),
+                        clusterd: Mutex::new(0),
+                    }),
+                };
+                let addr = node.spawn_named(
+                    "bee_clusterd",
+                    Clusterd {
+                        cluster: cluster.clone(),
+                    },
+                );
+                *cluster.inner.clusterd.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+                cluster
+            })
+            .clone()
+    }
+
+    /// The cluster handle of a node, if [`Cluster::start`] ran.
+    pub fn of(node: &Node) -> Option<Cluster> {
+        node.cluster_slot().get().cloned()
+    }
+
+    fn node(&self) -> Result<Node, CallError> {
+        self.inner
+            .node
+            .upgrade()
+            .ok_or_else(|| CallError::Cluster("node is shut down".into()))
+    }
+
+    /// The registry (config and names) this cluster uses.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Address of `bee_clusterd`.
+    pub fn clusterd(&self) -> Addr {
+        *self.inner.clusterd.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Listen for peers: `listen` is a node name from the config (its address is used)
+    /// or an address `host:port`, or a bare port (all interfaces, as skynet's number).
+    pub async fn open(&self, listen: &str) -> Result<SocketAddr, CallError> {
+        let bind = if let Ok(addr) = self.inner.registry.lookup(listen) {
+            addr.to_string()
+        } else if let Ok(port) = listen.parse::<u16>() {
+            format!("0.0.0.0:{port}")
+        } else if listen.contains(':') {
+            listen.to_string()
+        } else {
+            return Err(CallError::Cluster(format!(
+                "cannot open {listen:?}: not a node in the cluster config, nor host:port, nor a port"
+            )));
+        };
+        let listener = Listener::bind(&bind, self.inner.settings.listener.clone())
+            .await
+            .map_err(|e| CallError::Cluster(format!("cannot listen on {bind}: {e}")))?;
+        let local = listener.local_addr();
+        tracing::info!(node = %self.inner.node_name, %local, "cluster listening");
+        self.inner
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(local);
+        let acceptor = Arc::new(AgentFactory {
+            cluster: self.clone(),
+        });
+        tokio::spawn(listener.run(acceptor, self.inner.shutdown.child_token()));
+        Ok(local)
+    }
+
+    /// Addresses this node listens on.
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        self.inner
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Find (or create) the channel to `node`, waiting for a reload to name it when the
+    /// config does not (unless `__nowaiting`).
+    async fn channel(&self, node: &str) -> Result<Channel, CallError> {
+        if let Some(s) = self.inner.senders.get(node) {
+            return Ok(s.channel.clone());
+        }
+        let addr = match self.inner.registry.lookup(node) {
+            Ok(a) => a,
+            Err(RegistryError::UnknownNode { .. }) if !self.inner.registry.config().nowaiting => {
+                let wait = self
+                    .inner
+                    .settings
+                    .wait_for_node
+                    .unwrap_or(self.inner.settings.channel.call_timeout);
+                tracing::info!(node = %self.inner.node_name, target = %node, "waiting for cluster node {node} to appear in the config");
+                self.inner
+                    .registry
+                    .wait_for_node(node, wait)
+                    .await
+                    .map_err(registry_error)?
+            }
+            Err(e) => return Err(registry_error(e)),
+        };
+        let this = self.node()?;
+        let entry = self.inner.senders.entry(node.to_string()).or_insert_with(|| {
+            let channel = Channel::new(node, addr.to_string(), self.inner.settings.channel.clone());
+            let service = this.spawn(
+                &format!("bee_clustersender({node})"),
+                SenderService {
+                    channel: channel.clone(),
+                },
+            );
+            tracing::info!(node = %self.inner.node_name, target = %node, addr = %addr, "cluster sender created");
+            Sender { channel, service }
+        });
+        Ok(entry.channel.clone())
+    }
+
+    /// Call `target` on `node` with a packed payload; returns the packed reply.
+    pub async fn call(&self, node: &str, target: impl Into<Target>, payload: Bytes) -> Result<Bytes, CallError> {
+        self.call_timeout(node, target, payload, None).await
+    }
+
+    /// [`Cluster::call`] with a timeout for this call (default: the channel's).
+    pub async fn call_timeout(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        payload: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, CallError> {
+        let target = target.into();
+        if node == self.inner.node_name {
+            let n = self.node()?;
+            let addr = self.local_target(&target)?;
+            return n.call_from(0, addr, payload, timeout).await;
+        }
+        let ch = self.channel(node).await?;
+        ch.call(target.wire(), payload, timeout)
+            .await
+            .map_err(transport_error)
+    }
+
+    /// Push a packed payload to `target` on `node`; no reply. Errors only when bee can
+    /// tell at once that it cannot be delivered (unknown node, connection down).
+    pub async fn send(&self, node: &str, target: impl Into<Target>, payload: Bytes) -> Result<(), CallError> {
+        let target = target.into();
+        if node == self.inner.node_name {
+            let n = self.node()?;
+            let addr = self.local_target(&target)?;
+            return n.send(addr, payload).await;
+        }
+        let ch = self.channel(node).await?;
+        ch.push(target.wire(), payload).await.map_err(transport_error)
+    }
+
+    /// Ask `node` for the address registered there as `name`.
+    pub async fn query(&self, node: &str, name: &str) -> Result<Addr, CallError> {
+        let name = name.trim_start_matches('@');
+        if node == self.inner.node_name {
+            return self
+                .inner
+                .registry
+                .query(name)
+                .ok_or_else(|| CallError::Cluster("name not found".into()));
+        }
+        let payload = seri::pack(&[Value::from(name)]).map_err(|e| CallError::Cluster(e.to_string()))?;
+        let reply = self.call(node, Target::Addr(0), payload).await?;
+        let values = seri::unpack(&reply).map_err(|e| CallError::Cluster(format!("bad query reply: {e}")))?;
+        match values.first().and_then(Value::as_int) {
+            Some(a) if (0..=u32::MAX as i64).contains(&a) => Ok(a as Addr),
+            _ => Err(CallError::Cluster(format!(
+                "bad query reply from {node}: expected an address, got {} value(s)",
+                values.len()
+            ))),
+        }
+    }
+
+    fn local_target(&self, target: &Target) -> Result<Addr, CallError> {
+        match target {
+            Target::Addr(a) => Ok(*a),
+            Target::Name(n) => self
+                .inner
+                .registry
+                .query(n)
+                .ok_or_else(|| CallError::Cluster(format!("Invalid name @{n}"))),
+        }
+    }
+
+    /// Make local service `addr` reachable from other nodes as `"@name"` and by query.
+    pub fn register(&self, name: &str, addr: Addr) -> Result<(), CallError> {
+        self.inner
+            .registry
+            .register(name, addr)
+            .map(|_| ())
+            .map_err(registry_error)
+    }
+
+    /// Remove a registered name; returns the address it had.
+    pub fn unregister(&self, name: &str) -> Option<Addr> {
+        self.inner.registry.unregister(name)
+    }
+
+    /// Merge a new cluster config: nodes whose address changed or that are now marked
+    /// down lose their connection (calls waiting on it fail); new calls use the new one.
+    pub fn reload(&self, config: ClusterConfig) -> bee_registry::ConfigDiff {
+        let diff = self.inner.registry.reload(config);
+        let mut drop_nodes: Vec<String> = diff.changed.iter().map(|c| c.0.clone()).collect();
+        drop_nodes.extend(diff.marked_down.iter().cloned());
+        drop_nodes.extend(diff.removed.iter().cloned());
+        for name in drop_nodes {
+            self.drop_sender(&name, "cluster config changed");
+        }
+        tracing::info!(node = %self.inner.node_name, ?diff, "cluster config reloaded");
+        diff
+    }
+
+    fn drop_sender(&self, name: &str, why: &str) {
+        if let Some((_, s)) = self.inner.senders.remove(name) {
+            tracing::info!(node = %self.inner.node_name, target = %name, why, "closing cluster sender");
+            s.channel.close();
+            if let Ok(n) = self.node() {
+                n.kill(s.service);
+            }
+        }
+    }
+
+    /// A local service that forwards every message to `name` on `node` (calls wait for
+    /// the remote reply). Created once per node and name, then reused.
+    pub fn proxy(&self, node: &str, name: &str) -> Result<Addr, CallError> {
+        let key = (node.to_string(), name.trim_start_matches('@').to_string());
+        let this = self.node()?;
+        if let Some(a) = self.inner.proxies.get(&key) {
+            if this.is_alive(*a) {
+                return Ok(*a);
+            }
+        }
+        let addr = this.spawn(
+            &format!("bee_proxy({}@{})", key.0, key.1),
+            ProxyService {
+                cluster: self.clone(),
+                node: key.0.clone(),
+                target: Target::Name(key.1.clone()),
+            },
+        );
+        self.inner.proxies.insert(key, addr);
+        Ok(addr)
+    }
+
+    /// The remote nodes this node has a sender for, with their channel state.
+    pub fn senders(&self) -> Vec<(String, bee_transport::ChannelStats, Addr)> {
+        let mut v: Vec<_> = self
+            .inner
+            .senders
+            .iter()
+            .map(|e| (e.key().clone(), e.channel.stats(), e.service))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Stop listening, close every channel (called by [`Node::shutdown`]).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let names: Vec<String> = self.inner.senders.iter().map(|e| e.key().clone()).collect();
+        for n in names {
+            self.drop_sender(&n, "node shutting down");
+        }
+    }
+}
+
+fn registry_error(e: RegistryError) -> CallError {
+    CallError::Cluster(e.to_string())
+}
+
+fn transport_error(e: TransportError) -> CallError {
+    match e {
+        // The remote handler's own words, as a Lua caller would see them.
+        TransportError::Remote { message, .. } => CallError::Cluster(message),
+        other => CallError::Cluster(other.to_string()),
+    }
+}
+
+/// `bee_clustersender(<node>)`: owns a channel; answers `"lua", "stats"`.
+struct SenderService {
+    channel: Channel,
+}
+
+impl Service for SenderService {
+    fn handle<'a>(&'a mut self, _ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+        Box::pin(async move {
+            let args = seri::unpack(&msg.payload)?;
+            match args.get(1).and_then(Value::as_bytes) {
+                Some(b"stats") => {
+                    let s = self.channel.stats();
+                    let mut t = Table::default();
+                    t.insert(Value::from("node"), Value::from(self.channel.node()));
+                    t.insert(Value::from("addr"), Value::from(self.channel.addr()));
+                    t.insert(Value::from("connected"), Value::from(s.connected));
+                    t.insert(Value::from("in_flight"), Value::from(s.in_flight as i64));
+                    t.insert(Value::from("reconnects"), Value::from(s.reconnects as i64));
+                    Ok(Some(seri::pack(&[Value::Table(t)])?))
+                }
+                _ => Err(ServiceError::msg("bee_clustersender answers \"lua\", \"stats\"")),
+            }
+        })
+    }
+}
+
+/// A `cluster.proxy` stand-in: forwards to one remote service.
+struct ProxyService {
+    cluster: Cluster,
+    node: String,
+    target: Target,
+}
+
+impl Service for ProxyService {
+    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+        Box::pin(async move {
+            match ctx.take_reply() {
+                None => {
+                    self.cluster
+                        .send(&self.node, self.target.clone(), msg.payload)
+                        .await
+                        .map_err(ServiceError::from)?;
+                }
+                Some(reply) => {
+                    // Answer from a task so this proxy keeps forwarding while calls wait.
+                    let (cluster, node, target) = (self.cluster.clone(), self.node.clone(), self.target.clone());
+                    tokio::spawn(async move {
+                        match cluster.call(&node, target, msg.payload).await {
+                            Ok(b) => reply.ok(b),
+                            Err(e) => reply.fail(e),
+                        }
+                    });
+                }
+            }
+            Ok(None)
+        })
+    }
+}
+
+/// Creates one `bee_clusteragent` per accepted connection.
+struct AgentFactory {
+    cluster: Cluster,
+}
+
+impl Acceptor for AgentFactory {
+    fn accept(&self, peer: SocketAddr) -> Arc<dyn Inbound> {
+        let node = self.cluster.node().ok();
+        let addr = node
+            .as_ref()
+            .map(|n| n.spawn(&format!("bee_clusteragent({peer})"), AgentService { peer }))
+            .unwrap_or(0);
+        tracing::info!(node = %self.cluster.inner.node_name, %peer, agent = %fmt_addr(addr), "cluster peer connected");
+        Arc::new(Agent {
+            cluster: self.cluster.clone(),
+            node,
+            addr,
+            peer,
+            names: Mutex::new((self.cluster.inner.registry.generation(), HashMap::new())),
+        })
+    }
+}
+
+/// The visible face of an agent in the service list; answers `"lua", "peer"`.
+struct AgentService {
+    peer: SocketAddr,
+}
+
+impl Service for AgentService {
+    fn handle<'a>(&'a mut self, _ctx: &'a mut Context, _msg: Message) -> BoxFuture<'a, HandleResult> {
+        let peer = self.peer.to_string();
+        Box::pin(async move { Ok(Some(seri::pack(&[Value::from(peer.as_str())])?)) })
+    }
+}
+
+/// The per-connection request handler behind `bee_clusteragent`.
+struct Agent {
+    cluster: Cluster,
+    node: Option<Node>,
+    addr: Addr,
+    peer: SocketAddr,
+    /// `"@name"` → address, valid while the registry generation is unchanged.
+    names: Mutex<(u64, HashMap<Bytes, Addr>)>,
+}
+
+impl Agent {
+    fn resolve_name(&self, wire: &Bytes) -> Option<Addr> {
+        let generation = self.cluster.inner.registry.generation();
+        let mut cache = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != generation {
+            cache.0 = generation;
+            cache.1.clear();
+        }
+        if let Some(a) = cache.1.get(wire) {
+            return Some(*a);
+        }
+        let name = std::str::from_utf8(wire).ok()?.strip_prefix('@')?;
+        let addr = self.cluster.inner.registry.query(name)?;
+        cache.1.insert(wire.clone(), addr);
+        Some(addr)
+    }
+
+    fn answer_query(&self, payload: &Bytes) -> Result<Bytes, String> {
+        let values = seri::unpack(payload).map_err(|e| e.to_string())?;
+        let name = values
+            .first()
+            .and_then(Value::as_str)
+            .ok_or_else(|| "name not found".to_string())?;
+        match self.cluster.inner.registry.query(name.trim_start_matches('@')) {
+            Some(addr) => seri::pack(&[Value::Integer(addr as i64)]).map_err(|e| e.to_string()),
+            None => Err("name not found".to_string()),
+        }
+    }
+}
+
+impl Inbound for Agent {
+    fn dispatch(&self, req: Request) -> BoxFuture<'_, Dispatched> {
+        Box::pin(async move {
+            let Some(node) = self.node.as_ref() else {
+                return Dispatched::Ready(Err("node is shutting down".into()));
+            };
+            let target = match &req.address {
+                Address::Id(0) => {
+                    return if req.push {
+                        Dispatched::NoReply
+                    } else {
+                        Dispatched::Ready(self.answer_query(&req.payload))
+                    }
+                }
+                Address::Id(a) => *a,
+                Address::Name(n) => match self.resolve_name(n) {
+                    Some(a) => a,
+                    None => {
+                        if req.push {
+                            tracing::warn!(peer = %self.peer, name = %String::from_utf8_lossy(n), "push to unknown name dropped");
+                            return Dispatched::NoReply;
+                        }
+                        return Dispatched::Ready(Err("Invalid name".into()));
+                    }
+                },
+            };
+            if req.push {
+                if let Err(e) = node.send_from(self.addr, target, req.payload).await {
+                    tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, "push dropped");
+                }
+                Dispatched::NoReply
+            } else {
+                match node.start_call(self.addr, target, req.payload).await {
+                    Ok(reply) => Dispatched::Later(reply.map(|r| r.map_err(|e| e.remote_text())).boxed()),
+                    Err(e) => Dispatched::Ready(Err(e.remote_text())),
+                }
+            }
+        })
+    }
+
+    fn closed(&self, reason: &str) {
+        tracing::info!(node = %self.cluster.inner.node_name, peer = %self.peer, reason, "cluster peer disconnected");
+        if let Some(n) = &self.node {
+            n.kill(self.addr);
+        }
+    }
+}
+
+/// `bee_clusterd`: the console face of the cluster layer.
+struct Clusterd {
+    cluster: Cluster,
+}
+
+impl Service for Clusterd {
+    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+        Box::pin(async move {
+            let args = seri::unpack(&msg.payload)?;
+            let cmd = args.get(1).and_then(Value::as_str).unwrap_or("");
+            let arg = |i: usize| args.get(i).and_then(Value::as_str).map(str::to_string);
+            let reply: Vec<Value> = match cmd {
+                "services" => ctx
+                    .node()
+                    .services()
+                    .into_iter()
+                    .map(|s| {
+                        let mut t = Table::default();
+                        t.insert(Value::from("addr"), Value::from(fmt_addr(s.addr)));
+                        t.insert(Value::from("label"), Value::from(s.label));
+                        t.insert(Value::from("names"), Value::from(s.names.join(",")));
+                        t.insert(Value::from("handled"), Value::Integer(s.handled as i64));
+                        t.insert(Value::from("queued"), Value::Integer(s.queued as i64));
+                        Value::Table(t)
+                    })
+                    .collect(),
+                "senders" => self
+                    .cluster
+                    .senders()
+                    .into_iter()
+                    .map(|(n, s, _)| {
+                        Value::from(format!(
+                            "{n} connected={} in_flight={} reconnects={}",
+                            s.connected, s.in_flight, s.reconnects
+                        ))
+                    })
+                    .collect(),
+                "nodes" => vec![Value::from(self.cluster.inner.registry.config().to_lua_string())],
+                "names" => self
+                    .cluster
+                    .inner
+                    .registry
+                    .names()
+                    .into_iter()
+                    .map(|(n, a)| Value::from(format!("{n} = {}", fmt_addr(a))))
+                    .collect(),
+                "reload" => {
+                    let text = arg(2).ok_or_else(|| ServiceError::msg("reload needs the config text"))?;
+                    let cfg = ClusterConfig::parse_lua(&text)?;
+                    let diff = self.cluster.reload(cfg);
+                    vec![Value::from(format!("{diff:?}"))]
+                }
+                "register" => {
+                    let name = arg(2).ok_or_else(|| ServiceError::msg("register needs a name"))?;
+                    let addr = args.get(3).and_then(Value::as_int).unwrap_or(msg.source as i64) as Addr;
+                    self.cluster.register(&name, addr)?;
+                    vec![Value::Integer(addr as i64)]
+                }
+                "unregister" => {
+                    let name = arg(2).ok_or_else(|| ServiceError::msg("unregister needs a name"))?;
+                    vec![self
+                        .cluster
+                        .unregister(&name)
+                        .map(|a| Value::Integer(a as i64))
+                        .unwrap_or(Value::Nil)]
+                }
+                "query" => {
+                    let name = arg(2).ok_or_else(|| ServiceError::msg("query needs a name"))?;
+                    match self.cluster.inner.registry.query(&name) {
+                        Some(a) => vec![Value::Integer(a as i64)],
+                        None => return Err(ServiceError::msg("name not found")),
+                    }
+                }
+                other => {
+                    return Err(ServiceError::msg(format!(
+                        "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query)"
+                    )))
+                }
+            };
+            Ok(Some(seri::pack(&reply)?))
+        })
+    }
+}

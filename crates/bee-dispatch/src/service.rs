@@ -1,0 +1,703 @@
+//! Local services: addresses, mailboxes, and the three ways a message moves inside one
+//! node — `send` (no reply), `call` (awaits the reply) and `redirect` (hand a message on
+//! with its caller attached, so the next service's reply goes straight back).
+//!
+//! A service is a value implementing [`Service`]. [`Node::spawn`] gives it an address
+//! (a `u32`, printed like skynet's `:0000000a`), a bounded mailbox and its own task. The
+//! task takes one message at a time, runs the handler to completion, and answers the
+//! caller if the caller waits. A handler that returns an error, or panics, answers the
+//! caller with that error text; the service keeps running. When a service stops, every
+//! caller still queued in its mailbox gets [`CallError::ServiceGone`]: nothing waits
+//! forever and nothing is dropped without a word.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+/// A service address, as skynet's: 32 bits, top 8 bits a harbor id (always 0 in bee).
+pub type Addr = u32;
+
+/// Formats an address the way skynet prints it: `:0000000a`.
+pub fn fmt_addr(addr: Addr) -> String {
+    format!(":{addr:08x}")
+}
+
+/// What a caller gets when a local call or send cannot be completed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// No service lives at that address (never existed, or already stopped).
+    #[error("no service at address {}", fmt_addr(*.addr))]
+    NoSuchService {
+        /// The address asked for.
+        addr: Addr,
+    },
+    /// No local service is registered under that name.
+    #[error("no local service named {name:?}")]
+    UnknownName {
+        /// The name asked for.
+        name: String,
+    },
+    /// The service stopped (or dropped the reply) before it answered.
+    #[error("service {service} stopped before it replied")]
+    ServiceGone {
+        /// Label and address of the service.
+        service: String,
+    },
+    /// The handler returned an error or panicked; `message` is its text.
+    #[error("{service} failed: {message}")]
+    Failed {
+        /// Label and address of the service.
+        service: String,
+        /// The handler's error text.
+        message: String,
+    },
+    /// No reply within the allowed time.
+    #[error("call to {service} timed out after {after:?}")]
+    Timeout {
+        /// Label and address of the service.
+        service: String,
+        /// The timeout that passed.
+        after: Duration,
+    },
+    /// A remote or cluster-level failure, already rendered as text by the layer that saw it.
+    #[error("{0}")]
+    Cluster(String),
+}
+
+impl CallError {
+    /// The text sent to a remote caller when this error answers its request.
+    pub fn remote_text(&self) -> String {
+        match self {
+            // The handler's own words travel unchanged, as a Lua caller expects.
+            CallError::Failed { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The error a handler returns. Anything that implements `std::error::Error` converts
+/// with `?`; [`ServiceError::msg`] makes one from text.
+#[derive(Debug, Clone)]
+pub struct ServiceError {
+    message: String,
+}
+
+impl ServiceError {
+    /// An error with this text.
+    pub fn msg(text: impl fmt::Display) -> Self {
+        ServiceError {
+            message: text.to_string(),
+        }
+    }
+
+    /// The error text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ServiceError {
+    fn from(e: E) -> Self {
+        ServiceError::msg(e)
+    }
+}
+
+/// What a handler returns: `Ok(Some(bytes))` is the reply (a skynet.pack payload),
+/// `Ok(None)` means "no reply values" (a waiting caller gets an empty reply), `Err`
+/// answers a waiting caller with the error text (and is logged for a push).
+pub type HandleResult = Result<Option<Bytes>, ServiceError>;
+
+/// One message as a service sees it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The sender's address (0 when the message came from outside any service).
+    pub source: Addr,
+    /// The payload; for ordinary traffic the skynet.pack encoding of the arguments.
+    pub payload: Bytes,
+}
+
+type ReplySender = oneshot::Sender<Result<Bytes, CallError>>;
+
+/// A message in a mailbox, with the caller's reply slot when the caller waits.
+pub(crate) struct Envelope {
+    msg: Message,
+    reply: Option<ReplySender>,
+}
+
+/// The reply slot of a message, taken out of the [`Context`] to answer later (or from
+/// another task). Dropping it unanswered tells the caller the service did not reply.
+#[derive(Debug)]
+pub struct Responder {
+    tx: ReplySender,
+    service: String,
+}
+
+impl Responder {
+    /// Answer with a reply payload.
+    pub fn ok(self, payload: Bytes) {
+        let _ = self.tx.send(Ok(payload));
+    }
+
+    /// Answer with an error text.
+    pub fn err(self, message: impl fmt::Display) {
+        let _ = self.tx.send(Err(CallError::Failed {
+            service: self.service,
+            message: message.to_string(),
+        }));
+    }
+
+    /// Answer with an error as it is.
+    pub fn fail(self, error: CallError) {
+        let _ = self.tx.send(Err(error));
+    }
+}
+
+/// A service: state plus a handler run for one message at a time.
+///
+/// Implement `handle` with `Box::pin(async move { … })`. The handler may await calls to
+/// other services; the service takes its next message only when the handler returns.
+pub trait Service: Send + 'static {
+    /// Handle one message. `ctx` knows the caller's reply slot, this service's address,
+    /// and the node.
+    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult>;
+}
+
+/// The handler's view of its service and of the message being handled.
+pub struct Context {
+    node: Node,
+    addr: Addr,
+    label: Arc<str>,
+    reply: Option<ReplySender>,
+    exit: bool,
+}
+
+impl Context {
+    /// The node this service runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// This service's address.
+    pub fn addr(&self) -> Addr {
+        self.addr
+    }
+
+    /// This service's label (its kind, e.g. `echo`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether the current message's sender waits for a reply.
+    pub fn wants_reply(&self) -> bool {
+        self.reply.is_some()
+    }
+
+    /// Take the current message's reply slot to answer later; the runtime will then not
+    /// answer it when the handler returns.
+    pub fn take_reply(&mut self) -> Option<Responder> {
+        self.reply.take().map(|tx| Responder {
+            tx,
+            service: service_name(&self.label, self.addr),
+        })
+    }
+
+    /// Stop this service once the current handler returns.
+    pub fn exit(&mut self) {
+        self.exit = true;
+    }
+
+    /// Call a local service from this one (source = this service).
+    pub async fn call(&self, target: Addr, payload: Bytes) -> Result<Bytes, CallError> {
+        self.node.call_from(self.addr, target, payload, None).await
+    }
+
+    /// Send to a local service from this one, no reply.
+    pub async fn send(&self, target: Addr, payload: Bytes) -> Result<(), CallError> {
+        self.node.send_from(self.addr, target, payload).await
+    }
+
+    /// Forward `msg` untouched to `target`, with the current caller attached: the target's
+    /// reply goes straight to whoever sent the message here (skynet.redirect). If the
+    /// target cannot take it, the caller is answered with that error.
+    pub async fn redirect(&mut self, target: Addr, msg: Message) -> Result<(), CallError> {
+        let reply = self.reply.take();
+        match self.node.deliver(target, msg, reply).await {
+            Ok(()) => Ok(()),
+            Err((err, reply)) => {
+                if let Some(tx) = reply {
+                    let _ = tx.send(Err(err.clone()));
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Settings of a node's local runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Messages a mailbox holds before senders wait (back-pressure).
+    pub mailbox: usize,
+    /// How long a local `call` waits for its reply by default.
+    pub call_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            mailbox: 4096,
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One line of the node's service list.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    /// The service's address.
+    pub addr: Addr,
+    /// What kind of service it is (`echo`, `bee_clustersender(lobby)`, …).
+    pub label: String,
+    /// Local names pointing at it.
+    pub names: Vec<String>,
+    /// Messages handled so far.
+    pub handled: u64,
+    /// Messages waiting in its mailbox.
+    pub queued: usize,
+    /// How long it has run.
+    pub uptime: Duration,
+}
+
+struct Entry {
+    tx: mpsc::Sender<Envelope>,
+    label: Arc<str>,
+    started: Instant,
+    handled: Arc<AtomicU64>,
+}
+
+struct Inner {
+    name: String,
+    config: RuntimeConfig,
+    services: DashMap<Addr, Entry>,
+    names: DashMap<String, Addr>,
+    next_addr: AtomicU32,
+    stopping: AtomicBool,
+    extensions: DashMap<std::any::TypeId, Arc<dyn Any + Send + Sync>>,
+    cluster: OnceLock<crate::cluster::Cluster>,
+}
+
+/// A node's local runtime: its services, their names, and how to reach them. Cheap to
+/// clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.name)
+            .field("services", &self.inner.services.len())
+            .finish()
+    }
+}
+
+fn service_name(label: &str, addr: Addr) -> String {
+    format!("{label}{}", fmt_addr(addr))
+}
+
+impl Node {
+    /// A new, empty node runtime named `name` (the node's cluster name).
+    pub fn new(name: impl Into<String>, config: RuntimeConfig) -> Node {
+        Node {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                config,
+                services: DashMap::new(),
+                names: DashMap::new(),
+                next_addr: AtomicU32::new(1),
+                stopping: AtomicBool::new(false),
+                extensions: DashMap::new(),
+                cluster: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The runtime settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Start `service` on its own task; returns its new address.
+    pub fn spawn(&self, label: &str, service: impl Service) -> Addr {
+        self.spawn_boxed(label, Box::new(service))
+    }
+
+    /// Start a boxed service; returns its new address.
+    pub fn spawn_boxed(&self, label: &str, service: Box<dyn Service>) -> Addr {
+        let addr = self.inner.next_addr.fetch_add(1, Ordering::Relaxed) & 0x00FF_FFFF;
+        let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
+        let label: Arc<str> = Arc::from(label);
+        let handled = Arc::new(AtomicU64::new(0));
+        self.inner.services.insert(
+            addr,
+            Entry {
+                tx,
+                label: label.clone(),
+                started: Instant::now(),
+                handled: handled.clone(),
+            },
+        );
+        tracing::debug!(node = %self.name(), service = %service_name(&label, addr), "service started");
+        let ctx = Context {
+            node: self.clone(),
+            addr,
+            label,
+            reply: None,
+            exit: false,
+        };
+        tokio::spawn(run_service(ctx, service, rx, handled));
+        addr
+    }
+
+    /// Start a service and register a local name for it.
+    pub fn spawn_named(&self, name: &str, service: impl Service) -> Addr {
+        let addr = self.spawn(name, service);
+        self.set_name(name, addr);
+        addr
+    }
+
+    /// Point the local name `name` at `addr` (replacing what it pointed at).
+    pub fn set_name(&self, name: &str, addr: Addr) {
+        self.inner.names.insert(name.to_string(), addr);
+    }
+
+    /// Remove a local name; returns where it pointed.
+    pub fn remove_name(&self, name: &str) -> Option<Addr> {
+        self.inner.names.remove(name).map(|(_, a)| a)
+    }
+
+    /// The address a local name points at.
+    pub fn resolve(&self, name: &str) -> Result<Addr, CallError> {
+        self.inner
+            .names
+            .get(name)
+            .map(|a| *a)
+            .ok_or_else(|| CallError::UnknownName {
+                name: name.to_string(),
+            })
+    }
+
+    /// Whether a service lives at `addr`.
+    pub fn is_alive(&self, addr: Addr) -> bool {
+        self.inner.services.contains_key(&addr)
+    }
+
+    /// The label and address of a service, for messages (`echo:00000004`).
+    pub fn describe(&self, addr: Addr) -> String {
+        match self.inner.services.get(&addr) {
+            Some(e) => service_name(&e.label, addr),
+            None => fmt_addr(addr),
+        }
+    }
+
+    /// Every running service, sorted by address.
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        let mut names: std::collections::HashMap<Addr, Vec<String>> = Default::default();
+        for n in self.inner.names.iter() {
+            names.entry(*n.value()).or_default().push(n.key().clone());
+        }
+        let mut out: Vec<ServiceInfo> = self
+            .inner
+            .services
+            .iter()
+            .map(|e| {
+                let mut ns = names.remove(e.key()).unwrap_or_default();
+                ns.sort();
+                ServiceInfo {
+                    addr: *e.key(),
+                    label: e.label.to_string(),
+                    names: ns,
+                    handled: e.handled.load(Ordering::Relaxed),
+                    queued: e.tx.max_capacity() - e.tx.capacity(),
+                    uptime: e.started.elapsed(),
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.addr);
+        out
+    }
+
+    /// Call a local service from outside any service (source 0), default timeout.
+    pub async fn call(&self, target: Addr, payload: Bytes) -> Result<Bytes, CallError> {
+        self.call_from(0, target, payload, None).await
+    }
+
+    /// Call a local service with an explicit source and an optional timeout (default:
+    /// the runtime's `call_timeout`).
+    pub async fn call_from(
+        &self,
+        source: Addr,
+        target: Addr,
+        payload: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, CallError> {
+        let rx = self.start_call(source, target, payload).await?;
+        let after = timeout.unwrap_or(self.inner.config.call_timeout);
+        match tokio::time::timeout(after, rx).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout {
+                service: self.describe(target),
+                after,
+            }),
+        }
+    }
+
+    /// Enqueue a call and return the receiver of its reply: the message is in the
+    /// target's mailbox when this returns (so calls started in order arrive in order).
+    pub async fn start_call(
+        &self,
+        source: Addr,
+        target: Addr,
+        payload: Bytes,
+    ) -> Result<ReplyFuture, CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.deliver(target, Message { source, payload }, Some(tx))
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok(ReplyFuture {
+            rx,
+            service: self.describe(target),
+        })
+    }
+
+    /// Send to a local service from outside any service (source 0).
+    pub async fn send(&self, target: Addr, payload: Bytes) -> Result<(), CallError> {
+        self.send_from(0, target, payload).await
+    }
+
+    /// Send with an explicit source; waits while the target's mailbox is full.
+    pub async fn send_from(&self, source: Addr, target: Addr, payload: Bytes) -> Result<(), CallError> {
+        self.deliver(target, Message { source, payload }, None)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// Put a message in `target`'s mailbox. On failure the reply slot comes back so the
+    /// caller can be answered with the reason.
+    pub(crate) async fn deliver(
+        &self,
+        target: Addr,
+        msg: Message,
+        reply: Option<ReplySender>,
+    ) -> Result<(), (CallError, Option<ReplySender>)> {
+        let tx = match self.inner.services.get(&target) {
+            Some(e) => e.tx.clone(),
+            None => return Err((CallError::NoSuchService { addr: target }, reply)),
+        };
+        match tx.send(Envelope { msg, reply }).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(env)) => Err((
+                CallError::ServiceGone {
+                    service: self.describe(target),
+                },
+                env.reply,
+            )),
+        }
+    }
+
+    /// Stop the service at `addr`: it finishes the message in hand, then every queued
+    /// caller gets `ServiceGone`. Returns whether it existed.
+    pub fn kill(&self, addr: Addr) -> bool {
+        match self.inner.services.remove(&addr) {
+            Some((_, e)) => {
+                self.inner.names.retain(|_, a| *a != addr);
+                tracing::info!(node = %self.name(), service = %service_name(&e.label, addr), "service killed");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stop every service (the node is shutting down).
+    pub fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let addrs: Vec<Addr> = self.inner.services.iter().map(|e| *e.key()).collect();
+        for a in addrs {
+            self.kill(a);
+        }
+        if let Some(c) = self.inner.cluster.get() {
+            c.shutdown();
+        }
+    }
+
+    /// Whether [`Node::shutdown`] has been called.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Attach a value of type `T` to the node (one per type), for layers built on top
+    /// (e.g. a database pool) to find each other without globals.
+    pub fn set_extension<T: Any + Send + Sync>(&self, value: Arc<T>) {
+        self.inner
+            .extensions
+            .insert(std::any::TypeId::of::<T>(), value);
+    }
+
+    /// The value of type `T` attached with [`Node::set_extension`].
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.inner
+            .extensions
+            .get(&std::any::TypeId::of::<T>())
+            .and_then(|v| v.value().clone().downcast::<T>().ok())
+    }
+
+    /// A handle that does not keep the node alive.
+    pub fn downgrade(&self) -> WeakNode {
+        WeakNode {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    pub(crate) fn cluster_slot(&self) -> &OnceLock<crate::cluster::Cluster> {
+        &self.inner.cluster
+    }
+}
+
+/// A non-owning handle to a [`Node`], for parts of the node that the node itself holds.
+#[derive(Clone)]
+pub struct WeakNode {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakNode {
+    /// The node, if it still exists.
+    pub fn upgrade(&self) -> Option<Node> {
+        self.inner.upgrade().map(|inner| Node { inner })
+    }
+}
+
+/// The pending reply of a call started with [`Node::start_call`].
+pub struct ReplyFuture {
+    rx: oneshot::Receiver<Result<Bytes, CallError>>,
+    service: String,
+}
+
+impl std::future::Future for ReplyFuture {
+    type Output = Result<Bytes, CallError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.rx.poll_unpin(cx) {
+            std::task::Poll::Ready(Ok(r)) => std::task::Poll::Ready(r),
+            std::task::Poll::Ready(Err(_)) => std::task::Poll::Ready(Err(CallError::ServiceGone {
+                service: self.service.clone(),
+            })),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+fn panic_text(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// The task behind every service: one message at a time, answer, repeat.
+async fn run_service(
+    mut ctx: Context,
+    mut service: Box<dyn Service>,
+    mut rx: mpsc::Receiver<Envelope>,
+    handled: Arc<AtomicU64>,
+) {
+    let node = ctx.node.clone();
+    let addr = ctx.addr;
+    let name = service_name(&ctx.label, addr);
+    while let Some(Envelope { msg, reply }) = rx.recv().await {
+        if !node.is_alive(addr) {
+            // Killed while this message waited: answer it below with the others.
+            if let Some(tx) = reply {
+                let _ = tx.send(Err(CallError::ServiceGone {
+                    service: name.clone(),
+                }));
+            }
+            break;
+        }
+        ctx.reply = reply;
+        let outcome = AssertUnwindSafe(service.handle(&mut ctx, msg))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| {
+                let text = panic_text(p.as_ref());
+                tracing::error!(node = %node.name(), service = %name, panic = %text, "handler panicked; service keeps running");
+                Err(ServiceError::msg(format!("handler panicked: {text}")))
+            });
+        handled.fetch_add(1, Ordering::Relaxed);
+        match (ctx.reply.take(), outcome) {
+            (Some(tx), Ok(reply)) => {
+                let _ = tx.send(Ok(reply.unwrap_or_default()));
+            }
+            (Some(tx), Err(e)) => {
+                tracing::debug!(node = %node.name(), service = %name, error = %e, "handler failed; caller told");
+                let _ = tx.send(Err(CallError::Failed {
+                    service: name.clone(),
+                    message: e.message,
+                }));
+            }
+            (None, Err(e)) => {
+                tracing::warn!(node = %node.name(), service = %name, error = %e, "handler failed on a message nobody waits for");
+            }
+            (None, Ok(_)) => {}
+        }
+        if ctx.exit {
+            break;
+        }
+    }
+    // Stopped: take the entry out (if kill did not already) and tell every queued caller.
+    if node.inner.services.remove(&addr).is_some() {
+        node.inner.names.retain(|_, a| *a != addr);
+    }
+    rx.close();
+    let mut dropped = 0usize;
+    while let Ok(Envelope { reply, .. }) = rx.try_recv() {
+        match reply {
+            Some(tx) => {
+                let _ = tx.send(Err(CallError::ServiceGone {
+                    service: name.clone(),
+                }));
+            }
+            None => dropped += 1,
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(node = %node.name(), service = %name, dropped, "service stopped with pushes still queued; they were dropped");
+    }
+    tracing::debug!(node = %node.name(), service = %name, "service stopped");
+}
