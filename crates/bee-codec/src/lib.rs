@@ -25,4 +25,4 @@ pub mod proxy;
 pub mod rpc;
 pub mod seri;
 
-// pub use seri::{Table, Value};  (re-enabled once seri lands)
+pub use seri::{Table, Value};
