@@ -1,1 +1,268 @@
-//! Helpers shared by the integration tests (being written).
+//! Helpers shared by the integration tests: start real `bee` processes on loopback,
+//! write their configs, and talk to them from an in-process client node.
+//!
+//! Every node gets a free port on 127.0.0.1 and its own temporary directory. A
+//! [`BeeProcess`] is killed when dropped, so a failing test leaves nothing running.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_registry::{ClusterConfig, Registry};
+
+/// A free TCP port on 127.0.0.1 (bound then released; the OS will not hand it out again
+/// at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// The workspace's target directory (where `bee` is built).
+fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    // This test binary lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// Path of the `bee` binary, built once per test process if it is missing or stale.
+pub fn bee_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "bee-node", "--bin", "bee"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("cannot run cargo build for the bee binary");
+        assert!(status.success(), "building the bee binary failed");
+        let bin = target_dir().join("debug").join("bee");
+        assert!(bin.exists(), "bee binary not found at {}", bin.display());
+        bin
+    })
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "bee-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A cluster layout for a test: node names with their loopback ports, written as a
+/// skynet clustername file.
+pub struct Layout {
+    /// Where configs and logs go.
+    pub dir: TempDir,
+    /// (node name, port), in the order given.
+    pub nodes: Vec<(String, u16)>,
+}
+
+impl Layout {
+    /// Free ports for these node names; writes `cluster.lua`.
+    pub fn new(names: &[&str]) -> Layout {
+        let dir = TempDir::new(names.first().copied().unwrap_or("cluster"));
+        let nodes = names.iter().map(|n| (n.to_string(), free_port())).collect();
+        let l = Layout { dir, nodes };
+        l.write_cluster(&[]);
+        l
+    }
+
+    /// The port of `node`.
+    pub fn port(&self, node: &str) -> u16 {
+        self.nodes
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("node {node} not in this layout"))
+    }
+
+    /// Path of the clustername file.
+    pub fn cluster_file(&self) -> PathBuf {
+        self.dir.path().join("cluster.lua")
+    }
+
+    /// (Re)write the clustername file: every node, plus `extra` raw lines.
+    pub fn write_cluster(&self, extra: &[&str]) {
+        let mut text = String::from("-- written by bee-tests\n");
+        for (n, p) in &self.nodes {
+            text.push_str(&format!("{n} = \"127.0.0.1:{p}\"\n"));
+        }
+        for e in extra {
+            text.push_str(e);
+            text.push('\n');
+        }
+        std::fs::write(self.cluster_file(), text).expect("write cluster.lua");
+    }
+
+    /// The cluster config as the file says.
+    pub fn config(&self) -> ClusterConfig {
+        ClusterConfig::load(&self.cluster_file()).expect("load cluster.lua")
+    }
+
+    /// Start node `name` with this node-config body (TOML after the name/cluster lines),
+    /// e.g. `[[service]]\nkind = "echo"\nname = "echo"\n`.
+    pub fn start(&self, name: &str, services_toml: &str) -> BeeProcess {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 10000\n{services_toml}"
+        );
+        std::fs::write(&path, text).expect("write node config");
+        BeeProcess::start(name, &path)
+    }
+
+    /// An in-process client node (not listening) that can call the layout's nodes.
+    pub fn client(&self, call_timeout: Duration) -> (Node, Cluster) {
+        let node = Node::new(format!("test-client-{}", free_port()), RuntimeConfig::default());
+        let mut settings = ClusterSettings::default();
+        settings.channel.call_timeout = call_timeout;
+        settings.wait_for_node = Some(Duration::ZERO);
+        let cluster = Cluster::start(&node, Registry::new(self.config()), settings);
+        (node, cluster)
+    }
+}
+
+/// A running `bee run` process, killed on drop.
+pub struct BeeProcess {
+    /// The node's name.
+    pub name: String,
+    child: Option<Child>,
+    config: PathBuf,
+}
+
+impl BeeProcess {
+    /// Start `bee run CONFIG` and wait until it says it listens (at most 30 s).
+    pub fn start(name: &str, config: &Path) -> BeeProcess {
+        let mut child = Command::new(bee_bin())
+            .arg("run")
+            .arg(config)
+            .env("BEE_LOG", std::env::var("BEE_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start bee");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && line.contains("listening on") {
+                    let _ = tx.send(line.clone());
+                    sent = true;
+                }
+                println!("[bee stdout] {line}");
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(_line) = rx.recv_timeout(Duration::from_millis(50)) {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("bee node {name} exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "bee node {name} did not start within 30 s");
+        }
+        BeeProcess {
+            name: name.to_string(),
+            child: Some(child),
+            config: config.to_path_buf(),
+        }
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Kill with SIGKILL (a crash, no clean shutdown) and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop with SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start the same node again from its config (after a kill).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let again = BeeProcess::start(&self.name, &self.config);
+        *self = again;
+    }
+}
+
+impl Drop for BeeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Run the `bee` binary as a one-shot client; returns (exit ok, stdout, stderr).
+pub fn bee_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bee_bin())
+        .args(args)
+        .env("BEE_LOG", "warn")
+        .output()
+        .expect("cannot run bee");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

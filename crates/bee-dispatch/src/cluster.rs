@@ -650,7 +650,7 @@ impl Service for Clusterd {
                     let text = arg(2).ok_or_else(|| ServiceError::msg("reload needs the config text"))?;
                     let cfg = ClusterConfig::parse_lua(&text)?;
                     let diff = self.cluster.reload(cfg);
-                    vec![Value::from(format!("{diff:?}"))]
+                    vec![Value::from(diff.to_string())]
                 }
                 "register" => {
                     let name = arg(2).ok_or_else(|| ServiceError::msg("register needs a name"))?;

@@ -304,8 +304,10 @@ impl NativeEndpoint {
 
 /// A native service's logic, as the C++ side will implement it: bytes in, bytes out.
 pub trait NativeHandler: Send + 'static {
-    /// A game frame arrived (no reply expected).
-    fn on_frame(&mut self, endpoint: &NativeEndpoint, frame: Bytes) -> BoxFuture<'_, ()>;
+    /// A game frame arrived (sent, or redirected to this service by a master such as
+    /// shop_master). Return a reply frame to answer a caller that waits; it is ignored
+    /// when nobody waits.
+    fn on_frame(&mut self, endpoint: &NativeEndpoint, frame: Bytes) -> BoxFuture<'_, Option<Bytes>>;
     /// An rpc call or send arrived with this inner message; return the reply bytes (or
     /// an error text) for a call.
     fn on_rpc(&mut self, endpoint: &NativeEndpoint, inner: Bytes) -> BoxFuture<'_, Result<Bytes, String>>;
@@ -369,11 +371,17 @@ struct NativeService<H> {
 }
 
 impl<H: NativeHandler> Service for NativeService<H> {
-    fn handle<'a>(&'a mut self, _ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
         Box::pin(async move {
             match self.endpoint.on_message(&msg.payload)? {
                 None => {}
-                Some(Inbound::Frame(f)) => self.handler.on_frame(&self.endpoint, f).await,
+                Some(Inbound::Frame(f)) => {
+                    if let Some(reply) = self.handler.on_frame(&self.endpoint, f).await {
+                        if ctx.wants_reply() {
+                            return Ok(Some(seri::pack(&[Value::String(reply)])?));
+                        }
+                    }
+                }
                 Some(Inbound::Rpc(env)) => {
                     let endpoint = self.endpoint.clone();
                     let result = self.handler.on_rpc(&endpoint, env.message.clone()).await;

@@ -8,7 +8,7 @@
 //! call_timeout_ms = 30000        # optional: default timeout of calls
 //!
 //! [[service]]
-//! kind = "echo"                  # what to start (see `bee_node::services`)
+//! kind = "echo"                  # what to start (see `services.rs`)
 //! name = "echo"                  # optional: register it in the cluster as "@echo"
 //! ```
 
@@ -19,7 +19,6 @@ use serde::Deserialize;
 
 /// One node's configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// The node's cluster name.
     pub name: String,
@@ -37,6 +36,9 @@ pub struct NodeConfig {
     #[serde(flatten)]
     pub extra: toml::Table,
 }
+
+/// Sections for services, besides the node's own keys.
+const EXTRA_SECTIONS: &[&str] = &["mysql"];
 
 fn default_timeout() -> u64 {
     30_000
@@ -61,6 +63,14 @@ impl NodeConfig {
             .with_context(|| format!("cannot read node config {}", path.display()))?;
         let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("bad node config {}", path.display()))?;
+        // Sections other than the known ones are typos: say so instead of ignoring them.
+        if let Some(key) = cfg.extra.keys().find(|k| !EXTRA_SECTIONS.contains(&k.as_str())) {
+            anyhow::bail!(
+                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, service, {})",
+                path.display(),
+                EXTRA_SECTIONS.join(", ")
+            );
+        }
         if cfg.name.is_empty() {
             anyhow::bail!("node config {}: name is empty", path.display());
         }

@@ -1,0 +1,266 @@
+//! `cargo xtask demo`: the demo cluster, start to finish.
+//!
+//! 1. Make sure MariaDB is up (see `setup`), build the `bee` binary.
+//! 2. Write a cluster config (`target/demo/cluster.lua`, free loopback ports) and one node
+//!    config per node: `lobby`, `lpersistence_3`, `activity_master`, `shop_master`.
+//! 3. Start the four nodes as separate `bee run` processes (logs in `target/demo/*.log`).
+//! 4. Ask the `lobby` service, over the cluster, to run each scenario; print what it
+//!    reports: what went where, what came back, how long it took.
+//! 5. Stop every node (also when a scenario fails or the demo is interrupted by an
+//!    error), and exit 0 only if every scenario passed.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bee_codec::seri::{self, Value};
+use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_registry::{ClusterConfig, Registry};
+
+const NODES: [&str; 4] = ["lobby", "lpersistence_3", "activity_master", "shop_master"];
+
+/// The scenarios, in order: (title, lobby command, arguments).
+fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
+    let sql = |s: &str| vec![Value::from(s)];
+    vec![
+        (
+            "lobby → lpersistence_3: query by name, \"text\" protobuf push, \"lua\" ping, \"text\" call",
+            "persistence",
+            vec![],
+        ),
+        (
+            "lobby → lpersistence_3/mysqlpool: seed pppoker.user (real MariaDB)",
+            "sql",
+            sql("CREATE DATABASE IF NOT EXISTS pppoker"),
+        ),
+        (
+            "",
+            "sql",
+            sql("CREATE TABLE IF NOT EXISTS pppoker.user (uid BIGINT PRIMARY KEY, nickname VARCHAR(64) NOT NULL, level INT NOT NULL, coins BIGINT NOT NULL, vip DECIMAL(4,1), last_login DATETIME) DEFAULT CHARSET=utf8mb4"),
+        ),
+        (
+            "",
+            "sql",
+            sql("REPLACE INTO pppoker.user VALUES (10076447, 'player10076447', 12, 88000, 2.5, '2026-11-26 08:00:00')"),
+        ),
+        (
+            "lobby → lpersistence_3/mysqlpool: cluster.call(\"lpersistence_3\", mysqlpool, \"lua\", \"execute\", sql)",
+            "sql",
+            sql("select * from pppoker.user where uid = 10076447"),
+        ),
+        (
+            "lobby → activity_master: 20 uids, each sent twice, sharded over 8 workers by uid hash",
+            "activity",
+            vec![Value::from(20i64)],
+        ),
+        (
+            "lobby → shop_master: protobuf frame redirected untouched to the native shop",
+            "shop",
+            vec![],
+        ),
+        (
+            "native lobby_native → CServiceProxy → lpersistence_3: send",
+            "native_send",
+            vec![],
+        ),
+        (
+            "native lobby_native → lpersistence_3: rpc_call with the rpc envelope",
+            "native_rpc",
+            vec![],
+        ),
+        (
+            "native → native across nodes: lobby_native → shop_master/shop, send and rpc_call",
+            "native_native",
+            vec![],
+        ),
+        (
+            "errors a caller can read: unknown node, unknown name, unknown command, unknown message",
+            "errors",
+            vec![],
+        ),
+    ]
+}
+
+/// A started node process; stopped (SIGTERM, then SIGKILL) when dropped.
+struct NodeProcess {
+    name: String,
+    child: Child,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                eprintln!("  stopped {}", self.name);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("  killed {} (did not stop within 5 s)", self.name);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn node_config(name: &str) -> &'static str {
+    match name {
+        "lobby" => {
+            "[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lobby\"\nname = \"lobby\"\n"
+        }
+        "lpersistence_3" => {
+            "[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lpersistence\"\nname = \"lpersistence\"\n\n\
+             [[service]]\nkind = \"mysqlpool\"\nname = \"mysqlpool\"\n\n\
+             [mysql]\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"root\"\npassword = \"\"\npool_size = 8\n"
+        }
+        "activity_master" => {
+            "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\n"
+        }
+        _ => {
+            "[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"native_shop\"\nname = \"shop\"\n\n\
+             [[service]]\nkind = \"shop_master\"\nname = \"shop_master\"\ntarget = \"shop\"\n"
+        }
+    }
+}
+
+fn start_node(bee: &Path, dir: &Path, name: &str) -> Result<NodeProcess> {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!("name = \"{name}\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 10000\n\n{}", node_config(name)),
+    )?;
+    let log = File::create(dir.join(format!("{name}.log")))?;
+    let mut child = Command::new(bee)
+        .arg("run")
+        .arg(&cfg)
+        .env("BEE_LOG", std::env::var("BEE_LOG").unwrap_or_else(|_| "info".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("cannot start {}", bee.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let process = NodeProcess {
+        name: name.to_string(),
+        child,
+    };
+    // The node prints one line when it listens; anything else means it failed to start.
+    match lines.next() {
+        Some(Ok(line)) if line.contains("listening on") => {
+            eprintln!("  {line}");
+            std::thread::spawn(move || for _ in lines {});
+            Ok(process)
+        }
+        _ => bail!(
+            "node {name} did not start; see {}",
+            dir.join(format!("{name}.log")).display()
+        ),
+    }
+}
+
+fn build_bee(root: &Path) -> Result<PathBuf> {
+    crate::step(
+        "build",
+        crate::cargo().args(["build", "-p", "bee-node", "--bin", "bee"]),
+    )?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    Ok(target.join("debug").join("bee"))
+}
+
+/// Run the demo.
+pub fn run(root: &Path) -> Result<()> {
+    crate::setup::ensure_mariadb()?;
+    let bee = build_bee(root)?;
+    let dir = root.join("target").join("demo");
+    std::fs::create_dir_all(&dir)?;
+    let mut cluster = String::from("-- the demo cluster, written by cargo xtask demo\n__nowaiting = true\n");
+    for n in NODES {
+        cluster.push_str(&format!("{n} = \"127.0.0.1:{}\"\n", free_port()?));
+    }
+    std::fs::write(dir.join("cluster.lua"), &cluster)?;
+    println!("\n== the demo cluster ({})\n{cluster}", dir.join("cluster.lua").display());
+    eprintln!("== starting nodes (logs: {}/<node>.log)", dir.display());
+    let mut nodes = Vec::new();
+    for n in NODES {
+        nodes.push(start_node(&bee, &dir, n)?);
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(walk(&dir));
+    eprintln!("\n== stopping nodes");
+    drop(nodes);
+    result
+}
+
+async fn walk(dir: &Path) -> Result<()> {
+    let config = ClusterConfig::load(&dir.join("cluster.lua"))?;
+    let node = Node::new("demo-console", RuntimeConfig::default());
+    let mut settings = ClusterSettings::default();
+    settings.channel.call_timeout = Duration::from_secs(30);
+    let cluster = Cluster::start(&node, Registry::new(config), settings);
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let list = scenarios();
+    let titled = list.iter().filter(|s| !s.0.is_empty()).count();
+    let mut current = "";
+    let mut current_ok = true;
+    for (i, (title, command, args)) in list.iter().enumerate() {
+        if !title.is_empty() {
+            current = title;
+            current_ok = true;
+            println!("\n▶ {title}");
+        }
+        let mut payload = vec![Value::from("lua"), Value::from(*command)];
+        payload.extend(args.iter().cloned());
+        let started = Instant::now();
+        let reply = cluster
+            .call("lobby", "lobby", seri::pack(&payload)?)
+            .await;
+        match reply.map_err(|e| e.to_string()).and_then(|r| seri::unpack(&r).map_err(|e| e.to_string())) {
+            Ok(lines) => {
+                for l in lines {
+                    match l.as_str() {
+                        Some(s) => println!("  {s}"),
+                        None => println!("  {l}"),
+                    }
+                }
+            }
+            Err(e) => {
+                current_ok = false;
+                println!("  ✗ FAILED after {:?}: {e}", started.elapsed());
+            }
+        }
+        // A scenario ends where the next titled one starts (or at the end).
+        let ends = list.get(i + 1).map(|n| !n.0.is_empty()).unwrap_or(true);
+        if ends {
+            if current_ok {
+                passed += 1;
+                println!("  ✓ passed");
+            } else {
+                failed.push(current.to_string());
+            }
+        }
+    }
+    node.shutdown();
+    println!("\n== {passed} of {titled} scenarios passed");
+    if !failed.is_empty() {
+        bail!("failed scenarios: {}", failed.join("; "));
+    }
+    Ok(())
+}

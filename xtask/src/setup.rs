@@ -1,0 +1,95 @@
+//! Services the tests and the demo need, started (or installed) when missing.
+//!
+//! A machine of this kind usually runs MariaDB on 127.0.0.1:3306 (root, empty password).
+//! A fresh machine or CI may not: then the Debian package is installed with apt-get and
+//! the server started, and root is allowed to log in over TCP with an empty password
+//! (the tests and the demo use their own databases on that server).
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const MARIADB: &str = "127.0.0.1:3306";
+
+fn reachable(addr: &str) -> bool {
+    let addr: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => return false,
+    };
+    TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
+fn run(cmd: &mut Command) -> Result<bool> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot run {shown}"))?;
+    Ok(status.success())
+}
+
+fn sql_as_root_over_tcp(sql: &str) -> bool {
+    Command::new("mariadb")
+        .args(["-h127.0.0.1", "-P3306", "-uroot", "-e", sql])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Make sure MariaDB answers on 127.0.0.1:3306 and root can log in there with an empty
+/// password; install and start it when it is missing.
+pub fn ensure_mariadb() -> Result<()> {
+    if reachable(MARIADB) && sql_as_root_over_tcp("SELECT 1") {
+        eprintln!("setup: MariaDB is up on {MARIADB}");
+        return Ok(());
+    }
+    if !Path::new("/usr/sbin/mariadbd").exists() {
+        eprintln!("setup: MariaDB is not installed; installing the Debian package mariadb-server");
+        if !run(Command::new("apt-get").arg("update").arg("-q"))? {
+            bail!("apt-get update failed; install mariadb-server by hand and retry");
+        }
+        if !run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "mariadb-server", "mariadb-client"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )? {
+            bail!("apt-get install mariadb-server failed; install it by hand and retry");
+        }
+    }
+    if !reachable(MARIADB) {
+        eprintln!("setup: starting MariaDB");
+        let _ = std::fs::create_dir_all("/run/mysqld");
+        let _ = Command::new("chown").args(["mysql:mysql", "/run/mysqld"]).status();
+        run(Command::new("start-stop-daemon").args([
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/mariadbd",
+        ]))?;
+        let started = Instant::now();
+        while !reachable(MARIADB) {
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("MariaDB did not come up on {MARIADB} within 60 s (see its error log under /var/log/mysql or /var/lib/mysql)");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    if !sql_as_root_over_tcp("SELECT 1") {
+        // A fresh Debian install lets root in only through the unix socket.
+        eprintln!("setup: allowing root@127.0.0.1 with an empty password (test server only)");
+        let ok = run(Command::new("mariadb").args([
+            "-uroot",
+            "-e",
+            "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; \
+             GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; \
+             ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD(''); \
+             FLUSH PRIVILEGES;",
+        ]))?;
+        if !ok || !sql_as_root_over_tcp("SELECT 1") {
+            bail!("MariaDB is up but root cannot log in over TCP with an empty password");
+        }
+    }
+    eprintln!("setup: MariaDB is up on {MARIADB}");
+    Ok(())
+}
