@@ -1,0 +1,755 @@
+//! The sending side: one [`Channel`] per remote node (skynet's clustersender).
+//!
+//! A channel opens its TCP connection lazily on the first call or push (with
+//! `TCP_NODELAY`), keeps a session table mapping each outstanding call's session to the
+//! caller waiting for it, and reconnects on demand after the connection dropped.
+//!
+//! Per connection there are two tasks:
+//! - the **writer** (`run_writer`) writes whatever callers queued, one `write_all` per
+//!   batch;
+//! - the **reader** decodes response frames, reassembles multi-part responses
+//!   ([`ResponseAssembler`]) and wakes the waiting callers, taking the session-table lock
+//!   once per batch of frames read together.
+//!
+//! A caller allocates its session, records itself in the session table and appends its
+//! encoded frames to the write buffer under ONE short lock, so frames leave in exactly
+//! the order calls and pushes were issued — also for multi-part messages, which stock
+//! skynet lets smaller messages overtake.
+//!
+//! Failure handling: a dropped connection fails every waiting call with
+//! [`TransportError::NodeDown`] at once; a malformed response frame closes the connection
+//! and fails them with [`TransportError::Protocol`]; a failed connect puts the channel into
+//! back-off (doubling from `backoff_min` to `backoff_max`) during which calls fail fast
+//! with [`TransportError::Connect`]. Every limit is a bound: too many calls waiting or too
+//! many bytes queued give [`TransportError::Overloaded`] instead of growing memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bee_codec::cluster::{
+    decode_response_frame, encode_push, encode_request, is_multipart_request, next_session,
+    Address, AssemblyError, Limits, Response, ResponseAssembler,
+};
+use bee_codec::frame::MAX_BODY;
+use bytes::Bytes;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
+use crate::error::TransportError;
+
+/// Settings of a [`Channel`].
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Timeout of a call when the caller gives none (default 30 s).
+    pub call_timeout: Duration,
+    /// How long opening the connection may take (default 3 s).
+    pub connect_timeout: Duration,
+    /// Calls waiting for replies on one channel; past it a call fails with
+    /// [`TransportError::Overloaded`] (default 65536).
+    pub max_in_flight: usize,
+    /// Bytes waiting to be written; past it a call or push fails with
+    /// [`TransportError::Overloaded`] (default 256 MiB).
+    pub max_queued_bytes: usize,
+    /// First delay after a failed connect (default 50 ms); doubles per failure.
+    pub backoff_min: Duration,
+    /// Longest delay between connect attempts (default 2 s).
+    pub backoff_max: Duration,
+    /// Largest request payload sent and response payload accepted (default 65 MiB).
+    pub max_message: usize,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            call_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+            max_in_flight: 65536,
+            max_queued_bytes: 256 * 1024 * 1024,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            max_message: 65 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters of a [`Channel`] (for admin commands and tests).
+#[derive(Debug, Clone, Default)]
+pub struct ChannelStats {
+    /// A connection is open now.
+    pub connected: bool,
+    /// Calls waiting for their replies now.
+    pub in_flight: usize,
+    /// Connections opened after the first one.
+    pub reconnects: u64,
+    /// Calls issued.
+    pub calls: u64,
+    /// Pushes issued.
+    pub pushes: u64,
+    /// Calls and pushes that returned an error.
+    pub failures: u64,
+}
+
+/// The channel to one remote node: a lazily opened TCP connection, a session table,
+/// reconnect on demand. Cheap to clone; clones share the connection. Dropping the last
+/// clone closes the connection.
+///
+/// Ordering: frames of one connection leave in the order the calls and pushes were
+/// issued (a call or push is queued before its future first returns `Pending`), including
+/// multi-part messages.
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("node", &self.shared.node)
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    node: String,
+    addr: String,
+    config: ChannelConfig,
+    state: Mutex<State>,
+    /// One connect attempt at a time; later callers wait for its outcome.
+    connect_gate: tokio::sync::Mutex<()>,
+    calls: AtomicU64,
+    pushes: AtomicU64,
+    failures: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    conn: Option<Arc<Conn>>,
+    backoff: Option<Backoff>,
+    connects: u64,
+}
+
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+    reason: String,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(conn) = state.conn.take() {
+            conn.fail(TransportError::Closed {
+                node: self.node.clone(),
+            });
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<Result<Bytes, TransportError>>;
+
+/// The session table, kept under the write queue's lock.
+struct Sessions {
+    next: u32,
+    pending: HashMap<u32, Waiter>,
+}
+
+/// One open connection of a channel.
+struct Conn {
+    node: String,
+    alive: AtomicBool,
+    queue: WriteQueue<Sessions>,
+    cancel: CancellationToken,
+    channel: Weak<Shared>,
+}
+
+/// Why a message could not be queued on a connection.
+enum Refused {
+    /// The connection died; try a fresh one.
+    Dead,
+    /// A limit or an encoding error.
+    Error(TransportError),
+}
+
+impl Conn {
+    fn lock(&self) -> MutexGuard<'_, crate::connection::Locked<Sessions>> {
+        self.queue.lock()
+    }
+
+    /// Fail every waiting call with `err`, stop both tasks, forget this connection in the
+    /// channel. Idempotent.
+    fn fail(self: &Arc<Self>, err: TransportError) {
+        if !self.alive.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let pending = {
+            let mut g = self.lock();
+            g.closed = true;
+            g.buf.clear();
+            std::mem::take(&mut g.state.pending)
+        };
+        self.cancel.cancel();
+        if let Some(shared) = self.channel.upgrade() {
+            let mut st = shared.lock_state();
+            if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
+                st.conn = None;
+            }
+        }
+        if !pending.is_empty() {
+            tracing::warn!(node = %self.node, waiting = pending.len(), error = %err, "connection lost; failing waiting calls");
+        }
+        for (_, tx) in pending {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+
+    fn overloaded(&self, what: String) -> Refused {
+        Refused::Error(TransportError::Overloaded {
+            node: self.node.clone(),
+            what,
+        })
+    }
+
+    /// Allocate a session, record `tx`, queue the request frames: one lock.
+    fn enqueue_call(
+        &self,
+        config: &ChannelConfig,
+        to: &Address,
+        payload: &[u8],
+        tx: Waiter,
+    ) -> Result<u32, Refused> {
+        let mut g = self.lock();
+        if g.closed {
+            return Err(Refused::Dead);
+        }
+        if g.state.pending.len() >= config.max_in_flight {
+            let n = g.state.pending.len();
+            return Err(self.overloaded(format!(
+                "{n} calls are waiting for replies (max_in_flight {})",
+                config.max_in_flight
+            )));
+        }
+        check_queued(self, g.queued(), payload.len(), config)?;
+        let mut session = g.state.next;
+        while g.state.pending.contains_key(&session) {
+            session = next_session(session);
+        }
+        let mark = g.buf.len();
+        if let Err(e) = encode_request(&mut g.buf, to, session, payload) {
+            g.buf.truncate(mark);
+            return Err(Refused::Error(TransportError::Codec(e.to_string())));
+        }
+        g.state.next = next_session(session);
+        g.state.pending.insert(session, tx);
+        drop(g);
+        self.queue.wake();
+        Ok(session)
+    }
+
+    /// Queue push frames; a multi-part push consumes a session, a whole one does not.
+    fn enqueue_push(
+        &self,
+        config: &ChannelConfig,
+        to: &Address,
+        payload: &[u8],
+    ) -> Result<(), Refused> {
+        let mut g = self.lock();
+        if g.closed {
+            return Err(Refused::Dead);
+        }
+        check_queued(self, g.queued(), payload.len(), config)?;
+        let session = if is_multipart_request(payload.len()) {
+            let mut s = g.state.next;
+            while g.state.pending.contains_key(&s) {
+                s = next_session(s);
+            }
+            s
+        } else {
+            0
+        };
+        let mark = g.buf.len();
+        if let Err(e) = encode_push(&mut g.buf, to, session, payload) {
+            g.buf.truncate(mark);
+            return Err(Refused::Error(TransportError::Codec(e.to_string())));
+        }
+        if session != 0 {
+            g.state.next = next_session(session);
+        }
+        drop(g);
+        self.queue.wake();
+        Ok(())
+    }
+
+    /// Forget a session whose caller stopped waiting (timeout or cancelled).
+    fn forget(&self, session: u32) {
+        self.lock().state.pending.remove(&session);
+    }
+}
+
+fn check_queued(
+    conn: &Conn,
+    queued: usize,
+    len: usize,
+    config: &ChannelConfig,
+) -> Result<(), Refused> {
+    // An empty queue always accepts one message, so a message larger than the byte limit
+    // (but within max_message) can still be sent.
+    if queued > 0 && queued.saturating_add(len) > config.max_queued_bytes {
+        return Err(conn.overloaded(format!(
+            "{queued} bytes are waiting to be written (max_queued_bytes {})",
+            config.max_queued_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the session from the table if the call stops waiting before its reply came.
+struct Forget<'a> {
+    conn: &'a Conn,
+    session: u32,
+    armed: bool,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.forget(self.session);
+        }
+    }
+}
+
+impl Shared {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Channel {
+    /// A channel to `node` at `addr` (`"host:port"`). Does not connect yet: the first call
+    /// or push does.
+    pub fn new(node: &str, addr: String, config: ChannelConfig) -> Channel {
+        Channel {
+            shared: Arc::new(Shared {
+                node: node.to_string(),
+                addr,
+                config,
+                state: Mutex::new(State::default()),
+                connect_gate: tokio::sync::Mutex::new(()),
+                calls: AtomicU64::new(0),
+                pushes: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                reconnects: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The remote node's name.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// The address this channel connects to.
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// Send a request to `to` on the remote node and wait for its reply (the reply's
+    /// payload, or the remote's error as [`TransportError::Remote`]). `timeout` overrides
+    /// the configured `call_timeout` for this call; it runs from the moment the request is
+    /// queued (opening the connection first is bounded by `connect_timeout`).
+    pub async fn call(
+        &self,
+        to: Address,
+        payload: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, TransportError> {
+        self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_inner(&to, &payload, timeout).await;
+        if result.is_err() {
+            self.shared.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Send a push (no reply) to `to` on the remote node. Returns once the message is
+    /// queued for writing; errors only when it cannot be queued (connect failure, channel
+    /// closed, overloaded, too large).
+    pub async fn push(&self, to: Address, payload: Bytes) -> Result<(), TransportError> {
+        self.shared.pushes.fetch_add(1, Ordering::Relaxed);
+        let result = self.push_inner(&to, &payload).await;
+        if result.is_err() {
+            self.shared.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Close the channel: the connection is closed, waiting calls fail with
+    /// [`TransportError::Closed`], and so does every later call or push.
+    pub fn close(&self) {
+        let conn = {
+            let mut st = self.shared.lock_state();
+            st.closed = true;
+            st.conn.take()
+        };
+        if let Some(conn) = conn {
+            conn.fail(self.closed());
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> ChannelStats {
+        let conn = {
+            let st = self.shared.lock_state();
+            st.conn
+                .as_ref()
+                .filter(|c| c.alive.load(Ordering::Acquire))
+                .cloned()
+        };
+        ChannelStats {
+            connected: conn.is_some(),
+            in_flight: conn.map_or(0, |c| c.lock().state.pending.len()),
+            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
+            calls: self.shared.calls.load(Ordering::Relaxed),
+            pushes: self.shared.pushes.load(Ordering::Relaxed),
+            failures: self.shared.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn closed(&self) -> TransportError {
+        TransportError::Closed {
+            node: self.shared.node.clone(),
+        }
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), TransportError> {
+        let max = self.shared.config.max_message;
+        if len > max {
+            return Err(TransportError::TooLarge {
+                node: self.shared.node.clone(),
+                size: len,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn node_down(&self, reason: &str) -> TransportError {
+        TransportError::NodeDown {
+            node: self.shared.node.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        to: &Address,
+        payload: &Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, TransportError> {
+        self.check_size(payload.len())?;
+        let config = &self.shared.config;
+        let after = timeout.unwrap_or(config.call_timeout);
+        // A connection that died between lookup and enqueue is replaced once.
+        for _ in 0..2 {
+            let conn = self.connection().await?;
+            let (tx, rx) = oneshot::channel();
+            let session = match conn.enqueue_call(config, to, payload, tx) {
+                Ok(s) => s,
+                Err(Refused::Dead) => continue,
+                Err(Refused::Error(e)) => return Err(e),
+            };
+            let mut guard = Forget {
+                conn: &conn,
+                session,
+                armed: true,
+            };
+            let outcome = tokio::time::timeout(after, rx).await;
+            return match outcome {
+                Ok(Ok(result)) => {
+                    guard.armed = false;
+                    result
+                }
+                Ok(Err(_)) => {
+                    guard.armed = false;
+                    Err(self.node_down("the connection was dropped"))
+                }
+                Err(_) => {
+                    tracing::debug!(node = %self.shared.node, session, ?after, "call timed out");
+                    Err(TransportError::Timeout {
+                        node: self.shared.node.clone(),
+                        after,
+                    })
+                }
+            };
+        }
+        Err(self.node_down("the connection dropped before the request was sent"))
+    }
+
+    async fn push_inner(&self, to: &Address, payload: &Bytes) -> Result<(), TransportError> {
+        self.check_size(payload.len())?;
+        for _ in 0..2 {
+            let conn = self.connection().await?;
+            match conn.enqueue_push(&self.shared.config, to, payload) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Dead) => continue,
+                Err(Refused::Error(e)) => return Err(e),
+            }
+        }
+        Err(self.node_down("the connection dropped before the push was sent"))
+    }
+
+    /// The live connection, if any; `Err` when closed or backing off.
+    fn current(&self) -> Result<Option<Arc<Conn>>, TransportError> {
+        let mut st = self.shared.lock_state();
+        if st.closed {
+            return Err(self.closed());
+        }
+        if let Some(c) = &st.conn {
+            if c.alive.load(Ordering::Acquire) {
+                return Ok(Some(c.clone()));
+            }
+            st.conn = None;
+        }
+        if let Some(b) = &st.backoff {
+            let now = Instant::now();
+            if now < b.until {
+                return Err(TransportError::Connect {
+                    node: self.shared.node.clone(),
+                    addr: self.shared.addr.clone(),
+                    reason: format!(
+                        "{} (next attempt in {} ms)",
+                        b.reason,
+                        (b.until - now).as_millis()
+                    ),
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    async fn connection(&self) -> Result<Arc<Conn>, TransportError> {
+        if let Some(c) = self.current()? {
+            return Ok(c);
+        }
+        let _gate = self.shared.connect_gate.lock().await;
+        if let Some(c) = self.current()? {
+            return Ok(c);
+        }
+        self.open().await
+    }
+
+    /// Dial the node (caller holds the connect gate) and start the connection's tasks.
+    async fn open(&self) -> Result<Arc<Conn>, TransportError> {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let dialled =
+            tokio::time::timeout(config.connect_timeout, TcpStream::connect(&shared.addr)).await;
+        let stream = match dialled {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(self.connect_failed(e.to_string())),
+            Err(_) => {
+                return Err(self.connect_failed(format!(
+                    "no answer within {:?} (connect_timeout)",
+                    config.connect_timeout
+                )))
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(node = %shared.node, error = %e, "cannot set TCP_NODELAY");
+        }
+        let (rd, wr) = stream.into_split();
+        let conn = Arc::new(Conn {
+            node: shared.node.clone(),
+            alive: AtomicBool::new(true),
+            queue: WriteQueue::new(Sessions {
+                next: 1,
+                pending: HashMap::new(),
+            }),
+            cancel: CancellationToken::new(),
+            channel: Arc::downgrade(shared),
+        });
+        {
+            let mut st = shared.lock_state();
+            if st.closed {
+                drop(st);
+                conn.fail(self.closed());
+                return Err(self.closed());
+            }
+            st.backoff = None;
+            st.connects += 1;
+            if st.connects > 1 {
+                shared.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            st.conn = Some(conn.clone());
+        }
+        tracing::info!(node = %shared.node, addr = %shared.addr, "connected");
+        let writer_conn = conn.clone();
+        tokio::spawn(async move {
+            let conn = writer_conn;
+            if let WriterEnd::Failed(e) = run_writer(&conn.queue, wr, &conn.cancel).await {
+                conn.fail(TransportError::NodeDown {
+                    node: conn.node.clone(),
+                    reason: format!("write failed: {e}"),
+                });
+            }
+        });
+        let reader = Connection::new(rd, MAX_BODY);
+        let limits = Limits {
+            max_message: config.max_message,
+            max_pending: config.max_in_flight.max(1),
+        };
+        tokio::spawn(read_responses(conn.clone(), reader, limits));
+        Ok(conn)
+    }
+
+    fn connect_failed(&self, reason: String) -> TransportError {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let mut st = shared.lock_state();
+        let delay = match &st.backoff {
+            Some(b) => (b.delay * 2).min(config.backoff_max),
+            None => config.backoff_min,
+        };
+        st.backoff = Some(Backoff {
+            until: Instant::now() + delay,
+            delay,
+            reason: reason.clone(),
+        });
+        drop(st);
+        tracing::warn!(node = %shared.node, addr = %shared.addr, %reason, retry_in = ?delay, "cannot connect");
+        TransportError::Connect {
+            node: shared.node.clone(),
+            addr: shared.addr.clone(),
+            reason,
+        }
+    }
+}
+
+/// What the reader does with one decoded frame.
+enum Step {
+    Continue,
+    Fail(TransportError),
+}
+
+/// The reader task of one connection.
+async fn read_responses(conn: Arc<Conn>, mut reader: Connection<OwnedReadHalf>, limits: Limits) {
+    let mut assembler = ResponseAssembler::new(limits);
+    let mut ready: Vec<Answer> = Vec::new();
+    let mut wake: Vec<(Waiter, Result<Bytes, TransportError>)> = Vec::new();
+    let mut unknown: Vec<u32> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            r = reader.read_frame() => r,
+            _ = conn.cancel.cancelled() => return,
+        };
+        let mut step = match first {
+            Ok(Some(body)) => handle_frame(&conn, &mut assembler, body, &mut ready),
+            Ok(None) => Step::Fail(TransportError::NodeDown {
+                node: conn.node.clone(),
+                reason: "the peer closed the connection".into(),
+            }),
+            Err(e) => Step::Fail(TransportError::NodeDown {
+                node: conn.node.clone(),
+                reason: e.to_string(),
+            }),
+        };
+        // Everything already buffered is handled before the next read, under one lock.
+        while matches!(step, Step::Continue) {
+            match reader.buffered_frame() {
+                Ok(Some(body)) => step = handle_frame(&conn, &mut assembler, body, &mut ready),
+                Ok(None) => break,
+                Err(e) => {
+                    step = Step::Fail(TransportError::Protocol {
+                        node: conn.node.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        if !ready.is_empty() {
+            {
+                let mut g = conn.lock();
+                for (session, result) in ready.drain(..) {
+                    match g.state.pending.remove(&session) {
+                        Some(tx) => wake.push((tx, result)),
+                        None => unknown.push(session),
+                    }
+                }
+            }
+            for (tx, result) in wake.drain(..) {
+                let _ = tx.send(result);
+            }
+            for session in unknown.drain(..) {
+                tracing::warn!(node = %conn.node, session, "response for an unknown session (the call timed out or was cancelled); dropped");
+            }
+        }
+        if let Step::Fail(err) = step {
+            if matches!(err, TransportError::Protocol { .. }) {
+                tracing::warn!(node = %conn.node, error = %err, "closing connection");
+            } else {
+                tracing::info!(node = %conn.node, error = %err, "connection ended");
+            }
+            conn.fail(err);
+            return;
+        }
+    }
+}
+
+/// A complete reply for a session.
+type Answer = (u32, Result<Bytes, TransportError>);
+
+fn handle_frame(
+    conn: &Arc<Conn>,
+    assembler: &mut ResponseAssembler,
+    body: Bytes,
+    ready: &mut Vec<Answer>,
+) -> Step {
+    let protocol = |reason: String| {
+        Step::Fail(TransportError::Protocol {
+            node: conn.node.clone(),
+            reason,
+        })
+    };
+    let frame = match decode_response_frame(body) {
+        Ok(f) => f,
+        Err(e) => return protocol(e.to_string()),
+    };
+    match assembler.feed(frame) {
+        Ok(Some(Response { session, result })) => {
+            let result = result.map_err(|text| TransportError::Remote {
+                node: conn.node.clone(),
+                message: String::from_utf8_lossy(&text).into_owned(),
+            });
+            ready.push((session, result));
+        }
+        Ok(None) => {}
+        Err(AssemblyError::SizeMismatch {
+            session,
+            announced,
+            got,
+        }) => {
+            // Only this reply is broken; framing is intact, so the connection stays.
+            ready.push((
+                session,
+                Err(TransportError::Protocol {
+                    node: conn.node.clone(),
+                    reason: format!(
+                        "multi-part response announced {announced} bytes but carried {got}"
+                    ),
+                }),
+            ));
+        }
+        Err(AssemblyError::UnknownSession { session }) => {
+            tracing::warn!(node = %conn.node, session, "response piece for a session with no multi-part response in progress; dropped");
+        }
+        Err(e) => return protocol(e.to_string()),
+    }
+    Step::Continue
+}
