@@ -609,7 +609,13 @@ impl Service for Clusterd {
     fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
         Box::pin(async move {
             let args = seri::unpack(&msg.payload)?;
-            let cmd = args.get(1).and_then(Value::as_str).unwrap_or("");
+            // ("lua", command, args…) as services send it, or (command, args…) as typed
+            // on a console (`bee call … bee_clusterd services`).
+            let args: Vec<Value> = match args.first().and_then(Value::as_bytes) {
+                Some(b"lua") => args.into_iter().skip(1).collect(),
+                _ => args,
+            };
+            let cmd = args.first().and_then(Value::as_str).unwrap_or("");
             let arg = |i: usize| args.get(i).and_then(Value::as_str).map(str::to_string);
             let reply: Vec<Value> = match cmd {
                 "services" => ctx
@@ -647,19 +653,19 @@ impl Service for Clusterd {
                     .map(|(n, a)| Value::from(format!("{n} = {}", fmt_addr(a))))
                     .collect(),
                 "reload" => {
-                    let text = arg(2).ok_or_else(|| ServiceError::msg("reload needs the config text"))?;
+                    let text = arg(1).ok_or_else(|| ServiceError::msg("reload needs the config text"))?;
                     let cfg = ClusterConfig::parse_lua(&text)?;
                     let diff = self.cluster.reload(cfg);
                     vec![Value::from(diff.to_string())]
                 }
                 "register" => {
-                    let name = arg(2).ok_or_else(|| ServiceError::msg("register needs a name"))?;
-                    let addr = args.get(3).and_then(Value::as_int).unwrap_or(msg.source as i64) as Addr;
+                    let name = arg(1).ok_or_else(|| ServiceError::msg("register needs a name"))?;
+                    let addr = args.get(2).and_then(Value::as_int).unwrap_or(msg.source as i64) as Addr;
                     self.cluster.register(&name, addr)?;
                     vec![Value::Integer(addr as i64)]
                 }
                 "unregister" => {
-                    let name = arg(2).ok_or_else(|| ServiceError::msg("unregister needs a name"))?;
+                    let name = arg(1).ok_or_else(|| ServiceError::msg("unregister needs a name"))?;
                     vec![self
                         .cluster
                         .unregister(&name)
@@ -667,7 +673,7 @@ impl Service for Clusterd {
                         .unwrap_or(Value::Nil)]
                 }
                 "query" => {
-                    let name = arg(2).ok_or_else(|| ServiceError::msg("query needs a name"))?;
+                    let name = arg(1).ok_or_else(|| ServiceError::msg("query needs a name"))?;
                     match self.cluster.inner.registry.query(&name) {
                         Some(a) => vec![Value::Integer(a as i64)],
                         None => return Err(ServiceError::msg("name not found")),

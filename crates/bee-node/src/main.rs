@@ -49,15 +49,29 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() {
     let args = Args::parse();
+    // A node logs its connection events; a one-shot client only its warnings.
+    let default_level = match args.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BEE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Err(e) = run_command(args) {
+        // One readable line (with its causes), no backtrace: this is a user-facing tool.
+        eprintln!("bee: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_command(args: Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
