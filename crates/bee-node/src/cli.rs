@@ -27,7 +27,9 @@ pub struct ClientArgs {
     node: String,
     /// The service: a registered name (`echo`, `@echo`) or an address (`:0000000a`).
     service: String,
-    /// The arguments: integers, reals, true/false/nil, anything else a string.
+    /// The arguments: integers, reals, true/false/nil, anything else a string
+    /// (negative numbers such as -7 are values, not options).
+    #[arg(allow_negative_numbers = true)]
     args: Vec<String>,
 }
 
