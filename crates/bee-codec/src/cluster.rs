@@ -189,6 +189,19 @@ pub enum AssemblyError {
         /// The configured limit.
         max: usize,
     },
+    /// Accepting this header would make the half-assembled messages of this connection
+    /// announce more bytes than the configured `max_pending_bytes`; nothing was buffered.
+    #[error("session {session}: multi-part message of {size} bytes refused: {pending} bytes already pending (limit {max}, Limits::max_pending_bytes)")]
+    TooMuchPending {
+        /// Session of the message.
+        session: u32,
+        /// Announced size.
+        size: usize,
+        /// Bytes announced by the messages already pending.
+        pending: usize,
+        /// The configured limit.
+        max: usize,
+    },
     /// A piece arrived for a session with no multi-part header pending.
     #[error("session {session}: multi-part piece without a pending header")]
     UnknownSession {
@@ -494,6 +507,10 @@ pub struct Limits {
     pub max_message: usize,
     /// Most multi-part messages half-assembled at once (default 1024).
     pub max_pending: usize,
+    /// Most bytes announced by all half-assembled messages together (default 256 MiB).
+    /// This bounds the memory one connection can hold in partial messages: a peer
+    /// announcing many large messages and sending them slowly is refused past it.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for Limits {
@@ -501,6 +518,7 @@ impl Default for Limits {
         Self {
             max_message: (64 << 20) + (1 << 20),
             max_pending: 1024,
+            max_pending_bytes: 256 << 20,
         }
     }
 }
@@ -544,6 +562,16 @@ impl<M> Pending<M> {
         if self.map.len() >= self.limits.max_pending {
             return Err(AssemblyError::TooManyPending {
                 max: self.limits.max_pending,
+            });
+        }
+        // Headers are rare (one per message of 32 KiB or more), so summing here is cheap.
+        let pending: usize = self.map.values().map(|p| p.total as usize).sum();
+        if pending + size > self.limits.max_pending_bytes {
+            return Err(AssemblyError::TooMuchPending {
+                session,
+                size,
+                pending,
+                max: self.limits.max_pending_bytes,
             });
         }
         self.map.insert(

@@ -29,6 +29,7 @@ fn small_limits(max_message: usize, max_pending: usize) -> Limits {
     Limits {
         max_message,
         max_pending,
+        ..Limits::default()
     }
 }
 
@@ -615,4 +616,30 @@ fn raw_bytes_of_a_numeric_header() {
             total: 0x8000
         }
     );
+}
+
+#[test]
+fn too_much_pending() {
+    // Two messages of 60 bytes fit in 128 announced bytes; a third does not, until one
+    // of the first two completes.
+    let mut asm = RequestAssembler::new(Limits {
+        max_message: 100,
+        max_pending: 10,
+        max_pending_bytes: 128,
+    });
+    asm.feed(header(1, 60)).unwrap();
+    asm.feed(header(2, 60)).unwrap();
+    assert_eq!(
+        asm.feed(header(3, 60)).unwrap_err(),
+        AssemblyError::TooMuchPending {
+            session: 3,
+            size: 60,
+            pending: 120,
+            max: 128
+        }
+    );
+    assert_eq!(asm.pending(), 2);
+    asm.feed(piece(1, &[7; 60], true)).unwrap().unwrap();
+    asm.feed(header(3, 60)).unwrap();
+    assert_eq!(asm.pending(), 2);
 }

@@ -143,7 +143,7 @@ proptest! {
         stream in proptest::collection::vec(any::<u8>(), 0..4096),
         max_body in 0usize..70_000,
     ) {
-        let limits = Limits { max_message: 1 << 16, max_pending: 8 };
+        let limits = Limits { max_message: 1 << 16, max_pending: 8, ..Limits::default() };
         let mut requests = RequestAssembler::new(limits);
         let mut responses = ResponseAssembler::new(limits);
         let mut decoder = FrameDecoder::new(max_body);
@@ -169,7 +169,7 @@ proptest! {
     ) {
         // Short bodies of small byte values with real type bytes reach every branch
         // (headers, pieces, matching sessions) far more often than fully random streams.
-        let limits = Limits { max_message: 64, max_pending: 3 };
+        let limits = Limits { max_message: 64, max_pending: 3, ..Limits::default() };
         let mut requests = RequestAssembler::new(limits);
         let mut responses = ResponseAssembler::new(limits);
         for body in bodies {

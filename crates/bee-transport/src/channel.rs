@@ -604,6 +604,7 @@ impl Channel {
         let limits = Limits {
             max_message: config.max_message,
             max_pending: config.max_in_flight.max(1),
+            ..Limits::default()
         };
         tokio::spawn(read_responses(conn.clone(), reader, limits));
         Ok(conn)

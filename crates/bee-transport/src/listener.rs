@@ -276,6 +276,7 @@ async fn read_loop(
     let mut assembler = RequestAssembler::new(Limits {
         max_message: config.max_message,
         max_pending: config.max_pending_multipart,
+        ..Limits::default()
     });
     // Sessions of multi-part pushes being assembled (a size mismatch is answered only
     // for requests).
