@@ -1,73 +1,53 @@
-//! The pool across a MariaDB restart. This stops the machine's shared server, so it
-//! runs only with BEE_TEST_MARIADB_RESTART=1 (it needs `mysqladmin` and
-//! `start-stop-daemon`, and root to use them):
-//! `mysqladmin -uroot shutdown`, then
-//! `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`.
+//! The pool across MariaDB crashes and restarts, against a PRIVATE server: each test
+//! initialises its own datadir in a temp directory (`mariadb-install-db`) and runs its
+//! own `/usr/sbin/mariadbd` child on a free 127.0.0.1 port (see
+//! [`common::PrivateMariaDb`]), so it always runs — in CI too — and never touches the
+//! machine's shared server on 3306. Without the MariaDB server programs it skips with a
+//! loud message, or fails when CI is set.
+//!
+//! Each test runs the same story, once with SIGKILL (a crash) and once with SIGTERM (a
+//! clean stop):
+//! 1. while the server is down every call fails within the connect timeout with
+//!    `ConnectionLost` (a pooled connection that died) or `Connect`, never hanging;
+//! 2. the server comes back on the same port and datadir and the SAME pool works again
+//!    (and committed data survived);
+//! 3. eight callers in flight (four running, four queued on a pool of four) when the
+//!    server goes down each get a result or an error promptly, none hangs;
+//! 4. a restart nobody noticed: idle connections are dead, pinged, and replaced.
+//!
+//! The child is killed and the directory removed when the guard drops, also on failure.
 
 mod common;
 
-use std::net::TcpStream;
-use std::process::Command;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bee_codec::Value;
-use bee_mysql::{MysqlPool, PoolError};
-use common::{field, rows, TestDb};
+use bee_mysql::{MysqlConfig, MysqlPool, PoolError};
+use common::{field, ok, rows, PrivateMariaDb, Stop};
 
-fn enabled() -> bool {
-    std::env::var("BEE_TEST_MARIADB_RESTART").as_deref() == Ok("1")
+/// The pool's connect timeout in these tests.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long any single call may take while the server is down before it counts as hung.
+const HANG: Duration = Duration::from_secs(5);
+/// The pool's idle-ping threshold in these tests.
+const PING_IDLE: Duration = Duration::from_millis(300);
+
+fn pool_for(server: &PrivateMariaDb) -> MysqlPool {
+    MysqlPool::new(MysqlConfig {
+        pool_size: 4,
+        connect_timeout_ms: CONNECT_TIMEOUT.as_millis() as u64,
+        ping_idle_ms: PING_IDLE.as_millis() as u64,
+        // Far above HANG: a call that fails in these tests must fail because the pool
+        // noticed the server is gone, not because the query timeout rescued it.
+        query_timeout_ms: 60_000,
+        ..server.config()
+    })
+    .unwrap()
 }
 
-fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
-}
-
-fn shutdown_server(port: u16) {
-    let status = Command::new("mysqladmin")
-        .args(["-uroot", "shutdown"])
-        .status()
-        .expect("run mysqladmin");
-    assert!(status.success(), "mysqladmin shutdown failed: {status}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while port_open(port) {
-        assert!(Instant::now() < deadline, "MariaDB did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn start_server(port: u16) {
-    let status = Command::new("start-stop-daemon")
-        .args([
-            "--start",
-            "--oknodo",
-            "--background",
-            "--exec",
-            "/usr/sbin/mariadbd",
-        ])
-        .status()
-        .expect("run start-stop-daemon");
-    assert!(status.success(), "start-stop-daemon failed: {status}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !port_open(port) {
-        assert!(
-            Instant::now() < deadline,
-            "MariaDB did not come back within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Brings the server back if the test fails while it is down.
-struct Restorer(u16);
-
-impl Drop for Restorer {
-    fn drop(&mut self) {
-        if !port_open(self.0) {
-            start_server(self.0);
-        }
-    }
-}
-
+/// Run `n` calls at once that each hold a connection a moment; return their server-side
+/// connection ids. Panics if any call fails.
 async fn connection_ids(pool: &MysqlPool, n: usize) -> Vec<i64> {
     let mut tasks = Vec::new();
     for _ in 0..n {
@@ -79,37 +59,33 @@ async fn connection_ids(pool: &MysqlPool, n: usize) -> Vec<i64> {
     }
     let mut ids = Vec::new();
     for t in tasks {
-        let r = t.await.unwrap().unwrap();
+        let r = t.await.unwrap().expect("the server is up: the call works");
         ids.push(field(&rows(&r)[0], "id").as_int().unwrap());
     }
     ids
 }
 
-#[tokio::test]
-async fn pool_survives_a_server_restart() {
-    if !enabled() {
-        eprintln!("skipping the MariaDB restart test: set BEE_TEST_MARIADB_RESTART=1 to run it (it stops the shared server)");
-        return;
-    }
-    let Some(db) = TestDb::create("restart").await else {
-        return;
-    };
-    let port = db.config.port;
-    let pool = db.pool(|c| {
-        c.pool_size = 4;
-        c.connect_timeout_ms = 1000;
-        c.ping_idle_ms = 1000;
-    });
-    connection_ids(&pool, 4).await;
-    assert_eq!(pool.stats().idle, 4);
+/// The row count of the table made at the start: proves the datadir survived.
+async fn row_count(pool: &MysqlPool) -> i64 {
+    let r = pool
+        .execute("SELECT COUNT(*) AS n FROM bee.kept")
+        .await
+        .expect("count rows");
+    field(&rows(&r)[0], "n").as_int().unwrap()
+}
 
-    // 1. Down: every call fails fast; once the stale connections are gone, with Connect.
-    let restorer = Restorer(port);
-    shutdown_server(port);
+/// While the server is down: every call returns an error fast, never hangs; once the
+/// dead pooled connections are gone the error is `Connect` naming the address.
+async fn calls_fail_fast(pool: &MysqlPool, port: u16) {
     let mut last = None;
-    for _ in 0..6 {
+    for i in 0..6 {
         let started = Instant::now();
-        let err = pool.execute("SELECT 1").await.unwrap_err();
+        let outcome = tokio::time::timeout(HANG, pool.execute("SELECT 1"))
+            .await
+            .unwrap_or_else(|_| panic!("call {i} hung for {HANG:?} while the server was down"));
+        let took = started.elapsed();
+        let err = outcome.expect_err("the server is down: the call must fail");
+        eprintln!("down, call {i}: {err} (after {took:?})");
         assert!(
             matches!(
                 err,
@@ -118,40 +94,155 @@ async fn pool_survives_a_server_restart() {
             "{err:?}"
         );
         assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "took {:?}",
-            started.elapsed()
+            took < CONNECT_TIMEOUT + Duration::from_millis(500),
+            "call {i} took {took:?}"
         );
         last = Some(err);
     }
-    assert!(matches!(last, Some(PoolError::Connect { .. })), "{last:?}");
-    assert_eq!(pool.stats().idle, 0, "stale connections were dropped");
-    assert_eq!(pool.stats().running, 0);
+    match last {
+        Some(PoolError::Connect { reason }) => {
+            assert!(
+                reason.contains(&format!("127.0.0.1:{port}")),
+                "the error names the address: {reason}"
+            );
+        }
+        other => panic!("after the stale connections are gone, calls get Connect: {other:?}"),
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.idle, 0, "stale connections were dropped: {stats:?}");
+    assert_eq!(stats.running, 0, "{stats:?}");
+}
 
-    // 2. Back: the next call succeeds on a new connection.
-    start_server(port);
+/// Eight callers on a pool of four (four running a long query, four queued) when the
+/// server goes down `how`: each must come back with a result or an error well within
+/// [`HANG`]. Returns how many got an error.
+async fn in_flight_when_stopped(pool: &MysqlPool, server: &mut PrivateMariaDb, how: Stop) -> usize {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let p = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            p.execute("SELECT SLEEP(3) AS s").await
+        }));
+    }
+    // Wait until four run and four queue, then give the four queries time to reach the
+    // server.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = pool.stats();
+        if s.running == 4 && s.waiting == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "callers never queued: {s:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let stopped_at = Instant::now();
+    server.stop(how).await;
+    let mut errors = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        let left = HANG.saturating_sub(stopped_at.elapsed());
+        let outcome = tokio::time::timeout(left, t)
+            .await
+            .unwrap_or_else(|_| panic!("in-flight caller {i} hung after the server went down"))
+            .expect("the caller task did not panic");
+        match outcome {
+            Ok(v) => eprintln!(
+                "in flight {i}: result {v} (after {:?})",
+                stopped_at.elapsed()
+            ),
+            Err(e) => {
+                eprintln!("in flight {i}: {e} (after {:?})", stopped_at.elapsed());
+                assert!(
+                    matches!(
+                        e,
+                        PoolError::Connect { .. } | PoolError::ConnectionLost { .. }
+                    ),
+                    "{e:?}"
+                );
+                errors += 1;
+            }
+        }
+    }
+    errors
+}
+
+async fn pool_survives(how: Stop, name: &str) {
+    let started = Instant::now();
+    let Some(mut server) = PrivateMariaDb::start(name).await else {
+        return;
+    };
+    let port = server.port();
+    eprintln!(
+        "{name}: private mariadbd on 127.0.0.1:{port} ready after {:?}",
+        started.elapsed()
+    );
+    let pool = pool_for(&server);
+    ok(&pool.execute("CREATE DATABASE bee").await.unwrap());
+    ok(&pool
+        .execute("CREATE TABLE bee.kept (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await
+        .unwrap());
+    ok(&pool
+        .execute("INSERT INTO bee.kept VALUES (1), (2), (3)")
+        .await
+        .unwrap());
+    let ids = connection_ids(&pool, 4).await;
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 4, "{ids:?}");
+    assert_eq!(pool.stats().idle, 4);
+
+    // 1. Down: every call fails fast with a readable error.
+    server.stop(how).await;
+    calls_fail_fast(&pool, port).await;
+
+    // 2. Back on the same port and datadir: the same pool works again, data intact.
+    server.restart().await;
     let r = pool
         .execute("SELECT 42 AS x")
         .await
         .expect("works after the restart");
     assert_eq!(field(&rows(&r)[0], "x"), &Value::Integer(42));
-
-    // 3. A restart nobody noticed: the idle connections are dead, but they have been idle
-    //    longer than ping_idle_ms, so each is pinged, found dead and replaced.
+    assert_eq!(row_count(&pool).await, 3, "committed rows survived");
     connection_ids(&pool, 4).await;
-    let before = pool.stats().idle;
-    assert!(before >= 1);
-    shutdown_server(port);
-    start_server(port);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // 3. Eight callers in flight when the server goes down.
+    let errors = in_flight_when_stopped(&pool, &mut server, how).await;
+    if how == Stop::Crash {
+        // Nothing can answer after SIGKILL: the running four lose their connection,
+        // the queued four cannot connect.
+        assert_eq!(errors, 8, "every in-flight caller failed after the crash");
+    }
+    calls_fail_fast(&pool, port).await;
+    server.restart().await;
+    let ids = connection_ids(&pool, 8).await;
+    assert_eq!(ids.len(), 8, "all eight callers work after the restart");
+    assert_eq!(pool.stats().running, 0);
+
+    // 4. A restart nobody noticed: the idle connections are dead, but they have been idle
+    //    longer than ping_idle_ms, so each is pinged, found dead and replaced.
+    assert!(pool.stats().idle >= 1);
+    server.stop(how).await;
+    server.restart().await;
+    tokio::time::sleep(PING_IDLE + Duration::from_millis(100)).await;
     let ids = connection_ids(&pool, 4).await;
     assert_eq!(
         ids.len(),
         4,
         "every caller succeeded after an unnoticed restart"
     );
-    drop(restorer);
+    assert_eq!(row_count(&pool).await, 3);
 
     pool.close().await;
-    db.drop_db().await;
+    drop(server);
+    eprintln!("{name}: done in {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn pool_survives_a_server_crash() {
+    pool_survives(Stop::Crash, "crash").await;
+}
+
+#[tokio::test]
+async fn pool_survives_a_clean_server_stop() {
+    pool_survives(Stop::Clean, "stop").await;
 }
