@@ -27,23 +27,27 @@ pub fn worker(index: usize) -> Box<dyn Service> {
             index,
             progress: HashMap::new(),
         })
-        .lua(LuaTable::new().command("progress", |s: &mut Worker, _ctx, args| {
-            // ("lua", "progress", uid, activity_id) → progress, worker index
-            let uid = args.first().and_then(Value::as_int).unwrap_or(0) as u64;
-            let act = args.get(1).and_then(Value::as_int).unwrap_or(0) as i32;
-            let p = s.progress.get(&(uid, act)).copied().unwrap_or(0);
-            Ok(vec![Value::from(p), Value::from(s.index as i64)])
-        }))
-        .text(TextTable::new().on(|s: &mut Worker, _ctx, _frame, m: ActivityProgress| {
-            let p = s.progress.entry((m.uid, m.activity_id)).or_default();
-            *p += i64::from(m.delta);
-            Ok(Some(ActivityState {
-                uid: m.uid,
-                activity_id: m.activity_id,
-                progress: *p,
-                worker: s.index as i32,
-            }))
-        })),
+        .lua(
+            LuaTable::new().command("progress", |s: &mut Worker, _ctx, args| {
+                // ("lua", "progress", uid, activity_id) → progress, worker index
+                let uid = args.first().and_then(Value::as_int).unwrap_or(0) as u64;
+                let act = args.get(1).and_then(Value::as_int).unwrap_or(0) as i32;
+                let p = s.progress.get(&(uid, act)).copied().unwrap_or(0);
+                Ok(vec![Value::from(p), Value::from(s.index as i64)])
+            }),
+        )
+        .text(
+            TextTable::new().on(|s: &mut Worker, _ctx, _frame, m: ActivityProgress| {
+                let p = s.progress.entry((m.uid, m.activity_id)).or_default();
+                *p += i64::from(m.delta);
+                Ok(Some(ActivityState {
+                    uid: m.uid,
+                    activity_id: m.activity_id,
+                    progress: *p,
+                    worker: s.index as i32,
+                }))
+            }),
+        ),
     )
 }
 

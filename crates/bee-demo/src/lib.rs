@@ -28,7 +28,9 @@ pub fn frame<M: prost::Message + prost::Name>(uid: u64, msg: &M) -> Result<Bytes
 }
 
 /// Decode game-frame bytes expected to hold a message of type `M`.
-pub fn unframe<M: prost::Message + prost::Name + Default>(bytes: &Bytes) -> Result<(u64, M), ServiceError> {
+pub fn unframe<M: prost::Message + prost::Name + Default>(
+    bytes: &Bytes,
+) -> Result<(u64, M), ServiceError> {
     let f = GameFrame::decode(bytes)?;
     let name = f.name_str()?;
     if name != M::full_name() {

@@ -27,7 +27,8 @@ use bee_dispatch::service::fmt_addr;
 use bee_dispatch::shard::worker_for;
 use bee_dispatch::{Addr, Dispatcher, LuaTable, Node, ServiceError};
 use bee_proto::game::{
-    ActivityProgress, ActivityState, GetUserInfo, LoginReq, LoginResp, ShopBuy, ShopReceipt, UserInfo,
+    ActivityProgress, ActivityState, GetUserInfo, LoginReq, LoginResp, ShopBuy, ShopReceipt,
+    UserInfo,
 };
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -53,24 +54,39 @@ pub struct Lobby {
 /// Start `lobby_native` (talking through the CServiceProxy at `proxy`) and `lobby` on
 /// `node`; returns the lobby's address.
 pub fn start(node: &Node, proxy: Addr) -> Result<Addr, ServiceError> {
-    let cluster = Cluster::of(node).ok_or_else(|| ServiceError::msg("lobby needs the cluster layer"))?;
+    let cluster =
+        Cluster::of(node).ok_or_else(|| ServiceError::msg("lobby needs the cluster layer"))?;
     let native = spawn_native(node, proxy, "lobby_native", LobbyNative)?;
     let lobby = Lobby { cluster, native };
     let table = LuaTable::new()
-        .command_async("persistence", |s: &mut Lobby, _ctx, _args| persistence(s.cluster.clone()))
+        .command_async("persistence", |s: &mut Lobby, _ctx, _args| {
+            persistence(s.cluster.clone())
+        })
         .command_async("sql", |s: &mut Lobby, _ctx, args| {
-            sql(s.cluster.clone(), args.first().and_then(Value::as_str).map(str::to_string))
+            sql(
+                s.cluster.clone(),
+                args.first().and_then(Value::as_str).map(str::to_string),
+            )
         })
         .command_async("activity", |s: &mut Lobby, _ctx, args| {
-            activity(s.cluster.clone(), args.first().and_then(Value::as_int).unwrap_or(20))
+            activity(
+                s.cluster.clone(),
+                args.first().and_then(Value::as_int).unwrap_or(20),
+            )
         })
         .command_async("shop", |s: &mut Lobby, _ctx, _args| shop(s.cluster.clone()))
         .command_async("native_send", |s: &mut Lobby, _ctx, _args| {
             native_send(s.cluster.clone(), s.native.clone())
         })
-        .command_async("native_rpc", |s: &mut Lobby, _ctx, _args| native_rpc(s.native.clone()))
-        .command_async("native_native", |s: &mut Lobby, _ctx, _args| native_native(s.native.clone()))
-        .command_async("errors", |s: &mut Lobby, _ctx, _args| errors(s.cluster.clone(), s.native.clone()));
+        .command_async("native_rpc", |s: &mut Lobby, _ctx, _args| {
+            native_rpc(s.native.clone())
+        })
+        .command_async("native_native", |s: &mut Lobby, _ctx, _args| {
+            native_native(s.native.clone())
+        })
+        .command_async("errors", |s: &mut Lobby, _ctx, _args| {
+            errors(s.cluster.clone(), s.native.clone())
+        });
     Ok(node.spawn("lobby", Dispatcher::new(lobby).lua(table)))
 }
 
@@ -85,11 +101,13 @@ impl Transcript {
     /// One line, with the time since `started`.
     fn step(&mut self, started: Instant, text: impl AsRef<str>) {
         let us = started.elapsed().as_micros();
-        self.0.push(Value::from(format!("{:>9} µs  {}", us, text.as_ref())));
+        self.0
+            .push(Value::from(format!("{:>9} µs  {}", us, text.as_ref())));
     }
 
     fn note(&mut self, text: impl AsRef<str>) {
-        self.0.push(Value::from(format!("             {}", text.as_ref())));
+        self.0
+            .push(Value::from(format!("             {}", text.as_ref())));
     }
 
     fn done(self) -> LuaResult {
@@ -127,7 +145,11 @@ fn reply_frame(reply: &Bytes) -> Result<Bytes, ServiceError> {
 }
 
 fn show(values: &[Value]) -> String {
-    values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+    values
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn persistence(c: Cluster) -> LuaResult {
@@ -136,7 +158,10 @@ async fn persistence(c: Cluster) -> LuaResult {
 
     let t0 = Instant::now();
     let addr = c.query(n, "lpersistence").await.map_err(failed("query"))?;
-    t.step(t0, format!("lobby → {n}: query(\"lpersistence\") → {}", fmt_addr(addr)));
+    t.step(
+        t0,
+        format!("lobby → {n}: query(\"lpersistence\") → {}", fmt_addr(addr)),
+    );
 
     let t0 = Instant::now();
     let before = logins(&c, addr).await?;
@@ -148,7 +173,13 @@ async fn persistence(c: Cluster) -> LuaResult {
     c.send(n, addr, text_payload(frame(DEMO_UID, &login)?)?)
         .await
         .map_err(failed("send LoginReq"))?;
-    t.step(t0, format!("lobby → {n}/{}: send \"text\" game.LoginReq{{uid={DEMO_UID}}} (push, no reply)", fmt_addr(addr)));
+    t.step(
+        t0,
+        format!(
+            "lobby → {n}/{}: send \"text\" game.LoginReq{{uid={DEMO_UID}}} (push, no reply)",
+            fmt_addr(addr)
+        ),
+    );
 
     let t0 = Instant::now();
     let reply = c
@@ -157,16 +188,31 @@ async fn persistence(c: Cluster) -> LuaResult {
         .map_err(failed("call ping"))?;
     let values = seri::unpack(&reply)?;
     if values.first().and_then(Value::as_str) != Some("pong") {
-        return Err(ServiceError::msg(format!("ping answered {}", show(&values))));
+        return Err(ServiceError::msg(format!(
+            "ping answered {}",
+            show(&values)
+        )));
     }
-    t.step(t0, format!("lobby → {n}/{}: call \"lua\" \"ping\" → {}", fmt_addr(addr), show(&values)));
+    t.step(
+        t0,
+        format!(
+            "lobby → {n}/{}: call \"lua\" \"ping\" → {}",
+            fmt_addr(addr),
+            show(&values)
+        ),
+    );
 
     let t0 = Instant::now();
     let payload = text_payload(frame(DEMO_UID, &GetUserInfo { uid: DEMO_UID })?)?;
-    let reply = c.call(n, addr, payload).await.map_err(failed("call GetUserInfo"))?;
+    let reply = c
+        .call(n, addr, payload)
+        .await
+        .map_err(failed("call GetUserInfo"))?;
     let (uid, info) = unframe::<UserInfo>(&reply_frame(&reply)?)?;
     if uid != DEMO_UID || info.uid != DEMO_UID {
-        return Err(ServiceError::msg(format!("UserInfo for the wrong uid {uid}")));
+        return Err(ServiceError::msg(format!(
+            "UserInfo for the wrong uid {uid}"
+        )));
     }
     t.step(
         t0,
@@ -182,15 +228,23 @@ async fn persistence(c: Cluster) -> LuaResult {
 
     let after = logins(&c, addr).await?;
     if after <= before {
-        return Err(ServiceError::msg("the pushed LoginReq did not reach lpersistence"));
+        return Err(ServiceError::msg(
+            "the pushed LoginReq did not reach lpersistence",
+        ));
     }
-    t.note(format!("lpersistence counted the pushed LoginReq: logins {before} → {after}"));
+    t.note(format!(
+        "lpersistence counted the pushed LoginReq: logins {before} → {after}"
+    ));
     t.done()
 }
 
 async fn logins(c: &Cluster, addr: Addr) -> Result<i64, ServiceError> {
     let reply = c
-        .call(PERSISTENCE_NODE, addr, lua_payload(&[Value::from("logins")])?)
+        .call(
+            PERSISTENCE_NODE,
+            addr,
+            lua_payload(&[Value::from("logins")])?,
+        )
         .await
         .map_err(failed("call logins"))?;
     seri::unpack(&reply)?
@@ -204,16 +258,29 @@ async fn sql(c: Cluster, sql: Option<String>) -> LuaResult {
     let mut t = Transcript::new();
     let n = PERSISTENCE_NODE;
     let t0 = Instant::now();
-    let addr = c.query(n, "mysqlpool").await.map_err(failed("query mysqlpool"))?;
-    t.step(t0, format!("lobby → {n}: query(\"mysqlpool\") → {}", fmt_addr(addr)));
+    let addr = c
+        .query(n, "mysqlpool")
+        .await
+        .map_err(failed("query mysqlpool"))?;
+    t.step(
+        t0,
+        format!("lobby → {n}: query(\"mysqlpool\") → {}", fmt_addr(addr)),
+    );
     let t0 = Instant::now();
     let reply = c
-        .call(n, addr, lua_payload(&[Value::from("execute"), Value::from(sql.as_str())])?)
+        .call(
+            n,
+            addr,
+            lua_payload(&[Value::from("execute"), Value::from(sql.as_str())])?,
+        )
         .await
         .map_err(failed("call mysqlpool"))?;
     let values = seri::unpack(&reply)?;
     let result = values.first().cloned().unwrap_or(Value::Nil);
-    t.step(t0, format!("lobby → {n}/mysqlpool: call \"lua\" \"execute\" {sql:?}"));
+    t.step(
+        t0,
+        format!("lobby → {n}/mysqlpool: call \"lua\" \"execute\" {sql:?}"),
+    );
     t.note(format!("→ {result}"));
     if let Some(table) = result.as_table() {
         if table.get_str("badresult").and_then(Value::as_bool) == Some(true) {
@@ -244,8 +311,16 @@ async fn activity(c: Cluster, count: i64) -> LuaResult {
                 .await
                 .map_err(failed("call activity_master"))?;
             let (_, state) = unframe::<ActivityState>(&reply_frame(&reply)?)?;
-            if round == 1 && state.progress != seen.last().map(|s: &ActivityState| s.progress + 1).unwrap_or(0) {
-                return Err(ServiceError::msg(format!("uid {uid}: progress did not add up")));
+            if round == 1
+                && state.progress
+                    != seen
+                        .last()
+                        .map(|s: &ActivityState| s.progress + 1)
+                        .unwrap_or(0)
+            {
+                return Err(ServiceError::msg(format!(
+                    "uid {uid}: progress did not add up"
+                )));
             }
             seen.push(state);
         }
@@ -265,7 +340,11 @@ async fn activity(c: Cluster, count: i64) -> LuaResult {
             ),
         );
     }
-    let spread: Vec<String> = per_worker[..8].iter().enumerate().map(|(i, k)| format!("[{i}]={k}")).collect();
+    let spread: Vec<String> = per_worker[..8]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("[{i}]={k}"))
+        .collect();
     t.note(format!("uids per worker: {}", spread.join(" ")));
     t.done()
 }
@@ -326,9 +405,14 @@ async fn native_send(c: Cluster, ep: NativeEndpoint) -> LuaResult {
         after = logins(&c, addr).await?;
     }
     if after <= before {
-        return Err(ServiceError::msg("the native LoginReq did not reach lpersistence"));
+        return Err(ServiceError::msg(
+            "the native LoginReq did not reach lpersistence",
+        ));
     }
-    t.step(t0, format!("{n}/lpersistence received it: logins {before} → {after}"));
+    t.step(
+        t0,
+        format!("{n}/lpersistence received it: logins {before} → {after}"),
+    );
     t.done()
 }
 
@@ -337,23 +421,34 @@ async fn native_rpc(ep: NativeEndpoint) -> LuaResult {
     let n = PERSISTENCE_NODE;
     let t0 = Instant::now();
     let reply = ep
-        .rpc_call(n, "lpersistence", &lua_payload(&[Value::from("ping")])?, RPC_TIMEOUT)
+        .rpc_call(
+            n,
+            "lpersistence",
+            &lua_payload(&[Value::from("ping")])?,
+            RPC_TIMEOUT,
+        )
         .await
         .map_err(|e| ServiceError::msg(e.to_string()))?;
     let values = seri::unpack(&reply)?;
     if values.first().and_then(Value::as_str) != Some("pong") {
-        return Err(ServiceError::msg(format!("rpc ping answered {}", show(&values))));
+        return Err(ServiceError::msg(format!(
+            "rpc ping answered {}",
+            show(&values)
+        )));
     }
     t.step(
         t0,
         format!("lobby_native → {n}/lpersistence: rpc_call (envelope: own session, lobby/lobby_native) \"lua\" \"ping\" → {}", show(&values)),
     );
     let t0 = Instant::now();
-    let inner = text_payload(frame(DEMO_UID, &LoginReq {
-        uid: DEMO_UID,
-        token: "rpc".into(),
-        device: "native".into(),
-    })?)?;
+    let inner = text_payload(frame(
+        DEMO_UID,
+        &LoginReq {
+            uid: DEMO_UID,
+            token: "rpc".into(),
+            device: "native".into(),
+        },
+    )?)?;
     let reply = ep
         .rpc_call(n, "lpersistence", &inner, RPC_TIMEOUT)
         .await
@@ -376,7 +471,11 @@ async fn native_native(ep: NativeEndpoint) -> LuaResult {
             .ok_or_else(|| ServiceError::msg("orders answered no number"))
     };
     let ask = lua_payload(&[Value::from("orders")])?;
-    let before = orders(ep.rpc_call(n, "shop", &ask, RPC_TIMEOUT).await.map_err(|e| ServiceError::msg(e.to_string()))?)?;
+    let before = orders(
+        ep.rpc_call(n, "shop", &ask, RPC_TIMEOUT)
+            .await
+            .map_err(|e| ServiceError::msg(e.to_string()))?,
+    )?;
     let t0 = Instant::now();
     let buy = ShopBuy {
         uid: DEMO_UID,
@@ -386,16 +485,30 @@ async fn native_native(ep: NativeEndpoint) -> LuaResult {
     ep.send(n, "shop", &frame(DEMO_UID, &buy)?)
         .await
         .map_err(|e| ServiceError::msg(e.to_string()))?;
-    t.step(t0, format!("lobby_native → {n}/shop (native → native): send game.ShopBuy via CServiceProxy"));
+    t.step(
+        t0,
+        format!("lobby_native → {n}/shop (native → native): send game.ShopBuy via CServiceProxy"),
+    );
     let t0 = Instant::now();
-    let after = orders(ep.rpc_call(n, "shop", &ask, RPC_TIMEOUT).await.map_err(|e| ServiceError::msg(e.to_string()))?)?;
+    let after = orders(
+        ep.rpc_call(n, "shop", &ask, RPC_TIMEOUT)
+            .await
+            .map_err(|e| ServiceError::msg(e.to_string()))?,
+    )?;
     if after != before + 1 {
-        return Err(ServiceError::msg(format!("shop orders went {before} → {after}, expected +1")));
+        return Err(ServiceError::msg(format!(
+            "shop orders went {before} → {after}, expected +1"
+        )));
     }
     t.step(t0, format!("lobby_native → {n}/shop: rpc_call \"lua\" \"orders\" → {after} (was {before}: the send arrived first)"));
     let t0 = Instant::now();
     let reply = ep
-        .rpc_call(n, "shop", &text_payload(frame(DEMO_UID, &buy)?)?, RPC_TIMEOUT)
+        .rpc_call(
+            n,
+            "shop",
+            &text_payload(frame(DEMO_UID, &buy)?)?,
+            RPC_TIMEOUT,
+        )
         .await
         .map_err(|e| ServiceError::msg(e.to_string()))?;
     let (_, r) = unframe::<ShopReceipt>(&reply)?;
@@ -408,16 +521,24 @@ async fn errors(c: Cluster, ep: NativeEndpoint) -> LuaResult {
     let n = PERSISTENCE_NODE;
     let expect_err = |what: &str, r: Result<Bytes, String>| -> Result<String, ServiceError> {
         match r {
-            Ok(_) => Err(ServiceError::msg(format!("{what} should have failed but succeeded"))),
+            Ok(_) => Err(ServiceError::msg(format!(
+                "{what} should have failed but succeeded"
+            ))),
             Err(e) => Ok(format!("{what} → error: {e}")),
         }
     };
     let ping = lua_payload(&[Value::from("ping")])?;
     let t0 = Instant::now();
-    let r = c.call("nosuchnode", "lpersistence", ping.clone()).await.map_err(|e| e.to_string());
+    let r = c
+        .call("nosuchnode", "lpersistence", ping.clone())
+        .await
+        .map_err(|e| e.to_string());
     t.step(t0, expect_err("call to node nosuchnode", r)?);
     let t0 = Instant::now();
-    let r = c.call(n, Target::Name("nosuchname".into()), ping.clone()).await.map_err(|e| e.to_string());
+    let r = c
+        .call(n, Target::Name("nosuchname".into()), ping.clone())
+        .await
+        .map_err(|e| e.to_string());
     t.step(t0, expect_err(&format!("call to {n}/@nosuchname"), r)?);
     let t0 = Instant::now();
     let r = c
@@ -427,11 +548,22 @@ async fn errors(c: Cluster, ep: NativeEndpoint) -> LuaResult {
     t.step(t0, expect_err("\"lua\" \"nosuchcmd\" to lpersistence", r)?);
     let t0 = Instant::now();
     let wrong = frame(DEMO_UID, &ShopBuy::default())?;
-    let r = c.call(n, "lpersistence", text_payload(wrong)?).await.map_err(|e| e.to_string());
-    t.step(t0, expect_err("\"text\" game.ShopBuy to lpersistence (no handler)", r)?);
+    let r = c
+        .call(n, "lpersistence", text_payload(wrong)?)
+        .await
+        .map_err(|e| e.to_string());
+    t.step(
+        t0,
+        expect_err("\"text\" game.ShopBuy to lpersistence (no handler)", r)?,
+    );
     let t0 = Instant::now();
     let r = ep
-        .rpc_call(n, "lpersistence", &lua_payload(&[Value::from("nosuchcmd")])?, RPC_TIMEOUT)
+        .rpc_call(
+            n,
+            "lpersistence",
+            &lua_payload(&[Value::from("nosuchcmd")])?,
+            RPC_TIMEOUT,
+        )
         .await
         .map_err(|e| e.to_string());
     t.step(t0, expect_err("native rpc_call \"lua\" \"nosuchcmd\"", r)?);
@@ -443,19 +575,30 @@ async fn errors(c: Cluster, ep: NativeEndpoint) -> LuaResult {
 struct LobbyNative;
 
 impl NativeHandler for LobbyNative {
-    fn on_frame(&mut self, _endpoint: &NativeEndpoint, frame: Bytes) -> BoxFuture<'_, Option<Bytes>> {
+    fn on_frame(
+        &mut self,
+        _endpoint: &NativeEndpoint,
+        frame: Bytes,
+    ) -> BoxFuture<'_, Option<Bytes>> {
         tracing::info!(bytes = frame.len(), "lobby_native got a frame");
         Box::pin(async { None })
     }
 
-    fn on_rpc(&mut self, _endpoint: &NativeEndpoint, inner: Bytes) -> BoxFuture<'_, Result<Bytes, String>> {
-        let r = seri::unpack(&inner).map_err(|e| e.to_string()).and_then(|v| {
-            if v.get(1).and_then(Value::as_bytes) == Some(b"ping") {
-                seri::pack(&[Value::from("pong"), Value::from("lobby/lobby_native")]).map_err(|e| e.to_string())
-            } else {
-                Err("lobby_native answers (\"lua\", \"ping\")".to_string())
-            }
-        });
+    fn on_rpc(
+        &mut self,
+        _endpoint: &NativeEndpoint,
+        inner: Bytes,
+    ) -> BoxFuture<'_, Result<Bytes, String>> {
+        let r = seri::unpack(&inner)
+            .map_err(|e| e.to_string())
+            .and_then(|v| {
+                if v.get(1).and_then(Value::as_bytes) == Some(b"ping") {
+                    seri::pack(&[Value::from("pong"), Value::from("lobby/lobby_native")])
+                        .map_err(|e| e.to_string())
+                } else {
+                    Err("lobby_native answers (\"lua\", \"ping\")".to_string())
+                }
+            });
         Box::pin(async move { r })
     }
 }

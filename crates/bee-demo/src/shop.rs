@@ -39,7 +39,10 @@ impl Service for ShopMaster {
             let cluster = Cluster::of(ctx.node())
                 .ok_or_else(|| ServiceError::msg("shop_master needs the cluster layer"))?;
             let to = cluster.registry().query(&self.target).ok_or_else(|| {
-                ServiceError::msg(format!("shop_master: no service registered as {:?}", self.target))
+                ServiceError::msg(format!(
+                    "shop_master: no service registered as {:?}",
+                    self.target
+                ))
             })?;
             ctx.redirect(to, msg).await?;
             Ok(None)
@@ -79,7 +82,11 @@ impl NativeShop {
 }
 
 impl NativeHandler for NativeShop {
-    fn on_frame(&mut self, _endpoint: &NativeEndpoint, frame: Bytes) -> BoxFuture<'_, Option<Bytes>> {
+    fn on_frame(
+        &mut self,
+        _endpoint: &NativeEndpoint,
+        frame: Bytes,
+    ) -> BoxFuture<'_, Option<Bytes>> {
         let r = self.buy(&frame);
         Box::pin(async move {
             match r {
@@ -92,7 +99,11 @@ impl NativeHandler for NativeShop {
         })
     }
 
-    fn on_rpc(&mut self, _endpoint: &NativeEndpoint, inner: Bytes) -> BoxFuture<'_, Result<Bytes, String>> {
+    fn on_rpc(
+        &mut self,
+        _endpoint: &NativeEndpoint,
+        inner: Bytes,
+    ) -> BoxFuture<'_, Result<Bytes, String>> {
         let r = (|| {
             let values = seri::unpack(&inner).map_err(|e| e.to_string())?;
             match (values.first().and_then(Value::as_bytes), values.get(1)) {
@@ -100,7 +111,9 @@ impl NativeHandler for NativeShop {
                 (Some(b"lua"), Some(cmd)) if cmd.as_bytes() == Some(b"orders") => {
                     seri::pack(&[Value::from(self.orders)]).map_err(|e| e.to_string())
                 }
-                _ => Err("shop takes (\"text\", ShopBuy frame) or (\"lua\", \"orders\")".to_string()),
+                _ => {
+                    Err("shop takes (\"text\", ShopBuy frame) or (\"lua\", \"orders\")".to_string())
+                }
             }
         })();
         Box::pin(async move { r })

@@ -51,7 +51,11 @@ impl<S: Send + 'static> Dispatcher<S> {
     }
 
     /// Route one already-unpacked message by sub-type; returns the reply payload.
-    pub(crate) async fn route(&mut self, ctx: &mut Context, values: Vec<Value>) -> Result<Bytes, ServiceError> {
+    pub(crate) async fn route(
+        &mut self,
+        ctx: &mut Context,
+        values: Vec<Value>,
+    ) -> Result<Bytes, ServiceError> {
         let mut values = values.into_iter();
         let subtype = values.next().unwrap_or(Value::Nil);
         match subtype.as_bytes() {
@@ -78,7 +82,11 @@ impl<S: Send + 'static> Dispatcher<S> {
             Some(b"rpc") => {
                 let envelope = match values.next() {
                     Some(Value::String(b)) => b,
-                    _ => return Err(ServiceError::msg("rpc message must carry an envelope string")),
+                    _ => {
+                        return Err(ServiceError::msg(
+                            "rpc message must carry an envelope string",
+                        ))
+                    }
                 };
                 crate::native::serve_rpc(self, ctx, envelope).await
             }
@@ -95,7 +103,11 @@ impl<S: Send + 'static> Dispatcher<S> {
 
     /// Route an already-packed inner payload (used for rpc envelopes); returns the reply
     /// payload, with `"text"` replies as the raw reply frame bytes.
-    pub(crate) async fn route_inner(&mut self, ctx: &mut Context, payload: &Bytes) -> Result<Bytes, ServiceError> {
+    pub(crate) async fn route_inner(
+        &mut self,
+        ctx: &mut Context,
+        payload: &Bytes,
+    ) -> Result<Bytes, ServiceError> {
         let values = seri::unpack(payload)?;
         let is_text = matches!(values.first().and_then(|v| v.as_bytes()), Some(b"text"));
         let reply = Box::pin(self.route(ctx, values)).await?;

@@ -85,7 +85,12 @@ impl<S: Send + 'static> LuaTable<S> {
     }
 
     /// Run the command named by `args[0]` with the rest of `args`.
-    pub(crate) async fn run(&self, state: &mut S, ctx: &mut Context, mut args: Vec<Value>) -> LuaResult {
+    pub(crate) async fn run(
+        &self,
+        state: &mut S,
+        ctx: &mut Context,
+        mut args: Vec<Value>,
+    ) -> LuaResult {
         if args.is_empty() {
             return Err(ServiceError::msg(
                 "lua message has no command name (expected \"lua\", command, args…)",

@@ -18,13 +18,19 @@
 //! message, and pushes a reply envelope (same session) through the cluster to the
 //! caller's node and service, where [`NativeEndpoint`] resumes the pending call. This is
 //! how a reply crosses nodes without the cluster channel knowing the caller's session.
+//! A remote handler that fails — or panics — is answered with an error envelope, so the
+//! caller gets [`RpcError::Remote`] with its text at once; only a request that reaches
+//! no handler able to answer (or a reply that cannot find its way back) ends in
+//! [`RpcError::Timeout`].
 //!
 //! Until the C++ SDK exists, native services are Rust values driving a
 //! [`NativeEndpoint`]: it exposes exactly what the C ABI will — "hand these bytes to
 //! CServiceProxy" and "here are the bytes that arrived for you" — and nothing of the
 //! Rust call API, so C++ services will plug into the very same path.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +39,7 @@ use bee_codec::rpc::{self, RpcEnvelope, RpcKind};
 use bee_codec::seri::{self, Value};
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::cluster::{Cluster, Target};
@@ -50,8 +57,15 @@ impl CServiceProxy {
     /// Wrap a message from a native service for the wire: `("rpc", envelope)` or
     /// `("text", frame)`.
     pub fn wire_payload(message: &Bytes) -> Result<Bytes, ServiceError> {
-        let subtype = if rpc::is_envelope(message) { "rpc" } else { "text" };
-        Ok(seri::pack(&[Value::from(subtype), Value::String(message.clone())])?)
+        let subtype = if rpc::is_envelope(message) {
+            "rpc"
+        } else {
+            "text"
+        };
+        Ok(seri::pack(&[
+            Value::from(subtype),
+            Value::String(message.clone()),
+        ])?)
     }
 }
 
@@ -63,13 +77,16 @@ impl Service for CServiceProxy {
             let node = frame.node_str()?.to_string();
             let service = frame.service_str()?.to_string();
             let payload = Self::wire_payload(&frame.message)?;
-            let cluster = Cluster::of(ctx.node())
-                .ok_or_else(|| ServiceError::msg("CServiceProxy: the cluster layer is not started"))?;
+            let cluster = Cluster::of(ctx.node()).ok_or_else(|| {
+                ServiceError::msg("CServiceProxy: the cluster layer is not started")
+            })?;
             tracing::debug!(to_node = %node, to_service = %service, bytes = frame.message.len(), "CServiceProxy forwarding");
             cluster
                 .send(&node, Target::Name(service), payload)
                 .await
-                .map_err(|e| ServiceError::msg(format!("CServiceProxy: cannot forward to {node}: {e}")))?;
+                .map_err(|e| {
+                    ServiceError::msg(format!("CServiceProxy: cannot forward to {node}: {e}"))
+                })?;
             Ok(None)
         })
     }
@@ -85,7 +102,12 @@ pub(crate) async fn serve_rpc<S: Send + 'static>(
     let env = RpcEnvelope::decode(&envelope)?;
     match env.kind {
         RpcKind::Call | RpcKind::Send => {
-            let result = dispatcher.route_inner(ctx, &env.message).await;
+            // A panicking handler must still answer the rpc caller (who otherwise waits
+            // for its timeout): catch it here, as the service runtime does for calls.
+            let result = AssertUnwindSafe(dispatcher.route_inner(ctx, &env.message))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| Err(panicked(ctx, p.as_ref())));
             if env.kind == RpcKind::Call {
                 let reply = match &result {
                     Ok(b) => env.reply_ok(b)?,
@@ -105,12 +127,24 @@ pub(crate) async fn serve_rpc<S: Send + 'static>(
     }
 }
 
+/// The error an rpc caller gets when the handler of its request panicked (the same text
+/// the service runtime gives a local or cluster caller).
+fn panicked(ctx: &Context, payload: &(dyn Any + Send)) -> ServiceError {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string());
+    tracing::error!(node = %ctx.node().name(), service = %ctx.label(), panic = %text, "rpc handler panicked; the caller is told, the service keeps running");
+    ServiceError::msg(format!("handler panicked: {text}"))
+}
+
 /// Push a reply envelope through the cluster to the caller named in `env`.
 async fn send_reply(node: &Node, env: &RpcEnvelope, reply: Bytes) -> Result<(), ServiceError> {
     let to_node = std::str::from_utf8(&env.node)?.to_string();
     let to_service = std::str::from_utf8(&env.service)?.to_string();
-    let cluster =
-        Cluster::of(node).ok_or_else(|| ServiceError::msg("rpc reply: the cluster layer is not started"))?;
+    let cluster = Cluster::of(node)
+        .ok_or_else(|| ServiceError::msg("rpc reply: the cluster layer is not started"))?;
     let payload = seri::pack(&[Value::from("rpc"), Value::String(reply)])?;
     cluster
         .send(&to_node, Target::Name(to_service.clone()), payload)
@@ -204,8 +238,14 @@ impl NativeEndpoint {
             p.calls.insert(s, tx);
             s
         };
-        let env = RpcEnvelope::encode(RpcKind::Call, session, &self.node_name, &self.service_name, inner)
-            .map_err(|e| RpcError::Send(e.to_string()))?;
+        let env = RpcEnvelope::encode(
+            RpcKind::Call,
+            session,
+            &self.node_name,
+            &self.service_name,
+            inner,
+        )
+        .map_err(|e| RpcError::Send(e.to_string()))?;
         if let Err(e) = self.send(node, service, &env).await {
             self.forget(session);
             return Err(e);
@@ -229,7 +269,11 @@ impl NativeEndpoint {
 
     /// Answer an rpc call that arrived here: the reply envelope goes back through
     /// CServiceProxy to the caller's node and service.
-    pub async fn reply(&self, call: &RpcEnvelope, result: Result<&[u8], &str>) -> Result<(), RpcError> {
+    pub async fn reply(
+        &self,
+        call: &RpcEnvelope,
+        result: Result<&[u8], &str>,
+    ) -> Result<(), RpcError> {
         let reply = match result {
             Ok(b) => call.reply_ok(b),
             Err(t) => call.reply_err(t),
@@ -251,7 +295,9 @@ impl NativeEndpoint {
     /// If `payload` is an rpc reply envelope, complete the pending call and return true.
     pub fn take_reply(&self, payload: &Bytes) -> Result<bool, ServiceError> {
         let values = seri::unpack(payload)?;
-        if let (Some(b"rpc"), Some(Value::String(b))) = (values.first().and_then(Value::as_bytes), values.get(1)) {
+        if let (Some(b"rpc"), Some(Value::String(b))) =
+            (values.first().and_then(Value::as_bytes), values.get(1))
+        {
             if let Ok(env) = RpcEnvelope::decode(b) {
                 if matches!(env.kind, RpcKind::ReplyOk | RpcKind::ReplyErr) {
                     return Ok(self.on_message(payload)?.is_none());
@@ -267,7 +313,11 @@ impl NativeEndpoint {
         let values = seri::unpack(payload)?;
         let body = match values.get(1) {
             Some(Value::String(b)) => b.clone(),
-            _ => return Err(ServiceError::msg("native service takes (\"text\", frame) or (\"rpc\", envelope)")),
+            _ => {
+                return Err(ServiceError::msg(
+                    "native service takes (\"text\", frame) or (\"rpc\", envelope)",
+                ))
+            }
         };
         match values.first().and_then(Value::as_bytes) {
             Some(b"text") => Ok(Some(Inbound::Frame(body))),
@@ -286,18 +336,25 @@ impl NativeEndpoint {
                                 let r = if env.kind == RpcKind::ReplyOk {
                                     Ok(env.message)
                                 } else {
-                                    Err(RpcError::Remote(String::from_utf8_lossy(&env.message).into_owned()))
+                                    Err(RpcError::Remote(
+                                        String::from_utf8_lossy(&env.message).into_owned(),
+                                    ))
                                 };
                                 let _ = tx.send(r);
                             }
-                            None => tracing::warn!(session = env.session, "rpc reply for an unknown or timed-out session dropped"),
+                            None => tracing::warn!(
+                                session = env.session,
+                                "rpc reply for an unknown or timed-out session dropped"
+                            ),
                         }
                         Ok(None)
                     }
                     RpcKind::Call | RpcKind::Send => Ok(Some(Inbound::Rpc(env))),
                 }
             }
-            _ => Err(ServiceError::msg("native service takes (\"text\", frame) or (\"rpc\", envelope)")),
+            _ => Err(ServiceError::msg(
+                "native service takes (\"text\", frame) or (\"rpc\", envelope)",
+            )),
         }
     }
 }
@@ -307,10 +364,16 @@ pub trait NativeHandler: Send + 'static {
     /// A game frame arrived (sent, or redirected to this service by a master such as
     /// shop_master). Return a reply frame to answer a caller that waits; it is ignored
     /// when nobody waits.
-    fn on_frame(&mut self, endpoint: &NativeEndpoint, frame: Bytes) -> BoxFuture<'_, Option<Bytes>>;
+    fn on_frame(&mut self, endpoint: &NativeEndpoint, frame: Bytes)
+        -> BoxFuture<'_, Option<Bytes>>;
     /// An rpc call or send arrived with this inner message; return the reply bytes (or
-    /// an error text) for a call.
-    fn on_rpc(&mut self, endpoint: &NativeEndpoint, inner: Bytes) -> BoxFuture<'_, Result<Bytes, String>>;
+    /// an error text) for a call. If it panics, the caller gets the error
+    /// `handler panicked: <text>` at once and the service keeps running.
+    fn on_rpc(
+        &mut self,
+        endpoint: &NativeEndpoint,
+        inner: Bytes,
+    ) -> BoxFuture<'_, Result<Bytes, String>>;
 }
 
 /// Start a native service on `node`: its logic `handler`, reachable in the cluster as
@@ -341,7 +404,8 @@ pub fn spawn_native<H: NativeHandler>(
             inner,
         },
     );
-    let cluster = Cluster::of(node).ok_or_else(|| ServiceError::msg("native service needs the cluster layer started"))?;
+    let cluster = Cluster::of(node)
+        .ok_or_else(|| ServiceError::msg("native service needs the cluster layer started"))?;
     cluster.register(service, front)?;
     Ok(endpoint)
 }
@@ -384,7 +448,13 @@ impl<H: NativeHandler> Service for NativeService<H> {
                 }
                 Some(Inbound::Rpc(env)) => {
                     let endpoint = self.endpoint.clone();
-                    let result = self.handler.on_rpc(&endpoint, env.message.clone()).await;
+                    let result =
+                        AssertUnwindSafe(self.handler.on_rpc(&endpoint, env.message.clone()))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|p| {
+                                Err(panicked(ctx, p.as_ref()).message().to_string())
+                            });
                     if env.kind == RpcKind::Call {
                         let r = match &result {
                             Ok(b) => Ok(b.as_ref()),

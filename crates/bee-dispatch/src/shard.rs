@@ -4,7 +4,9 @@
 //! skynet.redirect) to the worker chosen by [`worker_for`] from the message's uid:
 //! - `"text"` messages: the uid of the game frame;
 //! - `"lua"` messages: the first argument after the command name must be the uid (an
-//!   integer): `("lua", "progress", uid, …)`.
+//!   integer): `("lua", "progress", uid, …)`;
+//! - `"rpc"` envelopes from native callers: the uid of their inner `"text"` or `"lua"`
+//!   message, as above (the worker answers the rpc caller itself).
 //!
 //! The choice is [`worker_for`]`(uid, n)`: `jump(mix(uid), n)` where `mix` is the
 //! SplitMix64 finaliser and `jump` is Lamping and Veach's jump consistent hash. It
@@ -19,6 +21,7 @@
 //! worker: the runtime catches it and answers the caller with the panic text.
 
 use bee_codec::protopack::GameFrame;
+use bee_codec::rpc::{RpcEnvelope, RpcKind};
 use bee_codec::seri::{self, Value};
 use futures::future::BoxFuture;
 
@@ -55,10 +58,38 @@ pub fn worker_for(uid: u64, workers: usize) -> usize {
 
 /// Extract the uid a message is sharded by (see the module docs).
 pub fn uid_of(values: &[Value]) -> Result<u64, ServiceError> {
+    if values.first().and_then(Value::as_bytes) == Some(b"rpc") {
+        let envelope = match values.get(1) {
+            Some(Value::String(b)) => b,
+            _ => {
+                return Err(ServiceError::msg(
+                    "cannot shard: rpc message has no envelope string",
+                ))
+            }
+        };
+        let env = RpcEnvelope::decode(envelope)
+            .map_err(|e| ServiceError::msg(format!("cannot shard: bad rpc envelope: {e}")))?;
+        if !matches!(env.kind, RpcKind::Call | RpcKind::Send) {
+            return Err(ServiceError::msg(format!(
+                "cannot shard: rpc reply (session {}) sent to a shard master, which makes no rpc calls",
+                env.session
+            )));
+        }
+        let inner = seri::unpack(&env.message)?;
+        // One level only: an envelope inside an envelope is not a message a worker routes.
+        return plain_uid_of(&inner);
+    }
+    plain_uid_of(values)
+}
+
+/// The uid of a `"text"` or `"lua"` message.
+fn plain_uid_of(values: &[Value]) -> Result<u64, ServiceError> {
     match values.first().and_then(Value::as_bytes) {
         Some(b"text") => match values.get(1) {
             Some(Value::String(frame)) => Ok(GameFrame::decode(frame)?.uid),
-            _ => Err(ServiceError::msg("text message has no game frame to take a uid from")),
+            _ => Err(ServiceError::msg(
+                "text message has no game frame to take a uid from",
+            )),
         },
         Some(b"lua") => match values.get(2) {
             Some(Value::Integer(uid)) => Ok(*uid as u64),
@@ -71,7 +102,7 @@ pub fn uid_of(values: &[Value]) -> Result<u64, ServiceError> {
             )),
         },
         _ => Err(ServiceError::msg(
-            "cannot shard: only \"lua\" and \"text\" messages carry a uid",
+            "cannot shard: only \"lua\", \"text\" and \"rpc\" messages carry a uid",
         )),
     }
 }
@@ -155,39 +186,93 @@ impl Service for ShardMaster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn jump_matches_published_values() {
-        // Reference points of the jump consistent hash paper's algorithm.
-        assert_eq!(jump(0, 1), 0);
-        assert_eq!(jump(1, 1), 0);
-        for k in 0..1000u64 {
-            assert!(jump(k, 8) < 8);
+        // Buckets for n = 1, 2, … as computed by the paper's reference C++ code (the
+        // vectors other implementations test against, e.g. go-jump's).
+        let vectors: [(u64, &[usize]); 4] = [
+            (0, &[0; 20]),
+            (
+                1,
+                &[0, 0, 0, 0, 0, 0, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 17, 17],
+            ),
+            (
+                0xdead_beef,
+                &[0, 1, 2, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 16, 16, 16],
+            ),
+            (
+                0x0ddc_0ffe_ebad_f00d,
+                &[0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 15, 15, 15, 15],
+            ),
+        ];
+        for (key, buckets) in vectors {
+            for (i, want) in buckets.iter().enumerate() {
+                assert_eq!(jump(key, i + 1), *want, "jump({key:#x}, {})", i + 1);
+            }
         }
     }
 
     #[test]
-    fn same_uid_same_worker_and_known_values() {
-        // Fixed points: if these change, every deployed cluster would reshuffle uids.
-        let got: Vec<usize> = [1u64, 2, 3, 10076447, u64::MAX]
-            .iter()
-            .map(|u| worker_for(*u, 8))
-            .collect();
-        assert_eq!(got, worker_for_reference());
-        for u in 0..10_000u64 {
-            assert_eq!(worker_for(u, 8), worker_for(u, 8));
-        }
+    fn mix_is_splitmix64() {
+        // SplitMix64's first outputs for seeds 0 and 1 (its published sequence).
+        assert_eq!(mix(0), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(mix(1), 0x910a_2dec_8902_5cc1);
     }
 
-    fn worker_for_reference() -> Vec<usize> {
-        // Computed once by this implementation and frozen here as the contract.
-        vec![
-            worker_for(1, 8),
-            worker_for(2, 8),
-            worker_for(3, 8),
-            worker_for(10076447, 8),
-            worker_for(u64::MAX, 8),
-        ]
+    #[test]
+    fn worker_for_frozen_values() {
+        // Computed once by this implementation and frozen: if one of these changes,
+        // every deployed cluster would move its players to other workers.
+        let cases: [(u64, usize, usize); 14] = [
+            (0, 8, 7),
+            (1, 8, 3),
+            (2, 8, 0),
+            (3, 8, 4),
+            (42, 8, 0),
+            (7919, 8, 2),
+            (10076447, 8, 2),
+            (1 << 32, 8, 0),
+            (i64::MAX as u64, 8, 1),
+            (u64::MAX, 8, 3),
+            (0, 100, 26),
+            (1, 100, 72),
+            (10076447, 100, 41),
+            (u64::MAX, 100, 26),
+        ];
+        for (uid, n, want) in cases {
+            assert_eq!(worker_for(uid, n), want, "worker_for({uid}, {n})");
+        }
+        // One worker (or a nonsensical 0): everything goes to worker 0.
+        assert_eq!(worker_for(10076447, 1), 0);
+        assert_eq!(worker_for(10076447, 0), 0);
+    }
+
+    #[test]
+    fn spread_within_ten_percent_over_8_workers() {
+        let mut counts = [0usize; 8];
+        for uid in 0..100_000u64 {
+            counts[worker_for(uid, 8)] += 1;
+        }
+        // 12,500 each ideally; allow ±10%.
+        for (i, c) in counts.iter().enumerate() {
+            assert!(
+                (11_250..=13_750).contains(c),
+                "worker {i} got {c} of 100k uids: {counts:?}"
+            );
+        }
+        // Same for uids that are not consecutive (e.g. ids with a common stride).
+        let mut counts = [0usize; 8];
+        for i in 0..100_000u64 {
+            counts[worker_for(10076447 + i * 7919, 8)] += 1;
+        }
+        for (i, c) in counts.iter().enumerate() {
+            assert!(
+                (11_250..=13_750).contains(c),
+                "strided: worker {i} got {c}: {counts:?}"
+            );
+        }
     }
 
     #[test]
@@ -197,5 +282,63 @@ mod tests {
             .count();
         // Ideal is 1/9 ≈ 11.1%.
         assert!(moved < 14_000, "moved {moved}");
+    }
+
+    proptest! {
+        #[test]
+        fn worker_for_is_stable_and_in_range(uid in any::<u64>(), n in 1usize..512) {
+            let w = worker_for(uid, n);
+            prop_assert!(w < n);
+            prop_assert_eq!(w, worker_for(uid, n));
+            prop_assert_eq!(w, jump(mix(uid), n));
+        }
+
+        #[test]
+        fn adding_a_worker_moves_uids_only_to_it(uid in any::<u64>(), n in 1usize..512) {
+            // Jump hash's defining property: with one more worker a uid either stays or
+            // moves to the new worker, never between old ones.
+            let before = worker_for(uid, n);
+            let after = worker_for(uid, n + 1);
+            prop_assert!(after == before || after == n, "uid {} moved {} -> {} with n {}", uid, before, after, n);
+        }
+
+        #[test]
+        fn uid_of_reads_text_and_lua_uids(uid in 0u64..=bee_codec::protopack::MAX_UID) {
+            let mut frame = bytes::BytesMut::new();
+            GameFrame::encode_into(uid, b"game.Ping", b"", &mut frame).unwrap();
+            let text = [Value::from("text"), Value::String(frame.freeze())];
+            prop_assert_eq!(uid_of(&text).unwrap(), uid);
+            let lua = [Value::from("lua"), Value::from("progress"), Value::Integer(uid as i64)];
+            prop_assert_eq!(uid_of(&lua).unwrap(), uid);
+            // rpc envelopes (call and send) shard by their inner message's uid.
+            for (kind, session, inner) in [(RpcKind::Call, 9, &text[..]), (RpcKind::Send, 0, &lua[..])] {
+                let env = RpcEnvelope::encode(kind, session, b"lobby", b"lobby_native", &seri::pack(inner).unwrap()).unwrap();
+                prop_assert_eq!(uid_of(&[Value::from("rpc"), Value::String(env)]).unwrap(), uid);
+            }
+        }
+    }
+
+    #[test]
+    fn uid_of_explains_what_is_missing() {
+        let e = uid_of(&[Value::from("lua"), Value::from("progress")]).unwrap_err();
+        assert!(e.message().contains("(\"lua\", command, uid"), "{e}");
+        let e = uid_of(&[
+            Value::from("lua"),
+            Value::from("progress"),
+            Value::from("x"),
+        ])
+        .unwrap_err();
+        assert!(e.message().contains("got string"), "{e}");
+        let e = uid_of(&[Value::from("json")]).unwrap_err();
+        assert!(
+            e.message().contains("only \"lua\", \"text\" and \"rpc\""),
+            "{e}"
+        );
+        let e = uid_of(&[Value::from("rpc")]).unwrap_err();
+        assert!(e.message().contains("no envelope"), "{e}");
+        let e = uid_of(&[Value::from("rpc"), Value::from("not an envelope")]).unwrap_err();
+        assert!(e.message().contains("bad rpc envelope"), "{e}");
+        let e = uid_of(&[Value::from("text"), Value::from(&b"short"[..])]).unwrap_err();
+        assert!(e.message().contains("too short"), "{e}");
     }
 }
