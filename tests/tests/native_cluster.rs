@@ -78,10 +78,12 @@ async fn native_send_via_cservice_proxy_reaches_remote() {
         .await
     );
 
-    // A frame CServiceProxy cannot read is refused (logged), and the proxy keeps working.
-    ep.send_raw(Bytes::from_static(&[0xff, 0xff, 0, 1, b'x']))
-        .await
-        .expect("send_raw garbage");
+    // A frame CServiceProxy cannot read is refused with the reason, and the proxy keeps
+    // working.
+    match ep.send_raw(Bytes::from_static(&[0xff, 0xff, 0, 1, b'x'])).await {
+        Err(RpcError::Send(text)) => assert!(text.contains("bad proxy frame"), "{text}"),
+        other => panic!("garbage proxy frame: expected a send error, got {other:?}"),
+    }
     ep.send("lpersistence_3", "lpersistence", &frame(UID, &login))
         .await
         .unwrap();
@@ -570,5 +572,37 @@ async fn native_rpc_call_to_sharded_master() {
         .await
         .unwrap();
     assert_eq!(values(&r)[0], Value::Integer(10));
+    node.shutdown();
+}
+
+/// A native send or rpc_call that cannot leave the node (unknown node, node in the
+/// config but not up) fails at once with CServiceProxy's reason, not after the rpc
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_send_to_unreachable_node_fails_fast() {
+    // `ghostnode` is in the config but nothing listens on its port.
+    let layout = Layout::new(&["tnative", "ghostnode"]);
+    let (node, _c) = listening_node(&layout, "tnative").await;
+    let proxy = start_proxy(&node);
+    let (ep, _) = start_test_native(&node, proxy, "alpha");
+    let long = Duration::from_secs(20);
+
+    for target in ["ghostnode", "nosuchnode"] {
+        let started = Instant::now();
+        let r = ep
+            .rpc_call(target, "lpersistence", &lua(&[Value::from("ping")]), long)
+            .await;
+        let took = started.elapsed();
+        match r {
+            Err(RpcError::Send(text)) => assert!(
+                text.contains(target),
+                "the error should name the node {target}: {text}"
+            ),
+            other => panic!("rpc_call to {target}: expected a send error, got {other:?}"),
+        }
+        assert!(took < Duration::from_secs(5), "{target}: failed only after {took:?}");
+        let r = ep.send(target, "lpersistence", &[0u8; 16]).await;
+        assert!(matches!(r, Err(RpcError::Send(_))), "send to {target}: {r:?}");
+    }
     node.shutdown();
 }

@@ -206,11 +206,17 @@ impl NativeEndpoint {
     }
 
     /// C ABI `send`: hand a proxy frame (built by the native side) to CServiceProxy.
+    ///
+    /// Returns once CServiceProxy has queued the message on the cluster channel, or with
+    /// its error when it cannot (bad frame, unknown node, node down): so a native caller
+    /// learns at once that a message or an rpc_call cannot leave this node, instead of
+    /// waiting out a timeout. Delivery on the remote side stays fire-and-forget.
     pub async fn send_raw(&self, proxy_frame: Bytes) -> Result<(), RpcError> {
         self.node
-            .send(self.proxy, proxy_frame)
+            .call(self.proxy, proxy_frame)
             .await
-            .map_err(|e| RpcError::Send(e.to_string()))
+            .map(|_| ())
+            .map_err(|e| RpcError::Send(e.remote_text()))
     }
 
     /// Send `message` (a game frame) to `service` on `node`, no reply.
