@@ -239,7 +239,14 @@ impl NativeEndpoint {
         let (tx, rx) = oneshot::channel();
         let session = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.next = if p.next >= 0x7FFF_FFFF { 1 } else { p.next + 1 };
+            // Next session, wrapping 0x7FFFFFFF -> 1 like the cluster's, and never one
+            // a call still waits on (after a wrap, a very old call may still be pending).
+            loop {
+                p.next = if p.next >= 0x7FFF_FFFF { 1 } else { p.next + 1 };
+                if !p.calls.contains_key(&p.next) {
+                    break;
+                }
+            }
             let s = p.next;
             p.calls.insert(s, tx);
             s
