@@ -192,6 +192,9 @@ async fn peer_killed_with_calls_in_flight_then_restarted() {
         let err = result
             .expect_err("the node was killed before it answered")
             .to_string();
+        if i == 0 {
+            println!("a call waiting when the node was killed: {err}");
+        }
         assert!(err.contains("node victim went down"), "call {i}: {err}");
         assert!(
             at.duration_since(killed) < Duration::from_secs(3),
@@ -454,7 +457,7 @@ async fn call_timeouts() {
     echo_works(&client, "a").await;
 
     // A per-call timeout shorter than the service takes.
-    let started = Instant::now();
+    let first = Instant::now();
     let err = within(
         Duration::from_secs(3),
         "timed call",
@@ -467,25 +470,29 @@ async fn call_timeouts() {
     )
     .await
     .expect_err("the reply comes after 1.5 s");
-    let took = started.elapsed();
+    let took = first.elapsed();
     assert_eq!(err.to_string(), "call to node a timed out after 200ms");
     assert!(
-        took >= Duration::from_millis(200) && took < Duration::from_millis(1000),
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1400),
         "took {took:?}"
     );
 
     // The default timeout of the client (800 ms) applies without a per-call one.
-    let started = Instant::now();
+    let second = Instant::now();
     let err = fails(
         &client,
         "a",
         "@slow",
-        pack(&[Value::Integer(3000)]),
+        pack(&[Value::Integer(2000)]),
         Duration::from_secs(3),
     )
     .await;
     assert_eq!(err, "call to node a timed out after 800ms");
-    assert!(started.elapsed() < Duration::from_millis(1500));
+    let took = second.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1900),
+        "took {took:?}"
+    );
 
     // A call that does finish in time, then the late replies of the timed-out calls arrive
     // and are dropped: the connection keeps working and nothing mixes up.
@@ -499,7 +506,8 @@ async fn call_timeouts() {
         .await
         .expect("in time");
     assert_eq!(reply, pack(&[Value::Integer(50), s("in time")]));
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let late = (first + Duration::from_millis(1500)).max(second + Duration::from_millis(2000));
+    tokio::time::sleep_until((late + Duration::from_millis(200)).into()).await;
     for i in 0..20 {
         let request = pack(&[s("after late replies"), Value::Integer(i)]);
         let reply = client
@@ -551,6 +559,7 @@ async fn sigterm_exits_zero_promptly() {
         .await
         .expect("task")
         .expect_err("the node stopped before answering");
+    println!("the call waiting on the stopped node: {err}");
     assert!(err.to_string().contains("node a"), "{err}");
     let err = fails(&client, "a", "@echo", pack(&[]), Duration::from_secs(2)).await;
     assert!(err.contains("cannot connect to node a"), "{err}");

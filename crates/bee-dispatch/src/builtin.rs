@@ -1,22 +1,32 @@
-//! Built-in services every node can start by kind: `echo` and `sink`.
+//! Built-in services every node can start by kind: `echo`, `sink` and `slow`.
 //!
 //! - `echo` replies with exactly the payload it got (its arguments, unchanged, without
 //!   unpacking them) — the simplest thing to call across the cluster.
 //! - `sink` counts what is pushed to it; a call `("count")` answers the count and
 //!   `("reset")` answers it and starts again from 0. Any other call is counted and
 //!   answered with the new count.
+//! - `slow` answers a call `(ms, ...)` after `ms` milliseconds with its whole payload
+//!   (like `echo`, late) — for testing timeouts and calls in flight. Calls wait
+//!   concurrently: a slow call does not hold up the next one. A first argument that is
+//!   not a delay in `0..=`[`SLOW_MAX_MS`] is answered with an error; pushes are ignored.
+
+use std::time::Duration;
 
 use bee_codec::seri::{self, Value};
 use futures::future::BoxFuture;
 
-use crate::service::{Context, HandleResult, Message, Service};
+use crate::service::{Context, HandleResult, Message, Service, ServiceError};
 
 /// Replies with its payload.
 #[derive(Debug, Default)]
 pub struct Echo;
 
 impl Service for Echo {
-    fn handle<'a>(&'a mut self, _ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+    fn handle<'a>(
+        &'a mut self,
+        _ctx: &'a mut Context,
+        msg: Message,
+    ) -> BoxFuture<'a, HandleResult> {
         Box::pin(std::future::ready(Ok(Some(msg.payload))))
     }
 }
@@ -45,5 +55,112 @@ impl Service for Sink {
             };
             Ok(Some(seri::pack(&[Value::Integer(reply as i64)])?))
         })
+    }
+}
+
+/// Longest delay [`Slow`] accepts, in milliseconds (10 minutes).
+pub const SLOW_MAX_MS: i64 = 600_000;
+
+/// Answers a call `(ms, ...)` with its payload after `ms` milliseconds.
+#[derive(Debug, Default)]
+pub struct Slow;
+
+impl Service for Slow {
+    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+        Box::pin(async move {
+            if !ctx.wants_reply() {
+                return Ok(None);
+            }
+            let values = seri::unpack(&msg.payload)?;
+            let ms = match values.first() {
+                Some(Value::Integer(ms)) if (0..=SLOW_MAX_MS).contains(ms) => *ms as u64,
+                other => {
+                    let got = other.map_or("nothing".to_string(), ToString::to_string);
+                    return Err(ServiceError::msg(format!(
+                        "slow: the first argument must be the delay in milliseconds \
+                         (0..={SLOW_MAX_MS}), got {got}"
+                    )));
+                }
+            };
+            // Answer from a task, so the next call starts its own wait right away.
+            if let Some(reply) = ctx.take_reply() {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    reply.ok(msg.payload);
+                });
+            }
+            Ok(None)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::service::{CallError, Node, RuntimeConfig};
+
+    fn pack(values: &[Value]) -> bytes::Bytes {
+        seri::pack(values).expect("pack")
+    }
+
+    #[tokio::test]
+    async fn slow_answers_late_and_concurrently() {
+        let node = Node::new("t", RuntimeConfig::default());
+        let slow = node.spawn("slow", Slow);
+        let started = Instant::now();
+        let calls: Vec<_> = (0..4)
+            .map(|i| {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    node.call(slow, pack(&[Value::Integer(200), Value::Integer(i)]))
+                        .await
+                })
+            })
+            .collect();
+        for (i, c) in calls.into_iter().enumerate() {
+            let reply = c.await.expect("task").expect("slow call");
+            assert_eq!(
+                reply,
+                pack(&[Value::Integer(200), Value::Integer(i as i64)])
+            );
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200),
+            "answered too early: {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(700),
+            "calls waited one after another: {took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_refuses_a_bad_delay() {
+        let node = Node::new("t", RuntimeConfig::default());
+        let slow = node.spawn("slow", Slow);
+        for bad in [
+            vec![],
+            vec![Value::from("soon")],
+            vec![Value::Integer(-1)],
+            vec![Value::Integer(SLOW_MAX_MS + 1)],
+        ] {
+            match node.call(slow, pack(&bad)).await {
+                Err(CallError::Failed { message, .. }) => {
+                    assert!(
+                        message.starts_with("slow: the first argument must be the delay"),
+                        "{message}"
+                    )
+                }
+                other => panic!("{bad:?}: expected an error, got {other:?}"),
+            }
+        }
+        // A push is ignored; the service keeps answering.
+        node.send(slow, pack(&[Value::Integer(5)]))
+            .await
+            .expect("push");
+        assert!(node.call(slow, pack(&[Value::Integer(0)])).await.is_ok());
     }
 }

@@ -6,7 +6,7 @@
 //! service is a registered name (`echo` or `@echo`) or an address (`:0000000a`, `0x0a`
 //! or decimal).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -70,7 +70,7 @@ pub fn parse_target(s: &str) -> Result<Target> {
     Ok(Target::from(s))
 }
 
-fn client(cluster: &PathBuf, timeout: Duration) -> Result<Cluster> {
+fn client(cluster: &Path, timeout: Duration) -> Result<Cluster> {
     let cfg = ClusterConfig::load(cluster)
         .with_context(|| format!("cannot load the cluster config {}", cluster.display()))?;
     let node = Node::new(format!("bee-cli-{}", std::process::id()), RuntimeConfig::default());

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `echo` | replies with its arguments | |
 //! | `sink` | counts pushes, answers `count` / `reset` | |
+//! | `slow` | answers a call `(ms, ...)` with its arguments after `ms` milliseconds (for testing timeouts) | |
 //! | `cservice_proxy` | `CServiceProxy`: forwards proxy-header frames from native services | |
 //! | `lpersistence` | the demo's persistence service (`"lua"` + `"text"`) | |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
@@ -16,14 +17,14 @@
 //! local name). Native services register their own name.
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use bee_dispatch::builtin::{Echo, Sink};
+use bee_dispatch::builtin::{Echo, Sink, Slow};
 use bee_dispatch::native::{spawn_native, CServiceProxy, CSERVICE_PROXY};
 use bee_dispatch::{Addr, Cluster, Node};
 
 use crate::config::{NodeConfig, ServiceSpec};
 
 /// Every kind this binary can start (for error messages).
-const KINDS: &str = "echo, sink, cservice_proxy, lpersistence, mysqlpool, activity_master, shop_master, native_shop, lobby";
+const KINDS: &str = "echo, sink, slow, cservice_proxy, lpersistence, mysqlpool, activity_master, shop_master, native_shop, lobby";
 
 /// Start every service of the config, in order.
 pub async fn start_all(node: &Node, cluster: &Cluster, cfg: &NodeConfig) -> Result<()> {
@@ -71,6 +72,7 @@ fn start(node: &Node, cfg: &NodeConfig, spec: &ServiceSpec) -> Result<Option<Add
     Ok(match spec.kind.as_str() {
         "echo" => Some(node.spawn(label, Echo)),
         "sink" => Some(node.spawn(label, Sink::default())),
+        "slow" => Some(node.spawn(label, Slow)),
         "cservice_proxy" => Some(node.spawn_named(CSERVICE_PROXY, CServiceProxy)),
         "lpersistence" => Some(node.spawn(label, bee_demo::persistence::service())),
         "mysqlpool" => {
