@@ -3,8 +3,9 @@
 //! - `echo` replies with exactly the payload it got (its arguments, unchanged, without
 //!   unpacking them) — the simplest thing to call across the cluster.
 //! - `sink` counts what is pushed to it; a call `("count")` answers the count and
-//!   `("reset")` answers it and starts again from 0. Any other call is counted and
-//!   answered with the new count.
+//!   `("reset")` answers it and starts again from 0. Any other call is an error (as
+//!   the skynet-side sink of the interop checks does), so a caller sees a remote
+//!   handler error travel back.
 //! - `slow` answers a call `(ms, ...)` after `ms` milliseconds with its whole payload
 //!   (like `echo`, late) — for testing timeouts and calls in flight. Calls wait
 //!   concurrently: a slow call does not hold up the next one. A first argument that is
@@ -49,8 +50,9 @@ impl Service for Sink {
                 Some(b"count") => self.count,
                 Some(b"reset") => std::mem::take(&mut self.count),
                 _ => {
-                    self.count += 1;
-                    self.count
+                    return Err(ServiceError::msg(
+                        "sink counts pushes; a call must be \"count\" or \"reset\"",
+                    ))
                 }
             };
             Ok(Some(seri::pack(&[Value::Integer(reply as i64)])?))
