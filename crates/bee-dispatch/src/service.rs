@@ -651,7 +651,9 @@ async fn run_service(
             break;
         }
         ctx.reply = reply;
-        let outcome = AssertUnwindSafe(service.handle(&mut ctx, msg))
+        // `handle` itself runs inside the guarded future too: a service that panics
+        // before returning its future is caught like one that panics while it runs.
+        let outcome = AssertUnwindSafe(async { service.handle(&mut ctx, msg).await })
             .catch_unwind()
             .await
             .unwrap_or_else(|p| {
@@ -700,4 +702,32 @@ async fn run_service(
         tracing::warn!(node = %node.name(), service = %name, dropped, "service stopped with pushes still queued; they were dropped");
     }
     tracing::debug!(node = %node.name(), service = %name, "service stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Panics while building its future (before any `async` code runs).
+    struct PanicsEarly;
+
+    impl Service for PanicsEarly {
+        fn handle<'a>(&'a mut self, _ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+            if msg.payload.as_ref() == b"boom" {
+                panic!("early boom");
+            }
+            Box::pin(std::future::ready(Ok(Some(msg.payload))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_before_the_future_is_caught_and_the_service_lives_on() {
+        let node = Node::new("t", RuntimeConfig::default());
+        let addr = node.spawn("early", PanicsEarly);
+        let err = node.call(addr, Bytes::from_static(b"boom")).await.unwrap_err();
+        assert!(err.to_string().contains("early boom"), "{err}");
+        let ok = node.call(addr, Bytes::from_static(b"fine")).await.unwrap();
+        assert_eq!(ok.as_ref(), b"fine");
+        assert!(node.is_alive(addr));
+    }
 }
