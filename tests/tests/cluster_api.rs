@@ -195,7 +195,7 @@ async fn names_register_query_unregister_across_nodes() {
         .query("c", "shared")
         .await
         .expect_err("c has no name 'shared'");
-    assert_eq!(err.to_string(), "name not found");
+    assert_eq!(err.remote_text(), "name not found");
 
     // "@shared" reaches echo on a and sink on b.
     let request = pack(&[s("hello")]);
@@ -266,12 +266,12 @@ async fn names_register_query_unregister_across_nodes() {
         "unregister answers the old address"
     );
     let err = client.query("a", "shared").await.expect_err("unregistered");
-    assert_eq!(err.to_string(), "name not found");
+    assert_eq!(err.remote_text(), "name not found");
     let err = client
         .call("a", "@shared", request.clone())
         .await
         .expect_err("unregistered");
-    assert_eq!(err.to_string(), "Invalid name");
+    assert_eq!(err.remote_text(), "Invalid name");
     assert_eq!(
         client.query("b", "shared").await.expect("b keeps its name"),
         sink_b
@@ -385,12 +385,12 @@ async fn open_register_and_reload_in_process_nodes() {
         .call("inproc", "@echo", request.clone())
         .await
         .expect_err("unregistered");
-    assert_eq!(err.to_string(), "Invalid name");
+    assert_eq!(err.remote_text(), "Invalid name");
     let err = client
         .query("inproc", "echo")
         .await
         .expect_err("unregistered");
-    assert_eq!(err.to_string(), "name not found");
+    assert_eq!(err.remote_text(), "name not found");
     // The service itself still answers by address.
     let reply = client
         .call("inproc", Target::Addr(echo), request.clone())
@@ -499,7 +499,7 @@ async fn proxy_forwards_calls_and_sends() {
     let err = within(10, "proxy error", node.call(nobody, request.clone()))
         .await
         .expect_err("no such name on a");
-    assert_eq!(err.to_string(), "Invalid name");
+    assert_eq!(err.remote_text(), "Invalid name");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

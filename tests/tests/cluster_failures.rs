@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{Cluster, Target};
+use bee_dispatch::{CallError, Cluster, Target};
 use bee_tests::Layout;
 use bytes::Bytes;
 
@@ -51,9 +51,15 @@ async fn fails(
 ) -> String {
     let started = Instant::now();
     let result = within(limit, "a failing call", client.call(node, target, payload)).await;
-    let err = result.expect_err("the call must fail").to_string();
+    let err = result.expect_err("the call must fail");
     println!("failed after {:?}: {err}", started.elapsed());
-    err
+    if let CallError::Remote { node: said_by, .. } = &err {
+        // An error the remote node answered with names that node.
+        assert_eq!(said_by, node);
+        assert!(err.to_string().ends_with(&format!("(error from node {node})")), "{err}");
+    }
+    // The remote's own words, as a Lua caller sees them.
+    err.remote_text()
 }
 
 async fn echo_works(client: &Cluster, node: &str) {
@@ -292,7 +298,7 @@ async fn unknown_names() {
     let err = within(Duration::from_secs(2), "query", client.query("a", "nosuch"))
         .await
         .expect_err("query of an unknown name");
-    assert_eq!(err.to_string(), "name not found");
+    assert_eq!(err.remote_text(), "name not found");
     // A 255-byte name is legal on the wire and simply unknown; a longer one cannot be sent.
     let long = "n".repeat(254);
     let err = fails(

@@ -258,7 +258,7 @@ async fn reload_moving_a_node_to_a_new_address() {
         .call("svc", "@only_on_b", ping.clone())
         .await
         .expect_err("svc is a, not b");
-    assert_eq!(err.to_string(), "Invalid name");
+    assert_eq!(err.remote_text(), "Invalid name");
 
     // …then moves to b's address: the old connection is closed, the next call uses b.
     let diff = client.reload(svc_at(layout.port("b")));

@@ -412,8 +412,9 @@ fn registry_error(e: RegistryError) -> CallError {
 
 fn transport_error(e: TransportError) -> CallError {
     match e {
-        // The remote handler's own words, as a Lua caller would see them.
-        TransportError::Remote { message, .. } => CallError::Cluster(message),
+        // The remote handler's own words, as a Lua caller would see them, and which
+        // node said them.
+        TransportError::Remote { node, message } => CallError::Remote { node, message },
         other => CallError::Cluster(other.to_string()),
     }
 }

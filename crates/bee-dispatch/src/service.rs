@@ -68,6 +68,15 @@ pub enum CallError {
         /// The timeout that passed.
         after: Duration,
     },
+    /// The remote node answered with an error (its handler failed, the name or address
+    /// is unknown there, …): its own words, and which node said them.
+    #[error("{message} (error from node {node})")]
+    Remote {
+        /// The node that answered.
+        node: String,
+        /// Its error text, verbatim.
+        message: String,
+    },
     /// A remote or cluster-level failure, already rendered as text by the layer that saw it.
     #[error("{0}")]
     Cluster(String),
@@ -78,7 +87,9 @@ impl CallError {
     pub fn remote_text(&self) -> String {
         match self {
             // The handler's own words travel unchanged, as a Lua caller expects.
-            CallError::Failed { message, .. } => message.clone(),
+            CallError::Failed { message, .. } | CallError::Remote { message, .. } => {
+                message.clone()
+            }
             other => other.to_string(),
         }
     }
