@@ -147,7 +147,10 @@ impl Layout {
 
     /// An in-process client node (not listening) that can call the layout's nodes.
     pub fn client(&self, call_timeout: Duration) -> (Node, Cluster) {
-        let node = Node::new(format!("test-client-{}", free_port()), RuntimeConfig::default());
+        let node = Node::new(
+            format!("test-client-{}", free_port()),
+            RuntimeConfig::default(),
+        );
         let mut settings = ClusterSettings::default();
         settings.channel.call_timeout = call_timeout;
         settings.wait_for_node = Some(Duration::ZERO);
@@ -170,7 +173,10 @@ impl BeeProcess {
         let mut child = Command::new(bee_bin())
             .arg("run")
             .arg(config)
-            .env("BEE_LOG", std::env::var("BEE_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "BEE_LOG",
+                std::env::var("BEE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -197,7 +203,10 @@ impl BeeProcess {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("bee node {name} exited before listening: {status}");
             }
-            assert!(Instant::now() < deadline, "bee node {name} did not start within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "bee node {name} did not start within 30 s"
+            );
         }
         BeeProcess {
             name: name.to_string(),
@@ -224,7 +233,10 @@ impl BeeProcess {
         let Some(mut c) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(s)) = c.try_wait() {

@@ -56,7 +56,11 @@ async fn fails(
     if let CallError::Remote { node: said_by, .. } = &err {
         // An error the remote node answered with names that node.
         assert_eq!(said_by, node);
-        assert!(err.to_string().ends_with(&format!("(error from node {node})")), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with(&format!("(error from node {node})")),
+            "{err}"
+        );
     }
     // The remote's own words, as a Lua caller sees them.
     err.remote_text()

@@ -80,7 +80,10 @@ async fn native_send_via_cservice_proxy_reaches_remote() {
 
     // A frame CServiceProxy cannot read is refused with the reason, and the proxy keeps
     // working.
-    match ep.send_raw(Bytes::from_static(&[0xff, 0xff, 0, 1, b'x'])).await {
+    match ep
+        .send_raw(Bytes::from_static(&[0xff, 0xff, 0, 1, b'x']))
+        .await
+    {
         Err(RpcError::Send(text)) => assert!(text.contains("bad proxy frame"), "{text}"),
         other => panic!("garbage proxy frame: expected a send error, got {other:?}"),
     }
@@ -600,9 +603,15 @@ async fn native_send_to_unreachable_node_fails_fast() {
             ),
             other => panic!("rpc_call to {target}: expected a send error, got {other:?}"),
         }
-        assert!(took < Duration::from_secs(5), "{target}: failed only after {took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{target}: failed only after {took:?}"
+        );
         let r = ep.send(target, "lpersistence", &[0u8; 16]).await;
-        assert!(matches!(r, Err(RpcError::Send(_))), "send to {target}: {r:?}");
+        assert!(
+            matches!(r, Err(RpcError::Send(_))),
+            "send to {target}: {r:?}"
+        );
     }
     node.shutdown();
 }

@@ -23,8 +23,7 @@ use bee_codec::cluster::{Address, Request};
 use bee_codec::seri::{self, Table, Value};
 use bee_registry::{ClusterConfig, Registry, RegistryError};
 use bee_transport::{
-    Acceptor, Channel, ChannelConfig, Dispatched, Inbound, Listener, ListenerConfig,
-    TransportError,
+    Acceptor, Channel, ChannelConfig, Dispatched, Inbound, Listener, ListenerConfig, TransportError,
 };
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -32,7 +31,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{fmt_addr, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError};
+use crate::service::{
+    fmt_addr, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError,
+};
 
 /// Where a cluster message goes on the remote node: a numeric address or a registered
 /// name (written `"@name"` in skynet; the `@` is optional here).
@@ -118,7 +119,9 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("node", &self.inner.node_name).finish()
+        f.debug_struct("Cluster")
+            .field("node", &self.inner.node_name)
+            .finish()
     }
 }
 
@@ -147,7 +150,11 @@ impl Cluster {
                         cluster: cluster.clone(),
                     },
                 );
-                *cluster.inner.clusterd.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+                *cluster
+                    .inner
+                    .clusterd
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = addr;
                 cluster
             })
             .clone()
@@ -172,7 +179,11 @@ impl Cluster {
 
     /// Address of `bee_clusterd`.
     pub fn clusterd(&self) -> Addr {
-        *self.inner.clusterd.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .inner
+            .clusterd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Listen for peers: `listen` is a node name from the config (its address is used)
@@ -254,7 +265,12 @@ impl Cluster {
     }
 
     /// Call `target` on `node` with a packed payload; returns the packed reply.
-    pub async fn call(&self, node: &str, target: impl Into<Target>, payload: Bytes) -> Result<Bytes, CallError> {
+    pub async fn call(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        payload: Bytes,
+    ) -> Result<Bytes, CallError> {
         self.call_timeout(node, target, payload, None).await
     }
 
@@ -280,7 +296,12 @@ impl Cluster {
 
     /// Push a packed payload to `target` on `node`; no reply. Errors only when bee can
     /// tell at once that it cannot be delivered (unknown node, connection down).
-    pub async fn send(&self, node: &str, target: impl Into<Target>, payload: Bytes) -> Result<(), CallError> {
+    pub async fn send(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        payload: Bytes,
+    ) -> Result<(), CallError> {
         let target = target.into();
         if node == self.inner.node_name {
             let n = self.node()?;
@@ -288,7 +309,9 @@ impl Cluster {
             return n.send(addr, payload).await;
         }
         let ch = self.channel(node).await?;
-        ch.push(target.wire(), payload).await.map_err(transport_error)
+        ch.push(target.wire(), payload)
+            .await
+            .map_err(transport_error)
     }
 
     /// Ask `node` for the address registered there as `name`.
@@ -301,9 +324,11 @@ impl Cluster {
                 .query(name)
                 .ok_or_else(|| CallError::Cluster("name not found".into()));
         }
-        let payload = seri::pack(&[Value::from(name)]).map_err(|e| CallError::Cluster(e.to_string()))?;
+        let payload =
+            seri::pack(&[Value::from(name)]).map_err(|e| CallError::Cluster(e.to_string()))?;
         let reply = self.call(node, Target::Addr(0), payload).await?;
-        let values = seri::unpack(&reply).map_err(|e| CallError::Cluster(format!("bad query reply: {e}")))?;
+        let values = seri::unpack(&reply)
+            .map_err(|e| CallError::Cluster(format!("bad query reply: {e}")))?;
         match values.first().and_then(Value::as_int) {
             Some(a) if (0..=u32::MAX as i64).contains(&a) => Ok(a as Addr),
             _ => Err(CallError::Cluster(format!(
@@ -425,7 +450,11 @@ struct SenderService {
 }
 
 impl Service for SenderService {
-    fn handle<'a>(&'a mut self, _ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+    fn handle<'a>(
+        &'a mut self,
+        _ctx: &'a mut Context,
+        msg: Message,
+    ) -> BoxFuture<'a, HandleResult> {
         Box::pin(async move {
             let args = seri::unpack(&msg.payload)?;
             match args.get(1).and_then(Value::as_bytes) {
@@ -439,7 +468,9 @@ impl Service for SenderService {
                     t.insert(Value::from("reconnects"), Value::from(s.reconnects as i64));
                     Ok(Some(seri::pack(&[Value::Table(t)])?))
                 }
-                _ => Err(ServiceError::msg("bee_clustersender answers \"lua\", \"stats\"")),
+                _ => Err(ServiceError::msg(
+                    "bee_clustersender answers \"lua\", \"stats\"",
+                )),
             }
         })
     }
@@ -464,7 +495,8 @@ impl Service for ProxyService {
                 }
                 Some(reply) => {
                     // Answer from a task so this proxy keeps forwarding while calls wait.
-                    let (cluster, node, target) = (self.cluster.clone(), self.node.clone(), self.target.clone());
+                    let (cluster, node, target) =
+                        (self.cluster.clone(), self.node.clone(), self.target.clone());
                     tokio::spawn(async move {
                         match cluster.call(&node, target, msg.payload).await {
                             Ok(b) => reply.ok(b),
@@ -507,7 +539,11 @@ struct AgentService {
 }
 
 impl Service for AgentService {
-    fn handle<'a>(&'a mut self, _ctx: &'a mut Context, _msg: Message) -> BoxFuture<'a, HandleResult> {
+    fn handle<'a>(
+        &'a mut self,
+        _ctx: &'a mut Context,
+        _msg: Message,
+    ) -> BoxFuture<'a, HandleResult> {
         let peer = self.peer.to_string();
         Box::pin(async move { Ok(Some(seri::pack(&[Value::from(peer.as_str())])?)) })
     }
@@ -546,7 +582,12 @@ impl Agent {
             .first()
             .and_then(Value::as_str)
             .ok_or_else(|| "name not found".to_string())?;
-        match self.cluster.inner.registry.query(name.trim_start_matches('@')) {
+        match self
+            .cluster
+            .inner
+            .registry
+            .query(name.trim_start_matches('@'))
+        {
             Some(addr) => seri::pack(&[Value::Integer(addr as i64)]).map_err(|e| e.to_string()),
             None => Err("name not found".to_string()),
         }
@@ -586,7 +627,9 @@ impl Inbound for Agent {
                 Dispatched::NoReply
             } else {
                 match node.start_call(self.addr, target, req.payload).await {
-                    Ok(reply) => Dispatched::Later(reply.map(|r| r.map_err(|e| e.remote_text())).boxed()),
+                    Ok(reply) => {
+                        Dispatched::Later(reply.map(|r| r.map_err(|e| e.remote_text())).boxed())
+                    }
                     Err(e) => Dispatched::Ready(Err(e.remote_text())),
                 }
             }

@@ -28,5 +28,8 @@ pub mod text;
 pub use cluster::{Cluster, ClusterSettings, Target};
 pub use dispatcher::Dispatcher;
 pub use lua::LuaTable;
-pub use service::{Addr, CallError, Context, HandleResult, Message, Node, Responder, RuntimeConfig, Service, ServiceError};
+pub use service::{
+    Addr, CallError, Context, HandleResult, Message, Node, Responder, RuntimeConfig, Service,
+    ServiceError,
+};
 pub use text::TextTable;

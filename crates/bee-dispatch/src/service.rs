@@ -508,7 +508,12 @@ impl Node {
     }
 
     /// Send with an explicit source; waits while the target's mailbox is full.
-    pub async fn send_from(&self, source: Addr, target: Addr, payload: Bytes) -> Result<(), CallError> {
+    pub async fn send_from(
+        &self,
+        source: Addr,
+        target: Addr,
+        payload: Bytes,
+    ) -> Result<(), CallError> {
         self.deliver(target, Message { source, payload }, None)
             .await
             .map_err(|(e, _)| e)
@@ -723,7 +728,11 @@ mod tests {
     struct PanicsEarly;
 
     impl Service for PanicsEarly {
-        fn handle<'a>(&'a mut self, _ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
+        fn handle<'a>(
+            &'a mut self,
+            _ctx: &'a mut Context,
+            msg: Message,
+        ) -> BoxFuture<'a, HandleResult> {
             if msg.payload.as_ref() == b"boom" {
                 panic!("early boom");
             }
@@ -735,7 +744,10 @@ mod tests {
     async fn a_panic_before_the_future_is_caught_and_the_service_lives_on() {
         let node = Node::new("t", RuntimeConfig::default());
         let addr = node.spawn("early", PanicsEarly);
-        let err = node.call(addr, Bytes::from_static(b"boom")).await.unwrap_err();
+        let err = node
+            .call(addr, Bytes::from_static(b"boom"))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("early boom"), "{err}");
         let ok = node.call(addr, Bytes::from_static(b"fine")).await.unwrap();
         assert_eq!(ok.as_ref(), b"fine");

@@ -73,7 +73,10 @@ pub fn parse_target(s: &str) -> Result<Target> {
 fn client(cluster: &Path, timeout: Duration) -> Result<Cluster> {
     let cfg = ClusterConfig::load(cluster)
         .with_context(|| format!("cannot load the cluster config {}", cluster.display()))?;
-    let node = Node::new(format!("bee-cli-{}", std::process::id()), RuntimeConfig::default());
+    let node = Node::new(
+        format!("bee-cli-{}", std::process::id()),
+        RuntimeConfig::default(),
+    );
     let mut settings = ClusterSettings::default();
     settings.channel.call_timeout = timeout;
     settings.wait_for_node = Some(Duration::ZERO);
@@ -95,7 +98,12 @@ pub async fn call(a: ClientArgs) -> Result<()> {
         .await
         .with_context(|| format!("call to {target} on {} failed", a.node))?;
     let values = seri::unpack(&reply).context("the reply is not a skynet.pack payload")?;
-    eprintln!("{} value(s) from {target} on {} in {:?}", values.len(), a.node, started.elapsed());
+    eprintln!(
+        "{} value(s) from {target} on {} in {:?}",
+        values.len(),
+        a.node,
+        started.elapsed()
+    );
     for v in values {
         println!("{v}");
     }

@@ -64,7 +64,11 @@ impl NodeConfig {
         let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("bad node config {}", path.display()))?;
         // Sections other than the known ones are typos: say so instead of ignoring them.
-        if let Some(key) = cfg.extra.keys().find(|k| !EXTRA_SECTIONS.contains(&k.as_str())) {
+        if let Some(key) = cfg
+            .extra
+            .keys()
+            .find(|k| !EXTRA_SECTIONS.contains(&k.as_str()))
+        {
             anyhow::bail!(
                 "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, service, {})",
                 path.display(),

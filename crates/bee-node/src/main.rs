@@ -20,7 +20,11 @@ use bee_registry::{ClusterConfig, Registry};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bee", version, about = "bee: a cluster node speaking skynet v1.6.0's cluster protocol")]
+#[command(
+    name = "bee",
+    version,
+    about = "bee: a cluster node speaking skynet v1.6.0's cluster protocol"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
