@@ -498,7 +498,8 @@ impl Node {
             .map_err(|(e, _)| e)?;
         Ok(ReplyFuture {
             rx,
-            service: self.describe(target),
+            node: self.clone(),
+            target,
         })
     }
 
@@ -616,7 +617,10 @@ impl WeakNode {
 /// The pending reply of a call started with [`Node::start_call`].
 pub struct ReplyFuture {
     rx: oneshot::Receiver<Result<Bytes, CallError>>,
-    service: String,
+    // Who was called, to name it in an error (described only if one happens: this is
+    // on every call's path).
+    node: Node,
+    target: Addr,
 }
 
 impl std::future::Future for ReplyFuture {
@@ -629,7 +633,7 @@ impl std::future::Future for ReplyFuture {
         match self.rx.poll_unpin(cx) {
             std::task::Poll::Ready(Ok(r)) => std::task::Poll::Ready(r),
             std::task::Poll::Ready(Err(_)) => std::task::Poll::Ready(Err(CallError::ServiceGone {
-                service: self.service.clone(),
+                service: self.node.describe(self.target),
             })),
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
