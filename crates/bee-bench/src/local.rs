@@ -1,0 +1,90 @@
+//! B1: local calls inside one node — an in-process [`Node`] with an
+//! [`Echo`](bee_dispatch::builtin::Echo) service, called by 1 and by 64 concurrent
+//! callers with a 16-byte string; calls per second, every reply checked.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bee_codec::seri::{self, Value};
+use bee_dispatch::builtin::Echo;
+use bee_dispatch::{Addr, Node, RuntimeConfig};
+use serde::Serialize;
+
+use crate::BenchError;
+
+/// What B1 measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalResult {
+    /// Seconds each caller count ran.
+    pub seconds: f64,
+    /// Calls per second with one caller.
+    pub b1_1_calls_per_s: f64,
+    /// Calls per second with 64 concurrent callers.
+    pub b1_64_calls_per_s: f64,
+    /// Replies that differed from what was sent, or failed (both runs).
+    pub b1_errors: u64,
+}
+
+/// Calls made by `callers` concurrent tasks in `seconds`, and the errors among them.
+async fn run_callers(node: &Node, echo: Addr, callers: usize, seconds: f64) -> (u64, u64, f64) {
+    let payload = seri::pack(&[Value::from("0123456789abcdef")]).unwrap_or_default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (node, payload, stop) = (node.clone(), payload.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut done, mut errors) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    match node.call(echo, payload.clone()).await {
+                        Ok(r) if r == payload => done += 1,
+                        _ => errors += 1,
+                    }
+                }
+                (done, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut done, mut errors) = (0, 0);
+    for t in tasks {
+        match t.await {
+            Ok((d, e)) => {
+                done += d;
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    (done, errors, started.elapsed().as_secs_f64())
+}
+
+/// Run B1 for `seconds` per caller count (after a short warm-up).
+pub async fn run(seconds: f64) -> Result<LocalResult, BenchError> {
+    let node = Node::new("bee-bench-local", RuntimeConfig::default());
+    let echo = node.spawn_named("echo", Echo);
+    // Warm-up: the first calls allocate the mailbox and spawn paths.
+    run_callers(&node, echo, 4, 0.1_f64.min(seconds)).await;
+    let (d1, e1, s1) = run_callers(&node, echo, 1, seconds).await;
+    let (d64, e64, s64) = run_callers(&node, echo, 64, seconds).await;
+    node.shutdown();
+    Ok(LocalResult {
+        seconds,
+        b1_1_calls_per_s: d1 as f64 / s1,
+        b1_64_calls_per_s: d64 as f64 / s64,
+        b1_errors: e1 + e64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_calls_are_counted_and_checked() {
+        let r = super::run(0.2).await.expect("B1 runs");
+        assert_eq!(r.b1_errors, 0);
+        assert!(r.b1_1_calls_per_s > 100.0, "{r:?}");
+        assert!(r.b1_64_calls_per_s > 100.0, "{r:?}");
+    }
+}

@@ -1,0 +1,151 @@
+//! `bee-bench` — the benchmark client process behind `cargo xtask bench`.
+//!
+//! - `bee-bench cluster --cluster FILE --node NAME [--node-pid PID] [--quick]`: B2..B5
+//!   (and B6 readings of PID) against NAME's `@echo`/`@sink`; prints one JSON line.
+//! - `bee-bench local [--seconds S]`: B1, in-process; prints one JSON line.
+//! - `bee-bench tokio-echo [--quick]`: the bare tokio TCP echo floor, server in a child
+//!   process; prints one JSON line.
+//! - `bee-bench report RESULTS.json [--md OUT.md]`: the markdown table of a results file.
+//!
+//! Progress goes to stderr, results to stdout.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bee_bench::{cluster, floor, local, report};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bee-bench",
+    about = "bee benchmark client: B1..B6 and the tokio floor"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// B2..B5 (and B6 with --node-pid) against a running node's @echo and @sink.
+    Cluster {
+        /// Cluster config (skynet clustername form or TOML) naming the node.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The node serving echo and sink.
+        #[arg(long)]
+        node: String,
+        /// Registered name of the echo service.
+        #[arg(long, default_value = "echo")]
+        echo: String,
+        /// Registered name of the sink service.
+        #[arg(long, default_value = "sink")]
+        sink: String,
+        /// Process id of the node, to read its VmRSS/VmHWM (B6).
+        #[arg(long)]
+        node_pid: Option<u32>,
+        /// A tenth of each measurement.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// B1: local calls in one process, 1 and 64 callers.
+    Local {
+        /// Seconds per caller count.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// The floor: bare tokio TCP echo, same framing and sizes, server in a child process.
+    TokioEcho {
+        /// A tenth of each measurement.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The floor's server (started by `tokio-echo`); serves until stdin closes.
+    #[command(hide = true)]
+    TokioEchoServer,
+    /// Print the markdown table of a results file written by `cargo xtask bench`.
+    Report {
+        /// The results JSON.
+        results: PathBuf,
+        /// Also write the table here.
+        #[arg(long)]
+        md: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match args.command {
+            Command::Cluster {
+                cluster: file,
+                node,
+                echo,
+                sink,
+                node_pid,
+                quick,
+            } => {
+                let mut p = if quick {
+                    cluster::ClusterParams::quick(file, node)
+                } else {
+                    cluster::ClusterParams::full(file, node)
+                };
+                p.echo = echo;
+                p.sink = sink;
+                p.node_pid = node_pid;
+                let r = cluster::run(&p).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                let wrong = r.b2_errors + r.b3_errors + r.b5_errors;
+                if wrong > 0 || r.b4_lost > 0 {
+                    anyhow::bail!("{wrong} wrong or failed replies, {} pushes lost", r.b4_lost);
+                }
+            }
+            Command::Local { seconds } => {
+                let r = local::run(seconds).await?;
+                eprintln!(
+                    "B1 local call: {:.0} calls/s (1 caller), {:.0} calls/s (64 callers), {} errors",
+                    r.b1_1_calls_per_s, r.b1_64_calls_per_s, r.b1_errors
+                );
+                println!("{}", serde_json::to_string(&r)?);
+                if r.b1_errors > 0 {
+                    anyhow::bail!("{} wrong or failed local replies", r.b1_errors);
+                }
+            }
+            Command::TokioEcho { quick } => {
+                let p = if quick {
+                    floor::FloorParams::quick()
+                } else {
+                    floor::FloorParams::full()
+                };
+                let exe = std::env::current_exe().context("cannot find this executable")?;
+                let r = floor::run_two_processes(&exe, &p).await?;
+                eprintln!(
+                    "tokio floor: p50 {:.1} us, p99 {:.1} us, {:.0} calls/s, {:.0} pushes/s ({} lost), {:.1} MiB/s",
+                    r.b2_p50_us, r.b2_p99_us, r.b3_calls_per_s, r.b4_pushes_per_s, r.b4_lost, r.b5_mib_per_s
+                );
+                println!("{}", serde_json::to_string(&r)?);
+                let wrong = r.b2_errors + r.b3_errors + r.b5_errors;
+                if wrong > 0 || r.b4_lost > 0 {
+                    anyhow::bail!("tokio floor: {wrong} wrong replies, {} pushes lost", r.b4_lost);
+                }
+            }
+            Command::TokioEchoServer => floor::server_main().await?,
+            Command::Report { results, md } => {
+                let text = std::fs::read_to_string(&results)
+                    .with_context(|| format!("cannot read {}", results.display()))?;
+                let value: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", results.display()))?;
+                let table = report::render(&value)?;
+                print!("{table}");
+                if let Some(md) = md {
+                    std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,501 @@
+//! The results table: reads what `cargo xtask bench` collected (one JSON object, see
+//! [`render`]) and prints the markdown table for `BENCHMARKS.md`:
+//! metric | bee | tokio floor | stock skynet | ratio | target met?
+//!
+//! The ratio is bee ÷ stock skynet — of this run when the skynet pair was measured,
+//! otherwise of the reference figures from the issue (labelled as such). Targets come
+//! from the issue: throughput ≥ 3× skynet, p50 latency ≤ 0.5×, 1 MiB echo ≥ 2×,
+//! memory ≤ 0.5×, no push lost, no wrong reply.
+
+use serde_json::Value;
+
+use crate::BenchError;
+
+/// Stock skynet v1.6.0 on a 2-core machine (skynet node calling a skynet node,
+/// thread = 2 each), from the issue: not measured by this crate.
+pub mod reference {
+    /// B2 p50, µs.
+    pub const B2_P50_US: f64 = 78.0;
+    /// B2 p99, µs.
+    pub const B2_P99_US: f64 = 139.0;
+    /// B3 calls/s.
+    pub const B3_CALLS_PER_S: f64 = 49_200.0;
+    /// B4 pushes/s (none lost).
+    pub const B4_PUSHES_PER_S: f64 = 210_000.0;
+    /// B5 MB/s (noisy).
+    pub const B5_MIB_PER_S: f64 = 56.0;
+    /// B6 RSS idle, MB.
+    pub const RSS_IDLE_MB: f64 = 14.8;
+    /// B6 RSS after load, MB.
+    pub const RSS_LOADED_MB: f64 = 27.0;
+}
+
+/// What a row's ratio must be for its target to be met.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// bee ÷ skynet at least this (throughput).
+    AtLeast(f64),
+    /// bee ÷ skynet at most this (latency, memory).
+    AtMost(f64),
+    /// bee's own figure must be zero (losses, errors).
+    Zero,
+    /// Reported only.
+    None,
+}
+
+/// How a row's figures are printed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unit {
+    PerSecond,
+    Micros,
+    MiBps,
+    KiBasMB,
+    Count,
+}
+
+fn fmt(v: f64, unit: Unit) -> String {
+    match unit {
+        Unit::PerSecond | Unit::Count => thousands(v.round() as i64),
+        Unit::Micros => format!("{v:.1} µs"),
+        Unit::MiBps => format!("{v:.1} MiB/s"),
+        Unit::KiBasMB => format!("{:.1} MB", v / 1024.0),
+    }
+}
+
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn num(obj: Option<&Value>, key: &str) -> Option<f64> {
+    obj?.get(key)?.as_f64()
+}
+
+/// One row of the table, as computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// What is measured.
+    pub metric: String,
+    /// bee's figure.
+    pub bee: Option<f64>,
+    /// The tokio floor's figure.
+    pub floor: Option<f64>,
+    /// Stock skynet's figure (this run or reference).
+    pub skynet: Option<f64>,
+    /// Whether `skynet` is a reference figure rather than measured in this run.
+    pub skynet_is_reference: bool,
+    /// The target.
+    pub target: Target,
+    /// `Some(true/false)` when the target applies and could be checked.
+    pub met: Option<bool>,
+    unit: Unit,
+}
+
+impl Row {
+    /// bee ÷ skynet, when both are known and skynet is not zero.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.bee, self.skynet) {
+            (Some(b), Some(s)) if s != 0.0 => Some(b / s),
+            _ => None,
+        }
+    }
+}
+
+struct Spec {
+    metric: &'static str,
+    bee: (&'static str, &'static str),
+    floor: Option<&'static str>,
+    skynet: Option<(&'static str, &'static str)>,
+    reference: Option<f64>,
+    unit: Unit,
+    target: Target,
+}
+
+fn specs() -> Vec<Spec> {
+    use reference as r;
+    let spec = |metric, bee, floor, skynet, reference, unit, target| Spec {
+        metric,
+        bee,
+        floor,
+        skynet,
+        reference,
+        unit,
+        target,
+    };
+    vec![
+        spec(
+            "B1 local call, 1 caller (calls/s)",
+            ("bee_local", "b1_1_calls_per_s"),
+            None,
+            None,
+            None,
+            Unit::PerSecond,
+            Target::None,
+        ),
+        spec(
+            "B1 local call, 64 callers (calls/s)",
+            ("bee_local", "b1_64_calls_per_s"),
+            None,
+            None,
+            None,
+            Unit::PerSecond,
+            Target::None,
+        ),
+        spec(
+            "B2 cluster call latency p50",
+            ("bee_cluster", "b2_p50_us"),
+            Some("b2_p50_us"),
+            Some(("skynet", "b2_p50_us")),
+            Some(r::B2_P50_US),
+            Unit::Micros,
+            Target::AtMost(0.5),
+        ),
+        spec(
+            "B2 cluster call latency p99",
+            ("bee_cluster", "b2_p99_us"),
+            Some("b2_p99_us"),
+            Some(("skynet", "b2_p99_us")),
+            Some(r::B2_P99_US),
+            Unit::Micros,
+            Target::None,
+        ),
+        spec(
+            "B3 cluster calls/s, 64 in flight",
+            ("bee_cluster", "b3_calls_per_s"),
+            Some("b3_calls_per_s"),
+            Some(("skynet", "b3_calls_per_s")),
+            Some(r::B3_CALLS_PER_S),
+            Unit::PerSecond,
+            Target::AtLeast(3.0),
+        ),
+        spec(
+            "B4 pushes/s (64 B, counted at receiver)",
+            ("bee_cluster", "b4_pushes_per_s"),
+            Some("b4_pushes_per_s"),
+            Some(("skynet", "b4_pushes_per_s")),
+            Some(r::B4_PUSHES_PER_S),
+            Unit::PerSecond,
+            Target::AtLeast(3.0),
+        ),
+        spec(
+            "B4 pushes lost",
+            ("bee_cluster", "b4_lost"),
+            Some("b4_lost"),
+            Some(("skynet", "b4_lost")),
+            Some(0.0),
+            Unit::Count,
+            Target::Zero,
+        ),
+        spec(
+            "B5 1 MiB echo",
+            ("bee_cluster", "b5_mib_per_s"),
+            Some("b5_mib_per_s"),
+            Some(("skynet", "b5_mib_per_s")),
+            Some(r::B5_MIB_PER_S),
+            Unit::MiBps,
+            Target::AtLeast(2.0),
+        ),
+        spec(
+            "B6 node RSS idle",
+            ("bee_cluster", "rss_idle_kb"),
+            None,
+            Some(("skynet_rss", "rss_idle_kb")),
+            Some(r::RSS_IDLE_MB * 1024.0),
+            Unit::KiBasMB,
+            Target::AtMost(0.5),
+        ),
+        spec(
+            "B6 node RSS right after B3",
+            ("bee_cluster", "rss_after_b3_kb"),
+            None,
+            Some(("skynet_rss", "rss_after_b3_kb")),
+            Some(r::RSS_LOADED_MB * 1024.0),
+            Unit::KiBasMB,
+            Target::AtMost(0.5),
+        ),
+        spec(
+            "B6 node RSS peak (VmHWM, after B5)",
+            ("bee_cluster", "rss_hwm_kb"),
+            None,
+            Some(("skynet_rss", "rss_hwm_kb")),
+            None,
+            Unit::KiBasMB,
+            Target::AtMost(0.5),
+        ),
+    ]
+}
+
+/// The rows of the table for a results object (see [`render`]).
+pub fn rows(results: &Value) -> Vec<Row> {
+    let measured = results.get("skynet").is_some_and(Value::is_object);
+    specs()
+        .into_iter()
+        .map(|s| {
+            let bee = num(results.get(s.bee.0), s.bee.1);
+            let floor = s.floor.and_then(|k| num(results.get("tokio_floor"), k));
+            let (skynet, skynet_is_reference) = match s.skynet {
+                Some((obj, key)) if measured => (num(results.get(obj), key), false),
+                Some(_) => (s.reference, s.reference.is_some()),
+                None => (None, false),
+            };
+            let mut row = Row {
+                metric: s.metric.to_string(),
+                bee,
+                floor,
+                skynet,
+                skynet_is_reference,
+                target: s.target,
+                met: None,
+                unit: s.unit,
+            };
+            row.met = match s.target {
+                Target::AtLeast(t) => row.ratio().map(|r| r >= t),
+                Target::AtMost(t) => row.ratio().map(|r| r <= t),
+                Target::Zero => bee.map(|b| b == 0.0),
+                Target::None => None,
+            };
+            row
+        })
+        .collect()
+}
+
+/// The markdown report for a results object as `cargo xtask bench` writes it:
+/// `{"date", "machine": {"nproc", "cpu", "loadavg"}, "quick", "bee_local": {…},
+/// "bee_cluster": {…}, "tokio_floor": {…}, "skynet": {…} | null, "skynet_rss": {…} | null}`.
+/// Fails when a required part is missing.
+pub fn render(results: &Value) -> Result<String, BenchError> {
+    for key in ["bee_local", "bee_cluster", "tokio_floor"] {
+        if !results.get(key).is_some_and(Value::is_object) {
+            return Err(BenchError::Results(format!("no {key:?} object")));
+        }
+    }
+    let measured = results.get("skynet").is_some_and(Value::is_object);
+    let rows = rows(results);
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "?".to_string(),
+        other => other.to_string(),
+    };
+    let machine = results.get("machine").cloned().unwrap_or(Value::Null);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "bee benchmark — {} — {} cores, {} — load average at start {}{}\n\n",
+        results.get("date").map(text).unwrap_or_default(),
+        machine.get("nproc").map(text).unwrap_or_else(|| "?".into()),
+        machine.get("cpu").map(text).unwrap_or_else(|| "?".into()),
+        machine
+            .get("loadavg")
+            .map(text)
+            .unwrap_or_else(|| "?".into()),
+        if results.get("quick").and_then(Value::as_bool) == Some(true) {
+            " — QUICK run (a tenth of each measurement)"
+        } else {
+            ""
+        },
+    ));
+    let skynet_head = if measured {
+        "stock skynet v1.6.0 (this run)"
+    } else {
+        "stock skynet v1.6.0 (reference, not measured in this run)"
+    };
+    out.push_str(&format!(
+        "| metric | bee | tokio floor | {skynet_head} | ratio bee/skynet | target met? |\n|---|---:|---:|---:|---:|---|\n"
+    ));
+    for row in &rows {
+        let unit = row.unit;
+        let cell = |v: Option<f64>| v.map(|v| fmt(v, unit)).unwrap_or_else(|| "—".into());
+        let ratio = row
+            .ratio()
+            .map(|r| format!("{r:.2}×"))
+            .unwrap_or_else(|| "—".into());
+        let target = match row.target {
+            Target::AtLeast(t) => format!("≥ {t}×"),
+            Target::AtMost(t) => format!("≤ {t}×"),
+            Target::Zero => "0".to_string(),
+            Target::None => String::new(),
+        };
+        let met = match row.met {
+            Some(true) => format!("yes ({target})"),
+            Some(false) => format!("**no** ({target})"),
+            None if target.is_empty() => "—".to_string(),
+            None => format!("? ({target}, not measured)"),
+        };
+        let skynet = match (row.skynet, row.skynet_is_reference) {
+            (Some(v), true) => format!("{} (ref)", fmt(v, unit)),
+            (v, _) => cell(v),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            row.metric,
+            cell(row.bee),
+            cell(row.floor),
+            skynet,
+            ratio,
+            met
+        ));
+    }
+    let errors: f64 = ["b2_errors", "b3_errors", "b5_errors"]
+        .iter()
+        .filter_map(|k| num(results.get("bee_cluster"), k))
+        .sum::<f64>()
+        + num(results.get("bee_local"), "b1_errors").unwrap_or(0.0);
+    out.push_str(&format!(
+        "\nWrong or failed replies (B1, B2, B3, B5; every echo reply is compared byte for byte): bee {}",
+        thousands(errors as i64)
+    ));
+    if measured {
+        let sky: f64 = ["b2_errors", "b3_errors", "b5_errors"]
+            .iter()
+            .filter_map(|k| num(results.get("skynet"), k))
+            .sum();
+        out.push_str(&format!(", stock skynet {}", thousands(sky as i64)));
+    }
+    out.push_str(".\n");
+    if !measured {
+        out.push_str(
+            "\nStock skynet figures are the issue's reference numbers (another run on a 2-core machine), \
+             not measured in this run: the ratios against them are indicative only. \
+             Set BEE_SKYNET_LAB to a lab with a hand-built skynet v1.6.0 to measure the pair side by side.\n",
+        );
+    }
+    if let Some(cross) = results
+        .get("skynet_client_to_bee")
+        .filter(|v| v.is_object())
+    {
+        out.push_str(&cross_table(cross, results.get("skynet")));
+    }
+    out.push_str(
+        "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
+         B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",
+    );
+    Ok(out)
+}
+
+/// The same stock skynet client against the bee node and against the skynet node: the
+/// serving side compared with the client held fixed.
+fn cross_table(bee_node: &Value, skynet_node: Option<&Value>) -> String {
+    let mut out = String::from(
+        "\nSame stock skynet v1.6.0 client (thread = 2) against each node — the serving side alone:\n\n\
+         | metric | bee node | skynet node | ratio bee/skynet |\n|---|---:|---:|---:|\n",
+    );
+    let lines = [
+        ("B2 latency p50", "b2_p50_us", Unit::Micros),
+        ("B2 latency p99", "b2_p99_us", Unit::Micros),
+        (
+            "B3 calls/s, 64 in flight",
+            "b3_calls_per_s",
+            Unit::PerSecond,
+        ),
+        ("B4 pushes/s", "b4_pushes_per_s", Unit::PerSecond),
+        ("B4 pushes lost", "b4_lost", Unit::Count),
+        ("B5 1 MiB echo", "b5_mib_per_s", Unit::MiBps),
+    ];
+    for (metric, key, unit) in lines {
+        let b = num(Some(bee_node), key);
+        let s = num(skynet_node, key);
+        let cell = |v: Option<f64>| v.map(|v| fmt(v, unit)).unwrap_or_else(|| "—".into());
+        let ratio = match (b, s) {
+            (Some(b), Some(s)) if s != 0.0 => format!("{:.2}×", b / s),
+            _ => "—".into(),
+        };
+        out.push_str(&format!(
+            "| {metric} | {} | {} | {ratio} |\n",
+            cell(b),
+            cell(s)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(skynet: bool) -> Value {
+        let mut v = json!({
+            "date": "2026-01-01T00:00:00Z",
+            "machine": {"nproc": 2, "cpu": "Test CPU", "loadavg": "0.10"},
+            "quick": false,
+            "bee_local": {"b1_1_calls_per_s": 500000.0, "b1_64_calls_per_s": 900000.0, "b1_errors": 0},
+            "bee_cluster": {"b2_p50_us": 30.0, "b2_p99_us": 60.0, "b3_calls_per_s": 150000.0,
+                "b4_pushes_per_s": 500000.0, "b4_lost": 0, "b5_mib_per_s": 100.0,
+                "b2_errors": 0, "b3_errors": 0, "b5_errors": 0,
+                "rss_idle_kb": 5120, "rss_after_b3_kb": 10240, "rss_hwm_kb": 20480},
+            "tokio_floor": {"b2_p50_us": 20.0, "b2_p99_us": 40.0, "b3_calls_per_s": 400000.0,
+                "b4_pushes_per_s": 3000000.0, "b4_lost": 0, "b5_mib_per_s": 900.0},
+            "skynet": null,
+            "skynet_rss": null
+        });
+        if skynet {
+            v["skynet"] = json!({"b2_p50_us": 100.0, "b2_p99_us": 150.0, "b3_calls_per_s": 40000.0,
+                "b4_pushes_per_s": 200000.0, "b4_lost": 0, "b5_mib_per_s": 40.0,
+                "b2_errors": 0, "b3_errors": 0, "b5_errors": 0});
+            v["skynet_rss"] =
+                json!({"rss_idle_kb": 15000, "rss_after_b3_kb": 25000, "rss_hwm_kb": 30000});
+        }
+        v
+    }
+
+    fn row<'a>(rows: &'a [Row], prefix: &str) -> &'a Row {
+        rows.iter().find(|r| r.metric.starts_with(prefix)).unwrap()
+    }
+
+    #[test]
+    fn ratios_and_targets_against_this_run() {
+        let rows = rows(&sample(true));
+        let b3 = row(&rows, "B3");
+        assert_eq!(b3.ratio(), Some(3.75));
+        assert_eq!(b3.met, Some(true));
+        assert!(!b3.skynet_is_reference);
+        let b4 = row(&rows, "B4 pushes/s");
+        assert_eq!(b4.met, Some(false), "2.5× is below 3×");
+        let p50 = row(&rows, "B2 cluster call latency p50");
+        assert_eq!((p50.ratio(), p50.met), (Some(0.3), Some(true)));
+        let idle = row(&rows, "B6 node RSS idle");
+        assert_eq!(idle.met, Some(true), "5120/15000 = 0.34 ≤ 0.5");
+        let peak = row(&rows, "B6 node RSS peak");
+        assert_eq!(peak.met, Some(false), "20480/30000 = 0.68 > 0.5");
+    }
+
+    #[test]
+    fn reference_figures_when_skynet_was_not_run() {
+        let v = sample(false);
+        let rows = rows(&v);
+        let b3 = row(&rows, "B3");
+        assert!(b3.skynet_is_reference);
+        assert_eq!(b3.skynet, Some(reference::B3_CALLS_PER_S));
+        let peak = row(&rows, "B6 node RSS peak");
+        assert_eq!((peak.skynet, peak.met), (None, None));
+        let md = render(&v).unwrap();
+        assert!(md.contains("reference, not measured in this run"), "{md}");
+        assert!(md.contains("| B3 cluster calls/s, 64 in flight | 150,000 | 400,000 | 49,200 (ref) | 3.05× | yes (≥ 3×) |"), "{md}");
+    }
+
+    #[test]
+    fn missing_parts_are_an_error() {
+        let mut v = sample(false);
+        v["bee_cluster"] = Value::Null;
+        assert!(render(&v).is_err());
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(-4200), "-4,200");
+    }
+}
