@@ -9,17 +9,16 @@
 //! 5. Stop every node (also when a scenario fails or the demo is interrupted by an
 //!    error), and exit 0 only if every scenario passed.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bee_codec::seri::{self, Value};
 use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::{ClusterConfig, Registry};
+
+use crate::process::{self, free_port, NodeProcess};
 
 const NODES: [&str; 4] = ["lobby", "lpersistence_3", "activity_master", "shop_master"];
 
@@ -85,35 +84,6 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
     ]
 }
 
-/// A started node process; stopped (SIGTERM, then SIGKILL) when dropped.
-struct NodeProcess {
-    name: String,
-    child: Child,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                eprintln!("  stopped {}", self.name);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("  killed {} (did not stop within 5 s)", self.name);
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn node_config(name: &str) -> &'static str {
     match name {
         "lobby" => {
@@ -138,36 +108,17 @@ fn start_node(bee: &Path, dir: &Path, name: &str) -> Result<NodeProcess> {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
-        format!("name = \"{name}\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 10000\n\n{}", node_config(name)),
-    )?;
-    let log = File::create(dir.join(format!("{name}.log")))?;
-    let mut child = Command::new(bee)
-        .arg("run")
-        .arg(&cfg)
-        .env("BEE_LOG", std::env::var("BEE_LOG").unwrap_or_else(|_| "info".into()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .with_context(|| format!("cannot start {}", bee.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let process = NodeProcess {
-        name: name.to_string(),
-        child,
-    };
-    // The node prints one line when it listens; anything else means it failed to start.
-    match lines.next() {
-        Some(Ok(line)) if line.contains("listening on") => {
-            eprintln!("  {line}");
-            std::thread::spawn(move || for _ in lines {});
-            Ok(process)
-        }
-        _ => bail!(
-            "node {name} did not start; see {}",
-            dir.join(format!("{name}.log")).display()
+        format!(
+            "name = \"{name}\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 10000\n\n{}",
+            node_config(name)
         ),
-    }
+    )?;
+    let mut cmd = Command::new(bee);
+    cmd.arg("run").arg(&cfg).env(
+        "BEE_LOG",
+        std::env::var("BEE_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    process::start_node(name, cmd, &dir.join(format!("{name}.log")), "listening on")
 }
 
 fn build_bee(root: &Path) -> Result<PathBuf> {
@@ -187,12 +138,16 @@ pub fn run(root: &Path) -> Result<()> {
     let bee = build_bee(root)?;
     let dir = root.join("target").join("demo");
     std::fs::create_dir_all(&dir)?;
-    let mut cluster = String::from("-- the demo cluster, written by cargo xtask demo\n__nowaiting = true\n");
+    let mut cluster =
+        String::from("-- the demo cluster, written by cargo xtask demo\n__nowaiting = true\n");
     for n in NODES {
         cluster.push_str(&format!("{n} = \"127.0.0.1:{}\"\n", free_port()?));
     }
     std::fs::write(dir.join("cluster.lua"), &cluster)?;
-    println!("\n== the demo cluster ({})\n{cluster}", dir.join("cluster.lua").display());
+    println!(
+        "\n== the demo cluster ({})\n{cluster}",
+        dir.join("cluster.lua").display()
+    );
     eprintln!("== starting nodes (logs: {}/<node>.log)", dir.display());
     let mut nodes = Vec::new();
     for n in NODES {
@@ -229,10 +184,11 @@ async fn walk(dir: &Path) -> Result<()> {
         let mut payload = vec![Value::from("lua"), Value::from(*command)];
         payload.extend(args.iter().cloned());
         let started = Instant::now();
-        let reply = cluster
-            .call("lobby", "lobby", seri::pack(&payload)?)
-            .await;
-        match reply.map_err(|e| e.to_string()).and_then(|r| seri::unpack(&r).map_err(|e| e.to_string())) {
+        let reply = cluster.call("lobby", "lobby", seri::pack(&payload)?).await;
+        match reply
+            .map_err(|e| e.to_string())
+            .and_then(|r| seri::unpack(&r).map_err(|e| e.to_string()))
+        {
             Ok(lines) => {
                 for l in lines {
                     match l.as_str() {

@@ -1,2 +1,83 @@
-//! `cargo xtask` (being written).
-fn main() {}
+//! `cargo xtask` — the project's automation, one subcommand per job:
+//!
+//! - `cargo xtask demo`: set up (MariaDB), build, start the demo cluster and walk through
+//!   every scenario, printing a transcript; exits 0 only if every scenario passed.
+//! - `cargo xtask ci`: set up, then formatting, lints and the whole test suite (what
+//!   `.ci/run` calls).
+//! - `cargo xtask bench`: the benchmarks whose figures go in `BENCHMARKS.md`.
+//! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
+
+mod bench;
+mod demo;
+mod fuzz;
+mod process;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    std::env::set_current_dir(&root)
+        .with_context(|| format!("cannot enter {}", root.display()))?;
+    match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&root, &args[1..]),
+        Some("demo") => demo::run(&root),
+        Some("ci") => ci(),
+        Some("setup") => setup::ensure_mariadb(),
+        Some("fuzz") => fuzz::run(&args[1..]),
+        Some(other) => bail!("unknown xtask {other:?}\n{USAGE}"),
+        None => {
+            eprintln!("{USAGE}");
+            Ok(())
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | bench [--quick] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+
+fn project_root() -> std::path::PathBuf {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(|p| p.to_path_buf()).unwrap_or(manifest)
+}
+
+/// Run a command, failing with its name when it fails.
+pub(crate) fn step(name: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("\n== {name}: {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("{name}: cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The whole test suite: setup, formatting, lints, doc tests, then every test with
+/// nextest (whose summary line ends the output).
+fn ci() -> Result<()> {
+    setup::ensure_mariadb()?;
+    step("format", cargo().args(["fmt", "--all", "--check"]))?;
+    step(
+        "lints",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step("doc tests", cargo().args(["test", "--workspace", "--doc", "-q"]))?;
+    step(
+        "tests",
+        cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),
+    )
+}

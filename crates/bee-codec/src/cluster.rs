@@ -566,7 +566,7 @@ impl<M> Pending<M> {
         }
         // Headers are rare (one per message of 32 KiB or more), so summing here is cheap.
         let pending: usize = self.map.values().map(|p| p.total as usize).sum();
-        if pending + size > self.limits.max_pending_bytes {
+        if pending.saturating_add(size) > self.limits.max_pending_bytes {
             return Err(AssemblyError::TooMuchPending {
                 session,
                 size,

@@ -1,0 +1,69 @@
+//! Fuzz target `seri`: skynet.pack [`unpack`] of arbitrary bytes.
+//!
+//! Checked: no panic; [`unpack`] and [`unpack_slice`] agree; when the input decodes, packing
+//! the values succeeds unless tables nest deeper than [`MAX_DEPTH`] (the packer's limit, which
+//! is below the decoder's), and the packed bytes decode again to values that pack to the same
+//! bytes (bytes are compared rather than values because NaN != NaN). Formatting the values
+//! must not panic either.
+#![no_main]
+
+use bee_codec::seri::{pack, unpack, unpack_slice, SeriError, Value, MAX_DEPTH};
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+
+/// Deepest table nesting in `v` (a table alone is 1).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Table(t) => {
+            let inner = t
+                .array
+                .iter()
+                .chain(t.hash.iter().flat_map(|(k, v)| [k, v]))
+                .map(depth)
+                .max()
+                .unwrap_or(0);
+            inner + 1
+        }
+        _ => 0,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let input = Bytes::copy_from_slice(data);
+    let decoded = unpack(&input);
+    let copied = unpack_slice(data);
+    let values = match (decoded, copied) {
+        (Ok(values), Ok(copied)) => {
+            assert_eq!(
+                pack(&values).ok(),
+                pack(&copied).ok(),
+                "unpack and unpack_slice disagree"
+            );
+            values
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "unpack and unpack_slice fail differently");
+            // The message must render (it is what a game engineer reads).
+            let _ = a.to_string();
+            return;
+        }
+        (a, b) => panic!("unpack {a:?} vs unpack_slice {b:?}"),
+    };
+    for v in &values {
+        let _ = v.to_string();
+    }
+    let deepest = values.iter().map(depth).max().unwrap_or(0);
+    let packed = match pack(&values) {
+        Ok(packed) => packed,
+        Err(SeriError::TooDeep) => {
+            assert!(deepest > MAX_DEPTH, "TooDeep at depth {deepest}");
+            return;
+        }
+        Err(e) => panic!("decoded values do not pack: {e}"),
+    };
+    assert!(deepest <= MAX_DEPTH, "packed a table nested {deepest} deep");
+    let again = unpack(&packed).expect("packed values must unpack");
+    assert_eq!(again.len(), values.len(), "value count changed");
+    let repacked = pack(&again).expect("re-unpacked values must pack");
+    assert_eq!(packed, repacked, "pack(unpack(pack(v))) != pack(v)");
+});

@@ -1,0 +1,341 @@
+//! `cargo xtask bench [--quick]`: the benchmarks behind `BENCHMARKS.md` (issue 3).
+//!
+//! ```text
+//! cargo xtask bench            # full run (~1 min bee-only, ~2.5 min with the skynet pair)
+//! cargo xtask bench --quick    # a tenth of each measurement, for a smoke check
+//! SKYNET_DIR=/path/to/skynet-1.6.0 cargo xtask bench
+//!                              # also measure stock skynet v1.6.0 side by side
+//! ```
+//!
+//! Steps:
+//! 1. Build `bee` and `bee-bench` with `--release`.
+//! 2. B1 (`bee-bench local`): local calls in one process, 1 and 64 callers.
+//! 3. The floor (`bee-bench tokio-echo`): a bare tokio TCP echo, server and client in
+//!    two processes, same 2-byte big-endian framing and message sizes.
+//! 4. Start a `bee run` node `beebench` (services `echo` and `sink`, registered as
+//!    `@echo` / `@sink`) and run `bee-bench cluster` against it from a second process:
+//!    B2..B5, plus B6 (the node's VmRSS idle, right after B3, and VmHWM at the end).
+//! 5. With `SKYNET_DIR` pointing at a stock skynet v1.6.0 you built yourself (nothing of
+//!    it lives in this repo), through `interop/skynet/run.sh`: start a skynet node `skybench`
+//!    (`run.sh node`), run the skynet reference client against it (`run.sh bench`),
+//!    reading the skynet node's RSS idle, when the client reports B3, and at the end; and
+//!    run the same skynet client against the bee node too. Without the lab, the table
+//!    shows the issue's reference figures, labelled "reference, not measured in this
+//!    run".
+//! 6. Write the raw JSON to `target/bench/results.json`, print the markdown table
+//!    (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it to
+//!    `target/bench/results.md`. Node logs are in `target/bench/*.log`.
+//!
+//! The run fails (non-zero exit) if a bee reply was wrong or a push was lost; missed
+//! speed targets are reported in the table, not turned into a failure.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{free_port, start_node};
+
+/// `VmRSS` and `VmHWM` of a process, KiB.
+fn rss(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.trim().strip_suffix("kB"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Run `bee-bench ARGS`; progress shows on stderr; returns the JSON line it printed and
+/// whether it exited 0.
+fn bee_bench(bin: &Path, args: &[&str]) -> Result<(String, bool)> {
+    eprintln!("\n== bee-bench {}", args.join(" "));
+    let out = Command::new(bin)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .map(str::to_string);
+    match json {
+        Some(j) => Ok((j, out.status.success())),
+        None => bail!(
+            "bee-bench {} failed ({}) without results",
+            args.join(" "),
+            out.status
+        ),
+    }
+}
+
+/// What the skynet reference client printed, with the serving node's memory readings.
+struct SkynetRun {
+    bench: String,
+    rss: Option<String>,
+}
+
+/// Run the skynet bench client (`interop/skynet/run.sh bench`) against `target`, reading
+/// `node_pid`'s memory when the client reports B3 and at the end.
+fn skynet_client(
+    runner: &Path,
+    target: &str,
+    cluster: &Path,
+    quick: bool,
+    node_pid: u32,
+) -> Result<SkynetRun> {
+    eprintln!("\n== skynet client ({} bench {target})", runner.display());
+    let mut cmd = Command::new("bash");
+    cmd.arg(runner);
+    cmd.args(["bench", target]).arg(cluster);
+    if quick {
+        cmd.envs([
+            ("B2_CALLS", "2000"),
+            ("B3_SECONDS", "1"),
+            ("B4_PUSHES", "50000"),
+            ("B5_SECONDS", "1"),
+        ]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let idle = rss(node_pid);
+    let (mut after_b3, mut bench) = (None, None);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        eprintln!("  | {line}");
+        if line.starts_with("B3 throughput") {
+            after_b3 = rss(node_pid);
+        }
+        if let Some(j) = line.strip_prefix("BENCH ") {
+            if j.starts_with('{') {
+                bench = Some(j.to_string());
+            }
+        }
+    }
+    let status = child.wait()?;
+    let end = rss(node_pid);
+    let Some(bench) = bench else {
+        bail!("the skynet bench client did not print its results ({status})");
+    };
+    let rss = match (idle, after_b3, end) {
+        (Some(i), Some(b3), Some(e)) => Some(format!(
+            "{{\"rss_idle_kb\":{},\"rss_after_b3_kb\":{},\"rss_end_kb\":{},\"rss_hwm_kb\":{}}}",
+            i.0, b3.0, e.0, e.1
+        )),
+        _ => None,
+    };
+    Ok(SkynetRun { bench, rss })
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn machine() -> String {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    format!(
+        "{{\"nproc\":{nproc},\"cpu\":{},\"loadavg\":{}}}",
+        json_string(&cpu),
+        json_string(&load)
+    )
+}
+
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Run the benchmarks (see the module doc).
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let mut quick = false;
+    for a in args {
+        match a.as_str() {
+            "--quick" => quick = true,
+            other => bail!(
+                "cargo xtask bench: unknown argument {other:?} (flags: --quick; env SKYNET_DIR)"
+            ),
+        }
+    }
+    // The skynet side runs through our runner; SKYNET_DIR (read by it) names the build.
+    let runner = root.join("interop").join("skynet").join("run.sh");
+    let lab = std::env::var_os("SKYNET_DIR").map(PathBuf::from);
+    if let Some(dir) = &lab {
+        if !dir.join("skynet").is_file() {
+            bail!("SKYNET_DIR={} holds no skynet binary", dir.display());
+        }
+    }
+    let started_at = date();
+    let machine = machine();
+    crate::step(
+        "build (release)",
+        crate::cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "bee-node",
+            "--bin",
+            "bee",
+            "-p",
+            "bee-bench",
+            "--bin",
+            "bee-bench",
+        ]),
+    )?;
+    let release = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"))
+        .join("release");
+    let (bee, bench) = (release.join("bee"), release.join("bee-bench"));
+    let dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let q: &[&str] = if quick { &["--quick"] } else { &[] };
+
+    let (local, local_ok) = bee_bench(
+        &bench,
+        &["local", "--seconds", if quick { "0.5" } else { "3" }],
+    )?;
+    let floor_args: Vec<&str> = [&["tokio-echo"][..], q].concat();
+    let (floor, _) = bee_bench(&bench, &floor_args)?;
+
+    // The cluster: the bee node, and the skynet node when the lab is used.
+    let cluster = dir.join("cluster.lua");
+    let mut text = format!(
+        "-- written by cargo xtask bench\nbeebench = \"127.0.0.1:{}\"\n",
+        free_port()?
+    );
+    if lab.is_some() {
+        text.push_str(&format!("skybench = \"127.0.0.1:{}\"\n", free_port()?));
+    }
+    std::fs::write(&cluster, text)?;
+    let node_cfg = dir.join("beebench.toml");
+    std::fs::write(
+        &node_cfg,
+        "name = \"beebench\"\ncluster = \"cluster.lua\"\n\n\
+         [[service]]\nkind = \"echo\"\nname = \"echo\"\n\n\
+         [[service]]\nkind = \"sink\"\nname = \"sink\"\n",
+    )?;
+    eprintln!(
+        "\n== starting the bee node (log: {})",
+        dir.join("beebench.log").display()
+    );
+    let mut cmd = Command::new(&bee);
+    cmd.arg("run").arg(&node_cfg).env("BEE_LOG", "warn");
+    let bee_node = start_node("beebench", cmd, &dir.join("beebench.log"), "listening on")?;
+    // Let the node settle before the idle reading.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = bee_node.pid().to_string();
+    let cluster_str = cluster.to_string_lossy().to_string();
+    let cluster_args: Vec<&str> = [
+        &[
+            "cluster",
+            "--cluster",
+            &cluster_str,
+            "--node",
+            "beebench",
+            "--node-pid",
+            &pid,
+        ][..],
+        q,
+    ]
+    .concat();
+    let (bee_cluster, cluster_ok) = bee_bench(&bench, &cluster_args)?;
+
+    let (mut skynet, mut skynet_rss, mut cross) =
+        ("null".to_string(), "null".to_string(), "null".to_string());
+    if lab.is_some() {
+        // The same skynet client against the bee node: the serving side alone compared.
+        match skynet_client(&runner, "beebench", &cluster, quick, bee_node.pid()) {
+            Ok(run) => cross = run.bench,
+            Err(e) => eprintln!("skynet client -> bee node failed: {e:#}"),
+        }
+        drop(bee_node);
+        eprintln!(
+            "\n== starting the skynet node (log: {})",
+            dir.join("skybench.log").display()
+        );
+        let mut cmd = Command::new("bash");
+        cmd.arg(&runner).args(["node", "skybench"]).arg(&cluster);
+        // A failing skynet pair leaves the table on the reference figures (so labelled).
+        let pair =
+            start_node("skybench", cmd, &dir.join("skybench.log"), "READY").and_then(|sky| {
+                std::thread::sleep(Duration::from_millis(500));
+                skynet_client(&runner, "skybench", &cluster, quick, sky.pid())
+            });
+        match pair {
+            Ok(run) => {
+                skynet = run.bench;
+                skynet_rss = run.rss.unwrap_or_else(|| "null".into());
+            }
+            Err(e) => eprintln!("stock skynet pair failed, showing reference figures: {e:#}"),
+        }
+    } else {
+        drop(bee_node);
+    }
+
+    let results = format!(
+        "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"bee_local\":{local},\n\
+         \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross}\n}}\n",
+        json_string(&started_at)
+    );
+    let json_path = dir.join("results.json");
+    std::fs::write(&json_path, &results)?;
+    let md_path = dir.join("results.md");
+    eprintln!(
+        "\n== results ({} and {})\n",
+        json_path.display(),
+        md_path.display()
+    );
+    crate::step(
+        "report",
+        Command::new(&bench)
+            .arg("report")
+            .arg(&json_path)
+            .arg("--md")
+            .arg(&md_path),
+    )?;
+    if !local_ok || !cluster_ok {
+        bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
+    }
+    Ok(())
+}

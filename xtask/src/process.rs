@@ -1,0 +1,92 @@
+//! Node processes started by xtask (`demo`, `bench`): start one, wait until it says it is
+//! ready, and stop it (SIGTERM, then SIGKILL) when its handle is dropped — also when the
+//! job fails half-way.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A started node process; stopped when dropped.
+pub struct NodeProcess {
+    name: String,
+    child: Child,
+}
+
+impl NodeProcess {
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                eprintln!("  stopped {}", self.name);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("  killed {} (did not stop within 5 s)", self.name);
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Start `cmd` with stdout piped and stderr to `log`; wait until a stdout line contains
+/// `ready` (at most 30 s). The rest of stdout is drained in the background.
+pub fn start_node(
+    name: &str,
+    mut cmd: Command,
+    log: &Path,
+    ready: &'static str,
+) -> Result<NodeProcess> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(File::create(log)?))
+        .spawn()
+        .with_context(|| format!("cannot start node {name}: {cmd:?}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let process = NodeProcess {
+        name: name.to_string(),
+        child,
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut told = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !told && line.contains(ready) {
+                let _ = tx.send(line);
+                told = true;
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => {
+            eprintln!("  {name}: {line}");
+            Ok(process)
+        }
+        Err(_) => bail!(
+            "node {name} did not start within 30 s; see {}",
+            log.display()
+        ),
+    }
+}
