@@ -17,11 +17,18 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One readable line with its causes; a backtrace would only hide it.
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = project_root();
-    std::env::set_current_dir(&root)
-        .with_context(|| format!("cannot enter {}", root.display()))?;
+    std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
     match args.first().map(String::as_str) {
         Some("bench") => bench::run(&root, &args[1..]),
         Some("demo") => demo::run(&root),
@@ -40,7 +47,10 @@ const USAGE: &str = "usage: cargo xtask <demo | ci | setup | bench [--quick] | f
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(|p| p.to_path_buf()).unwrap_or(manifest)
+    manifest
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or(manifest)
 }
 
 /// Run a command, failing with its name when it fails.
@@ -75,7 +85,10 @@ fn ci() -> Result<()> {
             "warnings",
         ]),
     )?;
-    step("doc tests", cargo().args(["test", "--workspace", "--doc", "-q"]))?;
+    step(
+        "doc tests",
+        cargo().args(["test", "--workspace", "--doc", "-q"]),
+    )?;
     step(
         "tests",
         cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),

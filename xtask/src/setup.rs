@@ -24,7 +24,9 @@ fn reachable(addr: &str) -> bool {
 
 fn run(cmd: &mut Command) -> Result<bool> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot run {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
     Ok(status.success())
 }
 
@@ -48,18 +50,19 @@ pub fn ensure_mariadb() -> Result<()> {
         if !run(Command::new("apt-get").arg("update").arg("-q"))? {
             bail!("apt-get update failed; install mariadb-server by hand and retry");
         }
-        if !run(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "mariadb-server", "mariadb-client"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )? {
+        if !run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "mariadb-server", "mariadb-client"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?
+        {
             bail!("apt-get install mariadb-server failed; install it by hand and retry");
         }
     }
     if !reachable(MARIADB) {
         eprintln!("setup: starting MariaDB");
         let _ = std::fs::create_dir_all("/run/mysqld");
-        let _ = Command::new("chown").args(["mysql:mysql", "/run/mysqld"]).status();
+        let _ = Command::new("chown")
+            .args(["mysql:mysql", "/run/mysqld"])
+            .status();
         run(Command::new("start-stop-daemon").args([
             "--start",
             "--oknodo",
