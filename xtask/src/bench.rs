@@ -22,7 +22,10 @@
 //!    run the same skynet client against the bee node too. Without the lab, the table
 //!    shows the issue's reference figures, labelled "reference, not measured in this
 //!    run".
-//! 6. Write the raw JSON to `target/bench/results.json`, print the markdown table
+//! 6. mysqlpool (issue 5): a second node `beesql` with `mysqlpool` (pool of 8) on the
+//!    local MariaDB; `bee-bench mysql` measures point selects/s through the cluster, 64
+//!    in flight, next to the same queries issued directly with mysql_async.
+//! 7. Write the raw JSON to `target/bench/results.json`, print the markdown table
 //!    (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it to
 //!    `target/bench/results.md`. Node logs are in `target/bench/*.log`.
 //!
@@ -240,7 +243,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     // The cluster: the bee node, and the skynet node when the lab is used.
     let cluster = dir.join("cluster.lua");
     let mut text = format!(
-        "-- written by cargo xtask bench\nbeebench = \"127.0.0.1:{}\"\n",
+        "-- written by cargo xtask bench\nbeebench = \"127.0.0.1:{}\"\nbeesql = \"127.0.0.1:{}\"\n",
+        free_port()?,
         free_port()?
     );
     if lab.is_some() {
@@ -280,6 +284,33 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     .concat();
     let (bee_cluster, cluster_ok) = bee_bench(&bench, &cluster_args)?;
 
+    // mysqlpool: a second bee node with a pool of 8, point selects through the cluster
+    // next to mysql_async direct (bee-bench seeds bee_bench.user first).
+    crate::setup::ensure_mariadb()?;
+    let sql_cfg = dir.join("beesql.toml");
+    std::fs::write(
+        &sql_cfg,
+        "name = \"beesql\"\ncluster = \"cluster.lua\"\n\n\
+         [[service]]\nkind = \"mysqlpool\"\nname = \"mysqlpool\"\n\n\
+         [mysql]\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"root\"\npassword = \"\"\npool_size = 8\n",
+    )?;
+    let mut cmd = Command::new(&bee);
+    cmd.arg("run").arg(&sql_cfg).env("BEE_LOG", "warn");
+    let sql_node = start_node("beesql", cmd, &dir.join("beesql.log"), "listening on")?;
+    let (mysql, mysql_ok) = bee_bench(
+        &bench,
+        &[
+            "mysql",
+            "--cluster",
+            &cluster_str,
+            "--node",
+            "beesql",
+            "--seconds",
+            if quick { "1" } else { "5" },
+        ],
+    )?;
+    drop(sql_node);
+
     let (mut skynet, mut skynet_rss, mut cross) =
         ("null".to_string(), "null".to_string(), "null".to_string());
     if lab.is_some() {
@@ -315,7 +346,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql}\n}}\n",
         json_string(&started_at)
     );
     let json_path = dir.join("results.json");
@@ -334,7 +365,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .arg("--md")
             .arg(&md_path),
     )?;
-    if !local_ok || !cluster_ok {
+    if !local_ok || !cluster_ok || !mysql_ok {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }
     Ok(())

@@ -11,6 +11,7 @@
 //! | B4 | push throughput, 64-byte strings, counted at the receiver | [`cluster`] |
 //! | B5 | 1 MiB echo (MiB/s of payload, one direction) | [`cluster`] |
 //! | B6 | RSS of the serving node idle, after B3, peak | [`rss`] |
+//! | SQL | point selects/s through the cluster to `mysqlpool` vs mysql_async direct | [`mysql`] |
 //!
 //! [`floor`] is the bare tokio TCP echo (same 2-byte big-endian framing, same sizes):
 //! what the machine does with no framework at all. [`report`] turns the collected JSON
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod error;
 pub mod floor;
 pub mod local;
+pub mod mysql;
 pub mod report;
 pub mod rss;
 pub mod stats;

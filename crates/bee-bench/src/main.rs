@@ -5,6 +5,8 @@
 //! - `bee-bench local [--seconds S]`: B1, in-process; prints one JSON line.
 //! - `bee-bench tokio-echo [--quick]`: the bare tokio TCP echo floor, server in a child
 //!   process; prints one JSON line.
+//! - `bee-bench mysql --cluster FILE --node NAME [--url URL] [--seconds S]`: point
+//!   selects/s through the cluster to NAME's `mysqlpool` next to mysql_async direct.
 //! - `bee-bench report RESULTS.json [--md OUT.md]`: the markdown table of a results file.
 //!
 //! Progress goes to stderr, results to stdout.
@@ -12,7 +14,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bee_bench::{cluster, floor, local, report};
+use bee_bench::{cluster, floor, local, mysql, report};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -63,6 +65,27 @@ enum Command {
     /// The floor's server (started by `tokio-echo`); serves until stdin closes.
     #[command(hide = true)]
     TokioEchoServer,
+    /// Point selects/s through the cluster to `mysqlpool` vs mysql_async direct.
+    Mysql {
+        /// Cluster config naming the node that runs `mysqlpool`.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// That node.
+        #[arg(long)]
+        node: String,
+        /// The MariaDB server, for the direct side and the seed.
+        #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
+        url: String,
+        /// Concurrent callers on each side.
+        #[arg(long, default_value_t = 64)]
+        inflight: usize,
+        /// Connections of the direct pool (match the node's `pool_size`).
+        #[arg(long, default_value_t = 8)]
+        pool: usize,
+        /// Seconds each side runs.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Print the markdown table of a results file written by `cargo xtask bench`.
     Report {
         /// The results JSON.
@@ -134,6 +157,32 @@ fn main() -> Result<()> {
                 }
             }
             Command::TokioEchoServer => floor::server_main().await?,
+            Command::Mysql {
+                cluster: file,
+                node,
+                url,
+                inflight,
+                pool,
+                seconds,
+            } => {
+                let p = mysql::MysqlParams {
+                    url,
+                    cluster_file: file,
+                    node,
+                    inflight,
+                    pool,
+                    seconds,
+                };
+                let r = mysql::run(&p).await?;
+                eprintln!(
+                    "mysql point selects: {:.0}/s through the cluster, {:.0}/s direct ({} errors)",
+                    r.cluster_qps, r.direct_qps, r.errors
+                );
+                println!("{}", serde_json::to_string(&r)?);
+                if r.errors > 0 {
+                    anyhow::bail!("{} failed or wrong point selects", r.errors);
+                }
+            }
             Command::Report { results, md } => {
                 let text = std::fs::read_to_string(&results)
                     .with_context(|| format!("cannot read {}", results.display()))?;

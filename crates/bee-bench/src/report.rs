@@ -366,7 +366,7 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
         out.push_str(
             "\nStock skynet figures are the issue's reference numbers (another run on a 2-core machine), \
              not measured in this run: the ratios against them are indicative only. \
-             Set BEE_SKYNET_LAB to a lab with a hand-built skynet v1.6.0 to measure the pair side by side.\n",
+             Set SKYNET_DIR to a hand-built stock skynet v1.6.0 to measure the pair side by side.\n",
         );
     }
     if let Some(cross) = results
@@ -374,6 +374,35 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
         .filter(|v| v.is_object())
     {
         out.push_str(&cross_table(cross, results.get("skynet")));
+    }
+    if let Some(sql) = results.get("mysql").filter(|v| v.is_object()) {
+        let qps = |k: &str| {
+            num(Some(sql), k)
+                .map(|v| thousands(v.round() as i64))
+                .unwrap_or_else(|| "?".into())
+        };
+        let ratio = match (num(Some(sql), "cluster_qps"), num(Some(sql), "direct_qps")) {
+            (Some(c), Some(d)) if d > 0.0 => format!("{:.2}×", c / d),
+            _ => "—".into(),
+        };
+        out.push_str(&format!(
+            "
+mysqlpool (issue 5): point selects on a {}-connection pool, {} in flight, real MariaDB:
+
+             | path | queries/s |
+|---|---:|
+             | through the cluster: client → `mysqlpool` on a bee node | {} |
+             | direct: mysql_async from one process | {} |
+             | ratio cluster/direct | {ratio} |
+             
+Failed or wrong answers: {}.
+",
+            qps("pool"),
+            qps("inflight"),
+            qps("cluster_qps"),
+            qps("direct_qps"),
+            qps("errors"),
+        ));
     }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
