@@ -5,8 +5,12 @@
 //! caller waiting for it, and reconnects on demand after the connection dropped.
 //!
 //! Per connection there are two tasks:
-//! - the **writer** (`run_writer`) writes whatever callers queued, one `write_all` per
-//!   batch;
+//! - the **writer** (`run_writer`) writes what callers queued, everything queued so far
+//!   as one batch, so bursts of calls and pushes leave in few syscalls; except that a
+//!   call issued while no other call waits for its reply, with nothing queued and no
+//!   write in progress (the latency-bound case: one call at a time), is written straight
+//!   to the socket by the caller (non-blocking, no lock held during the syscall), saving
+//!   the hop to the writer task; only what does not fit is left to the writer;
 //! - the **reader** decodes response frames, reassembles multi-part responses
 //!   ([`ResponseAssembler`]) and wakes the waiting callers, taking the session-table lock
 //!   once per batch of frames read together.
@@ -247,9 +251,15 @@ impl Conn {
             return Err(Refused::Error(TransportError::Codec(e.to_string())));
         }
         g.state.next = next_session(session);
+        // Alone on the connection: write it now. Others in flight: a burst, which the
+        // writer batches.
+        let alone = g.state.pending.is_empty();
         g.state.pending.insert(session, tx);
-        drop(g);
-        self.queue.wake();
+        if alone {
+            self.queue.submit(g, mark);
+        } else {
+            self.queue.defer(g);
+        }
         Ok(session)
     }
 
@@ -282,8 +292,8 @@ impl Conn {
         if session != 0 {
             g.state.next = next_session(session);
         }
-        drop(g);
-        self.queue.wake();
+        // Pushes come in streams: the writer batches them.
+        self.queue.defer(g);
         Ok(())
     }
 
@@ -568,10 +578,13 @@ impl Channel {
         let conn = Arc::new(Conn {
             node: shared.node.clone(),
             alive: AtomicBool::new(true),
-            queue: WriteQueue::new(Sessions {
-                next: 1,
-                pending: HashMap::new(),
-            }),
+            queue: WriteQueue::new(
+                wr,
+                Sessions {
+                    next: 1,
+                    pending: HashMap::new(),
+                },
+            ),
             cancel: CancellationToken::new(),
             channel: Arc::downgrade(shared),
         });
@@ -593,7 +606,7 @@ impl Channel {
         let writer_conn = conn.clone();
         tokio::spawn(async move {
             let conn = writer_conn;
-            if let WriterEnd::Failed(e) = run_writer(&conn.queue, wr, &conn.cancel).await {
+            if let WriterEnd::Failed(e) = run_writer(&conn.queue, &conn.cancel).await {
                 conn.fail(TransportError::NodeDown {
                     node: conn.node.clone(),
                     reason: format!("write failed: {e}"),

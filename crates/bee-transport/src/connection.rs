@@ -3,17 +3,29 @@
 //! - [`Connection`] owns the read half, a [`BytesMut`] read buffer and a [`FrameDecoder`];
 //!   [`Connection::read_frame`] yields one frame body at a time, parsing every complete
 //!   frame already buffered before it reads from the socket again.
-//! - `WriteQueue` is the write side: callers append already-encoded frames to one shared
-//!   buffer under a short lock and wake the writer task (`run_writer`), which takes
-//!   everything queued so far and writes it with one `write_all` per batch. Small messages
-//!   issued while a write is in progress therefore leave in one syscall together.
+//! - `WriteQueue` is the write side: it owns the write half, and callers append
+//!   already-encoded frames to one shared buffer under a short lock. Then either
+//!   - the caller writes them to the socket itself with a non-blocking write
+//!     (`WriteQueue::submit`), which saves the hop to another task on the latency path —
+//!     allowed only when nothing was queued before them and nobody is writing; whatever
+//!     does not fit (the socket buffer is full, or the write failed) is put back in front
+//!     of the queue and the writer is woken; or
+//!   - the caller leaves them to the writer task (`WriteQueue::defer`, `run_writer`),
+//!     which takes everything queued so far and writes it as one batch, so messages
+//!     issued in a burst leave in few syscalls together (the throughput path).
+//!
+//!   Bytes leave in exactly the order they were queued: a direct write only ever writes
+//!   the front of the queue, never while the writer has a batch in progress, and the
+//!   writer never starts one while a direct write is in progress. No lock is held
+//!   during a syscall.
 
 use std::io;
 use std::sync::{Mutex, MutexGuard};
 
 use bee_codec::frame::{FrameDecoder, FrameError};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -96,8 +108,13 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 pub(crate) struct Locked<S> {
     /// Encoded frames not yet taken by the writer.
     pub buf: BytesMut,
-    /// Bytes the writer has taken and is writing now.
+    /// Bytes the writer (or a caller writing directly) has taken and is writing now.
     writing: usize,
+    /// A caller is writing directly (outside the lock): the writer task must not start a
+    /// batch; the caller wakes it when done if anything is left to do.
+    direct: bool,
+    /// The buffer a direct writer takes the queued bytes in (kept to avoid allocating).
+    spare: BytesMut,
     /// No more frames may be queued: the connection is gone or closing.
     pub closed: bool,
     /// The owner's state.
@@ -111,23 +128,29 @@ impl<S> Locked<S> {
     }
 }
 
-/// The write side of one connection (see the module docs).
+/// The write side of one connection (see the module docs). Owns the socket's write half;
+/// dropping the queue shuts the write direction of the socket.
 #[derive(Debug)]
 pub(crate) struct WriteQueue<S> {
     inner: Mutex<Locked<S>>,
+    sock: OwnedWriteHalf,
     wake: Notify,
     drained: Notify,
 }
 
 impl<S> WriteQueue<S> {
-    pub fn new(state: S) -> Self {
+    /// A queue writing to `sock`, with the owner's `state` under its lock.
+    pub fn new(sock: OwnedWriteHalf, state: S) -> Self {
         WriteQueue {
             inner: Mutex::new(Locked {
                 buf: BytesMut::with_capacity(16 * 1024),
                 writing: 0,
+                direct: false,
+                spare: BytesMut::new(),
                 closed: false,
                 state,
             }),
+            sock,
             wake: Notify::new(),
             drained: Notify::new(),
         }
@@ -138,12 +161,77 @@ impl<S> WriteQueue<S> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wake the writer after frames were appended.
-    pub fn wake(&self) {
-        self.wake.notify_one();
+    /// Send the frames the caller just appended to `g.buf`, which held `before` bytes
+    /// before it did. If no earlier byte was queued (`before == 0`) and nobody is writing,
+    /// the calling task writes them to the socket now with non-blocking writes: it takes
+    /// them out of the queue and marks a write in progress (so later frames queue up
+    /// behind, and the writer task waits), writes WITHOUT holding the lock (a thread
+    /// preempted in the syscall must not block the others), then puts back whatever did
+    /// not fit in front of anything queued meanwhile and wakes the writer for it (also
+    /// when the write failed: the writer meets the error again and reports it). Returns
+    /// the bytes still queued or being written.
+    pub fn submit(&self, mut g: MutexGuard<'_, Locked<S>>, before: usize) -> usize {
+        if before != 0 || g.writing != 0 || g.direct || g.closed || g.buf.is_empty() {
+            return self.defer(g);
+        }
+        let mut batch = std::mem::take(&mut g.spare);
+        std::mem::swap(&mut g.buf, &mut batch);
+        g.writing = batch.len();
+        g.direct = true;
+        drop(g);
+        let mut off = 0;
+        while off < batch.len() {
+            match self.sock.try_write(&batch[off..]) {
+                Ok(0) => break,
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock or a real error: the writer task takes over.
+                Err(_) => break,
+            }
+        }
+        let mut g = self.lock();
+        g.direct = false;
+        g.writing = 0;
+        if off < batch.len() && !g.closed {
+            let rest = &batch[off..];
+            if g.buf.is_empty() {
+                g.buf.extend_from_slice(rest);
+            } else {
+                let mut front = BytesMut::with_capacity(rest.len() + g.buf.len());
+                front.extend_from_slice(rest);
+                front.extend_from_slice(&g.buf);
+                g.buf = front;
+            }
+        }
+        if batch.capacity() <= KEEP_WRITE_BUFFER {
+            batch.clear();
+            g.spare = batch;
+        }
+        let queued = g.queued();
+        let wake = !g.buf.is_empty() || g.closed;
+        drop(g);
+        if wake {
+            self.wake.notify_one();
+        }
+        if off > 0 {
+            self.drained.notify_waiters();
+        }
+        queued
     }
 
-    /// Stop accepting frames; the writer flushes what is queued, then shuts the write half.
+    /// Leave the frames just appended to the writer task (batched with whatever else is
+    /// queued by the time it runs). Returns the bytes queued or being written.
+    pub fn defer(&self, g: MutexGuard<'_, Locked<S>>) -> usize {
+        let queued = g.queued();
+        let left = !g.buf.is_empty();
+        drop(g);
+        if left {
+            self.wake.notify_one();
+        }
+        queued
+    }
+
+    /// Stop accepting frames; the writer flushes what is queued, then ends.
     pub fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_one();
@@ -162,6 +250,27 @@ impl<S> WriteQueue<S> {
             notified.await;
         }
     }
+
+    /// Write all of `batch` to the socket, waiting for it to become writable as needed.
+    async fn write_batch(&self, batch: &[u8], cancel: &CancellationToken) -> Result<(), WriterEnd> {
+        let mut off = 0;
+        while off < batch.len() {
+            match self.sock.try_write(&batch[off..]) {
+                Ok(0) => return Err(WriterEnd::Failed(io::ErrorKind::WriteZero.into())),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let ready = tokio::select! {
+                        r = self.sock.writable() => r,
+                        _ = cancel.cancelled() => return Err(WriterEnd::Cancelled),
+                    };
+                    ready.map_err(WriterEnd::Failed)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(WriterEnd::Failed(e)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a writer task ended.
@@ -175,29 +284,30 @@ pub(crate) enum WriterEnd {
     Failed(io::Error),
 }
 
-/// The writer task of one connection: waits for frames, writes each batch with one
-/// `write_all`, ends when the queue is closed and empty, on cancel, or on a write error.
-pub(crate) async fn run_writer<S, W>(
-    queue: &WriteQueue<S>,
-    mut writer: W,
-    cancel: &CancellationToken,
-) -> WriterEnd
-where
-    W: AsyncWrite + Unpin,
-{
+/// The writer task of one connection: waits for frames the callers could not write
+/// themselves, writes each batch in full, ends when the queue is closed and empty, on
+/// cancel, or on a write error.
+pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationToken) -> WriterEnd {
     let mut batch = BytesMut::with_capacity(16 * 1024);
     loop {
-        let closed = {
+        let (closed, direct) = {
             let mut g = queue.lock();
-            std::mem::swap(&mut g.buf, &mut batch);
-            g.writing = batch.len();
-            g.closed
+            if !g.direct {
+                std::mem::swap(&mut g.buf, &mut batch);
+                g.writing = batch.len();
+            }
+            (g.closed, g.direct)
         };
+        if direct {
+            // A caller is writing; it wakes this task if anything is left to do.
+            tokio::select! {
+                _ = queue.wake.notified() => continue,
+                _ = cancel.cancelled() => return WriterEnd::Cancelled,
+            }
+        }
         if batch.is_empty() {
             queue.drained.notify_waiters();
             if closed {
-                // Best effort: the peer may already be gone.
-                let _ = writer.shutdown().await;
                 return WriterEnd::Flushed;
             }
             tokio::select! {
@@ -205,12 +315,8 @@ where
                 _ = cancel.cancelled() => return WriterEnd::Cancelled,
             }
         }
-        let result = tokio::select! {
-            r = writer.write_all(&batch) => r,
-            _ = cancel.cancelled() => return WriterEnd::Cancelled,
-        };
-        if let Err(e) = result {
-            return WriterEnd::Failed(e);
+        if let Err(end) = queue.write_batch(&batch, cancel).await {
+            return end;
         }
         if batch.capacity() > KEEP_WRITE_BUFFER {
             batch = BytesMut::with_capacity(16 * 1024);
@@ -218,5 +324,168 @@ where
             batch.clear();
         }
         queue.drained.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A queue over one end of a loopback connection, and the other end.
+    async fn pair() -> (WriteQueue<()>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dial = TcpStream::connect(listener.local_addr().unwrap());
+        let (ours, theirs) = tokio::join!(dial, listener.accept());
+        let (_rd, wr) = ours.unwrap().into_split();
+        // Our read half is dropped: only writes matter here.
+        (WriteQueue::new(wr, ()), theirs.unwrap().0)
+    }
+
+    /// Append `bytes` and submit them, as the channel and the listener do.
+    fn send(queue: &WriteQueue<()>, bytes: &[u8]) -> usize {
+        let mut g = queue.lock();
+        let before = g.buf.len();
+        g.buf.extend_from_slice(bytes);
+        queue.submit(g, before)
+    }
+
+    async fn read_exactly(peer: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .expect("bytes did not arrive")
+            .unwrap();
+        got
+    }
+
+    /// Wait until the socket is known writable (its first readiness event arrived).
+    async fn writable(queue: &WriteQueue<()>) {
+        queue.sock.writable().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_queue_writes_directly_without_a_writer_task() {
+        let (queue, mut peer) = pair().await;
+        writable(&queue).await;
+        assert_eq!(send(&queue, b"hello"), 0, "nothing should stay queued");
+        assert_eq!(send(&queue, b" world"), 0);
+        assert_eq!(read_exactly(&mut peer, 11).await, b"hello world");
+    }
+
+    #[tokio::test]
+    async fn no_direct_write_while_the_writer_is_writing() {
+        let (queue, mut peer) = pair().await;
+        writable(&queue).await;
+        // The writer has taken 3 bytes and is writing them (not yet on the wire).
+        queue.lock().writing = 3;
+        assert_eq!(send(&queue, b"late"), 3 + 4);
+        assert_eq!(
+            &queue.lock().buf[..],
+            b"late",
+            "must wait behind the writer"
+        );
+        // The writer's bytes go first, then the writer takes what was queued behind.
+        queue.sock.try_write(b"abc").unwrap();
+        let cancel = CancellationToken::new();
+        queue.lock().writing = 0;
+        let writer = run_writer(&queue, &cancel);
+        let read = read_exactly(&mut peer, 7);
+        tokio::pin!(writer);
+        let got = tokio::select! {
+            got = read => got,
+            end = &mut writer => panic!("writer ended early: {end:?}"),
+        };
+        assert_eq!(got, b"abclate");
+        assert_eq!(queue.lock().queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn writer_waits_while_a_caller_writes_directly() {
+        let (queue, mut peer) = pair().await;
+        writable(&queue).await;
+        // A caller has taken "early" and is writing it outside the lock.
+        {
+            let mut g = queue.lock();
+            g.direct = true;
+            g.writing = 5;
+        }
+        assert_eq!(
+            send(&queue, b"late"),
+            5 + 4,
+            "queued behind the direct write"
+        );
+        let cancel = CancellationToken::new();
+        let writer = run_writer(&queue, &cancel);
+        tokio::pin!(writer);
+        // Woken by the send, the writer must not take "late" yet.
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), &mut writer);
+        assert!(idle.await.is_err(), "writer ended early");
+        assert_eq!(&queue.lock().buf[..], b"late");
+        // The caller's write completes; it then hands over and wakes the writer.
+        queue.sock.try_write(b"early").unwrap();
+        {
+            let mut g = queue.lock();
+            g.direct = false;
+            g.writing = 0;
+        }
+        queue.wake.notify_one();
+        let got = tokio::select! {
+            got = read_exactly(&mut peer, 9) => got,
+            end = &mut writer => panic!("writer ended early: {end:?}"),
+        };
+        assert_eq!(got, b"earlylate");
+    }
+
+    #[tokio::test]
+    async fn no_direct_write_behind_queued_bytes() {
+        let (queue, mut peer) = pair().await;
+        writable(&queue).await;
+        queue.lock().buf.extend_from_slice(b"first ");
+        // Queued bytes exist (the writer was woken but has not run): append behind them.
+        assert_eq!(send(&queue, b"second"), 12);
+        assert_eq!(&queue.lock().buf[..], b"first second");
+        let cancel = CancellationToken::new();
+        let writer = run_writer(&queue, &cancel);
+        tokio::pin!(writer);
+        let got = tokio::select! {
+            got = read_exactly(&mut peer, 12) => got,
+            end = &mut writer => panic!("writer ended early: {end:?}"),
+        };
+        assert_eq!(got, b"first second");
+    }
+
+    #[tokio::test]
+    async fn what_does_not_fit_is_finished_by_the_writer_in_order() {
+        let (queue, mut peer) = pair().await;
+        writable(&queue).await;
+        // Far more than the loopback socket buffers hold while nobody reads.
+        let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+        let left = send(&queue, &big);
+        assert!(left > 0 && left < big.len(), "left {left} of {}", big.len());
+        // The writer is busy with the rest: a small message must queue behind it.
+        let cancel = CancellationToken::new();
+        let writer = run_writer(&queue, &cancel);
+        tokio::pin!(writer);
+        let mut got = Vec::new();
+        let mut sent_tail = false;
+        let mut chunk = vec![0u8; 256 * 1024];
+        while got.len() < big.len() + 4 {
+            tokio::select! {
+                n = peer.read(&mut chunk) => {
+                    let n = n.unwrap();
+                    assert!(n > 0, "connection closed early");
+                    got.extend_from_slice(&chunk[..n]);
+                }
+                end = &mut writer => panic!("writer ended early: {end:?}"),
+            }
+            if !sent_tail && got.len() > big.len() / 2 {
+                send(&queue, b"tail");
+                sent_tail = true;
+            }
+        }
+        assert!(got[..big.len()] == big[..], "the large write was cut into");
+        assert_eq!(&got[big.len()..], b"tail");
     }
 }
