@@ -386,17 +386,12 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
             _ => "—".into(),
         };
         out.push_str(&format!(
-            "
-mysqlpool (issue 5): point selects on a {}-connection pool, {} in flight, real MariaDB:
-
-             | path | queries/s |
-|---|---:|
-             | through the cluster: client → `mysqlpool` on a bee node | {} |
-             | direct: mysql_async from one process | {} |
-             | ratio cluster/direct | {ratio} |
-             
-Failed or wrong answers: {}.
-",
+            "\nmysqlpool (issue 5): point selects on a {}-connection pool, {} in flight, real MariaDB:\n\n\
+             | path | queries/s |\n|---|---:|\n\
+             | through the cluster: client → `mysqlpool` on a bee node | {} |\n\
+             | direct: mysql_async from one process | {} |\n\
+             | ratio cluster/direct | {ratio} |\n\
+             \nFailed or wrong answers: {}.\n",
             qps("pool"),
             qps("inflight"),
             qps("cluster_qps"),
