@@ -11,20 +11,20 @@ use bee_codec::seri::{pack, unpack, unpack_slice, SeriError, Value, MAX_DEPTH};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
-/// Deepest table nesting in `v` (a table alone is 1).
-fn depth(v: &Value) -> usize {
+/// The most tables open around any value in `v`, `v` itself being inside `around`
+/// (a value at the top has 0 around it; the items of a top-level table have 1). Packing
+/// fails with TooDeep exactly when this reaches MAX_DEPTH, as in stock skynet.
+fn deepest_around(v: &Value, around: usize) -> usize {
     match v {
-        Value::Table(t) => {
-            let inner = t
-                .array
-                .iter()
-                .chain(t.hash.iter().flat_map(|(k, v)| [k, v]))
-                .map(depth)
-                .max()
-                .unwrap_or(0);
-            inner + 1
-        }
-        _ => 0,
+        Value::Table(t) => t
+            .array
+            .iter()
+            .chain(t.hash.iter().flat_map(|(k, v)| [k, v]))
+            .map(|item| deepest_around(item, around + 1))
+            .max()
+            .unwrap_or(around)
+            .max(around),
+        _ => around,
     }
 }
 
@@ -52,16 +52,23 @@ fuzz_target!(|data: &[u8]| {
     for v in &values {
         let _ = v.to_string();
     }
-    let deepest = values.iter().map(depth).max().unwrap_or(0);
+    let deepest = values
+        .iter()
+        .map(|v| deepest_around(v, 0))
+        .max()
+        .unwrap_or(0);
     let packed = match pack(&values) {
         Ok(packed) => packed,
         Err(SeriError::TooDeep) => {
-            assert!(deepest > MAX_DEPTH, "TooDeep at depth {deepest}");
+            assert!(deepest >= MAX_DEPTH, "TooDeep with {deepest} tables around");
             return;
         }
         Err(e) => panic!("decoded values do not pack: {e}"),
     };
-    assert!(deepest <= MAX_DEPTH, "packed a table nested {deepest} deep");
+    assert!(
+        deepest < MAX_DEPTH,
+        "packed a value inside {deepest} tables"
+    );
     let again = unpack(&packed).expect("packed values must unpack");
     assert_eq!(again.len(), values.len(), "value count changed");
     let repacked = pack(&again).expect("re-unpacked values must pack");

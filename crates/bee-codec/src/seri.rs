@@ -27,7 +27,8 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Tables nest at most this deep when packing (the outermost table is depth 1); one more
-/// level fails with [`SeriError::TooDeep`], exactly like stock skynet.
+/// level, or any value inside the innermost of them, fails with [`SeriError::TooDeep`],
+/// exactly like stock skynet.
 pub const MAX_DEPTH: usize = 33;
 
 /// Tables nest at most this deep when unpacking (the outermost table is depth 1). Stock
@@ -550,6 +551,11 @@ fn encode_string(s: &[u8], out: &mut BytesMut) -> Result<(), SeriError> {
 
 /// `depth` is the number of tables already open around `v`.
 fn encode_value(v: &Value, out: &mut BytesMut, depth: usize) -> Result<(), SeriError> {
+    // Like stock skynet, the limit is on any value inside MAX_DEPTH open tables: the
+    // innermost of MAX_DEPTH nested tables packs only while it is empty.
+    if depth >= MAX_DEPTH {
+        return Err(SeriError::TooDeep);
+    }
     match v {
         Value::Nil => out.put_u8(tag(TYPE_NIL, 0)),
         Value::Boolean(b) => out.put_u8(tag(TYPE_BOOLEAN, u8::from(*b))),
@@ -565,9 +571,6 @@ fn encode_value(v: &Value, out: &mut BytesMut, depth: usize) -> Result<(), SeriE
         Value::String(s) => encode_string(s, out)?,
         Value::Table(t) => {
             let depth = depth + 1;
-            if depth > MAX_DEPTH {
-                return Err(SeriError::TooDeep);
-            }
             let n = t.array.len();
             if n < ARRAY_ESCAPE {
                 out.put_u8(tag(TYPE_TABLE, n as u8));
@@ -809,6 +812,26 @@ mod tests {
     fn depth_limit_on_pack() {
         assert!(pack(&[nested(MAX_DEPTH)]).is_ok());
         assert_eq!(pack(&[nested(MAX_DEPTH + 1)]), Err(SeriError::TooDeep));
+        // A value inside the innermost of MAX_DEPTH tables is one level too deep for
+        // stock skynet (seen on a real skynet v1.6.0); it must be for bee too.
+        let mut inner = Table::new();
+        inner.push(Value::Integer(1));
+        let mut v = Value::Table(inner);
+        for _ in 1..MAX_DEPTH {
+            let mut t = Table::new();
+            t.push(v);
+            v = Value::Table(t);
+        }
+        assert_eq!(pack(&[v]), Err(SeriError::TooDeep));
+        let mut inner = Table::new();
+        inner.push(Value::Integer(1));
+        let mut v = Value::Table(inner);
+        for _ in 2..MAX_DEPTH {
+            let mut t = Table::new();
+            t.push(v);
+            v = Value::Table(t);
+        }
+        assert!(pack(&[v]).is_ok(), "a value in the 32nd table packs");
         assert_eq!(
             SeriError::TooDeep.to_string(),
             "serialize can't pack too depth table"
