@@ -13,7 +13,6 @@
 //! before the first call (idle), right after B3, and at the end (with `VmHWM`).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use bee_registry::{ClusterConfig, Registry};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::load::drive;
 use crate::stats::Latencies;
 use crate::{rss, BenchError};
 
@@ -308,43 +308,18 @@ async fn b2(c: &Client, p: &ClusterParams, r: &mut ClusterResult) -> Result<(), 
 }
 
 async fn b3(c: &Arc<Client>, p: &ClusterParams, r: &mut ClusterResult) -> Result<(), BenchError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let tasks: Vec<_> = (0..p.b3_inflight)
-        .map(|w| {
-            let (c, stop) = (c.clone(), stop.clone());
-            tokio::spawn(async move {
-                let (mut done, mut errors) = (0u64, 0u64);
-                let mut i = 0i64;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let ok = match seri::pack(&[Value::Integer(w as i64), Value::Integer(i)]) {
-                        Ok(payload) => c.echo(payload).await == Ok(true),
-                        Err(_) => false,
-                    };
-                    if ok {
-                        done += 1;
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (done, errors)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(p.b3_seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut done, mut errors) = (0u64, 0u64);
-    for t in tasks {
-        match t.await {
-            Ok((d, e)) => {
-                done += d;
-                errors += e;
+    let client = c.clone();
+    let load = drive(p.b3_inflight, p.b3_seconds, move |w, i| {
+        let c = client.clone();
+        async move {
+            match seri::pack(&[Value::Integer(w as i64), Value::Integer(i as i64)]) {
+                Ok(payload) => c.echo(payload).await == Ok(true),
+                Err(_) => false,
             }
-            Err(_) => errors += 1,
         }
-    }
-    let secs = t0.elapsed().as_secs_f64();
+    })
+    .await;
+    let (done, errors, secs) = (load.done, load.errors, load.seconds);
     r.b3_inflight = p.b3_inflight;
     r.b3_calls = done;
     r.b3_seconds = secs;

@@ -23,6 +23,7 @@
 pub mod cluster;
 pub mod error;
 pub mod floor;
+pub mod load;
 pub mod local;
 pub mod mysql;
 pub mod report;

@@ -2,15 +2,12 @@
 //! [`Echo`](bee_dispatch::builtin::Echo) service, called by 1 and by 64 concurrent
 //! callers with a 16-byte string; calls per second, every reply checked.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use bee_codec::seri::{self, Value};
 use bee_dispatch::builtin::Echo;
 use bee_dispatch::{Addr, Node, RuntimeConfig};
 use serde::Serialize;
 
+use crate::load::{drive, Load};
 use crate::BenchError;
 
 /// What B1 measured.
@@ -26,39 +23,15 @@ pub struct LocalResult {
     pub b1_errors: u64,
 }
 
-/// Calls made by `callers` concurrent tasks in `seconds`, and the errors among them.
-async fn run_callers(node: &Node, echo: Addr, callers: usize, seconds: f64) -> (u64, u64, f64) {
+/// Calls made by `callers` concurrent tasks in `seconds`, every reply checked.
+async fn run_callers(node: &Node, echo: Addr, callers: usize, seconds: f64) -> Load {
     let payload = seri::pack(&[Value::from("0123456789abcdef")]).unwrap_or_default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (node, payload, stop) = (node.clone(), payload.clone(), stop.clone());
-            tokio::spawn(async move {
-                let (mut done, mut errors) = (0u64, 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    match node.call(echo, payload.clone()).await {
-                        Ok(r) if r == payload => done += 1,
-                        _ => errors += 1,
-                    }
-                }
-                (done, errors)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut done, mut errors) = (0, 0);
-    for t in tasks {
-        match t.await {
-            Ok((d, e)) => {
-                done += d;
-                errors += e;
-            }
-            Err(_) => errors += 1,
-        }
-    }
-    (done, errors, started.elapsed().as_secs_f64())
+    let node = node.clone();
+    drive(callers, seconds, move |_, _| {
+        let (node, payload) = (node.clone(), payload.clone());
+        async move { matches!(node.call(echo, payload.clone()).await, Ok(r) if r == payload) }
+    })
+    .await
 }
 
 /// Run B1 for `seconds` per caller count (after a short warm-up).
@@ -67,14 +40,14 @@ pub async fn run(seconds: f64) -> Result<LocalResult, BenchError> {
     let echo = node.spawn_named("echo", Echo);
     // Warm-up: the first calls allocate the mailbox and spawn paths.
     run_callers(&node, echo, 4, 0.1_f64.min(seconds)).await;
-    let (d1, e1, s1) = run_callers(&node, echo, 1, seconds).await;
-    let (d64, e64, s64) = run_callers(&node, echo, 64, seconds).await;
+    let one = run_callers(&node, echo, 1, seconds).await;
+    let many = run_callers(&node, echo, 64, seconds).await;
     node.shutdown();
     Ok(LocalResult {
         seconds,
-        b1_1_calls_per_s: d1 as f64 / s1,
-        b1_64_calls_per_s: d64 as f64 / s64,
-        b1_errors: e1 + e64,
+        b1_1_calls_per_s: one.per_second(),
+        b1_64_calls_per_s: many.per_second(),
+        b1_errors: one.errors + many.errors,
     })
 }
 

@@ -8,9 +8,6 @@
 //! random uid, and every answer is checked to hold that row.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bee_codec::seri::{self, Value};
 use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
@@ -18,6 +15,7 @@ use bee_registry::{ClusterConfig, Registry};
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
+use crate::load::drive;
 use crate::BenchError;
 
 /// Rows in the benchmark table.
@@ -66,12 +64,9 @@ fn point_select(uid: u64) -> String {
     format!("SELECT uid, nickname, level, coins FROM bee_bench.user WHERE uid = {uid}")
 }
 
-/// A cheap pseudo-random uid in 1..=ROWS (xorshift; no need for a crate).
-fn next_uid(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state % ROWS + 1
+/// A pseudo-random uid in 1..=ROWS for request `i` of task `w` (SplitMix64 of both).
+fn uid_for(w: usize, i: u64) -> u64 {
+    bee_dispatch::shard::mix(((w as u64) << 40) ^ i) % ROWS + 1
 }
 
 /// Create and fill `bee_bench.user` (idempotent).
@@ -102,46 +97,6 @@ async fn seed(pool: &mysql_async::Pool) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Run `inflight` tasks of `one(uid) -> ok?` for `seconds`; (queries/s, errors).
-async fn drive<F, Fut>(inflight: usize, seconds: f64, one: F) -> (f64, u64)
-where
-    F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..inflight)
-        .map(|i| {
-            let (stop, one) = (stop.clone(), one.clone());
-            tokio::spawn(async move {
-                let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
-                let (mut done, mut errors) = (0u64, 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    if one(next_uid(&mut state)).await {
-                        done += 1;
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (done, errors)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut done, mut errors) = (0, 0);
-    for t in tasks {
-        match t.await {
-            Ok((d, e)) => {
-                done += d;
-                errors += e;
-            }
-            Err(_) => errors += 1,
-        }
-    }
-    (done as f64 / started.elapsed().as_secs_f64(), errors)
-}
-
 /// Seed, then measure the direct side and the cluster side.
 pub async fn run(p: &MysqlParams) -> Result<MysqlResult, BenchError> {
     let opts = mysql_async::Opts::from_url(&p.url).map_err(|e| err("MariaDB url", e))?;
@@ -158,8 +113,8 @@ pub async fn run(p: &MysqlParams) -> Result<MysqlResult, BenchError> {
         p.inflight, p.pool, p.seconds
     );
     let direct_pool = pool.clone();
-    let (direct_qps, direct_errors) = drive(p.inflight, p.seconds, move |uid| {
-        let pool = direct_pool.clone();
+    let direct = drive(p.inflight, p.seconds, move |w, i| {
+        let (pool, uid) = (direct_pool.clone(), uid_for(w, i));
         async move {
             let Ok(mut conn) = pool.get_conn().await else {
                 return false;
@@ -194,8 +149,8 @@ pub async fn run(p: &MysqlParams) -> Result<MysqlResult, BenchError> {
         p.inflight, p.node, p.seconds
     );
     let remote = p.node.clone();
-    let (cluster_qps, cluster_errors) = drive(p.inflight, p.seconds, move |uid| {
-        let (cluster, remote) = (cluster.clone(), remote.clone());
+    let through = drive(p.inflight, p.seconds, move |w, i| {
+        let (cluster, remote, uid) = (cluster.clone(), remote.clone(), uid_for(w, i));
         async move {
             let Ok(payload) = seri::pack(&[
                 Value::from("lua"),
@@ -222,8 +177,8 @@ pub async fn run(p: &MysqlParams) -> Result<MysqlResult, BenchError> {
     Ok(MysqlResult {
         inflight: p.inflight,
         pool: p.pool,
-        direct_qps,
-        cluster_qps,
-        errors: direct_errors + cluster_errors,
+        direct_qps: direct.per_second(),
+        cluster_qps: through.per_second(),
+        errors: direct.errors + through.errors,
     })
 }
