@@ -18,19 +18,120 @@
 //!   the front of the queue, never while the writer has a batch in progress, and the
 //!   writer never starts one while a direct write is in progress. No lock is held
 //!   during a syscall.
+//!
+//! ## Busy polling (latency)
+//! A connection may be given a busy-poll window ([`Connection::busy_poll`]). For that
+//! long after the last frame it received or the last frame queued on its write side,
+//! a reader that finds no data does not park: it retries the socket with a plain
+//! non-blocking `recv` and yields to the runtime between tries, so the next frame is
+//! picked up within a microsecond or so instead of after a wake-up through epoll and a
+//! sleeping (on a VM: halted) CPU, which dominates a one-call-in-flight round trip.
+//! The cost is CPU time: at most one window of spinning per burst of traffic, per
+//! connection; once the window has passed without traffic the reader parks as usual,
+//! so an idle node uses no CPU. A window of zero turns it off.
 
-use std::io;
-use std::sync::{Mutex, MutexGuard};
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use bee_codec::frame::{FrameDecoder, FrameError};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the socket per busy-poll read (the latency path carries small frames;
+/// a larger burst is read in several tries or by the normal path).
+const SPIN_CHUNK: usize = 16 * 1024;
+
+/// Nanoseconds on a monotonic clock private to this process (activity stamps).
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Busy polling stops while more requests than this are outstanding on the connection:
+/// with a deep pipeline the next frame comes soon anyway, and a spinning reader would
+/// only take CPU time from the work (and, on a small machine, from the peer).
+const SPIN_MAX_OUTSTANDING: usize = 4;
+
+/// Every this many polls without data, the poller also yields its thread to the kernel.
+const SPIN_SHARE_EVERY: u64 = 8;
+
+/// Busy polling stops after a read that brought more frames than this (see
+/// [`SPIN_MAX_OUTSTANDING`]; the listening side cannot see the caller's pipeline, only its
+/// frames arriving together).
+const SPIN_MAX_BATCH: usize = 1;
+
+/// What a busy-polling reader needs to know of its connection's other side: when frames
+/// were last queued for writing, and how many requests await their answers (calls in
+/// flight for a channel, requests being handled for a listener's connection).
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    last: AtomicU64,
+    outstanding: AtomicUsize,
+}
+
+impl Activity {
+    /// Record traffic now.
+    fn stamp(&self) {
+        self.last.store(now_ns(), Ordering::Relaxed);
+    }
+
+    /// When traffic was last recorded (see [`now_ns`]).
+    fn last(&self) -> u64 {
+        self.last.load(Ordering::Relaxed)
+    }
+
+    /// Record how many requests await answers now.
+    pub fn set_outstanding(&self, n: usize) {
+        self.outstanding.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether the pipeline is shallow enough for busy polling to pay.
+    fn shallow(&self) -> bool {
+        self.outstanding.load(Ordering::Relaxed) <= SPIN_MAX_OUTSTANDING
+    }
+}
+
+/// The busy-poll state of a reader (see the module docs).
+struct Spin<R> {
+    /// A plain non-blocking read of the socket under `R`, bypassing the runtime's
+    /// readiness cache (which only the runtime's epoll pass refreshes).
+    raw_read: fn(&R, &mut [u8]) -> io::Result<usize>,
+    /// How long after the last traffic to keep polling, in nanoseconds.
+    window: u64,
+    /// Traffic on the write side, and the requests outstanding.
+    activity: Arc<Activity>,
+    /// When this side last received a frame.
+    received: u64,
+    /// Frames decoded since the last read of the socket.
+    frames: usize,
+    /// Where a polled read lands before it is appended to the read buffer.
+    scratch: Box<[u8]>,
+}
+
+impl<R> std::fmt::Debug for Spin<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spin")
+            .field("window_ns", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one busy-poll pass ended with.
+enum Polled {
+    /// Bytes were appended to the read buffer.
+    Data,
+    /// The peer closed its side.
+    Eof,
+    /// The window passed without data: park.
+    Idle,
+}
 /// A writer's spare buffer larger than this is released after its batch went out (so one
 /// 64 MiB message does not pin 64 MiB for the life of the connection).
 const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
@@ -59,6 +160,7 @@ pub struct Connection<R> {
     reader: R,
     buffer: BytesMut,
     decoder: FrameDecoder,
+    spin: Option<Spin<R>>,
 }
 
 impl<R: AsyncRead + Unpin> Connection<R> {
@@ -68,6 +170,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             reader,
             buffer: BytesMut::with_capacity(READ_CHUNK),
             decoder: FrameDecoder::new(max_body),
+            spin: None,
         }
     }
 
@@ -83,7 +186,12 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
                 self.buffer.reserve(READ_CHUNK);
             }
-            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+            let eof = match self.poll_socket().await? {
+                Polled::Data => false,
+                Polled::Eof => true,
+                Polled::Idle => self.reader.read_buf(&mut self.buffer).await? == 0,
+            };
+            if eof {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
@@ -97,7 +205,75 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 
     /// The next frame body if a whole one is already buffered; never reads the socket.
     pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
-        Ok(self.decoder.decode(&mut self.buffer)?)
+        let body = self.decoder.decode(&mut self.buffer)?;
+        if let (Some(_), Some(spin)) = (&body, &mut self.spin) {
+            spin.received = now_ns();
+            spin.frames += 1;
+        }
+        Ok(body)
+    }
+
+    /// Busy-poll the socket while the window since the last traffic lasts (see the module
+    /// docs); `Idle` at once when busy polling is off or the window has passed.
+    /// Cancel safe: bytes read are in the buffer before any await.
+    async fn poll_socket(&mut self) -> io::Result<Polled> {
+        let Some(spin) = &mut self.spin else {
+            return Ok(Polled::Idle);
+        };
+        // Several frames came in the last read: the peer is pipelining and the next ones
+        // come soon without help. Part of a frame is buffered: the rest is on its way,
+        // and a large frame is best read in large reads straight into the buffer.
+        if std::mem::take(&mut spin.frames) > SPIN_MAX_BATCH || !self.buffer.is_empty() {
+            return Ok(Polled::Idle);
+        }
+        let mut spins = 0u64;
+        loop {
+            match (spin.raw_read)(&self.reader, &mut spin.scratch) {
+                Ok(0) => return Ok(Polled::Eof),
+                Ok(n) => {
+                    self.buffer.extend_from_slice(&spin.scratch[..n]);
+                    return Ok(Polled::Data);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let last = spin.received.max(spin.activity.last());
+                    if now_ns().saturating_sub(last) >= spin.window || !spin.activity.shallow() {
+                        return Ok(Polled::Idle);
+                    }
+                    // Every other task of this runtime runs before the next try.
+                    tokio::task::yield_now().await;
+                    spins += 1;
+                    if spins.is_multiple_of(SPIN_SHARE_EVERY) {
+                        // Now and then give the CPU to any other thread that wants it: a
+                        // runtime worker woken for a task, the peer process on a small
+                        // machine. Without this they wait for the kernel to preempt the
+                        // poller, and that wait shows in the tail latency.
+                        std::thread::yield_now();
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Connection<OwnedReadHalf> {
+    /// Busy-poll for `window` after the last traffic (frames received here, or frames
+    /// queued on `activity`'s side) before parking, while few requests are outstanding;
+    /// see the module docs. Zero: never.
+    pub(crate) fn busy_poll(mut self, window: Duration, activity: Arc<Activity>) -> Self {
+        self.spin = (!window.is_zero()).then(|| Spin {
+            raw_read: |half: &OwnedReadHalf, buf: &mut [u8]| {
+                let stream: &tokio::net::TcpStream = half.as_ref();
+                (&*socket2::SockRef::from(stream)).read(buf)
+            },
+            window: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            activity,
+            received: now_ns(),
+            frames: 0,
+            scratch: vec![0; SPIN_CHUNK].into_boxed_slice(),
+        });
+        self
     }
 }
 
@@ -134,6 +310,8 @@ impl<S> Locked<S> {
 pub(crate) struct WriteQueue<S> {
     inner: Mutex<Locked<S>>,
     sock: OwnedWriteHalf,
+    /// Stamped whenever frames are queued (for a busy-polling reader).
+    pub activity: Arc<Activity>,
     wake: Notify,
     drained: Notify,
 }
@@ -151,6 +329,7 @@ impl<S> WriteQueue<S> {
                 state,
             }),
             sock,
+            activity: Arc::default(),
             wake: Notify::new(),
             drained: Notify::new(),
         }
@@ -171,6 +350,7 @@ impl<S> WriteQueue<S> {
     /// when the write failed: the writer meets the error again and reports it). Returns
     /// the bytes still queued or being written.
     pub fn submit(&self, mut g: MutexGuard<'_, Locked<S>>, before: usize) -> usize {
+        self.activity.stamp();
         if before != 0 || g.writing != 0 || g.direct || g.closed || g.buf.is_empty() {
             return self.defer(g);
         }
@@ -222,6 +402,7 @@ impl<S> WriteQueue<S> {
     /// Leave the frames just appended to the writer task (batched with whatever else is
     /// queued by the time it runs). Returns the bytes queued or being written.
     pub fn defer(&self, g: MutexGuard<'_, Locked<S>>) -> usize {
+        self.activity.stamp();
         let queued = g.queued();
         let left = !g.buf.is_empty();
         drop(g);
@@ -487,5 +668,133 @@ mod tests {
         }
         assert!(got[..big.len()] == big[..], "the large write was cut into");
         assert_eq!(&got[big.len()..], b"tail");
+    }
+
+    /// A busy-polling reader over one end of a loopback connection, its activity, and
+    /// the other end (to write frames with).
+    async fn polling_pair(
+        window: Duration,
+    ) -> (Connection<OwnedReadHalf>, Arc<Activity>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dial = TcpStream::connect(listener.local_addr().unwrap());
+        let (ours, theirs) = tokio::join!(dial, listener.accept());
+        let (rd, wr) = ours.unwrap().into_split();
+        // The write half stays open with the test: dropping it would shut our side down.
+        std::mem::forget(wr);
+        let activity = Arc::new(Activity::default());
+        let conn = Connection::new(rd, 1024).busy_poll(window, activity.clone());
+        (conn, activity, theirs.unwrap().0)
+    }
+
+    async fn write_all(peer: &mut TcpStream, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        peer.write_all(bytes).await.unwrap();
+        peer.flush().await.unwrap();
+    }
+
+    /// Bounded wait for something that must finish promptly.
+    async fn soon<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .expect("did not finish")
+    }
+
+    #[tokio::test]
+    async fn busy_polling_reader_reads_frames_then_a_clean_eof() {
+        let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
+        write_all(&mut peer, b"\x00\x03abc").await;
+        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"abc");
+        // Written while the reader spins (it is inside its window): picked up by polling.
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            write_all(&mut peer, b"\x00\x02de").await;
+            peer
+        });
+        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"de");
+        drop(late.await.unwrap());
+        assert!(
+            soon(conn.read_frame()).await.unwrap().is_none(),
+            "clean EOF"
+        );
+    }
+
+    #[tokio::test]
+    async fn busy_polling_reader_reports_eof_mid_frame() {
+        let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
+        write_all(&mut peer, b"\x00\x05ab").await;
+        drop(peer);
+        match soon(conn.read_frame()).await {
+            Err(ReadError::EofMidFrame { buffered }) => assert_eq!(buffered, 4),
+            other => panic!("expected EOF mid-frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn polling_finds_data_written_while_it_spins() {
+        let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            write_all(&mut peer, b"\x00\x01z").await;
+            peer
+        });
+        assert!(matches!(
+            soon(conn.poll_socket()).await.unwrap(),
+            Polled::Data
+        ));
+        assert_eq!(&conn.buffered_frame().unwrap().unwrap()[..], b"z");
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn polling_stops_when_the_window_has_passed() {
+        let (mut conn, _activity, _peer) = polling_pair(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(matches!(
+            soon(conn.poll_socket()).await.unwrap(),
+            Polled::Idle
+        ));
+    }
+
+    #[tokio::test]
+    async fn no_polling_while_many_requests_are_outstanding() {
+        // A window of 10 s: were the gate ignored, `soon` would give up first.
+        let (mut conn, activity, _peer) = polling_pair(Duration::from_secs(10)).await;
+        activity.set_outstanding(SPIN_MAX_OUTSTANDING + 1);
+        assert!(matches!(
+            soon(conn.poll_socket()).await.unwrap(),
+            Polled::Idle
+        ));
+    }
+
+    #[tokio::test]
+    async fn no_polling_after_a_read_that_brought_several_frames() {
+        let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
+        write_all(&mut peer, b"\x00\x01a\x00\x01b").await;
+        // Let both frames land in the socket buffer, so one read takes them together.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"a");
+        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"b");
+        assert_eq!(conn.spin.as_ref().unwrap().frames, 2);
+        assert!(matches!(
+            soon(conn.poll_socket()).await.unwrap(),
+            Polled::Idle
+        ));
+    }
+
+    #[tokio::test]
+    async fn queued_frames_extend_the_window() {
+        let (mut conn, activity, _peer) = polling_pair(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        activity.stamp();
+        let t0 = Instant::now();
+        assert!(matches!(
+            soon(conn.poll_socket()).await.unwrap(),
+            Polled::Idle
+        ));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(150),
+            "stopped polling {:?} after a frame was queued",
+            t0.elapsed()
+        );
     }
 }

@@ -15,6 +15,11 @@
 //!   an [`Inbound`], writing the answers, back-pressure, and closing a misbehaving
 //!   connection without disturbing the others.
 //!
+//! - **Latency**: after traffic, a connection's reader busy-polls its socket for a short
+//!   window ([`ChannelConfig::busy_poll`], [`ListenerConfig::busy_poll`], default
+//!   [`DEFAULT_BUSY_POLL`]) before it parks, so a one-call-in-flight round trip does not
+//!   wait for sleeping threads to wake (see [`connection`]).
+//!
 //! ## What it must never know
 //! Payload formats (skynet.pack values, protobuf frames, rpc envelopes), service names
 //! and their registry, sub-types, handlers. Those belong to `bee-dispatch` and
@@ -81,7 +86,7 @@ pub mod error;
 pub mod listener;
 
 pub use bee_codec::cluster::{Address, Request};
-pub use channel::{Channel, ChannelConfig, ChannelStats};
+pub use channel::{Channel, ChannelConfig, ChannelStats, DEFAULT_BUSY_POLL};
 pub use connection::{Connection, ReadError};
 pub use error::TransportError;
 pub use listener::{Acceptor, Dispatched, Inbound, Listener, ListenerConfig, INVALID_LARGE_REQ};

@@ -98,6 +98,9 @@ pub struct ListenerConfig {
     /// Bytes of responses waiting to be written per connection before it stops reading
     /// (default 16 MiB).
     pub max_queued_bytes: usize,
+    /// How long a connection's reader busy-polls after the last traffic before it parks
+    /// (default [`crate::channel::DEFAULT_BUSY_POLL`]; zero turns it off).
+    pub busy_poll: std::time::Duration,
 }
 
 impl Default for ListenerConfig {
@@ -107,6 +110,7 @@ impl Default for ListenerConfig {
             max_pending_multipart: 64,
             max_outstanding: 65536,
             max_queued_bytes: 16 * 1024 * 1024,
+            busy_poll: crate::channel::DEFAULT_BUSY_POLL,
         }
     }
 }
@@ -224,7 +228,7 @@ async fn serve(
         })
     };
     let end = read_loop(
-        Connection::new(rd, MAX_BODY),
+        Connection::new(rd, MAX_BODY).busy_poll(config.busy_poll, queue.activity.clone()),
         peer,
         &*inbound,
         &queue,
@@ -287,6 +291,7 @@ async fn read_loop(
     let mut later: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut backlogged = false;
     loop {
+        queue.activity.set_outstanding(later.len());
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => return End::Cancelled,
