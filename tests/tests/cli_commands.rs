@@ -226,6 +226,24 @@ fn errors_exit_non_zero_with_a_readable_message() {
 }
 
 #[test]
+fn nodes_serve_with_any_thread_count_and_busy_poll_setting() {
+    let layout = Layout::new(&["a", "b"]);
+    // One worker thread, no busy polling; three threads polling for 500 µs.
+    let _a = layout.start("a", &format!("threads = 1\nbusy_poll_us = 0\n{SERVICES}"));
+    let _b = layout.start("b", &format!("threads = 3\nbusy_poll_us = 500\n{SERVICES}"));
+    for node in ["a", "b"] {
+        for i in 0..3 {
+            let arg = format!("ping{i}");
+            assert_eq!(
+                ok(&layout, "call", &[node, "echo", &arg, &i.to_string()]),
+                [format!("\"{arg}\""), i.to_string()],
+                "node {node}"
+            );
+        }
+    }
+}
+
+#[test]
 fn run_with_a_bad_node_config_fails_readably() {
     let layout = Layout::new(&["a"]);
     let dir = layout.dir.path();
@@ -244,6 +262,16 @@ fn run_with_a_bad_node_config_fails_readably() {
             "nocluster.toml",
             "name = \"a\"\ncluster = \"missing.lua\"\n",
             "missing.lua",
+        ),
+        (
+            "threads.toml",
+            "name = \"a\"\ncluster = \"cluster.lua\"\nthreads = 0\n",
+            "threads must be at least 1",
+        ),
+        (
+            "poll.toml",
+            "name = \"a\"\ncluster = \"cluster.lua\"\nbusy_poll_us = -1\n",
+            "busy_poll_us",
         ),
         (
             "notinconfig.toml",

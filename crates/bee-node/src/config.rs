@@ -6,6 +6,11 @@
 //!                                # relative to this file
 //! listen = "127.0.0.1:2528"      # optional: default is this node's entry in the cluster config
 //! call_timeout_ms = 30000        # optional: default timeout of calls
+//! threads = 4                    # optional: worker threads (default: one per CPU core),
+//!                                # as skynet's `thread`
+//! busy_poll_us = 100             # optional: how long a connection keeps polling its
+//!                                # socket after traffic before it sleeps (default 100,
+//!                                # 0 = never); lower latency for a little CPU
 //!
 //! [[service]]
 //! kind = "echo"                  # what to start (see `services.rs`)
@@ -29,6 +34,11 @@ pub struct NodeConfig {
     /// Default call timeout.
     #[serde(default = "default_timeout")]
     pub call_timeout_ms: u64,
+    /// Worker threads of the node's runtime; default: one per CPU core.
+    pub threads: Option<usize>,
+    /// Busy-poll window of the node's connections, in microseconds (0: off).
+    #[serde(default = "default_busy_poll")]
+    pub busy_poll_us: u64,
     /// Services to start, in order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSpec>,
@@ -42,6 +52,10 @@ const EXTRA_SECTIONS: &[&str] = &["mysql"];
 
 fn default_timeout() -> u64 {
     30_000
+}
+
+fn default_busy_poll() -> u64 {
+    u64::try_from(bee_transport::DEFAULT_BUSY_POLL.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// One `[[service]]` entry.
@@ -70,10 +84,13 @@ impl NodeConfig {
             .find(|k| !EXTRA_SECTIONS.contains(&k.as_str()))
         {
             anyhow::bail!(
-                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, service, {})",
+                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, service, {})",
                 path.display(),
                 EXTRA_SECTIONS.join(", ")
             );
+        }
+        if cfg.threads == Some(0) {
+            anyhow::bail!("node config {}: threads must be at least 1", path.display());
         }
         if cfg.name.is_empty() {
             anyhow::bail!("node config {}: name is empty", path.display());

@@ -76,13 +76,23 @@ fn main() {
 }
 
 fn run_command(args: Args) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // A node reads its config first: it says how many worker threads to run.
+    let node_cfg = match &args.command {
+        Command::Run { config } => {
+            let cfg = config::NodeConfig::load(config)?;
+            if let Some(n) = cfg.threads {
+                builder.worker_threads(n);
+            }
+            Some(cfg)
+        }
+        _ => None,
+    };
+    let runtime = builder.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match args.command {
-            Command::Run { config } => run(config).await,
+            Command::Run { .. } => run(node_cfg.expect("loaded above")).await,
             Command::Call(a) => cli::call(a).await,
             Command::Send(a) => cli::send(a).await,
             Command::Query {
@@ -95,8 +105,7 @@ fn run_command(args: Args) -> Result<()> {
 }
 
 /// Run a node until a signal.
-async fn run(path: PathBuf) -> Result<()> {
-    let cfg = config::NodeConfig::load(&path)?;
+async fn run(cfg: config::NodeConfig) -> Result<()> {
     let cluster_cfg = ClusterConfig::load(&cfg.cluster)
         .with_context(|| format!("cannot load the cluster config {}", cfg.cluster.display()))?;
     let node = Node::new(
@@ -108,6 +117,8 @@ async fn run(path: PathBuf) -> Result<()> {
     );
     let mut settings = ClusterSettings::default();
     settings.channel.call_timeout = Duration::from_millis(cfg.call_timeout_ms);
+    settings.channel.busy_poll = Duration::from_micros(cfg.busy_poll_us);
+    settings.listener.busy_poll = Duration::from_micros(cfg.busy_poll_us);
     let cluster = Cluster::start(&node, Registry::new(cluster_cfg), settings);
     cluster.register("bee_clusterd", cluster.clusterd())?;
     services::start_all(&node, &cluster, &cfg).await?;
@@ -116,7 +127,7 @@ async fn run(path: PathBuf) -> Result<()> {
         .open(&listen)
         .await
         .with_context(|| format!("node {} cannot open {listen}", cfg.name))?;
-    tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), "node ready");
+    tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), threads = ?cfg.threads, busy_poll_us = cfg.busy_poll_us, "node ready");
     // A line for scripts and tests waiting for the node to come up.
     println!("bee node {} listening on {local}", cfg.name);
     wait_for_signal().await;
