@@ -1,10 +1,14 @@
-//! `cargo xtask bench [--quick]`: the benchmarks behind `BENCHMARKS.md` (issue 3).
+//! `cargo xtask bench [--quick] [--node-threads N] [--busy-poll-us US]`: the benchmarks behind `BENCHMARKS.md` (issue 3).
 //!
 //! ```text
 //! cargo xtask bench            # full run (~1 min bee-only, ~2.5 min with the skynet pair)
 //! cargo xtask bench --quick    # a tenth of each measurement, for a smoke check
 //! SKYNET_DIR=/path/to/skynet-1.6.0 cargo xtask bench
 //!                              # also measure stock skynet v1.6.0 side by side
+//! cargo xtask bench --node-threads 2 --busy-poll-us 0
+//!                              # the bee node's worker threads (default 1: the client
+//!                              # and the node share the machine's cores) and the busy-poll
+//!                              # window of the bee client and node (default: bee's)
 //! ```
 //!
 //! Steps:
@@ -191,11 +195,30 @@ fn date() -> String {
 /// Run the benchmarks (see the module doc).
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut quick = false;
-    for a in args {
+    // The serving bee node's worker threads: client and node share the machine's cores.
+    let mut node_threads = 1usize;
+    // Busy polling of the bee client and node: bee's default unless given.
+    let mut busy_poll_us: Option<u64> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--node-threads" => {
+                node_threads = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .context("--node-threads needs a count of at least 1")?;
+            }
+            "--busy-poll-us" => {
+                busy_poll_us = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .context("--busy-poll-us needs a number of microseconds (0: off)")?,
+                );
+            }
             other => bail!(
-                "cargo xtask bench: unknown argument {other:?} (flags: --quick; env SKYNET_DIR)"
+                "cargo xtask bench: unknown argument {other:?} (flags: --quick, --node-threads N, --busy-poll-us US; env SKYNET_DIR)"
             ),
         }
     }
@@ -252,11 +275,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     std::fs::write(&cluster, text)?;
     let node_cfg = dir.join("beebench.toml");
+    let poll = busy_poll_us.map_or(String::new(), |us| format!("busy_poll_us = {us}\n"));
     std::fs::write(
         &node_cfg,
-        "name = \"beebench\"\ncluster = \"cluster.lua\"\n\n\
-         [[service]]\nkind = \"echo\"\nname = \"echo\"\n\n\
-         [[service]]\nkind = \"sink\"\nname = \"sink\"\n",
+        format!(
+            "name = \"beebench\"\ncluster = \"cluster.lua\"\nthreads = {node_threads}\n{poll}\n\
+             [[service]]\nkind = \"echo\"\nname = \"echo\"\n\n\
+             [[service]]\nkind = \"sink\"\nname = \"sink\"\n"
+        ),
     )?;
     eprintln!(
         "\n== starting the bee node (log: {})",
@@ -282,6 +308,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         q,
     ]
     .concat();
+    let poll_arg = busy_poll_us.map(|us| us.to_string());
+    let mut cluster_args = cluster_args;
+    if let Some(us) = &poll_arg {
+        cluster_args.extend(["--busy-poll-us", us.as_str()]);
+    }
     let (bee_cluster, cluster_ok) = bee_bench(&bench, &cluster_args)?;
 
     // mysqlpool: a second bee node with a pool of 8, point selects through the cluster
@@ -344,10 +375,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
 
     let results = format!(
-        "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"bee_local\":{local},\n\
+        "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
          \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql}\n}}\n",
-        json_string(&started_at)
+        json_string(&started_at),
+        busy_poll_us.map_or("null".to_string(), |us| us.to_string())
     );
     let json_path = dir.join("results.json");
     std::fs::write(&json_path, &results)?;

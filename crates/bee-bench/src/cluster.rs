@@ -10,7 +10,9 @@
 //!
 //! Every echo reply is compared byte for byte with the request payload; a difference or
 //! a failed call counts as an error. With `node_pid`, the serving node's `VmRSS` is read
-//! before the first call (idle), right after B3, and at the end (with `VmHWM`).
+//! before the first call (idle), right after B3, and at the end (with `VmHWM`); and its
+//! CPU time is read during B2 (next to this client's own) and over one quiet second after
+//! B5 — the price of busy polling, and proof that it stops when traffic does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct ClusterParams {
     pub b5_seconds: f64,
     /// Process id of the serving node, to read its memory (B6); `None` skips B6.
     pub node_pid: Option<u32>,
+    /// Busy-poll window of the client's connection (bee's default unless set).
+    pub busy_poll: Duration,
 }
 
 impl ClusterParams {
@@ -65,6 +69,7 @@ impl ClusterParams {
             b4_pushes: 500_000,
             b5_seconds: 5.0,
             node_pid: None,
+            busy_poll: bee_transport::DEFAULT_BUSY_POLL,
         }
     }
 
@@ -100,6 +105,12 @@ pub struct ClusterResult {
     pub b2_max_us: f64,
     /// B2 failed or wrong replies.
     pub b2_errors: u64,
+    /// B2: CPU time of the serving node during the measured calls, in % of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b2_node_cpu_pct: Option<f64>,
+    /// B2: CPU time of this client process during the measured calls, % of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b2_client_cpu_pct: Option<f64>,
     /// B3 calls in flight.
     pub b3_inflight: usize,
     /// B3 calls completed.
@@ -132,6 +143,10 @@ pub struct ClusterResult {
     pub b5_ms_per_call: f64,
     /// B5 failed or wrong replies.
     pub b5_errors: u64,
+    /// CPU time of the serving node over one second of no traffic after B5, in % of one
+    /// core (busy polling must have stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_cpu_idle_pct: Option<f64>,
     /// B6: node `VmRSS` before the first call, KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_idle_kb: Option<u64>,
@@ -211,6 +226,30 @@ fn read_rss(pid: Option<u32>) -> Option<rss::Rss> {
     }
 }
 
+/// CPU time of a process over a stretch of wall time.
+struct CpuWatch {
+    pid: u32,
+    cpu_ns: Option<u64>,
+    t0: Instant,
+}
+
+impl CpuWatch {
+    fn start(pid: u32) -> CpuWatch {
+        CpuWatch {
+            pid,
+            cpu_ns: rss::cpu_ns(pid).ok(),
+            t0: Instant::now(),
+        }
+    }
+
+    /// CPU time since `start` in % of one core (`None` if /proc could not be read).
+    fn pct(&self) -> Option<f64> {
+        let wall = self.t0.elapsed().as_nanos() as f64;
+        let used = rss::cpu_ns(self.pid).ok()?.checked_sub(self.cpu_ns?)?;
+        Some(100.0 * used as f64 / wall)
+    }
+}
+
 /// Run B2..B5 (and the B6 readings) as described in the module doc.
 pub async fn run(p: &ClusterParams) -> Result<ClusterResult, BenchError> {
     let config = ClusterConfig::load(&p.cluster_file).map_err(|e| BenchError::ClusterConfig {
@@ -221,10 +260,11 @@ pub async fn run(p: &ClusterParams) -> Result<ClusterResult, BenchError> {
         format!("bee-bench-{}", std::process::id()),
         RuntimeConfig::default(),
     );
-    let settings = ClusterSettings {
+    let mut settings = ClusterSettings {
         wait_for_node: Some(Duration::ZERO),
         ..ClusterSettings::default()
     };
+    settings.channel.busy_poll = p.busy_poll;
     let cluster = Cluster::start(&local, Registry::new(config), settings);
     let client = Arc::new(Client {
         cluster,
@@ -269,6 +309,12 @@ pub async fn run(p: &ClusterParams) -> Result<ClusterResult, BenchError> {
         r.rss_end_kb = Some(m.rss_kb);
         r.rss_hwm_kb = Some(m.hwm_kb);
     }
+    if let Some(pid) = p.node_pid {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let idle = CpuWatch::start(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        r.node_cpu_idle_pct = idle.pct();
+    }
     local.shutdown();
     Ok(r)
 }
@@ -284,6 +330,8 @@ async fn b2(c: &Client, p: &ClusterParams, r: &mut ClusterResult) -> Result<(), 
     }
     let mut lat = Latencies::with_capacity(p.b2_calls);
     let mut errors = 0u64;
+    let node_cpu = p.node_pid.map(CpuWatch::start);
+    let own_cpu = CpuWatch::start(std::process::id());
     for i in 0..p.b2_calls {
         let payload = seri::pack(&[Value::from("ping"), Value::Integer(i as i64)])?;
         let t0 = Instant::now();
@@ -293,6 +341,8 @@ async fn b2(c: &Client, p: &ClusterParams, r: &mut ClusterResult) -> Result<(), 
             errors += 1;
         }
     }
+    r.b2_node_cpu_pct = node_cpu.and_then(|w| w.pct());
+    r.b2_client_cpu_pct = own_cpu.pct();
     let s = lat.summary();
     r.b2_calls = p.b2_calls;
     r.b2_p50_us = s.p50_us;

@@ -49,6 +49,9 @@ enum Command {
         /// A tenth of each measurement.
         #[arg(long)]
         quick: bool,
+        /// Busy-poll window of this client's connection, µs (0: off; default: bee's).
+        #[arg(long)]
+        busy_poll_us: Option<u64>,
     },
     /// B1: local calls in one process, 1 and 64 callers.
     Local {
@@ -111,6 +114,7 @@ fn main() -> Result<()> {
                 sink,
                 node_pid,
                 quick,
+                busy_poll_us,
             } => {
                 let mut p = if quick {
                     cluster::ClusterParams::quick(file, node)
@@ -120,6 +124,9 @@ fn main() -> Result<()> {
                 p.echo = echo;
                 p.sink = sink;
                 p.node_pid = node_pid;
+                if let Some(us) = busy_poll_us {
+                    p.busy_poll = std::time::Duration::from_micros(us);
+                }
                 let r = cluster::run(&p).await?;
                 println!("{}", serde_json::to_string(&r)?);
                 let wrong = r.b2_errors + r.b3_errors + r.b5_errors;

@@ -51,6 +51,8 @@ enum Unit {
     MiBps,
     KiBasMB,
     Count,
+    /// Percent of one CPU core.
+    CorePct,
 }
 
 fn fmt(v: f64, unit: Unit) -> String {
@@ -59,6 +61,7 @@ fn fmt(v: f64, unit: Unit) -> String {
         Unit::Micros => format!("{v:.1} µs"),
         Unit::MiBps => format!("{v:.1} MiB/s"),
         Unit::KiBasMB => format!("{:.1} MB", v / 1024.0),
+        Unit::CorePct => format!("{v:.0} % of a core"),
     }
 }
 
@@ -171,6 +174,24 @@ fn specs() -> Vec<Spec> {
             Target::None,
         ),
         spec(
+            "B2 CPU of the serving node during the calls",
+            ("bee_cluster", "b2_node_cpu_pct"),
+            None,
+            None,
+            None,
+            Unit::CorePct,
+            Target::None,
+        ),
+        spec(
+            "B2 CPU of the calling process during the calls",
+            ("bee_cluster", "b2_client_cpu_pct"),
+            None,
+            None,
+            None,
+            Unit::CorePct,
+            Target::None,
+        ),
+        spec(
             "B3 cluster calls/s, 64 in flight",
             ("bee_cluster", "b3_calls_per_s"),
             Some("b3_calls_per_s"),
@@ -205,6 +226,15 @@ fn specs() -> Vec<Spec> {
             Some(r::B5_MIB_PER_S),
             Unit::MiBps,
             Target::AtLeast(2.0),
+        ),
+        spec(
+            "serving node CPU, 1 s without traffic after B5",
+            ("bee_cluster", "node_cpu_idle_pct"),
+            None,
+            None,
+            None,
+            Unit::CorePct,
+            Target::None,
         ),
         spec(
             "B6 node RSS idle",
@@ -290,7 +320,7 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     let machine = results.get("machine").cloned().unwrap_or(Value::Null);
     let mut out = String::new();
     out.push_str(&format!(
-        "bee benchmark — {} — {} cores, {} — load average at start {}{}\n\n",
+        "bee benchmark — {} — {} cores, {} — load average at start {} — bee node threads = {}, busy poll {}{}\n\n",
         results.get("date").map(text).unwrap_or_default(),
         machine.get("nproc").map(text).unwrap_or_else(|| "?".into()),
         machine.get("cpu").map(text).unwrap_or_else(|| "?".into()),
@@ -298,6 +328,18 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
             .get("loadavg")
             .map(text)
             .unwrap_or_else(|| "?".into()),
+        results
+            .get("node_threads")
+            .map(text)
+            .unwrap_or_else(|| "?".into()),
+        match results.get("busy_poll_us").and_then(Value::as_u64) {
+            Some(0) => "off".to_string(),
+            Some(us) => format!("{us} µs"),
+            None => format!(
+                "{} µs (default)",
+                bee_transport::DEFAULT_BUSY_POLL.as_micros()
+            ),
+        },
         if results.get("quick").and_then(Value::as_bool) == Some(true) {
             " — QUICK run (a tenth of each measurement)"
         } else {

@@ -1,4 +1,5 @@
-//! B6: a process's resident memory, from `/proc/<pid>/status` (Linux).
+//! B6: a process's resident memory, from `/proc/<pid>/status`, and its CPU time, from
+//! `/proc/<pid>/task/*/schedstat` (Linux).
 
 use serde::Serialize;
 
@@ -24,6 +25,32 @@ pub fn read(pid: u32) -> Result<Rss, BenchError> {
         pid,
         reason: "no VmRSS/VmHWM lines (is it a kernel thread or a zombie?)".into(),
     })
+}
+
+/// Nanoseconds process `pid`'s live threads have run on a CPU (the first field of each
+/// thread's `schedstat`, summed).
+pub fn cpu_ns(pid: u32) -> Result<u64, BenchError> {
+    let err = |reason: String| BenchError::Proc { pid, reason };
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| err(e.to_string()))?;
+    let mut total = 0u64;
+    for task in tasks {
+        let path = task
+            .map_err(|e| err(e.to_string()))?
+            .path()
+            .join("schedstat");
+        // A thread may end between the listing and the read: it no longer counts.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += parse_schedstat(&text)
+            .ok_or_else(|| err(format!("unreadable {}: {text:?}", path.display())))?;
+    }
+    Ok(total)
+}
+
+/// The run time (first field, nanoseconds) of a `schedstat` line.
+pub fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// The `VmRSS` and `VmHWM` lines of a `/proc/<pid>/status` text.
@@ -62,5 +89,25 @@ mod tests {
     fn reads_this_process() {
         let r = read(std::process::id()).expect("own /proc status");
         assert!(r.rss_kb > 0 && r.hwm_kb >= r.rss_kb);
+    }
+
+    #[test]
+    fn parses_schedstat() {
+        assert_eq!(parse_schedstat("76033664 5079123 241\n"), Some(76_033_664));
+        assert_eq!(parse_schedstat(""), None);
+        assert_eq!(parse_schedstat("x 1 2"), None);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let before = cpu_ns(std::process::id()).expect("own schedstat");
+        // Burn a little CPU on this thread.
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed() < std::time::Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = cpu_ns(std::process::id()).expect("own schedstat");
+        assert!(after > before, "{before} -> {after}");
     }
 }
