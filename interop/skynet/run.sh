@@ -13,7 +13,8 @@
 #
 # CLUSTERFILE lines look like:  name = "127.0.0.1:port"   (bee nodes may be listed too).
 # Extra knobs (env): SKY_ECHO, SKY_SINK (names, default @echo/@sink), SKY_STEP_TIMEOUT,
-# B2_CALLS, B3_SECONDS, B3_INFLIGHT, B4_PUSHES, B5_SECONDS, SKY_TIMEOUT (outer kill, s).
+# B2_CALLS, B3_SECONDS, B3_INFLIGHT, B4_PUSHES, B5_SECONDS, SKY_TIMEOUT (outer kill, s),
+# SKYNET_THREADS (the nodes' worker threads, skynet's `thread`; default 2).
 set -euo pipefail
 
 LAB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +25,7 @@ abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 
 usage() { sed -n '2,17p' "$0" >&2; exit 2; }
 
-export SKY_ROOT="$SKY" SKY_LAB="$LAB"
+export SKY_ROOT="$SKY" SKY_LAB="$LAB" SKY_THREAD="${SKYNET_THREADS:-2}"
 cmd="${1:-}"; shift || true
 case "$cmd" in
   node)

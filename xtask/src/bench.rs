@@ -5,6 +5,7 @@
 //! cargo xtask bench --quick    # a tenth of each measurement, for a smoke check
 //! SKYNET_DIR=/path/to/skynet-1.6.0 cargo xtask bench
 //!                              # also measure stock skynet v1.6.0 side by side
+//!                              # (SKYNET_THREADS=N: its nodes' `thread`, default 2)
 //! cargo xtask bench --node-threads 2 --busy-poll-us 0
 //!                              # the bee node's worker threads (default 1: the client
 //!                              # and the node share the machine's cores) and the busy-poll
@@ -230,6 +231,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             bail!("SKYNET_DIR={} holds no skynet binary", dir.display());
         }
     }
+    // Worker threads of the stock skynet nodes (read by run.sh too).
+    let skynet_threads: u32 = match std::env::var("SKYNET_THREADS") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("SKYNET_THREADS={v:?} is not a thread count"))?,
+        Err(_) => 2,
+    };
     let started_at = date();
     let machine = machine();
     crate::step(
@@ -375,11 +385,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
 
     let results = format!(
-        "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"bee_local\":{local},\n\
+        "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
          \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql}\n}}\n",
         json_string(&started_at),
-        busy_poll_us.map_or("null".to_string(), |us| us.to_string())
+        busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
+        skynet_threads
     );
     let json_path = dir.join("results.json");
     std::fs::write(&json_path, &results)?;

@@ -346,10 +346,14 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
             ""
         },
     ));
+    let skynet_threads = results
+        .get("skynet_threads")
+        .map(text)
+        .unwrap_or_else(|| "2".into());
     let skynet_head = if measured {
-        "stock skynet v1.6.0 (this run)"
+        format!("stock skynet v1.6.0, thread = {skynet_threads} (this run)")
     } else {
-        "stock skynet v1.6.0 (reference, not measured in this run)"
+        "stock skynet v1.6.0 (reference, not measured in this run)".to_string()
     };
     out.push_str(&format!(
         "| metric | bee | tokio floor | {skynet_head} | ratio bee/skynet | target met? |\n|---|---:|---:|---:|---:|---|\n"
@@ -415,7 +419,7 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
         .get("skynet_client_to_bee")
         .filter(|v| v.is_object())
     {
-        out.push_str(&cross_table(cross, results.get("skynet")));
+        out.push_str(&cross_table(cross, results.get("skynet"), &skynet_threads));
     }
     if let Some(sql) = results.get("mysql").filter(|v| v.is_object()) {
         let qps = |k: &str| {
@@ -450,9 +454,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
 
 /// The same stock skynet client against the bee node and against the skynet node: the
 /// serving side compared with the client held fixed.
-fn cross_table(bee_node: &Value, skynet_node: Option<&Value>) -> String {
-    let mut out = String::from(
-        "\nSame stock skynet v1.6.0 client (thread = 2) against each node — the serving side alone:\n\n\
+fn cross_table(bee_node: &Value, skynet_node: Option<&Value>, threads: &str) -> String {
+    let mut out = format!(
+        "\nSame stock skynet v1.6.0 client (thread = {threads}) against each node — the serving side alone:\n\n\
          | metric | bee node | skynet node | ratio bee/skynet |\n|---|---:|---:|---:|\n",
     );
     let lines = [

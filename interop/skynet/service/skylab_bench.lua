@@ -200,7 +200,7 @@ skynet.start(function()
 	cluster.reload { __nowaiting = true }
 	put("client", "skynet-1.6.0")
 	put("target", target)
-	out(string.format("bench client (skynet v1.6.0, thread=2) -> node %s", target))
+	out(string.format("bench client (skynet v1.6.0, thread=%s) -> node %s", skynet.getenv("thread"), target))
 	util.step("connect", 30)
 	local up, why = pcall(call_echo, "hello")
 	util.step_done()
