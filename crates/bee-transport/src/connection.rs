@@ -699,6 +699,14 @@ mod tests {
             .expect("did not finish")
     }
 
+    /// Poll (bounded) and expect the poller to give up without data.
+    async fn expect_idle(conn: &mut Connection<OwnedReadHalf>) {
+        assert!(matches!(
+            soon(conn.poll_socket()).await.unwrap(),
+            Polled::Idle
+        ));
+    }
+
     #[tokio::test]
     async fn busy_polling_reader_reads_frames_then_a_clean_eof() {
         let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
@@ -749,10 +757,7 @@ mod tests {
     async fn polling_stops_when_the_window_has_passed() {
         let (mut conn, _activity, _peer) = polling_pair(Duration::from_millis(1)).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(matches!(
-            soon(conn.poll_socket()).await.unwrap(),
-            Polled::Idle
-        ));
+        expect_idle(&mut conn).await;
     }
 
     #[tokio::test]
@@ -760,10 +765,7 @@ mod tests {
         // A window of 10 s: were the gate ignored, `soon` would give up first.
         let (mut conn, activity, _peer) = polling_pair(Duration::from_secs(10)).await;
         activity.set_outstanding(SPIN_MAX_OUTSTANDING + 1);
-        assert!(matches!(
-            soon(conn.poll_socket()).await.unwrap(),
-            Polled::Idle
-        ));
+        expect_idle(&mut conn).await;
     }
 
     #[tokio::test]
@@ -775,10 +777,7 @@ mod tests {
         assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"a");
         assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"b");
         assert_eq!(conn.spin.as_ref().unwrap().frames, 2);
-        assert!(matches!(
-            soon(conn.poll_socket()).await.unwrap(),
-            Polled::Idle
-        ));
+        expect_idle(&mut conn).await;
     }
 
     #[tokio::test]
@@ -787,10 +786,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(250)).await;
         activity.stamp();
         let t0 = Instant::now();
-        assert!(matches!(
-            soon(conn.poll_socket()).await.unwrap(),
-            Polled::Idle
-        ));
+        expect_idle(&mut conn).await;
         assert!(
             t0.elapsed() >= Duration::from_millis(150),
             "stopped polling {:?} after a frame was queued",
