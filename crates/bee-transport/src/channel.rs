@@ -66,8 +66,8 @@ pub struct ChannelConfig {
     /// Largest request payload sent and response payload accepted (default 65 MiB).
     pub max_message: usize,
     /// How long the reader busy-polls the socket after the last traffic before it parks
-    /// (default [`DEFAULT_BUSY_POLL`]; zero turns it off). Trades a little CPU after each
-    /// burst for lower round-trip latency; see [`crate::connection`].
+    /// (default [`DEFAULT_BUSY_POLL`]; zero turns it off). Trades CPU time while traffic
+    /// flows for lower round-trip latency; see [`crate::connection`].
     pub busy_poll: Duration,
 }
 

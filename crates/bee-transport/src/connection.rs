@@ -26,9 +26,16 @@
 //! non-blocking `recv` and yields to the runtime between tries, so the next frame is
 //! picked up within a microsecond or so instead of after a wake-up through epoll and a
 //! sleeping (on a VM: halted) CPU, which dominates a one-call-in-flight round trip.
-//! The cost is CPU time: at most one window of spinning per burst of traffic, per
-//! connection; once the window has passed without traffic the reader parks as usual,
-//! so an idle node uses no CPU. A window of zero turns it off.
+//! The cost is CPU time: while one call at a time goes back and forth, both ends poll
+//! most of the time; once the window has passed without traffic the reader parks as
+//! usual, so an idle node uses no CPU. A window of zero turns it off.
+//!
+//! Polling only pays when someone is waiting on the next frame, so it does not start
+//! when more than a few requests are outstanding on the connection (calls in flight,
+//! or requests being handled), when the last read brought several frames at once (the
+//! peer is pipelining), or while part of a frame is buffered (the rest is on its way;
+//! large frames are read in large reads). Every few tries the poller also yields its
+//! thread, so a thread that needs the CPU is not kept waiting for a preemption.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +51,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// A writer's spare buffer larger than this is released after its batch went out (so one
+/// 64 MiB message does not pin 64 MiB for the life of the connection).
+const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 /// Bytes asked of the socket per busy-poll read (the latency path carries small frames;
 /// a larger burst is read in several tries or by the normal path).
 const SPIN_CHUNK: usize = 16 * 1024;
@@ -129,12 +139,9 @@ enum Polled {
     Data,
     /// The peer closed its side.
     Eof,
-    /// The window passed without data: park.
+    /// The window passed without data, or polling would not pay: park.
     Idle,
 }
-/// A writer's spare buffer larger than this is released after its batch went out (so one
-/// 64 MiB message does not pin 64 MiB for the life of the connection).
-const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Why [`Connection::read_frame`] could not return a frame.
 #[derive(Debug, thiserror::Error)]
