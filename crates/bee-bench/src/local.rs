@@ -1,5 +1,5 @@
 //! B1: local calls inside one node — an in-process [`Node`] with an
-//! [`Echo`](bee_dispatch::builtin::Echo) service, called by 1 and by 64 concurrent
+//! [`Echo`] service, called by 1 and by 64 concurrent
 //! callers with a 16-byte string; calls per second, every reply checked.
 
 use bee_codec::seri::{self, Value};

@@ -20,12 +20,13 @@
 //!   during a syscall.
 //!
 //! ## Busy polling (latency)
-//! A connection may be given a busy-poll window ([`Connection::busy_poll`]). For that
-//! long after the last frame it received or the last frame queued on its write side,
-//! a reader that finds no data does not park: it retries the socket with a plain
-//! non-blocking `recv` and yields to the runtime between tries, so the next frame is
-//! picked up within a microsecond or so instead of after a wake-up through epoll and a
-//! sleeping (on a VM: halted) CPU, which dominates a one-call-in-flight round trip.
+//! A connection may be given a busy-poll window ([`crate::ChannelConfig::busy_poll`],
+//! [`crate::ListenerConfig::busy_poll`]). For that long after the last frame it
+//! received or the last frame queued on its write side, a reader that finds no data
+//! does not park: it retries the socket with a plain non-blocking `recv` and yields to
+//! the runtime between tries, so the next frame is picked up within a microsecond or so
+//! instead of after a wake-up through epoll and a sleeping (on a VM: halted) CPU, which
+//! dominates a one-call-in-flight round trip.
 //! The cost is CPU time: while one call at a time goes back and forth, both ends poll
 //! most of the time; once the window has passed without traffic the reader parks as
 //! usual, so an idle node uses no CPU. A window of zero turns it off.
