@@ -23,8 +23,10 @@
 //! Failure handling: a dropped connection fails every waiting call with
 //! [`TransportError::NodeDown`] at once; a malformed response frame closes the connection
 //! and fails them with [`TransportError::Protocol`]; a failed connect puts the channel into
-//! back-off (doubling from `backoff_min` to `backoff_max`) during which calls fail fast
-//! with [`TransportError::Connect`]. Every limit is a bound: too many calls waiting or too
+//! back-off during which calls fail fast with [`TransportError::Connect`]: `backoff_min`
+//! after a refused connect (the node is down or restarting, and reached again within
+//! `backoff_min` of listening), doubling up to `backoff_max` after connects that time out
+//! or fail otherwise. Every limit is a bound: too many calls waiting or too
 //! many bytes queued give [`TransportError::Overloaded`] instead of growing memory.
 
 use std::collections::HashMap;
@@ -59,9 +61,12 @@ pub struct ChannelConfig {
     /// Bytes waiting to be written; past it a call or push fails with
     /// [`TransportError::Overloaded`] (default 256 MiB).
     pub max_queued_bytes: usize,
-    /// First delay after a failed connect (default 50 ms); doubles per failure.
+    /// Delay after a failed connect before the next attempt (default 50 ms); calls
+    /// meanwhile fail at once. After a refused connect the delay stays at this, so a
+    /// restarted node is reached within `backoff_min` of listening again.
     pub backoff_min: Duration,
-    /// Longest delay between connect attempts (default 2 s).
+    /// Longest delay between connect attempts (default 2 s): the delay doubles up to
+    /// this after connects that time out or fail otherwise than refused.
     pub backoff_max: Duration,
     /// Largest request payload sent and response payload accepted (default 65 MiB).
     pub max_message: usize,
@@ -575,12 +580,18 @@ impl Channel {
             tokio::time::timeout(config.connect_timeout, TcpStream::connect(&shared.addr)).await;
         let stream = match dialled {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(self.connect_failed(e.to_string())),
+            Ok(Err(e)) => {
+                let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+                return Err(self.connect_failed(e.to_string(), refused));
+            }
             Err(_) => {
-                return Err(self.connect_failed(format!(
-                    "no answer within {:?} (connect_timeout)",
-                    config.connect_timeout
-                )))
+                return Err(self.connect_failed(
+                    format!(
+                        "no answer within {:?} (connect_timeout)",
+                        config.connect_timeout
+                    ),
+                    false,
+                ))
             }
         };
         if let Err(e) = stream.set_nodelay(true) {
@@ -636,13 +647,17 @@ impl Channel {
         Ok(conn)
     }
 
-    fn connect_failed(&self, reason: String) -> TransportError {
+    /// Enter back-off after a failed connect. A refusal (nothing listens: the node is
+    /// down or restarting) is cheap to retry and the node may be back any moment, so it
+    /// always waits just `backoff_min`; other failures (no answer, unreachable) double
+    /// the delay up to `backoff_max`.
+    fn connect_failed(&self, reason: String, refused: bool) -> TransportError {
         let shared = &self.shared;
         let config = &shared.config;
         let mut st = shared.lock_state();
         let delay = match &st.backoff {
-            Some(b) => (b.delay * 2).min(config.backoff_max),
-            None => config.backoff_min,
+            Some(b) if !refused => (b.delay * 2).min(config.backoff_max),
+            _ => config.backoff_min,
         };
         st.backoff = Some(Backoff {
             until: Instant::now() + delay,

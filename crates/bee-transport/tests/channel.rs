@@ -229,6 +229,47 @@ async fn connect_refused_fails_fast_and_backs_off() {
 }
 
 #[tokio::test]
+async fn refused_connects_are_retried_every_backoff_min_so_a_node_coming_back_is_reached() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let ch = bee_transport::Channel::new(
+        "restarting",
+        addr.clone(),
+        ChannelConfig {
+            backoff_min: Duration::from_millis(30),
+            backoff_max: Duration::from_secs(5),
+            ..ChannelConfig::default()
+        },
+    );
+    // Every attempt past the 30 ms back-off dials again (a doubling back-off would have
+    // reached 240 ms by the fourth and answered "next attempt in" instead).
+    for round in 0..5 {
+        let err = ch
+            .call(name("@echo"), Bytes::from_static(b"x"), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+        assert!(
+            !err.to_string().contains("next attempt in"),
+            "round {round}: still backing off: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // The node comes up: the first call after one back-off period reaches it.
+    let server = Server::start_on(&addr, ListenerConfig::default()).await;
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let reply = ch
+        .call(name("@echo"), Bytes::from_static(b"back"), None)
+        .await
+        .expect("the node is listening again");
+    assert_eq!(&reply[..], b"back");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn listener_dropped_with_calls_in_flight_then_back_on_same_port() {
     let server = Server::start(ListenerConfig::default()).await;
     let addr = server.addr;
