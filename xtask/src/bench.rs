@@ -1,4 +1,5 @@
-//! `cargo xtask bench [--quick] [--node-threads N] [--busy-poll-us US]`: the benchmarks behind `BENCHMARKS.md` (issue 3).
+//! `cargo xtask bench [--quick] [--node-threads N] [--busy-poll-us US]`: the benchmarks
+//! behind `BENCHMARKS.md` (issue 3).
 //!
 //! ```text
 //! cargo xtask bench            # full run (~1 min bee-only, ~2.5 min with the skynet pair)
@@ -17,9 +18,10 @@
 //! 2. B1 (`bee-bench local`): local calls in one process, 1 and 64 callers.
 //! 3. The floor (`bee-bench tokio-echo`): a bare tokio TCP echo, server and client in
 //!    two processes, same 2-byte big-endian framing and message sizes.
-//! 4. Start a `bee run` node `beebench` (services `echo` and `sink`, registered as
-//!    `@echo` / `@sink`) and run `bee-bench cluster` against it from a second process:
-//!    B2..B5, plus B6 (the node's VmRSS idle, right after B3, and VmHWM at the end).
+//! 4. Start a `bee run` node `beebench` (`threads` from `--node-threads`, services `echo`
+//!    and `sink`, registered as `@echo` / `@sink`) and run `bee-bench cluster` against it
+//!    from a second process: B2..B5, plus B6 (the node's VmRSS idle, right after B3, and
+//!    VmHWM at the end) and the node's CPU during B2 and when idle afterwards.
 //! 5. With `SKYNET_DIR` pointing at a stock skynet v1.6.0 you built yourself (nothing of
 //!    it lives in this repo), through `interop/skynet/run.sh`: start a skynet node `skybench`
 //!    (`run.sh node`), run the skynet reference client against it (`run.sh bench`),
@@ -305,7 +307,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let pid = bee_node.pid().to_string();
     let cluster_str = cluster.to_string_lossy().to_string();
-    let cluster_args: Vec<&str> = [
+    let mut cluster_args: Vec<&str> = [
         &[
             "cluster",
             "--cluster",
@@ -319,7 +321,6 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     ]
     .concat();
     let poll_arg = busy_poll_us.map(|us| us.to_string());
-    let mut cluster_args = cluster_args;
     if let Some(us) = &poll_arg {
         cluster_args.extend(["--busy-poll-us", us.as_str()]);
     }
