@@ -556,3 +556,52 @@ async fn sigterm_exits_zero_promptly() {
     let err = fails(&client, "a", "@echo", pack(&[]), Duration::from_secs(2)).await;
     assert!(err.contains("cannot connect to node a"), "{err}");
 }
+
+/// Calls that fail without waiting (unknown node, a node backing off after a refused
+/// connect, an unknown local name) still give way to the other tasks of the caller's
+/// runtime: a caller retrying them in a tight loop must not hold its thread. On a
+/// one-thread runtime the timer below only fires if the loop yields.
+#[test]
+fn retrying_failed_calls_in_a_loop_does_not_starve_the_runtime() {
+    // "a" is in the cluster config but never started: its connects are refused.
+    let layout = Layout::new(&["a"]);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (_node, client) = layout.client(Duration::from_secs(1));
+            for (node, target) in [("nosuchnode", "@echo"), ("a", "@echo"), ("down", "@echo")] {
+                if node == "down" {
+                    // A node marked down in the config fails every call at once.
+                    let config =
+                        bee_registry::ClusterConfig::parse_lua("down = false\n").expect("config");
+                    client.reload(config);
+                }
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let looper = {
+                    let (client, stop) = (client.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        let mut failed = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            if client.call(node, target, pack(&[s("x")])).await.is_err() {
+                                failed += 1;
+                            }
+                        }
+                        failed
+                    })
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let failed = looper.await.expect("looper");
+                assert!(failed > 0, "calls to {node} should fail");
+            }
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a task retrying failed calls held its runtime thread");
+}

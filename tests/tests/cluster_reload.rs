@@ -61,10 +61,14 @@ fn traffic(client: &Cluster, node: &'static str, stop: &Arc<AtomicBool>) -> Traf
                         .lock()
                         .unwrap()
                         .push(format!("call {i} to {node}: wrong reply")),
-                    Ok(Err(e)) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("call {i} to {node}: {e}")),
+                    Ok(Err(e)) => {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("call {i} to {node}: {e}"));
+                        // As a game service would: do not retry a refused call at once.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     Err(_) => failures
                         .lock()
                         .unwrap()

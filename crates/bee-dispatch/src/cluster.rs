@@ -282,6 +282,10 @@ impl Cluster {
         payload: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Bytes, CallError> {
+        // Unknown or marked-down nodes and names fail without waiting: count the call
+        // against the task's budget, so a caller retrying in a loop cannot hold its
+        // runtime thread (and the tasks queued on it) forever.
+        tokio::task::coop::consume_budget().await;
         let target = target.into();
         if node == self.inner.node_name {
             let n = self.node()?;
@@ -302,6 +306,8 @@ impl Cluster {
         target: impl Into<Target>,
         payload: Bytes,
     ) -> Result<(), CallError> {
+        // As for calls: a send that fails at once still counts against the task's budget.
+        tokio::task::coop::consume_budget().await;
         let target = target.into();
         if node == self.inner.node_name {
             let n = self.node()?;

@@ -528,6 +528,9 @@ impl Node {
         msg: Message,
         reply: Option<ReplySender>,
     ) -> Result<(), (CallError, Option<ReplySender>)> {
+        // Delivery to a missing service fails without waiting: still count it against
+        // the task's budget (see `Cluster::call_timeout`).
+        tokio::task::coop::consume_budget().await;
         let tx = match self.inner.services.get(&target) {
             Some(e) => e.tx.clone(),
             None => return Err((CallError::NoSuchService { addr: target }, reply)),

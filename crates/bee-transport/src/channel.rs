@@ -397,6 +397,10 @@ impl Channel {
         payload: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Bytes, TransportError> {
+        // A call may fail without ever waiting (backing off, closed, overloaded): count it
+        // against the task's budget, so a caller retrying in a loop still lets the other
+        // tasks of its runtime thread run.
+        tokio::task::coop::consume_budget().await;
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
         let result = self.call_inner(&to, &payload, timeout).await;
         if result.is_err() {
@@ -409,6 +413,8 @@ impl Channel {
     /// queued for writing; errors only when it cannot be queued (connect failure, channel
     /// closed, overloaded, too large).
     pub async fn push(&self, to: Address, payload: Bytes) -> Result<(), TransportError> {
+        // As for calls: a push that fails or queues at once still counts against the budget.
+        tokio::task::coop::consume_budget().await;
         self.shared.pushes.fetch_add(1, Ordering::Relaxed);
         let result = self.push_inner(&to, &payload).await;
         if result.is_err() {
