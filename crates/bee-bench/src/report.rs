@@ -136,24 +136,18 @@ fn specs() -> Vec<Spec> {
         unit,
         target,
     };
+    // A row measured on bee alone (no floor, no skynet figure, no target).
+    let bee_only = |metric, bee, unit| spec(metric, bee, None, None, None, unit, Target::None);
     vec![
-        spec(
+        bee_only(
             "B1 local call, 1 caller (calls/s)",
             ("bee_local", "b1_1_calls_per_s"),
-            None,
-            None,
-            None,
             Unit::PerSecond,
-            Target::None,
         ),
-        spec(
+        bee_only(
             "B1 local call, 64 callers (calls/s)",
             ("bee_local", "b1_64_calls_per_s"),
-            None,
-            None,
-            None,
             Unit::PerSecond,
-            Target::None,
         ),
         spec(
             "B2 cluster call latency p50",
@@ -173,23 +167,15 @@ fn specs() -> Vec<Spec> {
             Unit::Micros,
             Target::None,
         ),
-        spec(
+        bee_only(
             "B2 CPU of the serving node during the calls",
             ("bee_cluster", "b2_node_cpu_pct"),
-            None,
-            None,
-            None,
             Unit::CorePct,
-            Target::None,
         ),
-        spec(
+        bee_only(
             "B2 CPU of the calling process during the calls",
             ("bee_cluster", "b2_client_cpu_pct"),
-            None,
-            None,
-            None,
             Unit::CorePct,
-            Target::None,
         ),
         spec(
             "B3 cluster calls/s, 64 in flight",
@@ -227,14 +213,10 @@ fn specs() -> Vec<Spec> {
             Unit::MiBps,
             Target::AtLeast(2.0),
         ),
-        spec(
+        bee_only(
             "serving node CPU, 1 s without traffic after B5",
             ("bee_cluster", "node_cpu_idle_pct"),
-            None,
-            None,
-            None,
             Unit::CorePct,
-            Target::None,
         ),
         spec(
             "B6 node RSS idle",
