@@ -557,8 +557,8 @@ async fn sigterm_exits_zero_promptly() {
     assert!(err.contains("cannot connect to node a"), "{err}");
 }
 
-/// Calls that fail without waiting (unknown node, a node backing off after a refused
-/// connect, an unknown local name) still give way to the other tasks of the caller's
+/// Calls that fail without waiting (an unknown node, a node backing off after a refused
+/// connect, a node marked down in the config) still give way to the other tasks of the caller's
 /// runtime: a caller retrying them in a tight loop must not hold its thread. On a
 /// one-thread runtime the timer below only fires if the loop yields.
 #[test]
