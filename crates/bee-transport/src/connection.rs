@@ -118,7 +118,7 @@ struct Spin<R> {
     window: u64,
     /// Traffic on the write side, and the requests outstanding.
     activity: Arc<Activity>,
-    /// When this side last received a frame.
+    /// When this side last received a frame (taken when the reader comes back for more).
     received: u64,
     /// Frames decoded since the last read of the socket.
     frames: usize,
@@ -215,7 +215,6 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
         let body = self.decoder.decode(&mut self.buffer)?;
         if let (Some(_), Some(spin)) = (&body, &mut self.spin) {
-            spin.received = now_ns();
             spin.frames += 1;
         }
         Ok(body)
@@ -231,8 +230,15 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         // Several frames came in the last read: the peer is pipelining and the next ones
         // come soon without help. Part of a frame is buffered: the rest is on its way,
         // and a large frame is best read in large reads straight into the buffer.
-        if std::mem::take(&mut spin.frames) > SPIN_MAX_BATCH || !self.buffer.is_empty() {
+        let frames = std::mem::take(&mut spin.frames);
+        if frames > SPIN_MAX_BATCH || !self.buffer.is_empty() {
             return Ok(Polled::Idle);
+        }
+        // The reader comes back for more right after handling what it read: if that
+        // brought a frame, now is when the last one arrived (one clock read per socket
+        // read, not per frame).
+        if frames > 0 {
+            spin.received = now_ns();
         }
         let mut spins = 0u64;
         loop {
@@ -358,7 +364,6 @@ impl<S> WriteQueue<S> {
     /// when the write failed: the writer meets the error again and reports it). Returns
     /// the bytes still queued or being written.
     pub fn submit(&self, mut g: MutexGuard<'_, Locked<S>>, before: usize) -> usize {
-        self.activity.stamp();
         if before != 0 || g.writing != 0 || g.direct || g.closed || g.buf.is_empty() {
             return self.defer(g);
         }
@@ -367,6 +372,7 @@ impl<S> WriteQueue<S> {
         g.writing = batch.len();
         g.direct = true;
         drop(g);
+        self.activity.stamp();
         let mut off = 0;
         while off < batch.len() {
             match self.sock.try_write(&batch[off..]) {
@@ -410,10 +416,10 @@ impl<S> WriteQueue<S> {
     /// Leave the frames just appended to the writer task (batched with whatever else is
     /// queued by the time it runs). Returns the bytes queued or being written.
     pub fn defer(&self, g: MutexGuard<'_, Locked<S>>) -> usize {
-        self.activity.stamp();
         let queued = g.queued();
         let left = !g.buf.is_empty();
         drop(g);
+        self.activity.stamp();
         if left {
             self.wake.notify_one();
         }
