@@ -110,4 +110,11 @@ mod tests {
         let after = cpu_ns(std::process::id()).expect("own schedstat");
         assert!(after > before, "{before} -> {after}");
     }
+
+    #[test]
+    fn cpu_time_of_a_missing_process_is_an_error() {
+        // Above the kernel's pid_max (at most 2^22), so no process has it.
+        let err = cpu_ns(u32::MAX).expect_err("no such process");
+        assert!(err.to_string().contains(&u32::MAX.to_string()), "{err}");
+    }
 }
