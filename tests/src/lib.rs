@@ -36,21 +36,38 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// Path of the `bee` binary, built once per test process if it is missing or stale.
-pub fn bee_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+/// Build the node binaries (`bee` and `bee-demo`) once per test process if they are
+/// missing or stale; returns the directory holding them.
+fn built_bins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "bee-node", "--bin", "bee"])
+            .args([
+                "build", "--quiet", "-p", "bee-node", "-p", "bee-demo", "--bins",
+            ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
-            .expect("cannot run cargo build for the bee binary");
-        assert!(status.success(), "building the bee binary failed");
-        let bin = target_dir().join("debug").join("bee");
-        assert!(bin.exists(), "bee binary not found at {}", bin.display());
-        bin
+            .expect("cannot run cargo build for the node binaries");
+        assert!(status.success(), "building the node binaries failed");
+        target_dir().join("debug")
     })
+}
+
+fn bin(name: &str) -> PathBuf {
+    let bin = built_bins().join(name);
+    assert!(bin.exists(), "{name} binary not found at {}", bin.display());
+    bin
+}
+
+/// Path of the production `bee` binary (built-in service kinds only).
+pub fn bee_bin() -> PathBuf {
+    bin("bee")
+}
+
+/// Path of the `bee-demo` binary: `bee` plus the demo game's service kinds.
+pub fn demo_bin() -> PathBuf {
+    bin("bee-demo")
 }
 
 /// A temporary directory removed on drop.
@@ -137,12 +154,17 @@ impl Layout {
     /// Start node `name` with this node-config body (TOML after the name/cluster lines),
     /// e.g. `[[service]]\nkind = "echo"\nname = "echo"\n`.
     pub fn start(&self, name: &str, services_toml: &str) -> BeeProcess {
+        self.start_with(&bee_bin(), name, services_toml)
+    }
+
+    /// [`Layout::start`] with another node binary (e.g. [`demo_bin`]).
+    pub fn start_with(&self, bin: &Path, name: &str, services_toml: &str) -> BeeProcess {
         let path = self.dir.path().join(format!("{name}.toml"));
         let text = format!(
             "name = \"{name}\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 10000\n{services_toml}"
         );
         std::fs::write(&path, text).expect("write node config");
-        BeeProcess::start(name, &path)
+        BeeProcess::start_bin(bin, name, &path)
     }
 
     /// An in-process client node (not listening) that can call the layout's nodes.
@@ -170,7 +192,12 @@ pub struct BeeProcess {
 impl BeeProcess {
     /// Start `bee run CONFIG` and wait until it says it listens (at most 30 s).
     pub fn start(name: &str, config: &Path) -> BeeProcess {
-        let mut child = Command::new(bee_bin())
+        Self::start_bin(&bee_bin(), name, config)
+    }
+
+    /// Start `BIN run CONFIG` (a node binary built on `bee_node::App`).
+    pub fn start_bin(bin: &Path, name: &str, config: &Path) -> BeeProcess {
+        let mut child = Command::new(bin)
             .arg("run")
             .arg(config)
             .env(

@@ -195,6 +195,10 @@ async fn names_register_query_unregister_across_nodes() {
         .query("c", "shared")
         .await
         .expect_err("c has no name 'shared'");
+    assert!(
+        matches!(err, bee_dispatch::CallError::NameNotFound { ref node, ref name } if node == "c" && name == "shared"),
+        "{err:?}"
+    );
     assert_eq!(err.remote_text(), "name not found");
 
     // "@shared" reaches echo on a and sink on b.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bee_codec::seri::{self, Value};
 use bee_dispatch::{CallError, Cluster, Target};
+use bee_registry::RegistryError;
 use bee_tests::Layout;
+use bee_transport::TransportError;
 use bytes::Bytes;
 
 const SERVICES: &str = r#"
@@ -49,6 +51,17 @@ async fn fails(
     payload: Bytes,
     limit: Duration,
 ) -> String {
+    fails_with(client, node, target, payload, limit).await.1
+}
+
+/// [`fails`], also handing back the error itself, to match on its kind.
+async fn fails_with(
+    client: &Cluster,
+    node: &str,
+    target: impl Into<Target>,
+    payload: Bytes,
+    limit: Duration,
+) -> (CallError, String) {
     let started = Instant::now();
     let result = within(limit, "a failing call", client.call(node, target, payload)).await;
     let err = result.expect_err("the call must fail");
@@ -63,7 +76,8 @@ async fn fails(
         );
     }
     // The remote's own words, as a Lua caller sees them.
-    err.remote_text()
+    let text = err.remote_text();
+    (err, text)
 }
 
 async fn echo_works(client: &Cluster, node: &str) {
@@ -103,6 +117,10 @@ async fn unknown_node_error_names_the_known_nodes() {
     )
     .await
     .expect_err("send to an unknown node");
+    assert!(
+        matches!(err, CallError::Registry(RegistryError::UnknownNode { ref node, .. }) if node == "nosuchnode"),
+        "send error: {err:?}"
+    );
     assert!(
         err.to_string().contains("not in the cluster config"),
         "send error: {err}"
@@ -149,6 +167,11 @@ async fn node_in_config_but_not_up_fails_promptly() {
     )
     .await
     .expect_err("push to a node that is not up");
+    assert!(
+        matches!(err, CallError::Transport(TransportError::Connect { ref node, .. }) if node == "down"),
+        "send error: {err:?}"
+    );
+    assert!(err.is_node_down(), "{err:?}");
     assert!(
         err.to_string().contains("cannot connect to node down"),
         "send error: {err}"
@@ -284,6 +307,7 @@ async fn unknown_names() {
     let err = within(Duration::from_secs(2), "query", client.query("a", "nosuch"))
         .await
         .expect_err("query of an unknown name");
+    assert!(matches!(err, CallError::NameNotFound { .. }), "{err:?}");
     assert_eq!(err.remote_text(), "name not found");
     // A 255-byte name is legal on the wire and simply unknown; a longer one cannot be sent.
     let long = "n".repeat(254);
@@ -463,6 +487,11 @@ async fn call_timeouts() {
     .await
     .expect_err("the reply comes after 1.5 s");
     let took = first.elapsed();
+    assert!(
+        matches!(err, CallError::Transport(TransportError::Timeout { ref node, after }) if node == "a" && after == Duration::from_millis(200)),
+        "{err:?}"
+    );
+    assert!(err.is_timeout());
     assert_eq!(err.to_string(), "call to node a timed out after 200ms");
     assert!(
         took >= Duration::from_millis(200) && took < Duration::from_millis(1400),
@@ -553,7 +582,12 @@ async fn sigterm_exits_zero_promptly() {
         .expect_err("the node stopped before answering");
     println!("the call waiting on the stopped node: {err}");
     assert!(err.to_string().contains("node a"), "{err}");
-    let err = fails(&client, "a", "@echo", pack(&[]), Duration::from_secs(2)).await;
+    assert!(err.is_node_down(), "{err:?}");
+    let (kind, err) = fails_with(&client, "a", "@echo", pack(&[]), Duration::from_secs(2)).await;
+    assert!(
+        matches!(kind, CallError::Transport(TransportError::Connect { .. })),
+        "{kind:?}"
+    );
     assert!(err.contains("cannot connect to node a"), "{err}");
 }
 

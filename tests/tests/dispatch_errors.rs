@@ -28,7 +28,7 @@ fn persistence() -> (Layout, BeeProcess) {
 async fn call_err(c: &Cluster, node: &str, service: &str, payload: Bytes) -> String {
     match c.call(node, service, payload).await {
         Ok(r) => panic!("call should have failed, got {:?}", values(&r)),
-        Err(e @ (CallError::Cluster(_) | CallError::Remote { .. })) => e.remote_text(),
+        Err(e @ CallError::Remote { .. }) => e.remote_text(),
         Err(other) => panic!("expected the remote's error text, got {other:?}"),
     }
 }
@@ -60,7 +60,7 @@ async fn unknown_subtype_is_named() {
     .await;
     assert_eq!(
         e,
-        "unknown sub-type \"json\" (this service takes \"lua\", \"text\" and \"rpc\")"
+        "unknown sub-type \"json\" (this service takes \"lua\" and \"text\")"
     );
     let e = call_err(
         &c,

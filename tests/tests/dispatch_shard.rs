@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bee_codec::seri::Value;
-use bee_dispatch::shard::{worker_for, ShardMaster};
-use bee_dispatch::{Addr, Cluster, Dispatcher, LuaTable, Node, Service};
+use bee_dispatch::shard::{worker_for, ShardMaster, WorkerFactory};
+use bee_dispatch::{Addr, Cluster, Dispatcher, Node, ServiceError};
 use bee_tests::Layout;
 use dispatch_common::*;
 
@@ -29,40 +29,28 @@ struct W {
 /// - `("lua", "hit", uid)` → index, instance, hits for uid so far (this one included);
 /// - `("lua", "slow", uid, ms)` → index, instance after `ms` milliseconds;
 /// - `("lua", "quit", uid)` → `"bye"`, then the worker stops.
-fn factory(counter: Arc<AtomicI64>) -> Box<dyn Fn(usize) -> Box<dyn Service> + Send + Sync> {
+fn factory(counter: Arc<AtomicI64>) -> WorkerFactory {
     Box::new(move |index| {
         let state = W {
             index,
             instance: counter.fetch_add(1, Ordering::SeqCst),
             hits: HashMap::new(),
         };
-        Box::new(
-            Dispatcher::new(state).lua(
-                LuaTable::new()
-                    .command("hit", |s: &mut W, _ctx, args| {
-                        let uid = args.first().and_then(Value::as_int).unwrap_or(-1);
-                        let h = s.hits.entry(uid).or_default();
-                        *h += 1;
-                        Ok(vec![
-                            Value::from(s.index),
-                            Value::from(s.instance),
-                            Value::from(*h),
-                        ])
-                    })
-                    .command_async("slow", |s: &mut W, _ctx, args| {
-                        let ms = args.get(1).and_then(Value::as_int).unwrap_or(0) as u64;
-                        let reply = vec![Value::from(s.index), Value::from(s.instance)];
-                        async move {
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                            Ok(reply)
-                        }
-                    })
-                    .command("quit", |_s: &mut W, ctx, _args| {
-                        ctx.exit();
-                        Ok(vec![Value::from("bye")])
-                    }),
-            ),
-        )
+        let d = Dispatcher::new(state)
+            .command("hit", |s, _ctx, (uid,): (i64,)| {
+                let h = s.hits.entry(uid).or_default();
+                *h += 1;
+                Ok((s.index, s.instance, *h))
+            })
+            .command_async("slow", |h, (_uid, ms): (i64, u64)| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, ServiceError>(h.state(|s| (s.index, s.instance)))
+            })
+            .command("quit", |_s, ctx, (_uid,): (i64,)| {
+                ctx.exit();
+                Ok("bye")
+            });
+        Box::new(d)
     })
 }
 

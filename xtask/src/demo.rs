@@ -124,12 +124,13 @@ fn start_node(bee: &Path, dir: &Path, name: &str) -> Result<NodeProcess> {
 fn build_bee(root: &Path) -> Result<PathBuf> {
     crate::step(
         "build",
-        crate::cargo().args(["build", "-p", "bee-node", "--bin", "bee"]),
+        // The demo's services live in their own binary (`bee` plus the demo's kinds).
+        crate::cargo().args(["build", "-p", "bee-demo", "--bin", "bee-demo"]),
     )?;
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    Ok(target.join("debug").join("bee"))
+    Ok(target.join("debug").join("bee-demo"))
 }
 
 /// Run the demo.

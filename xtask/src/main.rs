@@ -6,10 +6,12 @@
 //!   `.ci/run` calls).
 //! - `cargo xtask bench`: the benchmarks whose figures go in `BENCHMARKS.md`.
 //! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
+//! - `cargo xtask layers`: fail on an import cycle between the modules of any crate.
 
 mod bench;
 mod demo;
 mod fuzz;
+mod layers;
 mod process;
 mod setup;
 
@@ -35,6 +37,7 @@ fn run() -> Result<()> {
         Some("ci") => ci(),
         Some("setup") => setup::ensure_mariadb(),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("layers") => layers::run(&root),
         Some(other) => bail!("unknown xtask {other:?}\n{USAGE}"),
         None => {
             eprintln!("{USAGE}");
@@ -43,7 +46,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | bench [--quick] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | bench [--quick] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -74,6 +77,8 @@ pub(crate) fn cargo() -> Command {
 fn ci() -> Result<()> {
     setup::ensure_mariadb()?;
     step("format", cargo().args(["fmt", "--all", "--check"]))?;
+    eprintln!("\n== layers");
+    layers::run(&project_root())?;
     step(
         "lints",
         cargo().args([

@@ -608,6 +608,18 @@ pub fn unpack(buf: &Bytes) -> Result<Vec<Value>, SeriError> {
     Ok(values)
 }
 
+/// Unpack only the first `n` values of a message (fewer if it has fewer), leaving the
+/// rest unread: for routers that need the sub-type or a uid and pass the payload on
+/// untouched.
+pub fn unpack_first(buf: &Bytes, n: usize) -> Result<Vec<Value>, SeriError> {
+    let mut r = Reader { buf, pos: 0 };
+    let mut values = Vec::with_capacity(n.min(8));
+    while r.pos < buf.len() && values.len() < n {
+        values.push(r.value(0)?);
+    }
+    Ok(values)
+}
+
 /// Unpack a message held in a plain slice. The input is copied once; the strings share
 /// that copy.
 pub fn unpack_slice(buf: &[u8]) -> Result<Vec<Value>, SeriError> {

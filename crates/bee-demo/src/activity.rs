@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
-use bee_codec::Value;
+use bee_dispatch::native::RpcServer;
 use bee_dispatch::shard::ShardMaster;
-use bee_dispatch::{Addr, Dispatcher, LuaTable, Node, Service, TextTable};
+use bee_dispatch::{Addr, BoxService, Dispatcher, Node};
 use bee_proto::game::{ActivityProgress, ActivityState};
 
 /// One worker's state: progress per (uid, activity).
@@ -21,34 +21,27 @@ pub struct Worker {
 }
 
 /// Build worker number `index`.
-pub fn worker(index: usize) -> Box<dyn Service> {
-    Box::new(
-        Dispatcher::new(Worker {
-            index,
-            progress: HashMap::new(),
-        })
-        .lua(
-            LuaTable::new().command("progress", |s: &mut Worker, _ctx, args| {
-                // ("lua", "progress", uid, activity_id) → progress, worker index
-                let uid = args.first().and_then(Value::as_int).unwrap_or(0) as u64;
-                let act = args.get(1).and_then(Value::as_int).unwrap_or(0) as i32;
-                let p = s.progress.get(&(uid, act)).copied().unwrap_or(0);
-                Ok(vec![Value::from(p), Value::from(s.index as i64)])
-            }),
-        )
-        .text(
-            TextTable::new().on(|s: &mut Worker, _ctx, _frame, m: ActivityProgress| {
-                let p = s.progress.entry((m.uid, m.activity_id)).or_default();
-                *p += i64::from(m.delta);
-                Ok(Some(ActivityState {
-                    uid: m.uid,
-                    activity_id: m.activity_id,
-                    progress: *p,
-                    worker: s.index as i32,
-                }))
-            }),
-        ),
-    )
+pub fn worker(index: usize) -> BoxService {
+    let d = Dispatcher::new(Worker {
+        index,
+        progress: HashMap::new(),
+    })
+    // ("lua", "progress", uid, activity_id) → progress, worker index
+    .command("progress", |s, _ctx, (uid, act): (i64, i32)| {
+        let p = s.progress.get(&(uid as u64, act)).copied().unwrap_or(0);
+        Ok((p, s.index))
+    })
+    .on(|s, _ctx, _frame, m: ActivityProgress| {
+        let p = s.progress.entry((m.uid, m.activity_id)).or_default();
+        *p += i64::from(m.delta);
+        Ok(Some(ActivityState {
+            uid: m.uid,
+            activity_id: m.activity_id,
+            progress: *p,
+            worker: s.index as i32,
+        }))
+    });
+    Box::new(RpcServer::new(d))
 }
 
 /// Start `activity_master` with `workers` workers on `node`; returns the master.

@@ -12,10 +12,50 @@
 //!   reports what it did, line by line, for `cargo xtask demo`; and `lobby_native`, a
 //!   native service on the lobby node that talks through `CServiceProxy`.
 
+//!
+//! The demo's services are not in the production `bee` binary: [`app`] adds their kinds
+//! to [`bee_node::App`], and the `bee-demo` binary runs it (`bee-demo run CONFIG`, the
+//! same command line as `bee`).
+
 pub mod activity;
 pub mod lobby;
 pub mod persistence;
 pub mod shop;
+
+/// The `bee` program with the demo's service kinds added:
+///
+/// | kind | what it is | options |
+/// |---|---|---|
+/// | `lpersistence` | the persistence service (`"lua"` + `"text"`) | |
+/// | `activity_master` | uid-sharded master with `workers` activity workers | `workers = 8` |
+/// | `shop_master` | redirects game frames to the service named `target` | `target = "shop"` |
+/// | `native_shop` | the native (C++-style) shop service, bytes in and out | needs `cservice_proxy` first |
+/// | `lobby` | the scenario driver, with the native `lobby_native` | needs `cservice_proxy` first |
+pub fn app() -> bee_node::App {
+    bee_node::App::new()
+        .kind("lpersistence", |s| {
+            Ok(Some(s.node.spawn(s.label(), persistence::service())))
+        })
+        .kind("activity_master", |s| {
+            let workers = s.option_usize("workers", bee_dispatch::shard::DEFAULT_WORKERS)?;
+            Ok(Some(activity::start(s.node, workers)))
+        })
+        .kind("shop_master", |s| {
+            let target = s.option_str("target", "shop")?;
+            Ok(Some(s.node.spawn(s.label(), shop::ShopMaster::new(target))))
+        })
+        .kind("native_shop", |s| {
+            let name = s.entry.name.as_deref().unwrap_or("shop");
+            let handler = shop::NativeShop::new(&format!("{}/{name}", s.node.name()));
+            bee_dispatch::native::spawn_native(s.node, s.proxy()?, name, handler)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(None)
+        })
+        .kind("lobby", |s| {
+            let addr = lobby::start(s.node, s.proxy()?).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(Some(addr))
+        })
+}
 
 use bee_codec::protopack::GameFrame;
 use bee_dispatch::ServiceError;

@@ -25,7 +25,7 @@ use bee_dispatch::lua::LuaResult;
 use bee_dispatch::native::{spawn_native, NativeEndpoint, NativeHandler};
 use bee_dispatch::service::fmt_addr;
 use bee_dispatch::shard::worker_for;
-use bee_dispatch::{Addr, Dispatcher, LuaTable, Node, ServiceError};
+use bee_dispatch::{Addr, Dispatcher, Node, ServiceError};
 use bee_proto::game::{
     ActivityProgress, ActivityState, GetUserInfo, LoginReq, LoginResp, ShopBuy, ShopReceipt,
     UserInfo,
@@ -58,36 +58,34 @@ pub fn start(node: &Node, proxy: Addr) -> Result<Addr, ServiceError> {
         Cluster::of(node).ok_or_else(|| ServiceError::msg("lobby needs the cluster layer"))?;
     let native = spawn_native(node, proxy, "lobby_native", LobbyNative)?;
     let lobby = Lobby { cluster, native };
-    let table = LuaTable::new()
-        .command_async("persistence", |s: &mut Lobby, _ctx, _args| {
-            persistence(s.cluster.clone())
+    // Each scenario is an async command: it gets a handle to the lobby state and the
+    // typed arguments (`sql` takes an optional statement, `activity` a count).
+    let service = Dispatcher::new(lobby)
+        .command_async("persistence", |h, ()| {
+            persistence(h.state(|s| s.cluster.clone()))
         })
-        .command_async("sql", |s: &mut Lobby, _ctx, args| {
-            sql(
-                s.cluster.clone(),
-                args.first().and_then(Value::as_str).map(str::to_string),
-            )
+        .command_async("sql", |h, (statement,): (Option<String>,)| {
+            sql(h.state(|s| s.cluster.clone()), statement)
         })
-        .command_async("activity", |s: &mut Lobby, _ctx, args| {
-            activity(
-                s.cluster.clone(),
-                args.first().and_then(Value::as_int).unwrap_or(20),
-            )
+        .command_async("activity", |h, (n,): (Option<i64>,)| {
+            activity(h.state(|s| s.cluster.clone()), n.unwrap_or(20))
         })
-        .command_async("shop", |s: &mut Lobby, _ctx, _args| shop(s.cluster.clone()))
-        .command_async("native_send", |s: &mut Lobby, _ctx, _args| {
-            native_send(s.cluster.clone(), s.native.clone())
+        .command_async("shop", |h, ()| shop(h.state(|s| s.cluster.clone())))
+        .command_async("native_send", |h, ()| {
+            let (cluster, native) = h.state(|s| (s.cluster.clone(), s.native.clone()));
+            native_send(cluster, native)
         })
-        .command_async("native_rpc", |s: &mut Lobby, _ctx, _args| {
-            native_rpc(s.native.clone())
+        .command_async("native_rpc", |h, ()| {
+            native_rpc(h.state(|s| s.native.clone()))
         })
-        .command_async("native_native", |s: &mut Lobby, _ctx, _args| {
-            native_native(s.native.clone())
+        .command_async("native_native", |h, ()| {
+            native_native(h.state(|s| s.native.clone()))
         })
-        .command_async("errors", |s: &mut Lobby, _ctx, _args| {
-            errors(s.cluster.clone(), s.native.clone())
+        .command_async("errors", |h, ()| {
+            let (cluster, native) = h.state(|s| (s.cluster.clone(), s.native.clone()));
+            errors(cluster, native)
         });
-    Ok(node.spawn("lobby", Dispatcher::new(lobby).lua(table)))
+    Ok(node.spawn("lobby", service))
 }
 
 /// The lines a scenario reports.

@@ -5,10 +5,12 @@
 //! - `"text"`: `game.LoginReq` → `game.LoginResp`; `game.GetUserInfo` → `game.UserInfo`;
 //!   `game.Ping` → `game.Pong`.
 //!
-//! (SQL goes to the `mysqlpool` sub-service of the same node, not through here.)
+//! (SQL goes to the `mysqlpool` sub-service of the same node, not through here.) Native
+//! callers' rpc envelopes are answered by wrapping the dispatcher in
+//! [`RpcServer`].
 
-use bee_codec::Value;
-use bee_dispatch::{Dispatcher, LuaTable, TextTable};
+use bee_dispatch::native::RpcServer;
+use bee_dispatch::Dispatcher;
 use bee_proto::game::{GetUserInfo, LoginReq, LoginResp, Ping, Pong, UserInfo};
 
 /// The state of `lpersistence`.
@@ -18,44 +20,34 @@ pub struct Persistence {
 }
 
 /// Build the `lpersistence` service.
-pub fn service() -> Dispatcher<Persistence> {
-    Dispatcher::new(Persistence::default())
-        .lua(
-            LuaTable::new()
-                .command("ping", |_s: &mut Persistence, ctx, _args| {
-                    Ok(vec![
-                        Value::from("pong"),
-                        Value::from(format!("{}/{}", ctx.node().name(), ctx.label())),
-                    ])
-                })
-                .command("logins", |s: &mut Persistence, _ctx, _args| {
-                    Ok(vec![Value::from(s.logins as i64)])
-                }),
-        )
-        .text(
-            TextTable::new()
-                .on(|s: &mut Persistence, _ctx, _frame, m: LoginReq| {
-                    s.logins += 1;
-                    tracing::info!(uid = m.uid, device = %m.device, "login");
-                    Ok(Some(LoginResp {
-                        uid: m.uid,
-                        code: 0,
-                        nickname: format!("player{}", m.uid),
-                    }))
-                })
-                .on(|_s: &mut Persistence, _ctx, _frame, m: GetUserInfo| {
-                    Ok(Some(UserInfo {
-                        uid: m.uid,
-                        nickname: format!("player{}", m.uid),
-                        level: (m.uid % 60) as i32 + 1,
-                        coins: (m.uid % 100_000) as i64 * 10,
-                    }))
-                })
-                .on(|_s: &mut Persistence, ctx, _frame, m: Ping| {
-                    Ok(Some(Pong {
-                        seq: m.seq,
-                        served_by: format!("{}/{}", ctx.node().name(), ctx.label()),
-                    }))
-                }),
-        )
+pub fn service() -> RpcServer<Dispatcher<Persistence>> {
+    let d = Dispatcher::new(Persistence::default())
+        .command("ping", |_s, ctx, ()| {
+            Ok(("pong", format!("{}/{}", ctx.node().name(), ctx.label())))
+        })
+        .command("logins", |s, _ctx, ()| Ok(s.logins))
+        .on(|s, _ctx, _frame, m: LoginReq| {
+            s.logins += 1;
+            tracing::info!(uid = m.uid, device = %m.device, "login");
+            Ok(Some(LoginResp {
+                uid: m.uid,
+                code: 0,
+                nickname: format!("player{}", m.uid),
+            }))
+        })
+        .on(|_s, _ctx, _frame, m: GetUserInfo| {
+            Ok(Some(UserInfo {
+                uid: m.uid,
+                nickname: format!("player{}", m.uid),
+                level: (m.uid % 60) as i32 + 1,
+                coins: (m.uid % 100_000) as i64 * 10,
+            }))
+        })
+        .on(|_s, ctx, _frame, m: Ping| {
+            Ok(Some(Pong {
+                seq: m.seq,
+                served_by: format!("{}/{}", ctx.node().name(), ctx.label()),
+            }))
+        });
+    RpcServer::new(d)
 }

@@ -11,7 +11,7 @@
 //! `("text", ShopBuy frame)` or `("lua", "orders")`.
 
 use bee_codec::seri::{self, Value};
-use bee_dispatch::cluster::Cluster;
+
 use bee_dispatch::native::{NativeEndpoint, NativeHandler};
 use bee_dispatch::{Context, HandleResult, Message, Service, ServiceError};
 use bee_proto::game::{ShopBuy, ShopReceipt};
@@ -33,20 +33,16 @@ impl ShopMaster {
 }
 
 impl Service for ShopMaster {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            // Looked up per message, so a restarted shop is found at its new address.
-            let cluster = Cluster::of(ctx.node())
-                .ok_or_else(|| ServiceError::msg("shop_master needs the cluster layer"))?;
-            let to = cluster.registry().query(&self.target).ok_or_else(|| {
-                ServiceError::msg(format!(
-                    "shop_master: no service registered as {:?}",
-                    self.target
-                ))
-            })?;
-            ctx.redirect(to, msg).await?;
-            Ok(None)
-        })
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        // Looked up per message, so a restarted shop is found at its new address.
+        let to = ctx.node().resolve_public(&self.target).ok_or_else(|| {
+            ServiceError::msg(format!(
+                "shop_master: no service registered as {:?}",
+                self.target
+            ))
+        })?;
+        ctx.redirect(to, msg).await?;
+        Ok(None)
     }
 }
 

@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use bee_codec::seri::{self, Value};
-use futures::future::BoxFuture;
 
 use crate::service::{Context, HandleResult, Message, Service, ServiceError};
 
@@ -23,12 +22,8 @@ use crate::service::{Context, HandleResult, Message, Service, ServiceError};
 pub struct Echo;
 
 impl Service for Echo {
-    fn handle<'a>(
-        &'a mut self,
-        _ctx: &'a mut Context,
-        msg: Message,
-    ) -> BoxFuture<'a, HandleResult> {
-        Box::pin(std::future::ready(Ok(Some(msg.payload))))
+    async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
+        Ok(Some(msg.payload))
     }
 }
 
@@ -39,24 +34,22 @@ pub struct Sink {
 }
 
 impl Service for Sink {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            if !ctx.wants_reply() {
-                self.count += 1;
-                return Ok(None);
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        if !ctx.wants_reply() {
+            self.count += 1;
+            return Ok(None);
+        }
+        let values = seri::unpack(&msg.payload)?;
+        let reply = match values.first().and_then(Value::as_bytes) {
+            Some(b"count") => self.count,
+            Some(b"reset") => std::mem::take(&mut self.count),
+            _ => {
+                return Err(ServiceError::msg(
+                    "sink counts pushes; a call must be \"count\" or \"reset\"",
+                ))
             }
-            let values = seri::unpack(&msg.payload)?;
-            let reply = match values.first().and_then(Value::as_bytes) {
-                Some(b"count") => self.count,
-                Some(b"reset") => std::mem::take(&mut self.count),
-                _ => {
-                    return Err(ServiceError::msg(
-                        "sink counts pushes; a call must be \"count\" or \"reset\"",
-                    ))
-                }
-            };
-            Ok(Some(seri::pack(&[Value::Integer(reply as i64)])?))
-        })
+        };
+        Ok(Some(seri::pack(&[Value::Integer(reply as i64)])?))
     }
 }
 
@@ -68,31 +61,29 @@ pub const SLOW_MAX_MS: i64 = 600_000;
 pub struct Slow;
 
 impl Service for Slow {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            if !ctx.wants_reply() {
-                return Ok(None);
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        if !ctx.wants_reply() {
+            return Ok(None);
+        }
+        let values = seri::unpack(&msg.payload)?;
+        let ms = match values.first() {
+            Some(Value::Integer(ms)) if (0..=SLOW_MAX_MS).contains(ms) => *ms as u64,
+            other => {
+                let got = other.map_or("nothing".to_string(), ToString::to_string);
+                return Err(ServiceError::msg(format!(
+                    "slow: the first argument must be the delay in milliseconds \
+                     (0..={SLOW_MAX_MS}), got {got}"
+                )));
             }
-            let values = seri::unpack(&msg.payload)?;
-            let ms = match values.first() {
-                Some(Value::Integer(ms)) if (0..=SLOW_MAX_MS).contains(ms) => *ms as u64,
-                other => {
-                    let got = other.map_or("nothing".to_string(), ToString::to_string);
-                    return Err(ServiceError::msg(format!(
-                        "slow: the first argument must be the delay in milliseconds \
-                         (0..={SLOW_MAX_MS}), got {got}"
-                    )));
-                }
-            };
-            // Answer from a task, so the next call starts its own wait right away.
-            if let Some(reply) = ctx.take_reply() {
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    reply.ok(msg.payload);
-                });
-            }
-            Ok(None)
-        })
+        };
+        // Answer from a task, so the next call starts its own wait right away.
+        if let Some(reply) = ctx.take_reply() {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                reply.ok(msg.payload);
+            });
+        }
+        Ok(None)
     }
 }
 

@@ -35,6 +35,30 @@ use crate::service::{
     fmt_addr, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError,
 };
 
+/// `ctx.cluster()` / `node.cluster()`: the cluster handle wherever a [`Context`] or a
+/// [`Node`] is at hand, with a typed error when the cluster layer is not started.
+pub trait ClusterExt {
+    /// The node's cluster handle.
+    fn cluster(&self) -> Result<Cluster, CallError>;
+}
+
+impl ClusterExt for Node {
+    fn cluster(&self) -> Result<Cluster, CallError> {
+        Cluster::of(self).ok_or_else(|| {
+            CallError::Unavailable(format!(
+                "node {}: the cluster layer is not started (Cluster::start)",
+                self.name()
+            ))
+        })
+    }
+}
+
+impl ClusterExt for Context {
+    fn cluster(&self) -> Result<Cluster, CallError> {
+        self.node().cluster()
+    }
+}
+
 /// Where a cluster message goes on the remote node: a numeric address or a registered
 /// name (written `"@name"` in skynet; the `@` is optional here).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +153,10 @@ impl Cluster {
     /// Attach the cluster layer to `node` with this registry; starts `bee_clusterd`.
     /// Calling it twice returns the first handle.
     pub fn start(node: &Node, registry: Registry, settings: ClusterSettings) -> Cluster {
-        node.cluster_slot()
-            .get_or_init(|| {
+        let mut created = false;
+        let cluster = node.extension_or_insert_with(|| {
+            created = true;
+            Arc::new({
                 let cluster = Cluster {
                     inner: Arc::new(Inner {
                         node: node.downgrade(),
@@ -157,19 +183,31 @@ impl Cluster {
                     .unwrap_or_else(|e| e.into_inner()) = addr;
                 cluster
             })
-            .clone()
+        });
+        let cluster = Cluster::clone(&cluster);
+        if created {
+            // The runtime knows nothing of the cluster: it only runs this hook.
+            let c = cluster.clone();
+            node.on_shutdown(move || c.shutdown());
+        }
+        cluster
     }
 
     /// The cluster handle of a node, if [`Cluster::start`] ran.
     pub fn of(node: &Node) -> Option<Cluster> {
-        node.cluster_slot().get().cloned()
+        node.extension::<Cluster>().map(|c| Cluster::clone(&c))
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.inner.node_name
     }
 
     fn node(&self) -> Result<Node, CallError> {
         self.inner
             .node
             .upgrade()
-            .ok_or_else(|| CallError::Cluster("node is shut down".into()))
+            .ok_or_else(|| CallError::Unavailable("node is shut down".into()))
     }
 
     /// The registry (config and names) this cluster uses.
@@ -196,13 +234,13 @@ impl Cluster {
         } else if listen.contains(':') {
             listen.to_string()
         } else {
-            return Err(CallError::Cluster(format!(
+            return Err(CallError::Unavailable(format!(
                 "cannot open {listen:?}: not a node in the cluster config, nor host:port, nor a port"
             )));
         };
         let listener = Listener::bind(&bind, self.inner.settings.listener.clone())
             .await
-            .map_err(|e| CallError::Cluster(format!("cannot listen on {bind}: {e}")))?;
+            .map_err(CallError::Transport)?;
         let local = listener.local_addr();
         tracing::info!(node = %self.inner.node_name, %local, "cluster listening");
         self.inner
@@ -241,13 +279,9 @@ impl Cluster {
                     .wait_for_node
                     .unwrap_or(self.inner.settings.channel.call_timeout);
                 tracing::info!(node = %self.inner.node_name, target = %node, "waiting for cluster node {node} to appear in the config");
-                self.inner
-                    .registry
-                    .wait_for_node(node, wait)
-                    .await
-                    .map_err(registry_error)?
+                self.inner.registry.wait_for_node(node, wait).await?
             }
-            Err(e) => return Err(registry_error(e)),
+            Err(e) => return Err(e.into()),
         };
         let this = self.node()?;
         let entry = self.inner.senders.entry(node.to_string()).or_insert_with(|| {
@@ -325,20 +359,33 @@ impl Cluster {
         let name = name.trim_start_matches('@');
         if node == self.inner.node_name {
             return self
-                .inner
-                .registry
-                .query(name)
-                .ok_or_else(|| CallError::Cluster("name not found".into()));
+                .node()?
+                .resolve_public(name)
+                .ok_or_else(|| CallError::NameNotFound {
+                    node: node.to_string(),
+                    name: name.to_string(),
+                });
         }
-        let payload =
-            seri::pack(&[Value::from(name)]).map_err(|e| CallError::Cluster(e.to_string()))?;
-        let reply = self.call(node, Target::Addr(0), payload).await?;
-        let values = seri::unpack(&reply)
-            .map_err(|e| CallError::Cluster(format!("bad query reply: {e}")))?;
+        let payload = seri::pack(&[Value::from(name)])?;
+        let reply = match self.call(node, Target::Addr(0), payload).await {
+            // skynet answers an unknown name with the error text "name not found".
+            Err(CallError::Remote { message, .. }) if message.contains("name not found") => {
+                return Err(CallError::NameNotFound {
+                    node: node.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            other => other?,
+        };
+        let bad = |reason: String| CallError::BadReply {
+            node: node.to_string(),
+            reason,
+        };
+        let values = seri::unpack(&reply).map_err(|e| bad(format!("query reply: {e}")))?;
         match values.first().and_then(Value::as_int) {
             Some(a) if (0..=u32::MAX as i64).contains(&a) => Ok(a as Addr),
-            _ => Err(CallError::Cluster(format!(
-                "bad query reply from {node}: expected an address, got {} value(s)",
+            _ => Err(bad(format!(
+                "query reply: expected an address, got {} value(s)",
                 values.len()
             ))),
         }
@@ -347,26 +394,43 @@ impl Cluster {
     fn local_target(&self, target: &Target) -> Result<Addr, CallError> {
         match target {
             Target::Addr(a) => Ok(*a),
-            Target::Name(n) => self
-                .inner
-                .registry
-                .query(n)
-                .ok_or_else(|| CallError::Cluster(format!("Invalid name @{n}"))),
+            Target::Name(n) => {
+                self.node()?
+                    .resolve_public(n)
+                    .ok_or_else(|| CallError::NameNotFound {
+                        node: self.inner.node_name.clone(),
+                        name: n.clone(),
+                    })
+            }
         }
     }
 
-    /// Make local service `addr` reachable from other nodes as `"@name"` and by query.
+    /// Make local service `addr` reachable from other nodes as `"@name"` and by query:
+    /// the same as [`Node::set_name`] with a cluster-visible name (one name table; a
+    /// name starting with `.` is local and refused here).
     pub fn register(&self, name: &str, addr: Addr) -> Result<(), CallError> {
-        self.inner
-            .registry
-            .register(name, addr)
-            .map(|_| ())
-            .map_err(registry_error)
+        let name = name.trim_start_matches('@');
+        let reason = if name.is_empty() {
+            Some("the name is empty")
+        } else if name.starts_with('.') {
+            Some("names starting with '.' are local to a node; register a name without it")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(RegistryError::BadName {
+                name: name.to_string(),
+                reason: reason.to_string(),
+            }
+            .into());
+        }
+        self.node()?.set_name(name, addr);
+        Ok(())
     }
 
     /// Remove a registered name; returns the address it had.
     pub fn unregister(&self, name: &str) -> Option<Addr> {
-        self.inner.registry.unregister(name)
+        self.node().ok()?.remove_name(name.trim_start_matches('@'))
     }
 
     /// Merge a new cluster config: nodes whose address changed or that are now marked
@@ -437,16 +501,12 @@ impl Cluster {
     }
 }
 
-fn registry_error(e: RegistryError) -> CallError {
-    CallError::Cluster(e.to_string())
-}
-
 fn transport_error(e: TransportError) -> CallError {
     match e {
         // The remote handler's own words, as a Lua caller would see them, and which
         // node said them.
         TransportError::Remote { node, message } => CallError::Remote { node, message },
-        other => CallError::Cluster(other.to_string()),
+        other => CallError::Transport(other),
     }
 }
 
@@ -456,29 +516,23 @@ struct SenderService {
 }
 
 impl Service for SenderService {
-    fn handle<'a>(
-        &'a mut self,
-        _ctx: &'a mut Context,
-        msg: Message,
-    ) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            let args = seri::unpack(&msg.payload)?;
-            match args.get(1).and_then(Value::as_bytes) {
-                Some(b"stats") => {
-                    let s = self.channel.stats();
-                    let mut t = Table::default();
-                    t.insert(Value::from("node"), Value::from(self.channel.node()));
-                    t.insert(Value::from("addr"), Value::from(self.channel.addr()));
-                    t.insert(Value::from("connected"), Value::from(s.connected));
-                    t.insert(Value::from("in_flight"), Value::from(s.in_flight as i64));
-                    t.insert(Value::from("reconnects"), Value::from(s.reconnects as i64));
-                    Ok(Some(seri::pack(&[Value::Table(t)])?))
-                }
-                _ => Err(ServiceError::msg(
-                    "bee_clustersender answers \"lua\", \"stats\"",
-                )),
+    async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
+        let args = seri::unpack(&msg.payload)?;
+        match args.get(1).and_then(Value::as_bytes) {
+            Some(b"stats") => {
+                let s = self.channel.stats();
+                let mut t = Table::default();
+                t.insert(Value::from("node"), Value::from(self.channel.node()));
+                t.insert(Value::from("addr"), Value::from(self.channel.addr()));
+                t.insert(Value::from("connected"), Value::from(s.connected));
+                t.insert(Value::from("in_flight"), Value::from(s.in_flight as i64));
+                t.insert(Value::from("reconnects"), Value::from(s.reconnects as i64));
+                Ok(Some(seri::pack(&[Value::Table(t)])?))
             }
-        })
+            _ => Err(ServiceError::msg(
+                "bee_clustersender answers \"lua\", \"stats\"",
+            )),
+        }
     }
 }
 
@@ -490,29 +544,27 @@ struct ProxyService {
 }
 
 impl Service for ProxyService {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            match ctx.take_reply() {
-                None => {
-                    self.cluster
-                        .send(&self.node, self.target.clone(), msg.payload)
-                        .await
-                        .map_err(ServiceError::from)?;
-                }
-                Some(reply) => {
-                    // Answer from a task so this proxy keeps forwarding while calls wait.
-                    let (cluster, node, target) =
-                        (self.cluster.clone(), self.node.clone(), self.target.clone());
-                    tokio::spawn(async move {
-                        match cluster.call(&node, target, msg.payload).await {
-                            Ok(b) => reply.ok(b),
-                            Err(e) => reply.fail(e),
-                        }
-                    });
-                }
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        match ctx.take_reply() {
+            None => {
+                self.cluster
+                    .send(&self.node, self.target.clone(), msg.payload)
+                    .await
+                    .map_err(ServiceError::from)?;
             }
-            Ok(None)
-        })
+            Some(reply) => {
+                // Answer from a task so this proxy keeps forwarding while calls wait.
+                let (cluster, node, target) =
+                    (self.cluster.clone(), self.node.clone(), self.target.clone());
+                tokio::spawn(async move {
+                    match cluster.call(&node, target, msg.payload).await {
+                        Ok(b) => reply.ok(b),
+                        Err(e) => reply.fail(e),
+                    }
+                });
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -534,7 +586,7 @@ impl Acceptor for AgentFactory {
             node,
             addr,
             peer,
-            names: Mutex::new((self.cluster.inner.registry.generation(), HashMap::new())),
+            names: Mutex::new((u64::MAX, HashMap::new())),
         })
     }
 }
@@ -545,13 +597,8 @@ struct AgentService {
 }
 
 impl Service for AgentService {
-    fn handle<'a>(
-        &'a mut self,
-        _ctx: &'a mut Context,
-        _msg: Message,
-    ) -> BoxFuture<'a, HandleResult> {
-        let peer = self.peer.to_string();
-        Box::pin(async move { Ok(Some(seri::pack(&[Value::from(peer.as_str())])?)) })
+    async fn handle(&mut self, _ctx: &mut Context, _msg: Message) -> HandleResult {
+        Ok(Some(seri::pack(&[Value::from(self.peer.to_string())])?))
     }
 }
 
@@ -567,7 +614,8 @@ struct Agent {
 
 impl Agent {
     fn resolve_name(&self, wire: &Bytes) -> Option<Addr> {
-        let generation = self.cluster.inner.registry.generation();
+        let node = self.node.as_ref()?;
+        let generation = node.names_generation();
         let mut cache = self.names.lock().unwrap_or_else(|e| e.into_inner());
         if cache.0 != generation {
             cache.0 = generation;
@@ -577,7 +625,7 @@ impl Agent {
             return Some(*a);
         }
         let name = std::str::from_utf8(wire).ok()?.strip_prefix('@')?;
-        let addr = self.cluster.inner.registry.query(name)?;
+        let addr = node.resolve_public(name)?;
         cache.1.insert(wire.clone(), addr);
         Some(addr)
     }
@@ -588,12 +636,11 @@ impl Agent {
             .first()
             .and_then(Value::as_str)
             .ok_or_else(|| "name not found".to_string())?;
-        match self
-            .cluster
-            .inner
-            .registry
-            .query(name.trim_start_matches('@'))
-        {
+        let node = self
+            .node
+            .as_ref()
+            .ok_or_else(|| "node is shutting down".to_string())?;
+        match node.resolve_public(name.trim_start_matches('@')) {
             Some(addr) => seri::pack(&[Value::Integer(addr as i64)]).map_err(|e| e.to_string()),
             None => Err("name not found".to_string()),
         }
@@ -656,86 +703,82 @@ struct Clusterd {
 }
 
 impl Service for Clusterd {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            let args = seri::unpack(&msg.payload)?;
-            // ("lua", command, args…) as services send it, or (command, args…) as typed
-            // on a console (`bee call … bee_clusterd services`).
-            let args: Vec<Value> = match args.first().and_then(Value::as_bytes) {
-                Some(b"lua") => args.into_iter().skip(1).collect(),
-                _ => args,
-            };
-            let cmd = args.first().and_then(Value::as_str).unwrap_or("");
-            let arg = |i: usize| args.get(i).and_then(Value::as_str).map(str::to_string);
-            let reply: Vec<Value> = match cmd {
-                "services" => ctx
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        let args = seri::unpack(&msg.payload)?;
+        // ("lua", command, args…) as services send it, or (command, args…) as typed
+        // on a console (`bee call … bee_clusterd services`).
+        let args: Vec<Value> = match args.first().and_then(Value::as_bytes) {
+            Some(b"lua") => args.into_iter().skip(1).collect(),
+            _ => args,
+        };
+        let cmd = args.first().and_then(Value::as_str).unwrap_or("");
+        let arg = |i: usize| args.get(i).and_then(Value::as_str).map(str::to_string);
+        let reply: Vec<Value> = match cmd {
+            "services" => ctx
+                .node()
+                .services()
+                .into_iter()
+                .map(|s| {
+                    let mut t = Table::default();
+                    t.insert(Value::from("addr"), Value::from(fmt_addr(s.addr)));
+                    t.insert(Value::from("label"), Value::from(s.label));
+                    t.insert(Value::from("names"), Value::from(s.names.join(",")));
+                    t.insert(Value::from("handled"), Value::Integer(s.handled as i64));
+                    t.insert(Value::from("queued"), Value::Integer(s.queued as i64));
+                    Value::Table(t)
+                })
+                .collect(),
+            "senders" => self
+                .cluster
+                .senders()
+                .into_iter()
+                .map(|(n, s, _)| {
+                    Value::from(format!(
+                        "{n} connected={} in_flight={} reconnects={}",
+                        s.connected, s.in_flight, s.reconnects
+                    ))
+                })
+                .collect(),
+            "nodes" => vec![Value::from(self.cluster.inner.registry.config().to_lua_string())],
+                            "names" => ctx
                     .node()
-                    .services()
-                    .into_iter()
-                    .map(|s| {
-                        let mut t = Table::default();
-                        t.insert(Value::from("addr"), Value::from(fmt_addr(s.addr)));
-                        t.insert(Value::from("label"), Value::from(s.label));
-                        t.insert(Value::from("names"), Value::from(s.names.join(",")));
-                        t.insert(Value::from("handled"), Value::Integer(s.handled as i64));
-                        t.insert(Value::from("queued"), Value::Integer(s.queued as i64));
-                        Value::Table(t)
-                    })
-                    .collect(),
-                "senders" => self
-                    .cluster
-                    .senders()
-                    .into_iter()
-                    .map(|(n, s, _)| {
-                        Value::from(format!(
-                            "{n} connected={} in_flight={} reconnects={}",
-                            s.connected, s.in_flight, s.reconnects
-                        ))
-                    })
-                    .collect(),
-                "nodes" => vec![Value::from(self.cluster.inner.registry.config().to_lua_string())],
-                "names" => self
-                    .cluster
-                    .inner
-                    .registry
                     .names()
                     .into_iter()
-                    .map(|(n, a)| Value::from(format!("{n} = {}", fmt_addr(a))))
-                    .collect(),
-                "reload" => {
-                    let text = arg(1).ok_or_else(|| ServiceError::msg("reload needs the config text"))?;
-                    let cfg = ClusterConfig::parse_lua(&text)?;
-                    let diff = self.cluster.reload(cfg);
-                    vec![Value::from(diff.to_string())]
+                .map(|(n, a)| Value::from(format!("{n} = {}", fmt_addr(a))))
+                .collect(),
+            "reload" => {
+                let text = arg(1).ok_or_else(|| ServiceError::msg("reload needs the config text"))?;
+                let cfg = ClusterConfig::parse_lua(&text)?;
+                let diff = self.cluster.reload(cfg);
+                vec![Value::from(diff.to_string())]
+            }
+            "register" => {
+                let name = arg(1).ok_or_else(|| ServiceError::msg("register needs a name"))?;
+                let addr = args.get(2).and_then(Value::as_int).unwrap_or(msg.source as i64) as Addr;
+                self.cluster.register(&name, addr)?;
+                vec![Value::Integer(addr as i64)]
+            }
+            "unregister" => {
+                let name = arg(1).ok_or_else(|| ServiceError::msg("unregister needs a name"))?;
+                vec![self
+                    .cluster
+                    .unregister(&name)
+                    .map(|a| Value::Integer(a as i64))
+                    .unwrap_or(Value::Nil)]
+            }
+            "query" => {
+                let name = arg(1).ok_or_else(|| ServiceError::msg("query needs a name"))?;
+                                match ctx.node().resolve_public(&name) {
+                    Some(a) => vec![Value::Integer(a as i64)],
+                    None => return Err(ServiceError::msg("name not found")),
                 }
-                "register" => {
-                    let name = arg(1).ok_or_else(|| ServiceError::msg("register needs a name"))?;
-                    let addr = args.get(2).and_then(Value::as_int).unwrap_or(msg.source as i64) as Addr;
-                    self.cluster.register(&name, addr)?;
-                    vec![Value::Integer(addr as i64)]
-                }
-                "unregister" => {
-                    let name = arg(1).ok_or_else(|| ServiceError::msg("unregister needs a name"))?;
-                    vec![self
-                        .cluster
-                        .unregister(&name)
-                        .map(|a| Value::Integer(a as i64))
-                        .unwrap_or(Value::Nil)]
-                }
-                "query" => {
-                    let name = arg(1).ok_or_else(|| ServiceError::msg("query needs a name"))?;
-                    match self.cluster.inner.registry.query(&name) {
-                        Some(a) => vec![Value::Integer(a as i64)],
-                        None => return Err(ServiceError::msg("name not found")),
-                    }
-                }
-                other => {
-                    return Err(ServiceError::msg(format!(
-                        "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query)"
-                    )))
-                }
-            };
-            Ok(Some(seri::pack(&reply)?))
-        })
+            }
+            other => {
+                return Err(ServiceError::msg(format!(
+                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query)"
+                )))
+            }
+        };
+        Ok(Some(seri::pack(&reply)?))
     }
 }

@@ -1,29 +1,63 @@
 //! [`Dispatcher`]: the service most game code is — state plus a `"lua"` command table
 //! and a `"text"` protobuf handler map.
 //!
-//! Follow one message: the payload (skynet.pack bytes) is unpacked; its first value is
-//! the sub-type.
-//! - `"lua"` → [`crate::lua::LuaTable`]: command name → handler → reply values, packed.
+//! Follow one message: the payload (skynet.pack bytes) is unpacked once; its first
+//! value is the sub-type.
+//! - `"lua"` → [`crate::lua::LuaTable`]: command name → handler (arguments converted to
+//!   the handler's types) → reply values, packed.
 //! - `"text"` → [`crate::text::TextTable`]: game frame → handler by message name → reply
 //!   frame, packed as one string.
-//! - `"rpc"` → an rpc envelope from a native caller ([`crate::native`]): its inner
-//!   message is routed as above, and the result travels back through the cluster to the
-//!   caller's node and service with the caller's session.
 //! - anything else → an error naming the sub-type.
 //!
 //! The reply reaches the caller only if it waits; errors become the caller's error text.
+//!
+//! A [`Router`] is anything that routes unpacked values; [`Dispatcher`] is one. Policies
+//! that need to see a message before or after the handler (such as answering native
+//! rpc callers, [`crate::native::RpcServer`]) wrap a router instead of living inside it.
+//!
+//! ```
+//! use bee_dispatch::{Dispatcher, ServiceError};
+//!
+//! #[derive(Default)]
+//! struct Counter { hits: i64 }
+//!
+//! let service = Dispatcher::new(Counter::default())
+//!     .command("hit", |s, _ctx, (n,): (i64,)| {
+//!         s.hits += n;
+//!         Ok(s.hits)
+//!     })
+//!     .command_async("hits_later", |h, ()| async move {
+//!         tokio::task::yield_now().await;
+//!         Ok::<_, ServiceError>(h.state(|s| s.hits))
+//!     });
+//! # let _ = service;
+//! ```
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use bee_codec::seri::{self, Value};
 use bytes::Bytes;
-use futures::future::BoxFuture;
 
+use crate::args::{FromArgs, IntoValues};
+use crate::handle::Handle;
 use crate::lua::LuaTable;
 use crate::service::{Context, HandleResult, Message, Service, ServiceError};
-use crate::text::{encode_frame, TextTable};
+use crate::text::{reply_frame, Frame, TextTable};
+
+/// Routes a message already unpacked into its values; returns the packed reply.
+pub trait Router: Send + 'static {
+    /// Route `values` (the sub-type first) to a handler.
+    fn route(
+        &mut self,
+        ctx: &mut Context,
+        values: Vec<Value>,
+    ) -> impl Future<Output = Result<Bytes, ServiceError>> + Send;
+}
 
 /// A service made of state `S`, a lua command table and a text handler map.
 pub struct Dispatcher<S> {
-    state: S,
+    state: Arc<Mutex<S>>,
     lua: LuaTable<S>,
     text: TextTable<S>,
 }
@@ -32,7 +66,7 @@ impl<S: Send + 'static> Dispatcher<S> {
     /// A dispatcher over `state` with empty tables.
     pub fn new(state: S) -> Self {
         Dispatcher {
-            state,
+            state: Arc::new(Mutex::new(state)),
             lua: LuaTable::new(),
             text: TextTable::new(),
         }
@@ -50,8 +84,66 @@ impl<S: Send + 'static> Dispatcher<S> {
         self
     }
 
-    /// Route one already-unpacked message by sub-type; returns the reply payload.
-    pub(crate) async fn route(
+    /// Add a synchronous `"lua"` command (see [`LuaTable::command`]).
+    pub fn command<A, R, F>(mut self, name: &str, f: F) -> Self
+    where
+        A: FromArgs,
+        R: IntoValues,
+        F: Fn(&mut S, &mut Context, A) -> Result<R, ServiceError> + Send + Sync + 'static,
+    {
+        self.lua = self.lua.command(name, f);
+        self
+    }
+
+    /// Add an async `"lua"` command (see [`LuaTable::command_async`]).
+    pub fn command_async<A, R, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        A: FromArgs,
+        R: IntoValues,
+        F: Fn(Handle<S>, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
+    {
+        self.lua = self.lua.command_async(name, f);
+        self
+    }
+
+    /// Add a synchronous `"text"` handler for messages of type `M` (see
+    /// [`TextTable::on`]).
+    pub fn on<M, R, F>(mut self, f: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        R: prost::Message + prost::Name + 'static,
+        F: Fn(&mut S, &mut Context, &Frame, M) -> Result<Option<R>, ServiceError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.text = self.text.on(f);
+        self
+    }
+
+    /// Add an async `"text"` handler for messages of type `M` (see
+    /// [`TextTable::on_async`]).
+    pub fn on_async<M, R, F, Fut>(mut self, f: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        R: prost::Message + prost::Name + 'static,
+        F: Fn(Handle<S>, Frame, M) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<R>, ServiceError>> + Send + 'static,
+    {
+        self.text = self.text.on_async(f);
+        self
+    }
+
+    /// Run `f` with the state (e.g. to read it in a test, or to export it).
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    }
+}
+
+impl<S: Send + 'static> Router for Dispatcher<S> {
+    async fn route(
         &mut self,
         ctx: &mut Context,
         values: Vec<Value>,
@@ -60,7 +152,7 @@ impl<S: Send + 'static> Dispatcher<S> {
         let subtype = values.next().unwrap_or(Value::Nil);
         match subtype.as_bytes() {
             Some(b"lua") => {
-                let reply = self.lua.run(&mut self.state, ctx, values.collect()).await?;
+                let reply = self.lua.run(&self.state, ctx, values.collect()).await?;
                 Ok(seri::pack(&reply)?)
             }
             Some(b"text") => {
@@ -74,24 +166,15 @@ impl<S: Send + 'static> Dispatcher<S> {
                     }
                     None => return Err(ServiceError::msg("text message has no game frame")),
                 };
-                match self.text.run(&mut self.state, ctx, &frame)? {
-                    Some(reply) => Ok(seri::pack(&[Value::String(encode_frame(&reply)?)])?),
-                    None => Ok(Bytes::new()),
+                match self.text.run(&self.state, ctx, &frame).await? {
+                    (request, Some(reply)) => Ok(seri::pack(&[Value::String(reply_frame(
+                        &request, &reply,
+                    )?)])?),
+                    (_, None) => Ok(Bytes::new()),
                 }
             }
-            Some(b"rpc") => {
-                let envelope = match values.next() {
-                    Some(Value::String(b)) => b,
-                    _ => {
-                        return Err(ServiceError::msg(
-                            "rpc message must carry an envelope string",
-                        ))
-                    }
-                };
-                crate::native::serve_rpc(self, ctx, envelope).await
-            }
             Some(other) => Err(ServiceError::msg(format!(
-                "unknown sub-type {:?} (this service takes \"lua\", \"text\" and \"rpc\")",
+                "unknown sub-type {:?} (this service takes \"lua\" and \"text\")",
                 String::from_utf8_lossy(other)
             ))),
             None => Err(ServiceError::msg(format!(
@@ -100,33 +183,11 @@ impl<S: Send + 'static> Dispatcher<S> {
             ))),
         }
     }
-
-    /// Route an already-packed inner payload (used for rpc envelopes); returns the reply
-    /// payload, with `"text"` replies as the raw reply frame bytes.
-    pub(crate) async fn route_inner(
-        &mut self,
-        ctx: &mut Context,
-        payload: &Bytes,
-    ) -> Result<Bytes, ServiceError> {
-        let values = seri::unpack(payload)?;
-        let is_text = matches!(values.first().and_then(|v| v.as_bytes()), Some(b"text"));
-        let reply = Box::pin(self.route(ctx, values)).await?;
-        if is_text && !reply.is_empty() {
-            // Unwrap the packed string so a native caller gets the frame bytes themselves.
-            if let Some(Value::String(frame)) = seri::unpack(&reply)?.into_iter().next() {
-                return Ok(frame);
-            }
-        }
-        Ok(reply)
-    }
 }
 
 impl<S: Send + 'static> Service for Dispatcher<S> {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            let values = seri::unpack(&msg.payload)?;
-            let reply = self.route(ctx, values).await?;
-            Ok(Some(reply))
-        })
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        let values = seri::unpack(&msg.payload)?;
+        Ok(Some(self.route(ctx, values).await?))
     }
 }

@@ -5,31 +5,49 @@
 //! its handler. It builds on bee-codec (bytes), bee-transport (connections) and
 //! bee-registry (names); none of those know about it.
 //!
-//! ## Layout — follow one message from socket to handler
+//! ## Layers inside this crate (each uses only the ones above it)
+//! 1. [`error`], [`service`]: the local runtime — [`Node`], [`Service`], mailboxes,
+//!    local call/send/redirect, one name table. It knows nothing of the cluster;
+//!    layers plug in through the node's extensions and [`Node::on_shutdown`].
+//! 2. [`cluster`]: skynet's cluster API over the runtime (`bee_clusterd`, senders,
+//!    agents, `call`/`send`/`query`/`register`, [`ClusterExt`] for `ctx.cluster()`).
+//! 3. [`args`], [`handle`], [`lua`], [`text`], [`dispatcher`]: writing services —
+//!    typed `"lua"` commands, protobuf `"text"` handlers, sync or async with the state
+//!    reachable after an `await`.
+//! 4. Policies over those: [`shard`] (uid sharding), [`native`] (CServiceProxy and rpc
+//!    for native callers, as a wrapper over any [`Router`]), [`builtin`] services.
+//!
+//! `cargo xtask layers` checks that no module reaches back up this list (no import
+//! cycle inside any crate).
+//!
+//! ## Follow one message from socket to handler
 //! 1. [`cluster`]: a peer's request arrives on a `bee_clusteragent`; its `"@name"` or
 //!    address is resolved and the payload is put in the target service's mailbox.
 //! 2. [`service`]: the target's task takes it (one message at a time) and runs the
 //!    service's handler; the reply goes back the way the caller came.
-//! 3. [`dispatcher`]: most services are a [`Dispatcher`], which unpacks the payload and
-//!    routes by sub-type: [`lua`] (command table) or [`text`] (protobuf handlers by
+//! 3. [`dispatcher`]: most services are a [`Dispatcher`], which unpacks the payload once
+//!    and routes by sub-type: [`lua`] (command table) or [`text`] (protobuf handlers by
 //!    message name).
-//! 4. Policy services built on that public API: [`shard`] (uid-hash master/workers),
-//!    [`native`] (CServiceProxy, rpc envelopes for native callers).
 
+pub mod args;
 pub mod builtin;
 pub mod cluster;
 pub mod dispatcher;
+pub mod error;
+pub mod handle;
 pub mod lua;
 pub mod native;
 pub mod service;
 pub mod shard;
 pub mod text;
 
-pub use cluster::{Cluster, ClusterSettings, Target};
-pub use dispatcher::Dispatcher;
+pub use args::{FromArgs, FromValue, IntoValue, IntoValues};
+pub use cluster::{Cluster, ClusterExt, ClusterSettings, Target};
+pub use dispatcher::{Dispatcher, Router};
+pub use error::{Addr, CallError, ServiceError};
+pub use handle::Handle;
 pub use lua::LuaTable;
 pub use service::{
-    Addr, CallError, Context, HandleResult, Message, Node, Responder, RuntimeConfig, Service,
-    ServiceError,
+    BoxService, Context, HandleResult, Message, Node, Responder, RuntimeConfig, Service,
 };
 pub use text::TextTable;

@@ -1,21 +1,26 @@
 //! The `"lua"` sub-type: a command table.
 //!
 //! A `"lua"` message is `skynet.pack("lua", command, args…)`. The command name is looked
-//! up in the service's [`LuaTable`]; the handler gets the remaining values and returns
-//! the reply values, which are packed and sent back only if the caller waits.
+//! up in the service's [`LuaTable`]; the handler gets the remaining values converted to
+//! the types it names ([`crate::args`]) and returns the reply values, which are packed
+//! and sent back only if the caller waits.
 //!
 //! Two kinds of handler:
 //! - [`LuaTable::command`]: synchronous, with `&mut` access to the service state — most
-//!   game logic.
-//! - [`LuaTable::command_async`]: returns a future that owns what it needs (clone it out
-//!   of the state first), for handlers that await I/O such as a database.
+//!   game logic: `|s, ctx, (uid, act): (i64, i32)| Ok(s.progress(uid, act))`.
+//! - [`LuaTable::command_async`]: gets a [`Handle`] (the state, the node, calls to any
+//!   service on any node) and returns a future; the state stays reachable after every
+//!   `await` through [`Handle::state`].
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use bee_codec::Value;
 use futures::future::BoxFuture;
 
+use crate::args::{FromArgs, IntoValues};
+use crate::handle::Handle;
 use crate::service::{Context, ServiceError};
 
 /// What a `"lua"` handler returns: the reply values.
@@ -23,9 +28,9 @@ pub type LuaResult = Result<Vec<Value>, ServiceError>;
 
 type SyncCommand<S> = Box<dyn Fn(&mut S, &mut Context, Vec<Value>) -> LuaResult + Send + Sync>;
 type AsyncCommand<S> =
-    Box<dyn Fn(&mut S, &mut Context, Vec<Value>) -> BoxFuture<'static, LuaResult> + Send + Sync>;
+    Box<dyn Fn(Handle<S>, Vec<Value>) -> BoxFuture<'static, LuaResult> + Send + Sync>;
 
-pub(crate) enum Command<S> {
+enum Command<S> {
     Sync(SyncCommand<S>),
     Async(AsyncCommand<S>),
 }
@@ -43,32 +48,59 @@ impl<S> Default for LuaTable<S> {
     }
 }
 
+fn bad_args(name: &str, e: crate::args::ArgsError) -> ServiceError {
+    ServiceError::msg(format!("command {name} {e}"))
+}
+
 impl<S: Send + 'static> LuaTable<S> {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Add a synchronous command.
-    pub fn command<F>(mut self, name: &str, f: F) -> Self
+    /// Add a synchronous command taking arguments `A` (a tuple of types, `()` or
+    /// `Vec<Value>`) and replying with `R` (`()`, a value, a tuple or `Vec<Value>`).
+    pub fn command<A, R, F>(mut self, name: &str, f: F) -> Self
     where
-        F: Fn(&mut S, &mut Context, Vec<Value>) -> LuaResult + Send + Sync + 'static,
+        A: FromArgs,
+        R: IntoValues,
+        F: Fn(&mut S, &mut Context, A) -> Result<R, ServiceError> + Send + Sync + 'static,
     {
-        self.commands
-            .insert(name.as_bytes().to_vec(), Command::Sync(Box::new(f)));
+        let label = name.to_string();
+        self.commands.insert(
+            name.as_bytes().to_vec(),
+            Command::Sync(Box::new(move |s, ctx, args| {
+                let a = A::from_args(args).map_err(|e| bad_args(&label, e))?;
+                f(s, ctx, a).map(IntoValues::into_values)
+            })),
+        );
         self
     }
 
-    /// Add a command whose work is a future. The closure runs with the state borrowed
-    /// and must return a `'static` future (move clones of what it needs into it).
-    pub fn command_async<F, Fut>(mut self, name: &str, f: F) -> Self
+    /// Add a command whose work is a future: it gets a [`Handle`] (state, node, calls)
+    /// and the converted arguments, and may await anything, touching the state between
+    /// awaits with [`Handle::state`]. The service handles its next message when the
+    /// future completes.
+    pub fn command_async<A, R, F, Fut>(mut self, name: &str, f: F) -> Self
     where
-        F: Fn(&mut S, &mut Context, Vec<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = LuaResult> + Send + 'static,
+        A: FromArgs,
+        R: IntoValues,
+        F: Fn(Handle<S>, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
     {
+        let label = name.to_string();
         self.commands.insert(
             name.as_bytes().to_vec(),
-            Command::Async(Box::new(move |s, c, a| Box::pin(f(s, c, a)))),
+            Command::Async(Box::new(move |h, args| match A::from_args(args) {
+                Ok(a) => {
+                    let fut = f(h, a);
+                    Box::pin(async move { fut.await.map(IntoValues::into_values) })
+                }
+                Err(e) => {
+                    let e = bad_args(&label, e);
+                    Box::pin(std::future::ready(Err(e)))
+                }
+            })),
         );
         self
     }
@@ -87,7 +119,7 @@ impl<S: Send + 'static> LuaTable<S> {
     /// Run the command named by `args[0]` with the rest of `args`.
     pub(crate) async fn run(
         &self,
-        state: &mut S,
+        state: &Arc<Mutex<S>>,
         ctx: &mut Context,
         mut args: Vec<Value>,
     ) -> LuaResult {
@@ -107,8 +139,11 @@ impl<S: Send + 'static> LuaTable<S> {
             }
         };
         match self.commands.get(name.as_ref()) {
-            Some(Command::Sync(f)) => f(state, ctx, rest),
-            Some(Command::Async(f)) => f(state, ctx, rest).await,
+            Some(Command::Sync(f)) => {
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                f(&mut s, ctx, rest)
+            }
+            Some(Command::Async(f)) => f(Handle::new(state.clone(), ctx), rest).await,
             None => Err(ServiceError::msg(format!(
                 "unknown command {:?} for service {} (known: {})",
                 String::from_utf8_lossy(&name),

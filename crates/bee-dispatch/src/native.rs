@@ -43,7 +43,7 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::cluster::{Cluster, Target};
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::Router;
 use crate::service::{Addr, Context, HandleResult, Message, Node, Service, ServiceError};
 
 /// The conventional local name of the proxy service.
@@ -70,60 +70,110 @@ impl CServiceProxy {
 }
 
 impl Service for CServiceProxy {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            let frame = ProxyFrame::decode(&msg.payload)
-                .map_err(|e| ServiceError::msg(format!("CServiceProxy: bad proxy frame: {e}")))?;
-            let node = frame.node_str()?.to_string();
-            let service = frame.service_str()?.to_string();
-            let payload = Self::wire_payload(&frame.message)?;
-            let cluster = Cluster::of(ctx.node()).ok_or_else(|| {
-                ServiceError::msg("CServiceProxy: the cluster layer is not started")
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        let frame = ProxyFrame::decode(&msg.payload)
+            .map_err(|e| ServiceError::msg(format!("CServiceProxy: bad proxy frame: {e}")))?;
+        let node = frame.node_str()?.to_string();
+        let service = frame.service_str()?.to_string();
+        let payload = Self::wire_payload(&frame.message)?;
+        let cluster = Cluster::of(ctx.node())
+            .ok_or_else(|| ServiceError::msg("CServiceProxy: the cluster layer is not started"))?;
+        tracing::debug!(to_node = %node, to_service = %service, bytes = frame.message.len(), "CServiceProxy forwarding");
+        cluster
+            .send(&node, Target::Name(service), payload)
+            .await
+            .map_err(|e| {
+                ServiceError::msg(format!("CServiceProxy: cannot forward to {node}: {e}"))
             })?;
-            tracing::debug!(to_node = %node, to_service = %service, bytes = frame.message.len(), "CServiceProxy forwarding");
-            cluster
-                .send(&node, Target::Name(service), payload)
-                .await
-                .map_err(|e| {
-                    ServiceError::msg(format!("CServiceProxy: cannot forward to {node}: {e}"))
-                })?;
-            Ok(None)
-        })
+        Ok(None)
     }
 }
 
-/// Serve an rpc envelope that reached a [`Dispatcher`]: route its inner message and,
-/// for a call, push the reply envelope back to the caller.
-pub(crate) async fn serve_rpc<S: Send + 'static>(
-    dispatcher: &mut Dispatcher<S>,
-    ctx: &mut Context,
-    envelope: Bytes,
-) -> Result<Bytes, ServiceError> {
-    let env = RpcEnvelope::decode(&envelope)?;
-    match env.kind {
-        RpcKind::Call | RpcKind::Send => {
-            // A panicking handler must still answer the rpc caller (who otherwise waits
-            // for its timeout): catch it here, as the service runtime does for calls.
-            let result = AssertUnwindSafe(dispatcher.route_inner(ctx, &env.message))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|p| Err(panicked(ctx, p.as_ref())));
-            if env.kind == RpcKind::Call {
-                let reply = match &result {
-                    Ok(b) => env.reply_ok(b)?,
-                    Err(e) => env.reply_err(e.message())?,
-                };
-                send_reply(ctx.node(), &env, reply).await?;
-            } else if let Err(e) = &result {
-                tracing::warn!(error = %e, "rpc send failed at the receiver (no reply wanted)");
+/// Answers rpc envelopes from native callers, around any [`Router`] (a
+/// [`crate::Dispatcher`], typically): a `("rpc", envelope)` message has its inner
+/// message routed by the wrapped router and, for a call, the reply envelope pushed back
+/// through the cluster to the caller's node and service; every other message goes to
+/// the router as it is.
+pub struct RpcServer<R> {
+    inner: R,
+}
+
+impl<R: Router> RpcServer<R> {
+    /// Wrap `inner`.
+    pub fn new(inner: R) -> Self {
+        RpcServer { inner }
+    }
+
+    async fn serve(&mut self, ctx: &mut Context, envelope: Bytes) -> Result<Bytes, ServiceError> {
+        let env = RpcEnvelope::decode(&envelope)?;
+        match env.kind {
+            RpcKind::Call | RpcKind::Send => {
+                // A panicking handler must still answer the rpc caller (who otherwise
+                // waits for its timeout): catch it here, as the runtime does for calls.
+                let result = AssertUnwindSafe(self.route_inner(ctx, &env.message))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| Err(panicked(ctx, p.as_ref())));
+                if env.kind == RpcKind::Call {
+                    let reply = match &result {
+                        Ok(b) => env.reply_ok(b)?,
+                        Err(e) => env.reply_err(e.message())?,
+                    };
+                    send_reply(ctx.node(), &env, reply).await?;
+                } else if let Err(e) = &result {
+                    tracing::warn!(error = %e, "rpc send failed at the receiver (no reply wanted)");
+                }
+                Ok(Bytes::new())
             }
-            Ok(Bytes::new())
+            RpcKind::ReplyOk | RpcKind::ReplyErr => Err(ServiceError::msg(format!(
+                "service {} received an rpc reply (session {}) but has no rpc calls pending",
+                ctx.label(),
+                env.session
+            ))),
         }
-        RpcKind::ReplyOk | RpcKind::ReplyErr => Err(ServiceError::msg(format!(
-            "service {} received an rpc reply (session {}) but has no rpc calls pending",
-            ctx.label(),
-            env.session
-        ))),
+    }
+
+    /// Route an envelope's inner payload; a `"text"` reply is handed back as the raw
+    /// reply frame bytes.
+    async fn route_inner(
+        &mut self,
+        ctx: &mut Context,
+        payload: &Bytes,
+    ) -> Result<Bytes, ServiceError> {
+        let values = seri::unpack(payload)?;
+        let is_text = matches!(values.first().and_then(|v| v.as_bytes()), Some(b"text"));
+        let reply = self.inner.route(ctx, values).await?;
+        if is_text && !reply.is_empty() {
+            if let Some(Value::String(frame)) = seri::unpack(&reply)?.into_iter().next() {
+                return Ok(frame);
+            }
+        }
+        Ok(reply)
+    }
+}
+
+impl<R: Router> Router for RpcServer<R> {
+    async fn route(
+        &mut self,
+        ctx: &mut Context,
+        values: Vec<Value>,
+    ) -> Result<Bytes, ServiceError> {
+        if values.first().and_then(Value::as_bytes) == Some(b"rpc") {
+            return match values.into_iter().nth(1) {
+                Some(Value::String(envelope)) => self.serve(ctx, envelope).await,
+                _ => Err(ServiceError::msg(
+                    "rpc message must carry an envelope string",
+                )),
+            };
+        }
+        self.inner.route(ctx, values).await
+    }
+}
+
+impl<R: Router> Service for RpcServer<R> {
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        let values = seri::unpack(&msg.payload)?;
+        Ok(Some(self.route(ctx, values).await?))
     }
 }
 
@@ -430,14 +480,12 @@ struct NativeFront {
 }
 
 impl Service for NativeFront {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            if self.endpoint.take_reply(&msg.payload)? {
-                return Ok(None);
-            }
-            ctx.redirect(self.inner, msg).await?;
-            Ok(None)
-        })
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        if self.endpoint.take_reply(&msg.payload)? {
+            return Ok(None);
+        }
+        ctx.redirect(self.inner, msg).await?;
+        Ok(None)
     }
 }
 
@@ -448,38 +496,33 @@ struct NativeService<H> {
 }
 
 impl<H: NativeHandler> Service for NativeService<H> {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            match self.endpoint.on_message(&msg.payload)? {
-                None => {}
-                Some(Inbound::Frame(f)) => {
-                    if let Some(reply) = self.handler.on_frame(&self.endpoint, f).await {
-                        if ctx.wants_reply() {
-                            return Ok(Some(seri::pack(&[Value::String(reply)])?));
-                        }
-                    }
-                }
-                Some(Inbound::Rpc(env)) => {
-                    let endpoint = self.endpoint.clone();
-                    let result =
-                        AssertUnwindSafe(self.handler.on_rpc(&endpoint, env.message.clone()))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|p| {
-                                Err(panicked(ctx, p.as_ref()).message().to_string())
-                            });
-                    if env.kind == RpcKind::Call {
-                        let r = match &result {
-                            Ok(b) => Ok(b.as_ref()),
-                            Err(t) => Err(t.as_str()),
-                        };
-                        endpoint.reply(&env, r).await.map_err(ServiceError::from)?;
-                    } else if let Err(e) = result {
-                        tracing::warn!(error = %e, "native rpc send failed (no reply wanted)");
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        match self.endpoint.on_message(&msg.payload)? {
+            None => {}
+            Some(Inbound::Frame(f)) => {
+                if let Some(reply) = self.handler.on_frame(&self.endpoint, f).await {
+                    if ctx.wants_reply() {
+                        return Ok(Some(seri::pack(&[Value::String(reply)])?));
                     }
                 }
             }
-            Ok(None)
-        })
+            Some(Inbound::Rpc(env)) => {
+                let endpoint = self.endpoint.clone();
+                let result = AssertUnwindSafe(self.handler.on_rpc(&endpoint, env.message.clone()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| Err(panicked(ctx, p.as_ref()).message().to_string()));
+                if env.kind == RpcKind::Call {
+                    let r = match &result {
+                        Ok(b) => Ok(b.as_ref()),
+                        Err(t) => Err(t.as_str()),
+                    };
+                    endpoint.reply(&env, r).await.map_err(ServiceError::from)?;
+                } else if let Err(e) = result {
+                    tracing::warn!(error = %e, "native rpc send failed (no reply wanted)");
+                }
+            }
+        }
+        Ok(None)
     }
 }

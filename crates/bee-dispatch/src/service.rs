@@ -12,9 +12,10 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,123 +24,51 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-/// A service address, as skynet's: 32 bits, top 8 bits a harbor id (always 0 in bee).
-pub type Addr = u32;
-
-/// Formats an address the way skynet prints it: `:0000000a`.
-pub fn fmt_addr(addr: Addr) -> String {
-    format!(":{addr:08x}")
-}
-
-/// What a caller gets when a local call or send cannot be completed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// No service lives at that address (never existed, or already stopped).
-    #[error("no service at address {}", fmt_addr(*.addr))]
-    NoSuchService {
-        /// The address asked for.
-        addr: Addr,
-    },
-    /// No local service is registered under that name.
-    #[error("no local service named {name:?}")]
-    UnknownName {
-        /// The name asked for.
-        name: String,
-    },
-    /// The service stopped (or dropped the reply) before it answered.
-    #[error("service {service} stopped before it replied")]
-    ServiceGone {
-        /// Label and address of the service.
-        service: String,
-    },
-    /// The handler returned an error or panicked; `message` is its text.
-    #[error("{service} failed: {message}")]
-    Failed {
-        /// Label and address of the service.
-        service: String,
-        /// The handler's error text.
-        message: String,
-    },
-    /// No reply within the allowed time.
-    #[error("call to {service} timed out after {after:?}")]
-    Timeout {
-        /// Label and address of the service.
-        service: String,
-        /// The timeout that passed.
-        after: Duration,
-    },
-    /// The remote node answered with an error (its handler failed, the name or address
-    /// is unknown there, …): its own words, and which node said them.
-    #[error("{message} (error from node {node})")]
-    Remote {
-        /// The node that answered.
-        node: String,
-        /// Its error text, verbatim.
-        message: String,
-    },
-    /// A remote or cluster-level failure, already rendered as text by the layer that saw it.
-    #[error("{0}")]
-    Cluster(String),
-}
-
-impl CallError {
-    /// The text sent to a remote caller when this error answers its request.
-    pub fn remote_text(&self) -> String {
-        match self {
-            // The handler's own words travel unchanged, as a Lua caller expects.
-            CallError::Failed { message, .. } | CallError::Remote { message, .. } => {
-                message.clone()
-            }
-            other => other.to_string(),
-        }
-    }
-}
-
-/// The error a handler returns. Anything that implements `std::error::Error` converts
-/// with `?`; [`ServiceError::msg`] makes one from text.
-#[derive(Debug, Clone)]
-pub struct ServiceError {
-    message: String,
-}
-
-impl ServiceError {
-    /// An error with this text.
-    pub fn msg(text: impl fmt::Display) -> Self {
-        ServiceError {
-            message: text.to_string(),
-        }
-    }
-
-    /// The error text.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ServiceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for ServiceError {
-    fn from(e: E) -> Self {
-        ServiceError::msg(e)
-    }
-}
+pub use crate::error::{fmt_addr, Addr, CallError, ServiceError};
 
 /// What a handler returns: `Ok(Some(bytes))` is the reply (a skynet.pack payload),
 /// `Ok(None)` means "no reply values" (a waiting caller gets an empty reply), `Err`
 /// answers a waiting caller with the error text (and is logged for a push).
 pub type HandleResult = Result<Option<Bytes>, ServiceError>;
 
+/// skynet's message type numbers (`PTYPE_*`), carried by every [`Message`].
+pub mod ptype {
+    /// Raw text or bytes (a C service's frames to CServiceProxy, `"text"` redirects).
+    pub const TEXT: u8 = 0;
+    /// A response (in a C service: an rpc reply, or a timer firing when the source is 0).
+    pub const RESPONSE: u8 = 1;
+    /// An error notice.
+    pub const ERROR: u8 = 7;
+    /// Client traffic.
+    pub const CLIENT: u8 = 3;
+    /// A skynet.pack payload: what Lua-style services and the cluster exchange.
+    pub const LUA: u8 = 10;
+}
+
 /// One message as a service sees it.
 #[derive(Debug, Clone)]
 pub struct Message {
     /// The sender's address (0 when the message came from outside any service).
     pub source: Addr,
-    /// The payload; for ordinary traffic the skynet.pack encoding of the arguments.
+    /// skynet's message type ([`ptype`]); [`ptype::LUA`] for ordinary traffic.
+    pub ptype: u8,
+    /// The sender's own session number, for senders that match replies themselves (C
+    /// services); 0 otherwise. bee's own calls wait on a reply slot, not a session.
+    pub session: i32,
+    /// The payload; for [`ptype::LUA`] the skynet.pack encoding of the arguments.
     pub payload: Bytes,
+}
+
+impl Message {
+    /// An ordinary message: a skynet.pack payload from `source`.
+    pub fn new(source: Addr, payload: Bytes) -> Message {
+        Message {
+            source,
+            ptype: ptype::LUA,
+            session: 0,
+            payload,
+        }
+    }
 }
 
 type ReplySender = oneshot::Sender<Result<Bytes, CallError>>;
@@ -180,13 +109,57 @@ impl Responder {
 
 /// A service: state plus a handler run for one message at a time.
 ///
-/// Implement `handle` with `Box::pin(async move { … })`. The handler may await calls to
-/// other services; the service takes its next message only when the handler returns.
+/// Implement it with an `async fn`, no lifetimes to write:
+///
+/// ```
+/// use bee_dispatch::{Context, HandleResult, Message, Service};
+///
+/// struct Counter(u64);
+///
+/// impl Service for Counter {
+///     async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
+///         self.0 += 1;
+///         Ok(Some(msg.payload))
+///     }
+/// }
+/// ```
+///
+/// The handler may await calls to other services; the service takes its next message
+/// only when the handler returns. Most game code does not implement this trait but
+/// builds a [`crate::Dispatcher`] (command table and protobuf handlers).
 pub trait Service: Send + 'static {
     /// Handle one message. `ctx` knows the caller's reply slot, this service's address,
     /// and the node.
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult>;
+    fn handle(
+        &mut self,
+        ctx: &mut Context,
+        msg: Message,
+    ) -> impl Future<Output = HandleResult> + Send;
 }
+
+/// The object-safe face of every [`Service`], for a node to hold services of many
+/// types (implemented for every `Service`; nothing to implement by hand).
+pub trait DynService: Send + 'static {
+    /// [`Service::handle`], boxed.
+    fn handle_dyn<'a>(
+        &'a mut self,
+        ctx: &'a mut Context,
+        msg: Message,
+    ) -> BoxFuture<'a, HandleResult>;
+}
+
+impl<T: Service> DynService for T {
+    fn handle_dyn<'a>(
+        &'a mut self,
+        ctx: &'a mut Context,
+        msg: Message,
+    ) -> BoxFuture<'a, HandleResult> {
+        Box::pin(self.handle(ctx, msg))
+    }
+}
+
+/// A service of any type, boxed (what [`Node::spawn_boxed`] and worker factories take).
+pub type BoxService = Box<dyn DynService>;
 
 /// The handler's view of its service and of the message being handled.
 pub struct Context {
@@ -211,6 +184,10 @@ impl Context {
     /// This service's label (its kind, e.g. `echo`).
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    pub(crate) fn label_arc(&self) -> Arc<str> {
+        self.label.clone()
     }
 
     /// Whether the current message's sender waits for a reply.
@@ -306,11 +283,15 @@ struct Inner {
     config: RuntimeConfig,
     services: DashMap<Addr, Entry>,
     names: DashMap<String, Addr>,
+    /// Bumped on every name change, so caches of name lookups know when to refresh.
+    names_generation: AtomicU64,
     next_addr: AtomicU32,
     stopping: AtomicBool,
     extensions: DashMap<std::any::TypeId, Arc<dyn Any + Send + Sync>>,
-    cluster: OnceLock<crate::cluster::Cluster>,
+    shutdown_hooks: Mutex<Vec<ShutdownHook>>,
 }
+
+type ShutdownHook = Box<dyn FnOnce() + Send>;
 
 /// A node's local runtime: its services, their names, and how to reach them. Cheap to
 /// clone; every clone is the same node.
@@ -341,10 +322,11 @@ impl Node {
                 config,
                 services: DashMap::new(),
                 names: DashMap::new(),
+                names_generation: AtomicU64::new(0),
                 next_addr: AtomicU32::new(1),
                 stopping: AtomicBool::new(false),
                 extensions: DashMap::new(),
-                cluster: OnceLock::new(),
+                shutdown_hooks: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -365,7 +347,7 @@ impl Node {
     }
 
     /// Start a boxed service; returns its new address.
-    pub fn spawn_boxed(&self, label: &str, service: Box<dyn Service>) -> Addr {
+    pub fn spawn_boxed(&self, label: &str, service: BoxService) -> Addr {
         let addr = self.inner.next_addr.fetch_add(1, Ordering::Relaxed) & 0x00FF_FFFF;
         let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
         let label: Arc<str> = Arc::from(label);
@@ -391,24 +373,34 @@ impl Node {
         addr
     }
 
-    /// Start a service and register a local name for it.
+    /// Start a service and give it `name` (see [`Node::set_name`] for which names other
+    /// nodes can reach).
     pub fn spawn_named(&self, name: &str, service: impl Service) -> Addr {
         let addr = self.spawn(name, service);
         self.set_name(name, addr);
         addr
     }
 
-    /// Point the local name `name` at `addr` (replacing what it pointed at).
+    /// Point `name` at `addr` (replacing what it pointed at).
+    ///
+    /// **One name table, one rule** (skynet's): a name starting with `.` (`.cache`) is
+    /// local to this node; any other name (`lpersistence`) is also visible to the
+    /// cluster — other nodes reach it as `"@lpersistence"` and find it with `query`.
     pub fn set_name(&self, name: &str, addr: Addr) {
         self.inner.names.insert(name.to_string(), addr);
+        self.inner.names_generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Remove a local name; returns where it pointed.
+    /// Remove a name; returns where it pointed.
     pub fn remove_name(&self, name: &str) -> Option<Addr> {
-        self.inner.names.remove(name).map(|(_, a)| a)
+        let removed = self.inner.names.remove(name).map(|(_, a)| a);
+        if removed.is_some() {
+            self.inner.names_generation.fetch_add(1, Ordering::Release);
+        }
+        removed
     }
 
-    /// The address a local name points at.
+    /// The address `name` points at on this node (local and cluster-visible names).
     pub fn resolve(&self, name: &str) -> Result<Addr, CallError> {
         self.inner
             .names
@@ -417,6 +409,33 @@ impl Node {
             .ok_or_else(|| CallError::UnknownName {
                 name: name.to_string(),
             })
+    }
+
+    /// The address of a cluster-visible name (not starting with `.`), as other nodes
+    /// see it; `None` for local-only names and names not set.
+    pub fn resolve_public(&self, name: &str) -> Option<Addr> {
+        if name.starts_with('.') {
+            return None;
+        }
+        self.inner.names.get(name).map(|a| *a)
+    }
+
+    /// Every name and where it points, sorted by name.
+    pub fn names(&self) -> Vec<(String, Addr)> {
+        let mut v: Vec<(String, Addr)> = self
+            .inner
+            .names
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A counter bumped on every name change: a cache of name lookups taken at one
+    /// value is valid while the counter still has it.
+    pub fn names_generation(&self) -> u64 {
+        self.inner.names_generation.load(Ordering::Acquire)
     }
 
     /// Whether a service lives at `addr`.
@@ -493,7 +512,7 @@ impl Node {
         payload: Bytes,
     ) -> Result<ReplyFuture, CallError> {
         let (tx, rx) = oneshot::channel();
-        self.deliver(target, Message { source, payload }, Some(tx))
+        self.deliver(target, Message::new(source, payload), Some(tx))
             .await
             .map_err(|(e, _)| e)?;
         Ok(ReplyFuture {
@@ -515,9 +534,28 @@ impl Node {
         target: Addr,
         payload: Bytes,
     ) -> Result<(), CallError> {
-        self.deliver(target, Message { source, payload }, None)
+        self.deliver(target, Message::new(source, payload), None)
             .await
             .map_err(|(e, _)| e)
+    }
+
+    /// Put `msg` in `target`'s mailbox without waiting (for callers that cannot await,
+    /// such as a C service's `skynet_send`): a full mailbox is
+    /// [`CallError::Overloaded`], never a silent drop.
+    pub fn post(&self, target: Addr, msg: Message) -> Result<(), CallError> {
+        let tx = match self.inner.services.get(&target) {
+            Some(e) => e.tx.clone(),
+            None => return Err(CallError::NoSuchService { addr: target }),
+        };
+        match tx.try_send(Envelope { msg, reply: None }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(CallError::Overloaded {
+                service: self.describe(target),
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CallError::ServiceGone {
+                service: self.describe(target),
+            }),
+        }
     }
 
     /// Put a message in `target`'s mailbox. On failure the reply slot comes back so the
@@ -551,7 +589,7 @@ impl Node {
     pub fn kill(&self, addr: Addr) -> bool {
         match self.inner.services.remove(&addr) {
             Some((_, e)) => {
-                self.inner.names.retain(|_, a| *a != addr);
+                self.forget_names_of(addr);
                 tracing::info!(node = %self.name(), service = %service_name(&e.label, addr), "service killed");
                 true
             }
@@ -566,8 +604,33 @@ impl Node {
         for a in addrs {
             self.kill(a);
         }
-        if let Some(c) = self.inner.cluster.get() {
-            c.shutdown();
+        let hooks = std::mem::take(
+            &mut *self
+                .inner
+                .shutdown_hooks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for hook in hooks {
+            hook();
+        }
+    }
+
+    /// Run `hook` when the node shuts down, after its services were stopped (layers
+    /// built on the runtime, such as the cluster, close their connections here).
+    pub fn on_shutdown(&self, hook: impl FnOnce() + Send + 'static) {
+        self.inner
+            .shutdown_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(hook));
+    }
+
+    fn forget_names_of(&self, addr: Addr) {
+        let before = self.inner.names.len();
+        self.inner.names.retain(|_, a| *a != addr);
+        if self.inner.names.len() != before {
+            self.inner.names_generation.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -599,8 +662,22 @@ impl Node {
         }
     }
 
-    pub(crate) fn cluster_slot(&self) -> &OnceLock<crate::cluster::Cluster> {
-        &self.inner.cluster
+    /// The value of type `T` attached to the node, attaching `make()` first if there is
+    /// none yet (atomically: two racing callers get the same value).
+    pub fn extension_or_insert_with<T: Any + Send + Sync>(
+        &self,
+        make: impl FnOnce() -> Arc<T>,
+    ) -> Arc<T> {
+        let entry = self
+            .inner
+            .extensions
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| make() as Arc<dyn Any + Send + Sync>);
+        entry
+            .value()
+            .clone()
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("extensions are keyed by their own type"))
     }
 }
 
@@ -656,7 +733,7 @@ fn panic_text(p: &(dyn Any + Send)) -> String {
 /// The task behind every service: one message at a time, answer, repeat.
 async fn run_service(
     mut ctx: Context,
-    mut service: Box<dyn Service>,
+    mut service: BoxService,
     mut rx: mpsc::Receiver<Envelope>,
     handled: Arc<AtomicU64>,
 ) {
@@ -676,7 +753,7 @@ async fn run_service(
         ctx.reply = reply;
         // `handle` itself runs inside the guarded future too: a service that panics
         // before returning its future is caught like one that panics while it runs.
-        let outcome = AssertUnwindSafe(async { service.handle(&mut ctx, msg).await })
+        let outcome = AssertUnwindSafe(async { service.handle_dyn(&mut ctx, msg).await })
             .catch_unwind()
             .await
             .unwrap_or_else(|p| {
@@ -693,7 +770,7 @@ async fn run_service(
                 tracing::debug!(node = %node.name(), service = %name, error = %e, "handler failed; caller told");
                 let _ = tx.send(Err(CallError::Failed {
                     service: name.clone(),
-                    message: e.message,
+                    message: e.into_message(),
                 }));
             }
             (None, Err(e)) => {
@@ -707,7 +784,7 @@ async fn run_service(
     }
     // Stopped: take the entry out (if kill did not already) and tell every queued caller.
     if node.inner.services.remove(&addr).is_some() {
-        node.inner.names.retain(|_, a| *a != addr);
+        node.forget_names_of(addr);
     }
     rx.close();
     let mut dropped = 0usize;
@@ -735,15 +812,16 @@ mod tests {
     struct PanicsEarly;
 
     impl Service for PanicsEarly {
-        fn handle<'a>(
-            &'a mut self,
-            _ctx: &'a mut Context,
+        #[allow(clippy::manual_async_fn)]
+        fn handle(
+            &mut self,
+            _ctx: &mut Context,
             msg: Message,
-        ) -> BoxFuture<'a, HandleResult> {
+        ) -> impl Future<Output = HandleResult> + Send {
             if msg.payload.as_ref() == b"boom" {
                 panic!("early boom");
             }
-            Box::pin(std::future::ready(Ok(Some(msg.payload))))
+            std::future::ready(Ok(Some(msg.payload)))
         }
     }
 

@@ -23,9 +23,10 @@
 use bee_codec::protopack::GameFrame;
 use bee_codec::rpc::{RpcEnvelope, RpcKind};
 use bee_codec::seri::{self, Value};
-use futures::future::BoxFuture;
 
-use crate::service::{fmt_addr, Addr, Context, HandleResult, Message, Service, ServiceError};
+use crate::service::{
+    fmt_addr, Addr, BoxService, Context, HandleResult, Message, Service, ServiceError,
+};
 
 /// The default number of workers.
 pub const DEFAULT_WORKERS: usize = 8;
@@ -108,7 +109,7 @@ fn plain_uid_of(values: &[Value]) -> Result<u64, ServiceError> {
 }
 
 /// Makes worker number `i` (called at start and to restart a worker that stopped).
-pub type WorkerFactory = Box<dyn Fn(usize) -> Box<dyn Service> + Send + Sync>;
+pub type WorkerFactory = Box<dyn Fn(usize) -> BoxService + Send + Sync>;
 
 /// The master service: owns the workers and forwards by uid.
 pub struct ShardMaster {
@@ -151,35 +152,35 @@ impl ShardMaster {
 }
 
 impl Service for ShardMaster {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            let values = seri::unpack(&msg.payload)?;
-            if values.first().and_then(Value::as_bytes) == Some(b"lua") {
-                match values.get(1).and_then(Value::as_bytes) {
-                    Some(b"shard_workers") => {
-                        let n = self.workers.len();
-                        let addrs: Vec<Value> = (0..n)
-                            .map(|i| Value::Integer(self.worker(ctx, i) as i64))
-                            .collect();
-                        return Ok(Some(seri::pack(&addrs)?));
-                    }
-                    Some(b"shard_of") => {
-                        let uid = values
-                            .get(2)
-                            .and_then(Value::as_int)
-                            .ok_or_else(|| ServiceError::msg("shard_of needs a uid"))?;
-                        let i = worker_for(uid as u64, self.workers.len());
-                        return Ok(Some(seri::pack(&[Value::Integer(i as i64)])?));
-                    }
-                    _ => {}
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        // Only the sub-type, the command and the uid are read; the payload travels on
+        // to the worker untouched (and is unpacked once, there).
+        let values = seri::unpack_first(&msg.payload, 3)?;
+        if values.first().and_then(Value::as_bytes) == Some(b"lua") {
+            match values.get(1).and_then(Value::as_bytes) {
+                Some(b"shard_workers") => {
+                    let n = self.workers.len();
+                    let addrs: Vec<Value> = (0..n)
+                        .map(|i| Value::Integer(self.worker(ctx, i) as i64))
+                        .collect();
+                    return Ok(Some(seri::pack(&addrs)?));
                 }
+                Some(b"shard_of") => {
+                    let uid = values
+                        .get(2)
+                        .and_then(Value::as_int)
+                        .ok_or_else(|| ServiceError::msg("shard_of needs a uid"))?;
+                    let i = worker_for(uid as u64, self.workers.len());
+                    return Ok(Some(seri::pack(&[Value::Integer(i as i64)])?));
+                }
+                _ => {}
             }
-            let uid = uid_of(&values)?;
-            let i = worker_for(uid, self.workers.len());
-            let target = self.worker(ctx, i);
-            ctx.redirect(target, msg).await?;
-            Ok(None)
-        })
+        }
+        let uid = uid_of(&values)?;
+        let i = worker_for(uid, self.workers.len());
+        let target = self.worker(ctx, i);
+        ctx.redirect(target, msg).await?;
+        Ok(None)
     }
 }
 

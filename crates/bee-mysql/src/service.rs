@@ -15,7 +15,6 @@ use std::time::Duration;
 use bee_codec::seri::{self, Value};
 use bee_dispatch::{Addr, Context, HandleResult, Message, Node, Responder, Service, ServiceError};
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -158,44 +157,42 @@ fn sql_arg(values: &[Value], cmd: &str) -> Result<Bytes, ServiceError> {
 }
 
 impl Service for MysqlPoolService {
-    fn handle<'a>(&'a mut self, ctx: &'a mut Context, msg: Message) -> BoxFuture<'a, HandleResult> {
-        Box::pin(async move {
-            let mut values = seri::unpack(&msg.payload)?;
-            // bee's convention is skynet.pack("lua", command, args…); a bare
-            // (command, args…) is accepted too, for native callers.
-            if matches!(values.first(), Some(Value::String(b)) if &b[..] == b"lua") {
-                values.remove(0);
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        let mut values = seri::unpack(&msg.payload)?;
+        // bee's convention is skynet.pack("lua", command, args…); a bare
+        // (command, args…) is accepted too, for native callers.
+        if matches!(values.first(), Some(Value::String(b)) if &b[..] == b"lua") {
+            values.remove(0);
+        }
+        let cmd = match values.first() {
+            Some(Value::String(b)) => b.clone(),
+            _ => {
+                return Err(ServiceError::msg(format!(
+                "mysqlpool expects (\"lua\", command, …) with a command name; known commands: {}",
+                COMMANDS.join(", ")
+            )))
             }
-            let cmd = match values.first() {
-                Some(Value::String(b)) => b.clone(),
-                _ => {
-                    return Err(ServiceError::msg(format!(
-                        "mysqlpool expects (\"lua\", command, …) with a command name; known commands: {}",
-                        COMMANDS.join(", ")
-                    )))
-                }
-            };
-            match &cmd[..] {
-                b"ping" => Ok(Some(seri::pack(&[Value::from("pong")])?)),
-                b"execute" | b"query" => {
-                    let name = String::from_utf8_lossy(&cmd).into_owned();
-                    let sql = sql_arg(&values, &name)?;
-                    let pool = self.usable_pool()?;
-                    match ctx.take_reply() {
-                        Some(responder) => {
-                            tokio::spawn(answer(pool, sql, responder));
-                        }
-                        None => self.push(pool, msg.source, sql).await,
+        };
+        match &cmd[..] {
+            b"ping" => Ok(Some(seri::pack(&[Value::from("pong")])?)),
+            b"execute" | b"query" => {
+                let name = String::from_utf8_lossy(&cmd).into_owned();
+                let sql = sql_arg(&values, &name)?;
+                let pool = self.usable_pool()?;
+                match ctx.take_reply() {
+                    Some(responder) => {
+                        tokio::spawn(answer(pool, sql, responder));
                     }
-                    Ok(None)
+                    None => self.push(pool, msg.source, sql).await,
                 }
-                other => Err(ServiceError::msg(format!(
-                    "mysqlpool: unknown command {:?}; known commands: {}",
-                    String::from_utf8_lossy(other),
-                    COMMANDS.join(", ")
-                ))),
+                Ok(None)
             }
-        })
+            other => Err(ServiceError::msg(format!(
+                "mysqlpool: unknown command {:?}; known commands: {}",
+                String::from_utf8_lossy(other),
+                COMMANDS.join(", ")
+            ))),
+        }
     }
 }
 

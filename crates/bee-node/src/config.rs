@@ -47,9 +47,6 @@ pub struct NodeConfig {
     pub extra: toml::Table,
 }
 
-/// Sections for services, besides the node's own keys.
-const EXTRA_SECTIONS: &[&str] = &["mysql"];
-
 fn default_timeout() -> u64 {
     30_000
 }
@@ -72,21 +69,19 @@ pub struct ServiceSpec {
 
 impl NodeConfig {
     /// Read and check a node config; the cluster path becomes relative to the file.
-    pub fn load(path: &Path) -> Result<NodeConfig> {
+    /// `sections` are the extra tables the binary's service kinds read (e.g. `mysql`);
+    /// any other unknown key is a typo and an error.
+    pub fn load(path: &Path, sections: &[String]) -> Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read node config {}", path.display()))?;
         let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("bad node config {}", path.display()))?;
         // Sections other than the known ones are typos: say so instead of ignoring them.
-        if let Some(key) = cfg
-            .extra
-            .keys()
-            .find(|k| !EXTRA_SECTIONS.contains(&k.as_str()))
-        {
+        if let Some(key) = cfg.extra.keys().find(|k| !sections.contains(k)) {
             anyhow::bail!(
                 "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, service, {})",
                 path.display(),
-                EXTRA_SECTIONS.join(", ")
+                                sections.join(", ")
             );
         }
         if cfg.threads == Some(0) {

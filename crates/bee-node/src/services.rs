@@ -1,106 +1,158 @@
-//! The services a node config can start, by `kind`:
+//! Service kinds: what a node config's `[[service]]` entries can start.
+//!
+//! A kind is a name and a function that starts one service on the node from its
+//! config entry ([`Spec`]: the entry's name and options, the node config's extra
+//! sections, the node and its cluster). [`App`](crate::App) holds the kinds of one
+//! binary; the production `bee` binary has the built-ins below, and a game's binary
+//! adds its own with [`App::kind`](crate::App::kind).
 //!
 //! | kind | what it is | options |
 //! |---|---|---|
 //! | `echo` | replies with its arguments | |
 //! | `sink` | counts pushes, answers `count` / `reset` | |
 //! | `slow` | answers a call `(ms, ...)` with its arguments after `ms` milliseconds (for testing timeouts) | |
-//! | `cservice_proxy` | `CServiceProxy`: forwards proxy-header frames from native services | |
-//! | `lpersistence` | the demo's persistence service (`"lua"` + `"text"`) | |
+//! | `cservice_proxy` | `CServiceProxy`: forwards frames from native services | |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
-//! | `activity_master` | uid-sharded master with `workers` activity workers | `workers = 8` |
-//! | `shop_master` | redirects game frames to the service registered as `target` | `target = "shop"` |
-//! | `native_shop` | the native (C++-style) shop service, bytes in and out | needs `cservice_proxy` first |
-//! | `lobby` | the demo's scenario driver, with the native `lobby_native` | needs `cservice_proxy` first |
 //!
-//! Each may carry `name = "…"` to be registered in the cluster as `"@name"` (and as a
-//! local name). Native services register their own name.
+//! Each entry may carry `name = "…"`: the service gets that name (cluster-visible
+//! unless it starts with `.`). A kind that names its services itself returns `None`.
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _, Result};
 use bee_dispatch::builtin::{Echo, Sink, Slow};
-use bee_dispatch::native::{spawn_native, CServiceProxy, CSERVICE_PROXY};
+use bee_dispatch::native::{CServiceProxy, CSERVICE_PROXY};
 use bee_dispatch::{Addr, Cluster, Node};
 
 use crate::config::{NodeConfig, ServiceSpec};
 
-/// Every kind this binary can start (for error messages).
-const KINDS: &str = "echo, sink, slow, cservice_proxy, lpersistence, mysqlpool, activity_master, shop_master, native_shop, lobby";
+/// What a kind's start function gets: one `[[service]]` entry in its node.
+pub struct Spec<'a> {
+    /// The node the service starts on.
+    pub node: &'a Node,
+    /// The node's cluster handle.
+    pub cluster: &'a Cluster,
+    /// The whole node config (for sections such as `[mysql]`).
+    pub config: &'a NodeConfig,
+    /// The `[[service]]` entry.
+    pub entry: &'a ServiceSpec,
+}
 
-/// Start every service of the config, in order.
-pub async fn start_all(node: &Node, cluster: &Cluster, cfg: &NodeConfig) -> Result<()> {
-    for spec in &cfg.services {
-        let addr = start(node, cfg, spec)
-            .with_context(|| format!("cannot start service kind {:?}", spec.kind))?;
-        if let (Some(name), Some(addr)) = (&spec.name, addr) {
-            cluster.register(name, addr)?;
-            node.set_name(name, addr);
+impl Spec<'_> {
+    /// The entry's name, or the kind when it has none (for labels).
+    pub fn label(&self) -> &str {
+        self.entry.name.as_deref().unwrap_or(&self.entry.kind)
+    }
+
+    /// A positive integer option, or `default` when absent.
+    pub fn option_usize(&self, key: &str, default: usize) -> Result<usize> {
+        match self.entry.options.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_integer()
+                .filter(|n| *n > 0)
+                .map(|n| n as usize)
+                .ok_or_else(|| anyhow!("option {key} must be a positive integer, got {v}")),
         }
-        tracing::info!(node = %node.name(), kind = %spec.kind, name = ?spec.name, addr = %addr.map(bee_dispatch::service::fmt_addr).unwrap_or_else(|| "(native)".into()), "service started");
     }
-    Ok(())
-}
 
-fn proxy_of(node: &Node) -> Result<Addr> {
-    node.resolve(CSERVICE_PROXY)
-        .map_err(|_| anyhow!("start a `cservice_proxy` service before native services"))
-}
+    /// A string option, or `default` when absent.
+    pub fn option_str<'b>(&'b self, key: &str, default: &'b str) -> Result<&'b str> {
+        match self.entry.options.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| anyhow!("option {key} must be a string, got {v}")),
+        }
+    }
 
-fn option_usize(spec: &ServiceSpec, key: &str, default: usize) -> Result<usize> {
-    match spec.options.get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .as_integer()
-            .filter(|n| *n > 0)
-            .map(|n| n as usize)
-            .ok_or_else(|| anyhow!("option {key} must be a positive integer, got {v}")),
+    /// A section of the node config (e.g. `[mysql]`), empty when absent.
+    pub fn section(&self, name: &str) -> toml::Value {
+        self.config
+            .extra
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| toml::Value::Table(Default::default()))
+    }
+
+    /// The address of the local CServiceProxy, for native services.
+    pub fn proxy(&self) -> Result<Addr> {
+        self.node
+            .resolve(CSERVICE_PROXY)
+            .map_err(|_| anyhow!("start a `cservice_proxy` service before native services"))
     }
 }
 
-fn option_str<'a>(spec: &'a ServiceSpec, key: &str, default: &'a str) -> Result<&'a str> {
-    match spec.options.get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .as_str()
-            .ok_or_else(|| anyhow!("option {key} must be a string, got {v}")),
-    }
+/// Starts one service of a kind; returns the address to give the entry's name (`None`
+/// when the service named itself).
+pub type StartFn = Arc<dyn Fn(&Spec<'_>) -> Result<Option<Addr>> + Send + Sync>;
+
+/// The service kinds of one binary.
+#[derive(Clone, Default)]
+pub struct Kinds {
+    kinds: BTreeMap<String, StartFn>,
 }
 
-/// Start one service; returns the address to register under the spec's name (None
-/// for native services, which register themselves).
-fn start(node: &Node, cfg: &NodeConfig, spec: &ServiceSpec) -> Result<Option<Addr>> {
-    let label = spec.name.as_deref().unwrap_or(&spec.kind);
-    Ok(match spec.kind.as_str() {
-        "echo" => Some(node.spawn(label, Echo)),
-        "sink" => Some(node.spawn(label, Sink::default())),
-        "slow" => Some(node.spawn(label, Slow)),
-        "cservice_proxy" => Some(node.spawn_named(CSERVICE_PROXY, CServiceProxy)),
-        "lpersistence" => Some(node.spawn(label, bee_demo::persistence::service())),
-        "mysqlpool" => {
-            let section = cfg
-                .extra
-                .get("mysql")
-                .cloned()
-                .unwrap_or_else(|| toml::Value::Table(Default::default()));
-            let mysql: bee_mysql::MysqlConfig = section
+impl Kinds {
+    /// The built-in kinds of the production `bee` binary.
+    pub fn builtin() -> Kinds {
+        let mut k = Kinds::default();
+        k.add("echo", |s| Ok(Some(s.node.spawn(s.label(), Echo))));
+        k.add("sink", |s| {
+            Ok(Some(s.node.spawn(s.label(), Sink::default())))
+        });
+        k.add("slow", |s| Ok(Some(s.node.spawn(s.label(), Slow))));
+        k.add("cservice_proxy", |s| {
+            Ok(Some(s.node.spawn_named(CSERVICE_PROXY, CServiceProxy)))
+        });
+        k.add("mysqlpool", |s| {
+            let mysql: bee_mysql::MysqlConfig = s
+                .section("mysql")
                 .try_into()
                 .context("bad [mysql] section in the node config")?;
-            Some(bee_mysql::start(node, mysql))
+            Ok(Some(bee_mysql::start(s.node, mysql)))
+        });
+        k
+    }
+
+    /// Add (or replace) a kind.
+    pub fn add(
+        &mut self,
+        kind: &str,
+        start: impl Fn(&Spec<'_>) -> Result<Option<Addr>> + Send + Sync + 'static,
+    ) {
+        self.kinds.insert(kind.to_string(), Arc::new(start));
+    }
+
+    /// The kind names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.kinds.keys().map(String::as_str).collect()
+    }
+
+    /// Start every service of the config, in order.
+    pub fn start_all(&self, node: &Node, cluster: &Cluster, cfg: &NodeConfig) -> Result<()> {
+        for entry in &cfg.services {
+            let spec = Spec {
+                node,
+                cluster,
+                config: cfg,
+                entry,
+            };
+            let start = self.kinds.get(&entry.kind).ok_or_else(|| {
+                anyhow!(
+                    "unknown service kind {:?} (known: {})",
+                    entry.kind,
+                    self.names().join(", ")
+                )
+            })?;
+            let addr = start(&spec)
+                .with_context(|| format!("cannot start service kind {:?}", entry.kind))?;
+            if let (Some(name), Some(addr)) = (&entry.name, addr) {
+                node.set_name(name, addr);
+            }
+            tracing::info!(node = %node.name(), kind = %entry.kind, name = ?entry.name, addr = %addr.map(bee_dispatch::service::fmt_addr).unwrap_or_else(|| "(self-named)".into()), "service started");
         }
-        "activity_master" => Some(bee_demo::activity::start(
-            node,
-            option_usize(spec, "workers", bee_dispatch::shard::DEFAULT_WORKERS)?,
-        )),
-        "shop_master" => Some(node.spawn(
-            label,
-            bee_demo::shop::ShopMaster::new(option_str(spec, "target", "shop")?),
-        )),
-        "native_shop" => {
-            let name = spec.name.as_deref().unwrap_or("shop");
-            let handler = bee_demo::shop::NativeShop::new(&format!("{}/{name}", node.name()));
-            spawn_native(node, proxy_of(node)?, name, handler).map_err(|e| anyhow!("{e}"))?;
-            None
-        }
-        "lobby" => Some(bee_demo::lobby::start(node, proxy_of(node)?).map_err(|e| anyhow!("{e}"))?),
-        other => bail!("unknown service kind {other:?} (known: {KINDS})"),
-    })
+        Ok(())
+    }
 }

@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use bee_codec::seri::{self, Value};
 use bee_dispatch::native::{
-    spawn_native, CServiceProxy, NativeEndpoint, NativeHandler, CSERVICE_PROXY,
+    spawn_native, CServiceProxy, NativeEndpoint, NativeHandler, RpcServer, CSERVICE_PROXY,
 };
-use bee_dispatch::{
-    Cluster, ClusterSettings, Dispatcher, LuaTable, Node, RuntimeConfig, ServiceError, TextTable,
-};
+use bee_dispatch::{Cluster, ClusterSettings, Dispatcher, Node, RuntimeConfig, ServiceError};
 use bee_proto::game::{Ping, Pong};
 use bee_registry::Registry;
 use bee_tests::{BeeProcess, Layout};
@@ -43,7 +41,8 @@ pub fn demo_services(node: &str) -> &'static str {
 
 /// Start a `bee` process without stalling the async runtime's other tasks.
 pub fn start(layout: &Layout, name: &str, services_toml: &str) -> BeeProcess {
-    tokio::task::block_in_place(|| layout.start(name, services_toml))
+    // The demo's service kinds live in the `bee-demo` binary, not in `bee`.
+    tokio::task::block_in_place(|| layout.start_with(&bee_tests::demo_bin(), name, services_toml))
 }
 
 /// Start a demo node by name.
@@ -138,51 +137,37 @@ pub struct Faulty {
 /// - `("lua", "panic", text)` → panics with `text`;
 /// - `("lua", "slow", ms)` → answers `"slept"` after `ms` milliseconds;
 /// - `"text"` `game.Ping{seq}` → `game.Pong{seq}`; seq 13 panics, seq 66 fails.
-pub fn faulty_service() -> Dispatcher<Faulty> {
-    Dispatcher::new(Faulty::default())
-        .lua(
-            LuaTable::new()
-                .command("ping", |s: &mut Faulty, _ctx, _args| {
-                    s.served += 1;
-                    Ok(vec![Value::from("pong"), Value::from(s.served)])
-                })
-                .command("fail", |_s: &mut Faulty, _ctx, args| {
-                    let text = args
-                        .first()
-                        .and_then(Value::as_str)
-                        .unwrap_or("failed")
-                        .to_string();
-                    Err(ServiceError::msg(text))
-                })
-                .command("panic", |_s: &mut Faulty, _ctx, args| {
-                    let text = args
-                        .first()
-                        .and_then(Value::as_str)
-                        .unwrap_or("panicked")
-                        .to_string();
-                    panic!("{text}")
-                })
-                .command_async("slow", |_s: &mut Faulty, _ctx, args| {
-                    let ms = args.first().and_then(Value::as_int).unwrap_or(0) as u64;
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Ok(vec![Value::from("slept")])
-                    }
-                }),
+pub fn faulty_service() -> RpcServer<Dispatcher<Faulty>> {
+    let d = Dispatcher::new(Faulty::default())
+        .command("ping", |s, _ctx, ()| {
+            s.served += 1;
+            Ok(("pong", s.served))
+        })
+        .command("fail", |_s, _ctx, (text,): (Option<String>,)| {
+            Err::<(), _>(ServiceError::msg(text.unwrap_or_else(|| "failed".into())))
+        })
+        .command(
+            "panic",
+            |_s, _ctx, (text,): (Option<String>,)| -> Result<(), ServiceError> {
+                panic!("{}", text.unwrap_or_else(|| "panicked".into()))
+            },
         )
-        .text(
-            TextTable::new().on(|s: &mut Faulty, ctx, _frame, m: Ping| match m.seq {
-                13 => panic!("Ping 13 is unlucky"),
-                66 => Err(ServiceError::msg("Ping 66 refused")),
-                _ => {
-                    s.served += 1;
-                    Ok(Some(Pong {
-                        seq: m.seq,
-                        served_by: format!("{}/{}", ctx.node().name(), ctx.label()),
-                    }))
-                }
-            }),
-        )
+        .command_async("slow", |_h, (ms,): (u64,)| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, ServiceError>("slept")
+        })
+        .on(|s, ctx, _frame, m: Ping| match m.seq {
+            13 => panic!("Ping 13 is unlucky"),
+            66 => Err(ServiceError::msg("Ping 66 refused")),
+            _ => {
+                s.served += 1;
+                Ok(Some(Pong {
+                    seq: m.seq,
+                    served_by: format!("{}/{}", ctx.node().name(), ctx.label()),
+                }))
+            }
+        });
+    RpcServer::new(d)
 }
 
 /// Start CServiceProxy on an in-process node; returns its address.

@@ -1,0 +1,353 @@
+//! Typed arguments and replies for `"lua"` commands.
+//!
+//! A `"lua"` message carries skynet.pack values. A command handler names the types it
+//! wants — `|state, ctx, (uid, act): (i64, String)|` — and the values are converted
+//! before it runs ([`FromArgs`]); a missing, extra or mistyped argument is answered with
+//! an error that names the command's signature, e.g.
+//! `command progress takes (integer, string), got 1 value: argument 2 is missing`.
+//! The handler returns anything [`IntoValues`]: `()`, one value, a tuple, or a
+//! `Vec<Value>`.
+//!
+//! Like Lua, a trailing `Option<T>` argument may be absent (or nil). A handler that
+//! wants the raw values takes `Vec<Value>`.
+
+use bee_codec::seri::{Table, Value};
+use bytes::Bytes;
+
+/// One argument converted from a skynet.pack value.
+pub trait FromValue: Sized {
+    /// The type's name in error messages (Lua's words: integer, string, …).
+    const TYPE: &'static str;
+    /// Convert, or say what was found instead.
+    fn from_value(v: Value) -> Result<Self, Value>;
+    /// The value when the argument is missing (only `Option` has one).
+    fn missing() -> Option<Self> {
+        None
+    }
+}
+
+macro_rules! int_from_value {
+    ($($t:ty),*) => {$(
+        impl FromValue for $t {
+            const TYPE: &'static str = "integer";
+            fn from_value(v: Value) -> Result<Self, Value> {
+                match v {
+                    Value::Integer(i) => <$t>::try_from(i).map_err(|_| Value::Integer(i)),
+                    // Lua numbers: a real with no fraction is an integer.
+                    Value::Real(r) if r.fract() == 0.0 && r.abs() < 9.0e15 => {
+                        <$t>::try_from(r as i64).map_err(|_| Value::Real(r))
+                    }
+                    other => Err(other),
+                }
+            }
+        }
+    )*};
+}
+int_from_value!(i64, i32, u32, u64, u16, u8, usize);
+
+impl FromValue for f64 {
+    const TYPE: &'static str = "number";
+    fn from_value(v: Value) -> Result<Self, Value> {
+        match v {
+            Value::Real(r) => Ok(r),
+            Value::Integer(i) => Ok(i as f64),
+            other => Err(other),
+        }
+    }
+}
+
+impl FromValue for bool {
+    const TYPE: &'static str = "boolean";
+    fn from_value(v: Value) -> Result<Self, Value> {
+        match v {
+            Value::Boolean(b) => Ok(b),
+            other => Err(other),
+        }
+    }
+}
+
+impl FromValue for String {
+    const TYPE: &'static str = "string";
+    fn from_value(v: Value) -> Result<Self, Value> {
+        match v {
+            Value::String(b) => match std::str::from_utf8(&b) {
+                Ok(s) => Ok(s.to_string()),
+                Err(_) => Err(Value::String(b)),
+            },
+            other => Err(other),
+        }
+    }
+}
+
+impl FromValue for Bytes {
+    const TYPE: &'static str = "string";
+    fn from_value(v: Value) -> Result<Self, Value> {
+        match v {
+            Value::String(b) => Ok(b),
+            other => Err(other),
+        }
+    }
+}
+
+impl FromValue for Table {
+    const TYPE: &'static str = "table";
+    fn from_value(v: Value) -> Result<Self, Value> {
+        match v {
+            Value::Table(t) => Ok(t),
+            other => Err(other),
+        }
+    }
+}
+
+impl FromValue for Value {
+    const TYPE: &'static str = "any value";
+    fn from_value(v: Value) -> Result<Self, Value> {
+        Ok(v)
+    }
+    fn missing() -> Option<Self> {
+        Some(Value::Nil)
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    const TYPE: &'static str = T::TYPE;
+    fn from_value(v: Value) -> Result<Self, Value> {
+        match v {
+            Value::Nil => Ok(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+    fn missing() -> Option<Self> {
+        Some(None)
+    }
+}
+
+/// Why a command's arguments did not fit its signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("takes ({signature}), got {got} value{}: {problem}", if *.got == 1 { "" } else { "s" })]
+pub struct ArgsError {
+    /// The expected types, e.g. `integer, string`.
+    pub signature: String,
+    /// How many values came.
+    pub got: usize,
+    /// What did not fit.
+    pub problem: String,
+}
+
+/// A command's whole argument list.
+pub trait FromArgs: Sized {
+    /// The expected types, for error messages.
+    fn signature() -> String;
+    /// Convert the values after the command name.
+    fn from_args(args: Vec<Value>) -> Result<Self, ArgsError>;
+}
+
+impl FromArgs for Vec<Value> {
+    fn signature() -> String {
+        "any values".into()
+    }
+    fn from_args(args: Vec<Value>) -> Result<Self, ArgsError> {
+        Ok(args)
+    }
+}
+
+impl FromArgs for () {
+    fn signature() -> String {
+        String::new()
+    }
+    fn from_args(args: Vec<Value>) -> Result<Self, ArgsError> {
+        if args.is_empty() {
+            Ok(())
+        } else {
+            Err(ArgsError {
+                signature: String::new(),
+                got: args.len(),
+                problem: "this command takes no arguments".into(),
+            })
+        }
+    }
+}
+
+macro_rules! tuple_from_args {
+    ($n:literal; $($t:ident $i:literal),+) => {
+        impl<$($t: FromValue),+> FromArgs for ($($t,)+) {
+            fn signature() -> String {
+                [$($t::TYPE),+].join(", ")
+            }
+            fn from_args(args: Vec<Value>) -> Result<Self, ArgsError> {
+                let got = args.len();
+                let fail = |problem: String| ArgsError {
+                    signature: Self::signature(),
+                    got,
+                    problem,
+                };
+                if got > $n {
+                    return Err(fail(format!("{} extra value(s)", got - $n)));
+                }
+                let mut it = args.into_iter();
+                Ok(($(
+                    match it.next() {
+                        Some(v) => $t::from_value(v).map_err(|found| {
+                            fail(format!(
+                                "argument {} must be {}, got {}",
+                                $i + 1,
+                                $t::TYPE,
+                                found.type_name()
+                            ))
+                        })?,
+                        None => $t::missing().ok_or_else(|| {
+                            fail(format!("argument {} ({}) is missing", $i + 1, $t::TYPE))
+                        })?,
+                    },
+                )+))
+            }
+        }
+    };
+}
+tuple_from_args!(1; A 0);
+tuple_from_args!(2; A 0, B 1);
+tuple_from_args!(3; A 0, B 1, C 2);
+tuple_from_args!(4; A 0, B 1, C 2, D 3);
+tuple_from_args!(5; A 0, B 1, C 2, D 3, E 4);
+tuple_from_args!(6; A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_from_args!(7; A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_from_args!(8; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+/// One reply value.
+pub trait IntoValue {
+    /// Convert.
+    fn into_value(self) -> Value;
+}
+
+macro_rules! into_value_via_from {
+    ($($t:ty),*) => {$(
+        impl IntoValue for $t {
+            fn into_value(self) -> Value {
+                Value::from(self)
+            }
+        }
+    )*};
+}
+into_value_via_from!(i64, i32, u32, u16, u8, usize, f64, bool, String, &str, Bytes, Table);
+
+impl IntoValue for u64 {
+    fn into_value(self) -> Value {
+        Value::Integer(self as i64)
+    }
+}
+
+impl IntoValue for Value {
+    fn into_value(self) -> Value {
+        self
+    }
+}
+
+impl<T: IntoValue> IntoValue for Option<T> {
+    fn into_value(self) -> Value {
+        self.map_or(Value::Nil, IntoValue::into_value)
+    }
+}
+
+/// A handler's reply: the values packed back to a waiting caller.
+pub trait IntoValues {
+    /// Convert.
+    fn into_values(self) -> Vec<Value>;
+}
+
+impl IntoValues for Vec<Value> {
+    fn into_values(self) -> Vec<Value> {
+        self
+    }
+}
+
+impl IntoValues for () {
+    fn into_values(self) -> Vec<Value> {
+        Vec::new()
+    }
+}
+
+macro_rules! single_into_values {
+    ($($t:ty),*) => {$(
+        impl IntoValues for $t {
+            fn into_values(self) -> Vec<Value> {
+                vec![self.into_value()]
+            }
+        }
+    )*};
+}
+single_into_values!(
+    i64, i32, u32, u64, u16, u8, usize, f64, bool, String, &str, Bytes, Table, Value
+);
+
+impl<T: IntoValue> IntoValues for Option<T> {
+    fn into_values(self) -> Vec<Value> {
+        vec![self.into_value()]
+    }
+}
+
+macro_rules! tuple_into_values {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: IntoValue),+> IntoValues for ($($t,)+) {
+            fn into_values(self) -> Vec<Value> {
+                vec![$(self.$i.into_value()),+]
+            }
+        }
+    };
+}
+tuple_into_values!(A 0);
+tuple_into_values!(A 0, B 1);
+tuple_into_values!(A 0, B 1, C 2);
+tuple_into_values!(A 0, B 1, C 2, D 3);
+tuple_into_values!(A 0, B 1, C 2, D 3, E 4);
+tuple_into_values!(A 0, B 1, C 2, D 3, E 4, F 5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuples_convert_and_name_what_does_not_fit() {
+        let ok = <(i64, String)>::from_args(vec![Value::Integer(7), Value::from("run")]);
+        assert_eq!(ok, Ok((7, "run".to_string())));
+
+        let e = <(i64, String)>::from_args(vec![Value::Integer(7)]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "takes (integer, string), got 1 value: argument 2 (string) is missing"
+        );
+        let e = <(i64, String)>::from_args(vec![Value::from("x"), Value::from("y")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "takes (integer, string), got 2 values: argument 1 must be integer, got string"
+        );
+        let e = <(i64,)>::from_args(vec![Value::Integer(1), Value::Integer(2)]).unwrap_err();
+        assert!(e.problem.contains("1 extra value"), "{e}");
+        let e = <()>::from_args(vec![Value::Nil]).unwrap_err();
+        assert!(e.problem.contains("no arguments"), "{e}");
+    }
+
+    #[test]
+    fn optional_arguments_may_be_missing_or_nil() {
+        let r = <(i64, Option<String>)>::from_args(vec![Value::Integer(1)]).unwrap();
+        assert_eq!(r, (1, None));
+        let r = <(i64, Option<String>)>::from_args(vec![Value::Integer(1), Value::Nil]).unwrap();
+        assert_eq!(r, (1, None));
+    }
+
+    #[test]
+    fn integers_are_range_checked_and_whole_reals_accepted() {
+        assert!(<(u8,)>::from_args(vec![Value::Integer(300)]).is_err());
+        assert_eq!(<(i32,)>::from_args(vec![Value::Real(4.0)]), Ok((4,)));
+        assert!(<(i32,)>::from_args(vec![Value::Real(4.5)]).is_err());
+    }
+
+    #[test]
+    fn replies_become_values() {
+        assert_eq!(().into_values(), Vec::<Value>::new());
+        assert_eq!("pong".into_values(), vec![Value::from("pong")]);
+        assert_eq!(
+            ("pong", 3i64, None::<i64>).into_values(),
+            vec![Value::from("pong"), Value::Integer(3), Value::Nil]
+        );
+    }
+}

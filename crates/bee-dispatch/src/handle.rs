@@ -1,0 +1,150 @@
+//! [`Handle`]: what an async handler holds — its service's state, its node, and calls to
+//! any service on any node through one API.
+//!
+//! A handle owns what it needs (no lifetimes), so an `async move` block can keep it
+//! across every `await`. The state sits behind a mutex that only this service's own
+//! handlers take, one message at a time, so it is never contended; [`Handle::state`]
+//! runs a closure with `&mut S` and cannot hold the lock across an `await`.
+
+use std::sync::{Arc, Mutex};
+
+use bee_codec::seri::{self, Value};
+use bytes::Bytes;
+
+use crate::args::{FromArgs, IntoValues};
+use crate::cluster::{Cluster, Target};
+use crate::service::{Addr, CallError, Context, Node};
+
+/// An async handler's view of its service: state, node, calls.
+pub struct Handle<S> {
+    state: Arc<Mutex<S>>,
+    node: Node,
+    addr: Addr,
+    label: Arc<str>,
+}
+
+impl<S> Clone for Handle<S> {
+    fn clone(&self) -> Self {
+        Handle {
+            state: self.state.clone(),
+            node: self.node.clone(),
+            addr: self.addr,
+            label: self.label.clone(),
+        }
+    }
+}
+
+impl<S> Handle<S> {
+    pub(crate) fn new(state: Arc<Mutex<S>>, ctx: &Context) -> Self {
+        Handle {
+            state,
+            node: ctx.node().clone(),
+            addr: ctx.addr(),
+            label: ctx.label_arc(),
+        }
+    }
+
+    /// Run `f` with the service state.
+    pub fn state<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    }
+
+    /// The node this service runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// This service's address.
+    pub fn addr(&self) -> Addr {
+        self.addr
+    }
+
+    /// This service's label (its kind or name).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Call `target` (an address, or a name — `"@name"` or `"name"`) on `node` with a
+    /// packed payload; returns the packed reply. `node` may be this node's own name: the
+    /// call is then local. Remote nodes need the cluster layer started.
+    pub async fn call(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        payload: Bytes,
+    ) -> Result<Bytes, CallError> {
+        let target = target.into();
+        match Cluster::of(&self.node) {
+            Some(c) => c.call(node, target, payload).await,
+            None => {
+                let to = self.local(node, &target)?;
+                self.node.call_from(self.addr, to, payload, None).await
+            }
+        }
+    }
+
+    /// Push a packed payload to `target` on `node` (this node or another); no reply.
+    pub async fn send(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        payload: Bytes,
+    ) -> Result<(), CallError> {
+        let target = target.into();
+        match Cluster::of(&self.node) {
+            Some(c) => c.send(node, target, payload).await,
+            None => {
+                let to = self.local(node, &target)?;
+                self.node.send_from(self.addr, to, payload).await
+            }
+        }
+    }
+
+    /// Call a `"lua"` command: packs `("lua", command, args…)`, unpacks the reply into
+    /// `R` (a tuple of types, or `Vec<Value>`).
+    pub async fn call_lua<R: FromArgs>(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        command: &str,
+        args: impl IntoValues,
+    ) -> Result<R, CallError> {
+        let reply = self.call(node, target, pack_lua(command, args)?).await?;
+        R::from_args(seri::unpack(&reply)?).map_err(|e| CallError::BadReply {
+            node: node.to_string(),
+            reason: format!("reply to {command}: {e}"),
+        })
+    }
+
+    /// Push a `"lua"` command: `("lua", command, args…)`, no reply.
+    pub async fn send_lua(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        command: &str,
+        args: impl IntoValues,
+    ) -> Result<(), CallError> {
+        self.send(node, target, pack_lua(command, args)?).await
+    }
+
+    fn local(&self, node: &str, target: &Target) -> Result<Addr, CallError> {
+        if node != self.node.name() {
+            return Err(CallError::Unavailable(format!(
+                "cannot reach node {node}: the cluster layer is not started on {}",
+                self.node.name()
+            )));
+        }
+        match target {
+            Target::Addr(a) => Ok(*a),
+            Target::Name(n) => self.node.resolve(n),
+        }
+    }
+}
+
+/// `skynet.pack("lua", command, args…)`.
+pub fn pack_lua(command: &str, args: impl IntoValues) -> Result<Bytes, CallError> {
+    let mut values = vec![Value::from("lua"), Value::from(command)];
+    values.extend(args.into_values());
+    Ok(seri::pack(&values)?)
+}

@@ -1,0 +1,228 @@
+//! # bee-node — a cluster node program, as a library
+//!
+//! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM.
+//! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
+//!
+//! This crate only composes the library crates: it reads the config ([`config`]),
+//! builds a [`bee_dispatch::Node`], attaches the cluster layer, starts the services the
+//! config lists ([`services`]), and waits for a signal.
+//!
+//! A game's own node binary is [`App`] with its service kinds added — the console,
+//! config loading, logging, signals and the client commands come with it:
+//!
+//! ```no_run
+//! use bee_dispatch::Dispatcher;
+//!
+//! fn main() {
+//!     bee_node::App::new()
+//!         .kind("greeter", |spec| {
+//!             let svc = Dispatcher::new(())
+//!                 .command("hello", |_s, _ctx, (who,): (String,)| Ok(format!("hello {who}")));
+//!             Ok(Some(spec.node.spawn(spec.label(), svc)))
+//!         })
+//!         .main()
+//! }
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod services;
+
+pub use services::{Kinds, Spec};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_registry::{ClusterConfig, Registry};
+use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "bee",
+    version,
+    about = "bee: a cluster node speaking skynet v1.6.0's cluster protocol"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node from its config file (TOML).
+    Run {
+        /// The node config (name, listen address, cluster config path, services).
+        config: PathBuf,
+    },
+    /// Call a service on a node and print its reply values.
+    Call(cli::ClientArgs),
+    /// Push a message to a service on a node (no reply).
+    Send(cli::ClientArgs),
+    /// Ask a node for the address registered under a name.
+    Query {
+        /// The cluster config to find the node in.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The node to ask.
+        node: String,
+        /// The registered name.
+        name: String,
+    },
+}
+
+/// A node program: its service kinds and config sections; [`App::main`] runs the
+/// `bee` command line with them.
+#[derive(Clone)]
+pub struct App {
+    kinds: Kinds,
+    sections: Vec<String>,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl App {
+    /// The production `bee` program: the built-in kinds ([`Kinds::builtin`]) and the
+    /// `[mysql]` section.
+    pub fn new() -> App {
+        App {
+            kinds: Kinds::builtin(),
+            sections: vec!["mysql".to_string()],
+        }
+    }
+
+    /// Add a service kind: `start` runs for every `[[service]]` entry of that kind.
+    pub fn kind(
+        mut self,
+        kind: &str,
+        start: impl Fn(&Spec<'_>) -> Result<Option<bee_dispatch::Addr>> + Send + Sync + 'static,
+    ) -> App {
+        self.kinds.add(kind, start);
+        self
+    }
+
+    /// Allow a top-level table `[name]` in node configs (read by a kind through
+    /// [`Spec::section`]).
+    pub fn section(mut self, name: &str) -> App {
+        self.sections.push(name.to_string());
+        self
+    }
+
+    /// The kinds this program can start.
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    /// Parse the command line and run it; exits the process with 1 (and one readable
+    /// line on stderr) on error.
+    pub fn main(self) -> ! {
+        let args = Args::parse();
+        std::process::exit(match main_with(Arc::new(self), args) {
+            Ok(()) => 0,
+            Err(e) => {
+                // One readable line (with its causes), no backtrace: a user-facing tool.
+                eprintln!("bee: error: {e:#}");
+                1
+            }
+        })
+    }
+}
+
+fn main_with(app: Arc<App>, args: Args) -> Result<()> {
+    // A node logs its connection events; a one-shot client only its warnings.
+    let default_level = match args.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BEE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    run_command(app, args)
+}
+
+fn run_command(app: Arc<App>, args: Args) -> Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // A node reads its config first: it says how many worker threads to run.
+    let node_cfg = match &args.command {
+        Command::Run { config } => {
+            let cfg = config::NodeConfig::load(config, &app.sections)?;
+            if let Some(n) = cfg.threads {
+                builder.worker_threads(n);
+            }
+            Some(cfg)
+        }
+        _ => None,
+    };
+    let runtime = builder.build().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match args.command {
+            Command::Run { .. } => run(&app, node_cfg.expect("loaded above")).await,
+            Command::Call(a) => cli::call(a).await,
+            Command::Send(a) => cli::send(a).await,
+            Command::Query {
+                cluster,
+                node,
+                name,
+            } => cli::query(cluster, node, name).await,
+        }
+    })
+}
+
+/// Run a node until a signal.
+async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
+    let cluster_cfg = ClusterConfig::load(&cfg.cluster)
+        .with_context(|| format!("cannot load the cluster config {}", cfg.cluster.display()))?;
+    let node = Node::new(
+        &cfg.name,
+        RuntimeConfig {
+            call_timeout: Duration::from_millis(cfg.call_timeout_ms),
+            ..RuntimeConfig::default()
+        },
+    );
+    let mut settings = ClusterSettings::default();
+    settings.channel.call_timeout = Duration::from_millis(cfg.call_timeout_ms);
+    settings.channel.busy_poll = Duration::from_micros(cfg.busy_poll_us);
+    settings.listener.busy_poll = Duration::from_micros(cfg.busy_poll_us);
+    let cluster = Cluster::start(&node, Registry::new(cluster_cfg), settings);
+    app.kinds.start_all(&node, &cluster, &cfg)?;
+    let listen = cfg.listen.clone().unwrap_or_else(|| cfg.name.clone());
+    let local = cluster
+        .open(&listen)
+        .await
+        .with_context(|| format!("node {} cannot open {listen}", cfg.name))?;
+    tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), threads = ?cfg.threads, busy_poll_us = cfg.busy_poll_us, "node ready");
+    // A line for scripts and tests waiting for the node to come up.
+    println!("bee node {} listening on {local}", cfg.name);
+    wait_for_signal().await;
+    tracing::info!(node = %cfg.name, "shutting down");
+    node.shutdown();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
