@@ -28,6 +28,7 @@ const TARGETS: &[&str] = &[
     "proxy",
     "protopack",
     "rpc",
+    "kkt",
 ];
 
 /// Coverage instrumentation libFuzzer needs, available on stable rustc.
@@ -39,7 +40,7 @@ const RUSTFLAGS: &str = "-Cpasses=sancov-module \
     --cfg fuzzing -Cdebug-assertions -Coverflow-checks";
 
 const USAGE: &str = "usage: cargo xtask fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE] [-- LIBFUZZER_ARGS...]
-  TARGET   one of: frame seri cluster_request cluster_response proxy protopack rpc (default: all)
+  TARGET   one of: frame seri cluster_request cluster_response proxy protopack rpc kkt (default: all)
   --secs   seconds per target (default 60)
   --jobs   targets run at once (default 1)
   --repro  run TARGET once on FILE (e.g. a crash artifact) and show its panic";

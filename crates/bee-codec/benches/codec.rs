@@ -1,7 +1,8 @@
 //! Codec micro-benchmarks: skynet.pack `pack`/`unpack` of typical call arguments, and the
 //! cluster request path (encode; frame split + decode + reassembly) and response encoding
-//! for small, medium and multi-part payloads. Throughput is in bytes of packed message
-//! (seri) or payload (cluster).
+//! for small, medium and multi-part payloads, and the game team's frame (`kkt`: encode,
+//! decode, header peek). Throughput is in bytes of packed message (seri), payload
+//! (cluster) or whole frame (kkt).
 //!
 //! Run: `cargo bench -p bee-codec --bench codec -- --warm-up-time 1 --measurement-time 3`.
 
@@ -12,6 +13,7 @@ use bee_codec::cluster::{
     RequestAssembler, ResponseAssembler,
 };
 use bee_codec::frame::FrameDecoder;
+use bee_codec::kkt::{self, KktFrame, KktHeader};
 use bee_codec::seri::{pack, unpack};
 use bee_codec::{Table, Value};
 use bytes::{Bytes, BytesMut};
@@ -163,11 +165,44 @@ fn cluster_response(c: &mut Criterion) {
     group.finish();
 }
 
+fn kkt_frame(c: &mut Criterion) {
+    let mut group = c.benchmark_group("kkt");
+    for (name, len) in [("16B", 16), ("4KiB", 4 << 10)] {
+        let frame = KktFrame::new(
+            kkt::SUBTYPE_RPC_SERVER,
+            10_076_447,
+            "game.LoginReq",
+            filler(len),
+        )
+        .to("activity_master_5", "activity_master")
+        .from("shop_master_4", "shop_master")
+        .session(7);
+        let bytes = frame.encode().expect("encode");
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(BenchmarkId::new("encode", name), |b| {
+            let mut out = BytesMut::new();
+            b.iter(|| {
+                out.clear();
+                black_box(&frame).encode_into(&mut out).expect("encode");
+                black_box(out.len())
+            })
+        });
+        group.bench_function(BenchmarkId::new("decode", name), |b| {
+            b.iter(|| KktFrame::decode(black_box(&bytes)).expect("decode"))
+        });
+        group.bench_function(BenchmarkId::new("peek", name), |b| {
+            b.iter(|| KktHeader::peek(black_box(&bytes)).expect("peek").uid)
+        });
+    }
+    group.finish();
+}
+
 // Written out instead of `criterion_group!`, whose generated `pub fn` has no doc comment.
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     seri(&mut c);
     cluster_request(&mut c);
     cluster_response(&mut c);
+    kkt_frame(&mut c);
     c.final_summary();
 }

@@ -1,7 +1,7 @@
 //! The worked examples of `docs/protocol.md` (how the proxy header, game frame, rpc
-//! envelope, skynet.pack and cluster frames nest on the wire), pinned byte for byte so the
-//! document cannot drift from the code. If one of these fails, fix the code or update the
-//! document and the hex here together.
+//! envelope, skynet.pack and cluster frames nest on the wire, and the team's kkt frame of
+//! section 8), pinned byte for byte so the document cannot drift from the code. If one of
+//! these fails, fix the code or update the document and the hex here together.
 
 use bee_codec::cluster::{self, Address, RequestFrame};
 use bee_codec::protopack::GameFrame;
@@ -173,4 +173,96 @@ fn first_byte_disambiguates() {
     assert!(RpcEnvelope::decode(&gf).is_err());
     let call = RpcEnvelope::encode(RpcKind::Send, 0, b"lobby", b"shop", b"").unwrap();
     assert!(GameFrame::decode(&call).is_err());
+}
+
+/// Section 8: the team's frame. `shop_master` on `shop_master_4` makes rpc request 7 to
+/// `activity_master` on `activity_master_5`; a Lua service and a C++ service answer it.
+/// The three frames are also vectors of `tests/data/kkt.json`.
+#[test]
+fn kkt_request_and_both_replies() {
+    use bee_codec::kkt::{self, KktFrame, KktHeader};
+
+    let request = KktFrame::new(
+        kkt::SUBTYPE_RPC_SERVER,
+        10076447,
+        "game.LoginReq",
+        LOGIN_BODY,
+    )
+    .to("activity_master_5", "activity_master")
+    .from("shop_master_4", "shop_master")
+    .session(7);
+    let bytes = request.encode().unwrap();
+    assert_eq!(bytes.len(), 113);
+    assert_eq!(
+        hex::encode(&bytes),
+        "0011000f000d000b\
+         61637469766974795f6d61737465725f35\
+         61637469766974795f6d6173746572\
+         73686f705f6d61737465725f34\
+         73686f705f6d6173746572\
+         00000012\
+         000000000099c11f\
+         000d67616d652e4c6f67696e526571\
+         00000000\
+         0000000000000007\
+         089f82e7041203616263"
+    );
+    // The offsets of the table in section 8.
+    let h = KktHeader::peek(&bytes).unwrap();
+    assert_eq!(&bytes[64..68], &[0, 0, 0, 0x12]);
+    assert_eq!(&bytes[78..91], b"game.LoginReq");
+    assert_eq!(&bytes[95..103], &7u64.to_be_bytes());
+    assert_eq!(h.body_offset, 103);
+
+    // What CServiceProxy pushes: skynet.pack("text", request).
+    let text = seri::pack(&[Value::from("text"), Value::String(bytes.clone())]).unwrap();
+    assert_eq!(hex::encode(&text[..8]), "2474657874157100");
+    assert_eq!(&text[8..], &bytes[..]);
+
+    let decoded = KktFrame::decode(&bytes).unwrap();
+    let lua = kkt::reply_from_lua(
+        &decoded,
+        "game.LoginResp",
+        unhex("089f82e7041a0e706c617965723130303736343437"),
+    );
+    assert_eq!(
+        hex::encode(lua.encode().unwrap()),
+        "0000000000000000\
+         00000011\
+         000000000099c11f\
+         000e67616d652e4c6f67696e52657370\
+         00000000\
+         0000000000000007\
+         089f82e7041a0e706c617965723130303736343437"
+    );
+    let native = kkt::reply_from_native(&decoded, "game.LoginResp", unhex("089f82e704"));
+    assert_eq!(
+        hex::encode(native.encode().unwrap()),
+        "000d000b0011000f\
+         73686f705f6d61737465725f34\
+         73686f705f6d6173746572\
+         61637469766974795f6d61737465725f35\
+         61637469766974795f6d6173746572\
+         00000011\
+         000000000099c11f\
+         000e67616d652e4c6f67696e52657370\
+         00000000\
+         0000000000000007\
+         089f82e704"
+    );
+}
+
+/// Section 8, "Decoding rules": a 70000-byte name is refused, not written with a
+/// truncated length.
+#[test]
+fn kkt_refuses_what_the_team_cpp_truncates() {
+    use bee_codec::kkt::{KktError, KktFrame};
+    let f = KktFrame::new(16, 1, vec![b'x'; 70000], Bytes::new());
+    assert_eq!(
+        f.encode(),
+        Err(KktError::TooLong {
+            field: "name",
+            len: 70000
+        })
+    );
 }
