@@ -15,6 +15,7 @@
 #include "skynet_server.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #if defined(__GNUC__)
@@ -72,14 +73,18 @@ HELLO_EXPORT struct hello *hello_create(void) {
 HELLO_EXPORT int hello_init(struct hello *h, struct skynet_context *ctx, const char *parm) {
 	if (h == NULL)
 		return 1;
-	const char *self = skynet_command(ctx, "REG", NULL);
+	/* skynet_command's answer lives in a buffer of the context that the next command
+	 * overwrites: copy it. */
+	char self[32];
+	const char *reg = skynet_command(ctx, "REG", NULL);
 	const char *name = (parm != NULL && parm[0] != '\0') ? parm : ".hello";
 	const char *harbor = skynet_getenv("harbor");
 	h->handle = skynet_context_handle(ctx);
-	if (self == NULL || harbor == NULL) {
+	if (reg == NULL || harbor == NULL) {
 		skynet_error(ctx, "hello: the host lacks REG or the harbor setting");
 		return 1;
 	}
+	snprintf(self, sizeof(self), "%s", reg);
 	if (skynet_command(ctx, "REG", name) == NULL) {
 		skynet_error(ctx, "hello: cannot register the name %s", name);
 		return 1;
