@@ -1,6 +1,6 @@
 // Compiles every header of include/ from C++ the way skynet-era modules include them:
-// inside extern "C" (built by cservices/Makefile, target headers, with -std=c++11).
-#include <cstdlib>
+// inside extern "C", before any other header (built by cservices/Makefile, target
+// headers, with -std=c++11).
 extern "C" {
 #include "skynet.h"
 #include "skynet_env.h"
@@ -11,6 +11,7 @@ extern "C" {
 #include "skynet_socket.h"
 #include "skynet_timer.h"
 }
+#include <cstdlib>
 
 static_assert(PTYPE_TEXT == 0 && PTYPE_RESPONSE == 1 && PTYPE_CLIENT == 3 && PTYPE_RESERVED_LUA == 10,
               "skynet's PTYPE numbers");
