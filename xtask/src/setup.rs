@@ -99,7 +99,6 @@ pub fn ensure_mariadb() -> Result<()> {
     Ok(())
 }
 
-
 /// Make sure the tools bee-etcd needs are installed: `protoc` (Debian's protobuf-compiler;
 /// the etcd-client crate compiles etcd's `.proto` files with it at build time, so this must
 /// run before `cargo build --workspace`) and the `etcd` server (Debian's etcd-server; the
