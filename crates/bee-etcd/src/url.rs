@@ -73,7 +73,7 @@ impl EtcdUrl {
             Some(p) => p
                 .parse::<u16>()
                 .ok()
-                .filter(|p| *p != 0 && !p.to_string().is_empty())
+                .filter(|p| *p != 0)
                 .ok_or_else(|| bad(&format!("port `{p}` is not a number from 1 to 65535")))?,
         };
         let prefix = path.trim_end_matches('/');
