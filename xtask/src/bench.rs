@@ -328,7 +328,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
     // mysqlpool: a second bee node with a pool of 8, point selects through the cluster
     // next to mysql_async direct (bee-bench seeds bee_bench.user first).
-    crate::setup::ensure_mariadb()?;
+    crate::setup::ensure_all()?;
     let sql_cfg = dir.join("beesql.toml");
     std::fs::write(
         &sql_cfg,

@@ -135,7 +135,7 @@ fn build_bee(root: &Path) -> Result<PathBuf> {
 
 /// Run the demo.
 pub fn run(root: &Path) -> Result<()> {
-    crate::setup::ensure_mariadb()?;
+    crate::setup::ensure_all()?;
     let bee = build_bee(root)?;
     let dir = root.join("target").join("demo");
     std::fs::create_dir_all(&dir)?;

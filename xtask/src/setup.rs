@@ -104,8 +104,6 @@ pub fn ensure_mariadb() -> Result<()> {
 /// run before `cargo build --workspace`) and the `etcd` server (Debian's etcd-server; the
 /// bee-etcd tests start their own `etcd` on free loopback ports, nothing is started here).
 /// Installs the missing ones with apt-get.
-// Not called yet: `cargo xtask ci` / `demo` will call it first once bee-etcd is wired in.
-#[allow(dead_code)]
 pub fn ensure_etcd_tools() -> Result<()> {
     // Whether `program --version` runs (the program is on PATH and works).
     let runs = |program: &str| {
@@ -154,4 +152,12 @@ pub fn ensure_etcd_tools() -> Result<()> {
     }
     eprintln!("setup: protoc and etcd are installed");
     Ok(())
+}
+
+/// Everything the build, the tests and the demo need on this machine: MariaDB running,
+/// `protoc` and the etcd server, and the C/C++ toolchain and protobuf headers.
+pub fn ensure_all() -> Result<()> {
+    ensure_etcd_tools()?;
+    crate::cpp::ensure_packages()?;
+    ensure_mariadb()
 }
