@@ -67,7 +67,7 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
             vec![],
         ),
         (
-            "native lobby_native → lpersistence_3: rpc_call with the rpc envelope",
+            "native lobby_native → lpersistence_3: rpc_call (sub_type 18 frame, reply by session)",
             "native_rpc",
             vec![],
         ),

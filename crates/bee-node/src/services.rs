@@ -11,7 +11,7 @@
 //! | `echo` | replies with its arguments | |
 //! | `sink` | counts pushes, answers `count` / `reset` | |
 //! | `slow` | answers a call `(ms, ...)` with its arguments after `ms` milliseconds (for testing timeouts) | |
-//! | `cservice_proxy` | `CServiceProxy`: forwards frames from native services | |
+//! | `cservice_proxy` | `CServiceProxy` (also `.CServiceProxy`): pushes native services' frames to the node/service they name | |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
 //!
 //! Each entry may carry `name = "…"`: the service gets that name (cluster-visible
@@ -103,9 +103,7 @@ impl Kinds {
             Ok(Some(s.node.spawn(s.label(), Sink::default())))
         });
         k.add("slow", |s| Ok(Some(s.node.spawn(s.label(), Slow))));
-        k.add("cservice_proxy", |s| {
-            Ok(Some(s.node.spawn_named(CSERVICE_PROXY, CServiceProxy)))
-        });
+        k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
         k.add("mysqlpool", |s| {
             let mysql: bee_mysql::MysqlConfig = s
                 .section("mysql")
