@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bee_codec::protopack::GameFrame;
+use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
 use bee_dispatch::handle::pack_lua;
 use bee_dispatch::{CallError, Cluster, ClusterSettings, FromArgs, IntoValues, Node};
@@ -154,7 +154,7 @@ fn welcome_of(reply: &Bytes) -> Welcome {
     let [Value::String(frame)] = values.as_slice() else {
         panic!("a text reply is one string, got {values:?}");
     };
-    let frame = GameFrame::decode(frame).expect("reply is a game frame");
+    let frame = KktFrame::decode(frame).expect("reply is a game frame");
     assert_eq!(frame.name_str().expect("name"), Welcome::full_name());
     Welcome::decode(frame.body.as_ref()).expect("body decodes")
 }
