@@ -30,7 +30,7 @@
 //! many bytes queued give [`TransportError::Overloaded`] instead of growing memory.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -41,12 +41,12 @@ use bee_codec::cluster::{
 use bee_codec::frame::MAX_BODY;
 use bytes::Bytes;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
+use crate::connection::{now_ns, run_writer, Connection, ReadError, WriteQueue, WriterEnd};
 use crate::error::TransportError;
+use crate::liveness::{dial, tune_socket, DialError, PING_NAME};
 
 /// Settings of a [`Channel`].
 #[derive(Debug, Clone)]
@@ -65,8 +65,10 @@ pub struct ChannelConfig {
     /// meanwhile fail at once. After a refused connect the delay stays at this, so a
     /// restarted node is reached within `backoff_min` of listening again.
     pub backoff_min: Duration,
-    /// Longest delay between connect attempts (default 2 s): the delay doubles up to
-    /// this after connects that time out or fail otherwise than refused.
+    /// Longest delay between connect attempts (default 500 ms): the delay doubles up to
+    /// this after connects that fail fast otherwise than refused (e.g. unreachable). A
+    /// connect that timed out is followed by `backoff_min` only, as the attempt itself
+    /// took `connect_timeout`.
     pub backoff_max: Duration,
     /// Largest request payload sent and response payload accepted (default 65 MiB).
     pub max_message: usize,
@@ -74,6 +76,21 @@ pub struct ChannelConfig {
     /// (default [`DEFAULT_BUSY_POLL`]; zero turns it off). Trades CPU time while traffic
     /// flows for lower round-trip latency; see [`crate::connection`].
     pub busy_poll: Duration,
+    /// Bound on noticing a dead peer (default 4 s; zero turns dead-peer detection off):
+    /// `TCP_USER_TIMEOUT` and keepalive on the socket, and how long an unanswered
+    /// heartbeat may stay unanswered (see [`crate::liveness`]). Calls waiting on a peer
+    /// declared dead fail with [`TransportError::PeerUnreachable`].
+    pub liveness: Duration,
+    /// Send a heartbeat call to [`crate::liveness::PING_NAME`] after this long without
+    /// receiving anything (default 1 s; zero: no application heartbeat, only TCP).
+    pub heartbeat: Duration,
+    /// This many calls in a row timing out on one connection with nothing received in
+    /// between recycle the connection (default 3; zero: never).
+    pub max_timeouts: u32,
+    /// While dialling, start another connection attempt this often if the earlier ones
+    /// have not connected yet (default 500 ms; zero: one attempt per dial), so a peer
+    /// whose network heals mid-dial is reached within about this long.
+    pub redial: Duration,
 }
 
 /// Default busy-poll window of channels and listeners.
@@ -87,9 +104,13 @@ impl Default for ChannelConfig {
             max_in_flight: 65536,
             max_queued_bytes: 256 * 1024 * 1024,
             backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(2),
+            backoff_max: Duration::from_millis(500),
             max_message: 65 * 1024 * 1024,
             busy_poll: DEFAULT_BUSY_POLL,
+            liveness: Duration::from_secs(4),
+            heartbeat: Duration::from_secs(1),
+            max_timeouts: 3,
+            redial: Duration::from_millis(500),
         }
     }
 }
@@ -182,6 +203,8 @@ struct Sessions {
 struct Conn {
     node: String,
     alive: AtomicBool,
+    /// Calls in a row that timed out with nothing received since (reset by the reader).
+    timeouts: AtomicU32,
     queue: WriteQueue<Sessions>,
     cancel: CancellationToken,
     channel: Weak<Shared>,
@@ -278,6 +301,29 @@ impl Conn {
         Ok(session)
     }
 
+    /// Queue a heartbeat call (no limits: it is tiny, and the liveness rule covers a
+    /// queue too full to take it).
+    fn enqueue_ping(&self, to: &Address, tx: Waiter) -> Result<(), Refused> {
+        let mut g = self.lock();
+        if g.closed {
+            return Err(Refused::Dead);
+        }
+        let mut session = g.state.next;
+        while g.state.pending.contains_key(&session) {
+            session = next_session(session);
+        }
+        let mark = g.buf.len();
+        if let Err(e) = encode_request(&mut g.buf, to, session, &[]) {
+            g.buf.truncate(mark);
+            return Err(Refused::Error(TransportError::Codec(e.to_string())));
+        }
+        g.state.next = next_session(session);
+        g.state.pending.insert(session, tx);
+        self.queue.activity.set_outstanding(g.state.pending.len());
+        self.queue.submit(g, mark);
+        Ok(())
+    }
+
     /// Queue push frames; a multi-part push consumes a session, a whole one does not.
     fn enqueue_push(
         &self,
@@ -310,6 +356,19 @@ impl Conn {
         // Pushes come in streams: the writer batches them.
         self.queue.defer(g);
         Ok(())
+    }
+
+    /// A call on this connection timed out: count it, and declare the peer unreachable
+    /// once `max` calls in a row timed out with nothing received in between.
+    fn note_timeout(self: &Arc<Self>, max: u32) {
+        let n = self.timeouts.fetch_add(1, Ordering::AcqRel) + 1;
+        if max > 0 && n >= max {
+            tracing::warn!(node = %self.node, timeouts = n, "calls keep timing out with nothing received; recycling the connection");
+            self.fail(TransportError::PeerUnreachable {
+                node: self.node.clone(),
+                reason: format!("{n} calls in a row timed out with nothing received"),
+            });
+        }
     }
 
     /// Forget a session whose caller stopped waiting (timeout or cancelled).
@@ -515,6 +574,7 @@ impl Channel {
                 }
                 Err(_) => {
                     tracing::debug!(node = %self.shared.node, session, ?after, "call timed out");
+                    conn.note_timeout(config.max_timeouts);
                     Err(TransportError::Timeout {
                         node: self.shared.node.clone(),
                         after,
@@ -582,31 +642,34 @@ impl Channel {
     async fn open(&self) -> Result<Arc<Conn>, TransportError> {
         let shared = &self.shared;
         let config = &shared.config;
-        let dialled =
-            tokio::time::timeout(config.connect_timeout, TcpStream::connect(&shared.addr)).await;
+        let dialled = dial(&shared.addr, config.connect_timeout, config.redial).await;
         let stream = match dialled {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
+            Ok(stream) => stream,
+            Err(DialError::Failed(e)) => {
                 let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
                 return Err(self.connect_failed(e.to_string(), refused));
             }
-            Err(_) => {
+            Err(DialError::TimedOut) => {
                 return Err(self.connect_failed(
                     format!(
                         "no answer within {:?} (connect_timeout)",
                         config.connect_timeout
                     ),
-                    false,
+                    true,
                 ))
             }
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(node = %shared.node, error = %e, "cannot set TCP_NODELAY");
         }
+        if let Err(e) = tune_socket(&stream, config.liveness) {
+            tracing::warn!(node = %shared.node, error = %e, "cannot set TCP keepalive / TCP_USER_TIMEOUT");
+        }
         let (rd, wr) = stream.into_split();
         let conn = Arc::new(Conn {
             node: shared.node.clone(),
             alive: AtomicBool::new(true),
+            timeouts: AtomicU32::new(0),
             queue: WriteQueue::new(
                 wr,
                 Sessions {
@@ -636,12 +699,12 @@ impl Channel {
         tokio::spawn(async move {
             let conn = writer_conn;
             if let WriterEnd::Failed(e) = run_writer(&conn.queue, &conn.cancel).await {
-                conn.fail(TransportError::NodeDown {
-                    node: conn.node.clone(),
-                    reason: format!("write failed: {e}"),
-                });
+                conn.fail(io_failure(&conn.node, "write failed", &e));
             }
         });
+        if !config.liveness.is_zero() && !config.heartbeat.is_zero() {
+            tokio::spawn(watch(conn.clone(), config.liveness, config.heartbeat));
+        }
         let reader =
             Connection::new(rd, MAX_BODY).busy_poll(config.busy_poll, conn.queue.activity.clone());
         let limits = Limits {
@@ -654,15 +717,16 @@ impl Channel {
     }
 
     /// Enter back-off after a failed connect. A refusal (nothing listens: the node is
-    /// down or restarting) is cheap to retry and the node may be back any moment, so it
-    /// always waits just `backoff_min`; other failures (no answer, unreachable) double
-    /// the delay up to `backoff_max`.
-    fn connect_failed(&self, reason: String, refused: bool) -> TransportError {
+    /// down or restarting) is cheap to retry and the node may be back any moment, and a
+    /// dial that timed out already took `connect_timeout`, so both wait just
+    /// `backoff_min` (`short`); other failures (unreachable, ...) come back at once and
+    /// double the delay up to `backoff_max`.
+    fn connect_failed(&self, reason: String, short: bool) -> TransportError {
         let shared = &self.shared;
         let config = &shared.config;
         let mut st = shared.lock_state();
         let delay = match &st.backoff {
-            Some(b) if !refused => (b.delay * 2).min(config.backoff_max),
+            Some(b) if !short => (b.delay * 2).min(config.backoff_max),
             _ => config.backoff_min,
         };
         st.backoff = Some(Backoff {
@@ -698,11 +762,16 @@ async fn read_responses(conn: Arc<Conn>, mut reader: Connection<OwnedReadHalf>, 
             _ = conn.cancel.cancelled() => return,
         };
         let mut step = match first {
-            Ok(Some(body)) => handle_frame(&conn, &mut assembler, body, &mut ready),
+            Ok(Some(body)) => {
+                conn.queue.activity.stamp_received();
+                conn.timeouts.store(0, Ordering::Release);
+                handle_frame(&conn, &mut assembler, body, &mut ready)
+            }
             Ok(None) => Step::Fail(TransportError::NodeDown {
                 node: conn.node.clone(),
                 reason: "the peer closed the connection".into(),
             }),
+            Err(ReadError::Io(e)) => Step::Fail(io_failure(&conn.node, "read failed", &e)),
             Err(e) => Step::Fail(TransportError::NodeDown {
                 node: conn.node.clone(),
                 reason: e.to_string(),
@@ -801,4 +870,77 @@ fn handle_frame(
         Err(e) => return protocol(e.to_string()),
     }
     Step::Continue
+}
+
+/// The error for a socket that failed with `e`: the kernel giving up on the peer
+/// (`TCP_USER_TIMEOUT`, keepalive, unreachable) is [`TransportError::PeerUnreachable`],
+/// anything else [`TransportError::NodeDown`].
+fn io_failure(node: &str, what: &str, e: &std::io::Error) -> TransportError {
+    use std::io::ErrorKind::*;
+    let reason = format!("{what}: {e}");
+    match e.kind() {
+        TimedOut | HostUnreachable | NetworkUnreachable => TransportError::PeerUnreachable {
+            node: node.to_string(),
+            reason,
+        },
+        _ => TransportError::NodeDown {
+            node: node.to_string(),
+            reason,
+        },
+    }
+}
+
+/// The liveness monitor of one connection (see [`crate::liveness`]): pings after
+/// `heartbeat` of silence, declares the peer dead when a ping stays unanswered too long.
+async fn watch(conn: Arc<Conn>, liveness: Duration, heartbeat: Duration) {
+    let tick = (heartbeat.min(liveness) / 4).max(Duration::from_millis(10));
+    let wait = if liveness > heartbeat {
+        liveness - heartbeat
+    } else {
+        liveness
+    };
+    let heartbeat_ns = heartbeat.as_nanos() as u64;
+    let wait_ns = wait.as_nanos() as u64;
+    let ping = Address::Name(Bytes::from_static(PING_NAME.as_bytes()));
+    // When the unanswered ping was sent (or tried), if one is.
+    let mut pinged: Option<u64> = None;
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A fresh connection counts as having just heard from the peer.
+    let opened = now_ns();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = conn.cancel.cancelled() => return,
+        }
+        let now = now_ns();
+        let received = conn.queue.activity.received().max(opened);
+        if pinged.is_some_and(|at| received >= at) {
+            pinged = None;
+        }
+        match pinged {
+            None if now.saturating_sub(received) >= heartbeat_ns => {
+                // The answer itself is not needed: any frame received is proof of life.
+                let (tx, _rx) = oneshot::channel();
+                let _ = conn.enqueue_ping(&ping, tx);
+                pinged = Some(now);
+            }
+            None => {}
+            Some(at) => {
+                let since = at.max(conn.queue.activity.unblocked());
+                if now.saturating_sub(since) >= wait_ns {
+                    let silent = Duration::from_nanos(now.saturating_sub(received));
+                    tracing::warn!(node = %conn.node, ?silent, "peer does not answer heartbeats; declaring it unreachable");
+                    conn.fail(TransportError::PeerUnreachable {
+                        node: conn.node.clone(),
+                        reason: format!(
+                            "nothing received for {} ms, heartbeat unanswered",
+                            silent.as_millis()
+                        ),
+                    });
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -60,7 +60,7 @@ const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 const SPIN_CHUNK: usize = 16 * 1024;
 
 /// Nanoseconds on a monotonic clock private to this process (activity stamps).
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
@@ -85,6 +85,13 @@ const SPIN_MAX_BATCH: usize = 1;
 pub(crate) struct Activity {
     last: AtomicU64,
     outstanding: AtomicUsize,
+    /// When a frame was last received (see [`now_ns`]); kept by the owner's reader, read
+    /// by the liveness monitor.
+    received: AtomicU64,
+    /// When a write last went through after the socket had been full ([`now_ns`]): the
+    /// peer's kernel acknowledged data and its application read some (it opened its
+    /// receive window), so the peer is alive even if it has not answered yet.
+    unblocked: AtomicU64,
 }
 
 impl Activity {
@@ -101,6 +108,21 @@ impl Activity {
     /// Record how many requests await answers now.
     pub fn set_outstanding(&self, n: usize) {
         self.outstanding.store(n, Ordering::Relaxed);
+    }
+
+    /// Record that a frame was received now.
+    pub fn stamp_received(&self) {
+        self.received.store(now_ns(), Ordering::Relaxed);
+    }
+
+    /// When a frame was last received (see [`now_ns`]; 0: never).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// When a write last went through after the socket had been full (0: never).
+    pub fn unblocked(&self) -> u64 {
+        self.unblocked.load(Ordering::Relaxed)
     }
 
     /// Whether the pipeline is shallow enough for busy polling to pay.
@@ -449,11 +471,19 @@ impl<S> WriteQueue<S> {
     /// Write all of `batch` to the socket, waiting for it to become writable as needed.
     async fn write_batch(&self, batch: &[u8], cancel: &CancellationToken) -> Result<(), WriterEnd> {
         let mut off = 0;
+        let mut blocked = false;
         while off < batch.len() {
             match self.sock.try_write(&batch[off..]) {
                 Ok(0) => return Err(WriterEnd::Failed(io::ErrorKind::WriteZero.into())),
-                Ok(n) => off += n,
+                Ok(n) => {
+                    off += n;
+                    if blocked {
+                        blocked = false;
+                        self.activity.unblocked.store(now_ns(), Ordering::Relaxed);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
                     let ready = tokio::select! {
                         r = self.sock.writable() => r,
                         _ = cancel.cancelled() => return Err(WriterEnd::Cancelled),

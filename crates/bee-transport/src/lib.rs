@@ -77,6 +77,8 @@
 //!   decoder, telling a clean EOF from EOF mid-frame) and the batching write queue and
 //!   writer task shared by both sides.
 //! - [`channel`]: the sending side ([`Channel`], [`ChannelConfig`], [`ChannelStats`]).
+//! - [`liveness`]: dead-peer detection (TCP keepalive, `TCP_USER_TIMEOUT`, heartbeat
+//!   calls to [`PING_NAME`], redial).
 //! - [`listener`]: the listening side ([`Listener`], [`ListenerConfig`], [`Inbound`],
 //!   [`Acceptor`], [`Dispatched`]).
 
@@ -84,9 +86,11 @@ pub mod channel;
 pub mod connection;
 pub mod error;
 pub mod listener;
+pub mod liveness;
 
 pub use bee_codec::cluster::{Address, Request};
 pub use channel::{Channel, ChannelConfig, ChannelStats, DEFAULT_BUSY_POLL};
 pub use connection::{Connection, ReadError};
 pub use error::TransportError;
 pub use listener::{Acceptor, Dispatched, Inbound, Listener, ListenerConfig, INVALID_LARGE_REQ};
+pub use liveness::PING_NAME;

@@ -15,6 +15,10 @@
 //!   that cost more throughput under load, as the connection task then does every write
 //!   itself instead of a second core batching them, than it saved latency.)
 //!
+//! Heartbeats: a request to [`PING_NAME`] (`@bee_ping`) is answered here with an empty
+//! ok response, in arrival order with the other answers, and never reaches the
+//! [`Inbound`] (see [`crate::liveness`]).
+//!
 //! Back-pressure: at most `max_outstanding` unanswered requests per connection and at most
 //! `max_queued_bytes` of unwritten responses; past either, the connection stops reading
 //! until work drains.
@@ -30,8 +34,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bee_codec::cluster::{
-    decode_request_frame, encode_response, AssemblyError, Limits, Request, RequestAssembler,
-    RequestFrame,
+    decode_request_frame, encode_response, Address, AssemblyError, Limits, Request,
+    RequestAssembler, RequestFrame,
 };
 use bee_codec::frame::MAX_BODY;
 use bytes::Bytes;
@@ -44,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
+use crate::liveness::PING_NAME;
 
 /// The error text answered for a multi-part request whose pieces do not add up to the
 /// size its header announced (stock skynet's wording).
@@ -352,6 +357,14 @@ async fn read_loop(
         };
         // Whole or completed: nothing pending under this session any more.
         multipart_pushes.remove(&req.session);
+        // A caller's heartbeat (see `crate::liveness`): answered here, never dispatched.
+        if is_ping(&req) {
+            if !req.push {
+                backlogged |=
+                    answer(queue, config, req.session, Ok(Bytes::new())) > config.max_queued_bytes;
+            }
+            continue;
+        }
         let session = req.session;
         let push = req.push;
         // Dispatch in arrival order, while answers of earlier requests keep flowing.
@@ -387,6 +400,11 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Whether `req` is a heartbeat call to [`PING_NAME`].
+fn is_ping(req: &Request) -> bool {
+    matches!(&req.address, Address::Name(n) if n.as_ref() == PING_NAME.as_bytes())
 }
 
 /// Queue the response of `session`; returns the bytes now waiting to be written.
