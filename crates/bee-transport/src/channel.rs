@@ -27,7 +27,13 @@
 //! after a refused connect (the node is down or restarting, and reached again within
 //! `backoff_min` of listening), doubling up to `backoff_max` after connects that time out
 //! or fail otherwise. Every limit is a bound: too many calls waiting or too
-//! many bytes queued give [`TransportError::Overloaded`] instead of growing memory.
+//! many bytes queued (on this channel: `max_queued_bytes`; on all channels of the node:
+//! [`ChannelConfig::outbound_budget`]) give [`TransportError::Overloaded`] at once instead
+//! of growing memory, with one warning per incident naming the node. A call that stops
+//! waiting (timed out, or its future dropped) while its request is still queued behind
+//! others is left out: the request is never written.
+//!
+//! Dead peers are detected within [`ChannelConfig::liveness`]; see [`crate::liveness`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -36,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use bee_codec::cluster::{
     decode_response_frame, encode_push, encode_request, is_multipart_request, next_session,
-    Address, AssemblyError, Limits, Response, ResponseAssembler,
+    Address, AssemblyError, Limits, Response, ResponseAssembler, ResponseFrame,
 };
 use bee_codec::frame::MAX_BODY;
 use bytes::Bytes;
@@ -44,6 +50,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{ByteBudget, Permit};
 use crate::connection::{now_ns, run_writer, Connection, ReadError, WriteQueue, WriterEnd};
 use crate::error::TransportError;
 use crate::liveness::{dial, tune_socket, DialError, PING_NAME};
@@ -91,6 +98,14 @@ pub struct ChannelConfig {
     /// have not connected yet (default 500 ms; zero: one attempt per dial), so a peer
     /// whose network heals mid-dial is reached within about this long.
     pub redial: Duration,
+    /// Node-wide budget for bytes queued for writing, shared by every channel given a
+    /// clone (default `None`: only `max_queued_bytes` per channel). Past it a call or push
+    /// fails at once with [`TransportError::Overloaded`].
+    pub outbound_budget: Option<ByteBudget>,
+    /// Node-wide budget for bytes of half-assembled multi-part responses (charged the
+    /// size their first frame announces; default `None`). A response that does not fit
+    /// closes the connection with [`TransportError::Overloaded`].
+    pub inbound_budget: Option<ByteBudget>,
 }
 
 /// Default busy-poll window of channels and listeners.
@@ -111,6 +126,8 @@ impl Default for ChannelConfig {
             heartbeat: Duration::from_secs(1),
             max_timeouts: 3,
             redial: Duration::from_millis(500),
+            outbound_budget: None,
+            inbound_budget: None,
         }
     }
 }
@@ -205,6 +222,9 @@ struct Conn {
     alive: AtomicBool,
     /// Calls in a row that timed out with nothing received since (reset by the reader).
     timeouts: AtomicU32,
+    /// A limit refused a message and the incident was logged; cleared by the next
+    /// message queued (so one line per incident).
+    overloaded: AtomicBool,
     queue: WriteQueue<Sessions>,
     cancel: CancellationToken,
     channel: Weak<Shared>,
@@ -232,7 +252,7 @@ impl Conn {
         let pending = {
             let mut g = self.lock();
             g.closed = true;
-            g.buf.clear();
+            g.discard();
             self.queue.activity.set_outstanding(0);
             std::mem::take(&mut g.state.pending)
         };
@@ -252,10 +272,46 @@ impl Conn {
     }
 
     fn overloaded(&self, what: String) -> Refused {
+        if !self.overloaded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(node = %self.node, %what, "channel overloaded; refusing calls and pushes until it drains");
+        }
         Refused::Error(TransportError::Overloaded {
             node: self.node.clone(),
             what,
         })
+    }
+
+    /// A message was queued: an overload incident, if one was going on, is over.
+    fn accepted(&self) {
+        if self.overloaded.load(Ordering::Relaxed) {
+            self.overloaded.store(false, Ordering::Relaxed);
+            tracing::info!(node = %self.node, "channel accepts messages again");
+        }
+    }
+
+    /// Charge the `len` bytes just encoded at `mark` to the node's outbound budget, or
+    /// take them back out and refuse.
+    fn charge(
+        &self,
+        g: &mut crate::connection::Locked<Sessions>,
+        config: &ChannelConfig,
+        mark: usize,
+    ) -> Result<Option<Permit>, Refused> {
+        let Some(budget) = &config.outbound_budget else {
+            return Ok(None);
+        };
+        let len = g.buf.len() - mark;
+        match budget.try_acquire(len) {
+            Some(p) => Ok(Some(p)),
+            None => {
+                g.buf.truncate(mark);
+                Err(self.overloaded(format!(
+                    "node outbound budget exhausted ({} of {} bytes queued on all channels; {len} more refused)",
+                    budget.used(),
+                    budget.limit()
+                )))
+            }
+        }
     }
 
     /// Allocate a session, record `tx`, queue the request frames: one lock.
@@ -279,7 +335,7 @@ impl Conn {
         }
         check_queued(self, g.queued(), payload.len(), config)?;
         let mut session = g.state.next;
-        while g.state.pending.contains_key(&session) {
+        while g.state.pending.contains_key(&session) || g.holds(session) {
             session = next_session(session);
         }
         let mark = g.buf.len();
@@ -287,6 +343,10 @@ impl Conn {
             g.buf.truncate(mark);
             return Err(Refused::Error(TransportError::Codec(e.to_string())));
         }
+        let permit = self.charge(&mut g, config, mark)?;
+        let len = g.buf.len() - mark;
+        g.mark(session, len, permit);
+        self.accepted();
         g.state.next = next_session(session);
         // Alone on the connection: write it now. Others in flight: a burst, which the
         // writer batches.
@@ -309,7 +369,7 @@ impl Conn {
             return Err(Refused::Dead);
         }
         let mut session = g.state.next;
-        while g.state.pending.contains_key(&session) {
+        while g.state.pending.contains_key(&session) || g.holds(session) {
             session = next_session(session);
         }
         let mark = g.buf.len();
@@ -317,6 +377,8 @@ impl Conn {
             g.buf.truncate(mark);
             return Err(Refused::Error(TransportError::Codec(e.to_string())));
         }
+        let len = g.buf.len() - mark;
+        g.mark(0, len, None);
         g.state.next = next_session(session);
         g.state.pending.insert(session, tx);
         self.queue.activity.set_outstanding(g.state.pending.len());
@@ -338,7 +400,7 @@ impl Conn {
         check_queued(self, g.queued(), payload.len(), config)?;
         let session = if is_multipart_request(payload.len()) {
             let mut s = g.state.next;
-            while g.state.pending.contains_key(&s) {
+            while g.state.pending.contains_key(&s) || g.holds(s) {
                 s = next_session(s);
             }
             s
@@ -350,6 +412,10 @@ impl Conn {
             g.buf.truncate(mark);
             return Err(Refused::Error(TransportError::Codec(e.to_string())));
         }
+        let permit = self.charge(&mut g, config, mark)?;
+        let len = g.buf.len() - mark;
+        g.mark(0, len, permit);
+        self.accepted();
         if session != 0 {
             g.state.next = next_session(session);
         }
@@ -375,6 +441,9 @@ impl Conn {
     fn forget(&self, session: u32) {
         let mut g = self.lock();
         g.state.pending.remove(&session);
+        if g.cancel(session) {
+            tracing::debug!(node = %self.node, session, "call stopped waiting before its request was written; left out");
+        }
         self.queue.activity.set_outstanding(g.state.pending.len());
     }
 }
@@ -670,6 +739,7 @@ impl Channel {
             node: shared.node.clone(),
             alive: AtomicBool::new(true),
             timeouts: AtomicU32::new(0),
+            overloaded: AtomicBool::new(false),
             queue: WriteQueue::new(
                 wr,
                 Sessions {
@@ -712,7 +782,12 @@ impl Channel {
             max_pending: config.max_in_flight.max(1),
             ..Limits::default()
         };
-        tokio::spawn(read_responses(conn.clone(), reader, limits));
+        tokio::spawn(read_responses(
+            conn.clone(),
+            reader,
+            limits,
+            config.inbound_budget.clone(),
+        ));
         Ok(conn)
     }
 
@@ -751,8 +826,17 @@ enum Step {
 }
 
 /// The reader task of one connection.
-async fn read_responses(conn: Arc<Conn>, mut reader: Connection<OwnedReadHalf>, limits: Limits) {
-    let mut assembler = ResponseAssembler::new(limits);
+async fn read_responses(
+    conn: Arc<Conn>,
+    mut reader: Connection<OwnedReadHalf>,
+    limits: Limits,
+    budget: Option<ByteBudget>,
+) {
+    let mut assembler = Assembly {
+        responses: ResponseAssembler::new(limits),
+        budget,
+        held: HashMap::new(),
+    };
     let mut ready: Vec<Answer> = Vec::new();
     let mut wake: Vec<(Waiter, Result<Bytes, TransportError>)> = Vec::new();
     let mut unknown: Vec<u32> = Vec::new();
@@ -823,9 +907,17 @@ async fn read_responses(conn: Arc<Conn>, mut reader: Connection<OwnedReadHalf>, 
 /// A complete reply for a session.
 type Answer = (u32, Result<Bytes, TransportError>);
 
+/// Multi-part reassembly of responses, charged to the node's inbound budget.
+struct Assembly {
+    responses: ResponseAssembler,
+    budget: Option<ByteBudget>,
+    /// Budget held per response being assembled.
+    held: HashMap<u32, Permit>,
+}
+
 fn handle_frame(
     conn: &Arc<Conn>,
-    assembler: &mut ResponseAssembler,
+    assembler: &mut Assembly,
     body: Bytes,
     ready: &mut Vec<Answer>,
 ) -> Step {
@@ -839,7 +931,32 @@ fn handle_frame(
         Ok(f) => f,
         Err(e) => return protocol(e.to_string()),
     };
-    match assembler.feed(frame) {
+    if let (ResponseFrame::Begin { session, total }, Some(budget)) = (&frame, &assembler.budget) {
+        match budget.try_acquire(*total as usize) {
+            Some(p) => {
+                assembler.held.insert(*session, p);
+            }
+            None => {
+                let what = format!(
+                    "node inbound budget exhausted ({} of {} bytes held) by a multi-part response of {total} bytes",
+                    budget.used(),
+                    budget.limit()
+                );
+                tracing::warn!(node = %conn.node, %what, "closing connection");
+                return Step::Fail(TransportError::Overloaded {
+                    node: conn.node.clone(),
+                    what,
+                });
+            }
+        }
+    }
+    let fed = assembler.responses.feed(frame);
+    if let Ok(Some(Response { session, .. })) | Err(AssemblyError::SizeMismatch { session, .. }) =
+        &fed
+    {
+        assembler.held.remove(session);
+    }
+    match fed {
         Ok(Some(Response { session, result })) => {
             let result = result.map_err(|text| TransportError::Remote {
                 node: conn.node.clone(),

@@ -38,6 +38,7 @@
 //! large frames are read in large reads). Every few tries the poller also yields its
 //! thread, so a thread that needs the CPU is not kept waiting for a preemption.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -49,6 +50,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::budget::Permit;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -331,14 +334,153 @@ pub(crate) struct Locked<S> {
     pub closed: bool,
     /// The owner's state.
     pub state: S,
+    /// What `buf` holds, message by message, when the owner marks every message it
+    /// appends ([`Locked::mark`]; the sending side does): so a call that stopped waiting
+    /// can be taken out before it is written. Empty for owners that do not mark.
+    marks: VecDeque<Mark>,
+    /// Sessions with a mark in `marks`.
+    marked: HashSet<u32>,
+    /// Marked sessions to leave out when the writer takes them.
+    cancelled: HashSet<u32>,
+    /// Bytes of the cancelled messages.
+    cancelled_bytes: usize,
+    /// The node-wide outbound budget held for the bytes queued (if there is one).
+    charge: Option<Permit>,
+}
+
+/// One message in the write buffer: its session (0: not removable) and length.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    session: u32,
+    len: usize,
 }
 
 impl<S> Locked<S> {
-    /// Bytes queued or being written.
+    /// Bytes queued (not counting messages cancelled but not yet skipped) or being written.
     pub fn queued(&self) -> usize {
-        self.buf.len() + self.writing
+        self.buf.len() - self.cancelled_bytes + self.writing
+    }
+
+    /// Record that the last `len` bytes appended to `buf` are one message of `session`
+    /// (0: not removable, e.g. a push), charged to `charge` if given. An owner that marks
+    /// must mark everything it appends.
+    pub fn mark(&mut self, session: u32, len: usize, charge: Option<Permit>) {
+        if len == 0 {
+            return;
+        }
+        if session != 0 {
+            self.marked.insert(session);
+        }
+        self.marks.push_back(Mark { session, len });
+        if let Some(p) = charge {
+            match &mut self.charge {
+                Some(c) => c.absorb(p),
+                None => self.charge = Some(p),
+            }
+        }
+    }
+
+    /// Whether `session` has a message in the buffer (queued or cancelled, not yet taken).
+    pub fn holds(&self, session: u32) -> bool {
+        self.marked.contains(&session)
+    }
+
+    /// Leave the message of `session` out if it is still waiting in the buffer (not yet
+    /// taken by a writer). Returns whether it will be left out.
+    pub fn cancel(&mut self, session: u32) -> bool {
+        if session == 0 || !self.marked.contains(&session) || self.cancelled.contains(&session) {
+            return false;
+        }
+        let Some(m) = self.marks.iter().find(|m| m.session == session) else {
+            return false;
+        };
+        self.cancelled_bytes += m.len;
+        self.cancelled.insert(session);
+        true
+    }
+
+    /// Drop everything queued (the connection is gone).
+    pub fn discard(&mut self) {
+        self.buf.clear();
+        self.marks.clear();
+        self.marked.clear();
+        self.cancelled.clear();
+        self.cancelled_bytes = 0;
+        self.charge = None;
+    }
+
+    /// Give back `n` bytes that left the queue.
+    fn release(&mut self, n: usize) {
+        if let Some(c) = &mut self.charge {
+            c.release(n);
+        }
+    }
+
+    /// Forget the marks of the first `n` bytes of `buf` (taken for writing).
+    fn taken(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.marks.front_mut() else {
+                return;
+            };
+            if front.len <= n {
+                n -= front.len;
+                let m = self.marks.pop_front().expect("front exists");
+                if m.session != 0 {
+                    self.marked.remove(&m.session);
+                }
+            } else {
+                // Partly taken: what is left can no longer be taken out.
+                front.len -= n;
+                if front.session != 0 {
+                    self.marked.remove(&front.session);
+                    front.session = 0;
+                }
+                n = 0;
+            }
+        }
+    }
+
+    /// Move the next batch to write into `batch` (empty on entry): everything queued in
+    /// one swap when that is small and nothing is cancelled, else at most [`MAX_BATCH`]
+    /// bytes, leaving cancelled messages out.
+    fn take_batch(&mut self, batch: &mut BytesMut) {
+        if self.cancelled.is_empty() {
+            if self.buf.len() <= MAX_BATCH {
+                std::mem::swap(&mut self.buf, batch);
+                self.marks.clear();
+                self.marked.clear();
+            } else {
+                *batch = self.buf.split_to(MAX_BATCH);
+                self.taken(MAX_BATCH);
+            }
+            return;
+        }
+        while batch.len() < MAX_BATCH {
+            let Some(m) = self.marks.pop_front() else {
+                break;
+            };
+            let bytes = self.buf.split_to(m.len);
+            if m.session != 0 {
+                self.marked.remove(&m.session);
+                if self.cancelled.remove(&m.session) {
+                    self.cancelled_bytes -= m.len;
+                    self.release(m.len);
+                    continue;
+                }
+            }
+            batch.extend_from_slice(&bytes);
+        }
+        if self.marks.is_empty() && !self.buf.is_empty() {
+            // Unmarked bytes (an owner that does not mark): take them as they are.
+            batch.extend_from_slice(&self.buf);
+            self.buf.clear();
+        }
     }
 }
+
+/// Most bytes a writer takes for one batch when more are queued (so messages queued
+/// behind can still be taken out if their call stops waiting).
+const MAX_BATCH: usize = 1024 * 1024;
 
 /// The write side of one connection (see the module docs). Owns the socket's write half;
 /// dropping the queue shuts the write direction of the socket.
@@ -363,6 +505,11 @@ impl<S> WriteQueue<S> {
                 spare: BytesMut::new(),
                 closed: false,
                 state,
+                marks: VecDeque::new(),
+                marked: HashSet::new(),
+                cancelled: HashSet::new(),
+                cancelled_bytes: 0,
+                charge: None,
             }),
             sock,
             activity: Arc::default(),
@@ -386,11 +533,19 @@ impl<S> WriteQueue<S> {
     /// when the write failed: the writer meets the error again and reports it). Returns
     /// the bytes still queued or being written.
     pub fn submit(&self, mut g: MutexGuard<'_, Locked<S>>, before: usize) -> usize {
-        if before != 0 || g.writing != 0 || g.direct || g.closed || g.buf.is_empty() {
+        if before != 0
+            || g.writing != 0
+            || g.direct
+            || g.closed
+            || g.buf.is_empty()
+            || !g.cancelled.is_empty()
+        {
             return self.defer(g);
         }
         let mut batch = std::mem::take(&mut g.spare);
         std::mem::swap(&mut g.buf, &mut batch);
+        g.marks.clear();
+        g.marked.clear();
         g.writing = batch.len();
         g.direct = true;
         drop(g);
@@ -408,8 +563,13 @@ impl<S> WriteQueue<S> {
         let mut g = self.lock();
         g.direct = false;
         g.writing = 0;
+        g.release(off);
         if off < batch.len() && !g.closed {
             let rest = &batch[off..];
+            g.marks.push_front(Mark {
+                session: 0,
+                len: rest.len(),
+            });
             if g.buf.is_empty() {
                 g.buf.extend_from_slice(rest);
             } else {
@@ -518,7 +678,7 @@ pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationTo
         let (closed, direct) = {
             let mut g = queue.lock();
             if !g.direct {
-                std::mem::swap(&mut g.buf, &mut batch);
+                g.take_batch(&mut batch);
                 g.writing = batch.len();
             }
             (g.closed, g.direct)
@@ -543,6 +703,7 @@ pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationTo
         if let Err(end) = queue.write_batch(&batch, cancel).await {
             return end;
         }
+        queue.lock().release(batch.len());
         if batch.capacity() > KEEP_WRITE_BUFFER {
             batch = BytesMut::with_capacity(16 * 1024);
         } else {

@@ -72,6 +72,7 @@
 //! ```
 //!
 //! ## Layout
+//! - [`budget`]: [`ByteBudget`], node-wide byte limits shared by channels and listeners.
 //! - [`error`]: [`TransportError`], every way a call can fail, naming the node.
 //! - [`connection`]: the read half of a connection ([`Connection`]: buffer + frame
 //!   decoder, telling a clean EOF from EOF mid-frame) and the batching write queue and
@@ -82,6 +83,7 @@
 //! - [`listener`]: the listening side ([`Listener`], [`ListenerConfig`], [`Inbound`],
 //!   [`Acceptor`], [`Dispatched`]).
 
+pub mod budget;
 pub mod channel;
 pub mod connection;
 pub mod error;
@@ -89,8 +91,11 @@ pub mod listener;
 pub mod liveness;
 
 pub use bee_codec::cluster::{Address, Request};
+pub use budget::{ByteBudget, Permit};
 pub use channel::{Channel, ChannelConfig, ChannelStats, DEFAULT_BUSY_POLL};
 pub use connection::{Connection, ReadError};
 pub use error::TransportError;
-pub use listener::{Acceptor, Dispatched, Inbound, Listener, ListenerConfig, INVALID_LARGE_REQ};
+pub use listener::{
+    Acceptor, Dispatched, Inbound, Listener, ListenerConfig, INVALID_LARGE_REQ, MULTIPART_EXPIRED,
+};
 pub use liveness::PING_NAME;

@@ -19,9 +19,17 @@
 //! ok response, in arrival order with the other answers, and never reaches the
 //! [`Inbound`] (see [`crate::liveness`]).
 //!
-//! Back-pressure: at most `max_outstanding` unanswered requests per connection and at most
-//! `max_queued_bytes` of unwritten responses; past either, the connection stops reading
-//! until work drains.
+//! Back-pressure: at most `max_outstanding` unanswered requests per connection, at most
+//! `max_inbound_bytes` of requests being handled, and at most `max_queued_bytes` of
+//! unwritten responses; past any, the connection stops reading until work drains.
+//!
+//! Byte budgets: every request being handled (from arrival until its answer is computed,
+//! or its push handed over) and every multi-part message being assembled (its announced
+//! size, from its header on) holds bytes of the node-wide
+//! [`ListenerConfig::inbound_budget`]; a connection whose next message does not fit is
+//! closed with a warning naming the peer. A multi-part message not finished within
+//! [`ListenerConfig::multipart_timeout`] is dropped (a request is answered
+//! [`MULTIPART_EXPIRED`]) and its late pieces are ignored.
 //!
 //! Trouble on one connection never affects the others: an undecodable frame, a multi-part
 //! message past `max_message`, too many half-assembled messages, or EOF in the middle of a
@@ -29,9 +37,10 @@
 //! [`Inbound::closed`] is told why. A multi-part request whose pieces do not add up to the
 //! announced size is answered `Invalid large req`, as stock skynet does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bee_codec::cluster::{
     decode_request_frame, encode_response, Address, AssemblyError, Limits, Request,
@@ -46,6 +55,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{ByteBudget, Permit};
 use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
 use crate::liveness::PING_NAME;
@@ -106,6 +116,19 @@ pub struct ListenerConfig {
     /// How long a connection's reader busy-polls after the last traffic before it parks
     /// (default [`crate::channel::DEFAULT_BUSY_POLL`]; zero turns it off).
     pub busy_poll: std::time::Duration,
+    /// Inbound bytes one connection may hold (default 32 MiB): requests being handled
+    /// stop the reading past it (back-pressure), and multi-part messages being assembled
+    /// may announce at most this much together, or `max_message` if larger (one more
+    /// closes the connection).
+    pub max_inbound_bytes: usize,
+    /// Node-wide budget of inbound bytes held (requests being handled, multi-part messages
+    /// being assembled), shared by every connection of every listener given a clone
+    /// (default `None`). A connection whose next message does not fit is closed, with one
+    /// log line naming the peer.
+    pub inbound_budget: Option<ByteBudget>,
+    /// A multi-part request or push not finished this long after its header is dropped
+    /// (a request is answered [`MULTIPART_EXPIRED`]; default 30 s; zero: never).
+    pub multipart_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -116,6 +139,9 @@ impl Default for ListenerConfig {
             max_outstanding: 65536,
             max_queued_bytes: 16 * 1024 * 1024,
             busy_poll: crate::channel::DEFAULT_BUSY_POLL,
+            max_inbound_bytes: 32 * 1024 * 1024,
+            inbound_budget: None,
+            multipart_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -205,9 +231,6 @@ enum End {
     Cancelled,
 }
 
-/// A running `Later` answer: `None` for pushes (run for their effect, nothing to send).
-type Pending = BoxFuture<'static, Option<(u32, Result<Bytes, String>)>>;
-
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -277,6 +300,49 @@ async fn serve(
     inbound.closed(&reason);
 }
 
+/// A running `Later` answer with the inbound bytes it holds: `None` for pushes (run for
+/// their effect, nothing to send).
+type Pending = BoxFuture<'static, (usize, Option<(u32, Result<Bytes, String>)>)>;
+
+/// The error answered for a multi-part request that did not complete within
+/// [`ListenerConfig::multipart_timeout`].
+pub const MULTIPART_EXPIRED: &str = "multi-part request expired before its last piece";
+
+/// A multi-part request or push being assembled.
+struct Partial {
+    started: Instant,
+    push: bool,
+    /// Node inbound budget held for its announced size.
+    permit: Option<Permit>,
+}
+
+/// Inbound bytes of one connection: multi-part messages being assembled, and what they
+/// hold of the node's inbound budget.
+struct Inflow<'a> {
+    peer: SocketAddr,
+    config: &'a ListenerConfig,
+    partial: HashMap<u32, Partial>,
+    /// Sessions of expired multi-part messages whose late pieces are dropped.
+    expired: HashSet<u32>,
+}
+
+impl Inflow<'_> {
+    /// Charge `n` bytes to the node's inbound budget (`Ok(None)` if there is none).
+    fn charge(&self, n: usize, what: &str) -> Result<Option<Permit>, End> {
+        let Some(budget) = &self.config.inbound_budget else {
+            return Ok(None);
+        };
+        match budget.try_acquire(n) {
+            Some(p) => Ok(Some(p)),
+            None => Err(End::Error(format!(
+                "node inbound budget exhausted ({} of {} bytes held by all connections) by a {what} of {n} bytes",
+                budget.used(),
+                budget.limit()
+            ))),
+        }
+    }
+}
+
 async fn read_loop(
     mut reader: Connection<tokio::net::tcp::OwnedReadHalf>,
     peer: SocketAddr,
@@ -288,19 +354,30 @@ async fn read_loop(
     let mut assembler = RequestAssembler::new(Limits {
         max_message: config.max_message,
         max_pending: config.max_pending_multipart,
-        ..Limits::default()
+        // One message of the largest size is always allowed.
+        max_pending_bytes: config.max_inbound_bytes.max(config.max_message),
     });
-    // Sessions of multi-part pushes being assembled (a size mismatch is answered only
-    // for requests).
-    let mut multipart_pushes: HashSet<u32> = HashSet::new();
+    let mut flow = Inflow {
+        peer,
+        config,
+        partial: HashMap::new(),
+        expired: HashSet::new(),
+    };
     let mut later: FuturesUnordered<Pending> = FuturesUnordered::new();
+    // Bytes held by requests being handled (`later`).
+    let mut held = 0usize;
     let mut backlogged = false;
+    let expire_every = (config.multipart_timeout / 4).max(Duration::from_millis(50));
+    let mut expiry = tokio::time::interval(expire_every);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expiring = !config.multipart_timeout.is_zero();
     loop {
         queue.activity.set_outstanding(later.len());
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => return End::Cancelled,
-            Some(done) = later.next(), if !later.is_empty() => {
+            Some((bytes, done)) = later.next(), if !later.is_empty() => {
+                held -= bytes;
                 if let Some((session, result)) = done {
                     backlogged |= answer(queue, config, session, result) > config.max_queued_bytes;
                 }
@@ -310,7 +387,14 @@ async fn read_loop(
                 backlogged = false;
                 continue;
             }
-            read = reader.read_frame(), if !backlogged && later.len() < config.max_outstanding => read,
+            _ = expiry.tick(), if expiring && !flow.partial.is_empty() => {
+                backlogged |= expire(&mut flow, &mut assembler, queue);
+                if flow.expired.len() > EXPIRED_KEPT {
+                    return End::Error(format!("more than {EXPIRED_KEPT} multi-part messages expired unfinished"));
+                }
+                continue;
+            }
+            read = reader.read_frame(), if !backlogged && later.len() < config.max_outstanding && held < config.max_inbound_bytes => read,
         };
         let body = match read {
             Ok(Some(body)) => body,
@@ -329,14 +413,44 @@ async fn read_loop(
             Ok(frame) => frame,
             Err(e) => return End::Error(format!("undecodable request frame: {e}")),
         };
-        if let RequestFrame::Header { session, push, .. } = &frame {
-            if *push {
-                multipart_pushes.insert(*session);
-            } else {
-                multipart_pushes.remove(session);
+        let mut header = None;
+        match &frame {
+            RequestFrame::Header {
+                session,
+                push,
+                total,
+                ..
+            } => {
+                let permit = match flow.charge(*total as usize, "multi-part message") {
+                    Ok(p) => p,
+                    Err(end) => return end,
+                };
+                flow.expired.remove(session);
+                header = Some((*session, *push, permit));
+            }
+            RequestFrame::Piece { session, last, .. } if flow.expired.contains(session) => {
+                if *last {
+                    flow.expired.remove(session);
+                }
+                tracing::debug!(%peer, session, "piece of an expired multi-part message dropped");
+                continue;
+            }
+            _ => {}
+        }
+        let fed = assembler.feed(frame);
+        if let Some((session, push, permit)) = header {
+            if matches!(fed, Ok(None)) {
+                flow.partial.insert(
+                    session,
+                    Partial {
+                        started: Instant::now(),
+                        push,
+                        permit,
+                    },
+                );
             }
         }
-        let req = match assembler.feed(frame) {
+        let req = match fed {
             Ok(Some(req)) => req,
             Ok(None) => continue,
             Err(AssemblyError::SizeMismatch {
@@ -344,7 +458,8 @@ async fn read_loop(
                 announced,
                 got,
             }) => {
-                if multipart_pushes.remove(&session) {
+                let push = flow.partial.remove(&session).is_some_and(|p| p.push);
+                if push {
                     tracing::warn!(%peer, session, announced, got, "multi-part push does not add up to its announced size; dropped");
                 } else {
                     tracing::warn!(%peer, session, announced, got, "multi-part request does not add up to its announced size; answered {INVALID_LARGE_REQ:?}");
@@ -355,8 +470,15 @@ async fn read_loop(
             }
             Err(e) => return End::Error(format!("bad multi-part request: {e}")),
         };
-        // Whole or completed: nothing pending under this session any more.
-        multipart_pushes.remove(&req.session);
+        // Whole or completed: nothing pending under this session any more; a completed
+        // multi-part message keeps the budget its header took.
+        let permit = match flow.partial.remove(&req.session) {
+            Some(p) => p.permit,
+            None => match flow.charge(req.payload.len(), "request") {
+                Ok(p) => p,
+                Err(end) => return end,
+            },
+        };
         // A caller's heartbeat (see `crate::liveness`): answered here, never dispatched.
         if is_ping(&req) {
             if !req.push {
@@ -367,6 +489,7 @@ async fn read_loop(
         }
         let session = req.session;
         let push = req.push;
+        let size = req.payload.len();
         // Dispatch in arrival order, while answers of earlier requests keep flowing.
         let dispatched = {
             let dispatch = inbound.dispatch(req);
@@ -376,7 +499,8 @@ async fn read_loop(
                     biased;
                     d = &mut dispatch => break d,
                     _ = cancel.cancelled() => return End::Cancelled,
-                    Some(done) = later.next(), if !later.is_empty() => {
+                    Some((bytes, done)) = later.next(), if !later.is_empty() => {
+                        held -= bytes;
                         if let Some((s, result)) = done {
                             backlogged |= answer(queue, config, s, result) > config.max_queued_bytes;
                         }
@@ -392,14 +516,58 @@ async fn read_loop(
                 tracing::debug!(%peer, error = %e, "push failed on the receiving side");
             }
             Dispatched::Ready(Ok(_)) | Dispatched::NoReply => {}
-            Dispatched::Later(fut) if !push => {
-                later.push(fut.map(move |r| Some((session, r))).boxed());
-            }
             Dispatched::Later(fut) => {
-                later.push(fut.map(|_| None).boxed());
+                // The request's bytes stay held until its answer is computed.
+                held += size;
+                later.push(
+                    fut.map(move |r| {
+                        drop(permit);
+                        (size, (!push).then_some((session, r)))
+                    })
+                    .boxed(),
+                );
             }
         }
     }
+}
+
+/// Expired multi-part sessions remembered per connection (their late pieces are dropped);
+/// past this many the connection is closed.
+const EXPIRED_KEPT: usize = 1024;
+
+/// Drop the multi-part messages older than the timeout: their budget is given back, a
+/// request is answered [`MULTIPART_EXPIRED`], late pieces will be dropped. Returns whether
+/// the write queue is now past its limit.
+fn expire(flow: &mut Inflow<'_>, assembler: &mut RequestAssembler, queue: &WriteQueue<()>) -> bool {
+    let timeout = flow.config.multipart_timeout;
+    let old: Vec<u32> = flow
+        .partial
+        .iter()
+        .filter(|(_, p)| p.started.elapsed() >= timeout)
+        .map(|(s, _)| *s)
+        .collect();
+    let mut backlogged = false;
+    for session in old {
+        let Some(p) = flow.partial.remove(&session) else {
+            continue;
+        };
+        // A whole message under the same session ends the partial one; it is not
+        // dispatched (the assembler's only way to drop a partial message).
+        let _ = assembler.feed(RequestFrame::Whole(Request {
+            address: Address::Id(0),
+            session,
+            push: true,
+            payload: Bytes::new(),
+        }));
+        flow.expired.insert(session);
+        let peer = flow.peer;
+        tracing::warn!(%peer, session, push = p.push, ?timeout, "multi-part message not finished in time; dropped");
+        if !p.push {
+            backlogged |= answer(queue, flow.config, session, Err(MULTIPART_EXPIRED.into()))
+                > flow.config.max_queued_bytes;
+        }
+    }
+    backlogged
 }
 
 /// Whether `req` is a heartbeat call to [`PING_NAME`].
