@@ -194,6 +194,8 @@ pub struct Connection<R> {
     buffer: BytesMut,
     decoder: FrameDecoder,
     spin: Option<Spin<R>>,
+    /// Since when part of a frame has been buffered (`None`: nothing buffered).
+    partial_since: Option<Instant>,
 }
 
 impl<R: AsyncRead + Unpin> Connection<R> {
@@ -204,6 +206,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             buffer: BytesMut::with_capacity(READ_CHUNK),
             decoder: FrameDecoder::new(max_body),
             spin: None,
+            partial_since: None,
         }
     }
 
@@ -224,6 +227,9 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 Polled::Eof => true,
                 Polled::Idle => self.reader.read_buf(&mut self.buffer).await? == 0,
             };
+            if self.partial_since.is_none() && !self.buffer.is_empty() {
+                self.partial_since = Some(Instant::now());
+            }
             if eof {
                 return if self.buffer.is_empty() {
                     Ok(None)
@@ -239,10 +245,32 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     /// The next frame body if a whole one is already buffered; never reads the socket.
     pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
         let body = self.decoder.decode(&mut self.buffer)?;
-        if let (Some(_), Some(spin)) = (&body, &mut self.spin) {
-            spin.frames += 1;
+        if body.is_some() {
+            // What is left (if anything) is the start of the next frame, arrived by now.
+            self.partial_since = (!self.buffer.is_empty()).then(Instant::now);
+            if let Some(spin) = &mut self.spin {
+                spin.frames += 1;
+            }
         }
         Ok(body)
+    }
+
+    /// The reader back (bytes buffered but not yet returned as frames are lost).
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
+
+    /// Since when part of a frame has been waiting in the buffer for the rest (`None`
+    /// when the buffer holds no partial frame).
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
+
+    /// Restart the partial-frame clock (the owner did not read for a while, on purpose).
+    pub fn touch_partial(&mut self) {
+        if self.partial_since.is_some() {
+            self.partial_since = Some(Instant::now());
+        }
     }
 
     /// Busy-poll the socket while the window since the last traffic lasts (see the module

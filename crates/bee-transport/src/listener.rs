@@ -31,6 +31,17 @@
 //! [`ListenerConfig::multipart_timeout`] is dropped (a request is answered
 //! [`MULTIPART_EXPIRED`]) and its late pieces are ignored.
 //!
+//! Hygiene: at most [`ListenerConfig::max_connections`] connections are served; a peer
+//! past it is accepted and closed at once. A connection that sent part of a frame and
+//! then nothing for [`ListenerConfig::read_timeout`] is closed, and so is one idle for
+//! [`ListenerConfig::idle_timeout`] (off by default). Accepted sockets get TCP keepalive
+//! and `TCP_USER_TIMEOUT` ([`ListenerConfig::liveness`]). When the process runs out of
+//! file descriptors (`EMFILE`/`ENFILE`), the listener gives up a spare descriptor it
+//! took at bind to accept and close the waiting peers (they see the connection closed
+//! instead of a call that hangs), takes it again, backs off 20 ms, and logs at most once
+//! per second with the number refused. Refusals past the connection limit are logged the
+//! same way.
+//!
 //! Trouble on one connection never affects the others: an undecodable frame, a multi-part
 //! message past `max_message`, too many half-assembled messages, or EOF in the middle of a
 //! frame closes THAT connection with a warning naming the peer and the reason, and
@@ -39,6 +50,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,6 +141,20 @@ pub struct ListenerConfig {
     /// A multi-part request or push not finished this long after its header is dropped
     /// (a request is answered [`MULTIPART_EXPIRED`]; default 30 s; zero: never).
     pub multipart_timeout: Duration,
+    /// Connections served at once (default 10000; zero: no limit). A peer connecting past
+    /// it is accepted and closed at once (one log line per second with a count).
+    pub max_connections: usize,
+    /// A connection that has sent part of a frame and then nothing for this long is closed
+    /// (default 30 s; zero: never).
+    pub read_timeout: Duration,
+    /// A connection with nothing received, nothing outstanding and nothing to write for
+    /// this long is closed (default zero: never). Skynet and bee peers reconnect on their
+    /// next call.
+    pub idle_timeout: Duration,
+    /// TCP keepalive and `TCP_USER_TIMEOUT` bound of accepted sockets, as
+    /// [`crate::ChannelConfig::liveness`] (default 10 s; zero: system defaults), so
+    /// connections of peers that vanished do not hold file descriptors forever.
+    pub liveness: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -142,6 +168,10 @@ impl Default for ListenerConfig {
             max_inbound_bytes: 32 * 1024 * 1024,
             inbound_budget: None,
             multipart_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::ZERO,
+            liveness: Duration::from_secs(10),
         }
     }
 }
@@ -152,6 +182,10 @@ pub struct Listener {
     listener: TcpListener,
     local: SocketAddr,
     config: ListenerConfig,
+    /// A spare file descriptor, taken at bind, given up to accept-and-close peers when
+    /// the process has none left (so they are refused cleanly instead of left hanging in
+    /// the backlog).
+    reserve: Option<std::fs::File>,
 }
 
 impl Listener {
@@ -163,10 +197,12 @@ impl Listener {
         };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;
+        let reserve = std::fs::File::open("/dev/null").ok();
         Ok(Listener {
             listener,
             local,
             config,
+            reserve,
         })
     }
 
@@ -183,8 +219,12 @@ impl Listener {
             listener,
             local,
             config,
+            mut reserve,
         } = self;
         let mut tasks = JoinSet::new();
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut refused = Throttle::default();
+        let mut exhausted = Throttle::default();
         loop {
             tokio::select! {
                 biased;
@@ -196,21 +236,65 @@ impl Listener {
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let now_open = open.load(Ordering::Acquire);
+                        if config.max_connections > 0 && now_open >= config.max_connections {
+                            drop(stream);
+                            if let Some(n) = refused.hit() {
+                                tracing::warn!(%local, %peer, refused = n, open = now_open, max = config.max_connections, "too many connections; refusing new peers (closed at once)");
+                            }
+                            continue;
+                        }
                         tracing::debug!(%local, %peer, "peer connected");
+                        open.fetch_add(1, Ordering::AcqRel);
+                        let guard = OpenGuard(open.clone());
                         let inbound = acceptor.accept(peer);
-                        tasks.spawn(serve(stream, peer, inbound, config.clone(), shutdown.child_token()));
+                        let config = config.clone();
+                        let token = shutdown.child_token();
+                        tasks.spawn(async move {
+                            let _guard = guard;
+                            serve(stream, peer, inbound, config, token).await
+                        });
+                    }
+                    Err(e) if is_out_of_fds(&e) => {
+                        // Give up the spare descriptor to accept and close the waiting
+                        // peers, then take it again.
+                        drop(reserve.take());
+                        let mut closed = 0u64;
+                        while closed < 256 {
+                            match listener.accept().now_or_never() {
+                                Some(Ok((stream, _))) => {
+                                    drop(stream);
+                                    closed += 1;
+                                }
+                                _ => break,
+                            }
+                        }
+                        reserve = std::fs::File::open("/dev/null").ok();
+                        if reserve.is_none() {
+                            // Someone else took the descriptor: no clean refusal until
+                            // one is free again.
+                            tracing::debug!(%local, "spare descriptor not available");
+                        }
+                        if let Some(n) = exhausted.hit_n(closed.max(1)) {
+                            tracing::warn!(%local, error = %e, refused = n, open = open.load(Ordering::Acquire), spare = reserve.is_some(), "out of file descriptors; refusing new peers (closed at once)");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
                     }
                     Err(e) => {
-                        // E.g. out of file descriptors: wait a little instead of spinning.
+                        // Wait a little instead of spinning.
                         tracing::warn!(%local, error = %e, "accept failed");
                         tokio::select! {
-                            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                             _ = shutdown.cancelled() => break,
                         }
                     }
                 },
             }
         }
+        drop(reserve);
         drop(listener);
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -221,6 +305,46 @@ impl Listener {
     }
 }
 
+/// Counts events and says when to log them: at most once per second, with the count
+/// since the last line.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Throttle {
+    fn hit(&mut self) -> Option<u64> {
+        self.hit_n(1)
+    }
+
+    fn hit_n(&mut self, n: u64) -> Option<u64> {
+        self.count += n;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// Decrements the count of open connections when a connection task ends.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `EMFILE` / `ENFILE` (the same numbers on Linux, the BSDs and macOS).
+fn is_out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23) | Some(24))
+}
+
 /// How the read loop of a connection ended.
 enum End {
     /// The peer closed cleanly between frames (answers not computed yet are dropped).
@@ -229,6 +353,8 @@ enum End {
     Error(String),
     /// The connection's token was cancelled (shutdown or write failure).
     Cancelled,
+    /// Nothing happened for `idle_timeout`; closed after flushing.
+    Idle,
 }
 
 async fn serve(
@@ -240,6 +366,9 @@ async fn serve(
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Err(e) = crate::liveness::tune_socket(&stream, config.liveness) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP keepalive / TCP_USER_TIMEOUT");
     }
     let (rd, wr) = stream.into_split();
     let queue = Arc::new(WriteQueue::new(wr, ()));
@@ -274,6 +403,11 @@ async fn serve(
             tracing::warn!(%peer, %reason, "closing connection");
             cancel.cancel();
             reason
+        }
+        End::Idle => {
+            tracing::debug!(%peer, idle = ?config.idle_timeout, "closing idle connection");
+            queue.close();
+            "idle timeout".to_string()
         }
         End::Cancelled => {
             cancel.cancel();
@@ -371,13 +505,32 @@ async fn read_loop(
     let mut expiry = tokio::time::interval(expire_every);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let expiring = !config.multipart_timeout.is_zero();
+    // Partial-frame and idle timeouts, checked every quarter of the shorter one.
+    let timeouts = [config.read_timeout, config.idle_timeout]
+        .into_iter()
+        .filter(|t| !t.is_zero())
+        .min();
+    let mut check = tokio::time::interval(timeouts.map_or(Duration::from_secs(3600), |t| {
+        (t / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_traffic = Instant::now();
+    let mut was_reading = true;
     loop {
         queue.activity.set_outstanding(later.len());
+        let reading =
+            !backlogged && later.len() < config.max_outstanding && held < config.max_inbound_bytes;
+        if reading && !was_reading {
+            // Not reading was our choice: the peer's partial frame gets its full time.
+            reader.touch_partial();
+        }
+        was_reading = reading;
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => return End::Cancelled,
             Some((bytes, done)) = later.next(), if !later.is_empty() => {
                 held -= bytes;
+                last_traffic = Instant::now();
                 if let Some((session, result)) = done {
                     backlogged |= answer(queue, config, session, result) > config.max_queued_bytes;
                 }
@@ -394,8 +547,27 @@ async fn read_loop(
                 }
                 continue;
             }
-            read = reader.read_frame(), if !backlogged && later.len() < config.max_outstanding && held < config.max_inbound_bytes => read,
+            _ = check.tick(), if timeouts.is_some() => {
+                if let Some(since) = reader.partial_since() {
+                    if reading && !config.read_timeout.is_zero() && since.elapsed() >= config.read_timeout {
+                        return End::Error(format!(
+                            "part of a frame arrived and then nothing for {} ms (read_timeout)",
+                            since.elapsed().as_millis()
+                        ));
+                    }
+                } else if !config.idle_timeout.is_zero()
+                    && last_traffic.elapsed() >= config.idle_timeout
+                    && later.is_empty()
+                    && flow.partial.is_empty()
+                    && queue.lock().queued() == 0
+                {
+                    return End::Idle;
+                }
+                continue;
+            }
+            read = reader.read_frame(), if reading => read,
         };
+        last_traffic = Instant::now();
         let body = match read {
             Ok(Some(body)) => body,
             Ok(None) => {
