@@ -50,6 +50,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{initiate, AuthSecret};
 use crate::budget::{ByteBudget, Permit};
 use crate::connection::{now_ns, run_writer, Connection, ReadError, WriteQueue, WriterEnd};
 use crate::error::TransportError;
@@ -106,6 +107,11 @@ pub struct ChannelConfig {
     /// size their first frame announces; default `None`). A response that does not fit
     /// closes the connection with [`TransportError::Overloaded`].
     pub inbound_budget: Option<ByteBudget>,
+    /// Shared secret for node authentication (default `None`: none). When set, every new
+    /// connection runs the exchange of [`crate::auth`] before anything else is written,
+    /// within `connect_timeout`, and the peer must prove the secret too; otherwise calls
+    /// fail with [`TransportError::AuthFailed`].
+    pub auth_secret: Option<AuthSecret>,
 }
 
 /// Default busy-poll window of channels and listeners.
@@ -128,6 +134,7 @@ impl Default for ChannelConfig {
             redial: Duration::from_millis(500),
             outbound_budget: None,
             inbound_budget: None,
+            auth_secret: None,
         }
     }
 }
@@ -734,6 +741,31 @@ impl Channel {
         if let Err(e) = tune_socket(&stream, config.liveness) {
             tracing::warn!(node = %shared.node, error = %e, "cannot set TCP keepalive / TCP_USER_TIMEOUT");
         }
+        let mut stream = stream;
+        let mut first_session = 1;
+        if let Some(secret) = &config.auth_secret {
+            let outcome =
+                tokio::time::timeout(config.connect_timeout, initiate(&mut stream, secret)).await;
+            let reason = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(reason),
+                Err(_) => Some(format!(
+                    "no answer within {:?} (connect_timeout)",
+                    config.connect_timeout
+                )),
+            };
+            if let Some(reason) = reason {
+                // Not a refused connect: back off like a failed one.
+                let _ = self.connect_failed(format!("authentication failed: {reason}"), false);
+                return Err(TransportError::AuthFailed {
+                    node: shared.node.clone(),
+                    addr: shared.addr.clone(),
+                    reason,
+                });
+            }
+            tracing::debug!(node = %shared.node, "authenticated");
+            first_session = 3;
+        }
         let (rd, wr) = stream.into_split();
         let conn = Arc::new(Conn {
             node: shared.node.clone(),
@@ -743,7 +775,7 @@ impl Channel {
             queue: WriteQueue::new(
                 wr,
                 Sessions {
-                    next: 1,
+                    next: first_session,
                     pending: HashMap::new(),
                 },
             ),

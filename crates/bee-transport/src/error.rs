@@ -50,6 +50,18 @@ pub enum TransportError {
         /// Why it was declared dead.
         reason: String,
     },
+    /// Node authentication failed on a fresh connection (see [`crate::auth`]): the peer
+    /// does not know the shared secret, does not authenticate at all (e.g. a stock skynet
+    /// node), or refused ours. Nothing was sent; the next call dials and tries again.
+    #[error("node {node} at {addr} failed authentication: {reason}")]
+    AuthFailed {
+        /// The remote node.
+        node: String,
+        /// The address it was dialled at.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// No reply came within the call's timeout. The session is forgotten; a late reply is
     /// dropped with a log line.
     #[error("call to node {node} timed out after {after:?}")]

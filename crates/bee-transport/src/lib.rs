@@ -72,6 +72,8 @@
 //! ```
 //!
 //! ## Layout
+//! - [`auth`]: node authentication ([`AuthSecret`], HMAC-SHA256 challenge–response in
+//!   calls to [`AUTH_NAME`]).
 //! - [`budget`]: [`ByteBudget`], node-wide byte limits shared by channels and listeners.
 //! - [`error`]: [`TransportError`], every way a call can fail, naming the node.
 //! - [`connection`]: the read half of a connection ([`Connection`]: buffer + frame
@@ -83,6 +85,7 @@
 //! - [`listener`]: the listening side ([`Listener`], [`ListenerConfig`], [`Inbound`],
 //!   [`Acceptor`], [`Dispatched`]).
 
+pub mod auth;
 pub mod budget;
 pub mod channel;
 pub mod connection;
@@ -90,6 +93,7 @@ pub mod error;
 pub mod listener;
 pub mod liveness;
 
+pub use auth::{AuthSecret, AUTH_NAME};
 pub use bee_codec::cluster::{Address, Request};
 pub use budget::{ByteBudget, Permit};
 pub use channel::{Channel, ChannelConfig, ChannelStats, DEFAULT_BUSY_POLL};

@@ -31,6 +31,13 @@
 //! [`ListenerConfig::multipart_timeout`] is dropped (a request is answered
 //! [`MULTIPART_EXPIRED`]) and its late pieces are ignored.
 //!
+//! Authentication: with [`ListenerConfig::auth_secret`] set, a connection is served only
+//! after the peer completed the exchange of [`crate::auth`] (requests to `@bee_auth`,
+//! answered here and never dispatched), or at once when its IP address is in
+//! [`ListenerConfig::auth_allow`]; any other message first, a wrong proof, or no proof
+//! within [`ListenerConfig::auth_timeout`] closes the connection with a warning naming
+//! the peer.
+//!
 //! Hygiene: at most [`ListenerConfig::max_connections`] connections are served; a peer
 //! past it is accepted and closed at once. A connection that sent part of a frame and
 //! then nothing for [`ListenerConfig::read_timeout`] is closed, and so is one idle for
@@ -49,7 +56,7 @@
 //! announced size is answered `Invalid large req`, as stock skynet does.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +74,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{is_auth, AuthSecret, Responder, Step as AuthStep, REQUIRED as AUTH_REQUIRED};
 use crate::budget::{ByteBudget, Permit};
 use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
@@ -155,6 +163,15 @@ pub struct ListenerConfig {
     /// [`crate::ChannelConfig::liveness`] (default 10 s; zero: system defaults), so
     /// connections of peers that vanished do not hold file descriptors forever.
     pub liveness: Duration,
+    /// Shared secret for node authentication (default `None`: every peer is served). When
+    /// set, a peer must complete the exchange of [`crate::auth`] before any request is
+    /// served, unless its IP address is in `auth_allow`.
+    pub auth_secret: Option<AuthSecret>,
+    /// Peer IP addresses served without authentication (stock skynet nodes, which cannot
+    /// authenticate). Default empty.
+    pub auth_allow: Vec<IpAddr>,
+    /// How long a peer that must authenticate may take to do so (default 5 s).
+    pub auth_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -172,6 +189,9 @@ impl Default for ListenerConfig {
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::ZERO,
             liveness: Duration::from_secs(10),
+            auth_secret: None,
+            auth_allow: Vec::new(),
+            auth_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -355,6 +375,9 @@ enum End {
     Cancelled,
     /// Nothing happened for `idle_timeout`; closed after flushing.
     Idle,
+    /// The peer failed to authenticate; closed after flushing the answers (logged as a
+    /// warning naming the peer).
+    Refused(String),
 }
 
 async fn serve(
@@ -403,6 +426,11 @@ async fn serve(
             tracing::warn!(%peer, %reason, "closing connection");
             cancel.cancel();
             reason
+        }
+        End::Refused(reason) => {
+            tracing::warn!(%peer, %reason, "peer refused: not authenticated");
+            queue.close();
+            format!("not authenticated: {reason}")
         }
         End::Idle => {
             tracing::debug!(%peer, idle = ?config.idle_timeout, "closing idle connection");
@@ -505,8 +533,16 @@ async fn read_loop(
     let mut expiry = tokio::time::interval(expire_every);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let expiring = !config.multipart_timeout.is_zero();
-    // Partial-frame and idle timeouts, checked every quarter of the shorter one.
-    let timeouts = [config.read_timeout, config.idle_timeout]
+    let mut auth = Responder::new(config.auth_secret.clone(), &config.auth_allow, peer.ip());
+    let connected = Instant::now();
+    // Partial-frame, idle and authentication timeouts, checked every quarter of the
+    // shortest.
+    let auth_timeout = if auth.done {
+        Duration::ZERO
+    } else {
+        config.auth_timeout
+    };
+    let timeouts = [config.read_timeout, config.idle_timeout, auth_timeout]
         .into_iter()
         .filter(|t| !t.is_zero())
         .min();
@@ -548,6 +584,9 @@ async fn read_loop(
                 continue;
             }
             _ = check.tick(), if timeouts.is_some() => {
+                if !auth.done && !auth_timeout.is_zero() && connected.elapsed() >= auth_timeout {
+                    return End::Refused(format!("did not authenticate within {auth_timeout:?}"));
+                }
                 if let Some(since) = reader.partial_since() {
                     if reading && !config.read_timeout.is_zero() && since.elapsed() >= config.read_timeout {
                         return End::Error(format!(
@@ -570,6 +609,9 @@ async fn read_loop(
         last_traffic = Instant::now();
         let body = match read {
             Ok(Some(body)) => body,
+            Ok(None) if !auth.done => {
+                return End::Refused("closed the connection before authenticating".into());
+            }
             Ok(None) => {
                 // Answers already queued are still flushed; ones not computed yet have
                 // nobody to go to.
@@ -585,6 +627,9 @@ async fn read_loop(
             Ok(frame) => frame,
             Err(e) => return End::Error(format!("undecodable request frame: {e}")),
         };
+        if !auth.done && matches!(frame, RequestFrame::Header { .. }) {
+            return End::Refused("multi-part message before authenticating".into());
+        }
         let mut header = None;
         match &frame {
             RequestFrame::Header {
@@ -651,6 +696,32 @@ async fn read_loop(
                 Err(end) => return end,
             },
         };
+        // Node authentication (see `crate::auth`): handled here, never dispatched.
+        if is_auth(&req.address) && !req.push {
+            match auth.step(&req.payload) {
+                AuthStep::Answer(result) => {
+                    backlogged |=
+                        answer(queue, config, req.session, result) > config.max_queued_bytes;
+                    if auth.done {
+                        tracing::debug!(%peer, "peer authenticated");
+                    }
+                }
+                AuthStep::Refuse(text, why) => {
+                    answer(queue, config, req.session, Err(text));
+                    return End::Refused(why);
+                }
+            }
+            continue;
+        }
+        if !auth.done {
+            if !req.push {
+                answer(queue, config, req.session, Err(AUTH_REQUIRED.into()));
+            }
+            return End::Refused(format!(
+                "{} before authenticating",
+                if req.push { "push" } else { "request" }
+            ));
+        }
         // A caller's heartbeat (see `crate::liveness`): answered here, never dispatched.
         if is_ping(&req) {
             if !req.push {
