@@ -55,6 +55,7 @@ use crate::budget::{ByteBudget, Permit};
 use crate::connection::{now_ns, run_writer, Connection, ReadError, WriteQueue, WriterEnd};
 use crate::error::TransportError;
 use crate::liveness::{dial, tune_socket, DialError, PING_NAME};
+use crate::telemetry::ChannelMetrics;
 
 /// Settings of a [`Channel`].
 #[derive(Debug, Clone)]
@@ -188,6 +189,7 @@ struct Shared {
     pushes: AtomicU64,
     failures: AtomicU64,
     reconnects: AtomicU64,
+    metrics: Arc<ChannelMetrics>,
 }
 
 #[derive(Default)]
@@ -235,6 +237,7 @@ struct Conn {
     queue: WriteQueue<Sessions>,
     cancel: CancellationToken,
     channel: Weak<Shared>,
+    metrics: Arc<ChannelMetrics>,
 }
 
 /// Why a message could not be queued on a connection.
@@ -260,10 +263,12 @@ impl Conn {
             let mut g = self.lock();
             g.closed = true;
             g.discard();
-            self.queue.activity.set_outstanding(0);
+            self.set_in_flight(0);
             std::mem::take(&mut g.state.pending)
         };
         self.cancel.cancel();
+        self.metrics.connected.set(0.0);
+        self.metrics.queued.set(0.0);
         if let Some(shared) = self.channel.upgrade() {
             let mut st = shared.lock_state();
             if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
@@ -278,7 +283,14 @@ impl Conn {
         }
     }
 
-    fn overloaded(&self, what: String) -> Refused {
+    /// Record how many calls wait for replies (busy polling, metrics).
+    fn set_in_flight(&self, n: usize) {
+        self.queue.activity.set_outstanding(n);
+        self.metrics.in_flight.set(n as f64);
+    }
+
+    fn overloaded(&self, limit: &'static str, what: String) -> Refused {
+        self.metrics.rejected(limit);
         if !self.overloaded.swap(true, Ordering::Relaxed) {
             tracing::warn!(node = %self.node, %what, "channel overloaded; refusing calls and pushes until it drains");
         }
@@ -312,7 +324,9 @@ impl Conn {
             Some(p) => Ok(Some(p)),
             None => {
                 g.buf.truncate(mark);
-                Err(self.overloaded(format!(
+                Err(self.overloaded(
+                    "outbound_budget",
+                    format!(
                     "node outbound budget exhausted ({} of {} bytes queued on all channels; {len} more refused)",
                     budget.used(),
                     budget.limit()
@@ -335,10 +349,13 @@ impl Conn {
         }
         if g.state.pending.len() >= config.max_in_flight {
             let n = g.state.pending.len();
-            return Err(self.overloaded(format!(
-                "{n} calls are waiting for replies (max_in_flight {})",
-                config.max_in_flight
-            )));
+            return Err(self.overloaded(
+                "in_flight",
+                format!(
+                    "{n} calls are waiting for replies (max_in_flight {})",
+                    config.max_in_flight
+                ),
+            ));
         }
         check_queued(self, g.queued(), payload.len(), config)?;
         let mut session = g.state.next;
@@ -359,7 +376,7 @@ impl Conn {
         // writer batches.
         let alone = g.state.pending.is_empty();
         g.state.pending.insert(session, tx);
-        self.queue.activity.set_outstanding(g.state.pending.len());
+        self.set_in_flight(g.state.pending.len());
         if alone {
             self.queue.submit(g, mark);
         } else {
@@ -388,7 +405,7 @@ impl Conn {
         g.mark(0, len, None);
         g.state.next = next_session(session);
         g.state.pending.insert(session, tx);
-        self.queue.activity.set_outstanding(g.state.pending.len());
+        self.set_in_flight(g.state.pending.len());
         self.queue.submit(g, mark);
         Ok(())
     }
@@ -436,6 +453,7 @@ impl Conn {
     fn note_timeout(self: &Arc<Self>, max: u32) {
         let n = self.timeouts.fetch_add(1, Ordering::AcqRel) + 1;
         if max > 0 && n >= max {
+            self.metrics.dead("timeouts");
             tracing::warn!(node = %self.node, timeouts = n, "calls keep timing out with nothing received; recycling the connection");
             self.fail(TransportError::PeerUnreachable {
                 node: self.node.clone(),
@@ -451,7 +469,7 @@ impl Conn {
         if g.cancel(session) {
             tracing::debug!(node = %self.node, session, "call stopped waiting before its request was written; left out");
         }
-        self.queue.activity.set_outstanding(g.state.pending.len());
+        self.set_in_flight(g.state.pending.len());
     }
 }
 
@@ -464,10 +482,13 @@ fn check_queued(
     // An empty queue always accepts one message, so a message larger than the byte limit
     // (but within max_message) can still be sent.
     if queued > 0 && queued.saturating_add(len) > config.max_queued_bytes {
-        return Err(conn.overloaded(format!(
-            "{queued} bytes are waiting to be written (max_queued_bytes {})",
-            config.max_queued_bytes
-        )));
+        return Err(conn.overloaded(
+            "queue",
+            format!(
+                "{queued} bytes are waiting to be written (max_queued_bytes {})",
+                config.max_queued_bytes
+            ),
+        ));
     }
     Ok(())
 }
@@ -508,6 +529,7 @@ impl Channel {
                 pushes: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
+                metrics: Arc::new(ChannelMetrics::new(node)),
             }),
         }
     }
@@ -537,9 +559,16 @@ impl Channel {
         // tasks of its runtime thread run.
         tokio::task::coop::consume_budget().await;
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        let metrics = &self.shared.metrics;
+        metrics.calls.increment(1);
+        let t0 = Instant::now();
         let result = self.call_inner(&to, &payload, timeout).await;
-        if result.is_err() {
+        if matches!(&result, Ok(_) | Err(TransportError::Remote { .. })) {
+            metrics.latency.record(t0.elapsed().as_secs_f64());
+        }
+        if let Err(e) = &result {
             self.shared.failures.fetch_add(1, Ordering::Relaxed);
+            metrics.error(e);
         }
         result
     }
@@ -551,9 +580,11 @@ impl Channel {
         // As for calls: a push that fails or queues at once still counts against the budget.
         tokio::task::coop::consume_budget().await;
         self.shared.pushes.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.pushes.increment(1);
         let result = self.push_inner(&to, &payload).await;
-        if result.is_err() {
+        if let Err(e) = &result {
             self.shared.failures.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.error(e);
         }
         result
     }
@@ -778,9 +809,14 @@ impl Channel {
                     next: first_session,
                     pending: HashMap::new(),
                 },
+            )
+            .with_metrics(
+                shared.metrics.bytes_out.clone(),
+                Some(shared.metrics.queued.clone()),
             ),
             cancel: CancellationToken::new(),
             channel: Arc::downgrade(shared),
+            metrics: shared.metrics.clone(),
         });
         {
             let mut st = shared.lock_state();
@@ -797,18 +833,21 @@ impl Channel {
             st.conn = Some(conn.clone());
         }
         tracing::info!(node = %shared.node, addr = %shared.addr, "connected");
+        shared.metrics.connects.increment(1);
+        shared.metrics.connected.set(1.0);
         let writer_conn = conn.clone();
         tokio::spawn(async move {
             let conn = writer_conn;
             if let WriterEnd::Failed(e) = run_writer(&conn.queue, &conn.cancel).await {
-                conn.fail(io_failure(&conn.node, "write failed", &e));
+                conn.fail(io_failure(&conn, "write failed", &e));
             }
         });
         if !config.liveness.is_zero() && !config.heartbeat.is_zero() {
             tokio::spawn(watch(conn.clone(), config.liveness, config.heartbeat));
         }
-        let reader =
-            Connection::new(rd, MAX_BODY).busy_poll(config.busy_poll, conn.queue.activity.clone());
+        let reader = Connection::new(rd, MAX_BODY)
+            .busy_poll(config.busy_poll, conn.queue.activity.clone())
+            .count_bytes(shared.metrics.bytes_in.clone());
         let limits = Limits {
             max_message: config.max_message,
             max_pending: config.max_in_flight.max(1),
@@ -887,7 +926,7 @@ async fn read_responses(
                 node: conn.node.clone(),
                 reason: "the peer closed the connection".into(),
             }),
-            Err(ReadError::Io(e)) => Step::Fail(io_failure(&conn.node, "read failed", &e)),
+            Err(ReadError::Io(e)) => Step::Fail(io_failure(&conn, "read failed", &e)),
             Err(e) => Step::Fail(TransportError::NodeDown {
                 node: conn.node.clone(),
                 reason: e.to_string(),
@@ -915,7 +954,7 @@ async fn read_responses(
                         None => unknown.push(session),
                     }
                 }
-                conn.queue.activity.set_outstanding(g.state.pending.len());
+                conn.set_in_flight(g.state.pending.len());
             }
             for (tx, result) in wake.drain(..) {
                 let _ = tx.send(result);
@@ -975,6 +1014,7 @@ fn handle_frame(
                     budget.limit()
                 );
                 tracing::warn!(node = %conn.node, %what, "closing connection");
+                conn.metrics.rejected("inbound_budget");
                 return Step::Fail(TransportError::Overloaded {
                     node: conn.node.clone(),
                     what,
@@ -1024,18 +1064,16 @@ fn handle_frame(
 /// The error for a socket that failed with `e`: the kernel giving up on the peer
 /// (`TCP_USER_TIMEOUT`, keepalive, unreachable) is [`TransportError::PeerUnreachable`],
 /// anything else [`TransportError::NodeDown`].
-fn io_failure(node: &str, what: &str, e: &std::io::Error) -> TransportError {
+fn io_failure(conn: &Conn, what: &str, e: &std::io::Error) -> TransportError {
     use std::io::ErrorKind::*;
     let reason = format!("{what}: {e}");
+    let node = conn.node.clone();
     match e.kind() {
-        TimedOut | HostUnreachable | NetworkUnreachable => TransportError::PeerUnreachable {
-            node: node.to_string(),
-            reason,
-        },
-        _ => TransportError::NodeDown {
-            node: node.to_string(),
-            reason,
-        },
+        TimedOut | HostUnreachable | NetworkUnreachable => {
+            conn.metrics.dead("tcp");
+            TransportError::PeerUnreachable { node, reason }
+        }
+        _ => TransportError::NodeDown { node, reason },
     }
 }
 
@@ -1071,6 +1109,7 @@ async fn watch(conn: Arc<Conn>, liveness: Duration, heartbeat: Duration) {
             None if now.saturating_sub(received) >= heartbeat_ns => {
                 // The answer itself is not needed: any frame received is proof of life.
                 let (tx, _rx) = oneshot::channel();
+                conn.metrics.heartbeats.increment(1);
                 let _ = conn.enqueue_ping(&ping, tx);
                 pinged = Some(now);
             }
@@ -1080,6 +1119,8 @@ async fn watch(conn: Arc<Conn>, liveness: Duration, heartbeat: Duration) {
                 if now.saturating_sub(since) >= wait_ns {
                     let silent = Duration::from_nanos(now.saturating_sub(received));
                     tracing::warn!(node = %conn.node, ?silent, "peer does not answer heartbeats; declaring it unreachable");
+                    conn.metrics.heartbeats_failed.increment(1);
+                    conn.metrics.dead("heartbeat");
                     conn.fail(TransportError::PeerUnreachable {
                         node: conn.node.clone(),
                         reason: format!(

@@ -52,6 +52,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::Permit;
+use metrics::{Counter, Gauge};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -196,6 +197,8 @@ pub struct Connection<R> {
     spin: Option<Spin<R>>,
     /// Since when part of a frame has been buffered (`None`: nothing buffered).
     partial_since: Option<Instant>,
+    /// Counts the bytes read.
+    bytes_in: Counter,
 }
 
 impl<R: AsyncRead + Unpin> Connection<R> {
@@ -207,6 +210,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             decoder: FrameDecoder::new(max_body),
             spin: None,
             partial_since: None,
+            bytes_in: Counter::noop(),
         }
     }
 
@@ -222,11 +226,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
                 self.buffer.reserve(READ_CHUNK);
             }
+            let before = self.buffer.len();
             let eof = match self.poll_socket().await? {
                 Polled::Data => false,
                 Polled::Eof => true,
                 Polled::Idle => self.reader.read_buf(&mut self.buffer).await? == 0,
             };
+            self.bytes_in
+                .increment((self.buffer.len().saturating_sub(before)) as u64);
             if self.partial_since.is_none() && !self.buffer.is_empty() {
                 self.partial_since = Some(Instant::now());
             }
@@ -253,6 +260,12 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             }
         }
         Ok(body)
+    }
+
+    /// Count the bytes read on `counter` (a metric).
+    pub(crate) fn count_bytes(mut self, counter: Counter) -> Self {
+        self.bytes_in = counter;
+        self
     }
 
     /// The reader back (bytes buffered but not yet returned as frames are lost).
@@ -518,6 +531,10 @@ pub(crate) struct WriteQueue<S> {
     sock: OwnedWriteHalf,
     /// Stamped whenever frames are queued (for a busy-polling reader).
     pub activity: Arc<Activity>,
+    /// Counts the bytes written.
+    bytes_out: Counter,
+    /// Set to the bytes queued (for a channel; a listener's connections do not set it).
+    queued_gauge: Option<Gauge>,
     wake: Notify,
     drained: Notify,
 }
@@ -541,8 +558,23 @@ impl<S> WriteQueue<S> {
             }),
             sock,
             activity: Arc::default(),
+            bytes_out: Counter::noop(),
+            queued_gauge: None,
             wake: Notify::new(),
             drained: Notify::new(),
+        }
+    }
+
+    /// Count the bytes written on `bytes_out`, and report the bytes queued on `queued`.
+    pub fn with_metrics(mut self, bytes_out: Counter, queued: Option<Gauge>) -> Self {
+        self.bytes_out = bytes_out;
+        self.queued_gauge = queued;
+        self
+    }
+
+    fn report_queued(&self, queued: usize) {
+        if let Some(g) = &self.queued_gauge {
+            g.set(queued as f64);
         }
     }
 
@@ -614,6 +646,8 @@ impl<S> WriteQueue<S> {
         let queued = g.queued();
         let wake = !g.buf.is_empty() || g.closed;
         drop(g);
+        self.bytes_out.increment(off as u64);
+        self.report_queued(queued);
         if wake {
             self.wake.notify_one();
         }
@@ -629,6 +663,7 @@ impl<S> WriteQueue<S> {
         let queued = g.queued();
         let left = !g.buf.is_empty();
         drop(g);
+        self.report_queued(queued);
         self.activity.stamp();
         if left {
             self.wake.notify_one();
@@ -665,6 +700,7 @@ impl<S> WriteQueue<S> {
                 Ok(0) => return Err(WriterEnd::Failed(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     off += n;
+                    self.bytes_out.increment(n as u64);
                     if blocked {
                         blocked = false;
                         self.activity.unblocked.store(now_ns(), Ordering::Relaxed);
@@ -731,7 +767,12 @@ pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationTo
         if let Err(end) = queue.write_batch(&batch, cancel).await {
             return end;
         }
-        queue.lock().release(batch.len());
+        let queued = {
+            let mut g = queue.lock();
+            g.release(batch.len());
+            g.buf.len() - g.cancelled_bytes
+        };
+        queue.report_queued(queued);
         if batch.capacity() > KEEP_WRITE_BUFFER {
             batch = BytesMut::with_capacity(16 * 1024);
         } else {

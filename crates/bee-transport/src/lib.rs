@@ -82,6 +82,7 @@
 //! - [`channel`]: the sending side ([`Channel`], [`ChannelConfig`], [`ChannelStats`]).
 //! - [`liveness`]: dead-peer detection (TCP keepalive, `TCP_USER_TIMEOUT`, heartbeat
 //!   calls to [`PING_NAME`], redial).
+//! - [`telemetry`]: metric names, emitted through the `metrics` facade.
 //! - [`listener`]: the listening side ([`Listener`], [`ListenerConfig`], [`Inbound`],
 //!   [`Acceptor`], [`Dispatched`]).
 
@@ -92,6 +93,7 @@ pub mod connection;
 pub mod error;
 pub mod listener;
 pub mod liveness;
+pub mod telemetry;
 
 pub use auth::{AuthSecret, AUTH_NAME};
 pub use bee_codec::cluster::{Address, Request};

@@ -79,6 +79,7 @@ use crate::budget::{ByteBudget, Permit};
 use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
 use crate::liveness::PING_NAME;
+use crate::telemetry::ListenerMetrics;
 
 /// The error text answered for a multi-part request whose pieces do not add up to the
 /// size its header announced (stock skynet's wording).
@@ -242,6 +243,7 @@ impl Listener {
             mut reserve,
         } = self;
         let mut tasks = JoinSet::new();
+        let metrics = Arc::new(ListenerMetrics::new(local.to_string()));
         let open = Arc::new(AtomicUsize::new(0));
         let mut refused = Throttle::default();
         let mut exhausted = Throttle::default();
@@ -259,6 +261,7 @@ impl Listener {
                         let now_open = open.load(Ordering::Acquire);
                         if config.max_connections > 0 && now_open >= config.max_connections {
                             drop(stream);
+                            metrics.refused("max_connections", 1);
                             if let Some(n) = refused.hit() {
                                 tracing::warn!(%local, %peer, refused = n, open = now_open, max = config.max_connections, "too many connections; refusing new peers (closed at once)");
                             }
@@ -266,13 +269,16 @@ impl Listener {
                         }
                         tracing::debug!(%local, %peer, "peer connected");
                         open.fetch_add(1, Ordering::AcqRel);
-                        let guard = OpenGuard(open.clone());
+                        metrics.accepted.increment(1);
+                        metrics.open.increment(1.0);
+                        let guard = OpenGuard(open.clone(), metrics.clone());
+                        let metrics = metrics.clone();
                         let inbound = acceptor.accept(peer);
                         let config = config.clone();
                         let token = shutdown.child_token();
                         tasks.spawn(async move {
                             let _guard = guard;
-                            serve(stream, peer, inbound, config, token).await
+                            serve(stream, peer, inbound, config, token, metrics).await
                         });
                     }
                     Err(e) if is_out_of_fds(&e) => {
@@ -295,6 +301,7 @@ impl Listener {
                             // one is free again.
                             tracing::debug!(%local, "spare descriptor not available");
                         }
+                        metrics.refused("out_of_fds", closed);
                         if let Some(n) = exhausted.hit_n(closed.max(1)) {
                             tracing::warn!(%local, error = %e, refused = n, open = open.load(Ordering::Acquire), spare = reserve.is_some(), "out of file descriptors; refusing new peers (closed at once)");
                         }
@@ -352,11 +359,12 @@ impl Throttle {
 }
 
 /// Decrements the count of open connections when a connection task ends.
-struct OpenGuard(Arc<AtomicUsize>);
+struct OpenGuard(Arc<AtomicUsize>, Arc<ListenerMetrics>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.open.decrement(1.0);
     }
 }
 
@@ -386,6 +394,7 @@ async fn serve(
     inbound: Arc<dyn Inbound>,
     config: ListenerConfig,
     shutdown: CancellationToken,
+    metrics: Arc<ListenerMetrics>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
@@ -394,7 +403,7 @@ async fn serve(
         tracing::debug!(%peer, error = %e, "cannot set TCP keepalive / TCP_USER_TIMEOUT");
     }
     let (rd, wr) = stream.into_split();
-    let queue = Arc::new(WriteQueue::new(wr, ()));
+    let queue = Arc::new(WriteQueue::new(wr, ()).with_metrics(metrics.bytes_out.clone(), None));
     let cancel = shutdown.child_token();
     let writer = {
         let queue = queue.clone();
@@ -408,36 +417,49 @@ async fn serve(
         })
     };
     let end = read_loop(
-        Connection::new(rd, MAX_BODY).busy_poll(config.busy_poll, queue.activity.clone()),
+        Connection::new(rd, MAX_BODY)
+            .busy_poll(config.busy_poll, queue.activity.clone())
+            .count_bytes(metrics.bytes_in.clone()),
         peer,
         &*inbound,
         &queue,
         &config,
         &cancel,
+        &metrics,
     )
     .await;
     let reason = match end {
         End::Clean => {
+            metrics.closed("peer");
             tracing::debug!(%peer, "peer closed the connection");
             queue.close();
             "peer closed the connection".to_string()
         }
         End::Error(reason) => {
+            metrics.closed("error");
             tracing::warn!(%peer, %reason, "closing connection");
             cancel.cancel();
             reason
         }
         End::Refused(reason) => {
+            metrics.closed("auth");
+            metrics.refused("auth", 1);
             tracing::warn!(%peer, %reason, "peer refused: not authenticated");
             queue.close();
             format!("not authenticated: {reason}")
         }
         End::Idle => {
+            metrics.closed("idle");
             tracing::debug!(%peer, idle = ?config.idle_timeout, "closing idle connection");
             queue.close();
             "idle timeout".to_string()
         }
         End::Cancelled => {
+            metrics.closed(if shutdown.is_cancelled() {
+                "shutdown"
+            } else {
+                "error"
+            });
             cancel.cancel();
             if shutdown.is_cancelled() {
                 "listener shutting down".to_string()
@@ -486,6 +508,7 @@ struct Inflow<'a> {
     partial: HashMap<u32, Partial>,
     /// Sessions of expired multi-part messages whose late pieces are dropped.
     expired: HashSet<u32>,
+    metrics: &'a ListenerMetrics,
 }
 
 impl Inflow<'_> {
@@ -496,11 +519,14 @@ impl Inflow<'_> {
         };
         match budget.try_acquire(n) {
             Some(p) => Ok(Some(p)),
-            None => Err(End::Error(format!(
+            None => {
+                self.metrics.rejections.increment(1);
+                Err(End::Error(format!(
                 "node inbound budget exhausted ({} of {} bytes held by all connections) by a {what} of {n} bytes",
                 budget.used(),
                 budget.limit()
-            ))),
+            )))
+            }
         }
     }
 }
@@ -512,6 +538,7 @@ async fn read_loop(
     queue: &WriteQueue<()>,
     config: &ListenerConfig,
     cancel: &CancellationToken,
+    metrics: &ListenerMetrics,
 ) -> End {
     let mut assembler = RequestAssembler::new(Limits {
         max_message: config.max_message,
@@ -524,6 +551,7 @@ async fn read_loop(
         config,
         partial: HashMap::new(),
         expired: HashSet::new(),
+        metrics,
     };
     let mut later: FuturesUnordered<Pending> = FuturesUnordered::new();
     // Bytes held by requests being handled (`later`).
@@ -730,6 +758,7 @@ async fn read_loop(
             }
             continue;
         }
+        metrics.requests.increment(1);
         let session = req.session;
         let push = req.push;
         let size = req.payload.len();
@@ -803,6 +832,7 @@ fn expire(flow: &mut Inflow<'_>, assembler: &mut RequestAssembler, queue: &Write
             payload: Bytes::new(),
         }));
         flow.expired.insert(session);
+        flow.metrics.expired.increment(1);
         let peer = flow.peer;
         tracing::warn!(%peer, session, push = p.push, ?timeout, "multi-part message not finished in time; dropped");
         if !p.push {
