@@ -20,6 +20,12 @@
 //!   [`DEFAULT_BUSY_POLL`]) before it parks, so a one-call-in-flight round trip does not
 //!   wait for sleeping threads to wake (see [`connection`]).
 //!
+//! - **Hardening** (operator's view in `docs/operations.md`): dead peers detected within
+//!   [`ChannelConfig::liveness`] ([`liveness`]); node-wide [`ByteBudget`]s for inbound and
+//!   outbound bytes; listener hygiene (connection limit, read and idle timeouts, clean
+//!   refusal when out of file descriptors); node authentication ([`auth`]); metrics
+//!   ([`telemetry`]).
+//!
 //! ## What it must never know
 //! Payload formats (skynet.pack values, protobuf frames, rpc envelopes), service names
 //! and their registry, sub-types, handlers. Those belong to `bee-dispatch` and
