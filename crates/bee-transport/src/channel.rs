@@ -27,26 +27,35 @@
 //! after a refused connect (the node is down or restarting, and reached again within
 //! `backoff_min` of listening), doubling up to `backoff_max` after connects that time out
 //! or fail otherwise. Every limit is a bound: too many calls waiting or too
-//! many bytes queued give [`TransportError::Overloaded`] instead of growing memory.
+//! many bytes queued (on this channel: `max_queued_bytes`; on all channels of the node:
+//! [`ChannelConfig::outbound_budget`]) give [`TransportError::Overloaded`] at once instead
+//! of growing memory, with one warning per incident naming the node. A call that stops
+//! waiting (timed out, or its future dropped) while its request is still queued behind
+//! others is left out: the request is never written.
+//!
+//! Dead peers are detected within [`ChannelConfig::liveness`]; see [`crate::liveness`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bee_codec::cluster::{
     decode_response_frame, encode_push, encode_request, is_multipart_request, next_session,
-    Address, AssemblyError, Limits, Response, ResponseAssembler,
+    Address, AssemblyError, Limits, Response, ResponseAssembler, ResponseFrame,
 };
 use bee_codec::frame::MAX_BODY;
 use bytes::Bytes;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
+use crate::auth::{initiate, AuthSecret};
+use crate::budget::{ByteBudget, Permit};
+use crate::connection::{now_ns, run_writer, Connection, ReadError, WriteQueue, WriterEnd};
 use crate::error::TransportError;
+use crate::liveness::{dial, tune_socket, DialError, PING_NAME};
+use crate::telemetry::ChannelMetrics;
 
 /// Settings of a [`Channel`].
 #[derive(Debug, Clone)]
@@ -65,8 +74,10 @@ pub struct ChannelConfig {
     /// meanwhile fail at once. After a refused connect the delay stays at this, so a
     /// restarted node is reached within `backoff_min` of listening again.
     pub backoff_min: Duration,
-    /// Longest delay between connect attempts (default 2 s): the delay doubles up to
-    /// this after connects that time out or fail otherwise than refused.
+    /// Longest delay between connect attempts (default 500 ms): the delay doubles up to
+    /// this after connects that fail fast otherwise than refused (e.g. unreachable). A
+    /// connect that timed out is followed by `backoff_min` only, as the attempt itself
+    /// took `connect_timeout`.
     pub backoff_max: Duration,
     /// Largest request payload sent and response payload accepted (default 65 MiB).
     pub max_message: usize,
@@ -74,6 +85,34 @@ pub struct ChannelConfig {
     /// (default [`DEFAULT_BUSY_POLL`]; zero turns it off). Trades CPU time while traffic
     /// flows for lower round-trip latency; see [`crate::connection`].
     pub busy_poll: Duration,
+    /// Bound on noticing a dead peer (default 4 s; zero turns dead-peer detection off):
+    /// `TCP_USER_TIMEOUT` and keepalive on the socket, and how long an unanswered
+    /// heartbeat may stay unanswered (see [`crate::liveness`]). Calls waiting on a peer
+    /// declared dead fail with [`TransportError::PeerUnreachable`].
+    pub liveness: Duration,
+    /// Send a heartbeat call to [`crate::liveness::PING_NAME`] after this long without
+    /// receiving anything (default 1 s; zero: no application heartbeat, only TCP).
+    pub heartbeat: Duration,
+    /// This many calls in a row timing out on one connection with nothing received in
+    /// between recycle the connection (default 3; zero: never).
+    pub max_timeouts: u32,
+    /// While dialling, start another connection attempt this often if the earlier ones
+    /// have not connected yet (default 500 ms; zero: one attempt per dial), so a peer
+    /// whose network heals mid-dial is reached within about this long.
+    pub redial: Duration,
+    /// Node-wide budget for bytes queued for writing, shared by every channel given a
+    /// clone (default `None`: only `max_queued_bytes` per channel). Past it a call or push
+    /// fails at once with [`TransportError::Overloaded`].
+    pub outbound_budget: Option<ByteBudget>,
+    /// Node-wide budget for bytes of half-assembled multi-part responses (charged the
+    /// size their first frame announces; default `None`). A response that does not fit
+    /// closes the connection with [`TransportError::Overloaded`].
+    pub inbound_budget: Option<ByteBudget>,
+    /// Shared secret for node authentication (default `None`: none). When set, every new
+    /// connection runs the exchange of [`crate::auth`] before anything else is written,
+    /// within `connect_timeout`, and the peer must prove the secret too; otherwise calls
+    /// fail with [`TransportError::AuthFailed`].
+    pub auth_secret: Option<AuthSecret>,
 }
 
 /// Default busy-poll window of channels and listeners.
@@ -87,9 +126,16 @@ impl Default for ChannelConfig {
             max_in_flight: 65536,
             max_queued_bytes: 256 * 1024 * 1024,
             backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(2),
+            backoff_max: Duration::from_millis(500),
             max_message: 65 * 1024 * 1024,
             busy_poll: DEFAULT_BUSY_POLL,
+            liveness: Duration::from_secs(4),
+            heartbeat: Duration::from_secs(1),
+            max_timeouts: 3,
+            redial: Duration::from_millis(500),
+            outbound_budget: None,
+            inbound_budget: None,
+            auth_secret: None,
         }
     }
 }
@@ -143,6 +189,7 @@ struct Shared {
     pushes: AtomicU64,
     failures: AtomicU64,
     reconnects: AtomicU64,
+    metrics: Arc<ChannelMetrics>,
 }
 
 #[derive(Default)]
@@ -182,9 +229,15 @@ struct Sessions {
 struct Conn {
     node: String,
     alive: AtomicBool,
+    /// Calls in a row that timed out with nothing received since (reset by the reader).
+    timeouts: AtomicU32,
+    /// A limit refused a message and the incident was logged; cleared by the next
+    /// message queued (so one line per incident).
+    overloaded: AtomicBool,
     queue: WriteQueue<Sessions>,
     cancel: CancellationToken,
     channel: Weak<Shared>,
+    metrics: Arc<ChannelMetrics>,
 }
 
 /// Why a message could not be queued on a connection.
@@ -209,11 +262,13 @@ impl Conn {
         let pending = {
             let mut g = self.lock();
             g.closed = true;
-            g.buf.clear();
-            self.queue.activity.set_outstanding(0);
+            g.discard();
+            self.set_in_flight(0);
             std::mem::take(&mut g.state.pending)
         };
         self.cancel.cancel();
+        self.metrics.connected.set(0.0);
+        self.metrics.queued.set(0.0);
         if let Some(shared) = self.channel.upgrade() {
             let mut st = shared.lock_state();
             if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
@@ -228,11 +283,56 @@ impl Conn {
         }
     }
 
-    fn overloaded(&self, what: String) -> Refused {
+    /// Record how many calls wait for replies (busy polling, metrics).
+    fn set_in_flight(&self, n: usize) {
+        self.queue.activity.set_outstanding(n);
+        self.metrics.in_flight.set(n as f64);
+    }
+
+    fn overloaded(&self, limit: &'static str, what: String) -> Refused {
+        self.metrics.rejected(limit);
+        if !self.overloaded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(node = %self.node, %what, "channel overloaded; refusing calls and pushes until it drains");
+        }
         Refused::Error(TransportError::Overloaded {
             node: self.node.clone(),
             what,
         })
+    }
+
+    /// A message was queued: an overload incident, if one was going on, is over.
+    fn accepted(&self) {
+        if self.overloaded.load(Ordering::Relaxed) {
+            self.overloaded.store(false, Ordering::Relaxed);
+            tracing::info!(node = %self.node, "channel accepts messages again");
+        }
+    }
+
+    /// Charge the `len` bytes just encoded at `mark` to the node's outbound budget, or
+    /// take them back out and refuse.
+    fn charge(
+        &self,
+        g: &mut crate::connection::Locked<Sessions>,
+        config: &ChannelConfig,
+        mark: usize,
+    ) -> Result<Option<Permit>, Refused> {
+        let Some(budget) = &config.outbound_budget else {
+            return Ok(None);
+        };
+        let len = g.buf.len() - mark;
+        match budget.try_acquire(len) {
+            Some(p) => Ok(Some(p)),
+            None => {
+                g.buf.truncate(mark);
+                Err(self.overloaded(
+                    "outbound_budget",
+                    format!(
+                    "node outbound budget exhausted ({} of {} bytes queued on all channels; {len} more refused)",
+                    budget.used(),
+                    budget.limit()
+                )))
+            }
+        }
     }
 
     /// Allocate a session, record `tx`, queue the request frames: one lock.
@@ -249,14 +349,17 @@ impl Conn {
         }
         if g.state.pending.len() >= config.max_in_flight {
             let n = g.state.pending.len();
-            return Err(self.overloaded(format!(
-                "{n} calls are waiting for replies (max_in_flight {})",
-                config.max_in_flight
-            )));
+            return Err(self.overloaded(
+                "in_flight",
+                format!(
+                    "{n} calls are waiting for replies (max_in_flight {})",
+                    config.max_in_flight
+                ),
+            ));
         }
         check_queued(self, g.queued(), payload.len(), config)?;
         let mut session = g.state.next;
-        while g.state.pending.contains_key(&session) {
+        while g.state.pending.contains_key(&session) || g.holds(session) {
             session = next_session(session);
         }
         let mark = g.buf.len();
@@ -264,18 +367,47 @@ impl Conn {
             g.buf.truncate(mark);
             return Err(Refused::Error(TransportError::Codec(e.to_string())));
         }
+        let permit = self.charge(&mut g, config, mark)?;
+        let len = g.buf.len() - mark;
+        g.mark(session, len, permit);
+        self.accepted();
         g.state.next = next_session(session);
         // Alone on the connection: write it now. Others in flight: a burst, which the
         // writer batches.
         let alone = g.state.pending.is_empty();
         g.state.pending.insert(session, tx);
-        self.queue.activity.set_outstanding(g.state.pending.len());
+        self.set_in_flight(g.state.pending.len());
         if alone {
             self.queue.submit(g, mark);
         } else {
             self.queue.defer(g);
         }
         Ok(session)
+    }
+
+    /// Queue a heartbeat call (no limits: it is tiny, and the liveness rule covers a
+    /// queue too full to take it).
+    fn enqueue_ping(&self, to: &Address, tx: Waiter) -> Result<(), Refused> {
+        let mut g = self.lock();
+        if g.closed {
+            return Err(Refused::Dead);
+        }
+        let mut session = g.state.next;
+        while g.state.pending.contains_key(&session) || g.holds(session) {
+            session = next_session(session);
+        }
+        let mark = g.buf.len();
+        if let Err(e) = encode_request(&mut g.buf, to, session, &[]) {
+            g.buf.truncate(mark);
+            return Err(Refused::Error(TransportError::Codec(e.to_string())));
+        }
+        let len = g.buf.len() - mark;
+        g.mark(0, len, None);
+        g.state.next = next_session(session);
+        g.state.pending.insert(session, tx);
+        self.set_in_flight(g.state.pending.len());
+        self.queue.submit(g, mark);
+        Ok(())
     }
 
     /// Queue push frames; a multi-part push consumes a session, a whole one does not.
@@ -292,7 +424,7 @@ impl Conn {
         check_queued(self, g.queued(), payload.len(), config)?;
         let session = if is_multipart_request(payload.len()) {
             let mut s = g.state.next;
-            while g.state.pending.contains_key(&s) {
+            while g.state.pending.contains_key(&s) || g.holds(s) {
                 s = next_session(s);
             }
             s
@@ -304,6 +436,10 @@ impl Conn {
             g.buf.truncate(mark);
             return Err(Refused::Error(TransportError::Codec(e.to_string())));
         }
+        let permit = self.charge(&mut g, config, mark)?;
+        let len = g.buf.len() - mark;
+        g.mark(0, len, permit);
+        self.accepted();
         if session != 0 {
             g.state.next = next_session(session);
         }
@@ -312,11 +448,28 @@ impl Conn {
         Ok(())
     }
 
+    /// A call on this connection timed out: count it, and declare the peer unreachable
+    /// once `max` calls in a row timed out with nothing received in between.
+    fn note_timeout(self: &Arc<Self>, max: u32) {
+        let n = self.timeouts.fetch_add(1, Ordering::AcqRel) + 1;
+        if max > 0 && n >= max {
+            self.metrics.dead("timeouts");
+            tracing::warn!(node = %self.node, timeouts = n, "calls keep timing out with nothing received; recycling the connection");
+            self.fail(TransportError::PeerUnreachable {
+                node: self.node.clone(),
+                reason: format!("{n} calls in a row timed out with nothing received"),
+            });
+        }
+    }
+
     /// Forget a session whose caller stopped waiting (timeout or cancelled).
     fn forget(&self, session: u32) {
         let mut g = self.lock();
         g.state.pending.remove(&session);
-        self.queue.activity.set_outstanding(g.state.pending.len());
+        if g.cancel(session) {
+            tracing::debug!(node = %self.node, session, "call stopped waiting before its request was written; left out");
+        }
+        self.set_in_flight(g.state.pending.len());
     }
 }
 
@@ -329,10 +482,13 @@ fn check_queued(
     // An empty queue always accepts one message, so a message larger than the byte limit
     // (but within max_message) can still be sent.
     if queued > 0 && queued.saturating_add(len) > config.max_queued_bytes {
-        return Err(conn.overloaded(format!(
-            "{queued} bytes are waiting to be written (max_queued_bytes {})",
-            config.max_queued_bytes
-        )));
+        return Err(conn.overloaded(
+            "queue",
+            format!(
+                "{queued} bytes are waiting to be written (max_queued_bytes {})",
+                config.max_queued_bytes
+            ),
+        ));
     }
     Ok(())
 }
@@ -373,6 +529,7 @@ impl Channel {
                 pushes: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
+                metrics: Arc::new(ChannelMetrics::new(node)),
             }),
         }
     }
@@ -402,9 +559,16 @@ impl Channel {
         // tasks of its runtime thread run.
         tokio::task::coop::consume_budget().await;
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        let metrics = &self.shared.metrics;
+        metrics.calls.increment(1);
+        let t0 = Instant::now();
         let result = self.call_inner(&to, &payload, timeout).await;
-        if result.is_err() {
+        if matches!(&result, Ok(_) | Err(TransportError::Remote { .. })) {
+            metrics.latency.record(t0.elapsed().as_secs_f64());
+        }
+        if let Err(e) = &result {
             self.shared.failures.fetch_add(1, Ordering::Relaxed);
+            metrics.error(e);
         }
         result
     }
@@ -416,9 +580,11 @@ impl Channel {
         // As for calls: a push that fails or queues at once still counts against the budget.
         tokio::task::coop::consume_budget().await;
         self.shared.pushes.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.pushes.increment(1);
         let result = self.push_inner(&to, &payload).await;
-        if result.is_err() {
+        if let Err(e) = &result {
             self.shared.failures.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.error(e);
         }
         result
     }
@@ -515,6 +681,7 @@ impl Channel {
                 }
                 Err(_) => {
                     tracing::debug!(node = %self.shared.node, session, ?after, "call timed out");
+                    conn.note_timeout(config.max_timeouts);
                     Err(TransportError::Timeout {
                         node: self.shared.node.clone(),
                         after,
@@ -582,40 +749,74 @@ impl Channel {
     async fn open(&self) -> Result<Arc<Conn>, TransportError> {
         let shared = &self.shared;
         let config = &shared.config;
-        let dialled =
-            tokio::time::timeout(config.connect_timeout, TcpStream::connect(&shared.addr)).await;
+        let dialled = dial(&shared.addr, config.connect_timeout, config.redial).await;
         let stream = match dialled {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
+            Ok(stream) => stream,
+            Err(DialError::Failed(e)) => {
                 let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
                 return Err(self.connect_failed(e.to_string(), refused));
             }
-            Err(_) => {
+            Err(DialError::TimedOut) => {
                 return Err(self.connect_failed(
                     format!(
                         "no answer within {:?} (connect_timeout)",
                         config.connect_timeout
                     ),
-                    false,
+                    true,
                 ))
             }
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(node = %shared.node, error = %e, "cannot set TCP_NODELAY");
         }
+        if let Err(e) = tune_socket(&stream, config.liveness) {
+            tracing::warn!(node = %shared.node, error = %e, "cannot set TCP keepalive / TCP_USER_TIMEOUT");
+        }
+        let mut stream = stream;
+        let mut first_session = 1;
+        if let Some(secret) = &config.auth_secret {
+            let outcome =
+                tokio::time::timeout(config.connect_timeout, initiate(&mut stream, secret)).await;
+            let reason = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(reason),
+                Err(_) => Some(format!(
+                    "no answer within {:?} (connect_timeout)",
+                    config.connect_timeout
+                )),
+            };
+            if let Some(reason) = reason {
+                // Not a refused connect: back off like a failed one.
+                let _ = self.connect_failed(format!("authentication failed: {reason}"), false);
+                return Err(TransportError::AuthFailed {
+                    node: shared.node.clone(),
+                    addr: shared.addr.clone(),
+                    reason,
+                });
+            }
+            tracing::debug!(node = %shared.node, "authenticated");
+            first_session = 3;
+        }
         let (rd, wr) = stream.into_split();
         let conn = Arc::new(Conn {
             node: shared.node.clone(),
             alive: AtomicBool::new(true),
+            timeouts: AtomicU32::new(0),
+            overloaded: AtomicBool::new(false),
             queue: WriteQueue::new(
                 wr,
                 Sessions {
-                    next: 1,
+                    next: first_session,
                     pending: HashMap::new(),
                 },
+            )
+            .with_metrics(
+                shared.metrics.bytes_out.clone(),
+                Some(shared.metrics.queued.clone()),
             ),
             cancel: CancellationToken::new(),
             channel: Arc::downgrade(shared),
+            metrics: shared.metrics.clone(),
         });
         {
             let mut st = shared.lock_state();
@@ -632,37 +833,46 @@ impl Channel {
             st.conn = Some(conn.clone());
         }
         tracing::info!(node = %shared.node, addr = %shared.addr, "connected");
+        shared.metrics.connects.increment(1);
+        shared.metrics.connected.set(1.0);
         let writer_conn = conn.clone();
         tokio::spawn(async move {
             let conn = writer_conn;
             if let WriterEnd::Failed(e) = run_writer(&conn.queue, &conn.cancel).await {
-                conn.fail(TransportError::NodeDown {
-                    node: conn.node.clone(),
-                    reason: format!("write failed: {e}"),
-                });
+                conn.fail(io_failure(&conn, "write failed", &e));
             }
         });
-        let reader =
-            Connection::new(rd, MAX_BODY).busy_poll(config.busy_poll, conn.queue.activity.clone());
+        if !config.liveness.is_zero() && !config.heartbeat.is_zero() {
+            tokio::spawn(watch(conn.clone(), config.liveness, config.heartbeat));
+        }
+        let reader = Connection::new(rd, MAX_BODY)
+            .busy_poll(config.busy_poll, conn.queue.activity.clone())
+            .count_bytes(shared.metrics.bytes_in.clone());
         let limits = Limits {
             max_message: config.max_message,
             max_pending: config.max_in_flight.max(1),
             ..Limits::default()
         };
-        tokio::spawn(read_responses(conn.clone(), reader, limits));
+        tokio::spawn(read_responses(
+            conn.clone(),
+            reader,
+            limits,
+            config.inbound_budget.clone(),
+        ));
         Ok(conn)
     }
 
     /// Enter back-off after a failed connect. A refusal (nothing listens: the node is
-    /// down or restarting) is cheap to retry and the node may be back any moment, so it
-    /// always waits just `backoff_min`; other failures (no answer, unreachable) double
-    /// the delay up to `backoff_max`.
-    fn connect_failed(&self, reason: String, refused: bool) -> TransportError {
+    /// down or restarting) is cheap to retry and the node may be back any moment, and a
+    /// dial that timed out already took `connect_timeout`, so both wait just
+    /// `backoff_min` (`short`); other failures (unreachable, ...) come back at once and
+    /// double the delay up to `backoff_max`.
+    fn connect_failed(&self, reason: String, short: bool) -> TransportError {
         let shared = &self.shared;
         let config = &shared.config;
         let mut st = shared.lock_state();
         let delay = match &st.backoff {
-            Some(b) if !refused => (b.delay * 2).min(config.backoff_max),
+            Some(b) if !short => (b.delay * 2).min(config.backoff_max),
             _ => config.backoff_min,
         };
         st.backoff = Some(Backoff {
@@ -687,8 +897,17 @@ enum Step {
 }
 
 /// The reader task of one connection.
-async fn read_responses(conn: Arc<Conn>, mut reader: Connection<OwnedReadHalf>, limits: Limits) {
-    let mut assembler = ResponseAssembler::new(limits);
+async fn read_responses(
+    conn: Arc<Conn>,
+    mut reader: Connection<OwnedReadHalf>,
+    limits: Limits,
+    budget: Option<ByteBudget>,
+) {
+    let mut assembler = Assembly {
+        responses: ResponseAssembler::new(limits),
+        budget,
+        held: HashMap::new(),
+    };
     let mut ready: Vec<Answer> = Vec::new();
     let mut wake: Vec<(Waiter, Result<Bytes, TransportError>)> = Vec::new();
     let mut unknown: Vec<u32> = Vec::new();
@@ -698,11 +917,16 @@ async fn read_responses(conn: Arc<Conn>, mut reader: Connection<OwnedReadHalf>, 
             _ = conn.cancel.cancelled() => return,
         };
         let mut step = match first {
-            Ok(Some(body)) => handle_frame(&conn, &mut assembler, body, &mut ready),
+            Ok(Some(body)) => {
+                conn.queue.activity.stamp_received();
+                conn.timeouts.store(0, Ordering::Release);
+                handle_frame(&conn, &mut assembler, body, &mut ready)
+            }
             Ok(None) => Step::Fail(TransportError::NodeDown {
                 node: conn.node.clone(),
                 reason: "the peer closed the connection".into(),
             }),
+            Err(ReadError::Io(e)) => Step::Fail(io_failure(&conn, "read failed", &e)),
             Err(e) => Step::Fail(TransportError::NodeDown {
                 node: conn.node.clone(),
                 reason: e.to_string(),
@@ -730,7 +954,7 @@ async fn read_responses(conn: Arc<Conn>, mut reader: Connection<OwnedReadHalf>, 
                         None => unknown.push(session),
                     }
                 }
-                conn.queue.activity.set_outstanding(g.state.pending.len());
+                conn.set_in_flight(g.state.pending.len());
             }
             for (tx, result) in wake.drain(..) {
                 let _ = tx.send(result);
@@ -754,9 +978,17 @@ async fn read_responses(conn: Arc<Conn>, mut reader: Connection<OwnedReadHalf>, 
 /// A complete reply for a session.
 type Answer = (u32, Result<Bytes, TransportError>);
 
+/// Multi-part reassembly of responses, charged to the node's inbound budget.
+struct Assembly {
+    responses: ResponseAssembler,
+    budget: Option<ByteBudget>,
+    /// Budget held per response being assembled.
+    held: HashMap<u32, Permit>,
+}
+
 fn handle_frame(
     conn: &Arc<Conn>,
-    assembler: &mut ResponseAssembler,
+    assembler: &mut Assembly,
     body: Bytes,
     ready: &mut Vec<Answer>,
 ) -> Step {
@@ -770,7 +1002,33 @@ fn handle_frame(
         Ok(f) => f,
         Err(e) => return protocol(e.to_string()),
     };
-    match assembler.feed(frame) {
+    if let (ResponseFrame::Begin { session, total }, Some(budget)) = (&frame, &assembler.budget) {
+        match budget.try_acquire(*total as usize) {
+            Some(p) => {
+                assembler.held.insert(*session, p);
+            }
+            None => {
+                let what = format!(
+                    "node inbound budget exhausted ({} of {} bytes held) by a multi-part response of {total} bytes",
+                    budget.used(),
+                    budget.limit()
+                );
+                tracing::warn!(node = %conn.node, %what, "closing connection");
+                conn.metrics.rejected("inbound_budget");
+                return Step::Fail(TransportError::Overloaded {
+                    node: conn.node.clone(),
+                    what,
+                });
+            }
+        }
+    }
+    let fed = assembler.responses.feed(frame);
+    if let Ok(Some(Response { session, .. })) | Err(AssemblyError::SizeMismatch { session, .. }) =
+        &fed
+    {
+        assembler.held.remove(session);
+    }
+    match fed {
         Ok(Some(Response { session, result })) => {
             let result = result.map_err(|text| TransportError::Remote {
                 node: conn.node.clone(),
@@ -801,4 +1059,78 @@ fn handle_frame(
         Err(e) => return protocol(e.to_string()),
     }
     Step::Continue
+}
+
+/// The error for a socket that failed with `e`: the kernel giving up on the peer
+/// (`TCP_USER_TIMEOUT`, keepalive, unreachable) is [`TransportError::PeerUnreachable`],
+/// anything else [`TransportError::NodeDown`].
+fn io_failure(conn: &Conn, what: &str, e: &std::io::Error) -> TransportError {
+    use std::io::ErrorKind::*;
+    let reason = format!("{what}: {e}");
+    let node = conn.node.clone();
+    match e.kind() {
+        TimedOut | HostUnreachable | NetworkUnreachable => {
+            conn.metrics.dead("tcp");
+            TransportError::PeerUnreachable { node, reason }
+        }
+        _ => TransportError::NodeDown { node, reason },
+    }
+}
+
+/// The liveness monitor of one connection (see [`crate::liveness`]): pings after
+/// `heartbeat` of silence, declares the peer dead when a ping stays unanswered too long.
+async fn watch(conn: Arc<Conn>, liveness: Duration, heartbeat: Duration) {
+    let tick = (heartbeat.min(liveness) / 4).max(Duration::from_millis(10));
+    let wait = if liveness > heartbeat {
+        liveness - heartbeat
+    } else {
+        liveness
+    };
+    let heartbeat_ns = heartbeat.as_nanos() as u64;
+    let wait_ns = wait.as_nanos() as u64;
+    let ping = Address::Name(Bytes::from_static(PING_NAME.as_bytes()));
+    // When the unanswered ping was sent (or tried), if one is.
+    let mut pinged: Option<u64> = None;
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A fresh connection counts as having just heard from the peer.
+    let opened = now_ns();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = conn.cancel.cancelled() => return,
+        }
+        let now = now_ns();
+        let received = conn.queue.activity.received().max(opened);
+        if pinged.is_some_and(|at| received >= at) {
+            pinged = None;
+        }
+        match pinged {
+            None if now.saturating_sub(received) >= heartbeat_ns => {
+                // The answer itself is not needed: any frame received is proof of life.
+                let (tx, _rx) = oneshot::channel();
+                conn.metrics.heartbeats.increment(1);
+                let _ = conn.enqueue_ping(&ping, tx);
+                pinged = Some(now);
+            }
+            None => {}
+            Some(at) => {
+                let since = at.max(conn.queue.activity.unblocked());
+                if now.saturating_sub(since) >= wait_ns {
+                    let silent = Duration::from_nanos(now.saturating_sub(received));
+                    tracing::warn!(node = %conn.node, ?silent, "peer does not answer heartbeats; declaring it unreachable");
+                    conn.metrics.heartbeats_failed.increment(1);
+                    conn.metrics.dead("heartbeat");
+                    conn.fail(TransportError::PeerUnreachable {
+                        node: conn.node.clone(),
+                        reason: format!(
+                            "nothing received for {} ms, heartbeat unanswered",
+                            silent.as_millis()
+                        ),
+                    });
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -38,6 +38,7 @@
 //! large frames are read in large reads). Every few tries the poller also yields its
 //! thread, so a thread that needs the CPU is not kept waiting for a preemption.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -50,6 +51,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Permit;
+use metrics::{Counter, Gauge};
+
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// A writer's spare buffer larger than this is released after its batch went out (so one
@@ -60,7 +64,7 @@ const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 const SPIN_CHUNK: usize = 16 * 1024;
 
 /// Nanoseconds on a monotonic clock private to this process (activity stamps).
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
@@ -85,6 +89,13 @@ const SPIN_MAX_BATCH: usize = 1;
 pub(crate) struct Activity {
     last: AtomicU64,
     outstanding: AtomicUsize,
+    /// When a frame was last received (see [`now_ns`]); kept by the owner's reader, read
+    /// by the liveness monitor.
+    received: AtomicU64,
+    /// When a write last went through after the socket had been full ([`now_ns`]): the
+    /// peer's kernel acknowledged data and its application read some (it opened its
+    /// receive window), so the peer is alive even if it has not answered yet.
+    unblocked: AtomicU64,
 }
 
 impl Activity {
@@ -101,6 +112,21 @@ impl Activity {
     /// Record how many requests await answers now.
     pub fn set_outstanding(&self, n: usize) {
         self.outstanding.store(n, Ordering::Relaxed);
+    }
+
+    /// Record that a frame was received now.
+    pub fn stamp_received(&self) {
+        self.received.store(now_ns(), Ordering::Relaxed);
+    }
+
+    /// When a frame was last received (see [`now_ns`]; 0: never).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// When a write last went through after the socket had been full (0: never).
+    pub fn unblocked(&self) -> u64 {
+        self.unblocked.load(Ordering::Relaxed)
     }
 
     /// Whether the pipeline is shallow enough for busy polling to pay.
@@ -169,6 +195,10 @@ pub struct Connection<R> {
     buffer: BytesMut,
     decoder: FrameDecoder,
     spin: Option<Spin<R>>,
+    /// Since when part of a frame has been buffered (`None`: nothing buffered).
+    partial_since: Option<Instant>,
+    /// Counts the bytes read.
+    bytes_in: Counter,
 }
 
 impl<R: AsyncRead + Unpin> Connection<R> {
@@ -179,6 +209,8 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             buffer: BytesMut::with_capacity(READ_CHUNK),
             decoder: FrameDecoder::new(max_body),
             spin: None,
+            partial_since: None,
+            bytes_in: Counter::noop(),
         }
     }
 
@@ -194,11 +226,17 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
                 self.buffer.reserve(READ_CHUNK);
             }
+            let before = self.buffer.len();
             let eof = match self.poll_socket().await? {
                 Polled::Data => false,
                 Polled::Eof => true,
                 Polled::Idle => self.reader.read_buf(&mut self.buffer).await? == 0,
             };
+            self.bytes_in
+                .increment((self.buffer.len().saturating_sub(before)) as u64);
+            if self.partial_since.is_none() && !self.buffer.is_empty() {
+                self.partial_since = Some(Instant::now());
+            }
             if eof {
                 return if self.buffer.is_empty() {
                     Ok(None)
@@ -214,10 +252,38 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     /// The next frame body if a whole one is already buffered; never reads the socket.
     pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
         let body = self.decoder.decode(&mut self.buffer)?;
-        if let (Some(_), Some(spin)) = (&body, &mut self.spin) {
-            spin.frames += 1;
+        if body.is_some() {
+            // What is left (if anything) is the start of the next frame, arrived by now.
+            self.partial_since = (!self.buffer.is_empty()).then(Instant::now);
+            if let Some(spin) = &mut self.spin {
+                spin.frames += 1;
+            }
         }
         Ok(body)
+    }
+
+    /// Count the bytes read on `counter` (a metric).
+    pub(crate) fn count_bytes(mut self, counter: Counter) -> Self {
+        self.bytes_in = counter;
+        self
+    }
+
+    /// The reader back (bytes buffered but not yet returned as frames are lost).
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
+
+    /// Since when part of a frame has been waiting in the buffer for the rest (`None`
+    /// when the buffer holds no partial frame).
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
+
+    /// Restart the partial-frame clock (the owner did not read for a while, on purpose).
+    pub fn touch_partial(&mut self) {
+        if self.partial_since.is_some() {
+            self.partial_since = Some(Instant::now());
+        }
     }
 
     /// Busy-poll the socket while the window since the last traffic lasts (see the module
@@ -309,14 +375,153 @@ pub(crate) struct Locked<S> {
     pub closed: bool,
     /// The owner's state.
     pub state: S,
+    /// What `buf` holds, message by message, when the owner marks every message it
+    /// appends ([`Locked::mark`]; the sending side does): so a call that stopped waiting
+    /// can be taken out before it is written. Empty for owners that do not mark.
+    marks: VecDeque<Mark>,
+    /// Sessions with a mark in `marks`.
+    marked: HashSet<u32>,
+    /// Marked sessions to leave out when the writer takes them.
+    cancelled: HashSet<u32>,
+    /// Bytes of the cancelled messages.
+    cancelled_bytes: usize,
+    /// The node-wide outbound budget held for the bytes queued (if there is one).
+    charge: Option<Permit>,
+}
+
+/// One message in the write buffer: its session (0: not removable) and length.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    session: u32,
+    len: usize,
 }
 
 impl<S> Locked<S> {
-    /// Bytes queued or being written.
+    /// Bytes queued (not counting messages cancelled but not yet skipped) or being written.
     pub fn queued(&self) -> usize {
-        self.buf.len() + self.writing
+        self.buf.len() - self.cancelled_bytes + self.writing
+    }
+
+    /// Record that the last `len` bytes appended to `buf` are one message of `session`
+    /// (0: not removable, e.g. a push), charged to `charge` if given. An owner that marks
+    /// must mark everything it appends.
+    pub fn mark(&mut self, session: u32, len: usize, charge: Option<Permit>) {
+        if len == 0 {
+            return;
+        }
+        if session != 0 {
+            self.marked.insert(session);
+        }
+        self.marks.push_back(Mark { session, len });
+        if let Some(p) = charge {
+            match &mut self.charge {
+                Some(c) => c.absorb(p),
+                None => self.charge = Some(p),
+            }
+        }
+    }
+
+    /// Whether `session` has a message in the buffer (queued or cancelled, not yet taken).
+    pub fn holds(&self, session: u32) -> bool {
+        self.marked.contains(&session)
+    }
+
+    /// Leave the message of `session` out if it is still waiting in the buffer (not yet
+    /// taken by a writer). Returns whether it will be left out.
+    pub fn cancel(&mut self, session: u32) -> bool {
+        if session == 0 || !self.marked.contains(&session) || self.cancelled.contains(&session) {
+            return false;
+        }
+        let Some(m) = self.marks.iter().find(|m| m.session == session) else {
+            return false;
+        };
+        self.cancelled_bytes += m.len;
+        self.cancelled.insert(session);
+        true
+    }
+
+    /// Drop everything queued (the connection is gone).
+    pub fn discard(&mut self) {
+        self.buf.clear();
+        self.marks.clear();
+        self.marked.clear();
+        self.cancelled.clear();
+        self.cancelled_bytes = 0;
+        self.charge = None;
+    }
+
+    /// Give back `n` bytes that left the queue.
+    fn release(&mut self, n: usize) {
+        if let Some(c) = &mut self.charge {
+            c.release(n);
+        }
+    }
+
+    /// Forget the marks of the first `n` bytes of `buf` (taken for writing).
+    fn taken(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.marks.front_mut() else {
+                return;
+            };
+            if front.len <= n {
+                n -= front.len;
+                let m = self.marks.pop_front().expect("front exists");
+                if m.session != 0 {
+                    self.marked.remove(&m.session);
+                }
+            } else {
+                // Partly taken: what is left can no longer be taken out.
+                front.len -= n;
+                if front.session != 0 {
+                    self.marked.remove(&front.session);
+                    front.session = 0;
+                }
+                n = 0;
+            }
+        }
+    }
+
+    /// Move the next batch to write into `batch` (empty on entry): everything queued in
+    /// one swap when that is small and nothing is cancelled, else at most [`MAX_BATCH`]
+    /// bytes, leaving cancelled messages out.
+    fn take_batch(&mut self, batch: &mut BytesMut) {
+        if self.cancelled.is_empty() {
+            if self.buf.len() <= MAX_BATCH {
+                std::mem::swap(&mut self.buf, batch);
+                self.marks.clear();
+                self.marked.clear();
+            } else {
+                *batch = self.buf.split_to(MAX_BATCH);
+                self.taken(MAX_BATCH);
+            }
+            return;
+        }
+        while batch.len() < MAX_BATCH {
+            let Some(m) = self.marks.pop_front() else {
+                break;
+            };
+            let bytes = self.buf.split_to(m.len);
+            if m.session != 0 {
+                self.marked.remove(&m.session);
+                if self.cancelled.remove(&m.session) {
+                    self.cancelled_bytes -= m.len;
+                    self.release(m.len);
+                    continue;
+                }
+            }
+            batch.extend_from_slice(&bytes);
+        }
+        if self.marks.is_empty() && !self.buf.is_empty() {
+            // Unmarked bytes (an owner that does not mark): take them as they are.
+            batch.extend_from_slice(&self.buf);
+            self.buf.clear();
+        }
     }
 }
+
+/// Most bytes a writer takes for one batch when more are queued (so messages queued
+/// behind can still be taken out if their call stops waiting).
+const MAX_BATCH: usize = 1024 * 1024;
 
 /// The write side of one connection (see the module docs). Owns the socket's write half;
 /// dropping the queue shuts the write direction of the socket.
@@ -326,6 +531,10 @@ pub(crate) struct WriteQueue<S> {
     sock: OwnedWriteHalf,
     /// Stamped whenever frames are queued (for a busy-polling reader).
     pub activity: Arc<Activity>,
+    /// Counts the bytes written.
+    bytes_out: Counter,
+    /// Set to the bytes queued (for a channel; a listener's connections do not set it).
+    queued_gauge: Option<Gauge>,
     wake: Notify,
     drained: Notify,
 }
@@ -341,11 +550,31 @@ impl<S> WriteQueue<S> {
                 spare: BytesMut::new(),
                 closed: false,
                 state,
+                marks: VecDeque::new(),
+                marked: HashSet::new(),
+                cancelled: HashSet::new(),
+                cancelled_bytes: 0,
+                charge: None,
             }),
             sock,
             activity: Arc::default(),
+            bytes_out: Counter::noop(),
+            queued_gauge: None,
             wake: Notify::new(),
             drained: Notify::new(),
+        }
+    }
+
+    /// Count the bytes written on `bytes_out`, and report the bytes queued on `queued`.
+    pub fn with_metrics(mut self, bytes_out: Counter, queued: Option<Gauge>) -> Self {
+        self.bytes_out = bytes_out;
+        self.queued_gauge = queued;
+        self
+    }
+
+    fn report_queued(&self, queued: usize) {
+        if let Some(g) = &self.queued_gauge {
+            g.set(queued as f64);
         }
     }
 
@@ -364,11 +593,19 @@ impl<S> WriteQueue<S> {
     /// when the write failed: the writer meets the error again and reports it). Returns
     /// the bytes still queued or being written.
     pub fn submit(&self, mut g: MutexGuard<'_, Locked<S>>, before: usize) -> usize {
-        if before != 0 || g.writing != 0 || g.direct || g.closed || g.buf.is_empty() {
+        if before != 0
+            || g.writing != 0
+            || g.direct
+            || g.closed
+            || g.buf.is_empty()
+            || !g.cancelled.is_empty()
+        {
             return self.defer(g);
         }
         let mut batch = std::mem::take(&mut g.spare);
         std::mem::swap(&mut g.buf, &mut batch);
+        g.marks.clear();
+        g.marked.clear();
         g.writing = batch.len();
         g.direct = true;
         drop(g);
@@ -386,8 +623,13 @@ impl<S> WriteQueue<S> {
         let mut g = self.lock();
         g.direct = false;
         g.writing = 0;
+        g.release(off);
         if off < batch.len() && !g.closed {
             let rest = &batch[off..];
+            g.marks.push_front(Mark {
+                session: 0,
+                len: rest.len(),
+            });
             if g.buf.is_empty() {
                 g.buf.extend_from_slice(rest);
             } else {
@@ -404,6 +646,8 @@ impl<S> WriteQueue<S> {
         let queued = g.queued();
         let wake = !g.buf.is_empty() || g.closed;
         drop(g);
+        self.bytes_out.increment(off as u64);
+        self.report_queued(queued);
         if wake {
             self.wake.notify_one();
         }
@@ -419,6 +663,7 @@ impl<S> WriteQueue<S> {
         let queued = g.queued();
         let left = !g.buf.is_empty();
         drop(g);
+        self.report_queued(queued);
         self.activity.stamp();
         if left {
             self.wake.notify_one();
@@ -449,11 +694,20 @@ impl<S> WriteQueue<S> {
     /// Write all of `batch` to the socket, waiting for it to become writable as needed.
     async fn write_batch(&self, batch: &[u8], cancel: &CancellationToken) -> Result<(), WriterEnd> {
         let mut off = 0;
+        let mut blocked = false;
         while off < batch.len() {
             match self.sock.try_write(&batch[off..]) {
                 Ok(0) => return Err(WriterEnd::Failed(io::ErrorKind::WriteZero.into())),
-                Ok(n) => off += n,
+                Ok(n) => {
+                    off += n;
+                    self.bytes_out.increment(n as u64);
+                    if blocked {
+                        blocked = false;
+                        self.activity.unblocked.store(now_ns(), Ordering::Relaxed);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
                     let ready = tokio::select! {
                         r = self.sock.writable() => r,
                         _ = cancel.cancelled() => return Err(WriterEnd::Cancelled),
@@ -488,7 +742,7 @@ pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationTo
         let (closed, direct) = {
             let mut g = queue.lock();
             if !g.direct {
-                std::mem::swap(&mut g.buf, &mut batch);
+                g.take_batch(&mut batch);
                 g.writing = batch.len();
             }
             (g.closed, g.direct)
@@ -513,6 +767,12 @@ pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationTo
         if let Err(end) = queue.write_batch(&batch, cancel).await {
             return end;
         }
+        let queued = {
+            let mut g = queue.lock();
+            g.release(batch.len());
+            g.buf.len() - g.cancelled_bytes
+        };
+        queue.report_queued(queued);
         if batch.capacity() > KEEP_WRITE_BUFFER {
             batch = BytesMut::with_capacity(16 * 1024);
         } else {

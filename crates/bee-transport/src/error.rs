@@ -39,6 +39,29 @@ pub enum TransportError {
         /// How the connection ended.
         reason: String,
     },
+    /// The peer was declared dead while the call waited (or as it was issued): no
+    /// heartbeat answer within the liveness bound, the kernel gave up on the socket
+    /// (`TCP_USER_TIMEOUT`, keepalive, unreachable), or several calls in a row timed out
+    /// with nothing received. The connection was closed; the next call dials afresh.
+    #[error("node {node} is unreachable: {reason}")]
+    PeerUnreachable {
+        /// The remote node.
+        node: String,
+        /// Why it was declared dead.
+        reason: String,
+    },
+    /// Node authentication failed on a fresh connection (see [`crate::auth`]): the peer
+    /// does not know the shared secret, does not authenticate at all (e.g. a stock skynet
+    /// node), or refused ours. Nothing was sent; the next call dials and tries again.
+    #[error("node {node} at {addr} failed authentication: {reason}")]
+    AuthFailed {
+        /// The remote node.
+        node: String,
+        /// The address it was dialled at.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// No reply came within the call's timeout. The session is forgotten; a late reply is
     /// dropped with a log line.
     #[error("call to node {node} timed out after {after:?}")]

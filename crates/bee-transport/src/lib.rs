@@ -20,6 +20,12 @@
 //!   [`DEFAULT_BUSY_POLL`]) before it parks, so a one-call-in-flight round trip does not
 //!   wait for sleeping threads to wake (see [`connection`]).
 //!
+//! - **Hardening** (operator's view in `docs/operations.md`): dead peers detected within
+//!   [`ChannelConfig::liveness`] ([`liveness`]); node-wide [`ByteBudget`]s for inbound and
+//!   outbound bytes; listener hygiene (connection limit, read and idle timeouts, clean
+//!   refusal when out of file descriptors); node authentication ([`auth`]); metrics
+//!   ([`telemetry`]).
+//!
 //! ## What it must never know
 //! Payload formats (skynet.pack values, protobuf frames, rpc envelopes), service names
 //! and their registry, sub-types, handlers. Those belong to `bee-dispatch` and
@@ -72,21 +78,36 @@
 //! ```
 //!
 //! ## Layout
+//! - [`auth`]: node authentication ([`AuthSecret`], HMAC-SHA256 challenge–response in
+//!   calls to [`AUTH_NAME`]).
+//! - [`budget`]: [`ByteBudget`], node-wide byte limits shared by channels and listeners.
 //! - [`error`]: [`TransportError`], every way a call can fail, naming the node.
 //! - [`connection`]: the read half of a connection ([`Connection`]: buffer + frame
 //!   decoder, telling a clean EOF from EOF mid-frame) and the batching write queue and
 //!   writer task shared by both sides.
 //! - [`channel`]: the sending side ([`Channel`], [`ChannelConfig`], [`ChannelStats`]).
+//! - [`liveness`]: dead-peer detection (TCP keepalive, `TCP_USER_TIMEOUT`, heartbeat
+//!   calls to [`PING_NAME`], redial).
+//! - [`telemetry`]: metric names, emitted through the `metrics` facade.
 //! - [`listener`]: the listening side ([`Listener`], [`ListenerConfig`], [`Inbound`],
 //!   [`Acceptor`], [`Dispatched`]).
 
+pub mod auth;
+pub mod budget;
 pub mod channel;
 pub mod connection;
 pub mod error;
 pub mod listener;
+pub mod liveness;
+pub mod telemetry;
 
+pub use auth::{AuthSecret, AUTH_NAME};
 pub use bee_codec::cluster::{Address, Request};
+pub use budget::{ByteBudget, Permit};
 pub use channel::{Channel, ChannelConfig, ChannelStats, DEFAULT_BUSY_POLL};
 pub use connection::{Connection, ReadError};
 pub use error::TransportError;
-pub use listener::{Acceptor, Dispatched, Inbound, Listener, ListenerConfig, INVALID_LARGE_REQ};
+pub use listener::{
+    Acceptor, Dispatched, Inbound, Listener, ListenerConfig, INVALID_LARGE_REQ, MULTIPART_EXPIRED,
+};
+pub use liveness::PING_NAME;

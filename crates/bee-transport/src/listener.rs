@@ -15,9 +15,39 @@
 //!   that cost more throughput under load, as the connection task then does every write
 //!   itself instead of a second core batching them, than it saved latency.)
 //!
-//! Back-pressure: at most `max_outstanding` unanswered requests per connection and at most
-//! `max_queued_bytes` of unwritten responses; past either, the connection stops reading
-//! until work drains.
+//! Heartbeats: a request to [`PING_NAME`] (`@bee_ping`) is answered here with an empty
+//! ok response, in arrival order with the other answers, and never reaches the
+//! [`Inbound`] (see [`crate::liveness`]).
+//!
+//! Back-pressure: at most `max_outstanding` unanswered requests per connection, at most
+//! `max_inbound_bytes` of requests being handled, and at most `max_queued_bytes` of
+//! unwritten responses; past any, the connection stops reading until work drains.
+//!
+//! Byte budgets: every request being handled (from arrival until its answer is computed,
+//! or its push handed over) and every multi-part message being assembled (its announced
+//! size, from its header on) holds bytes of the node-wide
+//! [`ListenerConfig::inbound_budget`]; a connection whose next message does not fit is
+//! closed with a warning naming the peer. A multi-part message not finished within
+//! [`ListenerConfig::multipart_timeout`] is dropped (a request is answered
+//! [`MULTIPART_EXPIRED`]) and its late pieces are ignored.
+//!
+//! Authentication: with [`ListenerConfig::auth_secret`] set, a connection is served only
+//! after the peer completed the exchange of [`crate::auth`] (requests to `@bee_auth`,
+//! answered here and never dispatched), or at once when its IP address is in
+//! [`ListenerConfig::auth_allow`]; any other message first, a wrong proof, or no proof
+//! within [`ListenerConfig::auth_timeout`] closes the connection with a warning naming
+//! the peer.
+//!
+//! Hygiene: at most [`ListenerConfig::max_connections`] connections are served; a peer
+//! past it is accepted and closed at once. A connection that sent part of a frame and
+//! then nothing for [`ListenerConfig::read_timeout`] is closed, and so is one idle for
+//! [`ListenerConfig::idle_timeout`] (off by default). Accepted sockets get TCP keepalive
+//! and `TCP_USER_TIMEOUT` ([`ListenerConfig::liveness`]). When the process runs out of
+//! file descriptors (`EMFILE`/`ENFILE`), the listener gives up a spare descriptor it
+//! took at bind to accept and close the waiting peers (they see the connection closed
+//! instead of a call that hangs), takes it again, backs off 20 ms, and logs at most once
+//! per second with the number refused. Refusals past the connection limit are logged the
+//! same way.
 //!
 //! Trouble on one connection never affects the others: an undecodable frame, a multi-part
 //! message past `max_message`, too many half-assembled messages, or EOF in the middle of a
@@ -25,13 +55,15 @@
 //! [`Inbound::closed`] is told why. A multi-part request whose pieces do not add up to the
 //! announced size is answered `Invalid large req`, as stock skynet does.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bee_codec::cluster::{
-    decode_request_frame, encode_response, AssemblyError, Limits, Request, RequestAssembler,
-    RequestFrame,
+    decode_request_frame, encode_response, Address, AssemblyError, Limits, Request,
+    RequestAssembler, RequestFrame,
 };
 use bee_codec::frame::MAX_BODY;
 use bytes::Bytes;
@@ -42,8 +74,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{is_auth, AuthSecret, Responder, Step as AuthStep, REQUIRED as AUTH_REQUIRED};
+use crate::budget::{ByteBudget, Permit};
 use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
+use crate::liveness::PING_NAME;
+use crate::telemetry::ListenerMetrics;
 
 /// The error text answered for a multi-part request whose pieces do not add up to the
 /// size its header announced (stock skynet's wording).
@@ -101,6 +137,42 @@ pub struct ListenerConfig {
     /// How long a connection's reader busy-polls after the last traffic before it parks
     /// (default [`crate::channel::DEFAULT_BUSY_POLL`]; zero turns it off).
     pub busy_poll: std::time::Duration,
+    /// Inbound bytes one connection may hold (default 32 MiB): requests being handled
+    /// stop the reading past it (back-pressure), and multi-part messages being assembled
+    /// may announce at most this much together, or `max_message` if larger (one more
+    /// closes the connection).
+    pub max_inbound_bytes: usize,
+    /// Node-wide budget of inbound bytes held (requests being handled, multi-part messages
+    /// being assembled), shared by every connection of every listener given a clone
+    /// (default `None`). A connection whose next message does not fit is closed, with one
+    /// log line naming the peer.
+    pub inbound_budget: Option<ByteBudget>,
+    /// A multi-part request or push not finished this long after its header is dropped
+    /// (a request is answered [`MULTIPART_EXPIRED`]; default 30 s; zero: never).
+    pub multipart_timeout: Duration,
+    /// Connections served at once (default 10000; zero: no limit). A peer connecting past
+    /// it is accepted and closed at once (one log line per second with a count).
+    pub max_connections: usize,
+    /// A connection that has sent part of a frame and then nothing for this long is closed
+    /// (default 30 s; zero: never).
+    pub read_timeout: Duration,
+    /// A connection with nothing received, nothing outstanding and nothing to write for
+    /// this long is closed (default zero: never). Skynet and bee peers reconnect on their
+    /// next call.
+    pub idle_timeout: Duration,
+    /// TCP keepalive and `TCP_USER_TIMEOUT` bound of accepted sockets, as
+    /// [`crate::ChannelConfig::liveness`] (default 10 s; zero: system defaults), so
+    /// connections of peers that vanished do not hold file descriptors forever.
+    pub liveness: Duration,
+    /// Shared secret for node authentication (default `None`: every peer is served). When
+    /// set, a peer must complete the exchange of [`crate::auth`] before any request is
+    /// served, unless its IP address is in `auth_allow`.
+    pub auth_secret: Option<AuthSecret>,
+    /// Peer IP addresses served without authentication (stock skynet nodes, which cannot
+    /// authenticate). Default empty.
+    pub auth_allow: Vec<IpAddr>,
+    /// How long a peer that must authenticate may take to do so (default 5 s).
+    pub auth_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -111,6 +183,16 @@ impl Default for ListenerConfig {
             max_outstanding: 65536,
             max_queued_bytes: 16 * 1024 * 1024,
             busy_poll: crate::channel::DEFAULT_BUSY_POLL,
+            max_inbound_bytes: 32 * 1024 * 1024,
+            inbound_budget: None,
+            multipart_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::ZERO,
+            liveness: Duration::from_secs(10),
+            auth_secret: None,
+            auth_allow: Vec::new(),
+            auth_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -121,6 +203,10 @@ pub struct Listener {
     listener: TcpListener,
     local: SocketAddr,
     config: ListenerConfig,
+    /// A spare file descriptor, taken at bind, given up to accept-and-close peers when
+    /// the process has none left (so they are refused cleanly instead of left hanging in
+    /// the backlog).
+    reserve: Option<std::fs::File>,
 }
 
 impl Listener {
@@ -132,10 +218,12 @@ impl Listener {
         };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;
+        let reserve = std::fs::File::open("/dev/null").ok();
         Ok(Listener {
             listener,
             local,
             config,
+            reserve,
         })
     }
 
@@ -152,8 +240,13 @@ impl Listener {
             listener,
             local,
             config,
+            mut reserve,
         } = self;
         let mut tasks = JoinSet::new();
+        let metrics = Arc::new(ListenerMetrics::new(local.to_string()));
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut refused = Throttle::default();
+        let mut exhausted = Throttle::default();
         loop {
             tokio::select! {
                 biased;
@@ -165,21 +258,70 @@ impl Listener {
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let now_open = open.load(Ordering::Acquire);
+                        if config.max_connections > 0 && now_open >= config.max_connections {
+                            drop(stream);
+                            metrics.refused("max_connections", 1);
+                            if let Some(n) = refused.hit() {
+                                tracing::warn!(%local, %peer, refused = n, open = now_open, max = config.max_connections, "too many connections; refusing new peers (closed at once)");
+                            }
+                            continue;
+                        }
                         tracing::debug!(%local, %peer, "peer connected");
+                        open.fetch_add(1, Ordering::AcqRel);
+                        metrics.accepted.increment(1);
+                        metrics.open.increment(1.0);
+                        let guard = OpenGuard(open.clone(), metrics.clone());
+                        let metrics = metrics.clone();
                         let inbound = acceptor.accept(peer);
-                        tasks.spawn(serve(stream, peer, inbound, config.clone(), shutdown.child_token()));
+                        let config = config.clone();
+                        let token = shutdown.child_token();
+                        tasks.spawn(async move {
+                            let _guard = guard;
+                            serve(stream, peer, inbound, config, token, metrics).await
+                        });
+                    }
+                    Err(e) if is_out_of_fds(&e) => {
+                        // Give up the spare descriptor to accept and close the waiting
+                        // peers, then take it again.
+                        drop(reserve.take());
+                        let mut closed = 0u64;
+                        while closed < 256 {
+                            match listener.accept().now_or_never() {
+                                Some(Ok((stream, _))) => {
+                                    drop(stream);
+                                    closed += 1;
+                                }
+                                _ => break,
+                            }
+                        }
+                        reserve = std::fs::File::open("/dev/null").ok();
+                        if reserve.is_none() {
+                            // Someone else took the descriptor: no clean refusal until
+                            // one is free again.
+                            tracing::debug!(%local, "spare descriptor not available");
+                        }
+                        metrics.refused("out_of_fds", closed);
+                        if let Some(n) = exhausted.hit_n(closed.max(1)) {
+                            tracing::warn!(%local, error = %e, refused = n, open = open.load(Ordering::Acquire), spare = reserve.is_some(), "out of file descriptors; refusing new peers (closed at once)");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
                     }
                     Err(e) => {
-                        // E.g. out of file descriptors: wait a little instead of spinning.
+                        // Wait a little instead of spinning.
                         tracing::warn!(%local, error = %e, "accept failed");
                         tokio::select! {
-                            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                             _ = shutdown.cancelled() => break,
                         }
                     }
                 },
             }
         }
+        drop(reserve);
         drop(listener);
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -190,6 +332,47 @@ impl Listener {
     }
 }
 
+/// Counts events and says when to log them: at most once per second, with the count
+/// since the last line.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Throttle {
+    fn hit(&mut self) -> Option<u64> {
+        self.hit_n(1)
+    }
+
+    fn hit_n(&mut self, n: u64) -> Option<u64> {
+        self.count += n;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// Decrements the count of open connections when a connection task ends.
+struct OpenGuard(Arc<AtomicUsize>, Arc<ListenerMetrics>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.open.decrement(1.0);
+    }
+}
+
+/// `EMFILE` / `ENFILE` (the same numbers on Linux, the BSDs and macOS).
+fn is_out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23) | Some(24))
+}
+
 /// How the read loop of a connection ended.
 enum End {
     /// The peer closed cleanly between frames (answers not computed yet are dropped).
@@ -198,10 +381,12 @@ enum End {
     Error(String),
     /// The connection's token was cancelled (shutdown or write failure).
     Cancelled,
+    /// Nothing happened for `idle_timeout`; closed after flushing.
+    Idle,
+    /// The peer failed to authenticate; closed after flushing the answers (logged as a
+    /// warning naming the peer).
+    Refused(String),
 }
-
-/// A running `Later` answer: `None` for pushes (run for their effect, nothing to send).
-type Pending = BoxFuture<'static, Option<(u32, Result<Bytes, String>)>>;
 
 async fn serve(
     stream: TcpStream,
@@ -209,12 +394,16 @@ async fn serve(
     inbound: Arc<dyn Inbound>,
     config: ListenerConfig,
     shutdown: CancellationToken,
+    metrics: Arc<ListenerMetrics>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
+    if let Err(e) = crate::liveness::tune_socket(&stream, config.liveness) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP keepalive / TCP_USER_TIMEOUT");
+    }
     let (rd, wr) = stream.into_split();
-    let queue = Arc::new(WriteQueue::new(wr, ()));
+    let queue = Arc::new(WriteQueue::new(wr, ()).with_metrics(metrics.bytes_out.clone(), None));
     let cancel = shutdown.child_token();
     let writer = {
         let queue = queue.clone();
@@ -228,26 +417,49 @@ async fn serve(
         })
     };
     let end = read_loop(
-        Connection::new(rd, MAX_BODY).busy_poll(config.busy_poll, queue.activity.clone()),
+        Connection::new(rd, MAX_BODY)
+            .busy_poll(config.busy_poll, queue.activity.clone())
+            .count_bytes(metrics.bytes_in.clone()),
         peer,
         &*inbound,
         &queue,
         &config,
         &cancel,
+        &metrics,
     )
     .await;
     let reason = match end {
         End::Clean => {
+            metrics.closed("peer");
             tracing::debug!(%peer, "peer closed the connection");
             queue.close();
             "peer closed the connection".to_string()
         }
         End::Error(reason) => {
+            metrics.closed("error");
             tracing::warn!(%peer, %reason, "closing connection");
             cancel.cancel();
             reason
         }
+        End::Refused(reason) => {
+            metrics.closed("auth");
+            metrics.refused("auth", 1);
+            tracing::warn!(%peer, %reason, "peer refused: not authenticated");
+            queue.close();
+            format!("not authenticated: {reason}")
+        }
+        End::Idle => {
+            metrics.closed("idle");
+            tracing::debug!(%peer, idle = ?config.idle_timeout, "closing idle connection");
+            queue.close();
+            "idle timeout".to_string()
+        }
         End::Cancelled => {
+            metrics.closed(if shutdown.is_cancelled() {
+                "shutdown"
+            } else {
+                "error"
+            });
             cancel.cancel();
             if shutdown.is_cancelled() {
                 "listener shutting down".to_string()
@@ -272,6 +484,53 @@ async fn serve(
     inbound.closed(&reason);
 }
 
+/// A running `Later` answer with the inbound bytes it holds: `None` for pushes (run for
+/// their effect, nothing to send).
+type Pending = BoxFuture<'static, (usize, Option<(u32, Result<Bytes, String>)>)>;
+
+/// The error answered for a multi-part request that did not complete within
+/// [`ListenerConfig::multipart_timeout`].
+pub const MULTIPART_EXPIRED: &str = "multi-part request expired before its last piece";
+
+/// A multi-part request or push being assembled.
+struct Partial {
+    started: Instant,
+    push: bool,
+    /// Node inbound budget held for its announced size.
+    permit: Option<Permit>,
+}
+
+/// Inbound bytes of one connection: multi-part messages being assembled, and what they
+/// hold of the node's inbound budget.
+struct Inflow<'a> {
+    peer: SocketAddr,
+    config: &'a ListenerConfig,
+    partial: HashMap<u32, Partial>,
+    /// Sessions of expired multi-part messages whose late pieces are dropped.
+    expired: HashSet<u32>,
+    metrics: &'a ListenerMetrics,
+}
+
+impl Inflow<'_> {
+    /// Charge `n` bytes to the node's inbound budget (`Ok(None)` if there is none).
+    fn charge(&self, n: usize, what: &str) -> Result<Option<Permit>, End> {
+        let Some(budget) = &self.config.inbound_budget else {
+            return Ok(None);
+        };
+        match budget.try_acquire(n) {
+            Some(p) => Ok(Some(p)),
+            None => {
+                self.metrics.rejections.increment(1);
+                Err(End::Error(format!(
+                "node inbound budget exhausted ({} of {} bytes held by all connections) by a {what} of {n} bytes",
+                budget.used(),
+                budget.limit()
+            )))
+            }
+        }
+    }
+}
+
 async fn read_loop(
     mut reader: Connection<tokio::net::tcp::OwnedReadHalf>,
     peer: SocketAddr,
@@ -279,23 +538,63 @@ async fn read_loop(
     queue: &WriteQueue<()>,
     config: &ListenerConfig,
     cancel: &CancellationToken,
+    metrics: &ListenerMetrics,
 ) -> End {
     let mut assembler = RequestAssembler::new(Limits {
         max_message: config.max_message,
         max_pending: config.max_pending_multipart,
-        ..Limits::default()
+        // One message of the largest size is always allowed.
+        max_pending_bytes: config.max_inbound_bytes.max(config.max_message),
     });
-    // Sessions of multi-part pushes being assembled (a size mismatch is answered only
-    // for requests).
-    let mut multipart_pushes: HashSet<u32> = HashSet::new();
+    let mut flow = Inflow {
+        peer,
+        config,
+        partial: HashMap::new(),
+        expired: HashSet::new(),
+        metrics,
+    };
     let mut later: FuturesUnordered<Pending> = FuturesUnordered::new();
+    // Bytes held by requests being handled (`later`).
+    let mut held = 0usize;
     let mut backlogged = false;
+    let expire_every = (config.multipart_timeout / 4).max(Duration::from_millis(50));
+    let mut expiry = tokio::time::interval(expire_every);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expiring = !config.multipart_timeout.is_zero();
+    let mut auth = Responder::new(config.auth_secret.clone(), &config.auth_allow, peer.ip());
+    let connected = Instant::now();
+    // Partial-frame, idle and authentication timeouts, checked every quarter of the
+    // shortest.
+    let auth_timeout = if auth.done {
+        Duration::ZERO
+    } else {
+        config.auth_timeout
+    };
+    let timeouts = [config.read_timeout, config.idle_timeout, auth_timeout]
+        .into_iter()
+        .filter(|t| !t.is_zero())
+        .min();
+    let mut check = tokio::time::interval(timeouts.map_or(Duration::from_secs(3600), |t| {
+        (t / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_traffic = Instant::now();
+    let mut was_reading = true;
     loop {
         queue.activity.set_outstanding(later.len());
+        let reading =
+            !backlogged && later.len() < config.max_outstanding && held < config.max_inbound_bytes;
+        if reading && !was_reading {
+            // Not reading was our choice: the peer's partial frame gets its full time.
+            reader.touch_partial();
+        }
+        was_reading = reading;
         let read = tokio::select! {
             biased;
             _ = cancel.cancelled() => return End::Cancelled,
-            Some(done) = later.next(), if !later.is_empty() => {
+            Some((bytes, done)) = later.next(), if !later.is_empty() => {
+                held -= bytes;
+                last_traffic = Instant::now();
                 if let Some((session, result)) = done {
                     backlogged |= answer(queue, config, session, result) > config.max_queued_bytes;
                 }
@@ -305,10 +604,42 @@ async fn read_loop(
                 backlogged = false;
                 continue;
             }
-            read = reader.read_frame(), if !backlogged && later.len() < config.max_outstanding => read,
+            _ = expiry.tick(), if expiring && !flow.partial.is_empty() => {
+                backlogged |= expire(&mut flow, &mut assembler, queue);
+                if flow.expired.len() > EXPIRED_KEPT {
+                    return End::Error(format!("more than {EXPIRED_KEPT} multi-part messages expired unfinished"));
+                }
+                continue;
+            }
+            _ = check.tick(), if timeouts.is_some() => {
+                if !auth.done && !auth_timeout.is_zero() && connected.elapsed() >= auth_timeout {
+                    return End::Refused(format!("did not authenticate within {auth_timeout:?}"));
+                }
+                if let Some(since) = reader.partial_since() {
+                    if reading && !config.read_timeout.is_zero() && since.elapsed() >= config.read_timeout {
+                        return End::Error(format!(
+                            "part of a frame arrived and then nothing for {} ms (read_timeout)",
+                            since.elapsed().as_millis()
+                        ));
+                    }
+                } else if !config.idle_timeout.is_zero()
+                    && last_traffic.elapsed() >= config.idle_timeout
+                    && later.is_empty()
+                    && flow.partial.is_empty()
+                    && queue.lock().queued() == 0
+                {
+                    return End::Idle;
+                }
+                continue;
+            }
+            read = reader.read_frame(), if reading => read,
         };
+        last_traffic = Instant::now();
         let body = match read {
             Ok(Some(body)) => body,
+            Ok(None) if !auth.done => {
+                return End::Refused("closed the connection before authenticating".into());
+            }
             Ok(None) => {
                 // Answers already queued are still flushed; ones not computed yet have
                 // nobody to go to.
@@ -324,14 +655,47 @@ async fn read_loop(
             Ok(frame) => frame,
             Err(e) => return End::Error(format!("undecodable request frame: {e}")),
         };
-        if let RequestFrame::Header { session, push, .. } = &frame {
-            if *push {
-                multipart_pushes.insert(*session);
-            } else {
-                multipart_pushes.remove(session);
+        if !auth.done && matches!(frame, RequestFrame::Header { .. }) {
+            return End::Refused("multi-part message before authenticating".into());
+        }
+        let mut header = None;
+        match &frame {
+            RequestFrame::Header {
+                session,
+                push,
+                total,
+                ..
+            } => {
+                let permit = match flow.charge(*total as usize, "multi-part message") {
+                    Ok(p) => p,
+                    Err(end) => return end,
+                };
+                flow.expired.remove(session);
+                header = Some((*session, *push, permit));
+            }
+            RequestFrame::Piece { session, last, .. } if flow.expired.contains(session) => {
+                if *last {
+                    flow.expired.remove(session);
+                }
+                tracing::debug!(%peer, session, "piece of an expired multi-part message dropped");
+                continue;
+            }
+            _ => {}
+        }
+        let fed = assembler.feed(frame);
+        if let Some((session, push, permit)) = header {
+            if matches!(fed, Ok(None)) {
+                flow.partial.insert(
+                    session,
+                    Partial {
+                        started: Instant::now(),
+                        push,
+                        permit,
+                    },
+                );
             }
         }
-        let req = match assembler.feed(frame) {
+        let req = match fed {
             Ok(Some(req)) => req,
             Ok(None) => continue,
             Err(AssemblyError::SizeMismatch {
@@ -339,7 +703,8 @@ async fn read_loop(
                 announced,
                 got,
             }) => {
-                if multipart_pushes.remove(&session) {
+                let push = flow.partial.remove(&session).is_some_and(|p| p.push);
+                if push {
                     tracing::warn!(%peer, session, announced, got, "multi-part push does not add up to its announced size; dropped");
                 } else {
                     tracing::warn!(%peer, session, announced, got, "multi-part request does not add up to its announced size; answered {INVALID_LARGE_REQ:?}");
@@ -350,10 +715,53 @@ async fn read_loop(
             }
             Err(e) => return End::Error(format!("bad multi-part request: {e}")),
         };
-        // Whole or completed: nothing pending under this session any more.
-        multipart_pushes.remove(&req.session);
+        // Whole or completed: nothing pending under this session any more; a completed
+        // multi-part message keeps the budget its header took.
+        let permit = match flow.partial.remove(&req.session) {
+            Some(p) => p.permit,
+            None => match flow.charge(req.payload.len(), "request") {
+                Ok(p) => p,
+                Err(end) => return end,
+            },
+        };
+        // Node authentication (see `crate::auth`): handled here, never dispatched.
+        if is_auth(&req.address) && !req.push {
+            match auth.step(&req.payload) {
+                AuthStep::Answer(result) => {
+                    backlogged |=
+                        answer(queue, config, req.session, result) > config.max_queued_bytes;
+                    if auth.done {
+                        tracing::debug!(%peer, "peer authenticated");
+                    }
+                }
+                AuthStep::Refuse(text, why) => {
+                    answer(queue, config, req.session, Err(text));
+                    return End::Refused(why);
+                }
+            }
+            continue;
+        }
+        if !auth.done {
+            if !req.push {
+                answer(queue, config, req.session, Err(AUTH_REQUIRED.into()));
+            }
+            return End::Refused(format!(
+                "{} before authenticating",
+                if req.push { "push" } else { "request" }
+            ));
+        }
+        // A caller's heartbeat (see `crate::liveness`): answered here, never dispatched.
+        if is_ping(&req) {
+            if !req.push {
+                backlogged |=
+                    answer(queue, config, req.session, Ok(Bytes::new())) > config.max_queued_bytes;
+            }
+            continue;
+        }
+        metrics.requests.increment(1);
         let session = req.session;
         let push = req.push;
+        let size = req.payload.len();
         // Dispatch in arrival order, while answers of earlier requests keep flowing.
         let dispatched = {
             let dispatch = inbound.dispatch(req);
@@ -363,7 +771,8 @@ async fn read_loop(
                     biased;
                     d = &mut dispatch => break d,
                     _ = cancel.cancelled() => return End::Cancelled,
-                    Some(done) = later.next(), if !later.is_empty() => {
+                    Some((bytes, done)) = later.next(), if !later.is_empty() => {
+                        held -= bytes;
                         if let Some((s, result)) = done {
                             backlogged |= answer(queue, config, s, result) > config.max_queued_bytes;
                         }
@@ -379,14 +788,64 @@ async fn read_loop(
                 tracing::debug!(%peer, error = %e, "push failed on the receiving side");
             }
             Dispatched::Ready(Ok(_)) | Dispatched::NoReply => {}
-            Dispatched::Later(fut) if !push => {
-                later.push(fut.map(move |r| Some((session, r))).boxed());
-            }
             Dispatched::Later(fut) => {
-                later.push(fut.map(|_| None).boxed());
+                // The request's bytes stay held until its answer is computed.
+                held += size;
+                later.push(
+                    fut.map(move |r| {
+                        drop(permit);
+                        (size, (!push).then_some((session, r)))
+                    })
+                    .boxed(),
+                );
             }
         }
     }
+}
+
+/// Expired multi-part sessions remembered per connection (their late pieces are dropped);
+/// past this many the connection is closed.
+const EXPIRED_KEPT: usize = 1024;
+
+/// Drop the multi-part messages older than the timeout: their budget is given back, a
+/// request is answered [`MULTIPART_EXPIRED`], late pieces will be dropped. Returns whether
+/// the write queue is now past its limit.
+fn expire(flow: &mut Inflow<'_>, assembler: &mut RequestAssembler, queue: &WriteQueue<()>) -> bool {
+    let timeout = flow.config.multipart_timeout;
+    let old: Vec<u32> = flow
+        .partial
+        .iter()
+        .filter(|(_, p)| p.started.elapsed() >= timeout)
+        .map(|(s, _)| *s)
+        .collect();
+    let mut backlogged = false;
+    for session in old {
+        let Some(p) = flow.partial.remove(&session) else {
+            continue;
+        };
+        // A whole message under the same session ends the partial one; it is not
+        // dispatched (the assembler's only way to drop a partial message).
+        let _ = assembler.feed(RequestFrame::Whole(Request {
+            address: Address::Id(0),
+            session,
+            push: true,
+            payload: Bytes::new(),
+        }));
+        flow.expired.insert(session);
+        flow.metrics.expired.increment(1);
+        let peer = flow.peer;
+        tracing::warn!(%peer, session, push = p.push, ?timeout, "multi-part message not finished in time; dropped");
+        if !p.push {
+            backlogged |= answer(queue, flow.config, session, Err(MULTIPART_EXPIRED.into()))
+                > flow.config.max_queued_bytes;
+        }
+    }
+    backlogged
+}
+
+/// Whether `req` is a heartbeat call to [`PING_NAME`].
+fn is_ping(req: &Request) -> bool {
+    matches!(&req.address, Address::Name(n) if n.as_ref() == PING_NAME.as_bytes())
 }
 
 /// Queue the response of `session`; returns the bytes now waiting to be written.

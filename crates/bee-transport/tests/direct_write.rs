@@ -54,6 +54,14 @@ async fn read_response(
     }
 }
 
+/// These raw peers check every message they get: no heartbeat calls among them.
+fn no_heartbeat() -> ChannelConfig {
+    ChannelConfig {
+        heartbeat: Duration::ZERO,
+        ..ChannelConfig::default()
+    }
+}
+
 /// Sizes cycling through tiny, mid, just under the split and multi-part.
 fn size(seq: u32) -> usize {
     match seq % 5 {
@@ -70,7 +78,7 @@ async fn channel_keeps_issue_order_while_the_peer_stalls_then_reads() {
     const TASKS: u32 = 4;
     const PER_TASK: u32 = 300;
     let raw = RawServer::bind().await;
-    let ch = Channel::new("stalling", raw.addr.to_string(), ChannelConfig::default());
+    let ch = Channel::new("stalling", raw.addr.to_string(), no_heartbeat());
     let peer = tokio::spawn(async move {
         let mut conn = raw.accept().await;
         // Not reading at first: the socket buffers fill and later messages queue up.
@@ -142,7 +150,7 @@ async fn lone_calls_never_cut_into_a_large_write_in_progress() {
     const ROUNDS: u32 = 3;
     const SMALL: u32 = 100;
     let raw = RawServer::bind().await;
-    let ch = Channel::new("slow", raw.addr.to_string(), ChannelConfig::default());
+    let ch = Channel::new("slow", raw.addr.to_string(), no_heartbeat());
     let peer = tokio::spawn(async move {
         let mut conn = raw.accept().await;
         let mut asm = RequestAssembler::new(Limits::default());

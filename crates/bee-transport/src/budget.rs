@@ -1,0 +1,148 @@
+//! Byte budgets: a cheap shared counter of bytes held, with a limit, that every channel
+//! and every accepted connection of a node can share ([`ByteBudget`]), and the
+//! [`Permit`] that holds part of it until dropped.
+//!
+//! A node typically makes two: one for **inbound** bytes held (requests dispatched and not
+//! yet answered, pushes not yet handed over, half-assembled multi-part requests and
+//! responses) and one for **outbound** bytes queued for writing on its channels, and puts
+//! clones in every [`ChannelConfig`](crate::ChannelConfig) and
+//! [`ListenerConfig`](crate::ListenerConfig). Per-peer limits
+//! (`max_queued_bytes`, `max_inbound_bytes`) sit below them, so one peer cannot take the
+//! whole node budget.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A limit on bytes held, shared by clones (an `Arc` around an atomic counter).
+#[derive(Clone)]
+pub struct ByteBudget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limit: usize,
+    used: AtomicUsize,
+    rejected: AtomicUsize,
+}
+
+impl std::fmt::Debug for ByteBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteBudget")
+            .field("used", &self.used())
+            .field("limit", &self.limit())
+            .finish()
+    }
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> ByteBudget {
+        ByteBudget {
+            inner: Arc::new(Inner {
+                limit,
+                used: AtomicUsize::new(0),
+                rejected: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Take `n` bytes of the budget if that keeps it within its limit; `None` (and one
+    /// more rejection counted) if not. The bytes are given back when the permit drops.
+    pub fn try_acquire(&self, n: usize) -> Option<Permit> {
+        let mut used = self.inner.used.load(Ordering::Relaxed);
+        loop {
+            let next = used.checked_add(n)?;
+            if next > self.inner.limit {
+                self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            match self.inner.used.compare_exchange_weak(
+                used,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Permit {
+                        budget: self.clone(),
+                        n,
+                    })
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.inner.limit
+    }
+
+    /// How many [`try_acquire`](Self::try_acquire) calls were refused so far.
+    pub fn rejected(&self) -> usize {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes held of a [`ByteBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    budget: ByteBudget,
+    n: usize,
+}
+
+impl Permit {
+    /// Bytes this permit holds.
+    pub fn bytes(&self) -> usize {
+        self.n
+    }
+
+    /// Take over the bytes of `other` (a permit of the same budget).
+    pub(crate) fn absorb(&mut self, mut other: Permit) {
+        debug_assert!(Arc::ptr_eq(&self.budget.inner, &other.budget.inner));
+        self.n += std::mem::take(&mut other.n);
+    }
+
+    /// Give back `n` of the bytes held now (at most all of them).
+    pub(crate) fn release(&mut self, n: usize) {
+        let n = n.min(self.n);
+        self.n -= n;
+        self.budget.inner.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.budget.inner.used.fetch_sub(self.n, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_hold_and_give_back() {
+        let b = ByteBudget::new(100);
+        let p = b.try_acquire(60).unwrap();
+        assert!(b.try_acquire(41).is_none());
+        assert_eq!(b.rejected(), 1);
+        let mut q = b.try_acquire(40).unwrap();
+        assert_eq!(b.used(), 100);
+        q.release(15);
+        assert_eq!(b.used(), 85);
+        let mut all = p;
+        all.absorb(q);
+        assert_eq!((all.bytes(), b.used()), (85, 85));
+        drop(all);
+        assert_eq!(b.used(), 0);
+        assert!(b.try_acquire(100).is_some());
+    }
+}

@@ -1,0 +1,126 @@
+//! Dead-peer detection: how a [`Channel`](crate::Channel) notices that the node at the
+//! other end of its connection is gone, even when the socket stays ESTABLISHED (a
+//! black-holed network, a frozen or swapped-out process, a host that lost power).
+//!
+//! Three layers, all bounded by [`ChannelConfig::liveness`](crate::ChannelConfig::liveness)
+//! (default 4 s; zero turns all of them off):
+//!
+//! 1. **Kernel**: every dialled socket gets TCP keepalive (idle `liveness/2`, probes every
+//!    `liveness/4`, both at least 1 s, 3 probes) and `TCP_USER_TIMEOUT = liveness`, so
+//!    data left unacknowledged for `liveness` (or keepalives unanswered) makes the kernel
+//!    end the connection with `ETIMEDOUT`. This also covers stock skynet peers and idle
+//!    links, but not a process that is hung while its kernel still ACKs.
+//! 2. **Application heartbeat**: when nothing has been received on a connection for
+//!    [`ChannelConfig::heartbeat`](crate::ChannelConfig::heartbeat) (default 1 s), the
+//!    channel sends an ordinary cluster *request* to the name [`PING_NAME`]
+//!    (`@bee_ping`, empty payload). A bee [`Listener`](crate::Listener) answers it itself,
+//!    inside bee-transport, with an empty ok response (it never reaches the
+//!    [`Inbound`](crate::Inbound)); a stock skynet node answers a request to an unknown
+//!    name with the error response `Invalid name`. **Any frame received counts as proof
+//!    of life**, an error response as much as an ok. If nothing at all arrives within
+//!    `liveness - heartbeat` of the ping (or `liveness` when `heartbeat >= liveness`),
+//!    the peer is declared dead — except while the socket shows that the peer is reading
+//!    (a write that had blocked on a full socket went through since: a slow consumer is
+//!    not a dead one). So a peer that freezes is declared dead at most about
+//!    `liveness + heartbeat/4` after the last frame it sent.
+//!
+//!    *Choice*: pings continue to stock skynet peers too (the brief allowed stopping them
+//!    after the first `Invalid name`). The price is one small request and one small error
+//!    response per `heartbeat` on an **idle** link only (a link that carries replies never
+//!    pings), stock skynet answers an unknown name without logging, and it is the only
+//!    way to notice a skynet process that hangs while its kernel keeps ACKing. The wire
+//!    stays skynet's: a ping is a plain string-address request (type `0x80`).
+//!
+//!    A bee listener that stops reading a connection (back-pressure) for longer than
+//!    `liveness` will be declared dead by the caller — like Erlang's tick, a node too
+//!    busy to read is treated as unreachable. The listener's limits are meant to be far
+//!    from that.
+//! 3. **Call timeouts**: [`ChannelConfig::max_timeouts`](crate::ChannelConfig::max_timeouts)
+//!    (default 3) calls in a row that time out on one connection, with not one frame
+//!    received in between, recycle the connection.
+//!
+//! When a connection is declared dead every call waiting on it fails at once with
+//! [`TransportError::PeerUnreachable`](crate::TransportError::PeerUnreachable) (not a
+//! timeout), and the next call dials afresh.
+//!
+//! **Reconnecting**: a dial does not wait on one SYN for the whole `connect_timeout`: a new
+//! attempt is started every [`ChannelConfig::redial`](crate::ChannelConfig::redial)
+//! (default 500 ms) while earlier ones are still pending, and the first to connect wins,
+//! so a peer whose network heals while a dial is in progress is reached within about
+//! `redial` (the kernel would otherwise retransmit the first SYN only after 1, 3, 7 s).
+//! After a dial that timed out the channel backs off only `backoff_min` (the dial itself
+//! already took `connect_timeout`), so the next call after the network heals dials at
+//! once.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+
+/// The name a channel's heartbeat calls (an ordinary cluster request with an empty
+/// payload). A bee listener answers it itself with an empty ok response.
+pub const PING_NAME: &str = "@bee_ping";
+
+/// Set keepalive and `TCP_USER_TIMEOUT` on `stream` for a liveness bound of `liveness`
+/// (zero: leave the system defaults).
+pub(crate) fn tune_socket(stream: &TcpStream, liveness: Duration) -> io::Result<()> {
+    if liveness.is_zero() {
+        return Ok(());
+    }
+    let sock = SockRef::from(stream);
+    let second = Duration::from_secs(1);
+    let keepalive = TcpKeepalive::new()
+        .with_time((liveness / 2).max(second))
+        .with_interval((liveness / 4).max(second))
+        .with_retries(3);
+    sock.set_tcp_keepalive(&keepalive)?;
+    sock.set_tcp_user_timeout(Some(liveness))?;
+    Ok(())
+}
+
+/// How a dial ended without a connection.
+#[derive(Debug)]
+pub(crate) enum DialError {
+    /// An attempt failed (refused, unreachable, ...).
+    Failed(io::Error),
+    /// No attempt connected within the timeout.
+    TimedOut,
+}
+
+type Attempt = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+/// Connect to `addr`, starting a new attempt every `redial` (zero: one attempt) while the
+/// earlier ones are still pending, for at most `timeout`. The first attempt to connect
+/// wins; the first to fail ends the dial with its error (a refusal or an unreachable
+/// network is not improved by waiting).
+pub(crate) async fn dial(
+    addr: &str,
+    timeout: Duration,
+    redial: Duration,
+) -> Result<TcpStream, DialError> {
+    let start =
+        |addr: String| -> Attempt { Box::pin(async move { TcpStream::connect(addr).await }) };
+    let mut attempts: FuturesUnordered<Attempt> = FuturesUnordered::new();
+    attempts.push(start(addr.to_string()));
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut next = tokio::time::Instant::now() + redial;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return Err(DialError::TimedOut),
+            Some(done) = attempts.next() => match done {
+                Ok(stream) => return Ok(stream),
+                Err(e) => return Err(DialError::Failed(e)),
+            },
+            _ = tokio::time::sleep_until(next), if !redial.is_zero() => {
+                attempts.push(start(addr.to_string()));
+                next += redial;
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! A real black hole: the peer's host stops answering at the IP level (iptables DROP),
+//! so the socket stays ESTABLISHED and nothing comes back, not even a reset. Needs root,
+//! `ip` (iproute2) and `iptables`: the listener runs in a child process inside a network
+//! namespace this test creates, reached over a veth pair with link-local addresses
+//! (169.254.0.0/16). Without root or the tools it prints a loud SKIPPED line and passes.
+//!
+//! Checks: a call waiting on the black-holed peer fails with `PeerUnreachable` within the
+//! default liveness bound (4 s; asserted with margin), and a call whose dial is under way
+//! when the network heals gets through within about a second (asserted ≤ 2.5 s for CI
+//! load).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bee_transport::{Channel, ChannelConfig, ListenerConfig, TransportError};
+use bytes::Bytes;
+use common::{name, Server};
+
+/// Run a command, `Err` with its output if it fails.
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The namespace and veth pair; removed on drop (deleting the namespace deletes the
+/// pair).
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.name]);
+        let _ = run(&["ip", "link", "del", &self.host_if]);
+    }
+}
+
+/// Namespace `ns` with `peer_ip` inside, `host_ip` outside, linked by a veth pair.
+fn setup(id: u32, host_ip: &str, peer_ip: &str) -> Result<Netns, String> {
+    let ns = Netns {
+        name: format!("bee_bh_{id}"),
+        host_if: format!("bhh{id}"),
+    };
+    let peer_if = format!("bhn{id}");
+    run(&["ip", "netns", "add", &ns.name])?;
+    run(&[
+        "ip",
+        "link",
+        "add",
+        &ns.host_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer_if,
+    ])?;
+    run(&["ip", "link", "set", &peer_if, "netns", &ns.name])?;
+    run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{host_ip}/30"),
+        "dev",
+        &ns.host_if,
+    ])?;
+    run(&["ip", "link", "set", &ns.host_if, "up"])?;
+    let inside = |args: &[&str]| {
+        let mut all = vec!["ip", "netns", "exec", ns.name.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    inside(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{peer_ip}/30"),
+        "dev",
+        &peer_if,
+    ])?;
+    inside(&["ip", "link", "set", &peer_if, "up"])?;
+    inside(&["ip", "link", "set", "lo", "up"])?;
+    Ok(ns)
+}
+
+/// Child side: a listener on `BEE_BH_ADDR` inside the namespace; prints its port, ends
+/// when stdin closes. Does nothing unless started by `black_holed_peer_...`.
+#[test]
+#[ignore = "child process of black_holed_peer_is_detected_and_reached_again_after_healing"]
+fn blackhole_child() {
+    let Some(addr) = std::env::var_os("BEE_BH_ADDR") else {
+        return;
+    };
+    let addr = format!("{}:0", addr.to_string_lossy());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = Server::start_on(&addr, ListenerConfig::default()).await;
+        println!("PORT {}", server.addr.port());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+        server.stop().await;
+    });
+}
+
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn black_holed_peer_is_detected_and_reached_again_after_healing() {
+    if !is_root() {
+        eprintln!("SKIPPED black-hole test: needs root (network namespaces, iptables)");
+        return;
+    }
+    for tool in ["ip", "iptables"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!(
+                "SKIPPED black-hole test: `{tool}` is missing (apt-get install iproute2 iptables)"
+            );
+            return;
+        }
+    }
+    let id = std::process::id() % 100_000;
+    let octet = id % 250 + 1;
+    let (host_ip, peer_ip) = (format!("169.254.{octet}.1"), format!("169.254.{octet}.2"));
+    let ns = match setup(id, &host_ip, &peer_ip) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("SKIPPED black-hole test: cannot set up the namespace: {e}");
+            return;
+        }
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(30), scenario(&ns, &peer_ip)).await;
+    drop(ns);
+    outcome.expect("the black-hole test must finish within 30 s");
+}
+
+async fn scenario(ns: &Netns, peer_ip: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Guarded(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(&exe)
+            .args(["--ignored", "--exact", "blackhole_child", "--nocapture"])
+            .env("BEE_BH_ADDR", peer_ip)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the listener in the namespace"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let port = tokio::task::spawn_blocking(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("PORT ") {
+                return line[at + 5..].trim().parse::<u16>().ok();
+            }
+        }
+        None
+    })
+    .await
+    .unwrap()
+    .expect("the child printed its port");
+    let ch = Channel::new(
+        "blackholed",
+        format!("{peer_ip}:{port}"),
+        ChannelConfig::default(),
+    );
+    let r = ch
+        .call(name("@echo"), Bytes::from_static(b"before"), None)
+        .await
+        .unwrap();
+    assert_eq!(&r[..], b"before");
+
+    let drop_rule = |op: &'static str| {
+        let ns = ns.name.clone();
+        move || {
+            run(&[
+                "ip", "netns", "exec", &ns, "iptables", op, "INPUT", "-j", "DROP",
+            ])
+        }
+    };
+    drop_rule("-A")().expect("black-hole the peer");
+    let t0 = Instant::now();
+    let r = ch
+        .call(
+            name("@echo"),
+            Bytes::from_static(b"lost"),
+            Some(Duration::from_secs(60)),
+        )
+        .await;
+    let took = t0.elapsed();
+    eprintln!("black hole detected after {took:?}: {r:?}");
+    assert!(
+        matches!(r, Err(TransportError::PeerUnreachable { .. })),
+        "{r:?}"
+    );
+    assert!(took < Duration::from_secs(8), "detected after {took:?}");
+    // While the hole lasts, calls fail (no answer to the dial) rather than hang forever.
+    let r = ch
+        .call(
+            name("@echo"),
+            Bytes::from_static(b"x"),
+            Some(Duration::from_secs(60)),
+        )
+        .await;
+    assert!(r.is_err(), "{r:?}");
+
+    // A call that starts dialling during the hole and the network heals mid-dial: the
+    // dial's first SYN was dropped and the kernel would retransmit it only at 1 s and 3 s
+    // after it; a fresh attempt every `redial` (500 ms) gets through soon after healing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mid = {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            ch.call(
+                name("@echo"),
+                Bytes::from_static(b"after"),
+                Some(Duration::from_secs(10)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    drop_rule("-D")().expect("heal the network");
+    let healed = Instant::now();
+    let r = mid.await.unwrap();
+    let back = healed.elapsed();
+    eprintln!("reached again {back:?} after the network healed (mid-dial): {r:?}");
+    assert_eq!(
+        &r.expect("the call dialling across the heal succeeds")[..],
+        b"after"
+    );
+    assert!(back <= Duration::from_millis(2500), "took {back:?}");
+    ch.close();
+    drop(child.0.stdin.take());
+}

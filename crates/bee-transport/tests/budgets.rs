@@ -1,0 +1,244 @@
+//! Byte budgets: node-wide outbound and inbound budgets shared by channels and listener
+//! connections, expiry of unfinished multi-part requests, and calls that stopped waiting
+//! being left out of the send queue.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bee_codec::cluster::{encode_request, Address};
+use bee_codec::frame::MAX_BODY;
+use bee_transport::{
+    ByteBudget, Channel, ChannelConfig, Connection, ListenerConfig, TransportError,
+    MULTIPART_EXPIRED,
+};
+use bytes::{Bytes, BytesMut};
+use common::{expect_closed, name, read_response, wait_until, RawServer, Server};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// A frame: 2-byte big-endian length, then `body`.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+/// No liveness machinery: these tests hold peers frozen on purpose.
+fn quiet(budget: Option<ByteBudget>) -> ChannelConfig {
+    ChannelConfig {
+        liveness: Duration::ZERO,
+        heartbeat: Duration::ZERO,
+        max_timeouts: 0,
+        outbound_budget: budget,
+        ..ChannelConfig::default()
+    }
+}
+
+/// Two channels to peers that never read share a 1 MiB outbound budget: once it is
+/// used up, pushes and calls on either fail at once with `Overloaded`, memory queued stays
+/// within the budget, and closing a channel gives its bytes back.
+#[tokio::test]
+async fn slow_consumers_are_held_under_the_node_outbound_budget() {
+    let budget = ByteBudget::new(1 << 20);
+    let (a, b) = (RawServer::bind().await, RawServer::bind().await);
+    let cha = Channel::new("slow_a", a.addr.to_string(), quiet(Some(budget.clone())));
+    let chb = Channel::new("slow_b", b.addr.to_string(), quiet(Some(budget.clone())));
+    let payload = Bytes::from(vec![7u8; 4096]);
+    let mut accepted = 0usize;
+    let overloaded = loop {
+        match cha.push(name("@sink"), payload.clone()).await {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 10_000, "never overloaded");
+    };
+    let _peer_a = a.accept().await;
+    assert!(
+        matches!(&overloaded, TransportError::Overloaded { node, what } if node == "slow_a" && what.contains("node outbound budget")),
+        "{overloaded:?}"
+    );
+    // Kernel socket buffers took some; the rest is queued, within the budget.
+    assert!(budget.used() <= budget.limit());
+    assert!(
+        budget.used() > budget.limit() - 8192,
+        "used {}",
+        budget.used()
+    );
+    // The other channel shares the budget: refused at once, calls too.
+    let t0 = Instant::now();
+    let r = chb
+        .call(name("@x"), payload.clone(), Some(Duration::from_secs(30)))
+        .await;
+    let _peer_b = b.accept().await;
+    assert!(matches!(r, Err(TransportError::Overloaded { .. })), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "not at once: {:?}",
+        t0.elapsed()
+    );
+    // Closing the first channel gives its queued bytes back.
+    cha.close();
+    assert_eq!(budget.used(), 0);
+    chb.push(name("@x"), payload).await.unwrap();
+    assert!(budget.rejected() >= 2);
+}
+
+/// Requests held unanswered by a listener count against the node inbound budget; the
+/// connection whose request does not fit is closed, its bytes are given back, and the
+/// listener keeps serving others.
+#[tokio::test]
+async fn listener_closes_a_connection_past_the_node_inbound_budget() {
+    let budget = ByteBudget::new(64 * 1024);
+    let server = Server::start(ListenerConfig {
+        inbound_budget: Some(budget.clone()),
+        ..ListenerConfig::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut out = BytesMut::new();
+    for session in 1..=20u32 {
+        encode_request(&mut out, &name("@hold"), session, &[1u8; 8000]).unwrap();
+    }
+    stream.write_all(&out).await.unwrap();
+    let reason = server
+        .probe
+        .wait_closed("node inbound budget exhausted")
+        .await;
+    assert!(reason.contains("65536"), "{reason}");
+    expect_closed(&mut stream).await;
+    wait_until("budget given back", || budget.used() == 0).await;
+    // Eight 8000-byte requests fit in 64 KiB; the ninth closed the connection.
+    assert_eq!(
+        server
+            .probe
+            .received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        8
+    );
+    let ch = server.channel();
+    let r = ch
+        .call(
+            name("@echo"),
+            Bytes::from_static(b"others still served"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(&r[..], b"others still served");
+    server.stop().await;
+}
+
+/// A multi-part request whose last piece never comes expires: the caller gets the
+/// `MULTIPART_EXPIRED` error, the budget its header took is given back, late pieces are
+/// ignored and the connection keeps working.
+#[tokio::test]
+async fn unfinished_multipart_request_expires() {
+    let budget = ByteBudget::new(1 << 30);
+    let server = Server::start(ListenerConfig {
+        inbound_budget: Some(budget.clone()),
+        multipart_timeout: Duration::from_millis(300),
+        ..ListenerConfig::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // Header: request, numeric address 1, session 5, 59 MiB announced; then one piece.
+    let mut header = vec![0x01];
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&5u32.to_le_bytes());
+    header.extend_from_slice(&(59u32 << 20).to_le_bytes());
+    let mut piece = vec![0x02];
+    piece.extend_from_slice(&5u32.to_le_bytes());
+    piece.extend_from_slice(&[3u8; 1000]);
+    stream.write_all(&frame(&header)).await.unwrap();
+    stream.write_all(&frame(&piece)).await.unwrap();
+    wait_until("the header is charged", || budget.used() == 59 << 20).await;
+    wait_until("the message expired and its budget was given back", || {
+        budget.used() == 0
+    })
+    .await;
+    // A late piece (last) is ignored; the next request is served normally.
+    let mut last = vec![0x03];
+    last.extend_from_slice(&5u32.to_le_bytes());
+    last.extend_from_slice(&[3u8; 10]);
+    stream.write_all(&frame(&last)).await.unwrap();
+    let mut out = BytesMut::new();
+    encode_request(&mut out, &Address::Id(1), 6, b"after").unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut conn = Connection::new(stream, MAX_BODY);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let a = tokio::time::timeout(Duration::from_secs(10), read_response(&mut conn))
+            .await
+            .expect("answered")
+            .expect("connection open");
+        answers.push(a);
+    }
+    assert_eq!(
+        answers,
+        vec![
+            (5, Err(Bytes::from_static(MULTIPART_EXPIRED.as_bytes()))),
+            (6, Ok(Bytes::from_static(b"after")))
+        ]
+    );
+    assert_eq!(
+        server
+            .probe
+            .received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    server.stop().await;
+}
+
+/// Calls that time out or are cancelled while their request still waits in the send
+/// queue (behind a large push the peer is slow to read) are never written.
+#[tokio::test]
+async fn requests_of_calls_that_stopped_waiting_are_not_written() {
+    let raw = RawServer::bind().await;
+    let budget = ByteBudget::new(1 << 30);
+    let ch = Channel::new("slow", raw.addr.to_string(), quiet(Some(budget.clone())));
+    // 32 MiB push: far more than the loopback socket buffers hold while nobody reads.
+    let big = Bytes::from(vec![1u8; 32 << 20]);
+    ch.push(name("@big"), big.clone()).await.unwrap();
+    let mut conn = raw.accept().await;
+    for i in 0..5 {
+        let r = ch
+            .call(
+                name("@doomed"),
+                Bytes::from(format!("doomed {i}")),
+                Some(Duration::from_millis(100)),
+            )
+            .await;
+        assert!(matches!(r, Err(TransportError::Timeout { .. })), "{r:?}");
+    }
+    // Cancelled: the caller's future is dropped.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        ch.call(name("@doomed"), Bytes::from_static(b"cancelled"), None),
+    )
+    .await;
+    assert!(cancelled.is_err());
+    let survivor = {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            ch.call(
+                name("@ok"),
+                Bytes::from_static(b"survivor"),
+                Some(Duration::from_secs(30)),
+            )
+            .await
+        })
+    };
+    // Now read everything that was written.
+    let first = conn.next_request().await.unwrap();
+    assert_eq!(first.address, name("@big"));
+    let next = tokio::time::timeout(Duration::from_secs(10), conn.next_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.address, name("@ok"), "a doomed request was written");
+    conn.reply(next.session, b"fine").await;
+    assert_eq!(&survivor.await.unwrap().unwrap()[..], b"fine");
+    wait_until("queue drained and budget given back", || budget.used() == 0).await;
+}
