@@ -1,6 +1,6 @@
 //! Compiles the `skynet_error` shim (C: stable Rust cannot define a C-variadic
-//! function) and links bee-capi's own test binaries with `-rdynamic`, so the modules they
-//! load find the `skynet_*` functions.
+//! function), and exports the `skynet_*` functions from bee-capi's own test binaries so
+//! the modules they load find them.
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/skynet_error.c");
@@ -14,5 +14,5 @@ fn main() {
         .flag("-Wextra")
         .flag("-Werror")
         .compile("bee_capi_shim");
-    println!("cargo:rustc-link-arg-tests=-rdynamic");
+    println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=skynet_*");
 }

@@ -29,7 +29,9 @@
 //! `unsafe` block says why it is sound.
 //!
 //! The host executable must export the `skynet_*` functions to the modules it loads: link
-//! it with `-rdynamic` (a build script line `cargo:rustc-link-arg-bins=-rdynamic`) and call
+//! it with `-Wl,--export-dynamic-symbol=skynet_*` (a build script line
+//! `cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=skynet_*`; `-rdynamic` works
+//! too but exports everything) and call
 //! [`link_exports`] somewhere the program always reaches, so the linker keeps them.
 #![allow(unsafe_code)]
 
