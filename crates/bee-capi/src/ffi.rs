@@ -89,12 +89,18 @@ fn log_tag(ctx: Option<&SkynetContext>) -> (String, String) {
     }
 }
 
-/// `:hex` → that handle; any other name → the node's name table (`.local` or cluster).
+/// `:hex` → that handle; any other name → the node's name table. In skynet `.NAME` is
+/// the local name NAME; in bee's one table a cluster-visible name (`CServiceProxy`) is
+/// also a name of this node, so `.NAME` finds `.NAME` first, then `NAME`.
 fn resolve_name(node: &Node, name: &str) -> Option<Addr> {
     if let Some(hex) = name.strip_prefix(':') {
         return u32::from_str_radix(hex, 16).ok().filter(|a| *a != 0);
     }
-    node.resolve(name).ok()
+    node.resolve(name).ok().or_else(|| {
+        name.strip_prefix('.')
+            .filter(|n| !n.is_empty())
+            .and_then(|n| node.resolve(n).ok())
+    })
 }
 
 /// Where `skynet_error` lines go: one line in the node's log, tagged with the service.
