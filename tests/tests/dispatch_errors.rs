@@ -12,7 +12,7 @@ use bee_codec::seri::Value;
 use bee_dispatch::{CallError, Cluster};
 use bee_proto::game::{GetUserInfo, Ping, Pong, ShopBuy, UserInfo};
 use bee_tests::{bee_cli, BeeProcess, Layout};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use dispatch_common::*;
 
 const N: &str = "lpersistence_3";
@@ -128,35 +128,32 @@ async fn unknown_message_name_lists_handled_ones() {
 async fn text_string_that_is_not_a_game_frame() {
     let (layout, _p) = persistence();
     let (_node, c) = layout.client(CALL_TIMEOUT);
-    let garbage = |b: &'static [u8]| text(Bytes::from_static(b));
-    let e = call_err(&c, N, "lpersistence", garbage(b"garbage")).await;
+    let garbage = |b: Vec<u8>| text(Bytes::from(b));
+    // Shorter than the four name lengths.
+    let e = call_err(&c, N, "lpersistence", garbage(b"garb".to_vec())).await;
     assert!(
-        e.starts_with("text message is not a game frame: game frame too short"),
+        e.starts_with("text message is not a game frame") && e.contains("truncated"),
         "{e}"
     );
-    // uid ≥ 2^63 (first byte ≥ 0x80).
-    let e = call_err(&c, N, "lpersistence", garbage(&[0xff; 64])).await;
+    // Name lengths running past the end of the buffer.
+    let e = call_err(&c, N, "lpersistence", garbage(vec![0xff; 64])).await;
     assert!(
-        e.starts_with("text message is not a game frame") && e.contains("out of range"),
+        e.starts_with("text message is not a game frame") && e.contains("truncated"),
         "{e}"
     );
-    // A name length running past the end.
-    let e = call_err(
-        &c,
-        N,
-        "lpersistence",
-        garbage(&[0, 0, 0, 0, 0, 0, 0, 1, 200, b'g']),
-    )
-    .await;
-    assert!(e.contains("truncated"), "{e}");
-    // A name that is not UTF-8.
-    let e = call_err(
-        &c,
-        N,
-        "lpersistence",
-        garbage(&[0, 0, 0, 0, 0, 0, 0, 1, 2, 0xc3, 0x28]),
-    )
-    .await;
+    // A message name length running past the end (after a complete fixed part).
+    let mut f = vec![0u8; 8]; // four empty names
+    f.extend_from_slice(&16u32.to_be_bytes()); // sub_type
+    f.extend_from_slice(&1i64.to_be_bytes()); // uid
+    f.extend_from_slice(&200u16.to_be_bytes()); // name length
+    f.push(b'g');
+    let e = call_err(&c, N, "lpersistence", garbage(f)).await;
+    assert!(e.contains("truncated at name"), "{e}");
+    // A message name that is not UTF-8.
+    let bad = bee_codec::kkt::KktFrame::new(16, 1, Bytes::from_static(&[0xc3, 0x28]), "")
+        .encode()
+        .unwrap();
+    let e = call_err(&c, N, "lpersistence", text(bad)).await;
     assert!(e.contains("game frame name") && e.contains("UTF-8"), "{e}");
     // "text" without a string.
     let e = call_err(
@@ -180,12 +177,10 @@ async fn game_frame_with_garbage_protobuf_body() {
     let (layout, _p) = persistence();
     let (_node, c) = layout.client(CALL_TIMEOUT);
     // A well-formed frame for a handled name, whose body is not a GetUserInfo.
-    let mut f = BytesMut::new();
-    f.put_u64(7);
-    f.put_u8("game.GetUserInfo".len() as u8);
-    f.put_slice(b"game.GetUserInfo");
-    f.put_slice(&[0xff, 0xff, 0xff, 0xff]);
-    let e = call_err(&c, N, "lpersistence", text(f.freeze())).await;
+    let f = bee_codec::kkt::KktFrame::new(16, 7, "game.GetUserInfo", vec![0xff, 0xff, 0xff, 0xff])
+        .encode()
+        .unwrap();
+    let e = call_err(&c, N, "lpersistence", text(f)).await;
     assert!(
         e.starts_with("game.GetUserInfo body does not decode"),
         "{e}"

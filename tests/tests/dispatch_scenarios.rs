@@ -273,15 +273,14 @@ async fn shop_master_redirects_to_native_shop() {
             "the receipt is made and signed by the native shop"
         );
     }
-    // What shop_master cannot route is still answered by the shop (the message reached
-    // it untouched): its own error text, not the master's.
+    // What shop_master cannot hand to a native service is refused with its reason.
     let err = c
         .call(n, "shop_master", lua(&[Value::from("hello")]))
         .await
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("native service takes (\"text\", frame)"),
+            .contains("shop_master takes (\"text\", frame) or (\"rpc_response\", frame)"),
         "{err}"
     );
 

@@ -2,7 +2,7 @@
 //! behind `BENCHMARKS.md` (issue 3).
 //!
 //! ```text
-//! cargo xtask bench            # full run (~1 min bee-only, ~2.5 min with the skynet pair)
+//! cargo xtask bench            # full run (~1.5 min bee-only, ~3 min with the skynet pair)
 //! cargo xtask bench --quick    # a tenth of each measurement, for a smoke check
 //! SKYNET_DIR=/path/to/skynet-1.6.0 cargo xtask bench
 //!                              # also measure stock skynet v1.6.0 side by side
@@ -32,7 +32,11 @@
 //! 6. mysqlpool (issue 5): a second node `beesql` with `mysqlpool` (pool of 8) on the
 //!    local MariaDB; `bee-bench mysql` measures point selects/s through the cluster, 64
 //!    in flight, next to the same queries issued directly with mysql_async.
-//! 7. Write the raw JSON to `target/bench/results.json`, print the markdown table
+//! 7. Handler API vs raw `Service` (issue 9, `bee-bench api`): a typed `Dispatcher`
+//!    command against a hand-written `Service` doing the same work, local (1 and 64
+//!    callers) and cluster (64 in flight, in-process nodes over loopback), interleaved in
+//!    rounds; 5 s per variant per pair (`--quick`: 0.5 s).
+//! 8. Write the raw JSON to `target/bench/results.json`, print the markdown table
 //!    (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it to
 //!    `target/bench/results.md`. Node logs are in `target/bench/*.log`.
 //!
@@ -272,6 +276,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &bench,
         &["local", "--seconds", if quick { "0.5" } else { "3" }],
     )?;
+    let (api, api_ok) = bee_bench(
+        &bench,
+        &["api", "--seconds", if quick { "0.5" } else { "5" }],
+    )?;
     let floor_args: Vec<&str> = [&["tokio-echo"][..], q].concat();
     let (floor, _) = bee_bench(&bench, &floor_args)?;
 
@@ -328,7 +336,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
     // mysqlpool: a second bee node with a pool of 8, point selects through the cluster
     // next to mysql_async direct (bee-bench seeds bee_bench.user first).
-    crate::setup::ensure_mariadb()?;
+    crate::setup::ensure_all()?;
     let sql_cfg = dir.join("beesql.toml");
     std::fs::write(
         &sql_cfg,
@@ -388,7 +396,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql},\n\"api\":{api}\n}}\n",
         json_string(&started_at),
         busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
         skynet_threads
@@ -409,7 +417,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .arg("--md")
             .arg(&md_path),
     )?;
-    if !local_ok || !cluster_ok || !mysql_ok {
+    if !local_ok || !cluster_ok || !mysql_ok || !api_ok {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }
     Ok(())

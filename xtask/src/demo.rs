@@ -67,7 +67,7 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
             vec![],
         ),
         (
-            "native lobby_native → lpersistence_3: rpc_call with the rpc envelope",
+            "native lobby_native → lpersistence_3: rpc_call (sub_type 18 frame, reply by session)",
             "native_rpc",
             vec![],
         ),
@@ -135,7 +135,7 @@ fn build_bee(root: &Path) -> Result<PathBuf> {
 
 /// Run the demo.
 pub fn run(root: &Path) -> Result<()> {
-    crate::setup::ensure_mariadb()?;
+    crate::setup::ensure_all()?;
     let bee = build_bee(root)?;
     let dir = root.join("target").join("demo");
     std::fs::create_dir_all(&dir)?;

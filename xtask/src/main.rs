@@ -7,8 +7,10 @@
 //! - `cargo xtask bench`: the benchmarks whose figures go in `BENCHMARKS.md`.
 //! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
 //! - `cargo xtask layers`: fail on an import cycle between the modules of any crate.
+//! - `cargo xtask cpp [--asan]`: build the C/C++ service modules (`cservices/`).
 
 mod bench;
+mod cpp;
 mod demo;
 mod fuzz;
 mod layers;
@@ -35,9 +37,14 @@ fn run() -> Result<()> {
         Some("bench") => bench::run(&root, &args[1..]),
         Some("demo") => demo::run(&root),
         Some("ci") => ci(),
-        Some("setup") => setup::ensure_mariadb(),
+        Some("setup") => setup::ensure_all(),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("layers") => layers::run(&root),
+        Some("cpp") => {
+            let dir = cpp::build(&root, args.iter().any(|a| a == "--asan"))?;
+            eprintln!("C/C++ modules built in {}", dir.display());
+            Ok(())
+        }
         Some(other) => bail!("unknown xtask {other:?}\n{USAGE}"),
         None => {
             eprintln!("{USAGE}");
@@ -46,7 +53,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | bench [--quick] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | cpp [--asan] | bench [--quick] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -75,7 +82,7 @@ pub(crate) fn cargo() -> Command {
 /// The whole test suite: setup, formatting, lints, doc tests, then every test with
 /// nextest (whose summary line ends the output).
 fn ci() -> Result<()> {
-    setup::ensure_mariadb()?;
+    setup::ensure_all()?;
     step("format", cargo().args(["fmt", "--all", "--check"]))?;
     eprintln!("\n== layers");
     layers::run(&project_root())?;
@@ -94,6 +101,8 @@ fn ci() -> Result<()> {
         "doc tests",
         cargo().args(["test", "--workspace", "--doc", "-q"]),
     )?;
+    eprintln!("\n== C/C++: headers, SDK frame test and modules under ASan/UBSan");
+    cpp::test(&project_root())?;
     step(
         "tests",
         cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),

@@ -1,4 +1,6 @@
-//! Services the tests and the demo need, started (or installed) when missing.
+//! Services and tools the tests and the demo need, started (or installed) when missing:
+//! MariaDB ([`ensure_mariadb`]), and `protoc` with the `etcd` server for bee-etcd
+//! ([`ensure_etcd_tools`]).
 //!
 //! A machine of this kind usually runs MariaDB on 127.0.0.1:3306 (root, empty password).
 //! A fresh machine or CI may not: then the Debian package is installed with apt-get and
@@ -95,4 +97,67 @@ pub fn ensure_mariadb() -> Result<()> {
     }
     eprintln!("setup: MariaDB is up on {MARIADB}");
     Ok(())
+}
+
+/// Make sure the tools bee-etcd needs are installed: `protoc` (Debian's protobuf-compiler;
+/// the etcd-client crate compiles etcd's `.proto` files with it at build time, so this must
+/// run before `cargo build --workspace`) and the `etcd` server (Debian's etcd-server; the
+/// bee-etcd tests start their own `etcd` on free loopback ports, nothing is started here).
+/// Installs the missing ones with apt-get.
+pub fn ensure_etcd_tools() -> Result<()> {
+    // Whether `program --version` runs (the program is on PATH and works).
+    let runs = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let mut missing: Vec<&str> = Vec::new();
+    if !runs("protoc") {
+        missing.push("protobuf-compiler");
+    }
+    if !Path::new("/usr/bin/etcd").exists() && !runs("etcd") {
+        missing.push("etcd-server");
+    }
+    if missing.is_empty() {
+        eprintln!("setup: protoc and etcd are installed");
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing the Debian packages {}",
+        missing.join(" ")
+    );
+    if !run(Command::new("apt-get").arg("update").arg("-q"))? {
+        bail!(
+            "apt-get update failed; install {} by hand and retry",
+            missing.join(" ")
+        );
+    }
+    if !run(Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?
+    {
+        bail!(
+            "apt-get install {} failed; install it by hand and retry",
+            missing.join(" ")
+        );
+    }
+    if !runs("protoc") {
+        bail!("protobuf-compiler is installed but `protoc --version` does not run");
+    }
+    if !Path::new("/usr/bin/etcd").exists() && !runs("etcd") {
+        bail!("etcd-server is installed but no etcd binary is found");
+    }
+    eprintln!("setup: protoc and etcd are installed");
+    Ok(())
+}
+
+/// Everything the build, the tests and the demo need on this machine: MariaDB running,
+/// `protoc` and the etcd server, and the C/C++ toolchain and protobuf headers.
+pub fn ensure_all() -> Result<()> {
+    ensure_etcd_tools()?;
+    crate::cpp::ensure_packages()?;
+    ensure_mariadb()
 }

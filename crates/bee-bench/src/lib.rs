@@ -12,6 +12,7 @@
 //! | B5 | 1 MiB echo (MiB/s of payload, one direction) | [`cluster`] |
 //! | B6 | RSS of the serving node idle, after B3, peak | [`rss`] |
 //! | SQL | point selects/s through the cluster to `mysqlpool` vs mysql_async direct | [`mysql`] |
+//! | API | handler API (`Dispatcher` command, typed args) vs a raw `Service`, local and cluster | [`api`] |
 //!
 //! [`floor`] is the bare tokio TCP echo (same 2-byte big-endian framing, same sizes):
 //! what the machine does with no framework at all. [`report`] turns the collected JSON
@@ -20,6 +21,7 @@
 //! Every reply is checked (echoed bytes equal what was sent) and counted as an error
 //! otherwise; pushes are counted at the receiver and losses reported.
 
+pub mod api;
 pub mod cluster;
 pub mod error;
 pub mod floor;

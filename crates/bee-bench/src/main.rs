@@ -7,6 +7,8 @@
 //!   process; prints one JSON line.
 //! - `bee-bench mysql --cluster FILE --node NAME [--url URL] [--seconds S]`: point
 //!   selects/s through the cluster to NAME's `mysqlpool` next to mysql_async direct.
+//! - `bee-bench api [--seconds S] [--rounds N]`: handler API vs raw `Service`, local and
+//!   cluster (in-process nodes over loopback), interleaved; prints one JSON line.
 //! - `bee-bench report RESULTS.json [--md OUT.md]`: the markdown table of a results file.
 //!
 //! Progress goes to stderr, results to stdout.
@@ -14,7 +16,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bee_bench::{cluster, floor, local, mysql, report};
+use bee_bench::{api, cluster, floor, local, mysql, report};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -58,6 +60,15 @@ enum Command {
         /// Seconds per caller count.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+    },
+    /// Handler API vs raw Service: local (1 and 64 callers) and cluster (64 in flight).
+    Api {
+        /// Seconds per variant per pair (split over the rounds).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Rounds per pair (each runs both variants once, alternating which goes first).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
     },
     /// The floor: bare tokio TCP echo, same framing and sizes, server in a child process.
     TokioEcho {
@@ -143,6 +154,13 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
                 if r.b1_errors > 0 {
                     anyhow::bail!("{} wrong or failed local replies", r.b1_errors);
+                }
+            }
+            Command::Api { seconds, rounds } => {
+                let r = api::run(&api::ApiParams { seconds, rounds }).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                if r.errors > 0 {
+                    anyhow::bail!("handler API vs raw: {} wrong or failed replies", r.errors);
                 }
             }
             Command::TokioEcho { quick } => {

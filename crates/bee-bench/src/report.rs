@@ -427,11 +427,50 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
             qps("errors"),
         ));
     }
+    if let Some(api) = results.get("api").filter(|v| v.is_object()) {
+        out.push_str(&api_table(api));
+    }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
          B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",
     );
     Ok(out)
+}
+
+/// Handler API vs raw `Service` (issue 9): one row per pair, the bar is api/raw ≥ 0.95.
+fn api_table(api: &Value) -> String {
+    let mut out = format!(
+        "\nHandler API vs raw Service (issue 9): `(\"lua\", \"echo\", 16-byte string)`, variants interleaved in {} rounds:\n\n\
+         | call | raw Service calls/s | handler API calls/s | api/raw | within 5 %? |\n|---|---:|---:|---:|---|\n",
+        api.get("rounds").map(Value::to_string).unwrap_or_else(|| "?".into())
+    );
+    for pair in api
+        .get("pairs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let rate = |k: &str| {
+            num(Some(pair), k)
+                .map(|v| thousands(v.round() as i64))
+                .unwrap_or_else(|| "?".into())
+        };
+        let (ratio, within) = match num(Some(pair), "ratio") {
+            Some(r) => (format!("{r:.3}"), if r >= 0.95 { "yes" } else { "**no**" }),
+            None => ("?".into(), "?"),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {ratio} | {within} |\n",
+            pair.get("what").and_then(Value::as_str).unwrap_or("?"),
+            rate("raw_calls_per_s"),
+            rate("api_calls_per_s"),
+        ));
+    }
+    out.push_str(&format!(
+        "\nWrong or failed replies: {}.\n",
+        num(Some(api), "errors").map_or("?".into(), |e| thousands(e as i64))
+    ));
+    out
 }
 
 /// The same stock skynet client against the bee node and against the skynet node: the
@@ -533,6 +572,24 @@ mod tests {
         let md = render(&v).unwrap();
         assert!(md.contains("reference, not measured in this run"), "{md}");
         assert!(md.contains("| B3 cluster calls/s, 64 in flight | 150,000 | 400,000 | 49,200 (ref) | 3.05× | yes (≥ 3×) |"), "{md}");
+    }
+
+    #[test]
+    fn api_table_rows_and_verdicts() {
+        let mut v = sample(false);
+        v["api"] = json!({"rounds": 10, "errors": 0, "pairs": [
+            {"what": "local, 1 caller", "raw_calls_per_s": 200000.0, "api_calls_per_s": 196000.0, "ratio": 0.98},
+            {"what": "cluster, 64 in flight", "raw_calls_per_s": 100000.0, "api_calls_per_s": 90000.0, "ratio": 0.9}
+        ]});
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains("| local, 1 caller | 200,000 | 196,000 | 0.980 | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| cluster, 64 in flight | 100,000 | 90,000 | 0.900 | **no** |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -10,28 +10,22 @@
 //! - [`seri`]: skynet.pack values ([`seri::Value`]) — the payload of every `"lua"` message.
 //! - [`cluster`]: skynet v1.6.0 cluster request/push/response frames, multi-part split and
 //!   bounded reassembly.
-//! - [`proxy`]: the node/service proxy header a native service hands to CServiceProxy.
-//! - [`protopack`]: the protobuf game frame (uid, message name, protobuf body).
-//! - [`rpc`]: the rpc envelope (caller session, source node, source service, message).
 //! - [`kkt`]: the game team's frame (their proxy frame v2: remote and source node/service,
 //!   sub_type, uid, message name, roomid, session, protobuf body), its two reply forms,
 //!   a header-only peek for routing, and the team's older layouts (inner, v1, client).
-//!   This is the frame the team's C++ and Lua services exchange; [`proxy`], [`protopack`]
-//!   and [`rpc`] are bee's earlier formats for the same job.
+//!   This is the frame the team's C++ and Lua services exchange, and bee's game frame
+//!   everywhere (send, rpc request, rpc reply).
 //!
 //! Decoders never panic on any input and never allocate by an unchecked length field;
 //! they return typed errors instead (one error enum per module: [`frame::FrameError`],
 //! [`seri::SeriError`], [`cluster::ClusterError`], [`cluster::AssemblyError`],
-//! [`proxy::ProxyError`],
-//! [`protopack::ProtopackError`], [`rpc::RpcError`], [`kkt::KktError`]). The byte layouts
-//! of [`proxy`], [`protopack`], [`rpc`] and [`kkt`] are documented in `docs/protocol.md`.
+//! [`kkt::KktError`]). The byte layout of [`kkt`] and how it travels inside the cluster
+//! protocol are documented in `docs/protocol.md`.
 
 pub mod cluster;
 pub mod frame;
 pub mod kkt;
-pub mod protopack;
-pub mod proxy;
-pub mod rpc;
+
 pub mod seri;
 
 pub use seri::{Table, Value};

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use bee_dispatch::native::RpcServer;
-use bee_dispatch::shard::ShardMaster;
+use bee_dispatch::shard::{ShardMaster, ShardRule};
 use bee_dispatch::{Addr, BoxService, Dispatcher, Node};
 use bee_proto::game::{ActivityProgress, ActivityState};
 
@@ -45,6 +45,8 @@ pub fn worker(index: usize) -> BoxService {
 }
 
 /// Start `activity_master` with `workers` workers on `node`; returns the master.
-pub fn start(node: &Node, workers: usize) -> Addr {
-    ShardMaster::new("activity", workers, Box::new(worker)).spawn(node, "activity_master")
+pub fn start(node: &Node, workers: usize, rule: ShardRule) -> Addr {
+    ShardMaster::new("activity", workers, Box::new(worker))
+        .rule(rule)
+        .spawn(node, "activity_master")
 }

@@ -27,8 +27,8 @@ pub mod shop;
 /// | kind | what it is | options |
 /// |---|---|---|
 /// | `lpersistence` | the persistence service (`"lua"` + `"text"`) | |
-/// | `activity_master` | uid-sharded master with `workers` activity workers | `workers = 8` |
-/// | `shop_master` | redirects game frames to the service named `target` | `target = "shop"` |
+/// | `activity_master` | uid-sharded master with `workers` activity workers | `workers = 8`, `rule = "hash"` or `"modulo"` (the team's `uid % n`) |
+/// | `shop_master` | hands game frames to the native service named `target` | `target = "shop"` |
 /// | `native_shop` | the native (C++-style) shop service, bytes in and out | needs `cservice_proxy` first |
 /// | `lobby` | the scenario driver, with the native `lobby_native` | needs `cservice_proxy` first |
 pub fn app() -> bee_node::App {
@@ -38,11 +38,14 @@ pub fn app() -> bee_node::App {
         })
         .kind("activity_master", |s| {
             let workers = s.option_usize("workers", bee_dispatch::shard::DEFAULT_WORKERS)?;
-            Ok(Some(activity::start(s.node, workers)))
+            let rule = bee_dispatch::shard::ShardRule::parse(s.option_str("rule", "hash")?)
+                .map_err(anyhow::Error::msg)?;
+            Ok(Some(activity::start(s.node, workers, rule)))
         })
         .kind("shop_master", |s| {
             let target = s.option_str("target", "shop")?;
-            Ok(Some(s.node.spawn(s.label(), shop::ShopMaster::new(target))))
+            let master = bee_dispatch::native::NativeMaster::new(target);
+            Ok(Some(s.node.spawn(s.label(), master)))
         })
         .kind("native_shop", |s| {
             let name = s.entry.name.as_deref().unwrap_or("shop");
@@ -57,21 +60,26 @@ pub fn app() -> bee_node::App {
         })
 }
 
-use bee_codec::protopack::GameFrame;
+use bee_codec::kkt::KktFrame;
 use bee_dispatch::ServiceError;
 use bytes::Bytes;
 
-/// Encode a prost message as game-frame bytes for `uid` (what a client or a native
-/// service puts on the wire).
-pub fn frame<M: prost::Message + prost::Name>(uid: u64, msg: &M) -> Result<Bytes, ServiceError> {
+/// Encode a prost message as a one-way game frame (sub_type 16, no names) for `uid`:
+/// what a Lua service or a client puts on the wire.
+pub fn frame<M: prost::Message + prost::Name>(uid: i64, msg: &M) -> Result<Bytes, ServiceError> {
     bee_dispatch::text::encode_frame(&bee_dispatch::text::frame_of(uid, msg))
 }
 
 /// Decode game-frame bytes expected to hold a message of type `M`.
 pub fn unframe<M: prost::Message + prost::Name + Default>(
     bytes: &Bytes,
-) -> Result<(u64, M), ServiceError> {
-    let f = GameFrame::decode(bytes)?;
+) -> Result<(i64, M), ServiceError> {
+    let f = KktFrame::decode(bytes)?;
+    Ok((f.uid, open(&f)?))
+}
+
+/// The message of type `M` a decoded frame carries (its name checked).
+pub fn open<M: prost::Message + prost::Name + Default>(f: &KktFrame) -> Result<M, ServiceError> {
     let name = f.name_str()?;
     if name != M::full_name() {
         return Err(ServiceError::msg(format!(
@@ -79,6 +87,5 @@ pub fn unframe<M: prost::Message + prost::Name + Default>(
             M::full_name()
         )));
     }
-    let m = M::decode(f.body.as_ref())?;
-    Ok((f.uid, m))
+    Ok(M::decode(f.body.as_ref())?)
 }

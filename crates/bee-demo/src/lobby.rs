@@ -19,19 +19,20 @@
 
 use std::time::{Duration, Instant};
 
+use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
 use bee_dispatch::cluster::{Cluster, Target};
 use bee_dispatch::lua::LuaResult;
 use bee_dispatch::native::{spawn_native, NativeEndpoint, NativeHandler};
 use bee_dispatch::service::fmt_addr;
 use bee_dispatch::shard::worker_for;
+use bee_dispatch::text::{frame_of, TextReply};
 use bee_dispatch::{Addr, Dispatcher, Node, ServiceError};
 use bee_proto::game::{
-    ActivityProgress, ActivityState, GetUserInfo, LoginReq, LoginResp, ShopBuy, ShopReceipt,
-    UserInfo,
+    ActivityProgress, ActivityState, GetUserInfo, LoginReq, LoginResp, Ping, Pong, ShopBuy,
+    ShopReceipt, UserInfo,
 };
 use bytes::Bytes;
-use futures::future::BoxFuture;
 
 use crate::{frame, unframe};
 
@@ -168,7 +169,7 @@ async fn persistence(c: Cluster) -> LuaResult {
         token: "demo-token".into(),
         device: "ios".into(),
     };
-    c.send(n, addr, text_payload(frame(DEMO_UID, &login)?)?)
+    c.send(n, addr, text_payload(frame(DEMO_UID as i64, &login)?)?)
         .await
         .map_err(failed("send LoginReq"))?;
     t.step(
@@ -201,13 +202,13 @@ async fn persistence(c: Cluster) -> LuaResult {
     );
 
     let t0 = Instant::now();
-    let payload = text_payload(frame(DEMO_UID, &GetUserInfo { uid: DEMO_UID })?)?;
+    let payload = text_payload(frame(DEMO_UID as i64, &GetUserInfo { uid: DEMO_UID })?)?;
     let reply = c
         .call(n, addr, payload)
         .await
         .map_err(failed("call GetUserInfo"))?;
     let (uid, info) = unframe::<UserInfo>(&reply_frame(&reply)?)?;
-    if uid != DEMO_UID || info.uid != DEMO_UID {
+    if uid != DEMO_UID as i64 || info.uid != DEMO_UID {
         return Err(ServiceError::msg(format!(
             "UserInfo for the wrong uid {uid}"
         )));
@@ -305,7 +306,11 @@ async fn activity(c: Cluster, count: i64) -> LuaResult {
                 delta: 1,
             };
             let reply = c
-                .call(n, "activity_master", text_payload(frame(*uid, &progress)?)?)
+                .call(
+                    n,
+                    "activity_master",
+                    text_payload(frame(*uid as i64, &progress)?)?,
+                )
                 .await
                 .map_err(failed("call activity_master"))?;
             let (_, state) = unframe::<ActivityState>(&reply_frame(&reply)?)?;
@@ -357,7 +362,11 @@ async fn shop(c: Cluster) -> LuaResult {
     };
     let t0 = Instant::now();
     let reply = c
-        .call(n, "shop_master", text_payload(frame(DEMO_UID, &buy)?)?)
+        .call(
+            n,
+            "shop_master",
+            text_payload(frame(DEMO_UID as i64, &buy)?)?,
+        )
         .await
         .map_err(failed("call shop_master"))?;
     let (_, r) = unframe::<ShopReceipt>(&reply_frame(&reply)?)?;
@@ -385,15 +394,16 @@ async fn native_send(c: Cluster, ep: NativeEndpoint) -> LuaResult {
         token: "native".into(),
         device: "native".into(),
     };
-    let f = frame(DEMO_UID + 1, &login)?;
-    ep.send(n, "lpersistence", &f)
+    let f = frame_of((DEMO_UID + 1) as i64, &login);
+    let size =
+        f.encoded_len() + n.len() + "lpersistence".len() + "lobby".len() + "lobby_native".len();
+    ep.send(n, "lpersistence", f)
         .await
         .map_err(|e| ServiceError::msg(e.to_string()))?;
     t.step(
         t0,
         format!(
-            "lobby_native → CServiceProxy: proxy header [{n}][lpersistence] + game.LoginReq frame ({} bytes) → cluster push",
-            4 + n.len() + "lpersistence".len() + f.len()
+            "lobby_native → CServiceProxy: frame [{n}/lpersistence ← lobby/lobby_native, sub_type 16] game.LoginReq (~{size} bytes) → pushed as \"text\""
         ),
     );
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -414,6 +424,10 @@ async fn native_send(c: Cluster, ep: NativeEndpoint) -> LuaResult {
     t.done()
 }
 
+fn rpc_failed(e: bee_dispatch::native::RpcError) -> ServiceError {
+    ServiceError::msg(e.to_string())
+}
+
 async fn native_rpc(ep: NativeEndpoint) -> LuaResult {
     let mut t = Transcript::new();
     let n = PERSISTENCE_NODE;
@@ -422,39 +436,41 @@ async fn native_rpc(ep: NativeEndpoint) -> LuaResult {
         .rpc_call(
             n,
             "lpersistence",
-            &lua_payload(&[Value::from("ping")])?,
+            frame_of(
+                DEMO_UID as i64,
+                &Ping {
+                    seq: 7,
+                    sent_unix_ms: 0,
+                },
+            ),
             RPC_TIMEOUT,
         )
         .await
-        .map_err(|e| ServiceError::msg(e.to_string()))?;
-    let values = seri::unpack(&reply)?;
-    if values.first().and_then(Value::as_str) != Some("pong") {
-        return Err(ServiceError::msg(format!(
-            "rpc ping answered {}",
-            show(&values)
-        )));
-    }
+        .map_err(rpc_failed)?;
+    let pong = crate::open::<Pong>(&reply)?;
     t.step(
         t0,
-        format!("lobby_native → {n}/lpersistence: rpc_call (envelope: own session, lobby/lobby_native) \"lua\" \"ping\" → {}", show(&values)),
+        format!("lobby_native → {n}/lpersistence: rpc_call game.Ping{{seq 7}} (sub_type 18, own session {}) → game.Pong{{seq {}, served_by {:?}}} (sub_type {}, names empty: a Lua-style reply)", reply.session, pong.seq, pong.served_by, reply.sub_type),
     );
     let t0 = Instant::now();
-    let inner = text_payload(frame(
-        DEMO_UID,
-        &LoginReq {
-            uid: DEMO_UID,
-            token: "rpc".into(),
-            device: "native".into(),
-        },
-    )?)?;
+    let login = LoginReq {
+        uid: DEMO_UID,
+        token: "rpc".into(),
+        device: "native".into(),
+    };
     let reply = ep
-        .rpc_call(n, "lpersistence", &inner, RPC_TIMEOUT)
+        .rpc_call(
+            n,
+            "lpersistence",
+            frame_of(DEMO_UID as i64, &login),
+            RPC_TIMEOUT,
+        )
         .await
-        .map_err(|e| ServiceError::msg(e.to_string()))?;
-    let (_, resp) = unframe::<LoginResp>(&reply)?;
+        .map_err(rpc_failed)?;
+    let resp = crate::open::<LoginResp>(&reply)?;
     t.step(
         t0,
-        format!("lobby_native → {n}/lpersistence: rpc_call \"text\" game.LoginReq → game.LoginResp{{code={}, nickname={:?}}}", resp.code, resp.nickname),
+        format!("lobby_native → {n}/lpersistence: rpc_call game.LoginReq → game.LoginResp{{code={}, nickname={:?}}}", resp.code, resp.nickname),
     );
     t.done()
 }
@@ -462,55 +478,40 @@ async fn native_rpc(ep: NativeEndpoint) -> LuaResult {
 async fn native_native(ep: NativeEndpoint) -> LuaResult {
     let mut t = Transcript::new();
     let n = SHOP_NODE;
-    let orders = |reply: Bytes| -> Result<i64, ServiceError> {
-        seri::unpack(&reply)?
-            .first()
-            .and_then(Value::as_int)
-            .ok_or_else(|| ServiceError::msg("orders answered no number"))
-    };
-    let ask = lua_payload(&[Value::from("orders")])?;
-    let before = orders(
-        ep.rpc_call(n, "shop", &ask, RPC_TIMEOUT)
-            .await
-            .map_err(|e| ServiceError::msg(e.to_string()))?,
-    )?;
-    let t0 = Instant::now();
     let buy = ShopBuy {
         uid: DEMO_UID,
         item_id: 2002,
         count: 1,
     };
-    ep.send(n, "shop", &frame(DEMO_UID, &buy)?)
+    let order = |reply: KktFrame| -> Result<ShopReceipt, ServiceError> { crate::open(&reply) };
+    let t0 = Instant::now();
+    let first = order(
+        ep.rpc_call(n, "shop", frame_of(DEMO_UID as i64, &buy), RPC_TIMEOUT)
+            .await
+            .map_err(rpc_failed)?,
+    )?;
+    t.step(t0, format!("lobby_native → {n}/shop (native → native): rpc_call game.ShopBuy → game.ShopReceipt{{order {}, handled_by {:?}}} (reply names swapped)", first.order_id, first.handled_by));
+    let t0 = Instant::now();
+    ep.send(n, "shop", frame_of(DEMO_UID as i64, &buy))
         .await
-        .map_err(|e| ServiceError::msg(e.to_string()))?;
+        .map_err(rpc_failed)?;
     t.step(
         t0,
-        format!("lobby_native → {n}/shop (native → native): send game.ShopBuy via CServiceProxy"),
+        format!("lobby_native → {n}/shop: send game.ShopBuy (sub_type 16) via CServiceProxy"),
     );
     let t0 = Instant::now();
-    let after = orders(
-        ep.rpc_call(n, "shop", &ask, RPC_TIMEOUT)
+    let third = order(
+        ep.rpc_call(n, "shop", frame_of(DEMO_UID as i64, &buy), RPC_TIMEOUT)
             .await
-            .map_err(|e| ServiceError::msg(e.to_string()))?,
+            .map_err(rpc_failed)?,
     )?;
-    if after != before + 1 {
+    if third.order_id != first.order_id + 2 {
         return Err(ServiceError::msg(format!(
-            "shop orders went {before} → {after}, expected +1"
+            "shop orders went {} → {}, expected +2 (the send in between)",
+            first.order_id, third.order_id
         )));
     }
-    t.step(t0, format!("lobby_native → {n}/shop: rpc_call \"lua\" \"orders\" → {after} (was {before}: the send arrived first)"));
-    let t0 = Instant::now();
-    let reply = ep
-        .rpc_call(
-            n,
-            "shop",
-            &text_payload(frame(DEMO_UID, &buy)?)?,
-            RPC_TIMEOUT,
-        )
-        .await
-        .map_err(|e| ServiceError::msg(e.to_string()))?;
-    let (_, r) = unframe::<ShopReceipt>(&reply)?;
-    t.step(t0, format!("lobby_native → {n}/shop: rpc_call \"text\" game.ShopBuy → game.ShopReceipt{{order {}, handled_by {:?}}}", r.order_id, r.handled_by));
+    t.step(t0, format!("lobby_native → {n}/shop: rpc_call game.ShopBuy → order {} (the send in between was order {})", third.order_id, first.order_id + 1));
     t.done()
 }
 
@@ -545,7 +546,7 @@ async fn errors(c: Cluster, ep: NativeEndpoint) -> LuaResult {
         .map_err(|e| e.to_string());
     t.step(t0, expect_err("\"lua\" \"nosuchcmd\" to lpersistence", r)?);
     let t0 = Instant::now();
-    let wrong = frame(DEMO_UID, &ShopBuy::default())?;
+    let wrong = frame(DEMO_UID as i64, &ShopBuy::default())?;
     let r = c
         .call(n, "lpersistence", text_payload(wrong)?)
         .await
@@ -559,44 +560,34 @@ async fn errors(c: Cluster, ep: NativeEndpoint) -> LuaResult {
         .rpc_call(
             n,
             "lpersistence",
-            &lua_payload(&[Value::from("nosuchcmd")])?,
-            RPC_TIMEOUT,
+            frame_of(DEMO_UID as i64, &ShopBuy::default()),
+            Duration::from_millis(300),
         )
         .await
+        .map(|f| f.body)
         .map_err(|e| e.to_string());
-    t.step(t0, expect_err("native rpc_call \"lua\" \"nosuchcmd\"", r)?);
+    t.step(
+        t0,
+        expect_err("native rpc_call game.ShopBuy to lpersistence (no handler: no reply, the rpc times out)", r)?,
+    );
     t.done()
 }
 
 /// `lobby_native`: a native service on the lobby node. Its rpc calls are made by the
-/// lobby through its endpoint; it answers `("lua", "ping")` rpc calls itself.
+/// lobby through its endpoint; it answers `game.Ping` rpc requests itself.
 struct LobbyNative;
 
 impl NativeHandler for LobbyNative {
-    fn on_frame(
-        &mut self,
-        _endpoint: &NativeEndpoint,
-        frame: Bytes,
-    ) -> BoxFuture<'_, Option<Bytes>> {
-        tracing::info!(bytes = frame.len(), "lobby_native got a frame");
-        Box::pin(async { None })
-    }
-
-    fn on_rpc(
-        &mut self,
-        _endpoint: &NativeEndpoint,
-        inner: Bytes,
-    ) -> BoxFuture<'_, Result<Bytes, String>> {
-        let r = seri::unpack(&inner)
-            .map_err(|e| e.to_string())
-            .and_then(|v| {
-                if v.get(1).and_then(Value::as_bytes) == Some(b"ping") {
-                    seri::pack(&[Value::from("pong"), Value::from("lobby/lobby_native")])
-                        .map_err(|e| e.to_string())
-                } else {
-                    Err("lobby_native answers (\"lua\", \"ping\")".to_string())
-                }
-            });
-        Box::pin(async move { r })
+    async fn on_frame(&mut self, _endpoint: &NativeEndpoint, frame: KktFrame) -> Option<TextReply> {
+        match crate::open::<Ping>(&frame) {
+            Ok(p) => Some(TextReply::of(&Pong {
+                seq: p.seq,
+                served_by: "lobby/lobby_native".into(),
+            })),
+            Err(e) => {
+                tracing::info!(error = %e, "lobby_native: frame ignored");
+                None
+            }
+        }
     }
 }

@@ -1,52 +1,23 @@
 //! `shop_master` and `shop`.
 //!
-//! `shop_master` receives protobuf game frames and redirects them, untouched, to the
-//! `shop` service of the same node (skynet.redirect: the caller stays attached, so the
-//! shop's reply goes straight back to whoever called shop_master).
+//! `shop_master` is bee-dispatch's [`bee_dispatch::native::NativeMaster`]: it hands the
+//! game frames it receives, untouched, to the native `shop` service of the same node
+//! (the team's `skynet.redirect(cpp, source, "text", session, frame)`), with the caller
+//! attached, so the shop's reply goes straight back to whoever called shop_master.
 //!
-//! `shop` is a native service — in the skynet-era backend a C++ service. It sees only
-//! bytes: game frames in, game frames out, and rpc envelopes through its
-//! [`NativeEndpoint`]; it never touches the Rust call API. It answers `game.ShopBuy`
-//! with `game.ShopReceipt`, and rpc calls whose inner message is
-//! `("text", ShopBuy frame)` or `("lua", "orders")`.
+//! `shop` here is a Rust stand-in for the team's C++ shop: it sees only frames, through
+//! its [`NativeEndpoint`], and never touches the Rust call API. It answers
+//! `game.ShopBuy` with `game.ShopReceipt` — to a caller waiting on shop_master, or, for
+//! an rpc request (sub_type 18), through CServiceProxy with the names swapped — and
+//! `game.Ping` rpc requests with `game.Pong`. (The C++ modules under `cservices/` do the
+//! same through skynet's C API.)
 
-use bee_codec::seri::{self, Value};
-
+use bee_codec::kkt::KktFrame;
 use bee_dispatch::native::{NativeEndpoint, NativeHandler};
-use bee_dispatch::{Context, HandleResult, Message, Service, ServiceError};
-use bee_proto::game::{ShopBuy, ShopReceipt};
-use bytes::Bytes;
-use futures::future::BoxFuture;
+use bee_dispatch::text::TextReply;
+use bee_proto::game::{Ping, Pong, ShopBuy, ShopReceipt};
 
-/// `shop_master`: redirects every message to the service registered as `target`.
-pub struct ShopMaster {
-    target: String,
-}
-
-impl ShopMaster {
-    /// A master in front of the service registered as `target` (usually `shop`).
-    pub fn new(target: &str) -> Self {
-        ShopMaster {
-            target: target.to_string(),
-        }
-    }
-}
-
-impl Service for ShopMaster {
-    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        // Looked up per message, so a restarted shop is found at its new address.
-        let to = ctx.node().resolve_public(&self.target).ok_or_else(|| {
-            ServiceError::msg(format!(
-                "shop_master: no service registered as {:?}",
-                self.target
-            ))
-        })?;
-        ctx.redirect(to, msg).await?;
-        Ok(None)
-    }
-}
-
-/// The native `shop`: bytes in, bytes out.
+/// The native `shop`: frames in, frames out.
 #[derive(Debug)]
 pub struct NativeShop {
     served_by: String,
@@ -62,56 +33,39 @@ impl NativeShop {
         }
     }
 
-    /// A ShopBuy frame → a ShopReceipt frame; anything else → an error text.
-    fn buy(&mut self, frame: &Bytes) -> Result<Bytes, String> {
-        let (uid, buy) = crate::unframe::<ShopBuy>(frame).map_err(|e| e.to_string())?;
-        self.orders += 1;
-        let receipt = ShopReceipt {
-            uid,
-            item_id: buy.item_id,
-            count: buy.count,
-            order_id: self.orders,
-            handled_by: self.served_by.clone(),
-        };
-        crate::frame(uid, &receipt).map_err(|e| e.to_string())
+    /// A ShopBuy → a ShopReceipt; a Ping → a Pong; anything else → an error text.
+    fn answer(&mut self, frame: &KktFrame) -> Result<TextReply, String> {
+        if let Ok(buy) = crate::open::<ShopBuy>(frame) {
+            self.orders += 1;
+            return Ok(TextReply::of(&ShopReceipt {
+                uid: buy.uid,
+                item_id: buy.item_id,
+                count: buy.count,
+                order_id: self.orders,
+                handled_by: self.served_by.clone(),
+            }));
+        }
+        if let Ok(ping) = crate::open::<Ping>(frame) {
+            return Ok(TextReply::of(&Pong {
+                seq: ping.seq,
+                served_by: self.served_by.clone(),
+            }));
+        }
+        Err(format!(
+            "shop takes game.ShopBuy and game.Ping, got {}",
+            String::from_utf8_lossy(&frame.name)
+        ))
     }
 }
 
 impl NativeHandler for NativeShop {
-    fn on_frame(
-        &mut self,
-        _endpoint: &NativeEndpoint,
-        frame: Bytes,
-    ) -> BoxFuture<'_, Option<Bytes>> {
-        let r = self.buy(&frame);
-        Box::pin(async move {
-            match r {
-                Ok(receipt) => Some(receipt),
-                Err(e) => {
-                    tracing::warn!(error = %e, "shop: frame ignored");
-                    None
-                }
+    async fn on_frame(&mut self, _endpoint: &NativeEndpoint, frame: KktFrame) -> Option<TextReply> {
+        match self.answer(&frame) {
+            Ok(reply) => Some(reply),
+            Err(e) => {
+                tracing::warn!(error = %e, "shop: frame ignored");
+                None
             }
-        })
-    }
-
-    fn on_rpc(
-        &mut self,
-        _endpoint: &NativeEndpoint,
-        inner: Bytes,
-    ) -> BoxFuture<'_, Result<Bytes, String>> {
-        let r = (|| {
-            let values = seri::unpack(&inner).map_err(|e| e.to_string())?;
-            match (values.first().and_then(Value::as_bytes), values.get(1)) {
-                (Some(b"text"), Some(Value::String(frame))) => self.buy(frame),
-                (Some(b"lua"), Some(cmd)) if cmd.as_bytes() == Some(b"orders") => {
-                    seri::pack(&[Value::from(self.orders)]).map_err(|e| e.to_string())
-                }
-                _ => {
-                    Err("shop takes (\"text\", ShopBuy frame) or (\"lua\", \"orders\")".to_string())
-                }
-            }
-        })();
-        Box::pin(async move { r })
+        }
     }
 }

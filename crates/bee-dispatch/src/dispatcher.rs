@@ -1,12 +1,13 @@
 //! [`Dispatcher`]: the service most game code is — state plus a `"lua"` command table
 //! and a `"text"` protobuf handler map.
 //!
-//! Follow one message: the payload (skynet.pack bytes) is unpacked once; its first
-//! value is the sub-type.
+//! Follow one message: the payload (skynet.pack bytes) is unpacked once into an
+//! [`Incoming`] (a `"text"` frame is decoded once, here); its sub-type picks the table.
 //! - `"lua"` → [`crate::lua::LuaTable`]: command name → handler (arguments converted to
 //!   the handler's types) → reply values, packed.
-//! - `"text"` → [`crate::text::TextTable`]: game frame → handler by message name → reply
-//!   frame, packed as one string.
+//! - `"text"` → [`crate::text::TextTable`]: the team's frame (`bee_codec::kkt`) →
+//!   handler by message name → reply frame (all four names empty, uid, roomid and
+//!   session copied: the team's Lua reply), packed as one string.
 //! - anything else → an error naming the sub-type.
 //!
 //! The reply reaches the caller only if it waits; errors become the caller's error text.
@@ -36,6 +37,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
 use bytes::Bytes;
 
@@ -45,14 +47,88 @@ use crate::lua::LuaTable;
 use crate::service::{Context, HandleResult, Message, Service, ServiceError};
 use crate::text::{reply_frame, Frame, TextTable};
 
-/// Routes a message already unpacked into its values; returns the packed reply.
+/// A message as routers see it: unpacked once, its frame decoded once.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// `("lua", command, args…)`: the values after `"lua"`.
+    Lua(Vec<Value>),
+    /// `("text", frame)`: a game message (sub_type 16, or an rpc request with 18).
+    Text(KktFrame),
+    /// `("rpc_response", frame)`: the reply to an rpc request (sub_type 17).
+    RpcResponse(KktFrame),
+    /// Another sub-type: its name and the values after it.
+    Other(Bytes, Vec<Value>),
+}
+
+impl Incoming {
+    /// Read a payload: `skynet.pack(subtype, …)`.
+    pub fn from_payload(payload: &Bytes) -> Result<Incoming, ServiceError> {
+        let mut values = seri::unpack(payload)?.into_iter();
+        let subtype = values.next().unwrap_or(Value::Nil);
+        let frame = |what: &str, v: Option<Value>| match v {
+            Some(Value::String(b)) => KktFrame::decode(&b)
+                .map_err(|e| ServiceError::msg(format!("{what} message is not a game frame: {e}"))),
+            Some(other) => Err(ServiceError::msg(format!(
+                "{what} message must carry a game frame string, got {}",
+                other.type_name()
+            ))),
+            None => Err(ServiceError::msg(format!(
+                "{what} message has no game frame"
+            ))),
+        };
+        Ok(match subtype {
+            Value::String(s) => match s.as_ref() {
+                b"lua" => Incoming::Lua(values.collect()),
+                b"text" => Incoming::Text(frame("text", values.next())?),
+                b"rpc_response" => Incoming::RpcResponse(frame("rpc_response", values.next())?),
+                _ => Incoming::Other(s, values.collect()),
+            },
+            other => {
+                return Err(ServiceError::msg(format!(
+                    "message has no sub-type: first value is {}, expected a string such as \"lua\"",
+                    other.type_name()
+                )))
+            }
+        })
+    }
+}
+
+/// What a router answers with.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Reply values, already packed.
+    Values(Bytes),
+    /// An encoded reply frame (packed as one string for a waiting caller).
+    Frame(Bytes),
+    /// Nothing to answer (a waiting caller gets an empty reply).
+    Nothing,
+}
+
+impl Reply {
+    /// The payload for a waiting caller.
+    pub fn into_payload(self) -> Result<Bytes, ServiceError> {
+        Ok(match self {
+            Reply::Values(b) => b,
+            Reply::Frame(f) => seri::pack(&[Value::String(f)])?,
+            Reply::Nothing => Bytes::new(),
+        })
+    }
+}
+
+/// Routes a message already read into an [`Incoming`].
 pub trait Router: Send + 'static {
-    /// Route `values` (the sub-type first) to a handler.
+    /// Route one message to a handler.
     fn route(
         &mut self,
         ctx: &mut Context,
-        values: Vec<Value>,
-    ) -> impl Future<Output = Result<Bytes, ServiceError>> + Send;
+        msg: Incoming,
+    ) -> impl Future<Output = Result<Reply, ServiceError>> + Send;
+}
+
+/// Serve any [`Router`] as a [`Service`]: read the payload once, route, answer.
+pub async fn serve<R: Router>(router: &mut R, ctx: &mut Context, msg: Message) -> HandleResult {
+    let incoming = Incoming::from_payload(&msg.payload)?;
+    Ok(Some(router.route(ctx, incoming).await?.into_payload()?))
 }
 
 /// A service made of state `S`, a lua command table and a text handler map.
@@ -143,43 +219,24 @@ impl<S: Send + 'static> Dispatcher<S> {
 }
 
 impl<S: Send + 'static> Router for Dispatcher<S> {
-    async fn route(
-        &mut self,
-        ctx: &mut Context,
-        values: Vec<Value>,
-    ) -> Result<Bytes, ServiceError> {
-        let mut values = values.into_iter();
-        let subtype = values.next().unwrap_or(Value::Nil);
-        match subtype.as_bytes() {
-            Some(b"lua") => {
-                let reply = self.lua.run(&self.state, ctx, values.collect()).await?;
-                Ok(seri::pack(&reply)?)
+    async fn route(&mut self, ctx: &mut Context, msg: Incoming) -> Result<Reply, ServiceError> {
+        match msg {
+            Incoming::Lua(values) => {
+                let reply = self.lua.run(&self.state, ctx, values).await?;
+                Ok(Reply::Values(seri::pack(&reply)?))
             }
-            Some(b"text") => {
-                let frame = match values.next() {
-                    Some(Value::String(b)) => b,
-                    Some(other) => {
-                        return Err(ServiceError::msg(format!(
-                            "text message must carry a game frame string, got {}",
-                            other.type_name()
-                        )))
-                    }
-                    None => return Err(ServiceError::msg("text message has no game frame")),
-                };
-                match self.text.run(&self.state, ctx, &frame).await? {
-                    (request, Some(reply)) => Ok(seri::pack(&[Value::String(reply_frame(
-                        &request, &reply,
-                    )?)])?),
-                    (_, None) => Ok(Bytes::new()),
-                }
-            }
-            Some(other) => Err(ServiceError::msg(format!(
-                "unknown sub-type {:?} (this service takes \"lua\" and \"text\")",
-                String::from_utf8_lossy(other)
+            Incoming::Text(frame) => match self.text.run(&self.state, ctx, frame).await? {
+                (request, Some(reply)) => Ok(Reply::Frame(reply_frame(&request, &reply)?)),
+                (_, None) => Ok(Reply::Nothing),
+            },
+            Incoming::RpcResponse(frame) => Err(ServiceError::msg(format!(
+                "service {} got an rpc_response (session {}) but makes no rpc calls",
+                ctx.label(),
+                frame.session
             ))),
-            None => Err(ServiceError::msg(format!(
-                "message has no sub-type: first value is {}, expected a string such as \"lua\"",
-                subtype.type_name()
+            Incoming::Other(subtype, _) => Err(ServiceError::msg(format!(
+                "unknown sub-type {:?} (this service takes \"lua\" and \"text\")",
+                String::from_utf8_lossy(&subtype)
             ))),
         }
     }
@@ -187,7 +244,6 @@ impl<S: Send + 'static> Router for Dispatcher<S> {
 
 impl<S: Send + 'static> Service for Dispatcher<S> {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        let values = seri::unpack(&msg.payload)?;
-        Ok(Some(self.route(ctx, values).await?))
+        serve(self, ctx, msg).await
     }
 }

@@ -1,85 +1,111 @@
-//! Native services: CServiceProxy and the rpc envelope.
+//! Native services and the team's rpc: CServiceProxy, answering rpc requests, masters
+//! that hand frames to native services, and a byte-level endpoint for native callers.
 //!
-//! In a skynet-era backend some services are C++. They do not speak the cluster API;
-//! they hand bytes to the local `CServiceProxy` service:
+//! Every game message is one frame of the team's layout (`bee_codec::kkt`). How they
+//! travel (see `spec/kkt-frames.md`, "How frames travel"):
 //!
-//! ```text
-//! proxy frame = [u16 BE node len][u16 BE service len][node][service][message]
-//! ```
+//! - **A native service sends** a frame (remote = target node and service, source = its
+//!   own node and service) to the local [`CServiceProxy`] as a `ptype::TEXT` message.
+//!   CServiceProxy reads the remote names and pushes the whole frame unchanged:
+//!   `cluster.send(node, "@service", "text", frame)` when the message's session is 0,
+//!   `("rpc_response", frame)` when it is not (a native service answering an rpc sends
+//!   its reply with session 1).
+//! - **An rpc request** is a frame with sub_type 18 and the caller's own session.
+//!   A Lua-style service answers it through [`RpcServer`] (a wrapper over any
+//!   [`Router`]): the reply frame (all names empty, sub_type 17, session copied) is
+//!   pushed as `"rpc_response"` to the request's source node and service. A native
+//!   service answers with the names swapped, through CServiceProxy.
+//! - **A master in front of a native service** ([`NativeMaster`], the team's
+//!   `skynet.redirect(cpp, source, "text", session, frame)`) hands `"text"` frames over
+//!   as `ptype::TEXT` and `"rpc_response"` frames as `ptype::RESPONSE` (source = the
+//!   master, session 0).
+//! - **The caller** finds its pending rpc by the reply frame's session. bee adds what
+//!   the team's C++ lacks: every pending rpc has a timeout (the caller gets
+//!   [`RpcError::Timeout`]), and a frame that cannot be parsed is refused with an error
+//!   naming what is wrong.
 //!
-//! CServiceProxy unframes it and pushes the message through the cluster to that node
-//! and service (a registered name there): a plain message (a game frame) travels as
-//! `skynet.pack("text", message)`; an rpc envelope (first byte 0xB7, see
-//! `docs/protocol.md`) travels as `skynet.pack("rpc", envelope)`. Game frame uids are
-//! below 2^63, so a game frame never starts with 0xB7 and the two cannot be confused.
-//!
-//! rpc_call: the caller puts its own session, node and service in the envelope. The
-//! remote side — a [`crate::Dispatcher`] or another native service — routes the inner
-//! message, and pushes a reply envelope (same session) through the cluster to the
-//! caller's node and service, where [`NativeEndpoint`] resumes the pending call. This is
-//! how a reply crosses nodes without the cluster channel knowing the caller's session.
-//! A remote handler that fails — or panics — is answered with an error envelope, so the
-//! caller gets [`RpcError::Remote`] with its text at once; only a request that reaches
-//! no handler able to answer (or a reply that cannot find its way back) ends in
-//! [`RpcError::Timeout`].
-//!
-//! Until the C++ SDK exists, native services are Rust values driving a
-//! [`NativeEndpoint`]: it exposes exactly what the C ABI will — "hand these bytes to
-//! CServiceProxy" and "here are the bytes that arrived for you" — and nothing of the
-//! Rust call API, so C++ services will plug into the very same path.
+//! C++ services are loaded by `bee-capi`; [`NativeEndpoint`] and [`spawn_native`] give a
+//! Rust service the very same byte-level path (for tests, benchmarks and services that
+//! want to behave exactly like the team's C++).
 
-use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bee_codec::proxy::ProxyFrame;
-use bee_codec::rpc::{self, RpcEnvelope, RpcKind};
+use bee_codec::kkt::{self, KktFrame, KktHeader};
 use bee_codec::seri::{self, Value};
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::oneshot;
 
-use crate::cluster::{Cluster, Target};
-use crate::dispatcher::Router;
-use crate::service::{Addr, Context, HandleResult, Message, Node, Service, ServiceError};
+use crate::cluster::{ClusterExt, Target};
+use crate::dispatcher::{Incoming, Reply, Router};
+use crate::service::{
+    ptype, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError,
+};
+use crate::text::TextReply;
 
-/// The conventional local name of the proxy service.
+/// The conventional name of the proxy service (native services also find it as
+/// `.CServiceProxy`, the local name the team's C++ looks up).
 pub const CSERVICE_PROXY: &str = "CServiceProxy";
 
-/// `CServiceProxy`: takes proxy frames from native services and forwards their message
-/// through the cluster. Its payloads are raw proxy frames, not skynet.pack.
+/// The local (`.`) name of the proxy service.
+pub const CSERVICE_PROXY_LOCAL: &str = ".CServiceProxy";
+
+fn utf8<'a>(what: &str, b: &'a [u8]) -> Result<&'a str, ServiceError> {
+    std::str::from_utf8(b).map_err(|_| ServiceError::msg(format!("{what} is not UTF-8")))
+}
+
+/// `CServiceProxy`: takes frames from native services (`ptype::TEXT`, or a packed
+/// single string) and pushes each, unchanged, to the remote node and service it names.
 pub struct CServiceProxy;
 
 impl CServiceProxy {
-    /// Wrap a message from a native service for the wire: `("rpc", envelope)` or
-    /// `("text", frame)`.
-    pub fn wire_payload(message: &Bytes) -> Result<Bytes, ServiceError> {
-        let subtype = if rpc::is_envelope(message) {
-            "rpc"
-        } else {
-            "text"
-        };
-        Ok(seri::pack(&[
-            Value::from(subtype),
-            Value::String(message.clone()),
-        ])?)
+    /// Start it on `node` under both of its names.
+    pub fn spawn(node: &Node) -> Addr {
+        let addr = node.spawn_named(CSERVICE_PROXY, CServiceProxy);
+        node.set_name(CSERVICE_PROXY_LOCAL, addr);
+        addr
     }
 }
 
 impl Service for CServiceProxy {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        let frame = ProxyFrame::decode(&msg.payload)
-            .map_err(|e| ServiceError::msg(format!("CServiceProxy: bad proxy frame: {e}")))?;
-        let node = frame.node_str()?.to_string();
-        let service = frame.service_str()?.to_string();
-        let payload = Self::wire_payload(&frame.message)?;
-        let cluster = Cluster::of(ctx.node())
-            .ok_or_else(|| ServiceError::msg("CServiceProxy: the cluster layer is not started"))?;
-        tracing::debug!(to_node = %node, to_service = %service, bytes = frame.message.len(), "CServiceProxy forwarding");
-        cluster
+        let frame = match msg.ptype {
+            ptype::LUA => match seri::unpack_first(&msg.payload, 1)?.into_iter().next() {
+                Some(Value::String(f)) => f,
+                _ => {
+                    return Err(ServiceError::msg(
+                        "CServiceProxy takes a frame (ptype TEXT, or one packed string)",
+                    ))
+                }
+            },
+            _ => msg.payload,
+        };
+        let h = KktHeader::peek(&frame).map_err(|e| {
+            ServiceError::msg(format!(
+                "CServiceProxy: cannot parse the frame from {}: {e}",
+                ctx.node().describe(msg.source)
+            ))
+        })?;
+        let node = utf8("remote node name", h.remote_node)?.to_string();
+        let service = utf8("remote service name", h.remote_service)?.to_string();
+        if node.is_empty() || service.is_empty() {
+            return Err(ServiceError::msg(format!(
+                "CServiceProxy: the frame from {} names no remote node/service",
+                ctx.node().describe(msg.source)
+            )));
+        }
+        let subtype = if msg.session == 0 {
+            "text"
+        } else {
+            "rpc_response"
+        };
+        tracing::debug!(to_node = %node, to_service = %service, subtype, bytes = frame.len(), "CServiceProxy forwarding");
+        let payload = seri::pack(&[Value::from(subtype), Value::String(frame)])?;
+        ctx.cluster()?
             .send(&node, Target::Name(service), payload)
             .await
             .map_err(|e| {
@@ -89,11 +115,12 @@ impl Service for CServiceProxy {
     }
 }
 
-/// Answers rpc envelopes from native callers, around any [`Router`] (a
-/// [`crate::Dispatcher`], typically): a `("rpc", envelope)` message has its inner
-/// message routed by the wrapped router and, for a call, the reply envelope pushed back
-/// through the cluster to the caller's node and service; every other message goes to
-/// the router as it is.
+/// Answers the team's rpc requests around any [`Router`] (a [`crate::Dispatcher`],
+/// typically): a `"text"` frame with sub_type 18 and a session is routed as usual, and
+/// its reply frame is pushed as `"rpc_response"` to the request's source node and
+/// service (or handed to the caller, when the caller waits on the cluster call
+/// itself). A handler that fails or gives no reply sends nothing — as the team's Lua —
+/// and is logged; the caller's own timeout ends its wait.
 pub struct RpcServer<R> {
     inner: R,
 }
@@ -104,129 +131,133 @@ impl<R: Router> RpcServer<R> {
         RpcServer { inner }
     }
 
-    async fn serve(&mut self, ctx: &mut Context, envelope: Bytes) -> Result<Bytes, ServiceError> {
-        let env = RpcEnvelope::decode(&envelope)?;
-        match env.kind {
-            RpcKind::Call | RpcKind::Send => {
-                // A panicking handler must still answer the rpc caller (who otherwise
-                // waits for its timeout): catch it here, as the runtime does for calls.
-                let result = AssertUnwindSafe(self.route_inner(ctx, &env.message))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|p| Err(panicked(ctx, p.as_ref())));
-                if env.kind == RpcKind::Call {
-                    let reply = match &result {
-                        Ok(b) => env.reply_ok(b)?,
-                        Err(e) => env.reply_err(e.message())?,
-                    };
-                    send_reply(ctx.node(), &env, reply).await?;
-                } else if let Err(e) = &result {
-                    tracing::warn!(error = %e, "rpc send failed at the receiver (no reply wanted)");
-                }
-                Ok(Bytes::new())
-            }
-            RpcKind::ReplyOk | RpcKind::ReplyErr => Err(ServiceError::msg(format!(
-                "service {} received an rpc reply (session {}) but has no rpc calls pending",
-                ctx.label(),
-                env.session
-            ))),
-        }
-    }
-
-    /// Route an envelope's inner payload; a `"text"` reply is handed back as the raw
-    /// reply frame bytes.
-    async fn route_inner(
-        &mut self,
-        ctx: &mut Context,
-        payload: &Bytes,
-    ) -> Result<Bytes, ServiceError> {
-        let values = seri::unpack(payload)?;
-        let is_text = matches!(values.first().and_then(|v| v.as_bytes()), Some(b"text"));
-        let reply = self.inner.route(ctx, values).await?;
-        if is_text && !reply.is_empty() {
-            if let Some(Value::String(frame)) = seri::unpack(&reply)?.into_iter().next() {
-                return Ok(frame);
-            }
-        }
-        Ok(reply)
+    /// The wrapped router.
+    pub fn inner(&self) -> &R {
+        &self.inner
     }
 }
 
+/// Whether `frame` asks for an rpc reply.
+fn is_rpc_request(frame: &KktFrame) -> bool {
+    frame.sub_type == kkt::SUBTYPE_RPC_SERVER && frame.session > 0
+}
+
 impl<R: Router> Router for RpcServer<R> {
-    async fn route(
-        &mut self,
-        ctx: &mut Context,
-        values: Vec<Value>,
-    ) -> Result<Bytes, ServiceError> {
-        if values.first().and_then(Value::as_bytes) == Some(b"rpc") {
-            return match values.into_iter().nth(1) {
-                Some(Value::String(envelope)) => self.serve(ctx, envelope).await,
-                _ => Err(ServiceError::msg(
-                    "rpc message must carry an envelope string",
-                )),
-            };
+    async fn route(&mut self, ctx: &mut Context, msg: Incoming) -> Result<Reply, ServiceError> {
+        let request = match &msg {
+            Incoming::Text(f) if is_rpc_request(f) && !ctx.wants_reply() => f.clone(),
+            _ => return self.inner.route(ctx, msg).await,
+        };
+        // A panicking handler is caught here (the runtime would log it too) so the
+        // log names the rpc it failed.
+        let result = AssertUnwindSafe(self.inner.route(ctx, msg))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(ServiceError::msg("handler panicked")));
+        let to_node = utf8("source node name", &request.source_node)?.to_string();
+        let to_service = utf8("source service name", &request.source_service)?.to_string();
+        match result {
+            Ok(Reply::Frame(reply)) => {
+                let payload = seri::pack(&[Value::from("rpc_response"), Value::String(reply)])?;
+                ctx.cluster()?
+                    .send(&to_node, Target::Name(to_service.clone()), payload)
+                    .await
+                    .map_err(|e| {
+                        ServiceError::msg(format!(
+                            "rpc reply (session {}) to {to_node}/{to_service} failed: {e}",
+                            request.session
+                        ))
+                    })?;
+            }
+            Ok(_) => {
+                tracing::warn!(node = %ctx.node().name(), service = %ctx.label(), session = request.session, caller = %format!("{to_node}/{to_service}"), "rpc request got no reply message from its handler; the caller will time out")
+            }
+            Err(e) => {
+                tracing::warn!(node = %ctx.node().name(), service = %ctx.label(), session = request.session, caller = %format!("{to_node}/{to_service}"), error = %e, "rpc request failed; the caller will time out")
+            }
         }
-        self.inner.route(ctx, values).await
+        Ok(Reply::Nothing)
     }
 }
 
 impl<R: Router> Service for RpcServer<R> {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        let values = seri::unpack(&msg.payload)?;
-        Ok(Some(self.route(ctx, values).await?))
+        crate::dispatcher::serve(self, ctx, msg).await
     }
 }
 
-/// The error an rpc caller gets when the handler of its request panicked (the same text
-/// the service runtime gives a local or cluster caller).
-fn panicked(ctx: &Context, payload: &(dyn Any + Send)) -> ServiceError {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_string());
-    tracing::error!(node = %ctx.node().name(), service = %ctx.label(), panic = %text, "rpc handler panicked; the caller is told, the service keeps running");
-    ServiceError::msg(format!("handler panicked: {text}"))
+/// A master in front of a native service (the shop_master of the team's backend): it
+/// hands `("text", frame)` to the service registered as `target` as a `ptype::TEXT`
+/// message and `("rpc_response", frame)` as `ptype::RESPONSE`, source = the master,
+/// session 0. A caller waiting on the master stays attached (skynet.redirect), so the
+/// native service may answer it directly.
+pub struct NativeMaster {
+    target: String,
 }
 
-/// Push a reply envelope through the cluster to the caller named in `env`.
-async fn send_reply(node: &Node, env: &RpcEnvelope, reply: Bytes) -> Result<(), ServiceError> {
-    let to_node = std::str::from_utf8(&env.node)?.to_string();
-    let to_service = std::str::from_utf8(&env.service)?.to_string();
-    let cluster = Cluster::of(node)
-        .ok_or_else(|| ServiceError::msg("rpc reply: the cluster layer is not started"))?;
-    let payload = seri::pack(&[Value::from("rpc"), Value::String(reply)])?;
-    cluster
-        .send(&to_node, Target::Name(to_service.clone()), payload)
-        .await
-        .map_err(|e| ServiceError::msg(format!("rpc reply to {to_node}/{to_service} failed: {e}")))
+impl NativeMaster {
+    /// A master in front of the service named `target` (looked up per message, so a
+    /// restarted service is found at its new address).
+    pub fn new(target: &str) -> Self {
+        NativeMaster {
+            target: target.to_string(),
+        }
+    }
+}
+
+impl Service for NativeMaster {
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        let to = ctx.node().resolve(&self.target).map_err(|_| {
+            ServiceError::msg(format!(
+                "{}: no service named {:?} on this node",
+                ctx.label(),
+                self.target
+            ))
+        })?;
+        let values = seri::unpack_first(&msg.payload, 2)?;
+        let (kind, frame) = match (values.first().and_then(Value::as_bytes), values.get(1)) {
+            (Some(b"text"), Some(Value::String(f))) => (ptype::TEXT, f.clone()),
+            (Some(b"rpc_response"), Some(Value::String(f))) => (ptype::RESPONSE, f.clone()),
+            _ => {
+                return Err(ServiceError::msg(format!(
+                    "{} takes (\"text\", frame) or (\"rpc_response\", frame)",
+                    ctx.label()
+                )))
+            }
+        };
+        let forward = Message {
+            source: ctx.addr(),
+            ptype: kind,
+            session: 0,
+            payload: frame,
+        };
+        if ctx.wants_reply() {
+            ctx.redirect(to, forward).await?;
+        } else {
+            ctx.node().post(to, forward)?;
+        }
+        Ok(None)
+    }
 }
 
 /// What an rpc_call by a native caller ends with.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RpcError {
-    /// The remote handler failed; its text.
-    #[error("remote handler failed: {0}")]
-    Remote(String),
-    /// No reply within the time given.
+    /// No reply within the time given (the remote handler failed, gave no reply, or
+    /// the reply could not find its way back).
     #[error("rpc_call timed out after {0:?}")]
     Timeout(Duration),
-    /// The request could not be handed to CServiceProxy.
+    /// The request could not be handed to CServiceProxy, or CServiceProxy could not
+    /// forward it.
     #[error("rpc_call could not be sent: {0}")]
     Send(String),
+    /// The request frame could not be built.
+    #[error("rpc_call: bad frame: {0}")]
+    Frame(String),
 }
 
-/// A message that arrived for a native service, as the C ABI will hand it over.
-#[derive(Debug, Clone)]
-pub enum Inbound {
-    /// A game frame (sent with `send` through CServiceProxy, or a Lua-side `"text"`).
-    Frame(Bytes),
-    /// An rpc request envelope (kind call or send); answer calls with
-    /// [`NativeEndpoint::reply`].
-    Rpc(RpcEnvelope),
-}
-
-/// The byte-level entry points of a native service: what the C ABI exposes.
+/// The byte-level entry points of a native service, exactly what a C++ service has:
+/// "hand this frame to CServiceProxy" and "this frame arrived for you".
 #[derive(Clone)]
 pub struct NativeEndpoint {
     node: Node,
@@ -238,8 +269,8 @@ pub struct NativeEndpoint {
 
 #[derive(Default)]
 struct Pending {
-    next: u32,
-    calls: HashMap<u32, oneshot::Sender<Result<Bytes, RpcError>>>,
+    next: u64,
+    calls: HashMap<u64, oneshot::Sender<KktFrame>>,
 }
 
 impl NativeEndpoint {
@@ -255,42 +286,52 @@ impl NativeEndpoint {
         }
     }
 
-    /// C ABI `send`: hand a proxy frame (built by the native side) to CServiceProxy.
-    ///
-    /// Returns once CServiceProxy has queued the message on the cluster channel, or with
-    /// its error when it cannot (bad frame, unknown node, node down): so a native caller
-    /// learns at once that a message or an rpc_call cannot leave this node, instead of
-    /// waiting out a timeout. Delivery on the remote side stays fire-and-forget.
-    pub async fn send_raw(&self, proxy_frame: Bytes) -> Result<(), RpcError> {
+    /// Hand an encoded frame to CServiceProxy with skynet session `session` (0: a
+    /// message, 1: an rpc reply). Returns once CServiceProxy has queued it on the
+    /// cluster channel, or with its error when it cannot (bad frame, unknown node,
+    /// node down): a native caller learns at once that a message cannot leave.
+    pub async fn send_raw(&self, frame: Bytes, session: i32) -> Result<(), RpcError> {
+        let msg = Message {
+            source: 0,
+            ptype: ptype::TEXT,
+            session,
+            payload: frame,
+        };
         self.node
-            .call(self.proxy, proxy_frame)
+            .call_message(self.proxy, msg, None)
             .await
             .map(|_| ())
-            .map_err(|e| RpcError::Send(e.remote_text()))
+            .map_err(|e: CallError| RpcError::Send(e.remote_text()))
     }
 
-    /// Send `message` (a game frame) to `service` on `node`, no reply.
-    pub async fn send(&self, node: &str, service: &str, message: &[u8]) -> Result<(), RpcError> {
-        let frame = ProxyFrame::encode(node.as_bytes(), service.as_bytes(), message)
-            .map_err(|e| RpcError::Send(e.to_string()))?;
-        self.send_raw(frame).await
+    fn own(&self, frame: KktFrame) -> KktFrame {
+        frame.from(self.node_name.clone(), self.service_name.clone())
     }
 
-    /// rpc_call: send `inner` (a packed `("lua", …)` or `("text", frame)` payload) to
-    /// `service` on `node` inside an envelope carrying this caller's session, and wait
-    /// for the reply envelope.
+    /// Send `frame` (its sub_type, uid, name, body) to `service` on `node`, one way.
+    pub async fn send(&self, node: &str, service: &str, frame: KktFrame) -> Result<(), RpcError> {
+        let frame = self
+            .own(frame)
+            .to(node.to_string(), service.to_string())
+            .session(0);
+        let bytes = frame.encode().map_err(|e| RpcError::Frame(e.to_string()))?;
+        self.send_raw(bytes, 0).await
+    }
+
+    /// rpc_call: send `request` (uid, name, body) to `service` on `node` as sub_type 18
+    /// with a new session of this endpoint, and wait at most `timeout` for the reply
+    /// frame (sub_type 17, same session).
     pub async fn rpc_call(
         &self,
         node: &str,
         service: &str,
-        inner: &[u8],
+        request: KktFrame,
         timeout: Duration,
-    ) -> Result<Bytes, RpcError> {
+    ) -> Result<KktFrame, RpcError> {
         let (tx, rx) = oneshot::channel();
         let session = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            // Next session, wrapping 0x7FFFFFFF -> 1 like the cluster's, and never one
-            // a call still waits on (after a wrap, a very old call may still be pending).
+            // 1..2^31-1 like the team's sessions, never one a call still waits on.
             loop {
                 p.next = if p.next >= 0x7FFF_FFFF { 1 } else { p.next + 1 };
                 if !p.calls.contains_key(&p.next) {
@@ -301,20 +342,19 @@ impl NativeEndpoint {
             p.calls.insert(s, tx);
             s
         };
-        let env = RpcEnvelope::encode(
-            RpcKind::Call,
-            session,
-            &self.node_name,
-            &self.service_name,
-            inner,
-        )
-        .map_err(|e| RpcError::Send(e.to_string()))?;
-        if let Err(e) = self.send(node, service, &env).await {
+        let mut frame = self.own(request).to(node.to_string(), service.to_string());
+        frame.sub_type = kkt::SUBTYPE_RPC_SERVER;
+        frame.session = session;
+        let sent = match frame.encode() {
+            Ok(bytes) => self.send_raw(bytes, 0).await,
+            Err(e) => Err(RpcError::Frame(e.to_string())),
+        };
+        if let Err(e) = sent {
             self.forget(session);
             return Err(e);
         }
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(RpcError::Send("endpoint dropped".into())),
             Err(_) => {
                 self.forget(session);
@@ -323,31 +363,15 @@ impl NativeEndpoint {
         }
     }
 
-    /// rpc send: an envelope of kind send (the receiver routes it, replies to no one).
-    pub async fn rpc_send(&self, node: &str, service: &str, inner: &[u8]) -> Result<(), RpcError> {
-        let env = RpcEnvelope::encode(RpcKind::Send, 0, &self.node_name, &self.service_name, inner)
-            .map_err(|e| RpcError::Send(e.to_string()))?;
-        self.send(node, service, &env).await
+    /// Answer an rpc request that arrived here: the reply frame (names swapped,
+    /// sub_type 17, roomid 0, session copied) goes back through CServiceProxy.
+    pub async fn reply(&self, request: &KktFrame, reply: TextReply) -> Result<(), RpcError> {
+        let frame = kkt::reply_from_native(request, reply.name, reply.body);
+        let bytes = frame.encode().map_err(|e| RpcError::Frame(e.to_string()))?;
+        self.send_raw(bytes, 1).await
     }
 
-    /// Answer an rpc call that arrived here: the reply envelope goes back through
-    /// CServiceProxy to the caller's node and service.
-    pub async fn reply(
-        &self,
-        call: &RpcEnvelope,
-        result: Result<&[u8], &str>,
-    ) -> Result<(), RpcError> {
-        let reply = match result {
-            Ok(b) => call.reply_ok(b),
-            Err(t) => call.reply_err(t),
-        }
-        .map_err(|e| RpcError::Send(e.to_string()))?;
-        let node = String::from_utf8_lossy(&call.node).into_owned();
-        let service = String::from_utf8_lossy(&call.service).into_owned();
-        self.send(&node, &service, &reply).await
-    }
-
-    fn forget(&self, session: u32) {
+    fn forget(&self, session: u64) {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -355,103 +379,77 @@ impl NativeEndpoint {
             .remove(&session);
     }
 
-    /// If `payload` is an rpc reply envelope, complete the pending call and return true.
-    pub fn take_reply(&self, payload: &Bytes) -> Result<bool, ServiceError> {
-        let values = seri::unpack(payload)?;
-        if let (Some(b"rpc"), Some(Value::String(b))) =
-            (values.first().and_then(Value::as_bytes), values.get(1))
-        {
-            if let Ok(env) = RpcEnvelope::decode(b) {
-                if matches!(env.kind, RpcKind::ReplyOk | RpcKind::ReplyErr) {
-                    return Ok(self.on_message(payload)?.is_none());
-                }
-            }
-        }
-        Ok(false)
-    }
-
-    /// C ABI `on_message`: classify bytes that arrived for this service. Replies to
-    /// pending rpc calls are consumed here (the call resumes) and yield `None`.
-    pub fn on_message(&self, payload: &Bytes) -> Result<Option<Inbound>, ServiceError> {
-        let values = seri::unpack(payload)?;
-        let body = match values.get(1) {
-            Some(Value::String(b)) => b.clone(),
-            _ => {
-                return Err(ServiceError::msg(
-                    "native service takes (\"text\", frame) or (\"rpc\", envelope)",
-                ))
-            }
-        };
-        match values.first().and_then(Value::as_bytes) {
-            Some(b"text") => Ok(Some(Inbound::Frame(body))),
-            Some(b"rpc") => {
-                let env = RpcEnvelope::decode(&body)?;
-                match env.kind {
-                    RpcKind::ReplyOk | RpcKind::ReplyErr => {
-                        let waiter = self
-                            .pending
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .calls
-                            .remove(&env.session);
-                        match waiter {
-                            Some(tx) => {
-                                let r = if env.kind == RpcKind::ReplyOk {
-                                    Ok(env.message)
-                                } else {
-                                    Err(RpcError::Remote(
-                                        String::from_utf8_lossy(&env.message).into_owned(),
-                                    ))
-                                };
-                                let _ = tx.send(r);
-                            }
-                            None => tracing::warn!(
-                                session = env.session,
-                                "rpc reply for an unknown or timed-out session dropped"
-                            ),
-                        }
-                        Ok(None)
+    /// Classify a message that arrived for this service: `("text", frame)` or
+    /// `("rpc_response", frame)` from the cluster, or a raw frame handed over by a
+    /// [`NativeMaster`] (`ptype::TEXT` / `ptype::RESPONSE`). Replies to pending rpc
+    /// calls are consumed here (the call resumes) and yield `None`.
+    pub fn on_message(&self, msg: &Message) -> Result<Option<KktFrame>, ServiceError> {
+        let (is_response, bytes) =
+            match msg.ptype {
+                ptype::TEXT => (false, msg.payload.clone()),
+                ptype::RESPONSE => (true, msg.payload.clone()),
+                _ => {
+                    let values = seri::unpack_first(&msg.payload, 2)?;
+                    match (values.first().and_then(Value::as_bytes), values.get(1)) {
+                        (Some(b"text"), Some(Value::String(f))) => (false, f.clone()),
+                        (Some(b"rpc_response"), Some(Value::String(f))) => (true, f.clone()),
+                        _ => return Err(ServiceError::msg(
+                            "native service takes (\"text\", frame) or (\"rpc_response\", frame)",
+                        )),
                     }
-                    RpcKind::Call | RpcKind::Send => Ok(Some(Inbound::Rpc(env))),
                 }
-            }
-            _ => Err(ServiceError::msg(
-                "native service takes (\"text\", frame) or (\"rpc\", envelope)",
-            )),
+            };
+        let frame = KktFrame::decode(&bytes)
+            .map_err(|e| ServiceError::msg(format!("native service: bad frame: {e}")))?;
+        if !is_response {
+            return Ok(Some(frame));
         }
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .calls
+            .remove(&frame.session);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(frame);
+            }
+            None => tracing::warn!(
+                service = %String::from_utf8_lossy(&self.service_name),
+                session = frame.session,
+                "rpc reply for an unknown or timed-out session dropped"
+            ),
+        }
+        Ok(None)
     }
 }
 
-/// A native service's logic, as the C++ side will implement it: bytes in, bytes out.
+/// A native service's logic, as a C++ service has it: frames in, frames out.
 pub trait NativeHandler: Send + 'static {
-    /// A game frame arrived (sent, or redirected to this service by a master such as
-    /// shop_master). Return a reply frame to answer a caller that waits; it is ignored
-    /// when nobody waits.
-    fn on_frame(&mut self, endpoint: &NativeEndpoint, frame: Bytes)
-        -> BoxFuture<'_, Option<Bytes>>;
-    /// An rpc call or send arrived with this inner message; return the reply bytes (or
-    /// an error text) for a call. If it panics, the caller gets the error
-    /// `handler panicked: <text>` at once and the service keeps running.
-    fn on_rpc(
+    /// A frame arrived: a one-way message (sub_type 16), an rpc request (sub_type 18,
+    /// session > 0), or a frame redirected by a master. Return a reply message to
+    /// answer an rpc request (sent back through CServiceProxy, names swapped) or a
+    /// caller waiting on the master; `None` answers nothing.
+    fn on_frame(
         &mut self,
         endpoint: &NativeEndpoint,
-        inner: Bytes,
-    ) -> BoxFuture<'_, Result<Bytes, String>>;
+        frame: KktFrame,
+    ) -> impl Future<Output = Option<TextReply>> + Send;
 }
 
 /// Start a native service on `node`: its logic `handler`, reachable in the cluster as
 /// `service`, talking through the CServiceProxy at `proxy`. Returns its endpoint.
 ///
-/// Two services make one native service, as the C++ SDK will: a front
-/// (`native(<service>)`, registered as `service`) that completes pending rpc calls the
-/// moment their replies arrive, and the handler (`<service>`) that gets frames and rpc
-/// requests one at a time — so a handler may itself await an rpc_call.
+/// Two services make one native service: a front (`native(<service>)`, registered as
+/// `service`) that completes pending rpc calls the moment their replies arrive, and the
+/// handler (`<service>`) that gets frames one at a time — so a handler may itself await
+/// an rpc_call.
 pub fn spawn_native<H: NativeHandler>(
     node: &Node,
     proxy: Addr,
     service: &str,
     handler: H,
-) -> Result<NativeEndpoint, ServiceError> {
+) -> Result<NativeEndpoint, CallError> {
     let endpoint = NativeEndpoint::new(node, proxy, service);
     let inner = node.spawn(
         service,
@@ -467,9 +465,7 @@ pub fn spawn_native<H: NativeHandler>(
             inner,
         },
     );
-    let cluster = Cluster::of(node)
-        .ok_or_else(|| ServiceError::msg("native service needs the cluster layer started"))?;
-    cluster.register(service, front)?;
+    node.cluster()?.register(service, front)?;
     Ok(endpoint)
 }
 
@@ -481,15 +477,20 @@ struct NativeFront {
 
 impl Service for NativeFront {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        if self.endpoint.take_reply(&msg.payload)? {
-            return Ok(None);
+        if let Some(frame) = self.endpoint.on_message(&msg)? {
+            let forward = Message {
+                source: msg.source,
+                ptype: ptype::TEXT,
+                session: 0,
+                payload: frame.encode()?,
+            };
+            ctx.redirect(self.inner, forward).await?;
         }
-        ctx.redirect(self.inner, msg).await?;
         Ok(None)
     }
 }
 
-/// Runs a [`NativeHandler`]: frames and rpc requests, one at a time.
+/// Runs a [`NativeHandler`]: frames, one at a time.
 struct NativeService<H> {
     endpoint: NativeEndpoint,
     handler: H,
@@ -497,32 +498,24 @@ struct NativeService<H> {
 
 impl<H: NativeHandler> Service for NativeService<H> {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        match self.endpoint.on_message(&msg.payload)? {
-            None => {}
-            Some(Inbound::Frame(f)) => {
-                if let Some(reply) = self.handler.on_frame(&self.endpoint, f).await {
-                    if ctx.wants_reply() {
-                        return Ok(Some(seri::pack(&[Value::String(reply)])?));
-                    }
-                }
+        let Some(frame) = self.endpoint.on_message(&msg)? else {
+            return Ok(None);
+        };
+        let rpc = is_rpc_request(&frame);
+        let reply = self.handler.on_frame(&self.endpoint, frame.clone()).await;
+        match reply {
+            Some(reply) if ctx.wants_reply() => {
+                let f = kkt::reply_from_native(&frame, reply.name, reply.body).encode()?;
+                Ok(Some(seri::pack(&[Value::String(f)])?))
             }
-            Some(Inbound::Rpc(env)) => {
-                let endpoint = self.endpoint.clone();
-                let result = AssertUnwindSafe(self.handler.on_rpc(&endpoint, env.message.clone()))
-                    .catch_unwind()
+            Some(reply) if rpc => {
+                self.endpoint
+                    .reply(&frame, reply)
                     .await
-                    .unwrap_or_else(|p| Err(panicked(ctx, p.as_ref()).message().to_string()));
-                if env.kind == RpcKind::Call {
-                    let r = match &result {
-                        Ok(b) => Ok(b.as_ref()),
-                        Err(t) => Err(t.as_str()),
-                    };
-                    endpoint.reply(&env, r).await.map_err(ServiceError::from)?;
-                } else if let Err(e) = result {
-                    tracing::warn!(error = %e, "native rpc send failed (no reply wanted)");
-                }
+                    .map_err(ServiceError::from)?;
+                Ok(None)
             }
+            _ => Ok(None),
         }
-        Ok(None)
     }
 }

@@ -492,7 +492,27 @@ impl Node {
         payload: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Bytes, CallError> {
-        let rx = self.start_call(source, target, payload).await?;
+        self.call_message(target, Message::new(source, payload), timeout)
+            .await
+    }
+
+    /// Call a local service with a whole [`Message`] (its own ptype and session, e.g. a
+    /// raw frame for CServiceProxy) and wait for the reply.
+    pub async fn call_message(
+        &self,
+        target: Addr,
+        msg: Message,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.deliver(target, msg, Some(tx))
+            .await
+            .map_err(|(e, _)| e)?;
+        let rx = ReplyFuture {
+            rx,
+            node: self.clone(),
+            target,
+        };
         let after = timeout.unwrap_or(self.inner.config.call_timeout);
         match tokio::time::timeout(after, rx).await {
             Ok(r) => r,

@@ -1,17 +1,23 @@
 //! uid sharding: a master service in front of N worker services.
 //!
 //! The master forwards each message untouched (with its caller attached, like
-//! skynet.redirect) to the worker chosen by [`worker_for`] from the message's uid:
-//! - `"text"` messages: the uid of the game frame;
+//! skynet.redirect) to the worker chosen from the message's uid, read without
+//! unpacking the rest of the payload:
+//! - `"text"` messages (and rpc requests, which are `"text"` frames with sub_type 18):
+//!   the uid in the game frame's header — the worker answers an rpc caller itself;
 //! - `"lua"` messages: the first argument after the command name must be the uid (an
-//!   integer): `("lua", "progress", uid, …)`;
-//! - `"rpc"` envelopes from native callers: the uid of their inner `"text"` or `"lua"`
-//!   message, as above (the worker answers the rpc caller itself).
+//!   integer): `("lua", "progress", uid, …)`.
 //!
-//! The choice is [`worker_for`]`(uid, n)`: `jump(mix(uid), n)` where `mix` is the
-//! SplitMix64 finaliser and `jump` is Lamping and Veach's jump consistent hash. It
-//! depends on nothing but the uid and `n`, so the same uid lands on the same worker on
-//! every node and after every restart; and when `n` grows only about 1/n of uids move.
+//! Two rules ([`ShardRule`], chosen in the node config with `rule = "hash"` or
+//! `"modulo"`):
+//! - **hash** (default): [`worker_for`]`(uid, n)` = `jump(mix(uid), n)` where `mix` is
+//!   the SplitMix64 finaliser and `jump` is Lamping and Veach's jump consistent hash. It
+//!   depends on nothing but the uid and `n`, so the same uid lands on the same worker on
+//!   every node and after every restart; and when `n` grows only about 1/n of uids move.
+//! - **modulo**: the team's Lua masters' rule — worker `uid % n` for uid > 0, every
+//!   worker for uid 0 (as pushes; a waiting caller gets the number of workers), a
+//!   random worker for a negative uid. Use it where workers must agree with an
+//!   existing skynet master.
 //!
 //! The master answers two commands itself: `("lua", "shard_workers")` → the worker
 //! addresses, `("lua", "shard_of", uid)` → the worker index for that uid. A worker that
@@ -20,8 +26,7 @@
 //! `ServiceGone` errors, none is left hanging. A panicking handler does not stop a
 //! worker: the runtime catches it and answers the caller with the panic text.
 
-use bee_codec::protopack::GameFrame;
-use bee_codec::rpc::{RpcEnvelope, RpcKind};
+use bee_codec::kkt;
 use bee_codec::seri::{self, Value};
 
 use crate::service::{
@@ -57,43 +62,20 @@ pub fn worker_for(uid: u64, workers: usize) -> usize {
     jump(mix(uid), workers)
 }
 
-/// Extract the uid a message is sharded by (see the module docs).
-pub fn uid_of(values: &[Value]) -> Result<u64, ServiceError> {
-    if values.first().and_then(Value::as_bytes) == Some(b"rpc") {
-        let envelope = match values.get(1) {
-            Some(Value::String(b)) => b,
-            _ => {
-                return Err(ServiceError::msg(
-                    "cannot shard: rpc message has no envelope string",
-                ))
-            }
-        };
-        let env = RpcEnvelope::decode(envelope)
-            .map_err(|e| ServiceError::msg(format!("cannot shard: bad rpc envelope: {e}")))?;
-        if !matches!(env.kind, RpcKind::Call | RpcKind::Send) {
-            return Err(ServiceError::msg(format!(
-                "cannot shard: rpc reply (session {}) sent to a shard master, which makes no rpc calls",
-                env.session
-            )));
-        }
-        let inner = seri::unpack(&env.message)?;
-        // One level only: an envelope inside an envelope is not a message a worker routes.
-        return plain_uid_of(&inner);
-    }
-    plain_uid_of(values)
-}
-
-/// The uid of a `"text"` or `"lua"` message.
-fn plain_uid_of(values: &[Value]) -> Result<u64, ServiceError> {
+/// Extract the uid a message is sharded by (see the module docs), from its first
+/// values: a `"text"` or `"rpc_response"` frame's uid (read from the frame's header
+/// only), or a `"lua"` message's argument after the command.
+pub fn uid_of(values: &[Value]) -> Result<i64, ServiceError> {
     match values.first().and_then(Value::as_bytes) {
-        Some(b"text") => match values.get(1) {
-            Some(Value::String(frame)) => Ok(GameFrame::decode(frame)?.uid),
+        Some(b"text") | Some(b"rpc_response") => match values.get(1) {
+            Some(Value::String(frame)) => kkt::peek_uid(frame)
+                .map_err(|e| ServiceError::msg(format!("cannot shard: bad game frame: {e}"))),
             _ => Err(ServiceError::msg(
                 "text message has no game frame to take a uid from",
             )),
         },
         Some(b"lua") => match values.get(2) {
-            Some(Value::Integer(uid)) => Ok(*uid as u64),
+            Some(Value::Integer(uid)) => Ok(*uid),
             Some(other) => Err(ServiceError::msg(format!(
                 "cannot shard: the argument after the command must be the uid (an integer), got {}",
                 other.type_name()
@@ -103,9 +85,63 @@ fn plain_uid_of(values: &[Value]) -> Result<u64, ServiceError> {
             )),
         },
         _ => Err(ServiceError::msg(
-            "cannot shard: only \"lua\", \"text\" and \"rpc\" messages carry a uid",
+            "cannot shard: only \"lua\", \"text\" and \"rpc_response\" messages carry a uid",
         )),
     }
+}
+
+/// How a master picks the worker for a uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShardRule {
+    /// bee's stable hash ([`worker_for`]): the same uid on the same worker on every
+    /// node and after every restart; only ~1/n of uids move when n grows.
+    #[default]
+    Hash,
+    /// The team's Lua masters' rule: worker `uid % n` for uid > 0 (their 1-based
+    /// `1 + uid % n`), **every** worker for uid 0, a random one for uid < 0.
+    Modulo,
+}
+
+impl ShardRule {
+    /// Parse a config value: `"hash"` or `"modulo"`.
+    pub fn parse(s: &str) -> Result<ShardRule, String> {
+        match s {
+            "hash" => Ok(ShardRule::Hash),
+            "modulo" | "mod" => Ok(ShardRule::Modulo),
+            other => Err(format!("unknown shard rule {other:?} (hash or modulo)")),
+        }
+    }
+}
+
+/// Where a message for `uid` goes among `workers` workers under `rule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// To this one worker.
+    One(usize),
+    /// To every worker (the team's uid 0).
+    All,
+}
+
+/// The pick for `uid` under `rule`.
+pub fn pick(rule: ShardRule, uid: i64, workers: usize) -> Pick {
+    let n = workers.max(1);
+    match rule {
+        ShardRule::Hash => Pick::One(worker_for(uid as u64, n)),
+        ShardRule::Modulo if uid > 0 => Pick::One((uid as u64 % n as u64) as usize),
+        ShardRule::Modulo if uid == 0 => Pick::All,
+        ShardRule::Modulo => Pick::One(random_below(n)),
+    }
+}
+
+/// A random index below `n`, from the standard library's per-process random hasher
+/// keys mixed with a counter (no dependency, good enough to spread load).
+fn random_below(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    (h.finish() % n as u64) as usize
 }
 
 /// Makes worker number `i` (called at start and to restart a worker that stopped).
@@ -116,6 +152,7 @@ pub struct ShardMaster {
     label: String,
     factory: WorkerFactory,
     workers: Vec<Addr>,
+    rule: ShardRule,
 }
 
 impl ShardMaster {
@@ -126,7 +163,14 @@ impl ShardMaster {
             label: label.to_string(),
             factory,
             workers: vec![0; count.max(1)],
+            rule: ShardRule::Hash,
         }
+    }
+
+    /// Pick workers by `rule` instead of the default stable hash.
+    pub fn rule(mut self, rule: ShardRule) -> Self {
+        self.rule = rule;
+        self
     }
 
     /// Spawn the workers and the master on `node`; returns the master's address.
@@ -170,17 +214,33 @@ impl Service for ShardMaster {
                         .get(2)
                         .and_then(Value::as_int)
                         .ok_or_else(|| ServiceError::msg("shard_of needs a uid"))?;
-                    let i = worker_for(uid as u64, self.workers.len());
-                    return Ok(Some(seri::pack(&[Value::Integer(i as i64)])?));
+                    let i = match pick(self.rule, uid, self.workers.len()) {
+                        Pick::One(i) => i as i64,
+                        Pick::All => -1,
+                    };
+                    return Ok(Some(seri::pack(&[Value::Integer(i)])?));
                 }
                 _ => {}
             }
         }
         let uid = uid_of(&values)?;
-        let i = worker_for(uid, self.workers.len());
-        let target = self.worker(ctx, i);
-        ctx.redirect(target, msg).await?;
-        Ok(None)
+        match pick(self.rule, uid, self.workers.len()) {
+            Pick::One(i) => {
+                let target = self.worker(ctx, i);
+                ctx.redirect(target, msg).await?;
+                Ok(None)
+            }
+            Pick::All => {
+                // The team's uid 0: every worker gets the message as a push; a waiting
+                // caller is answered with how many workers it reached.
+                let n = self.workers.len();
+                for i in 0..n {
+                    let target = self.worker(ctx, i);
+                    ctx.send(target, msg.payload.clone()).await?;
+                }
+                Ok(Some(seri::pack(&[Value::Integer(n as i64)])?))
+            }
+        }
     }
 }
 
@@ -303,18 +363,29 @@ mod tests {
             prop_assert!(after == before || after == n, "uid {} moved {} -> {} with n {}", uid, before, after, n);
         }
 
-        #[test]
-        fn uid_of_reads_text_and_lua_uids(uid in 0u64..=bee_codec::protopack::MAX_UID) {
-            let mut frame = bytes::BytesMut::new();
-            GameFrame::encode_into(uid, b"game.Ping", b"", &mut frame).unwrap();
-            let text = [Value::from("text"), Value::String(frame.freeze())];
+                #[test]
+        fn uid_of_reads_text_rpc_and_lua_uids(uid in any::<i64>(), session in 1u64..0x7FFF_FFFF) {
+            let frame = bee_codec::kkt::KktFrame::new(16, uid, "game.Ping", "")
+                .to("activity_master", "activity_master")
+                .from("lobby", "lobby");
+            let text = [Value::from("text"), Value::String(frame.encode().unwrap())];
             prop_assert_eq!(uid_of(&text).unwrap(), uid);
-            let lua = [Value::from("lua"), Value::from("progress"), Value::Integer(uid as i64)];
+            // An rpc request is a "text" frame with sub_type 18 and a session.
+            let mut rpc = frame.session(session);
+            rpc.sub_type = 18;
+            let rpc = [Value::from("text"), Value::String(rpc.encode().unwrap())];
+            prop_assert_eq!(uid_of(&rpc).unwrap(), uid);
+            let lua = [Value::from("lua"), Value::from("progress"), Value::Integer(uid)];
             prop_assert_eq!(uid_of(&lua).unwrap(), uid);
-            // rpc envelopes (call and send) shard by their inner message's uid.
-            for (kind, session, inner) in [(RpcKind::Call, 9, &text[..]), (RpcKind::Send, 0, &lua[..])] {
-                let env = RpcEnvelope::encode(kind, session, b"lobby", b"lobby_native", &seri::pack(inner).unwrap()).unwrap();
-                prop_assert_eq!(uid_of(&[Value::from("rpc"), Value::String(env)]).unwrap(), uid);
+        }
+
+        #[test]
+        fn modulo_rule_is_the_teams(uid in 1i64..i64::MAX, n in 1usize..64) {
+            prop_assert_eq!(pick(ShardRule::Modulo, uid, n), Pick::One((uid % n as i64) as usize));
+            prop_assert_eq!(pick(ShardRule::Modulo, 0, n), Pick::All);
+            match pick(ShardRule::Modulo, -uid, n) {
+                Pick::One(i) => prop_assert!(i < n),
+                Pick::All => prop_assert!(false, "a negative uid goes to one worker"),
             }
         }
     }
@@ -332,14 +403,16 @@ mod tests {
         assert!(e.message().contains("got string"), "{e}");
         let e = uid_of(&[Value::from("json")]).unwrap_err();
         assert!(
-            e.message().contains("only \"lua\", \"text\" and \"rpc\""),
+            e.message()
+                .contains("only \"lua\", \"text\" and \"rpc_response\""),
             "{e}"
         );
-        let e = uid_of(&[Value::from("rpc")]).unwrap_err();
-        assert!(e.message().contains("no envelope"), "{e}");
-        let e = uid_of(&[Value::from("rpc"), Value::from("not an envelope")]).unwrap_err();
-        assert!(e.message().contains("bad rpc envelope"), "{e}");
+        let e = uid_of(&[Value::from("text")]).unwrap_err();
+        assert!(e.message().contains("no game frame"), "{e}");
         let e = uid_of(&[Value::from("text"), Value::from(&b"short"[..])]).unwrap_err();
-        assert!(e.message().contains("too short"), "{e}");
+        assert!(
+            e.message().contains("bad game frame") && e.message().contains("truncated"),
+            "{e}"
+        );
     }
 }

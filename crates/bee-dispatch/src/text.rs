@@ -1,10 +1,13 @@
-//! The `"text"` sub-type: protobuf game frames routed by message name.
+//! The `"text"` sub-type: protobuf game messages in the team's frame, routed by
+//! message name.
 //!
-//! A `"text"` message is `skynet.pack("text", frame)` where `frame` is a game frame
-//! (uid, message name, protobuf body) carried as a string. The frame is decoded once,
-//! the handler registered for its message name gets the body decoded into its prost
-//! type, and the handler's optional reply message is framed for the same uid and packed
-//! as `skynet.pack(reply_frame)` for a waiting caller.
+//! A `"text"` message is `skynet.pack("text", frame)` where `frame` is the game team's
+//! frame (`bee_codec::kkt`: remote and source node/service, sub_type, uid, message
+//! name, roomid, session, protobuf body) carried as a string. The frame is decoded once
+//! (by [`crate::dispatcher::Incoming`]); the handler registered for its message name
+//! gets the body decoded into its prost type, and the handler's optional reply message
+//! becomes the team's Lua-side reply frame: all four names empty, sub_type 17, uid,
+//! roomid and session copied from the request ([`reply_frame`]).
 //!
 //! Handlers come in two kinds, as for `"lua"`: [`TextTable::on`] (synchronous, `&mut`
 //! state) and [`TextTable::on_async`] (a [`Handle`]; may await calls to other nodes).
@@ -13,21 +16,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use bee_codec::protopack::GameFrame;
-use bytes::{Bytes, BytesMut};
+use bee_codec::kkt::{self, KktFrame};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::handle::Handle;
 use crate::service::{Context, ServiceError};
 
-/// A decoded game frame as a handler sees it, besides the typed message.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    /// The player the message is about.
-    pub uid: u64,
-    /// The protobuf full name, e.g. `game.LoginReq`.
-    pub name: String,
-}
+/// The request frame as a handler sees it (names, sub_type, uid, message name,
+/// roomid, session; its body is also handed over decoded).
+pub type Frame = KktFrame;
 
 /// A handler's reply message, already encoded: its protobuf full name and body.
 #[derive(Debug, Clone)]
@@ -73,35 +71,38 @@ impl<S> Default for TextTable<S> {
     }
 }
 
-/// Encode a prost message as a game frame for `uid`.
-pub fn frame_of<M: prost::Message + prost::Name>(uid: u64, msg: &M) -> GameFrame {
-    GameFrame {
+/// A one-way game frame (sub_type 16) for `uid` carrying `msg`, with no names (what a
+/// Lua service sends with `cluster.send(node, addr, "text", frame)`).
+pub fn frame_of<M: prost::Message + prost::Name>(uid: i64, msg: &M) -> KktFrame {
+    KktFrame::new(
+        kkt::SUBTYPE_PROTOBUF,
         uid,
-        name: Bytes::from(M::full_name()),
-        body: Bytes::from(msg.encode_to_vec()),
-    }
+        M::full_name(),
+        msg.encode_to_vec(),
+    )
 }
 
-/// Encode a game frame to its bytes.
-pub fn encode_frame(frame: &GameFrame) -> Result<Bytes, ServiceError> {
-    let mut out = BytesMut::new();
-    GameFrame::encode_into(frame.uid, &frame.name, &frame.body, &mut out)?;
-    Ok(out.freeze())
+/// Encode a frame to its bytes.
+pub fn encode_frame(frame: &KktFrame) -> Result<Bytes, ServiceError> {
+    Ok(frame.encode()?)
 }
 
-/// The reply frame to a request frame: same uid, the reply's name and body.
-pub fn reply_frame(request: &Frame, reply: &TextReply) -> Result<Bytes, ServiceError> {
-    let mut out = BytesMut::new();
-    GameFrame::encode_into(request.uid, reply.name.as_bytes(), &reply.body, &mut out)?;
-    Ok(out.freeze())
+/// The Lua-side reply to a request frame: names empty, sub_type 17, uid, roomid and
+/// session copied, the reply's name and body.
+pub fn reply_frame(request: &KktFrame, reply: &TextReply) -> Result<Bytes, ServiceError> {
+    Ok(kkt::reply_from_lua(request, reply.name.clone(), reply.body.clone()).encode()?)
 }
 
 fn decode_body<M: prost::Message + Default>(
     frame: &Frame,
     body: &Bytes,
 ) -> Result<M, ServiceError> {
-    M::decode(body.as_ref())
-        .map_err(|e| ServiceError::msg(format!("{} body does not decode: {e}", frame.name)))
+    M::decode(body.as_ref()).map_err(|e| {
+        ServiceError::msg(format!(
+            "{} body does not decode: {e}",
+            String::from_utf8_lossy(&frame.name)
+        ))
+    })
 }
 
 impl<S: Send + 'static> TextTable<S> {
@@ -161,35 +162,32 @@ impl<S: Send + 'static> TextTable<S> {
         v
     }
 
-    /// Route one frame (the bytes after the "text" sub-type) to its handler; returns the
-    /// request frame's header (for the reply) and the handler's reply.
+    /// Route one decoded frame to its handler; returns the request frame (for the
+    /// reply) and the handler's reply.
     pub(crate) async fn run(
         &self,
         state: &Arc<Mutex<S>>,
         ctx: &mut Context,
-        frame_bytes: &Bytes,
+        frame: KktFrame,
     ) -> Result<(Frame, Option<TextReply>), ServiceError> {
-        let gf = GameFrame::decode(frame_bytes)
-            .map_err(|e| ServiceError::msg(format!("text message is not a game frame: {e}")))?;
-        let name = gf
+        let name = frame
             .name_str()
-            .map_err(|e| ServiceError::msg(format!("game frame name: {e}")))?
-            .to_string();
-        let handler = self.handlers.get(&name).ok_or_else(|| {
+            .map_err(|e| ServiceError::msg(format!("game frame name: {e}")))?;
+        let handler = self.handlers.get(name).ok_or_else(|| {
             ServiceError::msg(format!(
                 "unknown message name {name:?} for service {} (handles: {})",
                 ctx.label(),
                 self.names().join(", ")
             ))
         })?;
-        let frame = Frame { uid: gf.uid, name };
+        let body = frame.body.clone();
         let reply = match handler {
             TextHandler::Sync(f) => {
                 let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                f(&mut s, ctx, &frame, gf.body)?
+                f(&mut s, ctx, &frame, body)?
             }
             TextHandler::Async(f) => {
-                f(Handle::new(state.clone(), ctx), frame.clone(), gf.body).await?
+                f(Handle::new(state.clone(), ctx), frame.clone(), body).await?
             }
         };
         Ok((frame, reply))

@@ -11,7 +11,7 @@
 //! | `echo` | replies with its arguments | |
 //! | `sink` | counts pushes, answers `count` / `reset` | |
 //! | `slow` | answers a call `(ms, ...)` with its arguments after `ms` milliseconds (for testing timeouts) | |
-//! | `cservice_proxy` | `CServiceProxy`: forwards frames from native services | |
+//! | `cservice_proxy` | `CServiceProxy` (also `.CServiceProxy`): pushes native services' frames to the node/service they name | |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
 //! | `cservice` | a skynet C service module (`NAME.so`) loaded into the node (bee-capi) | `module = "path/NAME.so"` (relative to the node config), `args = "…"` (the init parameter); the node's `[env]` table is what `skynet_getenv` sees |
 //!
@@ -104,9 +104,7 @@ impl Kinds {
             Ok(Some(s.node.spawn(s.label(), Sink::default())))
         });
         k.add("slow", |s| Ok(Some(s.node.spawn(s.label(), Slow))));
-        k.add("cservice_proxy", |s| {
-            Ok(Some(s.node.spawn_named(CSERVICE_PROXY, CServiceProxy)))
-        });
+        k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
         // Keeps the skynet_* functions in the binary for the modules to find.
         bee_capi::link_exports();
         k.add("cservice", start_cservice);

@@ -14,12 +14,15 @@
 //!
 //! The same entries may instead sit in a `return { ... }` table (then separated by `,` or
 //! `;` as Lua requires). Keys starting with `__` are options; `__nowaiting` must be a
-//! boolean, any other option may be a string, number or boolean literal and is kept as the
-//! literal's source text. A key may appear once.
+//! boolean, `__version` a whole number (the config's version, see below), any other option
+//! may be a string, number or boolean literal and is kept as the literal's source text. A
+//! key may appear once. Stock skynet keeps `__` keys as options and ignores the ones it does
+//! not know, so a file with `__version = 7` still loads there.
 //!
 //! # The TOML form
 //!
 //! ```toml
+//! version = 7                  # optional, 0 when absent
 //! nowaiting = false            # optional
 //! [nodes]
 //! lobby = "127.0.0.1:2528"
@@ -27,6 +30,22 @@
 //! [options]                    # optional; keys start with "__", as in the Lua form
 //! __mykey = "value"
 //! ```
+//!
+//! # Version and content hash
+//!
+//! A config carries a [`ClusterConfig::version`]: a whole number that the people editing
+//! the cluster raise with each change (0 when the text has none). The registry refuses a
+//! config older than the one it runs unless forced. Besides, bee computes a
+//! [`ConfigHash`]: SHA-256 over a canonical rendering of the nodes, `nowaiting` and the
+//! options (not the version), so the same cluster written in either form, in any order,
+//! with `'x'` or `"x"`, hashes the same. It is shown as 16 hex digits.
+//!
+//! The rendering: the bytes `bee cluster config v1\n`, then records of one tag byte, the
+//! length of the value as a little-endian `u64`, and the value's bytes: `w` with `1` or `0`
+//! for `nowaiting`; per node, sorted by name, `N` with the name then `U` with the address
+//! or `D` with nothing for a node marked down; per option, sorted by key, `O` with the key
+//! then its value as `s` (the decoded string), `i` (the integer in decimal), `f` (the float
+//! as Rust's `{:?}` prints it) or `b` (`1`/`0`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -34,6 +53,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::error::RegistryError;
 
@@ -46,9 +66,90 @@ pub enum NodeEntry {
     Down,
 }
 
+/// The largest config text bee reads (a file, a pushed text or an etcd value): 4 MiB.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+
+/// Which text form a config is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigForm {
+    /// skynet's `clustername.lua` form.
+    Lua,
+    /// The TOML form.
+    Toml,
+}
+
+impl ConfigForm {
+    /// Guess the form of `text`: TOML when a line is a `[nodes]` or `[options]` header or a
+    /// `#` comment, or when the first entry is `version =` / `nowaiting =` (neither is valid
+    /// in the Lua form); the Lua form otherwise.
+    pub fn detect(text: &str) -> ConfigForm {
+        let mut first_entry: Option<&str> = None;
+        for line in text.lines() {
+            let t = line.trim_start_matches('\u{feff}').trim();
+            if t.is_empty() {
+                continue;
+            }
+            if t.starts_with("--") {
+                return ConfigForm::Lua;
+            }
+            if t.starts_with('#') || t.starts_with("[nodes]") || t.starts_with("[options]") {
+                return ConfigForm::Toml;
+            }
+            first_entry.get_or_insert(t);
+        }
+        let toml_key = |key: &str| {
+            first_entry
+                .and_then(|t| t.strip_prefix(key))
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        if toml_key("version") || toml_key("nowaiting") {
+            ConfigForm::Toml
+        } else {
+            ConfigForm::Lua
+        }
+    }
+}
+
+/// SHA-256 of a config's canonical rendering (see the module docs). Shown as 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConfigHash([u8; 32]);
+
+impl ConfigHash {
+    /// The whole digest.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The first 8 bytes as 16 lowercase hex digits, the form logs, acks and the CLI show.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..8])
+    }
+
+    /// All 32 bytes as 64 hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Display for ConfigHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.short())
+    }
+}
+
+impl std::fmt::Debug for ConfigHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigHash({})", self.short())
+    }
+}
+
 /// A whole cluster config, as loaded from a file or given to a reload.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterConfig {
+    /// The config's version (`__version = 7` in the Lua form, `version = 7` in TOML; 0 when
+    /// absent). Raised by whoever edits the cluster; a node refuses a lower one unless
+    /// forced. At most `i64::MAX` (TOML integers are signed).
+    pub version: u64,
     /// Node name -> where it is. Names never start with `__` (those are options).
     pub nodes: BTreeMap<String, NodeEntry>,
     /// `__nowaiting = true`: a call to a node absent from the config fails at once
@@ -62,10 +163,18 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// Read a config file: `*.toml` is the TOML form, anything else skynet's Lua form.
     pub fn load(path: &Path) -> Result<ClusterConfig, RegistryError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RegistryError::Io {
+        let io = |e: std::io::Error| RegistryError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > MAX_CONFIG_BYTES as u64 {
+            return Err(RegistryError::TooLarge {
+                bytes: size,
+                max: MAX_CONFIG_BYTES,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         let is_toml = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
@@ -86,15 +195,132 @@ impl ClusterConfig {
         parse_toml(text)
     }
 
+    /// Parse `text` in the given form.
+    pub fn parse(text: &str, form: ConfigForm) -> Result<ClusterConfig, RegistryError> {
+        match form {
+            ConfigForm::Lua => Self::parse_lua(text),
+            ConfigForm::Toml => Self::parse_toml(text),
+        }
+    }
+
+    /// Parse a text of either form, as pushed or stored in etcd: refuses texts above
+    /// [`MAX_CONFIG_BYTES`], then parses in the form [`ConfigForm::detect`] names.
+    pub fn parse_any(text: &str) -> Result<ClusterConfig, RegistryError> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(RegistryError::TooLarge {
+                bytes: text.len() as u64,
+                max: MAX_CONFIG_BYTES,
+            });
+        }
+        Self::parse(text, ConfigForm::detect(text))
+    }
+
+    /// Write the config in the given form.
+    pub fn to_string_in(&self, form: ConfigForm) -> String {
+        match form {
+            ConfigForm::Lua => self.to_lua_string(),
+            ConfigForm::Toml => self.to_toml_string(),
+        }
+    }
+
+    /// The content hash: SHA-256 over a canonical rendering of nodes, `nowaiting` and
+    /// options, not the version (see the module docs).
+    pub fn content_hash(&self) -> ConfigHash {
+        fn put(h: &mut Sha256, tag: u8, bytes: &[u8]) {
+            h.update([tag]);
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        let mut h = Sha256::new();
+        h.update(b"bee cluster config v1\n");
+        put(&mut h, b'w', if self.nowaiting { b"1" } else { b"0" });
+        for (name, entry) in &self.nodes {
+            put(&mut h, b'N', name.as_bytes());
+            match entry {
+                NodeEntry::Up(addr) => put(&mut h, b'U', addr.as_bytes()),
+                NodeEntry::Down => put(&mut h, b'D', b""),
+            }
+        }
+        for (key, text) in &self.options {
+            if is_field_option(key) {
+                continue;
+            }
+            put(&mut h, b'O', key.as_bytes());
+            match lua_literal(text) {
+                Some(Literal::Str(s)) => put(&mut h, b's', s.as_bytes()),
+                Some(Literal::Int(i)) => put(&mut h, b'i', i.to_string().as_bytes()),
+                Some(Literal::Float(f)) => put(&mut h, b'f', format!("{f:?}").as_bytes()),
+                Some(Literal::Bool(b)) => put(&mut h, b'b', if b { b"1" } else { b"0" }),
+                // The writers quote a value that is no literal, so it is that string.
+                None => put(&mut h, b's', text.as_bytes()),
+            }
+        }
+        ConfigHash(h.finalize().into())
+    }
+
+    /// Check a config that may have been built in code rather than parsed: node names,
+    /// addresses (`host:port`, port 0..=65535), option keys, the version's range. The
+    /// parsers already refuse all of these with the line; this gives the same words
+    /// without one.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        for (name, entry) in &self.nodes {
+            let bad_name = |reason: String| RegistryError::BadAddress {
+                node: name.clone(),
+                addr: String::new(),
+                line: None,
+                reason,
+            };
+            check_node_name(name).map_err(bad_name)?;
+            if name.starts_with("__") {
+                return Err(bad_name(format!(
+                    "node name `{name}` starts with `__`, which marks an option"
+                )));
+            }
+            if let NodeEntry::Up(addr) = entry {
+                check_address(addr).map_err(|reason| RegistryError::BadAddress {
+                    node: name.clone(),
+                    addr: addr.clone(),
+                    line: None,
+                    reason,
+                })?;
+            }
+        }
+        for key in self.options.keys() {
+            let bad = |reason: &str| RegistryError::BadOption {
+                key: key.clone(),
+                reason: reason.to_string(),
+            };
+            if key == "__nowaiting" {
+                return Err(bad("set `ClusterConfig::nowaiting` instead"));
+            }
+            if key == "__version" {
+                return Err(bad("set `ClusterConfig::version` instead"));
+            }
+            if !key.starts_with("__") || key.len() == 2 {
+                return Err(bad("option keys start with `__` and name something"));
+            }
+        }
+        if self.version > i64::MAX as u64 {
+            return Err(RegistryError::BadOption {
+                key: "__version".to_string(),
+                reason: format!("{} is above {}", self.version, i64::MAX),
+            });
+        }
+        Ok(())
+    }
+
     /// Write the config in skynet's Lua form, options first, then nodes by name. The text
     /// parses back with [`ClusterConfig::parse_lua`] to an equal config.
     pub fn to_lua_string(&self) -> String {
         let mut out = String::from("-- cluster config (skynet clustername form), written by bee\n");
+        if self.version != 0 {
+            let _ = writeln!(out, "__version = {}", self.version);
+        }
         if self.nowaiting {
             out.push_str("__nowaiting = true\n");
         }
         for (key, value) in &self.options {
-            if key == "__nowaiting" {
+            if is_field_option(key) {
                 continue;
             }
             let value = match lua_literal(value) {
@@ -118,8 +344,14 @@ impl ClusterConfig {
     /// strings, decimal numbers, booleans).
     pub fn to_toml_string(&self) -> String {
         let mut out = String::new();
+        if self.version != 0 {
+            let _ = writeln!(out, "version = {}", self.version);
+        }
         if self.nowaiting {
-            out.push_str("nowaiting = true\n\n");
+            out.push_str("nowaiting = true\n");
+        }
+        if !out.is_empty() {
+            out.push('\n');
         }
         out.push_str("[nodes]\n");
         for (name, entry) in &self.nodes {
@@ -132,7 +364,7 @@ impl ClusterConfig {
         let options: Vec<_> = self
             .options
             .iter()
-            .filter(|(k, _)| k.as_str() != "__nowaiting")
+            .filter(|(k, _)| !is_field_option(k))
             .collect();
         if !options.is_empty() {
             out.push_str("\n[options]\n");
@@ -154,6 +386,12 @@ impl ClusterConfig {
     pub fn address(&self, node: &str) -> Option<&NodeEntry> {
         self.nodes.get(node)
     }
+}
+
+/// `__nowaiting` and `__version` have fields of their own; an `options` entry under either
+/// key is not written and not hashed.
+fn is_field_option(key: &str) -> bool {
+    key == "__nowaiting" || key == "__version"
 }
 
 /// Check that `addr` looks like `host:port`: a host name, an IPv4 address or an IPv6
@@ -911,15 +1149,42 @@ impl<'a> LuaParser<'a> {
             ));
         }
         let v = self.next()?;
-        let value_line = v.line;
+        // A value missing at the end of the text belongs to the key's line.
+        let value_line = if v.tok == Tok::Eof { key_line } else { v.line };
         if let Some(first) = seen.get(&key) {
-            return Err(parse_err(
-                key_line,
-                format!("`{key}` is set twice (first on line {first}); keep one"),
-            ));
+            if key.starts_with("__") {
+                return Err(parse_err(
+                    key_line,
+                    format!("`{key}` is set twice (first on line {first}); keep one"),
+                ));
+            }
+            return Err(RegistryError::DuplicateNode {
+                node: key,
+                line: key_line,
+                first_line: Some(*first),
+            });
         }
         seen.insert(key.clone(), key_line);
 
+        if key == "__version" {
+            let version = match &v.tok {
+                Tok::Num(n) => match lua_number(n) {
+                    Some(Literal::Int(i)) if i >= 0 => Some(i as u64),
+                    _ => None,
+                },
+                _ => None,
+            };
+            cfg.version = version.ok_or_else(|| {
+                parse_err(
+                    value_line,
+                    format!(
+                        "`__version` must be a whole number from 0 up, e.g. `__version = 7`, found {}",
+                        v.tok.describe()
+                    ),
+                )
+            })?;
+            return Ok(key);
+        }
         if key.starts_with("__") {
             let text = match &v.tok {
                 Tok::Ident(w) if w == "true" || w == "false" => w.clone(),
@@ -967,8 +1232,12 @@ impl<'a> LuaParser<'a> {
         check_node_name(&key).map_err(|r| parse_err(key_line, r))?;
         let entry = match v.tok {
             Tok::Str { value, .. } => {
-                check_address(&value)
-                    .map_err(|r| parse_err(value_line, format!("node `{key}`: {r}")))?;
+                check_address(&value).map_err(|reason| RegistryError::BadAddress {
+                    node: key.clone(),
+                    addr: value.clone(),
+                    line: Some(value_line),
+                    reason,
+                })?;
                 NodeEntry::Up(value)
             }
             Tok::Ident(w) if w == "false" => NodeEntry::Down,
@@ -1002,6 +1271,8 @@ impl<'a> LuaParser<'a> {
 #[serde(deny_unknown_fields)]
 struct TomlForm {
     #[serde(default)]
+    version: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
     nowaiting: bool,
     #[serde(default)]
     nodes: BTreeMap<String, toml::Spanned<toml::Value>>,
@@ -1017,10 +1288,25 @@ fn line_of(text: &str, offset: usize) -> usize {
         .count()
 }
 
+/// The node name in the TOML reader's "duplicate key" message, unless the key is an option.
+fn duplicate_node_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("duplicate key `")?;
+    let (key, _) = rest.split_once('`')?;
+    (!key.starts_with("__") && key != "version" && key != "nowaiting" && key != "nodes")
+        .then(|| key.to_string())
+}
+
 fn parse_toml(text: &str) -> Result<ClusterConfig, RegistryError> {
     let form: TomlForm = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of(text, s.start));
         let message = e.message().trim();
+        if let Some(node) = duplicate_node_key(message) {
+            return RegistryError::DuplicateNode {
+                node,
+                line,
+                first_line: None,
+            };
+        }
         let reason = if message.is_empty() {
             "this is not valid TOML (check the quotes, the `=` and the [nodes] header)"
         } else {
@@ -1032,6 +1318,20 @@ fn parse_toml(text: &str) -> Result<ClusterConfig, RegistryError> {
         nowaiting: form.nowaiting,
         ..ClusterConfig::default()
     };
+    if let Some(v) = form.version {
+        let line = line_of(text, v.span().start);
+        cfg.version = match v.into_inner() {
+            toml::Value::Integer(i) if i >= 0 => i as u64,
+            other => {
+                return Err(parse_err(
+                    line,
+                    format!(
+                    "`version` must be a whole number from 0 up, e.g. `version = 7`, found {other}"
+                ),
+                ))
+            }
+        };
+    }
     for (name, value) in form.nodes {
         let line = line_of(text, value.span().start);
         check_node_name(&name).map_err(|r| parse_err(line, r))?;
@@ -1045,7 +1345,14 @@ fn parse_toml(text: &str) -> Result<ClusterConfig, RegistryError> {
         }
         let entry = match value.into_inner() {
             toml::Value::String(addr) => {
-                check_address(&addr).map_err(|r| parse_err(line, format!("node `{name}`: {r}")))?;
+                if let Err(reason) = check_address(&addr) {
+                    return Err(RegistryError::BadAddress {
+                        node: name,
+                        addr,
+                        line: Some(line),
+                        reason,
+                    });
+                }
                 NodeEntry::Up(addr)
             }
             toml::Value::Boolean(false) => NodeEntry::Down,
@@ -1075,6 +1382,12 @@ fn parse_toml(text: &str) -> Result<ClusterConfig, RegistryError> {
             return Err(parse_err(
                 line,
                 "write `nowaiting = true` at the top of the file instead of under [options]",
+            ));
+        }
+        if key == "__version" {
+            return Err(parse_err(
+                line,
+                "write `version = N` at the top of the file instead of under [options]",
             ));
         }
         if !key.starts_with("__") || key.len() == 2 {
@@ -1111,18 +1424,26 @@ mod tests {
         NodeEntry::Up(a.to_string())
     }
 
-    fn lua_err(text: &str) -> (usize, String) {
-        match ClusterConfig::parse_lua(text) {
+    /// The line and the words of an error that names a line.
+    fn with_line(text: &str, got: Result<ClusterConfig, RegistryError>) -> (usize, String) {
+        match got {
             Err(RegistryError::Parse { line, reason }) => (line, reason),
-            other => panic!("expected a parse error for {text:?}, got {other:?}"),
+            Err(
+                e @ (RegistryError::BadAddress {
+                    line: Some(line), ..
+                }
+                | RegistryError::DuplicateNode { line, .. }),
+            ) => (line, e.to_string()),
+            other => panic!("expected an error with a line for {text:?}, got {other:?}"),
         }
     }
 
+    fn lua_err(text: &str) -> (usize, String) {
+        with_line(text, ClusterConfig::parse_lua(text))
+    }
+
     fn toml_err(text: &str) -> (usize, String) {
-        match ClusterConfig::parse_toml(text) {
-            Err(RegistryError::Parse { line, reason }) => (line, reason),
-            other => panic!("expected a parse error for {text:?}, got {other:?}"),
-        }
+        with_line(text, ClusterConfig::parse_toml(text))
     }
 
     #[test]
@@ -1478,6 +1799,224 @@ __debug = false
         assert!(reason.contains("nodez"), "{reason}");
         let (line, _) = toml_err("[nodes]\nlobby = \n");
         assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn typed_errors_for_duplicates_and_addresses() {
+        assert_eq!(
+            ClusterConfig::parse_lua("a = \"h:1\"\n\na = \"h:2\""),
+            Err(RegistryError::DuplicateNode {
+                node: "a".into(),
+                line: 3,
+                first_line: Some(1)
+            })
+        );
+        let e = ClusterConfig::parse_lua("a = \"h:1\"\n\na = \"h:2\"").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 3: node `a` is set twice (first on line 1); keep one"
+        );
+        // An option set twice stays a plain parse error (it is no node).
+        let (line, reason) = lua_err("__x = 1\n__x = 2");
+        assert_eq!(line, 2);
+        assert!(reason.contains("`__x` is set twice"), "{reason}");
+
+        let e =
+            ClusterConfig::parse_toml("[nodes]\nlobby = \"h:1\"\nlobby = \"h:2\"\n").unwrap_err();
+        match &e {
+            RegistryError::DuplicateNode { node, line, .. } => {
+                assert_eq!(node, "lobby");
+                assert_eq!(*line, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            e.to_string()
+                .starts_with("line 3: node `lobby` is set twice"),
+            "{e}"
+        );
+
+        let e = ClusterConfig::parse_lua("\nlobby = \"127.0.0.1\"").unwrap_err();
+        assert_eq!(
+            e,
+            RegistryError::BadAddress {
+                node: "lobby".into(),
+                addr: "127.0.0.1".into(),
+                line: Some(2),
+                reason:
+                    "\"127.0.0.1\" has no `:port`; write \"host:port\", e.g. \"127.0.0.1:2528\""
+                        .into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 2: node `lobby`: \"127.0.0.1\" has no `:port`; write \"host:port\", e.g. \"127.0.0.1:2528\""
+        );
+        let e = ClusterConfig::parse_toml("[nodes]\nlobby = \"127.0.0.1:70000\"").unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::BadAddress { line: Some(2), addr, .. } if addr == "127.0.0.1:70000"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("is not a number from 0 to 65535"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn version_in_both_forms() {
+        let cfg = ClusterConfig::parse_lua("__version = 7\nlobby = \"h:1\"\n").unwrap();
+        assert_eq!(cfg.version, 7);
+        assert!(
+            cfg.options.is_empty(),
+            "__version is a field, not an option"
+        );
+        assert_eq!(
+            ClusterConfig::parse_lua("__version = 0x10")
+                .unwrap()
+                .version,
+            16
+        );
+        let text = cfg.to_lua_string();
+        assert!(text.contains("\n__version = 7\n"), "{text}");
+        assert_eq!(ClusterConfig::parse_lua(&text).unwrap(), cfg);
+
+        let t = ClusterConfig::parse_toml("version = 7\n[nodes]\nlobby = \"h:1\"\n").unwrap();
+        assert_eq!(t, cfg);
+        let text = cfg.to_toml_string();
+        assert!(text.starts_with("version = 7\n"), "{text}");
+        assert_eq!(ClusterConfig::parse_toml(&text).unwrap(), cfg);
+        // No version: 0, and none written.
+        let none = ClusterConfig::parse_lua("lobby = \"h:1\"").unwrap();
+        assert_eq!(none.version, 0);
+        assert!(!none.to_lua_string().contains("__version"));
+        assert!(!none.to_toml_string().contains("version"));
+
+        for bad in [
+            "__version = -1",
+            "__version = 1.5",
+            "__version = \"7\"",
+            "__version = true",
+        ] {
+            let (line, reason) = lua_err(bad);
+            assert_eq!(line, 1);
+            assert!(
+                reason.contains("`__version` must be a whole number"),
+                "{bad}: {reason}"
+            );
+        }
+        for bad in ["version = -1", "version = \"7\"", "version = 1.0"] {
+            let (line, reason) = toml_err(bad);
+            assert_eq!(line, 1);
+            assert!(
+                reason.contains("`version` must be a whole number"),
+                "{bad}: {reason}"
+            );
+        }
+        let (line, reason) = toml_err("[options]\n__version = 3\n");
+        assert_eq!(line, 2);
+        assert!(reason.contains("`version = N` at the top"), "{reason}");
+        // A stray `__version` in the options map is neither written nor hashed.
+        let mut stray = cfg.clone();
+        stray.options.insert("__version".into(), "9".into());
+        assert_eq!(stray.content_hash(), cfg.content_hash());
+        assert!(!stray.to_lua_string().contains("= 9"));
+        assert!(stray.validate().is_err());
+    }
+
+    #[test]
+    fn form_detection() {
+        for (text, form) in [
+            ("lobby = \"h:1\"", ConfigForm::Lua),
+            ("-- c\n[\"x\"] = false", ConfigForm::Lua),
+            ("return { a = \"h:1\" }", ConfigForm::Lua),
+            ("", ConfigForm::Lua),
+            ("[nodes]\na = \"h:1\"", ConfigForm::Toml),
+            ("# c\nversion = 3", ConfigForm::Toml),
+            ("version = 3\n", ConfigForm::Toml),
+            ("nowaiting=true\n", ConfigForm::Toml),
+            ("\n  [options]\n__x = 1", ConfigForm::Toml),
+            ("versionx = \"h:1\"", ConfigForm::Lua),
+        ] {
+            assert_eq!(ConfigForm::detect(text), form, "{text:?}");
+        }
+        let mut cfg = ClusterConfig::parse_lua("__version = 4\na = \"h:1\"\nb = false").unwrap();
+        cfg.nowaiting = true;
+        for form in [ConfigForm::Lua, ConfigForm::Toml] {
+            let text = cfg.to_string_in(form);
+            assert_eq!(ConfigForm::detect(&text), form, "{text}");
+            assert_eq!(ClusterConfig::parse_any(&text).unwrap(), cfg);
+        }
+        let huge = " ".repeat(MAX_CONFIG_BYTES + 1);
+        assert!(matches!(
+            ClusterConfig::parse_any(&huge),
+            Err(RegistryError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn validate_catches_what_code_can_build() {
+        let mut cfg = ClusterConfig::default();
+        cfg.nodes.insert("a".into(), up("h:1"));
+        assert_eq!(cfg.validate(), Ok(()));
+        let mut bad = cfg.clone();
+        bad.nodes.insert("b".into(), up("10.0.0.1"));
+        let e = bad.validate().unwrap_err();
+        assert!(matches!(&e, RegistryError::BadAddress { node, line: None, .. } if node == "b"));
+        assert_eq!(
+            e.to_string(),
+            "node `b`: \"10.0.0.1\" has no `:port`; write \"host:port\", e.g. \"127.0.0.1:2528\""
+        );
+        let mut bad = cfg.clone();
+        bad.nodes.insert("__x".into(), NodeEntry::Down);
+        assert!(bad.validate().is_err());
+        let mut bad = cfg.clone();
+        bad.options.insert("x".into(), "1".into());
+        assert!(matches!(
+            bad.validate(),
+            Err(RegistryError::BadOption { .. })
+        ));
+        let mut bad = cfg.clone();
+        bad.version = u64::MAX;
+        assert!(matches!(
+            bad.validate(),
+            Err(RegistryError::BadOption { .. })
+        ));
+    }
+
+    #[test]
+    fn hash_is_canonical() {
+        let a = ClusterConfig::parse_lua(
+            "__version = 1\nb = false\na = '127.0.0.1:1'\n__s = 'x'\n__n = 0x10\n__nowaiting = true",
+        )
+        .unwrap();
+        let b = ClusterConfig::parse_toml(
+            "version = 2\nnowaiting = true\n[options]\n__n = 16\n__s = \"x\"\n[nodes]\na = \"127.0.0.1:1\"\nb = false\n",
+        )
+        .unwrap();
+        assert_eq!(a.content_hash(), b.content_hash());
+        assert_eq!(a.content_hash().short().len(), 16);
+        assert_eq!(a.content_hash().to_hex().len(), 64);
+        assert!(a
+            .content_hash()
+            .to_hex()
+            .starts_with(&a.content_hash().short()));
+        assert_eq!(format!("{}", a.content_hash()), a.content_hash().short());
+        // Int 16 and float 16.0 are different values.
+        let c = ClusterConfig::parse_toml(
+            "nowaiting = true\n[options]\n__n = 16.0\n__s = \"x\"\n[nodes]\na = \"127.0.0.1:1\"\nb = false\n",
+        )
+        .unwrap();
+        assert_ne!(a.content_hash(), c.content_hash());
+        // A fixed value (computed independently from the rendering in the module docs),
+        // so a change of the rendering is noticed: acks compare hashes across bee versions.
+        assert_eq!(
+            ClusterConfig::parse_lua("lobby = \"127.0.0.1:2528\"")
+                .unwrap()
+                .content_hash()
+                .short(),
+            "ae1ba05e15498da0"
+        );
     }
 
     #[test]

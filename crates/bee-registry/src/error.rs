@@ -41,6 +41,79 @@ pub enum RegistryError {
         /// The operating system's words.
         reason: String,
     },
+    /// A node is named twice in one config text (Lua would silently keep the last one).
+    #[error("line {line}: node `{node}` is set twice{}; keep one", first_line_text(.first_line))]
+    DuplicateNode {
+        /// The node named twice.
+        node: String,
+        /// 1-based line of the second entry.
+        line: usize,
+        /// 1-based line of the first entry, when the parser knows it.
+        first_line: Option<usize>,
+    },
+    /// A node's address is not `host:port` (no port, a port above 65535, a bad host).
+    #[error("{}node `{node}`: {reason}", line_prefix(.line))]
+    BadAddress {
+        /// The node whose address is wrong.
+        node: String,
+        /// The address as written.
+        addr: String,
+        /// 1-based line in the config text; `None` for a config built in code.
+        line: Option<usize>,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+    /// An option that a config built in code cannot carry (e.g. `__version` among the
+    /// options instead of in [`crate::ClusterConfig::version`]).
+    #[error("option `{key}`: {reason}")]
+    BadOption {
+        /// The option key.
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The offered config is older than the one running; refused unless forced.
+    #[error(
+        "config version {offered} is older than the running version {running}: \
+         set `__version` (Lua form) or `version` (TOML form) above {running}, or force it"
+    )]
+    VersionBehind {
+        /// The version of the refused config.
+        offered: u64,
+        /// The version this node runs.
+        running: u64,
+    },
+    /// The offered config has the running (non-zero) version but other content: two
+    /// different configs under one version number. Refused unless forced.
+    #[error(
+        "config version {version} has content {offered_hash}, but this node already runs \
+         version {version} with content {running_hash}: bump the version, or force it"
+    )]
+    VersionConflict {
+        /// The version both configs carry.
+        version: u64,
+        /// Short content hash of the refused config.
+        offered_hash: String,
+        /// Short content hash of the running config.
+        running_hash: String,
+    },
+    /// The offered config does not name this node although the running one does.
+    #[error(
+        "the new config drops this node `{node}`; a node does not apply a config without its \
+         own entry (write `{node} = false` to mark it down, or stop the node first)"
+    )]
+    OwnEntryDropped {
+        /// This node's name.
+        node: String,
+    },
+    /// A config text above the size bee reads.
+    #[error("the cluster config is {bytes} bytes, above the limit of {max}")]
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+        /// [`crate::MAX_CONFIG_BYTES`].
+        max: usize,
+    },
     /// A service name that cannot be registered.
     #[error("cannot register name {name:?}: {reason}")]
     BadName {
@@ -49,6 +122,20 @@ pub enum RegistryError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+fn first_line_text(first: &Option<usize>) -> String {
+    match first {
+        Some(l) => format!(" (first on line {l})"),
+        None => String::new(),
+    }
+}
+
+fn line_prefix(line: &Option<usize>) -> String {
+    match line {
+        Some(l) => format!("line {l}: "),
+        None => String::new(),
+    }
 }
 
 fn known_list(known: &[String]) -> String {

@@ -7,9 +7,19 @@
 //!   and written back in either;
 //! - the **names registered on this node** (`register("lpersistence", addr)`), which peers
 //!   reach as `"@lpersistence"` and find with `query`;
-//! - **change notification**: reload/replace return a [`ConfigDiff`], every change is
-//!   broadcast as a [`RegistryEvent`], and two generation counters let callers keep cheap
-//!   caches (`"@name"` lookups are valid while [`Registry::generation`] is unchanged).
+//! - **change notification**: reload/replace/apply return a [`ConfigDiff`], every change is
+//!   broadcast as a [`RegistryEvent`] (including [`RegistryEvent::NodeMoved`] for an address
+//!   change and [`RegistryEvent::PeerRestarted`] for a peer that came back with another
+//!   incarnation), and two generation counters let callers keep cheap caches (`"@name"`
+//!   lookups are valid while [`Registry::generation`] is unchanged);
+//! - **versioned, checked apply**: a config carries a version and a content hash
+//!   ([`ConfigHash`]); [`Registry::apply`] refuses, with a typed [`RegistryError`], a
+//!   malformed config, an older version (unless forced) or one that drops this node, and
+//!   leaves the running config as it was; [`Registry::meta`] says what runs
+//!   ([`ConfigMeta`]: version, hash, when, [`ConfigSource`]);
+//! - **incarnations**: [`Registry::incarnation`] tells this process's start apart from an
+//!   earlier one under the same node name; [`Registry::set_peer_incarnation`] records
+//!   what peers report.
 //!
 //! ```
 //! use bee_registry::{ClusterConfig, Registry};
@@ -33,10 +43,10 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `src/config.rs` | [`ClusterConfig`], [`NodeEntry`]; the Lua-form lexer and parser, the TOML form, writing both back, address checks |
-//! | `src/registry.rs` | [`Registry`] (config + names behind `RwLock`s, generations, broadcast), [`ConfigDiff`], [`RegistryEvent`], [`ServiceAddr`] |
+//! | `src/config.rs` | [`ClusterConfig`], [`NodeEntry`], [`ConfigForm`], [`ConfigHash`]; the Lua-form lexer and parser, the TOML form, writing both back, address checks, validation, the content hash |
+//! | `src/registry.rs` | [`Registry`] (config + meta behind one `RwLock`, names, incarnations, generations, broadcast), [`ConfigDiff`], [`ConfigMeta`], [`ConfigSource`], [`RegistryEvent`], [`ServiceAddr`] |
 //! | `src/error.rs` | [`RegistryError`] |
-//! | `tests/roundtrip.rs` | property tests: random configs round-trip through both text forms |
+//! | `tests/roundtrip.rs` | property tests: random configs round-trip through both text forms; the hash does not depend on form, order or quoting |
 //!
 //! # Differences from skynet
 //!
@@ -45,12 +55,14 @@
 //! - A key set twice in a config file is an error naming both lines (Lua silently keeps
 //!   the last).
 //! - [`Registry::replace`] exists besides the merging [`Registry::reload`], for
-//!   force-updating a whole node.
+//!   force-updating a whole node; [`Registry::apply`] is the checked whole-config path.
+//! - `__version` is read as the config's version, not kept as an option (skynet keeps it as
+//!   an option it never uses).
 
 mod config;
 mod error;
 mod registry;
 
-pub use config::{ClusterConfig, NodeEntry};
+pub use config::{ClusterConfig, ConfigForm, ConfigHash, NodeEntry, MAX_CONFIG_BYTES};
 pub use error::RegistryError;
-pub use registry::{ConfigDiff, Registry, RegistryEvent, ServiceAddr};
+pub use registry::{ConfigDiff, ConfigMeta, ConfigSource, Registry, RegistryEvent, ServiceAddr};

@@ -1,16 +1,18 @@
-//! The live registry of one node: the cluster config it currently uses and the names its
-//! services registered, with reload/replace diffs, generation counters for caches, and a
-//! broadcast of every change.
+//! The live registry of one node: the cluster config it currently uses (with its version,
+//! content hash, when and from where it was applied), the names its services registered,
+//! this node's incarnation and the ones learned from peers, with reload/replace/apply
+//! diffs, generation counters for caches, and a broadcast of every change.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch};
 
-use crate::config::{ClusterConfig, NodeEntry};
+use crate::config::{ClusterConfig, ConfigHash, NodeEntry};
 use crate::error::RegistryError;
 
 /// A service's 32-bit address (skynet prints it as `:0100000a`).
@@ -35,6 +37,8 @@ pub struct ConfigDiff {
     pub brought_up: Vec<(String, String)>,
     /// Option keys (`__nowaiting` included) that were set, changed or removed.
     pub options_changed: Vec<String>,
+    /// The config version went from the first to the second number.
+    pub version_changed: Option<(u64, u64)>,
 }
 
 impl ConfigDiff {
@@ -46,6 +50,7 @@ impl ConfigDiff {
             && self.removed.is_empty()
             && self.brought_up.is_empty()
             && self.options_changed.is_empty()
+            && self.version_changed.is_none()
     }
 
     /// Record how one node goes from `old` to `new`.
@@ -103,6 +108,9 @@ impl fmt::Display for ConfigDiff {
         if !self.options_changed.is_empty() {
             parts.push(format!("options {}", self.options_changed.join(", ")));
         }
+        if let Some((old, new)) = self.version_changed {
+            parts.push(format!("version {old}->{new}"));
+        }
         f.write_str(&parts.join("; "))
     }
 }
@@ -128,10 +136,165 @@ pub enum RegistryEvent {
         /// The address it had.
         addr: ServiceAddr,
     },
+    /// A node's address changed in the config ("X moved old → new"): drop any connection
+    /// or sender cached for `from`. Sent after the [`RegistryEvent::ConfigChanged`] that
+    /// carries the same change, one per moved node.
+    NodeMoved {
+        /// The node.
+        node: String,
+        /// The address it had.
+        from: String,
+        /// The address it has now.
+        to: String,
+    },
+    /// A peer connected with another incarnation than the one learned before: it
+    /// restarted ("X restarted a → b"). Whatever was cached about it (names, sessions)
+    /// belongs to the old process.
+    PeerRestarted {
+        /// The peer node.
+        node: String,
+        /// The incarnation learned before.
+        previous: u64,
+        /// The incarnation it has now.
+        incarnation: u64,
+    },
+}
+
+impl fmt::Display for RegistryEvent {
+    /// One line for logs, e.g. `lobby moved 127.0.0.1:1 -> 127.0.0.1:2`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryEvent::ConfigChanged(diff) => write!(f, "cluster config changed: {diff}"),
+            RegistryEvent::NameRegistered {
+                name,
+                addr,
+                previous: Some(old),
+            } => write!(f, "name {name} moved :{old:08x} -> :{addr:08x}"),
+            RegistryEvent::NameRegistered { name, addr, .. } => {
+                write!(f, "name {name} registered at :{addr:08x}")
+            }
+            RegistryEvent::NameUnregistered { name, addr } => {
+                write!(f, "name {name} unregistered (was :{addr:08x})")
+            }
+            RegistryEvent::NodeMoved { node, from, to } => {
+                write!(f, "{node} moved {from} -> {to}")
+            }
+            RegistryEvent::PeerRestarted {
+                node,
+                previous,
+                incarnation,
+            } => write!(f, "{node} restarted {previous} -> {incarnation}"),
+        }
+    }
+}
+
+/// Where the running config came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Given in code: [`Registry::new`], [`Registry::reload`], [`Registry::replace`].
+    Local,
+    /// Read from this file.
+    File(PathBuf),
+    /// Pushed by another process (`from` names it, e.g. `"bee config push@10.0.0.5"`).
+    Push {
+        /// Who pushed it.
+        from: String,
+    },
+    /// Read from this etcd key.
+    Etcd {
+        /// The key, e.g. `/bee/prod/config`.
+        key: String,
+    },
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::Local => f.write_str("local"),
+            ConfigSource::File(p) => write!(f, "file {}", p.display()),
+            ConfigSource::Push { from } => write!(f, "push from {from}"),
+            ConfigSource::Etcd { key } => write!(f, "etcd key {key}"),
+        }
+    }
+}
+
+/// What a node runs: the version and content hash of its config, when it was applied and
+/// where it came from. Always read together with the config it describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMeta {
+    /// [`ClusterConfig::version`] of the running config.
+    pub version: u64,
+    /// [`ClusterConfig::content_hash`] of the running config.
+    pub hash: ConfigHash,
+    /// When the running config was applied (the registry's creation for the first one).
+    pub applied_at: SystemTime,
+    /// Where it came from.
+    pub source: ConfigSource,
+}
+
+impl fmt::Display for ConfigMeta {
+    /// `version 7 hash 0123456789abcdef from file cluster.lua`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "version {} hash {} from {}",
+            self.version, self.hash, self.source
+        )
+    }
+}
+
+/// The config and its meta, behind one lock so a reader never sees one without the other.
+struct Live {
+    config: ClusterConfig,
+    meta: ConfigMeta,
+}
+
+impl Live {
+    fn new(config: ClusterConfig, source: ConfigSource) -> Live {
+        let meta = ConfigMeta {
+            version: config.version,
+            hash: config.content_hash(),
+            applied_at: SystemTime::now(),
+            source,
+        };
+        Live { config, meta }
+    }
+}
+
+/// Last incarnation handed out in this process, so two registries started within the same
+/// millisecond (tests run many nodes in one process) still differ.
+static LAST_INCARNATION: AtomicU64 = AtomicU64::new(0);
+
+/// A new incarnation: the wall clock in milliseconds since 1970, raised above every one
+/// this process handed out before.
+fn fresh_incarnation() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        .max(1);
+    let mut last = LAST_INCARNATION.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST_INCARNATION.compare_exchange_weak(
+            last,
+            next,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 struct Inner {
-    config: RwLock<ClusterConfig>,
+    live: RwLock<Live>,
+    /// This node's name in the config, when the registry knows it.
+    self_name: RwLock<Option<String>>,
+    /// This process's incarnation.
+    incarnation: u64,
+    /// Peer node -> the incarnation it reported on its last connect.
+    peers: Mutex<HashMap<String, u64>>,
     names: RwLock<HashMap<String, ServiceAddr>>,
     generation: AtomicU64,
     config_generation: AtomicU64,
@@ -159,14 +322,44 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Registry {
-    /// A registry using `config`, with no names registered.
+    /// A registry using `config`, with no names registered. It does not know which node it
+    /// belongs to (see [`Registry::with_self`]); its source is [`ConfigSource::Local`].
     pub fn new(config: ClusterConfig) -> Registry {
+        Self::build(None, config, ConfigSource::Local)
+    }
+
+    /// A registry for node `name` using `config`: [`Registry::apply`] then refuses a config
+    /// that drops this node's own entry.
+    pub fn with_self(name: &str, config: ClusterConfig) -> Registry {
+        Self::build(Some(name.to_string()), config, ConfigSource::Local)
+    }
+
+    /// A registry for node `name` whose config is read from the file at `path` (Lua form,
+    /// or TOML for `*.toml`) and checked; its source is [`ConfigSource::File`].
+    pub fn load_file(name: &str, path: &Path) -> Result<Registry, RegistryError> {
+        let config = ClusterConfig::load(path)?;
+        config.validate()?;
+        Ok(Self::build(
+            Some(name.to_string()),
+            config,
+            ConfigSource::File(path.to_path_buf()),
+        ))
+    }
+
+    fn build(self_name: Option<String>, config: ClusterConfig, source: ConfigSource) -> Registry {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (config_watch, _) = watch::channel(0);
         Registry {
             inner: Arc::new(Inner {
-                config: RwLock::new(config),
+                live: RwLock::new(Live::new(config, source)),
+                self_name: RwLock::new(self_name),
+                incarnation: fresh_incarnation(),
+                peers: Mutex::new(HashMap::new()),
                 names: RwLock::new(HashMap::new()),
                 generation: AtomicU64::new(0),
                 config_generation: AtomicU64::new(0),
@@ -178,12 +371,64 @@ impl Registry {
 
     /// A snapshot of the current cluster config.
     pub fn config(&self) -> ClusterConfig {
-        read(&self.inner.config).clone()
+        read(&self.inner.live).config.clone()
+    }
+
+    /// What the node runs: version, hash, when and from where it was applied.
+    pub fn meta(&self) -> ConfigMeta {
+        read(&self.inner.live).meta.clone()
+    }
+
+    /// The config and its meta, taken together (no apply can fall between the two).
+    pub fn snapshot(&self) -> (ClusterConfig, ConfigMeta) {
+        let live = read(&self.inner.live);
+        (live.config.clone(), live.meta.clone())
+    }
+
+    /// This node's name, when the registry knows it.
+    pub fn self_name(&self) -> Option<String> {
+        read(&self.inner.self_name).clone()
+    }
+
+    /// Tell the registry which node it belongs to (for a registry made with
+    /// [`Registry::new`]).
+    pub fn set_self_name(&self, name: &str) {
+        *write(&self.inner.self_name) = Some(name.to_string());
+    }
+
+    /// This process's incarnation: milliseconds since 1970 when the registry was made,
+    /// raised if needed so every registry of this process has its own. A peer that sees
+    /// another incarnation under the same node name knows the node restarted.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// Record the incarnation peer `node` reported on connect. Returns the one known
+    /// before; when that differs, subscribers get [`RegistryEvent::PeerRestarted`].
+    pub fn set_peer_incarnation(&self, node: &str, incarnation: u64) -> Option<u64> {
+        let mut peers = lock(&self.inner.peers);
+        let previous = peers.insert(node.to_string(), incarnation);
+        if let Some(previous) = previous.filter(|p| *p != incarnation) {
+            tracing::info!("{node} restarted: incarnation {previous} -> {incarnation}");
+            let _ = self.inner.events.send(RegistryEvent::PeerRestarted {
+                node: node.to_string(),
+                previous,
+                incarnation,
+            });
+        }
+        drop(peers);
+        previous
+    }
+
+    /// The incarnation peer `node` reported last, if it has connected.
+    pub fn peer_incarnation(&self, node: &str) -> Option<u64> {
+        lock(&self.inner.peers).get(node).copied()
     }
 
     /// The `"host:port"` of `node`.
     pub fn lookup(&self, node: &str) -> Result<String, RegistryError> {
-        let config = read(&self.inner.config);
+        let live = read(&self.inner.live);
+        let config = &live.config;
         match config.nodes.get(node) {
             Some(NodeEntry::Up(addr)) => Ok(addr.clone()),
             Some(NodeEntry::Down) => Err(RegistryError::NodeDown {
@@ -233,18 +478,85 @@ impl Registry {
     /// Merge `config` into the current one, as skynet's `reload`: its nodes overwrite
     /// (an address, or `false` to mark down), nodes it does not name stay as they were.
     /// Its options overwrite the ones it names (others stay); `nowaiting` takes its value.
+    /// A non-zero version in `config` becomes the running version; no check is made (see
+    /// [`Registry::apply`] for the checked path).
     pub fn reload(&self, config: ClusterConfig) -> ConfigDiff {
-        self.apply(config, false)
+        let mut live = write(&self.inner.live);
+        self.commit(&mut live, config, false, ConfigSource::Local)
     }
 
     /// Replace the whole config: nodes absent from `config` are removed (`diff.removed`),
-    /// options and `nowaiting` become exactly its own.
+    /// options, `nowaiting` and the version become exactly its own. No check is made (see
+    /// [`Registry::apply`] for the checked path).
     pub fn replace(&self, config: ClusterConfig) -> ConfigDiff {
-        self.apply(config, true)
+        let mut live = write(&self.inner.live);
+        self.commit(&mut live, config, true, ConfigSource::Local)
     }
 
-    fn apply(&self, new: ClusterConfig, whole: bool) -> ConfigDiff {
-        let mut current = write(&self.inner.config);
+    /// Check `config` and make it the whole running config, atomically: the one entry
+    /// point for a file reload, a push and etcd. Refused (and the running config left as
+    /// it was) when:
+    ///
+    /// - a node name or address is malformed ([`RegistryError::BadAddress`],
+    ///   [`RegistryError::BadOption`]);
+    /// - its version is below the running one ([`RegistryError::VersionBehind`]), or equal
+    ///   and non-zero with other content ([`RegistryError::VersionConflict`]), unless
+    ///   `force`;
+    /// - the running config names this node and `config` does not
+    ///   ([`RegistryError::OwnEntryDropped`]; `force` does not override this).
+    ///
+    /// Applying the config already running changes nothing and sends no event.
+    pub fn apply(
+        &self,
+        config: ClusterConfig,
+        source: ConfigSource,
+        force: bool,
+    ) -> Result<ConfigDiff, RegistryError> {
+        config.validate()?;
+        let hash = config.content_hash();
+        let self_name = self.self_name();
+        let mut live = write(&self.inner.live);
+        let running = &live.meta;
+        if !force {
+            if config.version < running.version {
+                return Err(RegistryError::VersionBehind {
+                    offered: config.version,
+                    running: running.version,
+                });
+            }
+            if config.version == running.version && config.version != 0 && hash != running.hash {
+                return Err(RegistryError::VersionConflict {
+                    version: config.version,
+                    offered_hash: hash.short(),
+                    running_hash: running.hash.short(),
+                });
+            }
+        }
+        if let Some(me) = self_name {
+            if live.config.nodes.contains_key(&me) && !config.nodes.contains_key(&me) {
+                return Err(RegistryError::OwnEntryDropped { node: me });
+            }
+        }
+        Ok(self.commit(&mut live, config, true, source))
+    }
+
+    /// Read the file at `path` and [`Registry::apply`] it with [`ConfigSource::File`].
+    pub fn apply_file(&self, path: &Path, force: bool) -> Result<ConfigDiff, RegistryError> {
+        let config = ClusterConfig::load(path)?;
+        self.apply(config, ConfigSource::File(path.to_path_buf()), force)
+    }
+
+    /// Compute the diff and, when it is not empty, change the config and its meta, then
+    /// announce it. Runs under the write lock, so readers see the old or the new config,
+    /// never a mix.
+    fn commit(
+        &self,
+        live: &mut Live,
+        new: ClusterConfig,
+        whole: bool,
+        source: ConfigSource,
+    ) -> ConfigDiff {
+        let current = &mut live.config;
         let mut diff = ConfigDiff::default();
         for (name, entry) in &new.nodes {
             diff.node(name, current.nodes.get(name), entry);
@@ -278,6 +590,14 @@ impl Registry {
         options_changed.sort();
         options_changed.dedup();
         diff.options_changed = options_changed;
+        let new_version = if whole || new.version != 0 {
+            new.version
+        } else {
+            current.version
+        };
+        if new_version != current.version {
+            diff.version_changed = Some((current.version, new_version));
+        }
         if diff.is_empty() {
             return diff;
         }
@@ -286,22 +606,36 @@ impl Registry {
             *current = new;
         } else {
             current.nowaiting = new.nowaiting;
+            current.version = new_version;
             current.nodes.extend(new.nodes);
             current.options.extend(new.options);
         }
+        live.meta = ConfigMeta {
+            version: live.config.version,
+            hash: live.config.content_hash(),
+            applied_at: SystemTime::now(),
+            source,
+        };
         let generation = self.inner.config_generation.fetch_add(1, Ordering::AcqRel) + 1;
         tracing::info!(
             generation,
-            "cluster config {}: {diff}",
-            if whole { "replaced" } else { "reloaded" }
+            "cluster config {} ({}): {diff}",
+            if whole { "replaced" } else { "reloaded" },
+            live.meta
         );
         // Announced under the lock, so subscribers see changes in the order they happened.
         let _ = self
             .inner
             .events
             .send(RegistryEvent::ConfigChanged(diff.clone()));
+        for (node, from, to) in &diff.changed {
+            let _ = self.inner.events.send(RegistryEvent::NodeMoved {
+                node: node.clone(),
+                from: from.clone(),
+                to: to.clone(),
+            });
+        }
         self.inner.config_watch.send_replace(generation);
-        drop(current);
         diff
     }
 
@@ -386,7 +720,8 @@ impl Registry {
 
     /// Every node of the config, sorted by name.
     pub fn nodes(&self) -> Vec<(String, NodeEntry)> {
-        read(&self.inner.config)
+        read(&self.inner.live)
+            .config
             .nodes
             .iter()
             .map(|(n, e)| (n.clone(), e.clone()))
@@ -397,7 +732,9 @@ impl Registry {
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("nodes", &read(&self.inner.config).nodes.len())
+            .field("nodes", &read(&self.inner.live).config.nodes.len())
+            .field("self_name", &self.self_name())
+            .field("incarnation", &self.incarnation())
             .field("names", &read(&self.inner.names).len())
             .field("generation", &self.generation())
             .field("config_generation", &self.config_generation())
@@ -681,6 +1018,334 @@ mod tests {
         let e = waiter.await.unwrap().unwrap_err();
         assert_eq!(e, RegistryError::NodeDown { node: s("late") });
         assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<RegistryEvent>) -> Vec<RegistryEvent> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+
+    #[test]
+    fn meta_records_what_runs() {
+        let before = SystemTime::now();
+        let r = Registry::with_self("a", cfg("__version = 3\na = \"h:1\"\nb = \"h:2\""));
+        let m = r.meta();
+        assert_eq!(m.version, 3);
+        assert_eq!(m.hash, r.config().content_hash());
+        assert_eq!(m.source, ConfigSource::Local);
+        assert!(m.applied_at >= before);
+        assert_eq!(r.self_name().as_deref(), Some("a"));
+
+        let next = cfg("__version = 4\na = \"h:1\"\nb = \"h:3\"");
+        let diff = r
+            .apply(next.clone(), ConfigSource::Push { from: s("ops") }, false)
+            .unwrap();
+        assert_eq!(diff.version_changed, Some((3, 4)));
+        assert_eq!(diff.changed, vec![(s("b"), s("h:2"), s("h:3"))]);
+        assert_eq!(diff.to_string(), "changed b h:2->h:3; version 3->4");
+        let (now, m) = r.snapshot();
+        assert_eq!(now, next);
+        assert_eq!(m.version, 4);
+        assert_eq!(m.hash, next.content_hash());
+        assert_eq!(m.source, ConfigSource::Push { from: s("ops") });
+        assert_eq!(
+            m.to_string(),
+            format!("version 4 hash {} from push from ops", next.content_hash())
+        );
+        // The same config again: nothing changes, not even the meta.
+        let again = r
+            .apply(next.clone(), ConfigSource::Etcd { key: s("/k") }, false)
+            .unwrap();
+        assert!(again.is_empty());
+        assert_eq!(r.meta(), m);
+        // Only the version raised: applied, the diff says so, the hash stays.
+        let bumped = ClusterConfig {
+            version: 5,
+            ..next.clone()
+        };
+        let diff = r
+            .apply(bumped, ConfigSource::Etcd { key: s("/k") }, false)
+            .unwrap();
+        assert_eq!(diff.to_string(), "version 4->5");
+        assert_eq!(r.meta().version, 5);
+        assert_eq!(r.meta().hash, next.content_hash());
+        assert_eq!(r.meta().source, ConfigSource::Etcd { key: s("/k") });
+    }
+
+    /// Every refusal: a typed error with clear words, the running config, its meta and
+    /// the generation untouched, no event sent.
+    #[test]
+    fn refused_configs_leave_the_running_one_intact() {
+        let running = cfg("__version = 7\nme = \"127.0.0.1:1\"\npeer = \"127.0.0.1:2\"");
+        let r = Registry::with_self("me", running.clone());
+        let meta = r.meta();
+        let mut rx = r.subscribe();
+        let src = || ConfigSource::Push { from: s("test") };
+
+        let mut bad_addr = running.clone();
+        bad_addr.version = 8;
+        bad_addr
+            .nodes
+            .insert(s("peer"), NodeEntry::Up(s("127.0.0.1")));
+        let lower = cfg("__version = 6\nme = \"127.0.0.1:1\"\npeer = \"127.0.0.1:9\"");
+        let conflict = cfg("__version = 7\nme = \"127.0.0.1:1\"\npeer = \"127.0.0.1:9\"");
+        let dropped = cfg("__version = 8\npeer = \"127.0.0.1:2\"");
+        let cases: Vec<(ClusterConfig, bool, RegistryError, &str)> = vec![
+            (
+                bad_addr,
+                false,
+                RegistryError::BadAddress {
+                    node: s("peer"),
+                    addr: s("127.0.0.1"),
+                    line: None,
+                    reason: s("\"127.0.0.1\" has no `:port`; write \"host:port\", e.g. \"127.0.0.1:2528\""),
+                },
+                "node `peer`: \"127.0.0.1\" has no `:port`",
+            ),
+            (
+                lower.clone(),
+                false,
+                RegistryError::VersionBehind {
+                    offered: 6,
+                    running: 7,
+                },
+                "config version 6 is older than the running version 7",
+            ),
+            (
+                conflict.clone(),
+                false,
+                RegistryError::VersionConflict {
+                    version: 7,
+                    offered_hash: conflict.content_hash().short(),
+                    running_hash: running.content_hash().short(),
+                },
+                "config version 7 has content",
+            ),
+            (
+                dropped.clone(),
+                false,
+                RegistryError::OwnEntryDropped { node: s("me") },
+                "the new config drops this node `me`",
+            ),
+            // force overrides the version, not the own entry.
+            (
+                dropped,
+                true,
+                RegistryError::OwnEntryDropped { node: s("me") },
+                "write `me = false` to mark it down",
+            ),
+        ];
+        for (offered, force, want, words) in cases {
+            let e = r.apply(offered, src(), force).unwrap_err();
+            assert_eq!(e, want);
+            assert!(e.to_string().contains(words), "{e}");
+            assert_eq!(r.config(), running);
+            assert_eq!(r.meta(), meta);
+            assert_eq!(r.config_generation(), 0);
+        }
+        assert!(drain(&mut rx).is_empty());
+
+        // Marking itself down is not dropping itself.
+        let down = cfg("__version = 8\nme = false\npeer = \"127.0.0.1:2\"");
+        assert_eq!(
+            r.apply(down, src(), false).unwrap().marked_down,
+            vec![s("me")]
+        );
+        // Forced: a lower version goes through.
+        let diff = r.apply(lower.clone(), src(), true).unwrap();
+        assert_eq!(diff.version_changed, Some((8, 6)));
+        assert_eq!(r.config(), lower);
+    }
+
+    #[test]
+    fn malformed_text_and_files_leave_the_running_one_intact() {
+        let dir = std::env::temp_dir().join(format!("bee-registry-apply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cluster.lua");
+        std::fs::write(&file, "__version = 1\nme = \"127.0.0.1:1\"\n").unwrap();
+        let r = Registry::load_file("me", &file).unwrap();
+        assert_eq!(r.meta().source, ConfigSource::File(file.clone()));
+        assert_eq!(r.meta().version, 1);
+        let before = r.snapshot();
+
+        std::fs::write(&file, "__version = 2\nme = \"127.0.0.1:1\"\nother = \n").unwrap();
+        let e = r.apply_file(&file, false).unwrap_err();
+        assert!(matches!(e, RegistryError::Parse { line: 3, .. }), "{e:?}");
+        assert!(e.to_string().starts_with("line 3: "), "{e}");
+        std::fs::write(
+            &file,
+            "__version = 2\nme = \"127.0.0.1:1\"\nme = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        let e = r.apply_file(&file, false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 3: node `me` is set twice (first on line 2); keep one"
+        );
+        let e = r.apply_file(&dir.join("missing.lua"), false).unwrap_err();
+        assert!(matches!(e, RegistryError::Io { .. }), "{e:?}");
+        assert_eq!(r.snapshot(), before);
+
+        std::fs::write(
+            &file,
+            "__version = 2\nme = \"127.0.0.1:1\"\nother = false\n",
+        )
+        .unwrap();
+        let diff = r.apply_file(&file, false).unwrap();
+        assert_eq!(diff.to_string(), "down other; version 1->2");
+        // A bad file at start is an error, not a registry.
+        std::fs::write(&file, "me = \"nowhere\"\n").unwrap();
+        assert!(matches!(
+            Registry::load_file("me", &file),
+            Err(RegistryError::BadAddress { line: Some(1), .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reload_and_replace_carry_the_version() {
+        let r = Registry::new(cfg("__version = 2\na = \"h:1\""));
+        // A merge without a version keeps the running one.
+        let diff = r.reload(cfg("b = \"h:2\""));
+        assert_eq!(diff.version_changed, None);
+        assert_eq!(r.meta().version, 2);
+        assert_eq!(r.meta().hash, r.config().content_hash());
+        let diff = r.reload(cfg("__version = 5"));
+        assert_eq!(diff.to_string(), "version 2->5");
+        assert_eq!(r.config().version, 5);
+        let diff = r.replace(cfg("a = \"h:1\""));
+        assert_eq!(diff.version_changed, Some((5, 0)));
+        assert_eq!(diff.removed, vec![s("b")]);
+        assert_eq!(r.meta().version, 0);
+    }
+
+    #[test]
+    fn moved_nodes_are_announced() {
+        let r = Registry::with_self("me", cfg("me = \"h:1\"\nx = \"h:2\"\ny = \"h:3\""));
+        let mut rx = r.subscribe();
+        let diff = r
+            .apply(
+                cfg("__version = 1\nme = \"h:1\"\nx = \"h:20\"\ny = \"h:30\""),
+                ConfigSource::Local,
+                false,
+            )
+            .unwrap();
+        let events = drain(&mut rx);
+        assert_eq!(
+            events,
+            vec![
+                RegistryEvent::ConfigChanged(diff),
+                RegistryEvent::NodeMoved {
+                    node: s("x"),
+                    from: s("h:2"),
+                    to: s("h:20")
+                },
+                RegistryEvent::NodeMoved {
+                    node: s("y"),
+                    from: s("h:3"),
+                    to: s("h:30")
+                },
+            ]
+        );
+        assert_eq!(events[1].to_string(), "x moved h:2 -> h:20");
+        // reload announces moves too.
+        r.reload(cfg("x = \"h:21\""));
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 2);
+        assert!(matches!(&events[1], RegistryEvent::NodeMoved { to, .. } if to == "h:21"));
+    }
+
+    #[test]
+    fn incarnations() {
+        let a = Registry::new(ClusterConfig::default());
+        let b = Registry::new(ClusterConfig::default());
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(a.incarnation() > 0);
+        assert!(b.incarnation() > a.incarnation(), "each registry its own");
+        assert!(a.incarnation() <= now_ms + 1000 && a.incarnation() + 60_000 > now_ms);
+        assert_eq!(a.incarnation(), a.clone().incarnation());
+
+        let mut rx = a.subscribe();
+        assert_eq!(a.peer_incarnation("lobby"), None);
+        assert_eq!(a.set_peer_incarnation("lobby", 100), None);
+        assert_eq!(a.set_peer_incarnation("lobby", 100), Some(100));
+        assert!(
+            drain(&mut rx).is_empty(),
+            "first sight and the same again: no event"
+        );
+        assert_eq!(a.set_peer_incarnation("lobby", 200), Some(100));
+        assert_eq!(a.peer_incarnation("lobby"), Some(200));
+        let events = drain(&mut rx);
+        assert_eq!(
+            events,
+            vec![RegistryEvent::PeerRestarted {
+                node: s("lobby"),
+                previous: 100,
+                incarnation: 200
+            }]
+        );
+        assert_eq!(events[0].to_string(), "lobby restarted 100 -> 200");
+        let r = Registry::new(ClusterConfig::default());
+        assert_eq!(r.self_name(), None);
+        r.set_self_name("late");
+        assert_eq!(r.self_name().as_deref(), Some("late"));
+    }
+
+    /// Readers racing an apply see the old config or the new one, never a mix, and the
+    /// meta always matches the config it is read with.
+    #[test]
+    fn apply_is_atomic_for_readers() {
+        let make = |v: u64, port: u16| {
+            let mut c = ClusterConfig {
+                version: v,
+                ..ClusterConfig::default()
+            };
+            for i in 0..50 {
+                c.nodes.insert(
+                    format!("n{i:02}"),
+                    NodeEntry::Up(format!("127.0.0.1:{port}")),
+                );
+            }
+            c
+        };
+        let r = Registry::new(make(1, 1000));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let r = r.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut seen = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (c, m) = r.snapshot();
+                        let first = c.nodes.values().next().cloned();
+                        assert!(
+                            c.nodes.values().all(|e| Some(e) == first.as_ref()),
+                            "mixed config"
+                        );
+                        assert_eq!(m.version, c.version);
+                        assert_eq!(m.hash, c.content_hash());
+                        seen += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for v in 2..200u64 {
+            r.apply(make(v, 1000 + v as u16), ConfigSource::Local, false)
+                .unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in readers {
+            assert!(h.join().unwrap() > 0);
+        }
+        assert_eq!(r.meta().version, 199);
     }
 
     #[test]

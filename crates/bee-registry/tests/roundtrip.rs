@@ -1,5 +1,6 @@
-//! Property tests: random cluster configs survive both text forms unchanged, and the
-//! parsers never panic on arbitrary text.
+//! Property tests: random cluster configs survive both text forms unchanged, the content
+//! hash does not depend on the form, the order of entries or the quoting, and the parsers
+//! never panic on arbitrary text.
 
 use std::collections::BTreeMap;
 
@@ -64,21 +65,87 @@ fn any_option() -> impl Strategy<Value = String> {
     ]
 }
 
+fn version() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), 1u64..100, 0..=i64::MAX as u64]
+}
+
 fn config(options: BoxedStrategy<String>) -> impl Strategy<Value = ClusterConfig> {
     (
         proptest::collection::btree_map(node_name(), entry(), 0..12),
         any::<bool>(),
         proptest::collection::btree_map(
-            "__[a-z][a-z0-9_]{0,8}".prop_filter("a field of its own", |k| k != "__nowaiting"),
+            "__[a-z][a-z0-9_]{0,8}".prop_filter("a field of its own", |k| {
+                k != "__nowaiting" && k != "__version"
+            }),
             options,
             0..4,
         ),
+        version(),
     )
-        .prop_map(|(nodes, nowaiting, options)| ClusterConfig {
+        .prop_map(|(nodes, nowaiting, options, version)| ClusterConfig {
+            version,
             nodes,
             nowaiting,
             options,
         })
+}
+
+/// A Lua string literal for `s` with every byte as a decimal escape, in single quotes.
+fn odd_quote(s: &str) -> String {
+    let mut out = String::from("'");
+    for b in s.bytes() {
+        out.push_str(&format!("\\{b:03}"));
+    }
+    out.push('\'');
+    out
+}
+
+/// The config's entries in Lua form, one per line, in the given order, strings written
+/// with other quotes and escapes than `to_lua_string` uses.
+fn shuffled_lua(cfg: &ClusterConfig, order: &[usize]) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for (name, entry) in &cfg.nodes {
+        let value = match entry {
+            NodeEntry::Up(a) => odd_quote(a),
+            NodeEntry::Down => "false".to_string(),
+        };
+        lines.push(format!("[{}] = {value}", odd_quote(name)));
+    }
+    for (key, text) in &cfg.options {
+        let value = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(inner) if !inner.contains('\\') => odd_quote(inner),
+            _ => text.clone(),
+        };
+        lines.push(format!("{key} = {value}"));
+    }
+    if cfg.nowaiting {
+        lines.push("__nowaiting = true".to_string());
+    }
+    let mut text = String::new();
+    for i in order {
+        if !lines.is_empty() {
+            text.push_str(&lines[i % lines.len()]);
+            text.push('\n');
+        }
+    }
+    // Every line at least once, in the shuffled order first.
+    let mut seen = vec![false; lines.len()];
+    let mut out = String::new();
+    for line in text.lines() {
+        let idx = lines.iter().position(|l| l == line).unwrap();
+        if !seen[idx] {
+            seen[idx] = true;
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    for (idx, line) in lines.iter().enumerate() {
+        if !seen[idx] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 proptest! {
@@ -104,6 +171,45 @@ proptest! {
         let via_lua = ClusterConfig::parse_lua(&cfg.to_lua_string()).unwrap();
         let via_both = ClusterConfig::parse_toml(&via_lua.to_toml_string()).unwrap();
         prop_assert_eq!(via_both, cfg);
+    }
+
+    #[test]
+    fn hash_is_the_same_in_both_forms(cfg in config(canonical_option().boxed())) {
+        let via_lua = ClusterConfig::parse_lua(&cfg.to_lua_string()).unwrap();
+        let via_toml = ClusterConfig::parse_toml(&cfg.to_toml_string()).unwrap();
+        prop_assert_eq!(via_lua.content_hash(), cfg.content_hash());
+        prop_assert_eq!(via_toml.content_hash(), cfg.content_hash());
+        prop_assert_eq!(via_lua.version, cfg.version);
+        prop_assert_eq!(via_toml.version, cfg.version);
+    }
+
+    #[test]
+    fn hash_ignores_order_quoting_and_version(
+        cfg in config(canonical_option().boxed()),
+        order in proptest::collection::vec(0usize..64, 0..32),
+        other_version in version(),
+    ) {
+        let text = shuffled_lua(&cfg, &order);
+        let back = ClusterConfig::parse_lua(&text);
+        prop_assert!(back.is_ok(), "{:?}\ntext:\n{}", back, text);
+        let back = back.unwrap();
+        prop_assert_eq!(back.content_hash(), cfg.content_hash(), "text:\n{}", text);
+        let bumped = ClusterConfig { version: other_version, ..cfg.clone() };
+        prop_assert_eq!(bumped.content_hash(), cfg.content_hash());
+        prop_assert_eq!(cfg.content_hash().short().len(), 16);
+    }
+
+    #[test]
+    fn hash_changes_with_content(cfg in config(canonical_option().boxed()), port in any::<u16>()) {
+        let mut other = cfg.clone();
+        let moved = format!("127.0.0.1:{port}");
+        let name = "hash_probe".to_string();
+        let before = other.nodes.insert(name, NodeEntry::Up(moved.clone()));
+        prop_assume!(before != Some(NodeEntry::Up(moved)));
+        prop_assert_ne!(other.content_hash(), cfg.content_hash());
+        let mut flipped = cfg.clone();
+        flipped.nowaiting = !cfg.nowaiting;
+        prop_assert_ne!(flipped.content_hash(), cfg.content_hash());
     }
 
     #[test]
@@ -136,6 +242,7 @@ proptest! {
 #[test]
 fn empty_config_writes_parseable_text() {
     let cfg = ClusterConfig {
+        version: 0,
         nodes: BTreeMap::new(),
         nowaiting: false,
         options: BTreeMap::new(),

@@ -8,16 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
-use bee_dispatch::native::{
-    spawn_native, CServiceProxy, NativeEndpoint, NativeHandler, RpcServer, CSERVICE_PROXY,
-};
+use bee_dispatch::native::{spawn_native, CServiceProxy, NativeEndpoint, NativeHandler, RpcServer};
+use bee_dispatch::text::TextReply;
 use bee_dispatch::{Cluster, ClusterSettings, Dispatcher, Node, RuntimeConfig, ServiceError};
 use bee_proto::game::{Ping, Pong};
 use bee_registry::Registry;
 use bee_tests::{BeeProcess, Layout};
 use bytes::Bytes;
-use futures::future::BoxFuture;
 
 /// How long a test call may take before the test calls it hung.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,14 +88,17 @@ pub fn text(frame: Bytes) -> Bytes {
     pack(&[Value::from("text"), Value::String(frame)])
 }
 
-/// Game-frame bytes for `uid` holding `msg`.
+/// Game-frame bytes (sub_type 16, no names) for `uid` holding `msg` (the demo's uids
+/// are positive; the frame carries them as i64).
 pub fn frame<M: prost::Message + prost::Name>(uid: u64, msg: &M) -> Bytes {
-    bee_demo::frame(uid, msg).expect("frame")
+    bee_demo::frame(uid as i64, msg).expect("frame")
 }
 
-/// Decode a game frame expected to hold an `M`.
+/// Decode a game frame expected to hold an `M`; its uid as the demo's u64.
 pub fn unframe<M: prost::Message + prost::Name + Default>(bytes: &Bytes) -> (u64, M) {
-    bee_demo::unframe::<M>(bytes).unwrap_or_else(|e| panic!("not a {} frame: {e}", M::full_name()))
+    let (uid, m) = bee_demo::unframe::<M>(bytes)
+        .unwrap_or_else(|e| panic!("not a {} frame: {e}", M::full_name()));
+    (uid as u64, m)
 }
 
 /// Unpack a reply payload.
@@ -172,11 +174,11 @@ pub fn faulty_service() -> RpcServer<Dispatcher<Faulty>> {
 
 /// Start CServiceProxy on an in-process node; returns its address.
 pub fn start_proxy(node: &Node) -> bee_dispatch::Addr {
-    node.spawn_named(CSERVICE_PROXY, CServiceProxy)
+    CServiceProxy::spawn(node)
 }
 
-/// A native handler for tests: counts frames, answers rpc `("lua", "ping")` with
-/// `"pong", <service>`, panics on rpc `("lua", "panic")`, fails anything else.
+/// A native handler for tests: counts frames, answers `game.Ping` with `game.Pong`
+/// (served_by = its name), panics on a Ping with seq 13, ignores anything else.
 pub struct TestNative {
     /// Its name, put in replies.
     pub name: String,
@@ -185,29 +187,16 @@ pub struct TestNative {
 }
 
 impl NativeHandler for TestNative {
-    fn on_frame(
-        &mut self,
-        _endpoint: &NativeEndpoint,
-        _frame: Bytes,
-    ) -> BoxFuture<'_, Option<Bytes>> {
+    async fn on_frame(&mut self, _endpoint: &NativeEndpoint, frame: KktFrame) -> Option<TextReply> {
         self.frames.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { None })
-    }
-
-    fn on_rpc(
-        &mut self,
-        _endpoint: &NativeEndpoint,
-        inner: Bytes,
-    ) -> BoxFuture<'_, Result<Bytes, String>> {
-        Box::pin(async move {
-            let v = seri::unpack(&inner).map_err(|e| e.to_string())?;
-            match v.get(1).and_then(Value::as_str) {
-                Some("ping") => seri::pack(&[Value::from("pong"), Value::from(self.name.as_str())])
-                    .map_err(|e| e.to_string()),
-                Some("panic") => panic!("native {} panicked on request", self.name),
-                _ => Err(format!("{} answers (\"lua\", \"ping\") only", self.name)),
-            }
-        })
+        let ping = bee_demo::open::<Ping>(&frame).ok()?;
+        if ping.seq == 13 {
+            panic!("native {} panicked on request", self.name);
+        }
+        Some(TextReply::of(&Pong {
+            seq: ping.seq,
+            served_by: self.name.clone(),
+        }))
     }
 }
 

@@ -1,0 +1,314 @@
+//! Handler API vs raw [`Service`] (issue 9): what the typed command table costs.
+//!
+//! The same work two ways, on one node:
+//!
+//! - **raw**: a hand-written [`Service`] that unpacks the skynet.pack payload, checks
+//!   `("lua", "echo", string)` itself (the string must be UTF-8, as a Rust `String`
+//!   argument requires) and packs the reply;
+//! - **api**: a [`Dispatcher`] with one `"lua"` command,
+//!   `.command("echo", |_s, _ctx, (s,): (String,)| Ok(s))`.
+//!
+//! Both get `("lua", "echo", "0123456789abcdef")` and must answer the packed string; every
+//! reply is compared byte for byte. Three pairs are measured: a local call with 1 caller,
+//! with 64 concurrent callers, and a cluster call with 64 in flight (serving node and
+//! client node in this process, over a real loopback connection). Within a pair the
+//! variants are interleaved in short rounds (raw, api, then api, raw, …) so a machine
+//! whose load drifts treats both alike; each variant's rate is its calls over its own
+//! seconds, summed over the rounds.
+
+use std::time::Duration;
+
+use bee_codec::seri::{self, Value};
+use bee_dispatch::handle::pack_lua;
+use bee_dispatch::{
+    Addr, Cluster, ClusterSettings, Context, Dispatcher, HandleResult, Message, Node,
+    RuntimeConfig, Service, ServiceError,
+};
+use bee_registry::{ClusterConfig, Registry};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::load::{drive, Load};
+use crate::BenchError;
+
+/// The string echoed by every call (16 bytes, as B1).
+const TEXT: &str = "0123456789abcdef";
+
+/// The raw variant: `("lua", "echo", s)` → `s`, unpacked and packed by hand.
+pub struct RawEcho;
+
+impl Service for RawEcho {
+    async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
+        let mut values = seri::unpack(&msg.payload)?;
+        let ok = values.len() == 3
+            && values[0].as_bytes() == Some(b"lua")
+            && values[1].as_bytes() == Some(b"echo")
+            && values[2]
+                .as_bytes()
+                .is_some_and(|b| std::str::from_utf8(b).is_ok());
+        if !ok {
+            return Err(ServiceError::msg(
+                "raw echo takes (\"lua\", \"echo\", string)",
+            ));
+        }
+        let s = values.pop().unwrap_or(Value::Nil);
+        Ok(Some(seri::pack(&[s])?))
+    }
+}
+
+/// The handler-API variant: one typed `"lua"` command.
+pub fn api_echo() -> Dispatcher<()> {
+    Dispatcher::new(()).command("echo", |_s, _ctx, (s,): (String,)| Ok(s))
+}
+
+/// How long to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiParams {
+    /// Seconds per variant per pair, summed over the rounds.
+    pub seconds: f64,
+    /// Rounds each pair is split into (each round runs both variants once).
+    pub rounds: usize,
+}
+
+impl ApiParams {
+    /// 5 s per variant per pair, in 10 rounds.
+    pub fn full() -> ApiParams {
+        ApiParams {
+            seconds: 5.0,
+            rounds: 10,
+        }
+    }
+
+    /// A tenth of that.
+    pub fn quick() -> ApiParams {
+        ApiParams {
+            seconds: 0.5,
+            rounds: 10,
+        }
+    }
+}
+
+/// One pair's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiPair {
+    /// What was called: `local, 1 caller`, `local, 64 callers`, `cluster, 64 in flight`.
+    pub what: String,
+    /// Concurrent callers.
+    pub callers: usize,
+    /// Raw service: calls per second.
+    pub raw_calls_per_s: f64,
+    /// Handler API: calls per second.
+    pub api_calls_per_s: f64,
+    /// `api / raw`: 1.0 is "costs nothing"; the issue's bar is ≥ 0.95.
+    pub ratio: f64,
+    /// Raw calls completed.
+    pub raw_calls: u64,
+    /// API calls completed.
+    pub api_calls: u64,
+    /// Seconds each variant ran, in total.
+    pub seconds_each: f64,
+    /// Failed or wrong replies, both variants.
+    pub errors: u64,
+}
+
+/// What the run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiResult {
+    /// Rounds per pair.
+    pub rounds: usize,
+    /// The pairs, in the order run.
+    pub pairs: Vec<ApiPair>,
+    /// Failed or wrong replies over all pairs.
+    pub errors: u64,
+}
+
+/// Where a caller sends: a local address, or a name on a node through the cluster.
+#[derive(Clone)]
+enum Path {
+    Local(Node, Addr),
+    Cluster(Cluster, String, String),
+}
+
+impl Path {
+    async fn call(&self, payload: Bytes) -> Option<Bytes> {
+        match self {
+            Path::Local(node, addr) => node.call(*addr, payload).await.ok(),
+            Path::Cluster(c, node, name) => c.call(node, name.as_str(), payload).await.ok(),
+        }
+    }
+}
+
+async fn load(path: &Path, callers: usize, seconds: f64) -> Result<Load, BenchError> {
+    let payload = pack_lua("echo", (TEXT,)).map_err(|e| BenchError::Call {
+        what: "pack the echo request".into(),
+        reason: e.to_string(),
+    })?;
+    let expected = seri::pack(&[Value::from(TEXT)])?;
+    let path = path.clone();
+    Ok(drive(callers, seconds, move |_, _| {
+        let (path, payload, expected) = (path.clone(), payload.clone(), expected.clone());
+        async move { path.call(payload).await.is_some_and(|r| r == expected) }
+    })
+    .await)
+}
+
+/// Measure one pair, interleaved in rounds; a short warm-up of each first.
+async fn pair(
+    what: &str,
+    raw: &Path,
+    api: &Path,
+    callers: usize,
+    p: &ApiParams,
+) -> Result<ApiPair, BenchError> {
+    let rounds = p.rounds.max(1);
+    let slice = p.seconds / rounds as f64;
+    let warm = slice.min(0.1);
+    let mut errors =
+        load(raw, callers, warm).await?.errors + load(api, callers, warm).await?.errors;
+    let (mut r, mut a) = (Load::default(), Load::default());
+    for round in 0..rounds {
+        // raw first in even rounds, api first in odd ones.
+        for first_raw in [round % 2 == 0, round % 2 != 0] {
+            let (path, acc) = if first_raw {
+                (raw, &mut r)
+            } else {
+                (api, &mut a)
+            };
+            let l = load(path, callers, slice).await?;
+            acc.done += l.done;
+            acc.errors += l.errors;
+            acc.seconds += l.seconds;
+        }
+    }
+    errors += r.errors + a.errors;
+    let (raw_rate, api_rate) = (r.per_second(), a.per_second());
+    let out = ApiPair {
+        what: what.to_string(),
+        callers,
+        raw_calls_per_s: raw_rate,
+        api_calls_per_s: api_rate,
+        ratio: if raw_rate > 0.0 {
+            api_rate / raw_rate
+        } else {
+            0.0
+        },
+        raw_calls: r.done,
+        api_calls: a.done,
+        seconds_each: (r.seconds + a.seconds) / 2.0,
+        errors,
+    };
+    eprintln!(
+        "API vs raw, {what}: raw {:.0} calls/s, api {:.0} calls/s, api/raw {:.3} ({errors} errors)",
+        out.raw_calls_per_s, out.api_calls_per_s, out.ratio
+    );
+    Ok(out)
+}
+
+/// Run the three pairs (see the module doc).
+pub async fn run(p: &ApiParams) -> Result<ApiResult, BenchError> {
+    // The serving node: both variants, registered for the cluster.
+    let server = Node::new("apisrv", RuntimeConfig::default());
+    let config = |text: &str| {
+        ClusterConfig::parse_lua(text).map_err(|e| BenchError::ClusterConfig {
+            path: "(in memory)".into(),
+            reason: e.to_string(),
+        })
+    };
+    let srv_cluster = Cluster::start(
+        &server,
+        Registry::new(config("__nowaiting = true\n")?),
+        ClusterSettings::default(),
+    );
+    let raw = server.spawn_named("raw_echo", RawEcho);
+    let api = server.spawn_named("api_echo", api_echo());
+    let listen = srv_cluster
+        .open("127.0.0.1:0")
+        .await
+        .map_err(|e| BenchError::Call {
+            what: "listen on 127.0.0.1".into(),
+            reason: e.to_string(),
+        })?;
+    // The client node: calls the serving node over loopback.
+    let client = Node::new("apiclient", RuntimeConfig::default());
+    let settings = ClusterSettings {
+        wait_for_node: Some(Duration::ZERO),
+        ..ClusterSettings::default()
+    };
+    let cli_cluster = Cluster::start(
+        &client,
+        Registry::new(config(&format!("apisrv = \"{listen}\"\n"))?),
+        settings,
+    );
+
+    let local = |a| Path::Local(server.clone(), a);
+    let remote = |n: &str| Path::Cluster(cli_cluster.clone(), "apisrv".into(), n.into());
+    let result = async {
+        Ok::<_, BenchError>(vec![
+            pair("local, 1 caller", &local(raw), &local(api), 1, p).await?,
+            pair("local, 64 callers", &local(raw), &local(api), 64, p).await?,
+            pair(
+                "cluster, 64 in flight",
+                &remote("raw_echo"),
+                &remote("api_echo"),
+                64,
+                p,
+            )
+            .await?,
+        ])
+    }
+    .await;
+    client.shutdown();
+    server.shutdown();
+    let pairs = result?;
+    Ok(ApiResult {
+        rounds: p.rounds.max(1),
+        errors: pairs.iter().map(|x| x.errors).sum(),
+        pairs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn both_variants_are_measured_and_every_reply_checked() {
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            run(&ApiParams {
+                seconds: 0.2,
+                rounds: 2,
+            }),
+        )
+        .await
+        .expect("finished in time")
+        .expect("ran");
+        assert_eq!(r.errors, 0, "{r:?}");
+        assert_eq!(r.pairs.len(), 3);
+        for x in &r.pairs {
+            assert!(x.raw_calls > 10 && x.api_calls > 10, "{x:?}");
+            assert!(x.ratio > 0.0 && x.seconds_each >= 0.2, "{x:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn both_variants_answer_alike_and_refuse_alike() {
+        let node = Node::new("apitest", RuntimeConfig::default());
+        let raw = node.spawn("raw", RawEcho);
+        let api = node.spawn("api", api_echo());
+        let good = pack_lua("echo", (TEXT,)).unwrap();
+        let want = seri::pack(&[Value::from(TEXT)]).unwrap();
+        for bad in [
+            pack_lua("echo", (TEXT, 1)).unwrap(),
+            pack_lua("echo", (7,)).unwrap(),
+            pack_lua("echo", (Bytes::from_static(b"\xff\xfe"),)).unwrap(),
+            pack_lua("other", (TEXT,)).unwrap(),
+        ] {
+            assert!(node.call(raw, bad.clone()).await.is_err());
+            assert!(node.call(api, bad).await.is_err());
+        }
+        assert_eq!(node.call(raw, good.clone()).await.unwrap(), want);
+        assert_eq!(node.call(api, good).await.unwrap(), want);
+        node.shutdown();
+    }
+}
