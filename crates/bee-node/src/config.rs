@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// Extra sections for services that need them (e.g. `[mysql]`), kept as TOML.
     #[serde(flatten)]
     pub extra: toml::Table,
+    /// The directory of the config file (paths in service entries are relative to it).
+    #[serde(skip)]
+    pub dir: PathBuf,
 }
 
 fn default_timeout() -> u64 {
@@ -90,10 +93,11 @@ impl NodeConfig {
         if cfg.name.is_empty() {
             anyhow::bail!("node config {}: name is empty", path.display());
         }
+        if let Some(dir) = path.parent() {
+            cfg.dir = dir.to_path_buf();
+        }
         if cfg.cluster.is_relative() {
-            if let Some(dir) = path.parent() {
-                cfg.cluster = dir.join(&cfg.cluster);
-            }
+            cfg.cluster = cfg.dir.join(&cfg.cluster);
         }
         Ok(cfg)
     }

@@ -89,11 +89,11 @@ impl Default for App {
 
 impl App {
     /// The production `bee` program: the built-in kinds ([`Kinds::builtin`]) and the
-    /// `[mysql]` section.
+    /// `[mysql]` and `[env]` (native services' environment) sections.
     pub fn new() -> App {
         App {
             kinds: Kinds::builtin(),
-            sections: vec!["mysql".to_string()],
+            sections: vec!["mysql".to_string(), "env".to_string()],
         }
     }
 

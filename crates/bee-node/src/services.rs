@@ -13,6 +13,7 @@
 //! | `slow` | answers a call `(ms, ...)` with its arguments after `ms` milliseconds (for testing timeouts) | |
 //! | `cservice_proxy` | `CServiceProxy` (also `.CServiceProxy`): pushes native services' frames to the node/service they name | |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
+//! | `cservice` | a skynet C service module (`NAME.so`) loaded into the node (bee-capi) | `module = "path/NAME.so"` (relative to the node config), `args = "…"` (the init parameter); the node's `[env]` table is what `skynet_getenv` sees |
 //!
 //! Each entry may carry `name = "…"`: the service gets that name (cluster-visible
 //! unless it starts with `.`). A kind that names its services itself returns `None`.
@@ -104,6 +105,9 @@ impl Kinds {
         });
         k.add("slow", |s| Ok(Some(s.node.spawn(s.label(), Slow))));
         k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
+        // Keeps the skynet_* functions in the binary for the modules to find.
+        bee_capi::link_exports();
+        k.add("cservice", start_cservice);
         k.add("mysqlpool", |s| {
             let mysql: bee_mysql::MysqlConfig = s
                 .section("mysql")
@@ -153,4 +157,45 @@ impl Kinds {
         }
         Ok(())
     }
+}
+
+/// The `cservice` kind: load `module` (relative to the node config's directory unless
+/// absolute), give the node's C host the `[env]` values, start an instance with `args`.
+fn start_cservice(s: &Spec<'_>) -> Result<Option<Addr>> {
+    if let Some(key) = s
+        .entry
+        .options
+        .keys()
+        .find(|k| !matches!(k.as_str(), "module" | "args"))
+    {
+        anyhow::bail!("cservice: unknown option {key:?} (known: module, args)");
+    }
+    let module = s.option_str("module", "")?;
+    if module.is_empty() {
+        anyhow::bail!("cservice: the entry needs module = \"path/to/NAME.so\"");
+    }
+    let path = std::path::Path::new(module);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        s.config.dir.join(path)
+    };
+    let args = s.option_str("args", "")?;
+    let host = bee_capi::Host::of(s.node)?;
+    if let toml::Value::Table(env) = s.section("env") {
+        for (key, value) in env {
+            let text = match value {
+                toml::Value::String(v) => v,
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    value.to_string()
+                }
+                other => {
+                    anyhow::bail!("[env] {key}: a string, number or boolean expected, got {other}")
+                }
+            };
+            host.set_env(&key, &text)?;
+        }
+    }
+    let started = bee_capi::start(s.node, &path, args)?;
+    Ok(Some(started.addr))
 }

@@ -1,0 +1,599 @@
+//! Module loading and the service behind each module instance: `struct skynet_context`
+//! as bee defines it, the bee [`Service`] that runs the C callback one message at a
+//! time, the session → reply-slot bridge, and release when the service stops.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bee_codec::seri::{self, Value};
+use bee_dispatch::service::ptype;
+use bee_dispatch::{Addr, Context, HandleResult, Message, Node, Responder, Service};
+use bytes::Bytes;
+use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+use tokio::sync::oneshot;
+
+use crate::{lock, CapiError, Host};
+
+/// `NAME_create`.
+type CreateFn = unsafe extern "C" fn() -> *mut c_void;
+/// `NAME_init`.
+type InitFn = unsafe extern "C" fn(*mut c_void, *mut SkynetContext, *const c_char) -> c_int;
+/// `NAME_release`.
+type ReleaseFn = unsafe extern "C" fn(*mut c_void);
+/// `NAME_signal`.
+type SignalFn = unsafe extern "C" fn(*mut c_void, c_int);
+/// The callback a module installs with `skynet_callback`.
+pub(crate) type CallbackFn = unsafe extern "C" fn(
+    *mut SkynetContext,
+    *mut c_void,
+    c_int,
+    c_int,
+    u32,
+    *const c_void,
+    usize,
+) -> c_int;
+
+/// Rust calls waiting on a C service at once, at most. Beyond that a new call is refused
+/// with an error (a module that never answers must not grow memory without bound).
+const MAX_PENDING_CALLS: usize = 65_536;
+
+/// A loaded shared object and its module functions. Modules are never unloaded (as in
+/// skynet): a module's code may still be referenced (its protobuf descriptors, its
+/// threads), so the library stays open for the life of the process.
+pub(crate) struct Module {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    create: Option<CreateFn>,
+    init: InitFn,
+    release: Option<ReleaseFn>,
+    #[allow(dead_code)]
+    // kept for SIGNAL support; the symbol is looked up to say whether it exists
+    signal: Option<SignalFn>,
+    _lib: Library,
+}
+
+static MODULES: Mutex<Vec<Arc<Module>>> = Mutex::new(Vec::new());
+
+/// The module name of a file: `shop.so` → `shop`, `libfoo.so` → `foo`.
+fn module_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let stem = file.split('.').next()?;
+    let stem = stem
+        .strip_prefix("lib")
+        .filter(|s| !s.is_empty())
+        .unwrap_or(stem);
+    (!stem.is_empty()).then(|| stem.to_string())
+}
+
+impl Module {
+    /// Open `path` with `RTLD_NOW | RTLD_GLOBAL` (once per process) and find its
+    /// functions.
+    fn open(path: &Path) -> Result<Arc<Module>, CapiError> {
+        let path = path.canonicalize().map_err(|e| CapiError::Load {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if let Some(m) = lock(&MODULES).iter().find(|m| m.path == path) {
+            return Ok(m.clone());
+        }
+        let name = module_name(&path).ok_or_else(|| CapiError::BadName { path: path.clone() })?;
+        // SAFETY: loading a shared object runs its initialisers; the module is code the
+        // node's operator configured to run in this process, which is the whole point.
+        // RTLD_GLOBAL as skynet: modules share symbols (a logger, protobuf descriptors).
+        let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| {
+            CapiError::Load {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let sym = |suffix: &str| format!("{name}_{suffix}\0").into_bytes();
+        // SAFETY: the symbols are looked up by the module contract's names, whose C
+        // signatures are the fn types asked for; the fn pointers are copied out and stay
+        // valid because the library is never closed (it lives in `MODULES`).
+        let (create, init, release, signal) = unsafe {
+            (
+                lib.get::<CreateFn>(&sym("create")).ok().map(|s| *s),
+                lib.get::<InitFn>(&sym("init")).ok().map(|s| *s),
+                lib.get::<ReleaseFn>(&sym("release")).ok().map(|s| *s),
+                lib.get::<SignalFn>(&sym("signal")).ok().map(|s| *s),
+            )
+        };
+        let init = init.ok_or_else(|| CapiError::MissingInit {
+            path: path.clone(),
+            symbol: format!("{name}_init"),
+        })?;
+        let module = Arc::new(Module {
+            name,
+            path,
+            create,
+            init,
+            release,
+            signal,
+            _lib: lib,
+        });
+        let mut modules = lock(&MODULES);
+        // Another thread may have opened it meanwhile: keep the first (dlopen counted
+        // both; the extra reference is harmless since nothing is ever closed).
+        if let Some(m) = modules.iter().find(|m| m.path == module.path) {
+            return Ok(m.clone());
+        }
+        modules.push(module.clone());
+        tracing::info!(module = %module.name, path = %module.path.display(), "C service module loaded");
+        Ok(module)
+    }
+}
+
+/// A Rust caller waiting for a C service's answer to `session`.
+struct Pending {
+    caller: Addr,
+    responder: Responder,
+    /// The request came as `("text", bytes)`: pack the answer as one string value.
+    pack: bool,
+}
+
+/// `struct skynet_context` as bee defines it: one module instance. C holds pointers to
+/// it; it lives (in an `Arc`) as long as its service, and until every C call that
+/// started while the service lived has returned.
+pub struct SkynetContext {
+    pub(crate) host: Arc<Host>,
+    pub(crate) module: Arc<Module>,
+    pub(crate) handle: AtomicU32,
+    instance: AtomicPtr<c_void>,
+    callback: Mutex<Option<(CallbackFn, usize)>>,
+    session: AtomicI32,
+    command_result: Mutex<Option<CString>>,
+    pending: Mutex<HashMap<i32, Pending>>,
+    retire_self: AtomicBool,
+    released: AtomicBool,
+}
+
+thread_local! {
+    /// The service whose init, callback or release runs on this thread.
+    static CURRENT: RefCell<Option<Arc<SkynetContext>>> = const { RefCell::new(None) };
+}
+
+/// Marks a service as running on this thread until dropped (then the previous one again).
+pub struct CurrentGuard(Option<Arc<SkynetContext>>);
+
+impl CurrentGuard {
+    pub(crate) fn enter(ctx: &Arc<SkynetContext>) -> CurrentGuard {
+        CurrentGuard(CURRENT.with(|c| c.replace(Some(ctx.clone()))))
+    }
+}
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// The service running on this thread, if any.
+pub(crate) fn current() -> Option<Arc<SkynetContext>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// A message payload owned by a `malloc`ed block (a `PTYPE_TAG_DONTCOPY` send): freed
+/// with `free` when the last `Bytes` referring to it is dropped.
+pub(crate) struct MallocBlock {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the block is plain bytes owned exclusively by this value (the C sender gave up
+// ownership with DONTCOPY); reading it from any thread and freeing it once is sound.
+unsafe impl Send for MallocBlock {}
+// SAFETY: as above; the bytes are never written through this value.
+unsafe impl Sync for MallocBlock {}
+
+impl MallocBlock {
+    /// Take ownership of `len` bytes at `ptr`, allocated with `malloc`.
+    ///
+    /// # Safety
+    /// `ptr` must come from `malloc` (or be null), hold `len` readable bytes, and not be
+    /// used or freed by anyone else afterwards.
+    pub(crate) unsafe fn from_raw(ptr: *mut c_void, len: usize) -> MallocBlock {
+        MallocBlock {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+}
+
+impl AsRef<[u8]> for MallocBlock {
+    fn as_ref(&self) -> &[u8] {
+        if self.ptr.is_null() || self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `from_raw`'s contract: `len` readable bytes at `ptr`, owned by us.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for MallocBlock {
+    fn drop(&mut self) {
+        // SAFETY: the block came from malloc (or is null, which free accepts) and is freed once.
+        unsafe { libc::free(self.ptr.cast()) }
+    }
+}
+
+impl SkynetContext {
+    fn new(host: Arc<Host>, module: Arc<Module>) -> SkynetContext {
+        SkynetContext {
+            host,
+            module,
+            handle: AtomicU32::new(0),
+            instance: AtomicPtr::new(std::ptr::null_mut()),
+            callback: Mutex::new(None),
+            session: AtomicI32::new(0),
+            command_result: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            retire_self: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// The pointer C sees (`struct skynet_context *`), valid while the service lives.
+    pub fn as_ptr(self: &Arc<Self>) -> *mut SkynetContext {
+        Arc::as_ptr(self).cast_mut()
+    }
+
+    /// Make this service the current one on this thread until the guard drops: C API
+    /// calls without a context argument (`skynet_timeout`, `skynet_getenv`,
+    /// `skynet_context_new`, …) made from Rust code then act on this service's node
+    /// (inside callbacks this is automatic).
+    pub fn enter(self: &Arc<Self>) -> CurrentGuard {
+        CurrentGuard::enter(self)
+    }
+
+    /// This service's handle (its bee address).
+    pub fn handle(&self) -> Addr {
+        self.handle.load(Ordering::Acquire)
+    }
+
+    /// The module's name.
+    pub fn module_name(&self) -> &str {
+        &self.module.name
+    }
+
+    pub(crate) fn node(&self) -> Option<Node> {
+        self.host.node()
+    }
+
+    /// The next session: 1, 2, … 2^31−1, then 1 again.
+    pub(crate) fn new_session(&self) -> i32 {
+        let mut cur = self.session.load(Ordering::Relaxed);
+        loop {
+            let next = if (0..i32::MAX).contains(&cur) {
+                cur + 1
+            } else {
+                1
+            };
+            match self.session.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    pub(crate) fn set_callback(&self, cb: Option<CallbackFn>, ud: *mut c_void) {
+        *lock(&self.callback) = cb.map(|f| (f, ud as usize));
+    }
+
+    /// Keep `text` as the answer of the last `skynet_command` and return its pointer
+    /// (valid until the next command of this context, as in skynet).
+    pub(crate) fn command_result(&self, text: String) -> *const c_char {
+        let Ok(c) = CString::new(text) else {
+            return std::ptr::null();
+        };
+        let mut slot = lock(&self.command_result);
+        *slot = Some(c);
+        // The CString now lives in the slot until the next command replaces it.
+        slot.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
+    }
+
+    pub(crate) fn mark_retire_self(&self) {
+        self.retire_self.store(true, Ordering::Release);
+    }
+
+    /// A response from this C service: if it answers a waiting Rust caller, complete
+    /// that call and return true.
+    pub(crate) fn answer_pending(
+        &self,
+        dest: Addr,
+        session: i32,
+        is_error: bool,
+        payload: Bytes,
+    ) -> bool {
+        let mut pending = lock(&self.pending);
+        match pending.get(&session) {
+            Some(p) if p.caller == dest => {}
+            _ => return false,
+        }
+        let Some(p) = pending.remove(&session) else {
+            return false;
+        };
+        drop(pending);
+        if is_error {
+            let text = if payload.is_empty() {
+                format!("C service {} answered with an error", self.module.name)
+            } else {
+                String::from_utf8_lossy(&payload).into_owned()
+            };
+            p.responder.err(text);
+        } else if p.pack {
+            match seri::pack(&[Value::String(payload)]) {
+                Ok(b) => p.responder.ok(b),
+                Err(e) => p
+                    .responder
+                    .err(format!("cannot pack the C service's answer: {e}")),
+            }
+        } else {
+            p.responder.ok(payload);
+        }
+        true
+    }
+
+    /// Run the C callback for one message (the service's handler).
+    fn deliver(self: &Arc<Self>, cx: &mut Context, msg: Message) {
+        let (ty, payload, pack) = translate(msg.ptype, msg.payload);
+        let session = match cx.take_reply() {
+            Some(responder) => {
+                let mut pending = lock(&self.pending);
+                if pending.len() >= MAX_PENDING_CALLS {
+                    drop(pending);
+                    responder.err(format!(
+                        "C service {} has {MAX_PENDING_CALLS} calls unanswered; call refused",
+                        self.module.name
+                    ));
+                    return;
+                }
+                let s = self.new_session();
+                pending.insert(
+                    s,
+                    Pending {
+                        caller: msg.source,
+                        responder,
+                        pack,
+                    },
+                );
+                s
+            }
+            None => msg.session,
+        };
+        let cb = *lock(&self.callback);
+        let Some((cb, ud)) = cb else {
+            tracing::warn!(service = %crate::fmt_handle(self.handle()), module = %self.module.name, "message dropped: the module installed no callback");
+            if let Some(p) = lock(&self.pending).remove(&session) {
+                p.responder
+                    .err(format!("C service {} has no callback", self.module.name));
+            }
+            return;
+        };
+        // The callback may keep the message (non-zero return) and free it later with
+        // skynet_free: hand it a malloc'ed copy.
+        let (data, len) = if payload.is_empty() {
+            (std::ptr::null_mut(), 0)
+        } else {
+            // SAFETY: plain malloc of a non-zero size; null is checked below.
+            let p = unsafe { libc::malloc(payload.len()) };
+            if p.is_null() {
+                tracing::error!(service = %crate::fmt_handle(self.handle()), bytes = payload.len(), "out of memory: message dropped");
+                return;
+            }
+            // SAFETY: `p` has payload.len() writable bytes; the regions cannot overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(payload.as_ptr(), p.cast::<u8>(), payload.len())
+            };
+            (p, payload.len())
+        };
+        let keep = {
+            let _current = CurrentGuard::enter(self);
+            // SAFETY: `cb` and `ud` were installed by this module with skynet_callback;
+            // the context pointer is valid (we hold an Arc); `data` is `len` bytes from
+            // malloc (or null with 0). One callback at a time: this runs inside the
+            // service's handler, which the runtime never runs concurrently with itself.
+            unsafe {
+                cb(
+                    self.as_ptr(),
+                    ud as *mut c_void,
+                    c_int::from(ty),
+                    session,
+                    msg.source,
+                    data.cast_const(),
+                    len,
+                )
+            }
+        };
+        if keep == 0 {
+            // SAFETY: `data` is ours again (the callback returned 0); freed once.
+            unsafe { libc::free(data) };
+        }
+    }
+
+    /// `NAME_release`, once.
+    fn release(self: &Arc<Self>) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *lock(&self.callback) = None;
+        let gone: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
+        for p in gone {
+            p.responder.err(format!(
+                "C service {} stopped before answering",
+                self.module.name
+            ));
+        }
+        if let Some(release) = self.module.release {
+            let _current = CurrentGuard::enter(self);
+            // SAFETY: the instance came from this module's create (or is the sentinel
+            // skynet passes when there is none); release runs once, after the last
+            // callback returned (the service task has ended).
+            unsafe { release(self.instance.load(Ordering::Acquire)) };
+        }
+        tracing::info!(service = %crate::fmt_handle(self.handle()), module = %self.module.name, "C service released");
+    }
+}
+
+/// What the C callback sees of a bee message: `("text", bytes)` → TEXT bytes,
+/// `("rpc_response", bytes)` → RESPONSE bytes, anything else as it came.
+fn translate(ty: u8, payload: Bytes) -> (u8, Bytes, bool) {
+    if ty == ptype::LUA {
+        if let Ok(values) = seri::unpack(&payload) {
+            if let [Value::String(kind), Value::String(body)] = values.as_slice() {
+                match kind.as_ref() {
+                    b"text" => return (ptype::TEXT, body.clone(), true),
+                    b"rpc_response" => return (ptype::RESPONSE, body.clone(), true),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (ty, payload, false)
+}
+
+/// The bee service of one module instance.
+struct CService {
+    ctx: Arc<SkynetContext>,
+    /// Fires when NAME_init succeeded; messages wait for it.
+    ready: Option<oneshot::Receiver<()>>,
+}
+
+impl Service for CService {
+    async fn handle(&mut self, cx: &mut Context, msg: Message) -> HandleResult {
+        if let Some(ready) = self.ready.take() {
+            if ready.await.is_err() {
+                cx.exit();
+                return Err(bee_dispatch::ServiceError::msg(format!(
+                    "C service {} did not start",
+                    self.ctx.module.name
+                )));
+            }
+        }
+        self.ctx.deliver(cx, msg);
+        if self.ctx.retire_self.load(Ordering::Acquire) {
+            cx.exit();
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for CService {
+    fn drop(&mut self) {
+        self.ctx.release();
+    }
+}
+
+/// A started module instance.
+#[derive(Clone)]
+pub struct Started {
+    /// Its address on the node (its skynet handle).
+    pub addr: Addr,
+    /// Its context.
+    pub ctx: Arc<SkynetContext>,
+}
+
+/// Load the module at `path` (once per process) and start an instance on `node` with
+/// the init parameter `args`: `NAME_create`, then `NAME_init(inst, ctx, args)`. A
+/// non-zero init is [`CapiError::InitFailed`] (the instance is released). The directory
+/// of `path` is added to the node's module path for `skynet_context_new`.
+pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError> {
+    let host = Host::of(node)?;
+    let module = Module::open(path)?;
+    if let Some(dir) = module.path.parent() {
+        host.add_module_dir(dir);
+    }
+    let parm = CString::new(args).map_err(|_| CapiError::Nul {
+        what: "the init parameter",
+    })?;
+    let ctx = Arc::new(SkynetContext::new(host.clone(), module.clone()));
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let _rt = host.runtime.enter();
+    let addr = node.spawn_boxed(
+        &module.name,
+        Box::new(CService {
+            ctx: ctx.clone(),
+            ready: Some(ready_rx),
+        }),
+    );
+    ctx.handle.store(addr, Ordering::Release);
+    let code = {
+        let _current = CurrentGuard::enter(&ctx);
+        let inst = match module.create {
+            // SAFETY: NAME_create takes nothing and returns the instance pointer.
+            Some(create) => unsafe { create() },
+            // skynet's convention for a module without create: an all-ones pointer.
+            None => usize::MAX as *mut c_void,
+        };
+        ctx.instance.store(inst, Ordering::Release);
+        // SAFETY: the module contract's init signature; `ctx` stays alive (the service
+        // holds it) and `parm` outlives the call.
+        unsafe { (module.init)(inst, ctx.as_ptr(), parm.as_ptr()) }
+    };
+    if code != 0 {
+        // The service task ends (its mailbox closes) and releases the instance.
+        drop(ready_tx);
+        node.kill(addr);
+        return Err(CapiError::InitFailed {
+            path: module.path.clone(),
+            name: module.name.clone(),
+            args: args.to_string(),
+            code,
+        });
+    }
+    let _ = ready_tx.send(());
+    if ctx.retire_self.load(Ordering::Acquire) {
+        node.kill(addr);
+    }
+    tracing::info!(node = %node.name(), service = %crate::fmt_handle(addr), module = %module.name, args, "C service started");
+    Ok(Started { addr, ctx })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_come_from_file_names() {
+        assert_eq!(
+            module_name(Path::new("/a/shop.so")).as_deref(),
+            Some("shop")
+        );
+        assert_eq!(module_name(Path::new("libfoo.so")).as_deref(), Some("foo"));
+        assert_eq!(
+            module_name(Path::new("hello.so.1")).as_deref(),
+            Some("hello")
+        );
+        assert_eq!(module_name(Path::new("lib.so")).as_deref(), Some("lib"));
+        assert_eq!(module_name(Path::new(".so")), None);
+    }
+
+    #[test]
+    fn text_and_rpc_response_pushes_become_c_types() {
+        let text = seri::pack(&[Value::from("text"), Value::from("frame")]).unwrap();
+        assert_eq!(
+            translate(ptype::LUA, text),
+            (ptype::TEXT, Bytes::from("frame"), true)
+        );
+        let resp = seri::pack(&[Value::from("rpc_response"), Value::from("f")]).unwrap();
+        assert_eq!(translate(ptype::LUA, resp).0, ptype::RESPONSE);
+        let other = seri::pack(&[Value::from("lua"), Value::from("x")]).unwrap();
+        assert_eq!(
+            translate(ptype::LUA, other.clone()),
+            (ptype::LUA, other, false)
+        );
+        assert_eq!(
+            translate(ptype::TEXT, Bytes::from("raw")),
+            (ptype::TEXT, Bytes::from("raw"), false)
+        );
+    }
+}
