@@ -1,5 +1,6 @@
-//! Compiles `proto/*.proto` with protox (a pure-Rust protobuf compiler, so no `protoc`
-//! binary is needed on the machine) and generates Rust types with prost-build.
+//! Compiles `proto/*.proto` and the demo C++ mail service's `cservices/proto/mail.proto`
+//! with protox (a pure-Rust protobuf compiler, so no `protoc` binary is needed on the
+//! machine) and generates Rust types with prost-build.
 
 use std::path::PathBuf;
 
@@ -14,7 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     files.sort();
-    let fds = protox::compile(&files, [&root])?;
+    let cservices = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../cservices/proto");
+    let mail = cservices.join("mail.proto");
+    println!("cargo:rerun-if-changed={}", mail.display());
+    files.push(mail);
+    let fds = protox::compile(&files, [&root, &cservices])?;
     // Type names give every message `prost::Name` (its full name, e.g. `game.LoginReq`),
     // which is the message name carried in game frames.
     prost_build::Config::new()

@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the demo cluster, start to finish.
 //!
-//! 1. Make sure MariaDB is up (see `setup`), build the `bee` binary.
+//! 1. Make sure MariaDB and the C/C++ packages are there (see `setup`), build the
+//!    `bee-demo` binary and the C++ modules (`cservices/`: shop.so, mail.so).
 //! 2. Write a cluster config (`target/demo/cluster.lua`, free loopback ports) and one node
 //!    config per node: `lobby`, `lpersistence_3`, `activity_master`, `shop_master`.
 //! 3. Start the four nodes as separate `bee run` processes (logs in `target/demo/*.log`).
@@ -56,9 +57,19 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
             "activity",
             vec![Value::from(20i64)],
         ),
+                (
+            "Lua → C++: rpc game.ShopBuy → shop_master → C++ shop.so, which rpc-calls C++ mail.so on another node",
+            "cpp_shop",
+            vec![],
+        ),
         (
-            "lobby → shop_master: protobuf frame redirected untouched to the native shop",
-            "shop",
+            "C++ → Lua send and C++ → C++ send: one-way ShopBuy, receipt pushed back to lobby, mail to mail.so",
+            "cpp_send",
+            vec![],
+        ),
+        (
+            "C++ → Lua rpc_call (mail.so looks the player up at lpersistence), and an rpc to a dead node timing out in C++",
+            "cpp_rpc",
             vec![],
         ),
         (
@@ -72,11 +83,6 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
             vec![],
         ),
         (
-            "native → native across nodes: lobby_native → shop_master/shop, send and rpc_call",
-            "native_native",
-            vec![],
-        ),
-        (
             "errors a caller can read: unknown node, unknown name, unknown command, unknown message",
             "errors",
             vec![],
@@ -84,33 +90,53 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
     ]
 }
 
-fn node_config(name: &str) -> &'static str {
+/// The C++ modules' entries: a module behind a redirecting master (`native_master`), its
+/// frames naming the master as their source, as the team's C++ does.
+fn cpp_service(module: &Path, name: &str, args: &str) -> String {
+    format!(
+        "[[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"{name}\"\nargs = \"service={name}_master {args}\"\n\n\
+         [[service]]\nkind = \"native_master\"\nname = \"{name}_master\"\ntarget = \"{name}\"\n\n",
+        module.display()
+    )
+}
+
+fn node_config(name: &str, cpp: &Path) -> String {
+    match name {
+        "lpersistence_3" => format!(
+            "[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lpersistence\"\nname = \"lpersistence\"\n\n\
+             [[service]]\nkind = \"mysqlpool\"\nname = \"mysqlpool\"\n\n{}{}\
+             [mysql]\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"root\"\npassword = \"\"\npool_size = 8\n",
+            cpp_service(&cpp.join("mail.so"), "mail", "lookup=lpersistence_3/lpersistence"),
+            cpp_service(
+                &cpp.join("mail.so"),
+                "mail_ghost",
+                "lookup=ghost/lpersistence lookup_timeout_ms=300"
+            ),
+        ),
+        "shop_master" => format!(
+            "[[service]]\nkind = \"cservice_proxy\"\n\n{}",
+            cpp_service(&cpp.join("shop.so"), "shop", "notify=lpersistence_3/mail_master")
+        ),
+        other => fixed_node_config(other).to_string(),
+    }
+}
+
+fn fixed_node_config(name: &str) -> &'static str {
     match name {
         "lobby" => {
             "[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lobby\"\nname = \"lobby\"\n"
         }
-        "lpersistence_3" => {
-            "[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lpersistence\"\nname = \"lpersistence\"\n\n\
-             [[service]]\nkind = \"mysqlpool\"\nname = \"mysqlpool\"\n\n\
-             [mysql]\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"root\"\npassword = \"\"\npool_size = 8\n"
-        }
-        "activity_master" => {
-            "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\n"
-        }
-        _ => {
-            "[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"native_shop\"\nname = \"shop\"\n\n\
-             [[service]]\nkind = \"shop_master\"\nname = \"shop_master\"\ntarget = \"shop\"\n"
-        }
+                _ => "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\n",
     }
 }
 
-fn start_node(bee: &Path, dir: &Path, name: &str) -> Result<NodeProcess> {
+fn start_node(bee: &Path, dir: &Path, cpp: &Path, name: &str) -> Result<NodeProcess> {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
         format!(
             "name = \"{name}\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 10000\n\n{}",
-            node_config(name)
+            node_config(name, cpp)
         ),
     )?;
     let mut cmd = Command::new(bee);
@@ -137,6 +163,8 @@ fn build_bee(root: &Path) -> Result<PathBuf> {
 pub fn run(root: &Path) -> Result<()> {
     crate::setup::ensure_all()?;
     let bee = build_bee(root)?;
+    // The C++ shop and mail modules, built from cservices/ with g++.
+    let cpp = crate::cpp::build(root, false)?;
     let dir = root.join("target").join("demo");
     std::fs::create_dir_all(&dir)?;
     let mut cluster =
@@ -144,6 +172,8 @@ pub fn run(root: &Path) -> Result<()> {
     for n in NODES {
         cluster.push_str(&format!("{n} = \"127.0.0.1:{}\"\n", free_port()?));
     }
+    // A node in the config that never runs: the C++ mail_ghost's lookups go there.
+    cluster.push_str(&format!("ghost = \"127.0.0.1:{}\"\n", free_port()?));
     std::fs::write(dir.join("cluster.lua"), &cluster)?;
     println!(
         "\n== the demo cluster ({})\n{cluster}",
@@ -152,7 +182,7 @@ pub fn run(root: &Path) -> Result<()> {
     eprintln!("== starting nodes (logs: {}/<node>.log)", dir.display());
     let mut nodes = Vec::new();
     for n in NODES {
-        nodes.push(start_node(&bee, &dir, n)?);
+        nodes.push(start_node(&bee, &dir, &cpp, n)?);
     }
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -11,12 +11,14 @@
 //! | `persistence` | query `lpersistence` on `lpersistence_3`, push a `"text"` LoginReq, call `"lua"` ping, call `"text"` GetUserInfo |
 //! | `sql`, SQL | call `mysqlpool` on `lpersistence_3` with `"lua", "execute", SQL` |
 //! | `activity`, N | N uids to `activity_master`, twice: same uid, same worker |
-//! | `shop` | a ShopBuy frame to `shop_master`, redirected to the native `shop` |
+//! | `cpp_shop` | rpc game.ShopBuy → `shop_master` → the C++ `shop.so` (Lua → C++ via redirect), which rpc-calls the C++ `mail.so` on `lpersistence_3` (C++ → C++) before it answers |
+//! | `cpp_send` | a one-way ShopBuy from `lobby`: the C++ shop pushes its receipt to `lobby` (C++ → Lua send) and a mail to the C++ mail (C++ → C++ send) |
+//! | `cpp_rpc` | the C++ mail looks a player up at `lpersistence` (C++ → Lua rpc_call); `mail_ghost`'s lookup at a dead node times out in the C++ callback |
 //! | `native_send` | `lobby_native` → CServiceProxy → `lpersistence` (a game frame) |
-//! | `native_rpc` | `lobby_native` rpc_call → `lpersistence` (`"lua"` and `"text"`) |
-//! | `native_native` | `lobby_native` → `shop` on `shop_master`: send and rpc_call |
+//! | `native_rpc` | `lobby_native` rpc_call → `lpersistence` (game.Ping, game.LoginReq) |
 //! | `errors` | unknown node, unknown name, unknown command, unknown message: readable errors |
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bee_codec::kkt::KktFrame;
@@ -27,11 +29,13 @@ use bee_dispatch::native::{spawn_native, NativeEndpoint, NativeHandler};
 use bee_dispatch::service::fmt_addr;
 use bee_dispatch::shard::worker_for;
 use bee_dispatch::text::{frame_of, TextReply};
+use bee_dispatch::Handle;
 use bee_dispatch::{Addr, Dispatcher, Node, ServiceError};
 use bee_proto::game::{
     ActivityProgress, ActivityState, GetUserInfo, LoginReq, LoginResp, Ping, Pong, ShopBuy,
     ShopReceipt, UserInfo,
 };
+use bee_proto::mail;
 use bytes::Bytes;
 
 use crate::{frame, unframe};
@@ -50,6 +54,9 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Lobby {
     cluster: Cluster,
     native: NativeEndpoint,
+    /// game.ShopReceipt frames pushed to `lobby_inbox` (by the C++ shop): count, last
+    /// order id. A service of its own: `lobby` is busy running the scenario meanwhile.
+    inbox: Arc<Mutex<(u64, i64)>>,
 }
 
 /// Start `lobby_native` (talking through the CServiceProxy at `proxy`) and `lobby` on
@@ -58,7 +65,20 @@ pub fn start(node: &Node, proxy: Addr) -> Result<Addr, ServiceError> {
     let cluster =
         Cluster::of(node).ok_or_else(|| ServiceError::msg("lobby needs the cluster layer"))?;
     let native = spawn_native(node, proxy, "lobby_native", LobbyNative)?;
-    let lobby = Lobby { cluster, native };
+    let inbox = Arc::new(Mutex::new((0u64, 0i64)));
+    let counted = inbox.clone();
+    let inbox_service = Dispatcher::new(()).on(move |_s, _ctx, _frame, r: ShopReceipt| {
+        let mut c = counted.lock().unwrap_or_else(|e| e.into_inner());
+        *c = (c.0 + 1, r.order_id);
+        Ok(None::<ShopReceipt>)
+    });
+    let inbox_addr = node.spawn("lobby_inbox", inbox_service);
+    node.set_name("lobby_inbox", inbox_addr);
+    let lobby = Lobby {
+        cluster,
+        native,
+        inbox,
+    };
     // Each scenario is an async command: it gets a handle to the lobby state and the
     // typed arguments (`sql` takes an optional statement, `activity` a count).
     let service = Dispatcher::new(lobby)
@@ -71,16 +91,15 @@ pub fn start(node: &Node, proxy: Addr) -> Result<Addr, ServiceError> {
         .command_async("activity", |h, (n,): (Option<i64>,)| {
             activity(h.state(|s| s.cluster.clone()), n.unwrap_or(20))
         })
-        .command_async("shop", |h, ()| shop(h.state(|s| s.cluster.clone())))
+        .command_async("cpp_shop", |h, ()| cpp_shop(h.state(|s| s.native.clone())))
+        .command_async("cpp_send", |h, ()| cpp_send(h))
+        .command_async("cpp_rpc", |h, ()| cpp_rpc(h.state(|s| s.native.clone())))
         .command_async("native_send", |h, ()| {
             let (cluster, native) = h.state(|s| (s.cluster.clone(), s.native.clone()));
             native_send(cluster, native)
         })
         .command_async("native_rpc", |h, ()| {
             native_rpc(h.state(|s| s.native.clone()))
-        })
-        .command_async("native_native", |h, ()| {
-            native_native(h.state(|s| s.native.clone()))
         })
         .command_async("errors", |h, ()| {
             let (cluster, native) = h.state(|s| (s.cluster.clone(), s.native.clone()));
@@ -352,37 +371,6 @@ async fn activity(c: Cluster, count: i64) -> LuaResult {
     t.done()
 }
 
-async fn shop(c: Cluster) -> LuaResult {
-    let mut t = Transcript::new();
-    let n = SHOP_NODE;
-    let buy = ShopBuy {
-        uid: DEMO_UID,
-        item_id: 1001,
-        count: 3,
-    };
-    let t0 = Instant::now();
-    let reply = c
-        .call(
-            n,
-            "shop_master",
-            text_payload(frame(DEMO_UID as i64, &buy)?)?,
-        )
-        .await
-        .map_err(failed("call shop_master"))?;
-    let (_, r) = unframe::<ShopReceipt>(&reply_frame(&reply)?)?;
-    if r.item_id != buy.item_id || r.count != buy.count {
-        return Err(ServiceError::msg("the receipt does not match the order"));
-    }
-    t.step(
-        t0,
-        format!(
-            "lobby → {n}/shop_master: call \"text\" game.ShopBuy{{item 1001 x3}} → redirected to native shop → game.ShopReceipt{{order {}, handled_by {:?}}}",
-            r.order_id, r.handled_by
-        ),
-    );
-    t.done()
-}
-
 async fn native_send(c: Cluster, ep: NativeEndpoint) -> LuaResult {
     let mut t = Transcript::new();
     let n = PERSISTENCE_NODE;
@@ -475,43 +463,168 @@ async fn native_rpc(ep: NativeEndpoint) -> LuaResult {
     t.done()
 }
 
-async fn native_native(ep: NativeEndpoint) -> LuaResult {
-    let mut t = Transcript::new();
-    let n = SHOP_NODE;
-    let buy = ShopBuy {
+/// The C++ shop's master on `shop_master`, and the C++ mail services' masters on
+/// `lpersistence_3` (`mail_ghost` looks players up on a node that is never up).
+const SHOP_MASTER: &str = "shop_master";
+const MAIL_MASTER: &str = "mail_master";
+const MAIL_GHOST_MASTER: &str = "mail_ghost_master";
+
+fn buy(item_id: i32, count: i32) -> ShopBuy {
+    ShopBuy {
         uid: DEMO_UID,
-        item_id: 2002,
-        count: 1,
-    };
-    let order = |reply: KktFrame| -> Result<ShopReceipt, ServiceError> { crate::open(&reply) };
-    let t0 = Instant::now();
-    let first = order(
-        ep.rpc_call(n, "shop", frame_of(DEMO_UID as i64, &buy), RPC_TIMEOUT)
-            .await
-            .map_err(rpc_failed)?,
-    )?;
-    t.step(t0, format!("lobby_native → {n}/shop (native → native): rpc_call game.ShopBuy → game.ShopReceipt{{order {}, handled_by {:?}}} (reply names swapped)", first.order_id, first.handled_by));
-    let t0 = Instant::now();
-    ep.send(n, "shop", frame_of(DEMO_UID as i64, &buy))
+        item_id,
+        count,
+    }
+}
+
+/// The titles of `uid`'s mails at the C++ `mail` (an rpc mail.ListReq).
+async fn mail_titles(ep: &NativeEndpoint) -> Result<Vec<String>, ServiceError> {
+    let reply = ep
+        .rpc_call(
+            PERSISTENCE_NODE,
+            MAIL_MASTER,
+            frame_of(DEMO_UID as i64, &mail::ListReq { uid: DEMO_UID }),
+            RPC_TIMEOUT,
+        )
         .await
         .map_err(rpc_failed)?;
-    t.step(
-        t0,
-        format!("lobby_native → {n}/shop: send game.ShopBuy (sub_type 16) via CServiceProxy"),
-    );
+    Ok(crate::open::<mail::List>(&reply)?.titles)
+}
+
+/// Lua → C++ through the redirecting master, and C++ → C++ rpc across nodes: an rpc
+/// game.ShopBuy to `shop_master`, handed to the C++ `shop`, which first rpc-calls
+/// mail.Send at the C++ `mail` on `lpersistence_3`, then answers the caller.
+async fn cpp_shop(ep: NativeEndpoint) -> LuaResult {
+    let mut t = Transcript::new();
+    let before = mail_titles(&ep).await?.len();
     let t0 = Instant::now();
-    let third = order(
-        ep.rpc_call(n, "shop", frame_of(DEMO_UID as i64, &buy), RPC_TIMEOUT)
-            .await
-            .map_err(rpc_failed)?,
-    )?;
-    if third.order_id != first.order_id + 2 {
+    let reply = ep
+        .rpc_call(
+            SHOP_NODE,
+            SHOP_MASTER,
+            frame_of(DEMO_UID as i64, &buy(1001, 3)),
+            RPC_TIMEOUT,
+        )
+        .await
+        .map_err(rpc_failed)?;
+    let r = crate::open::<ShopReceipt>(&reply)?;
+    if r.item_id != 1001 || r.count != 3 || r.order_id < 1 {
         return Err(ServiceError::msg(format!(
-            "shop orders went {} → {}, expected +2 (the send in between)",
-            first.order_id, third.order_id
+            "the receipt does not match the order: {r:?}"
         )));
     }
-    t.step(t0, format!("lobby_native → {n}/shop: rpc_call game.ShopBuy → order {} (the send in between was order {})", third.order_id, first.order_id + 1));
+    t.step(
+        t0,
+        format!(
+            "lobby_native → {SHOP_NODE}/{SHOP_MASTER} → C++ shop.so: rpc_call game.ShopBuy{{item 1001 x3}} → game.ShopReceipt{{order {}, handled_by {:?}}} (reply names swapped, session {})",
+            r.order_id, r.handled_by, reply.session
+        ),
+    );
+    let titles = mail_titles(&ep).await?;
+    if titles.len() != before + 1 {
+        return Err(ServiceError::msg(format!(
+            "the C++ shop's mail.Send did not reach the C++ mail: {before} → {} mails",
+            titles.len()
+        )));
+    }
+    t.note(format!(
+        "C++ shop.so → {PERSISTENCE_NODE}/{MAIL_MASTER} → C++ mail.so (C++ → C++ rpc across nodes): mail {:?} stored, inbox now {}",
+        titles.last().cloned().unwrap_or_default(),
+        titles.len()
+    ));
+    t.done()
+}
+
+/// C++ → Lua send and C++ → C++ send: a one-way game.ShopBuy whose source is the
+/// Lua-style `lobby_inbox`; the C++ shop answers one way with a game.ShopReceipt pushed
+/// as `"text"` to it (it counts them) and sends mail.Send one way to the C++ mail.
+async fn cpp_send(h: Handle<Lobby>) -> LuaResult {
+    let mut t = Transcript::new();
+    let (ep, inbox) = h.state(|s| (s.native.clone(), s.inbox.clone()));
+    let count = || inbox.lock().unwrap_or_else(|e| e.into_inner()).0;
+    let (receipts, mails) = (count(), mail_titles(&ep).await?.len());
+    let t0 = Instant::now();
+    let f = frame_of(DEMO_UID as i64, &buy(2002, 1))
+        .to(SHOP_NODE, SHOP_MASTER)
+        .from(h.node().name().to_string(), "lobby_inbox");
+    ep.send_raw(f.encode()?, 0).await.map_err(rpc_failed)?;
+    t.step(
+        t0,
+                format!("lobby → CServiceProxy → {SHOP_NODE}/{SHOP_MASTER} → C++ shop.so: one-way game.ShopBuy (source lobby/lobby_inbox)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline
+        && (count() == receipts || mail_titles(&ep).await?.len() == mails)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (now_receipts, now_mails) = (count(), mail_titles(&ep).await?.len());
+    if now_receipts != receipts + 1 || now_mails != mails + 1 {
+        return Err(ServiceError::msg(format!(
+            "expected one receipt at lobby and one mail: receipts {receipts} → {now_receipts}, mails {mails} → {now_mails}"
+        )));
+    }
+    t.step(
+        t0,
+                format!("C++ shop.so → lobby/lobby_inbox (C++ → Lua send): \"text\" game.ShopReceipt{{order {}}} counted; C++ shop.so → C++ mail.so (C++ → C++ send): inbox {mails} → {now_mails}", inbox.lock().unwrap_or_else(|e| e.into_inner()).1),
+    );
+    t.done()
+}
+
+/// C++ → Lua rpc_call, and an rpc into a dead node timing out in the C++ callback: the
+/// C++ `mail` looks the player up with an rpc game.GetUserInfo at the Lua-style
+/// `lpersistence`; `mail_ghost` looks up at node `ghost`, which is never up.
+async fn cpp_rpc(ep: NativeEndpoint) -> LuaResult {
+    let mut t = Transcript::new();
+    let send = mail::Send {
+        to_uid: DEMO_UID,
+        from_uid: 1,
+        title: "welcome".into(),
+        text: "hello from the demo".into(),
+    };
+    let t0 = Instant::now();
+    let reply = ep
+        .rpc_call(
+            PERSISTENCE_NODE,
+            MAIL_MASTER,
+            frame_of(DEMO_UID as i64, &send),
+            RPC_TIMEOUT,
+        )
+        .await
+        .map_err(rpc_failed)?;
+    let ack = crate::open::<mail::Ack>(&reply)?;
+    if ack.nickname != format!("player{DEMO_UID}") {
+        return Err(ServiceError::msg(format!(
+            "the C++ mail's lookup failed: {ack:?}"
+        )));
+    }
+    t.step(
+        t0,
+        format!(
+            "lobby_native → C++ mail.so: rpc mail.Send; mail.so → {PERSISTENCE_NODE}/lpersistence (C++ → Lua rpc_call) game.GetUserInfo → nickname {:?}; mail.Ack{{mail_id {}}}",
+            ack.nickname, ack.mail_id
+        ),
+    );
+    let t0 = Instant::now();
+    let reply = ep
+        .rpc_call(
+            PERSISTENCE_NODE,
+            MAIL_GHOST_MASTER,
+            frame_of(DEMO_UID as i64, &send),
+            RPC_TIMEOUT,
+        )
+        .await
+        .map_err(rpc_failed)?;
+    let ack = crate::open::<mail::Ack>(&reply)?;
+    if !ack.lookup_error.contains("timed out") {
+        return Err(ServiceError::msg(format!(
+            "the lookup at the dead node should have timed out: {ack:?}"
+        )));
+    }
+    t.step(
+        t0,
+        format!("lobby_native → C++ mail_ghost: its rpc to ghost/lpersistence (node down) times out in the C++ callback: lookup_error {:?}", ack.lookup_error),
+    );
     t.done()
 }
 

@@ -5,9 +5,9 @@
 //! - `"text"`: `game.LoginReq` → `game.LoginResp`; `game.GetUserInfo` → `game.UserInfo`;
 //!   `game.Ping` → `game.Pong`.
 //!
-//! (SQL goes to the `mysqlpool` sub-service of the same node, not through here.) Native
-//! callers' rpc envelopes are answered by wrapping the dispatcher in
-//! [`RpcServer`].
+//! (SQL goes to the `mysqlpool` sub-service of the same node, not through here.) rpc
+//! requests from native callers (`"text"` frames with sub_type 18) are answered by
+//! wrapping the dispatcher in [`RpcServer`].
 
 use bee_dispatch::native::RpcServer;
 use bee_dispatch::Dispatcher;

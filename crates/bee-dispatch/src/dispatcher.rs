@@ -63,8 +63,21 @@ pub enum Incoming {
 impl Incoming {
     /// Read a payload: `skynet.pack(subtype, …)`.
     pub fn from_payload(payload: &Bytes) -> Result<Incoming, ServiceError> {
-        let mut values = seri::unpack(payload)?.into_iter();
-        let subtype = values.next().unwrap_or(Value::Nil);
+        let mut all = seri::unpack(payload)?;
+        // Take the sub-type out of the one vector the unpack made (no second vector:
+        // this is every message's path; the shift is a few words).
+        let subtype = if all.is_empty() {
+            Value::Nil
+        } else {
+            all.remove(0)
+        };
+        let first = |mut v: Vec<Value>| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.swap_remove(0))
+            }
+        };
         let frame = |what: &str, v: Option<Value>| match v {
             Some(Value::String(b)) => KktFrame::decode(&b)
                 .map_err(|e| ServiceError::msg(format!("{what} message is not a game frame: {e}"))),
@@ -78,10 +91,10 @@ impl Incoming {
         };
         Ok(match subtype {
             Value::String(s) => match s.as_ref() {
-                b"lua" => Incoming::Lua(values.collect()),
-                b"text" => Incoming::Text(frame("text", values.next())?),
-                b"rpc_response" => Incoming::RpcResponse(frame("rpc_response", values.next())?),
-                _ => Incoming::Other(s, values.collect()),
+                b"lua" => Incoming::Lua(all),
+                b"text" => Incoming::Text(frame("text", first(all))?),
+                b"rpc_response" => Incoming::RpcResponse(frame("rpc_response", first(all))?),
+                _ => Incoming::Other(s, all),
             },
             other => {
                 return Err(ServiceError::msg(format!(

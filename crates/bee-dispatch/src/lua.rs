@@ -35,15 +35,41 @@ enum Command<S> {
     Async(AsyncCommand<S>),
 }
 
+/// FNV-1a over the command name: command names are short and chosen by the service's
+/// author, so a keyed hash (SipHash, the std default) buys nothing on this per-message
+/// lookup but costs time.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
+
 /// Command name → handler, for one service.
 pub struct LuaTable<S> {
-    commands: HashMap<Vec<u8>, Command<S>>,
+    commands: HashMap<Vec<u8>, Command<S>, FnvBuild>,
 }
 
 impl<S> Default for LuaTable<S> {
     fn default() -> Self {
         LuaTable {
-            commands: HashMap::new(),
+            commands: HashMap::default(),
         }
     }
 }
@@ -128,9 +154,9 @@ impl<S: Send + 'static> LuaTable<S> {
                 "lua message has no command name (expected \"lua\", command, args…)",
             ));
         }
-        let rest = args.split_off(1);
-        let name = match &args[0] {
-            Value::String(b) => b.clone(),
+        // The command name comes out of the same vector (no second allocation).
+        let name = match args.remove(0) {
+            Value::String(b) => b,
             other => {
                 return Err(ServiceError::msg(format!(
                     "lua command name must be a string, got {}",
@@ -141,9 +167,9 @@ impl<S: Send + 'static> LuaTable<S> {
         match self.commands.get(name.as_ref()) {
             Some(Command::Sync(f)) => {
                 let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                f(&mut s, ctx, rest)
+                f(&mut s, ctx, args)
             }
-            Some(Command::Async(f)) => f(Handle::new(state.clone(), ctx), rest).await,
+            Some(Command::Async(f)) => f(Handle::new(state.clone(), ctx), args).await,
             None => Err(ServiceError::msg(format!(
                 "unknown command {:?} for service {} (known: {})",
                 String::from_utf8_lossy(&name),

@@ -12,6 +12,7 @@
 //! | `sink` | counts pushes, answers `count` / `reset` | |
 //! | `slow` | answers a call `(ms, ...)` with its arguments after `ms` milliseconds (for testing timeouts) | |
 //! | `cservice_proxy` | `CServiceProxy` (also `.CServiceProxy`): pushes native services' frames to the node/service they name | |
+//! | `native_master` | hands `"text"` frames to the native service named `target` (PTYPE_TEXT) and `"rpc_response"` frames as PTYPE_RESPONSE: the team's master in front of a C++ service | `target = "shop"` |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
 //! | `cservice` | a skynet C service module (`NAME.so`) loaded into the node (bee-capi) | `module = "path/NAME.so"` (relative to the node config), `args = "…"` (the init parameter); the node's `[env]` table is what `skynet_getenv` sees |
 //!
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
 use bee_dispatch::builtin::{Echo, Sink, Slow};
-use bee_dispatch::native::{CServiceProxy, CSERVICE_PROXY};
+use bee_dispatch::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
 use bee_dispatch::{Addr, Cluster, Node};
 
 use crate::config::{NodeConfig, ServiceSpec};
@@ -105,6 +106,13 @@ impl Kinds {
         });
         k.add("slow", |s| Ok(Some(s.node.spawn(s.label(), Slow))));
         k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
+        k.add("native_master", |s| {
+            let target = s.option_str("target", "")?;
+            if target.is_empty() {
+                anyhow::bail!("native_master needs target = \"<the native service's name>\"");
+            }
+            Ok(Some(s.node.spawn(s.label(), NativeMaster::new(target))))
+        });
         // Keeps the skynet_* functions in the binary for the modules to find.
         bee_capi::link_exports();
         k.add("cservice", start_cservice);

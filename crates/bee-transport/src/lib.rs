@@ -27,7 +27,7 @@
 //!   ([`telemetry`]).
 //!
 //! ## What it must never know
-//! Payload formats (skynet.pack values, protobuf frames, rpc envelopes), service names
+//! Payload formats (skynet.pack values, game frames), service names
 //! and their registry, sub-types, handlers. Those belong to `bee-dispatch` and
 //! `bee-registry`, which sit above and plug in through [`Inbound`] / [`Acceptor`]; this
 //! crate depends on neither.
