@@ -11,7 +11,7 @@
 //! Like Lua, a trailing `Option<T>` argument may be absent (or nil). A handler that
 //! wants the raw values takes `Vec<Value>`.
 
-use bee_codec::seri::{Table, Value};
+use bee_codec::seri::{self, SeriError, Table, Value};
 use bytes::Bytes;
 
 /// One argument converted from a skynet.pack value.
@@ -76,6 +76,64 @@ impl FromValue for String {
             },
             other => Err(other),
         }
+    }
+}
+
+/// A string argument without a copy: the UTF-8-checked bytes of the message itself.
+/// Reads like a `&str` (`Deref`); returns to a reply without a copy either. Prefer it
+/// over `String` on hot paths.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Str(Bytes);
+
+impl Str {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Checked when the value was made (`from_value`); an empty string otherwise
+        // cannot happen, and costs nothing to spell out without `unsafe`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The bytes underneath.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Str {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Str {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromValue for Str {
+    const TYPE: &'static str = "string";
+    fn from_value(v: Value) -> Result<Self, Value> {
+        match v {
+            Value::String(b) if std::str::from_utf8(&b).is_ok() => Ok(Str(b)),
+            other => Err(other),
+        }
+    }
+}
+
+impl IntoValue for Str {
+    fn into_value(self) -> Value {
+        Value::String(self.0)
+    }
+}
+
+impl IntoValues for Str {
+    fn into_values(self) -> Vec<Value> {
+        vec![Value::String(self.0)]
+    }
+    fn pack(self) -> Result<Bytes, SeriError> {
+        seri::pack(&[Value::String(self.0)])
     }
 }
 
@@ -252,6 +310,15 @@ impl<T: IntoValue> IntoValue for Option<T> {
 pub trait IntoValues {
     /// Convert.
     fn into_values(self) -> Vec<Value>;
+
+    /// Pack the reply (skynet.pack). Single values and tuples pack from the stack,
+    /// without the vector `into_values` makes.
+    fn pack(self) -> Result<Bytes, SeriError>
+    where
+        Self: Sized,
+    {
+        seri::pack(&self.into_values())
+    }
 }
 
 impl IntoValues for Vec<Value> {
@@ -272,6 +339,9 @@ macro_rules! single_into_values {
             fn into_values(self) -> Vec<Value> {
                 vec![self.into_value()]
             }
+            fn pack(self) -> Result<Bytes, SeriError> {
+                seri::pack(&[self.into_value()])
+            }
         }
     )*};
 }
@@ -283,13 +353,19 @@ impl<T: IntoValue> IntoValues for Option<T> {
     fn into_values(self) -> Vec<Value> {
         vec![self.into_value()]
     }
+    fn pack(self) -> Result<Bytes, SeriError> {
+        seri::pack(&[self.into_value()])
+    }
 }
 
 macro_rules! tuple_into_values {
     ($($t:ident $i:tt),+) => {
-        impl<$($t: IntoValue),+> IntoValues for ($($t,)+) {
+                impl<$($t: IntoValue),+> IntoValues for ($($t,)+) {
             fn into_values(self) -> Vec<Value> {
                 vec![$(self.$i.into_value()),+]
+            }
+            fn pack(self) -> Result<Bytes, SeriError> {
+                seri::pack(&[$(self.$i.into_value()),+])
             }
         }
     };
@@ -324,6 +400,17 @@ mod tests {
         assert!(e.problem.contains("1 extra value"), "{e}");
         let e = <()>::from_args(vec![Value::Nil]).unwrap_err();
         assert!(e.problem.contains("no arguments"), "{e}");
+    }
+
+    #[test]
+    fn str_arguments_are_checked_and_not_copied() {
+        let b = Bytes::from_static(b"run");
+        let (s,) = <(Str,)>::from_args(vec![Value::String(b.clone())]).unwrap();
+        assert_eq!(&*s, "run");
+        assert_eq!(s.clone().into_bytes().as_ptr(), b.as_ptr(), "no copy");
+        assert_eq!(s.into_values(), vec![Value::String(b)]);
+        let e = <(Str,)>::from_args(vec![Value::String(Bytes::from_static(&[0xff]))]).unwrap_err();
+        assert!(e.problem.contains("must be string"), "{e}");
     }
 
     #[test]

@@ -53,9 +53,10 @@ pub enum Incoming {
     /// `("lua", command, args…)`: the values after `"lua"`.
     Lua(Vec<Value>),
     /// `("text", frame)`: a game message (sub_type 16, or an rpc request with 18).
-    Text(KktFrame),
+    /// Boxed so that every router future stays small on the `"lua"` path.
+    Text(Box<KktFrame>),
     /// `("rpc_response", frame)`: the reply to an rpc request (sub_type 17).
-    RpcResponse(KktFrame),
+    RpcResponse(Box<KktFrame>),
     /// Another sub-type: its name and the values after it.
     Other(Bytes, Vec<Value>),
 }
@@ -80,6 +81,7 @@ impl Incoming {
         };
         let frame = |what: &str, v: Option<Value>| match v {
             Some(Value::String(b)) => KktFrame::decode(&b)
+                .map(Box::new)
                 .map_err(|e| ServiceError::msg(format!("{what} message is not a game frame: {e}"))),
             Some(other) => Err(ServiceError::msg(format!(
                 "{what} message must carry a game frame string, got {}",
@@ -235,10 +237,12 @@ impl<S: Send + 'static> Router for Dispatcher<S> {
     async fn route(&mut self, ctx: &mut Context, msg: Incoming) -> Result<Reply, ServiceError> {
         match msg {
             Incoming::Lua(values) => {
-                let reply = self.lua.run(&self.state, ctx, values).await?;
-                Ok(Reply::Values(seri::pack(&reply)?))
+                Ok(Reply::Values(self.lua.run(&self.state, ctx, values).await?))
             }
-            Incoming::Text(frame) => match self.text.run(&self.state, ctx, frame).await? {
+            // Boxed: the text path's future (frame, handler) would otherwise make every
+            // message's future as large as itself.
+            Incoming::Text(frame) => match Box::pin(self.text.run(&self.state, ctx, *frame)).await?
+            {
                 (request, Some(reply)) => Ok(Reply::Frame(reply_frame(&request, &reply)?)),
                 (_, None) => Ok(Reply::Nothing),
             },

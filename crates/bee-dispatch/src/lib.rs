@@ -41,7 +41,7 @@ pub mod service;
 pub mod shard;
 pub mod text;
 
-pub use args::{FromArgs, FromValue, IntoValue, IntoValues};
+pub use args::{FromArgs, FromValue, IntoValue, IntoValues, Str};
 pub use cluster::{Cluster, ClusterExt, ClusterSettings, Target};
 pub use dispatcher::{Dispatcher, Router};
 pub use error::{Addr, CallError, ServiceError};

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bee_codec::Value;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::args::{FromArgs, IntoValues};
@@ -26,9 +27,12 @@ use crate::service::{Context, ServiceError};
 /// What a `"lua"` handler returns: the reply values.
 pub type LuaResult = Result<Vec<Value>, ServiceError>;
 
-type SyncCommand<S> = Box<dyn Fn(&mut S, &mut Context, Vec<Value>) -> LuaResult + Send + Sync>;
+/// A command's packed reply (what the wrappers below produce).
+type Packed = Result<Bytes, ServiceError>;
+
+type SyncCommand<S> = Box<dyn Fn(&mut S, &mut Context, Vec<Value>) -> Packed + Send + Sync>;
 type AsyncCommand<S> =
-    Box<dyn Fn(Handle<S>, Vec<Value>) -> BoxFuture<'static, LuaResult> + Send + Sync>;
+    Box<dyn Fn(Handle<S>, Vec<Value>) -> BoxFuture<'static, Packed> + Send + Sync>;
 
 enum Command<S> {
     Sync(SyncCommand<S>),
@@ -97,7 +101,7 @@ impl<S: Send + 'static> LuaTable<S> {
             name.as_bytes().to_vec(),
             Command::Sync(Box::new(move |s, ctx, args| {
                 let a = A::from_args(args).map_err(|e| bad_args(&label, e))?;
-                f(s, ctx, a).map(IntoValues::into_values)
+                Ok(f(s, ctx, a)?.pack()?)
             })),
         );
         self
@@ -120,7 +124,7 @@ impl<S: Send + 'static> LuaTable<S> {
             Command::Async(Box::new(move |h, args| match A::from_args(args) {
                 Ok(a) => {
                     let fut = f(h, a);
-                    Box::pin(async move { fut.await.map(IntoValues::into_values) })
+                    Box::pin(async move { Ok(fut.await?.pack()?) })
                 }
                 Err(e) => {
                     let e = bad_args(&label, e);
@@ -148,7 +152,7 @@ impl<S: Send + 'static> LuaTable<S> {
         state: &Arc<Mutex<S>>,
         ctx: &mut Context,
         mut args: Vec<Value>,
-    ) -> LuaResult {
+    ) -> Packed {
         if args.is_empty() {
             return Err(ServiceError::msg(
                 "lua message has no command name (expected \"lua\", command, args…)",

@@ -145,7 +145,7 @@ fn is_rpc_request(frame: &KktFrame) -> bool {
 impl<R: Router> Router for RpcServer<R> {
     async fn route(&mut self, ctx: &mut Context, msg: Incoming) -> Result<Reply, ServiceError> {
         let request = match &msg {
-            Incoming::Text(f) if is_rpc_request(f) && !ctx.wants_reply() => f.clone(),
+            Incoming::Text(f) if is_rpc_request(f) && !ctx.wants_reply() => (**f).clone(),
             _ => return self.inner.route(ctx, msg).await,
         };
         // A panicking handler is caught here (the runtime would log it too) so the
