@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -59,6 +60,24 @@ pub struct Budgets {
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
+}
+
+/// The environment variable naming the secret file of the one-shot clients.
+pub const SECRET_ENV: &str = "BEE_AUTH_SECRET_FILE";
+
+/// The node-authentication secret of the one-shot clients (`bee call`, …): the contents
+/// of the file `BEE_AUTH_SECRET_FILE` names (trailing line breaks dropped), or none.
+pub fn client_secret() -> Result<Option<AuthSecret>> {
+    let Some(path) = std::env::var_os(SECRET_ENV) else {
+        return Ok(None);
+    };
+    let mut b = std::fs::read(&path)
+        .with_context(|| format!("cannot read {SECRET_ENV}={}", Path::new(&path).display()))?;
+    while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+        b.pop();
+    }
+    anyhow::ensure!(!b.is_empty(), "{SECRET_ENV}: the secret file is empty");
+    Ok(Some(AuthSecret::new(b)))
 }
 
 /// The cluster settings a node config asks for, with the node's budgets in them.
