@@ -3,6 +3,8 @@
 //! one) and logs the peer's address, serves one with the secret (in-process client node
 //! and the `bee call` process with `BEE_AUTH_SECRET_FILE`), and serves a skynet-like raw
 //! TCP client (frames built by hand, no authentication) from an allow-listed address only.
+//! A channel with the secret calls the nodes listed in `plain_nodes` without
+//! authenticating (stock skynet nodes) and refuses other nodes that cannot authenticate.
 //! Also: unknown keys in the new tables are refused at start with a clear error.
 
 use std::io::{Read, Write};
@@ -252,4 +254,36 @@ fn ops_config_unknown_keys_in_the_new_tables_are_refused() {
         assert!(!out.status.success(), "{body}: started anyway");
         assert!(err.contains(needle), "{body}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_auth_plain_nodes_are_called_without_authenticating() {
+    // "open" stands in for a stock skynet node: no secret, cannot authenticate.
+    let layout = Layout::new(&["open"]);
+    let _open = layout.start("open", "[[service]]\nkind = \"echo\"\nname = \"echo\"\n");
+    let with = |plain: &[&str]| {
+        let node = Node::new(
+            format!("ops-plain-{}", bee_tests::free_port()),
+            RuntimeConfig::default(),
+        );
+        let mut settings = ClusterSettings::default();
+        settings.channel.call_timeout = Duration::from_secs(5);
+        settings.wait_for_node = Some(Duration::ZERO);
+        settings.channel.auth_secret = Some(AuthSecret::new(SECRET));
+        settings.plain_nodes = plain.iter().map(|s| s.to_string()).collect();
+        let cluster = Cluster::start(&node, Registry::new(layout.config()), settings);
+        (node, cluster)
+    };
+    // With a secret, a channel insists on authentication: the open node cannot.
+    let (_n, strict) = with(&[]);
+    match strict.call("open", "echo", hello()).await {
+        Err(CallError::Transport(TransportError::AuthFailed { .. })) => {}
+        other => panic!("expected AuthFailed from a node without auth, got {other:?}"),
+    }
+    // Listed in plain_nodes: called without authenticating, served.
+    let (_n, lenient) = with(&["open"]);
+    assert_eq!(
+        lenient.call("open", "echo", hello()).await.unwrap(),
+        hello()
+    );
 }
