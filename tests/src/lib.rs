@@ -167,6 +167,18 @@ impl Layout {
         BeeProcess::start_bin(bin, name, &path)
     }
 
+    /// [`Layout::start`] with the node's stderr (its log, `BEE_LOG=warn` unless set) kept
+    /// in `<dir>/<name>.log`, readable with [`BeeProcess::log`].
+    pub fn start_logged(&self, name: &str, services_toml: &str) -> BeeProcess {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 10000\n{services_toml}"
+        );
+        std::fs::write(&path, text).expect("write node config");
+        let log = self.dir.path().join(format!("{name}.log"));
+        BeeProcess::spawn(&bee_bin(), name, &path, Some(&log))
+    }
+
     /// An in-process client node (not listening) that can call the layout's nodes.
     pub fn client(&self, call_timeout: Duration) -> (Node, Cluster) {
         let node = Node::new(
@@ -187,6 +199,7 @@ pub struct BeeProcess {
     pub name: String,
     child: Option<Child>,
     config: PathBuf,
+    log: Option<PathBuf>,
 }
 
 impl BeeProcess {
@@ -197,6 +210,21 @@ impl BeeProcess {
 
     /// Start `BIN run CONFIG` (a node binary built on `bee_node::App`).
     pub fn start_bin(bin: &Path, name: &str, config: &Path) -> BeeProcess {
+        Self::spawn(bin, name, config, None)
+    }
+
+    /// Start `BIN run CONFIG`, its stderr into `log` (appended) or inherited.
+    fn spawn(bin: &Path, name: &str, config: &Path, log: Option<&Path>) -> BeeProcess {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open node log"),
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(bin)
             .arg("run")
             .arg(config)
@@ -206,7 +234,7 @@ impl BeeProcess {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("cannot start bee");
         let stdout = child.stdout.take().expect("stdout");
@@ -228,7 +256,10 @@ impl BeeProcess {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("bee node {name} exited before listening: {status}");
+                let log = log
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                panic!("bee node {name} exited before listening: {status}\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
@@ -239,7 +270,17 @@ impl BeeProcess {
             name: name.to_string(),
             child: Some(child),
             config: config.to_path_buf(),
+            log: log.map(Path::to_path_buf),
         }
+    }
+
+    /// What the node wrote to stderr so far (empty unless started with a log, e.g. by
+    /// [`Layout::start_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 
     /// The OS process id.
@@ -281,7 +322,8 @@ impl BeeProcess {
     /// Start the same node again from its config (after a kill).
     pub fn restart(&mut self) {
         self.kill9();
-        let again = BeeProcess::start(&self.name, &self.config);
+        let bin = bee_bin();
+        let again = BeeProcess::spawn(&bin, &self.name, &self.config, self.log.as_deref());
         *self = again;
     }
 }

@@ -8,6 +8,8 @@
 //! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
 //! - `cargo xtask layers`: fail on an import cycle between the modules of any crate.
 //! - `cargo xtask cpp [--asan]`: build the C/C++ service modules (`cservices/`).
+//! - `cargo xtask soak [--secs N] [--warmup N]`: two nodes under mixed load for 10
+//!   minutes (or N s), memory sampled every second (not in CI).
 
 mod bench;
 mod cpp;
@@ -16,6 +18,7 @@ mod fuzz;
 mod layers;
 mod process;
 mod setup;
+mod soak;
 
 use std::process::Command;
 
@@ -40,6 +43,9 @@ fn run() -> Result<()> {
         Some("setup") => setup::ensure_all(),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("layers") => layers::run(&root),
+        Some("soak") => soak::run(&root, &args[1..]),
+        // The soak's load client, run from the release build by `soak`.
+        Some("soak-client") => soak::client(&args[1..]),
         Some("cpp") => {
             let dir = cpp::build(&root, args.iter().any(|a| a == "--asan"))?;
             eprintln!("C/C++ modules built in {}", dir.display());
@@ -53,7 +59,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | cpp [--asan] | bench [--quick] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | cpp [--asan] | bench [--quick] | soak [--secs N] [--warmup N] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));

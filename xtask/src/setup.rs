@@ -1,6 +1,7 @@
 //! Services and tools the tests and the demo need, started (or installed) when missing:
 //! MariaDB ([`ensure_mariadb`]), and `protoc` with the `etcd` server for bee-etcd
-//! ([`ensure_etcd_tools`]).
+//! ([`ensure_etcd_tools`]), and `ip`/`iptables` for bee-transport's black-hole test
+//! ([`ensure_net_tools`]).
 //!
 //! A machine of this kind usually runs MariaDB on 127.0.0.1:3306 (root, empty password).
 //! A fresh machine or CI may not: then the Debian package is installed with apt-get and
@@ -154,10 +155,63 @@ pub fn ensure_etcd_tools() -> Result<()> {
     Ok(())
 }
 
+/// Make sure `ip` (Debian's iproute2) and `iptables` are installed: bee-transport's
+/// black-hole test (`crates/bee-transport/tests/blackhole.rs`) builds a network namespace
+/// and drops a peer's packets with them (it also needs root; without either it prints a
+/// SKIPPED line). Installs the missing ones with apt-get.
+pub fn ensure_net_tools() -> Result<()> {
+    let have = |program: &str| {
+        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(program).exists())
+    };
+    let mut missing: Vec<&str> = Vec::new();
+    if !have("ip") {
+        missing.push("iproute2");
+    }
+    if !have("iptables") {
+        missing.push("iptables");
+    }
+    if missing.is_empty() {
+        eprintln!("setup: ip and iptables are installed");
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing the Debian packages {}",
+        missing.join(" ")
+    );
+    if !run(Command::new("apt-get").arg("update").arg("-q"))? {
+        bail!(
+            "apt-get update failed; install {} by hand and retry",
+            missing.join(" ")
+        );
+    }
+    if !run(Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?
+    {
+        bail!(
+            "apt-get install {} failed; install it by hand and retry",
+            missing.join(" ")
+        );
+    }
+    if !have("ip") || !have("iptables") {
+        bail!(
+            "{} installed but ip or iptables is still missing",
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: ip and iptables are installed");
+    Ok(())
+}
+
 /// Everything the build, the tests and the demo need on this machine: MariaDB running,
-/// `protoc` and the etcd server, and the C/C++ toolchain and protobuf headers.
+/// `protoc` and the etcd server, the C/C++ toolchain and protobuf headers, and `ip` and
+/// `iptables` for the black-hole test.
 pub fn ensure_all() -> Result<()> {
     ensure_etcd_tools()?;
+    ensure_net_tools()?;
     crate::cpp::ensure_packages()?;
     ensure_mariadb()
 }

@@ -115,6 +115,9 @@ pub struct ClusterSettings {
     /// How long a call to a node missing from the config waits for a `reload` to name
     /// it (skynet waits forever; bee waits this long). Ignored with `__nowaiting`.
     pub wait_for_node: Option<Duration>,
+    /// Nodes called without node authentication even when `channel.auth_secret` is set
+    /// (stock skynet nodes, which cannot answer the exchange).
+    pub plain_nodes: Vec<String>,
 }
 
 struct Sender {
@@ -285,7 +288,11 @@ impl Cluster {
         };
         let this = self.node()?;
         let entry = self.inner.senders.entry(node.to_string()).or_insert_with(|| {
-            let channel = Channel::new(node, addr.to_string(), self.inner.settings.channel.clone());
+            let mut config = self.inner.settings.channel.clone();
+            if self.inner.settings.plain_nodes.iter().any(|n| n == node) {
+                config.auth_secret = None;
+            }
+            let channel = Channel::new(node, addr.to_string(), config);
             let service = this.spawn(
                 &format!("bee_clustersender({node})"),
                 SenderService {

@@ -5,6 +5,9 @@
 //! Arguments: integers, reals, `true`/`false`/`nil`, anything else a string. The
 //! service is a registered name (`echo` or `@echo`) or an address (`:0000000a`, `0x0a`
 //! or decimal).
+//!
+//! Against nodes with node authentication, set `BEE_AUTH_SECRET_FILE` to the file holding
+//! the cluster's secret (see [`crate::ops::client_secret`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,6 +83,7 @@ fn client(cluster: &Path, timeout: Duration) -> Result<Cluster> {
     let mut settings = ClusterSettings::default();
     settings.channel.call_timeout = timeout;
     settings.wait_for_node = Some(Duration::ZERO);
+    settings.channel.auth_secret = crate::ops::client_secret()?;
     let c = Cluster::start(&node, Registry::new(cfg), settings);
     // The node must outlive the call: leak this one handle, the process ends soon.
     std::mem::forget(node);

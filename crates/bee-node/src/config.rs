@@ -12,14 +12,43 @@
 //!                                # socket after traffic before it sleeps (default 100,
 //!                                # 0 = never); lower latency for a little CPU
 //!
+//! metrics_listen = "127.0.0.1:9100"  # optional: serve Prometheus text at
+//!                                # http://ADDR/metrics (default: no metrics endpoint)
+//!
+//! [limits]                       # optional, every key too (defaults shown)
+//! inbound_bytes = 1073741824     # node-wide: inbound bytes held by all connections
+//! outbound_bytes = 1073741824    # node-wide: bytes queued for writing on all channels
+//! per_peer_bytes = 67108864      # one peer: bytes queued to it / held from one connection
+//! max_connections = 10000        # inbound connections served at once (0: no limit)
+//! read_timeout_ms = 30000        # a partial frame then silence this long closes (0: never)
+//! idle_timeout_ms = 0            # an idle inbound connection is closed (0: never)
+//! multipart_timeout_ms = 30000   # an unfinished multi-part message is dropped (0: never)
+//!
+//! [liveness]                     # optional (defaults shown)
+//! bound_ms = 4000                # a dead peer is noticed within this (0: off)
+//! heartbeat_ms = 1000            # heartbeat after this long without traffic (0: off)
+//! max_timeouts = 3               # calls timing out in a row recycle a connection (0: off)
+//! accepted_bound_ms = 10000      # keepalive/TCP_USER_TIMEOUT of accepted sockets
+//!
+//! [auth]                         # optional: node authentication (off without it)
+//! secret_file = "cluster.secret" # the shared secret (or `secret = "..."`), relative
+//!                                # to this file; trailing newlines are not part of it
+//! allow = ["10.0.0.7"]           # peer IPs served without authentication (stock skynet)
+//! timeout_ms = 5000              # time a peer has to authenticate
+//! plain_nodes = ["skynet_gate"]  # nodes this node calls without authenticating (skynet)
+//!
 //! [[service]]
 //! kind = "echo"                  # what to start (see `services.rs`)
 //! name = "echo"                  # optional: register it in the cluster as "@echo"
 //! ```
+//!
+//! How these map onto the transport's settings, and what to alert on, is in
+//! `docs/operations.md`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 /// One node's configuration.
@@ -39,6 +68,16 @@ pub struct NodeConfig {
     /// Busy-poll window of the node's connections, in microseconds (0: off).
     #[serde(default = "default_busy_poll")]
     pub busy_poll_us: u64,
+    /// Address of the Prometheus endpoint (`host:port`); none: no metrics served.
+    pub metrics_listen: Option<String>,
+    /// Byte budgets and connection hygiene.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Dead-peer detection.
+    #[serde(default)]
+    pub liveness: Liveness,
+    /// Node authentication (off when absent).
+    pub auth: Option<Auth>,
     /// Services to start, in order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSpec>,
@@ -56,6 +95,122 @@ fn default_timeout() -> u64 {
 
 fn default_busy_poll() -> u64 {
     u64::try_from(bee_transport::DEFAULT_BUSY_POLL.as_micros()).unwrap_or(u64::MAX)
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The `[limits]` table: node-wide byte budgets, per-peer bounds, connection hygiene.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Node-wide budget of inbound bytes held by every accepted connection (requests
+    /// being handled, multi-part messages being assembled) and half-assembled multi-part
+    /// responses on channels. A connection whose next message does not fit is closed.
+    pub inbound_bytes: u64,
+    /// Node-wide budget of bytes queued for writing on every channel; past it calls and
+    /// pushes fail at once with `Overloaded`.
+    pub outbound_bytes: u64,
+    /// Per peer: bytes queued to one remote node (channel), and request bytes being
+    /// handled for one connection before it stops reading.
+    pub per_peer_bytes: u64,
+    /// Inbound connections served at once (0: no limit).
+    pub max_connections: usize,
+    /// A connection that sent part of a frame and then nothing for this long is closed.
+    pub read_timeout_ms: u64,
+    /// An inbound connection idle this long is closed (0: never).
+    pub idle_timeout_ms: u64,
+    /// An unfinished multi-part message is dropped this long after its header (0: never).
+    pub multipart_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            inbound_bytes: 1024 * MIB,
+            outbound_bytes: 1024 * MIB,
+            per_peer_bytes: 64 * MIB,
+            max_connections: 10_000,
+            read_timeout_ms: 30_000,
+            idle_timeout_ms: 0,
+            multipart_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The `[liveness]` table: how fast a dead peer is noticed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Liveness {
+    /// Bound on noticing a dead peer on a channel (`TCP_USER_TIMEOUT`, keepalive, an
+    /// unanswered heartbeat); 0 turns dead-peer detection off.
+    pub bound_ms: u64,
+    /// A heartbeat call after this long without receiving anything (0: none).
+    pub heartbeat_ms: u64,
+    /// Calls in a row timing out with nothing received recycle the connection (0: never).
+    pub max_timeouts: u32,
+    /// Keepalive and `TCP_USER_TIMEOUT` bound of accepted sockets (0: system defaults).
+    pub accepted_bound_ms: u64,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            bound_ms: 4_000,
+            heartbeat_ms: 1_000,
+            max_timeouts: 3,
+            accepted_bound_ms: 10_000,
+        }
+    }
+}
+
+/// The `[auth]` table: node authentication with a shared secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// The shared secret itself (prefer `secret_file`).
+    pub secret: Option<String>,
+    /// A file holding the secret (relative to the node config); trailing `\r`/`\n` are
+    /// not part of it.
+    pub secret_file: Option<PathBuf>,
+    /// Peer IP addresses served without authentication (stock skynet nodes).
+    #[serde(default)]
+    pub allow: Vec<IpAddr>,
+    /// How long a connecting peer has to authenticate.
+    #[serde(default = "default_auth_timeout")]
+    pub timeout_ms: u64,
+    /// Nodes this node calls without authenticating (stock skynet nodes, which cannot
+    /// answer the exchange).
+    #[serde(default)]
+    pub plain_nodes: Vec<String>,
+}
+
+fn default_auth_timeout() -> u64 {
+    5_000
+}
+
+impl Auth {
+    /// The secret's bytes: `secret`, or the contents of `secret_file` (relative to
+    /// `dir`) without trailing line breaks. Exactly one must be given; empty is an error.
+    pub fn secret_bytes(&self, dir: &Path) -> Result<Vec<u8>> {
+        let bytes = match (&self.secret, &self.secret_file) {
+            (Some(s), None) => s.as_bytes().to_vec(),
+            (None, Some(f)) => {
+                let path = dir.join(f);
+                let mut b = std::fs::read(&path)
+                    .with_context(|| format!("cannot read auth.secret_file {}", path.display()))?;
+                while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                    b.pop();
+                }
+                b
+            }
+            (Some(_), Some(_)) => bail!("[auth] has both secret and secret_file: give one"),
+            (None, None) => bail!("[auth] needs secret or secret_file"),
+        };
+        if bytes.is_empty() {
+            bail!("[auth] secret is empty");
+        }
+        Ok(bytes)
+    }
 }
 
 /// One `[[service]]` entry.
@@ -82,9 +237,9 @@ impl NodeConfig {
         // Sections other than the known ones are typos: say so instead of ignoring them.
         if let Some(key) = cfg.extra.keys().find(|k| !sections.contains(k)) {
             anyhow::bail!(
-                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, service, {})",
+                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, metrics_listen, limits, liveness, auth, service, {})",
                 path.display(),
-                                sections.join(", ")
+                sections.join(", ")
             );
         }
         if cfg.threads == Some(0) {
@@ -96,9 +251,40 @@ impl NodeConfig {
         if let Some(dir) = path.parent() {
             cfg.dir = dir.to_path_buf();
         }
+        cfg.check()
+            .with_context(|| format!("node config {}", path.display()))?;
         if cfg.cluster.is_relative() {
             cfg.cluster = cfg.dir.join(&cfg.cluster);
         }
         Ok(cfg)
+    }
+
+    /// The checks serde cannot do: values that would make the node useless.
+    fn check(&self) -> Result<()> {
+        let l = &self.limits;
+        for (key, v) in [
+            ("inbound_bytes", l.inbound_bytes),
+            ("outbound_bytes", l.outbound_bytes),
+            ("per_peer_bytes", l.per_peer_bytes),
+        ] {
+            if v == 0 {
+                bail!("limits.{key} must be at least 1");
+            }
+            if usize::try_from(v).is_err() {
+                bail!("limits.{key} = {v} is larger than this machine can address");
+            }
+        }
+        if let Some(m) = &self.metrics_listen {
+            m.parse::<std::net::SocketAddr>().with_context(|| {
+                format!("metrics_listen = {m:?} is not an address (`host:port`, e.g. \"127.0.0.1:9100\")")
+            })?;
+        }
+        if let Some(auth) = &self.auth {
+            auth.secret_bytes(&self.dir)?;
+            if auth.timeout_ms == 0 {
+                bail!("auth.timeout_ms must be at least 1");
+            }
+        }
+        Ok(())
     }
 }

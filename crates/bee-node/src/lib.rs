@@ -4,8 +4,9 @@
 //! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
 //!
 //! This crate only composes the library crates: it reads the config ([`config`]),
-//! builds a [`bee_dispatch::Node`], attaches the cluster layer, starts the services the
-//! config lists ([`services`]), and waits for a signal.
+//! builds a [`bee_dispatch::Node`], attaches the cluster layer with the limits,
+//! liveness and authentication the config asks for and serves its metrics ([`ops`]),
+//! starts the services the config lists ([`services`]), and waits for a signal.
 //!
 //! A game's own node binary is [`App`] with its service kinds added — the console,
 //! config loading, logging, signals and the client commands come with it:
@@ -26,6 +27,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod ops;
 pub mod services;
 
 pub use services::{Kinds, Spec};
@@ -34,7 +36,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_dispatch::{Cluster, Node, RuntimeConfig};
 use bee_registry::{ClusterConfig, Registry};
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
@@ -191,10 +193,13 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
             ..RuntimeConfig::default()
         },
     );
-    let mut settings = ClusterSettings::default();
-    settings.channel.call_timeout = Duration::from_millis(cfg.call_timeout_ms);
-    settings.channel.busy_poll = Duration::from_micros(cfg.busy_poll_us);
-    settings.listener.busy_poll = Duration::from_micros(cfg.busy_poll_us);
+    let (settings, budgets) = ops::cluster_settings(&cfg)?;
+    // Before the cluster starts: channels and listeners take their metric handles when
+    // they are created.
+    let metrics = match &cfg.metrics_listen {
+        Some(addr) => Some(ops::serve_metrics(addr, &node, &budgets)?),
+        None => None,
+    };
     let cluster = Cluster::start(&node, Registry::new(cluster_cfg), settings);
     app.kinds.start_all(&node, &cluster, &cfg)?;
     let listen = cfg.listen.clone().unwrap_or_else(|| cfg.name.clone());
@@ -202,7 +207,7 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
         .open(&listen)
         .await
         .with_context(|| format!("node {} cannot open {listen}", cfg.name))?;
-    tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), threads = ?cfg.threads, busy_poll_us = cfg.busy_poll_us, "node ready");
+    tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), threads = ?cfg.threads, busy_poll_us = cfg.busy_poll_us, metrics = ?metrics, auth = cfg.auth.is_some(), inbound_bytes = cfg.limits.inbound_bytes, outbound_bytes = cfg.limits.outbound_bytes, "node ready");
     // A line for scripts and tests waiting for the node to come up.
     println!("bee node {} listening on {local}", cfg.name);
     wait_for_signal().await;
