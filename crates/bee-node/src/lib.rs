@@ -2,6 +2,9 @@
 //!
 //! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM.
 //! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
+//! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]).
+//! - `bee config push --cluster CURRENT NEW`: push a new cluster config to every node,
+//!   with each node's answer ([`admin`]).
 //!
 //! This crate only composes the library crates: it reads the config ([`config`]),
 //! builds a [`bee_dispatch::Node`], attaches the cluster layer, starts the services the
@@ -24,6 +27,7 @@
 //! }
 //! ```
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod services;
@@ -35,7 +39,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
-use bee_registry::{ClusterConfig, Registry};
+use bee_registry::Registry;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
@@ -70,6 +74,13 @@ enum Command {
         node: String,
         /// The registered name.
         name: String,
+    },
+    /// Show what cluster config every node runs (version, hash, uptime, incarnation).
+    Status(admin::StatusArgs),
+    /// Cluster config commands.
+    Config {
+        #[command(subcommand)]
+        command: admin::ConfigCommand,
     },
 }
 
@@ -176,13 +187,19 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
                 node,
                 name,
             } => cli::query(cluster, node, name).await,
+            Command::Status(a) => admin::status(a).await,
+            Command::Config {
+                command: admin::ConfigCommand::Push(a),
+            } => admin::push(a).await,
         }
     })
 }
 
 /// Run a node until a signal.
 async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
-    let cluster_cfg = ClusterConfig::load(&cfg.cluster)
+    // Checked like every later config, and told which node it belongs to (a push that
+    // drops this node is refused).
+    let registry = Registry::load_file(&cfg.name, &cfg.cluster)
         .with_context(|| format!("cannot load the cluster config {}", cfg.cluster.display()))?;
     let node = Node::new(
         &cfg.name,
@@ -195,7 +212,7 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
     settings.channel.call_timeout = Duration::from_millis(cfg.call_timeout_ms);
     settings.channel.busy_poll = Duration::from_micros(cfg.busy_poll_us);
     settings.listener.busy_poll = Duration::from_micros(cfg.busy_poll_us);
-    let cluster = Cluster::start(&node, Registry::new(cluster_cfg), settings);
+    let cluster = Cluster::start(&node, registry, settings);
     app.kinds.start_all(&node, &cluster, &cfg)?;
     let listen = cfg.listen.clone().unwrap_or_else(|| cfg.name.clone());
     let local = cluster
