@@ -72,7 +72,7 @@ async fn config_stale_numeric_address_is_refused_after_a_restart_with_a_clear_er
             match echo(&client, "b", addr).await {
                 Ok(()) => panic!("a stale address reached a service of the new run"),
                 // The first call after the restart may meet the dying connection.
-                Err(e) if e.contains("earlier run") => {
+                Err(e) if e.contains("from before b restarted") => {
                     err = e;
                     break;
                 }
@@ -84,7 +84,8 @@ async fn config_stale_numeric_address_is_refused_after_a_restart_with_a_clear_er
         }
     }
     assert!(
-        err.contains("on node b: the address is from an earlier run of b, which restarted")
+        err.contains("on node b: this run of b (up ")
+            && err.contains("never had that address; it is from before b restarted")
             && err.contains("query the name again"),
         "{err}"
     );

@@ -48,7 +48,7 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 
 /// The error text for a request to `addr` on node `node` where no service lives.
 /// `handed_out` says whether this run of the node ever gave out that address; when it
-/// did not, the address is from an earlier run and the text says the node restarted.
+/// did not, the address is from before a restart (or was never valid), and the text says so.
 pub fn dead_address_text(
     node: &str,
     addr: Addr,
@@ -58,14 +58,14 @@ pub fn dead_address_text(
 ) -> String {
     if handed_out {
         format!(
-            "no service at {} on node {node}: it has stopped",
+            "no service at address {} on node {node}: it has stopped",
             fmt_addr(addr)
         )
     } else {
         format!(
-            "no service at {} on node {node}: the address is from an earlier run of {node}, \
-             which restarted {}s ago (incarnation {incarnation}); addresses do not survive \
-             a restart: query the name again",
+            "no service at address {} on node {node}: this run of {node} (up {}s, \
+             incarnation {incarnation}) never had that address; it is from before {node} \
+             restarted (or was never valid): query the name again",
             fmt_addr(addr),
             uptime.as_secs()
         )
@@ -337,8 +337,8 @@ mod tests {
         );
         let stale = dead_address_text("lobby", 0x10, false, 5, Duration::from_secs(3));
         assert!(
-            stale.contains("earlier run of lobby")
-                && stale.contains("restarted 3s ago")
+            stale.contains("this run of lobby (up 3s, incarnation 5) never had that address")
+                && stale.contains("from before lobby restarted")
                 && stale.contains("query the name again"),
             "{stale}"
         );
