@@ -167,6 +167,10 @@ struct Inner {
     shutdown: CancellationToken,
     clusterd: Mutex<Addr>,
     started: Instant,
+    /// Nodes that membership (e.g. an etcd lease) says are gone, with why; calls to them
+    /// fail at once. `down_count` keeps the call path to one atomic load while it is empty.
+    down: DashMap<String, String>,
+    down_count: std::sync::atomic::AtomicUsize,
 }
 
 /// The node's cluster handle (cheap to clone). Get it with [`Cluster::start`] once, then
@@ -215,6 +219,8 @@ impl Cluster {
                         shutdown: CancellationToken::new(),
                         clusterd: Mutex::new(0),
                         started: Instant::now(),
+                        down: DashMap::new(),
+                        down_count: std::sync::atomic::AtomicUsize::new(0),
                     }),
                 };
                 let addr = node.spawn_named(
@@ -315,6 +321,14 @@ impl Cluster {
     /// Find (or create) the channel to `node`, waiting for a reload to name it when the
     /// config does not (unless `__nowaiting`).
     async fn channel(&self, node: &str) -> Result<Link, CallError> {
+        if self.inner.down_count.load(Ordering::Acquire) > 0 {
+            if let Some(why) = self.inner.down.get(node) {
+                return Err(CallError::Unavailable(format!(
+                    "node {node} is down: {}",
+                    *why
+                )));
+            }
+        }
         if let Some(s) = self.inner.senders.get(node) {
             return Ok(Link {
                 channel: s.channel.clone(),
@@ -610,6 +624,30 @@ impl Cluster {
         drop_nodes.extend(diff.removed.iter());
         for name in drop_nodes {
             self.drop_sender(name, "cluster config changed");
+        }
+    }
+
+    /// Mark `node` down because membership says it is gone (e.g. its etcd lease
+    /// expired): its connection is closed and calls to it fail at once with
+    /// `node NODE is down: WHY` until [`Cluster::mark_up`]. The config is not changed.
+    pub fn mark_down(&self, node: &str, why: &str) {
+        if self
+            .inner
+            .down
+            .insert(node.to_string(), why.to_string())
+            .is_none()
+        {
+            self.inner.down_count.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!(node = %self.inner.node_name, peer = %node, why, "cluster node marked down");
+        }
+        self.drop_sender(node, why);
+    }
+
+    /// Undo [`Cluster::mark_down`]: `node` is back.
+    pub fn mark_up(&self, node: &str) {
+        if self.inner.down.remove(node).is_some() {
+            self.inner.down_count.fetch_sub(1, Ordering::AcqRel);
+            tracing::info!(node = %self.inner.node_name, peer = %node, "cluster node up again");
         }
     }
 

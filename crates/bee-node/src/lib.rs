@@ -1,6 +1,7 @@
 //! # bee-node — a cluster node program, as a library
 //!
-//! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM.
+//! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM;
+//!   its cluster config comes from a file or from etcd ([`etcd`]).
 //! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
 //! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]).
 //! - `bee config push --cluster CURRENT NEW`: push a new cluster config to every node,
@@ -30,6 +31,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod etcd;
 pub mod services;
 
 pub use services::{Kinds, Spec};
@@ -199,8 +201,19 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
 async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
     // Checked like every later config, and told which node it belongs to (a push that
     // drops this node is refused).
-    let registry = Registry::load_file(&cfg.name, &cfg.cluster)
-        .with_context(|| format!("cannot load the cluster config {}", cfg.cluster.display()))?;
+    // `cluster = "etcd://host:port/PREFIX"`: the config lives in etcd (see [`etcd`]).
+    let (registry, store) = match etcd::url_of(&cfg) {
+        Some(url) => {
+            let (store, registry) = etcd::load(&url, &cfg.name).await?;
+            (registry, Some(store))
+        }
+        None => (
+            Registry::load_file(&cfg.name, &cfg.cluster).with_context(|| {
+                format!("cannot load the cluster config {}", cfg.cluster.display())
+            })?,
+            None,
+        ),
+    };
     let node = Node::new(
         &cfg.name,
         RuntimeConfig {
@@ -221,9 +234,16 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
         .with_context(|| format!("node {} cannot open {listen}", cfg.name))?;
     tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), threads = ?cfg.threads, busy_poll_us = cfg.busy_poll_us, "node ready");
     // A line for scripts and tests waiting for the node to come up.
+    let following = match store {
+        Some(store) => Some(etcd::follow(store, &cluster, local).await?),
+        None => None,
+    };
     println!("bee node {} listening on {local}", cfg.name);
     wait_for_signal().await;
     tracing::info!(node = %cfg.name, "shutting down");
+    if let Some(f) = following {
+        f.stop().await;
+    }
     node.shutdown();
     Ok(())
 }
