@@ -333,7 +333,7 @@ mod tests {
         let stopped = dead_address_text("lobby", 0x10, true, 5, Duration::from_secs(3));
         assert_eq!(
             stopped,
-            "no service at :00000010 on node lobby: it has stopped"
+            "no service at address :00000010 on node lobby: it has stopped"
         );
         let stale = dead_address_text("lobby", 0x10, false, 5, Duration::from_secs(3));
         assert!(
