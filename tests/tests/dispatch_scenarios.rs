@@ -283,5 +283,4 @@ async fn shop_master_redirects_to_native_shop() {
             .contains("shop_master takes (\"text\", frame) or (\"rpc_response\", frame)"),
         "{err}"
     );
-
-    }
+}

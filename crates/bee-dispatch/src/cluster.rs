@@ -2,9 +2,11 @@
 //! `register`/`unregister`, `open`, `reload`, `proxy` — built from local services so
 //! each piece shows up in the node's service list under skynet's names:
 //!
-//! - `bee_clusterd` (one per node): the config, registered names, listening. Answers
-//!   `"lua"` commands for the console (`services`, `senders`, `nodes`, `names`,
-//!   `reload`, `register`, `unregister`, `query`).
+//! - `bee_clusterd` (one per node, also named `bee_config`): the config, registered
+//!   names, listening. Answers `"lua"` commands for the console (`services`, `senders`,
+//!   `nodes`, `names`, `reload`, `register`, `unregister`, `query`, `config`, `ping`)
+//!   and the config lifecycle's requests (`config_push`, `hello`; see
+//!   [`crate::lifecycle`]).
 //! - `bee_clustersender(<node>)` (one per remote node): owns that node's
 //!   [`bee_transport::Channel`] (its connection and session table). Callers use the
 //!   channel directly, so a call costs no extra hop through a mailbox.
@@ -13,15 +15,28 @@
 //!   local services, and writes their replies back.
 //!
 //! A call to the node's own name is delivered locally without a socket.
+//!
+//! **Config lifecycle.** [`Cluster::apply`] is the checked way to change the config
+//! (version, own entry, validity; see `docs/config.md`): the channels of nodes that moved,
+//! were marked down or removed are closed, so the next call dials the new address. A
+//! push arrives as `config_push` and goes the same way. Each node run has an incarnation
+//! (the registry's); service addresses start from a value derived from it, so an address
+//! from an earlier run is answered with an error saying the node restarted, never by
+//! whatever service now has that number. A channel learns its peer's incarnation with a
+//! `hello` after each (re)connect; a change is announced as
+//! [`RegistryEvent::PeerRestarted`] to [`Cluster::watch`]ers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bee_codec::cluster::{Address, Request};
 use bee_codec::seri::{self, Table, Value};
-use bee_registry::{ClusterConfig, Registry, RegistryError};
+use bee_registry::{
+    ClusterConfig, ConfigDiff, ConfigSource, Registry, RegistryError, RegistryEvent,
+};
 use bee_transport::{
     Acceptor, Channel, ChannelConfig, Dispatched, Inbound, Listener, ListenerConfig, TransportError,
 };
@@ -31,9 +46,19 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::lifecycle::{
+    dead_address_text, first_addr_for, unix_ms, ConfigReport, Hello, PushOutcome, CLUSTERD_NAME,
+    CONFIG_NAME,
+};
 use crate::service::{
     fmt_addr, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError,
 };
+
+/// How long a `hello` to a peer may take.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`Sender::hello`] before any hello went out (or after one failed to reach the peer).
+const NO_HELLO: u64 = u64::MAX;
 
 /// `ctx.cluster()` / `node.cluster()`: the cluster handle wherever a [`Context`] or a
 /// [`Node`] is at hand, with a typed error when the cluster layer is not started.
@@ -123,6 +148,15 @@ pub struct ClusterSettings {
 struct Sender {
     channel: Channel,
     service: Addr,
+    /// The channel's reconnect count when the last `hello` was started ([`NO_HELLO`]:
+    /// none yet): a different count means a new connection, maybe another process.
+    hello: Arc<AtomicU64>,
+}
+
+/// What a call needs of a sender: its channel and its hello mark.
+struct Link {
+    channel: Channel,
+    hello: Arc<AtomicU64>,
 }
 
 struct Inner {
@@ -135,6 +169,11 @@ struct Inner {
     listening: Mutex<Vec<SocketAddr>>,
     shutdown: CancellationToken,
     clusterd: Mutex<Addr>,
+    started: Instant,
+    /// Nodes that membership (e.g. an etcd lease) says are gone, with why; calls to them
+    /// fail at once. `down_count` keeps the call path to one atomic load while it is empty.
+    down: DashMap<String, String>,
+    down_count: std::sync::atomic::AtomicUsize,
 }
 
 /// The node's cluster handle (cheap to clone). Get it with [`Cluster::start`] once, then
@@ -153,12 +192,23 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Attach the cluster layer to `node` with this registry; starts `bee_clusterd`.
-    /// Calling it twice returns the first handle.
+    /// Attach the cluster layer to `node` with this registry; starts `bee_clusterd`
+    /// (named `bee_clusterd` and `bee_config`). Calling it twice returns the first handle.
+    ///
+    /// The registry learns the node's name when it does not know it yet (so
+    /// [`Cluster::apply`] refuses a config that drops this node), and the node's service
+    /// addresses start from [`first_addr_for`] the registry's incarnation when no
+    /// service was spawned on it yet.
     pub fn start(node: &Node, registry: Registry, settings: ClusterSettings) -> Cluster {
         let mut created = false;
         let cluster = node.extension_or_insert_with(|| {
             created = true;
+            if registry.self_name().is_none() {
+                registry.set_self_name(node.name());
+            }
+            if !node.set_first_addr(first_addr_for(registry.incarnation())) {
+                tracing::debug!(node = %node.name(), "services were spawned before the cluster layer; addresses keep counting from 1");
+            }
             Arc::new({
                 let cluster = Cluster {
                     inner: Arc::new(Inner {
@@ -171,14 +221,18 @@ impl Cluster {
                         listening: Mutex::new(Vec::new()),
                         shutdown: CancellationToken::new(),
                         clusterd: Mutex::new(0),
+                        started: Instant::now(),
+                        down: DashMap::new(),
+                        down_count: std::sync::atomic::AtomicUsize::new(0),
                     }),
                 };
                 let addr = node.spawn_named(
-                    "bee_clusterd",
+                    CLUSTERD_NAME,
                     Clusterd {
                         cluster: cluster.clone(),
                     },
                 );
+                node.set_name(CONFIG_NAME, addr);
                 *cluster
                     .inner
                     .clusterd
@@ -269,9 +323,20 @@ impl Cluster {
 
     /// Find (or create) the channel to `node`, waiting for a reload to name it when the
     /// config does not (unless `__nowaiting`).
-    async fn channel(&self, node: &str) -> Result<Channel, CallError> {
+    async fn channel(&self, node: &str) -> Result<Link, CallError> {
+        if self.inner.down_count.load(Ordering::Acquire) > 0 {
+            if let Some(why) = self.inner.down.get(node) {
+                return Err(CallError::Unavailable(format!(
+                    "node {node} is down: {}",
+                    *why
+                )));
+            }
+        }
         if let Some(s) = self.inner.senders.get(node) {
-            return Ok(s.channel.clone());
+            return Ok(Link {
+                channel: s.channel.clone(),
+                hello: s.hello.clone(),
+            });
         }
         let addr = match self.inner.registry.lookup(node) {
             Ok(a) => a,
@@ -300,9 +365,98 @@ impl Cluster {
                 },
             );
             tracing::info!(node = %self.inner.node_name, target = %node, addr = %addr, "cluster sender created");
-            Sender { channel, service }
+            Sender {
+                channel,
+                service,
+                hello: Arc::new(AtomicU64::new(NO_HELLO)),
+            }
         });
-        Ok(entry.channel.clone())
+        Ok(Link {
+            channel: entry.channel.clone(),
+            hello: entry.hello.clone(),
+        })
+    }
+
+    /// After a call or push that reached `node`: when the channel connected anew since
+    /// the last `hello`, send one (in the background) to learn which run of the peer
+    /// answers now. One atomic load when nothing changed.
+    fn after_use(&self, node: &str, link: &Link) {
+        let seen = link.channel.reconnects();
+        let last = link.hello.load(Ordering::Relaxed);
+        if last == seen
+            || link
+                .hello
+                .compare_exchange(last, seen, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let (cluster, node, channel, mark) = (
+            self.clone(),
+            node.to_string(),
+            link.channel.clone(),
+            link.hello.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = cluster.hello_on(&node, &channel).await {
+                if matches!(e, CallError::Transport(ref t) if !matches!(t, TransportError::Remote { .. }))
+                {
+                    // Not through: try again after the next call that gets through.
+                    let _ =
+                        mark.compare_exchange(seen, NO_HELLO, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                tracing::debug!(node = %cluster.inner.node_name, peer = %node, error = %e, "hello not answered (a stock skynet peer has no incarnation)");
+            }
+        });
+    }
+
+    /// Send `hello` on `channel` and record the peer's incarnation in the registry (a
+    /// change is announced as [`RegistryEvent::PeerRestarted`]).
+    async fn hello_on(&self, node: &str, channel: &Channel) -> Result<Hello, CallError> {
+        let payload = seri::pack(&[
+            Value::from("lua"),
+            Value::from("hello"),
+            Value::from(self.inner.node_name.as_str()),
+            Value::Integer(i64::try_from(self.incarnation()).unwrap_or(i64::MAX)),
+        ])?;
+        let reply = channel
+            .call(
+                Address::Name(Bytes::from(format!("@{CLUSTERD_NAME}"))),
+                payload,
+                Some(HELLO_TIMEOUT),
+            )
+            .await
+            .map_err(transport_error)?;
+        let bad = |reason: String| CallError::BadReply {
+            node: node.to_string(),
+            reason,
+        };
+        let values = seri::unpack(&reply).map_err(|e| bad(format!("hello reply: {e}")))?;
+        let hello = Hello::from_values(&values).map_err(bad)?;
+        if hello.node != node {
+            tracing::warn!(node = %self.inner.node_name, peer = %node, answered = %hello.node, addr = %channel.addr(), "the address the config gives {node} is answered by node {}: check the cluster config", hello.node);
+        }
+        self.inner
+            .registry
+            .set_peer_incarnation(node, hello.incarnation);
+        Ok(hello)
+    }
+
+    /// Ask `node` who it is (`hello`): its name and incarnation, recorded in the registry
+    /// (a new incarnation is announced as [`RegistryEvent::PeerRestarted`]).
+    pub async fn hello(&self, node: &str) -> Result<Hello, CallError> {
+        if node == self.inner.node_name {
+            return Ok(Hello {
+                node: node.to_string(),
+                incarnation: self.incarnation(),
+            });
+        }
+        let link = self.channel(node).await?;
+        let hello = self.hello_on(node, &link.channel).await?;
+        // This connection's hello is done.
+        link.hello
+            .store(link.channel.reconnects(), Ordering::Relaxed);
+        Ok(hello)
     }
 
     /// Call `target` on `node` with a packed payload; returns the packed reply.
@@ -333,10 +487,12 @@ impl Cluster {
             let addr = self.local_target(&target)?;
             return n.call_from(0, addr, payload, timeout).await;
         }
-        let ch = self.channel(node).await?;
-        ch.call(target.wire(), payload, timeout)
-            .await
-            .map_err(transport_error)
+        let link = self.channel(node).await?;
+        let result = link.channel.call(target.wire(), payload, timeout).await;
+        if matches!(&result, Ok(_) | Err(TransportError::Remote { .. })) {
+            self.after_use(node, &link);
+        }
+        result.map_err(transport_error)
     }
 
     /// Push a packed payload to `target` on `node`; no reply. Errors only when bee can
@@ -355,10 +511,12 @@ impl Cluster {
             let addr = self.local_target(&target)?;
             return n.send(addr, payload).await;
         }
-        let ch = self.channel(node).await?;
-        ch.push(target.wire(), payload)
-            .await
-            .map_err(transport_error)
+        let link = self.channel(node).await?;
+        let result = link.channel.push(target.wire(), payload).await;
+        if result.is_ok() {
+            self.after_use(node, &link);
+        }
+        result.map_err(transport_error)
     }
 
     /// Ask `node` for the address registered there as `name`.
@@ -442,16 +600,124 @@ impl Cluster {
 
     /// Merge a new cluster config: nodes whose address changed or that are now marked
     /// down lose their connection (calls waiting on it fail); new calls use the new one.
-    pub fn reload(&self, config: ClusterConfig) -> bee_registry::ConfigDiff {
+    /// No check is made (skynet's `reload`); [`Cluster::apply`] is the checked path.
+    pub fn reload(&self, config: ClusterConfig) -> ConfigDiff {
         let diff = self.inner.registry.reload(config);
-        let mut drop_nodes: Vec<String> = diff.changed.iter().map(|c| c.0.clone()).collect();
-        drop_nodes.extend(diff.marked_down.iter().cloned());
-        drop_nodes.extend(diff.removed.iter().cloned());
-        for name in drop_nodes {
-            self.drop_sender(&name, "cluster config changed");
-        }
+        self.close_changed(&diff);
         tracing::info!(node = %self.inner.node_name, ?diff, "cluster config reloaded");
         diff
+    }
+
+    /// Check `config` and make it the whole running config ([`Registry::apply`]: refused,
+    /// with the running config untouched, when malformed, older than the running one or
+    /// the same version with other content unless `force`, or when it drops this node).
+    /// Channels of nodes that moved, were marked down or removed are closed (calls waiting
+    /// on them fail); the next call dials the new address.
+    pub fn apply(
+        &self,
+        config: ClusterConfig,
+        source: ConfigSource,
+        force: bool,
+    ) -> Result<ConfigDiff, RegistryError> {
+        let diff = self.inner.registry.apply(config, source, force)?;
+        self.close_changed(&diff);
+        tracing::info!(node = %self.inner.node_name, meta = %self.inner.registry.meta(), %diff, "cluster config applied");
+        Ok(diff)
+    }
+
+    fn close_changed(&self, diff: &ConfigDiff) {
+        let mut drop_nodes: Vec<&String> = diff.changed.iter().map(|c| &c.0).collect();
+        drop_nodes.extend(diff.marked_down.iter());
+        drop_nodes.extend(diff.removed.iter());
+        for name in drop_nodes {
+            self.drop_sender(name, "cluster config changed");
+        }
+    }
+
+    /// Mark `node` down because membership says it is gone (e.g. its etcd lease
+    /// expired): its connection is closed and calls to it fail at once with
+    /// `node NODE is down: WHY` until [`Cluster::mark_up`]. The config is not changed.
+    pub fn mark_down(&self, node: &str, why: &str) {
+        if self
+            .inner
+            .down
+            .insert(node.to_string(), why.to_string())
+            .is_none()
+        {
+            self.inner.down_count.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!(node = %self.inner.node_name, peer = %node, why, "cluster node marked down");
+        }
+        self.drop_sender(node, why);
+    }
+
+    /// Undo [`Cluster::mark_down`]: `node` is back.
+    pub fn mark_up(&self, node: &str) {
+        if self.inner.down.remove(node).is_some() {
+            self.inner.down_count.fetch_sub(1, Ordering::AcqRel);
+            tracing::info!(node = %self.inner.node_name, peer = %node, "cluster node up again");
+        }
+    }
+
+    /// Every later registry event, in order: config changes, `NodeMoved` ("X moved old →
+    /// new") and `PeerRestarted` ("X restarted a → b", learnt by `hello` when a channel
+    /// connects anew, or when a peer says hello). See [`Registry::subscribe`].
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<RegistryEvent> {
+        self.inner.registry.subscribe()
+    }
+
+    /// This node run's incarnation (the registry's).
+    pub fn incarnation(&self) -> u64 {
+        self.inner.registry.incarnation()
+    }
+
+    /// How long the cluster layer has run.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// What this node runs, as the `config` command reports it.
+    pub fn report(&self) -> ConfigReport {
+        let meta = self.inner.registry.meta();
+        ConfigReport {
+            node: self.inner.node_name.clone(),
+            version: meta.version,
+            hash: meta.hash.short(),
+            applied_at_ms: unix_ms(meta.applied_at),
+            source: meta.source.to_string(),
+            incarnation: self.incarnation(),
+            uptime_ms: u64::try_from(self.uptime().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Handle a pushed config text (the `config_push` command): parse it (either form),
+    /// [`Cluster::apply`] it, and say what happened. A refusal is an answer, not an
+    /// error: the running config stays as it was.
+    pub fn push_text(&self, text: &str, force: bool, from: &str) -> PushOutcome {
+        let outcome = ClusterConfig::parse_any(text).and_then(|cfg| {
+            self.apply(
+                cfg,
+                ConfigSource::Push {
+                    from: from.to_string(),
+                },
+                force,
+            )
+        });
+        let meta = self.inner.registry.meta();
+        match outcome {
+            Ok(diff) => PushOutcome::Applied {
+                version: meta.version,
+                hash: meta.hash.short(),
+                diff: diff.to_string(),
+            },
+            Err(e) => {
+                tracing::warn!(node = %self.inner.node_name, %from, error = %e, "pushed cluster config refused");
+                PushOutcome::Rejected {
+                    reason: e.to_string(),
+                    version: meta.version,
+                    hash: meta.hash.short(),
+                }
+            }
+        }
     }
 
     fn drop_sender(&self, name: &str, why: &str) {
@@ -680,6 +946,21 @@ impl Inbound for Agent {
                     }
                 },
             };
+            if !node.is_alive(target) {
+                // Say whether the address is from an earlier run of this node.
+                let text = dead_address_text(
+                    node.name(),
+                    target,
+                    node.handed_out(target),
+                    self.cluster.incarnation(),
+                    self.cluster.uptime(),
+                );
+                if req.push {
+                    tracing::warn!(peer = %self.peer, "push dropped: {text}");
+                    return Dispatched::NoReply;
+                }
+                return Dispatched::Ready(Err(text));
+            }
             if req.push {
                 if let Err(e) = node.send_from(self.addr, target, req.payload).await {
                     tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, "push dropped");
@@ -773,6 +1054,56 @@ impl Service for Clusterd {
                     .map(|a| Value::Integer(a as i64))
                     .unwrap_or(Value::Nil)]
             }
+            "config" => vec![self.cluster.report().to_value()],
+            "config_push" => {
+                let text = arg(1)
+                    .ok_or_else(|| ServiceError::msg("config_push needs the config text"))?;
+                let force = args.get(2).and_then(Value::as_bool).unwrap_or(false);
+                let from = arg(3).unwrap_or_else(|| fmt_addr(msg.source));
+                self.cluster.push_text(&text, force, &from).to_values()
+            }
+            "hello" => {
+                // The caller may say who it is: a node of the config that says hello with
+                // a new incarnation has restarted.
+                if let (Some(peer), Some(inc)) = (arg(1), args.get(2).and_then(Value::as_int)) {
+                    let known = self.cluster.registry().config().nodes.contains_key(&peer);
+                    if known && peer != self.cluster.node_name() {
+                        if let Ok(inc) = u64::try_from(inc) {
+                            self.cluster.registry().set_peer_incarnation(&peer, inc);
+                        }
+                    }
+                }
+                Hello {
+                    node: self.cluster.node_name().to_string(),
+                    incarnation: self.cluster.incarnation(),
+                }
+                .to_values()
+            }
+            "ping" => {
+                let peer = arg(1).ok_or_else(|| ServiceError::msg("ping needs a node name"))?;
+                // Answer from a task: clusterd keeps serving while the peer answers.
+                let Some(reply) = ctx.take_reply() else {
+                    return Ok(None);
+                };
+                let cluster = self.cluster.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    match cluster.hello(&peer).await {
+                        Ok(h) => {
+                            let mut values = h.to_values();
+                            values.push(Value::Integer(
+                                i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
+                            ));
+                            match seri::pack(&values) {
+                                Ok(b) => reply.ok(b),
+                                Err(e) => reply.err(e),
+                            }
+                        }
+                        Err(e) => reply.err(e),
+                    }
+                });
+                return Ok(None);
+            }
             "query" => {
                 let name = arg(1).ok_or_else(|| ServiceError::msg("query needs a name"))?;
                                 match ctx.node().resolve_public(&name) {
@@ -782,7 +1113,7 @@ impl Service for Clusterd {
             }
             other => {
                 return Err(ServiceError::msg(format!(
-                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query)"
+                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, hello, ping)"
                 )))
             }
         };

@@ -35,6 +35,7 @@ pub mod cluster;
 pub mod dispatcher;
 pub mod error;
 pub mod handle;
+pub mod lifecycle;
 pub mod lua;
 pub mod native;
 pub mod service;

@@ -286,12 +286,19 @@ struct Inner {
     /// Bumped on every name change, so caches of name lookups know when to refresh.
     names_generation: AtomicU64,
     next_addr: AtomicU32,
+    /// The first address this node handed out (see [`Node::set_first_addr`]).
+    first_addr: AtomicU32,
+    /// Set by the first spawn: the first address can no longer change.
+    spawned: AtomicBool,
     stopping: AtomicBool,
     extensions: DashMap<std::any::TypeId, Arc<dyn Any + Send + Sync>>,
     shutdown_hooks: Mutex<Vec<ShutdownHook>>,
 }
 
 type ShutdownHook = Box<dyn FnOnce() + Send>;
+
+/// Service addresses use the low 24 bits (skynet's top 8 bits, the harbor, stay 0).
+const ADDR_MASK: Addr = 0x00FF_FFFF;
 
 /// A node's local runtime: its services, their names, and how to reach them. Cheap to
 /// clone; every clone is the same node.
@@ -324,6 +331,8 @@ impl Node {
                 names: DashMap::new(),
                 names_generation: AtomicU64::new(0),
                 next_addr: AtomicU32::new(1),
+                first_addr: AtomicU32::new(1),
+                spawned: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 extensions: DashMap::new(),
                 shutdown_hooks: Mutex::new(Vec::new()),
@@ -334,6 +343,41 @@ impl Node {
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Start handing out addresses at `first` (its low 24 bits; 0 becomes 1) instead of
+    /// 1, so two runs of one node do not hand out the same addresses (the cluster layer
+    /// derives `first` from the node's incarnation). Only before the first service is
+    /// spawned: returns false, changing nothing, afterwards.
+    pub fn set_first_addr(&self, first: Addr) -> bool {
+        if self.inner.spawned.load(Ordering::Acquire) {
+            return false;
+        }
+        let first = (first & ADDR_MASK).max(1);
+        self.inner.first_addr.store(first, Ordering::Release);
+        self.inner.next_addr.store(first, Ordering::Release);
+        true
+    }
+
+    /// The first address this node handed out (or will hand out).
+    pub fn first_addr(&self) -> Addr {
+        self.inner.first_addr.load(Ordering::Acquire)
+    }
+
+    /// Whether this run of the node handed out `addr` (alive or since stopped): the
+    /// addresses from [`Node::first_addr`] up to the last one spawned, counted in the
+    /// 24-bit address space. An address this run never handed out came from elsewhere,
+    /// e.g. from an earlier run of the node.
+    pub fn handed_out(&self, addr: Addr) -> bool {
+        if addr == 0 || addr & !ADDR_MASK != 0 || !self.inner.spawned.load(Ordering::Acquire) {
+            return false;
+        }
+        let first = self.inner.first_addr.load(Ordering::Acquire);
+        let next = self.inner.next_addr.load(Ordering::Acquire);
+        let issued = next.wrapping_sub(first) & ADDR_MASK;
+        let offset = addr.wrapping_sub(first) & ADDR_MASK;
+        // A counter that went all the way round has handed out every address.
+        next.wrapping_sub(first) > ADDR_MASK || offset < issued
     }
 
     /// The runtime settings.
@@ -348,7 +392,14 @@ impl Node {
 
     /// Start a boxed service; returns its new address.
     pub fn spawn_boxed(&self, label: &str, service: BoxService) -> Addr {
-        let addr = self.inner.next_addr.fetch_add(1, Ordering::Relaxed) & 0x00FF_FFFF;
+        self.inner.spawned.store(true, Ordering::Release);
+        let addr = loop {
+            // 24 bits (skynet's harbor byte stays 0); 0 is never a service.
+            let a = self.inner.next_addr.fetch_add(1, Ordering::Relaxed) & ADDR_MASK;
+            if a != 0 {
+                break a;
+            }
+        };
         let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
         let label: Arc<str> = Arc::from(label);
         let handled = Arc::new(AtomicU64::new(0));
@@ -843,6 +894,32 @@ mod tests {
             }
             std::future::ready(Ok(Some(msg.payload)))
         }
+    }
+
+    #[tokio::test]
+    async fn addresses_start_where_told_and_know_what_they_handed_out() {
+        let node = Node::new("t", RuntimeConfig::default());
+        assert!(node.set_first_addr(0x00FF_FFFE));
+        let a = node.spawn("a", PanicsEarly);
+        let b = node.spawn("b", PanicsEarly);
+        // Wraps past the 24-bit end without ever handing out 0.
+        let c = node.spawn("c", PanicsEarly);
+        assert_eq!((a, b, c), (0x00FF_FFFE, 0x00FF_FFFF, 1));
+        assert_eq!(node.first_addr(), 0x00FF_FFFE);
+        assert!(!node.set_first_addr(5), "too late: services exist");
+        for x in [a, b, c] {
+            assert!(node.handed_out(x), "{x:x}");
+        }
+        node.kill(b);
+        assert!(
+            node.handed_out(b),
+            "a stopped service's address was still handed out"
+        );
+        for x in [0, 2, 0x10, 0x00FF_FFFD, 0x0100_0001] {
+            assert!(!node.handed_out(x), "{x:x}");
+        }
+        let fresh = Node::new("u", RuntimeConfig::default());
+        assert!(!fresh.handed_out(1), "nothing handed out yet");
     }
 
     #[tokio::test]

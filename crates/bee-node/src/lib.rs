@@ -1,7 +1,11 @@
 //! # bee-node — a cluster node program, as a library
 //!
-//! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM.
+//! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM;
+//!   its cluster config comes from a file or from etcd ([`etcd`]).
 //! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
+//! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]).
+//! - `bee config push --cluster CURRENT NEW`: push a new cluster config to every node,
+//!   with each node's answer ([`admin`]).
 //!
 //! This crate only composes the library crates: it reads the config ([`config`]),
 //! builds a [`bee_dispatch::Node`], attaches the cluster layer with the limits,
@@ -25,8 +29,10 @@
 //! }
 //! ```
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod etcd;
 pub mod ops;
 pub mod services;
 
@@ -37,7 +43,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bee_dispatch::{Cluster, Node, RuntimeConfig};
-use bee_registry::{ClusterConfig, Registry};
+use bee_registry::Registry;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
@@ -72,6 +78,13 @@ enum Command {
         node: String,
         /// The registered name.
         name: String,
+    },
+    /// Show what cluster config every node runs (version, hash, uptime, incarnation).
+    Status(admin::StatusArgs),
+    /// Cluster config commands.
+    Config {
+        #[command(subcommand)]
+        command: admin::ConfigCommand,
     },
 }
 
@@ -178,14 +191,31 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
                 node,
                 name,
             } => cli::query(cluster, node, name).await,
+            Command::Status(a) => admin::status(a).await,
+            Command::Config {
+                command: admin::ConfigCommand::Push(a),
+            } => admin::push(a).await,
         }
     })
 }
 
 /// Run a node until a signal.
 async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
-    let cluster_cfg = ClusterConfig::load(&cfg.cluster)
-        .with_context(|| format!("cannot load the cluster config {}", cfg.cluster.display()))?;
+    // Checked like every later config, and told which node it belongs to (a push that
+    // drops this node is refused).
+    // `cluster = "etcd://host:port/PREFIX"`: the config lives in etcd (see [`etcd`]).
+    let (registry, store) = match etcd::url_of(&cfg) {
+        Some(url) => {
+            let (store, registry) = etcd::load(&url, &cfg.name).await?;
+            (registry, Some(store))
+        }
+        None => (
+            Registry::load_file(&cfg.name, &cfg.cluster).with_context(|| {
+                format!("cannot load the cluster config {}", cfg.cluster.display())
+            })?,
+            None,
+        ),
+    };
     let node = Node::new(
         &cfg.name,
         RuntimeConfig {
@@ -200,7 +230,7 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
         Some(addr) => Some(ops::serve_metrics(addr, &node, &budgets)?),
         None => None,
     };
-    let cluster = Cluster::start(&node, Registry::new(cluster_cfg), settings);
+    let cluster = Cluster::start(&node, registry, settings);
     app.kinds.start_all(&node, &cluster, &cfg)?;
     let listen = cfg.listen.clone().unwrap_or_else(|| cfg.name.clone());
     let local = cluster
@@ -209,9 +239,16 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
         .with_context(|| format!("node {} cannot open {listen}", cfg.name))?;
     tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), threads = ?cfg.threads, busy_poll_us = cfg.busy_poll_us, metrics = ?metrics, auth = cfg.auth.is_some(), inbound_bytes = cfg.limits.inbound_bytes, outbound_bytes = cfg.limits.outbound_bytes, "node ready");
     // A line for scripts and tests waiting for the node to come up.
+    let following = match store {
+        Some(store) => Some(etcd::follow(store, &cluster, local).await?),
+        None => None,
+    };
     println!("bee node {} listening on {local}", cfg.name);
     wait_for_signal().await;
     tracing::info!(node = %cfg.name, "shutting down");
+    if let Some(f) = following {
+        f.stop().await;
+    }
     node.shutdown();
     Ok(())
 }

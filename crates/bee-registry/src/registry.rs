@@ -339,6 +339,17 @@ impl Registry {
         Self::build(Some(name.to_string()), config, ConfigSource::Local)
     }
 
+    /// A registry for node `name` using `config`, which came from `source` (e.g. an etcd
+    /// key read at start). The config is checked first.
+    pub fn with_source(
+        name: &str,
+        config: ClusterConfig,
+        source: ConfigSource,
+    ) -> Result<Registry, RegistryError> {
+        config.validate()?;
+        Ok(Self::build(Some(name.to_string()), config, source))
+    }
+
     /// A registry for node `name` whose config is read from the file at `path` (Lua form,
     /// or TOML for `*.toml`) and checked; its source is [`ConfigSource::File`].
     pub fn load_file(name: &str, path: &Path) -> Result<Registry, RegistryError> {

@@ -544,6 +544,13 @@ impl Channel {
         &self.shared.addr
     }
 
+    /// Connections opened after the first one (one atomic load; the same number as
+    /// [`ChannelStats::reconnects`]): a change tells the owner the peer may be another
+    /// process now.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
     /// Send a request to `to` on the remote node and wait for its reply (the reply's
     /// payload, or the remote's error as [`TransportError::Remote`]). `timeout` overrides
     /// the configured `call_timeout` for this call; it runs from the moment the request is

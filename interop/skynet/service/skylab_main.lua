@@ -1,5 +1,5 @@
 -- Node main: joins the cluster under the name given by the config's node_name
--- ($SKY_NODE), registers "@echo" and "@sink" and listens on the address the
+-- ($SKY_NODE), registers "@echo", "@sink" and "@bee_config" and listens on the address the
 -- clustername file gives for that name.
 local skynet = require "skynet"
 local cluster = require "skynet.cluster"
@@ -11,6 +11,8 @@ skynet.start(function()
 	local sink = skynet.newservice "skylab_sink"
 	cluster.register("echo", echo)
 	cluster.register("sink", sink)
+	-- bee's config lifecycle (bee status, bee config push): see bee_config.lua.
+	cluster.register("bee_config", skynet.newservice("bee_config", name))
 	local addr, port = cluster.open(name)
 	skynet.error(string.format("READY node=%s listen=%s:%s echo=:%08x sink=:%08x",
 		name, tostring(addr), tostring(port), echo, sink))
