@@ -5,6 +5,9 @@
 #   run.sh node   NAME CLUSTERFILE          start a skynet node named NAME (foreground);
 #                                           it listens on the address CLUSTERFILE gives NAME
 #                                           and registers "@echo" and "@sink".
+#   run.sh kkt    NAME CLUSTERFILE          start a skynet node named NAME (foreground) that
+#                                           registers "@kktlua", our Lua service speaking the
+#                                           game team's frame (service/skylab_kkt.lua).
 #   run.sh client TARGET CLUSTERFILE [PUSHES]
 #                                           interop checks against node TARGET (skynet or bee);
 #                                           exit status 0 only if "RESULT PASS".
@@ -23,14 +26,15 @@ SKY="${SKYNET_DIR:-$LAB/skynet}"
 
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 
-usage() { sed -n '2,17p' "$0" >&2; exit 2; }
+usage() { sed -n '2,20p' "$0" >&2; exit 2; }
 
 export SKY_ROOT="$SKY" SKY_LAB="$LAB" SKY_THREAD="${SKYNET_THREADS:-2}"
 cmd="${1:-}"; shift || true
 case "$cmd" in
-  node)
+  node|kkt)
     [ $# -eq 2 ] || usage
-    export SKY_NODE="$1" SKY_CLUSTER="$(abspath "$2")" SKY_START=skylab_main
+    start=skylab_main; [ "$cmd" = kkt ] && start=skylab_kkt_main
+    export SKY_NODE="$1" SKY_CLUSTER="$(abspath "$2")" SKY_START="$start"
     [ -r "$SKY_CLUSTER" ] || { echo "cannot read $SKY_CLUSTER" >&2; exit 2; }
     cd "$SKY" && exec ./skynet "$LAB/skynode.config"
     ;;

@@ -1,5 +1,7 @@
-//! bee and stock skynet v1.6.0 in one cluster, both directions. Ignored by default: it
-//! needs a skynet you built yourself (see `interop/skynet/README.md`):
+//! bee and stock skynet v1.6.0 in one cluster, both directions — skynet.pack calls and
+//! pushes, and the game team's frames between a Lua service of ours inside the skynet
+//! node and bee's C++ modules. Ignored by default: it needs a skynet you built yourself
+//! (see `interop/skynet/README.md`):
 //!
 //! ```sh
 //! SKYNET_DIR=/path/to/skynet-1.6.0 cargo test -p bee-tests --test skynet_interop -- --ignored
@@ -8,10 +10,18 @@
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use bee_codec::kkt::{KktFrame, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
 use bee_codec::seri::{self, Table, Value};
-use bee_tests::Layout;
+use bee_dispatch::native::{spawn_native, CServiceProxy, NativeEndpoint, NativeHandler};
+use bee_dispatch::text::TextReply;
+use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_proto::game::{Ping, Pong};
+use bee_proto::Message as _;
+use bee_registry::Registry;
+use bee_tests::{demo_bin, Layout};
 use bytes::Bytes;
 
 fn runner() -> PathBuf {
@@ -225,4 +235,310 @@ async fn count(c: &bee_dispatch::Cluster) -> i64 {
         .await
         .expect("sink count");
     seri::unpack(&r).unwrap()[0].as_int().expect("a count")
+}
+
+/// Wait (≤ 20 s) until something listens on `port`.
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `target/cpp/` with the C++ modules built (`make -C cservices modules`, under a file
+/// lock shared with the other test binaries).
+fn modules() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = root.join("target/cpp");
+        std::fs::create_dir_all(&out).expect("create target/cpp");
+        let status = Command::new("flock")
+            .arg(out.join(".build.lock"))
+            .args(["make", "-s", "-C"])
+            .arg(root.join("cservices"))
+            .args(["-j2", "modules"])
+            .arg(format!("OUT={}", out.display()))
+            .status()
+            .expect("cannot run flock make (util-linux, make)");
+        assert!(status.success(), "building the C service modules failed");
+        out.canonicalize().expect("target/cpp")
+    })
+    .clone()
+}
+
+/// A bee node of the team's C++ shape: CServiceProxy, the module (its frames name
+/// `<name>_master` as their source service) and the master redirecting frames to it.
+fn cpp_node(module: &str, name: &str, args: &str) -> String {
+    format!(
+        "[[service]]\nkind = \"cservice_proxy\"\n\n\
+         [[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"{name}\"\nargs = \"service={name}_master {args}\"\n\n\
+         [[service]]\nkind = \"native_master\"\nname = \"{name}_master\"\ntarget = \"{name}\"\n",
+        modules().join(module).display()
+    )
+}
+
+/// mail.proto (`cservices/proto/mail.proto`), the fields this test reads.
+mod mail {
+    /// `mail.Send`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Send {
+        #[prost(uint64, tag = "1")]
+        pub to_uid: u64,
+        #[prost(uint64, tag = "2")]
+        pub from_uid: u64,
+        #[prost(string, tag = "3")]
+        pub title: String,
+        #[prost(string, tag = "4")]
+        pub text: String,
+    }
+    /// `mail.Ack`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Ack {
+        #[prost(uint64, tag = "1")]
+        pub to_uid: u64,
+        #[prost(int64, tag = "2")]
+        pub mail_id: i64,
+        #[prost(int32, tag = "3")]
+        pub inbox_size: i32,
+        #[prost(string, tag = "4")]
+        pub handled_by: String,
+        #[prost(string, tag = "5")]
+        pub nickname: String,
+        #[prost(string, tag = "6")]
+        pub lookup_error: String,
+    }
+}
+
+/// The test node's native caller: it only calls; a frame sent to it is unexpected.
+struct Lobby;
+
+impl NativeHandler for Lobby {
+    async fn on_frame(&mut self, _ep: &NativeEndpoint, frame: KktFrame) -> Option<TextReply> {
+        panic!(
+            "unexpected frame {:?} at the test's lobby",
+            String::from_utf8_lossy(&frame.name)
+        );
+    }
+}
+
+fn table_int(t: &Table, key: &str) -> i64 {
+    t.get_str(key)
+        .and_then(Value::as_int)
+        .unwrap_or_else(|| panic!("no integer {key:?} in {t:?}"))
+}
+
+/// The game team's frames between stock skynet and bee's C++ modules: a Lua service of
+/// ours (`interop/skynet/service/skylab_kkt.lua`, registered as `kktlua` in a stock
+/// skynet node) rpc-calls bee's C++ `shop.so` and answers rpcs from bee's C++ (`mail.so`,
+/// `bench.so`) and from a bee `NativeEndpoint` with Lua-style replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a hand-built stock skynet: SKYNET_DIR=... cargo test --test skynet_interop -- --ignored"]
+async fn team_frames_between_a_skynet_lua_service_and_bee_cpp_modules() {
+    let dir = skynet_dir();
+    let layout = Layout::new(&["skykkt", "kkt_shop", "kkt_mail", "kkt_bench", "kkt_test"]);
+    let demo = demo_bin();
+    let start = |name: &str, body: &str| {
+        tokio::task::block_in_place(|| layout.start_with(&demo, name, body))
+    };
+    // mail looks players up at the skynet Lua service; shop mails its receipts to mail.
+    let _mail = start(
+        "kkt_mail",
+        &cpp_node(
+            "mail.so",
+            "mail",
+            "lookup=skykkt/kktlua lookup_timeout_ms=5000",
+        ),
+    );
+    let _shop = start(
+        "kkt_shop",
+        &cpp_node("shop.so", "shop", "notify=kkt_mail/mail_master"),
+    );
+    let _bench = start("kkt_bench", &cpp_node("bench.so", "bench", ""));
+    let log = std::fs::File::create(layout.dir.path().join("skykkt.log")).unwrap();
+    let child = Command::new("bash")
+        .arg(runner())
+        .args(["kkt", "skykkt"])
+        .arg(layout.cluster_file())
+        .env("SKYNET_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start a skynet node");
+    let _sky = SkynetNode(child);
+    tokio::task::block_in_place(|| wait_listening(layout.port("skykkt"), "the skynet node"));
+    let sky_log =
+        || std::fs::read_to_string(layout.dir.path().join("skykkt.log")).unwrap_or_default();
+
+    // The test's node: CServiceProxy and a native caller `lobby` (a NativeEndpoint).
+    let node = Node::new(
+        "kkt_test",
+        RuntimeConfig {
+            call_timeout: Duration::from_secs(20),
+            ..RuntimeConfig::default()
+        },
+    );
+    let mut settings = ClusterSettings::default();
+    settings.channel.call_timeout = Duration::from_secs(60);
+    let cluster = Cluster::start(&node, Registry::new(layout.config()), settings);
+    cluster
+        .open("kkt_test")
+        .await
+        .expect("the test node listens");
+    let proxy = CServiceProxy::spawn(&node);
+    let ep = spawn_native(&node, proxy, "lobby", Lobby).expect("lobby");
+    let wait = Duration::from_secs(10);
+
+    // (b1) bee NativeEndpoint → skynet Lua: rpc game.Ping, a Lua-style reply (names
+    // empty, sub_type 17, uid/roomid/session copied) pushed back as "rpc_response".
+    for seq in 1..=20u64 {
+        let body = Ping {
+            seq,
+            sent_unix_ms: 0,
+        }
+        .encode_to_vec();
+        let request = KktFrame::new(SUBTYPE_RPC_SERVER, 9000 + seq as i64, "game.Ping", body)
+            .roomid(0x8000_0001);
+        let reply = ep
+            .rpc_call("skykkt", "kktlua", request, wait)
+            .await
+            .unwrap_or_else(|e| panic!("rpc game.Ping to skynet: {e}\n{}", sky_log()));
+        assert_eq!(
+            (reply.sub_type, reply.uid, reply.roomid, &reply.name[..]),
+            (
+                SUBTYPE_RPC_CLIENT,
+                9000 + seq as i64,
+                0x8000_0001,
+                &b"game.Pong"[..]
+            )
+        );
+        assert!(
+            reply.session > 0,
+            "session copied (the endpoint matched it)"
+        );
+        for name in [
+            &reply.remote_node,
+            &reply.remote_service,
+            &reply.source_node,
+            &reply.source_service,
+        ] {
+            assert!(name.is_empty(), "a Lua reply has empty names: {reply:?}");
+        }
+        let pong = Pong::decode(reply.body.clone()).unwrap();
+        assert_eq!((pong.seq, pong.served_by.as_str()), (seq, "skykkt/kktlua"));
+    }
+
+    // (b2) bee's C++ mail.so → skynet Lua: mail.Send to mail makes mail rpc_call
+    // game.GetUserInfo on the skynet service; its Lua reply resumes mail's callback.
+    let send = mail::Send {
+        to_uid: 1001,
+        from_uid: 7,
+        title: "hi".into(),
+        text: "x".into(),
+    };
+    let request = KktFrame::new(SUBTYPE_RPC_SERVER, 1001, "mail.Send", send.encode_to_vec());
+    let reply = ep
+        .rpc_call("kkt_mail", "mail_master", request, wait)
+        .await
+        .expect("mail answers");
+    let ack = mail::Ack::decode(reply.body.clone()).unwrap();
+    assert_eq!(
+        (ack.nickname.as_str(), ack.lookup_error.as_str()),
+        ("sky1001", ""),
+        "{ack:?}\n{}",
+        sky_log()
+    );
+
+    // (b3) bee's C++ bench.so → skynet Lua: 200 sequential rpc_calls of game.Ping; the
+    // module checks every Pong (seq, served_by) itself.
+    let request = KktFrame::new(
+        SUBTYPE_RPC_SERVER,
+        0,
+        "bench.Run",
+        &b"target=skykkt/kktlua calls=200 timeout_ms=5000"[..],
+    );
+    let reply = ep
+        .rpc_call(
+            "kkt_bench",
+            "bench_master",
+            request,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("bench.so answers");
+    let text = String::from_utf8_lossy(&reply.body);
+    let head = text.lines().next().unwrap_or("");
+    assert!(
+        head.starts_with("ok=200 errors=0 elapsed_ns="),
+        "{head}\n{}",
+        sky_log()
+    );
+    assert_eq!(text.lines().nth(1).unwrap_or("").split(' ').count(), 200);
+
+    // (a) skynet Lua → bee's C++ shop.so: the Lua service's own checks, run on request.
+    let r = cluster
+        .call(
+            "skykkt",
+            "kktlua",
+            seri::pack(&[
+                Value::from("check_shop"),
+                Value::from("kkt_shop"),
+                Value::from("shop_master"),
+            ])
+            .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("check_shop: {e}\n{}", sky_log()));
+    let values = seri::unpack(&r).unwrap();
+    let lines = values[0].as_table().expect("a list of result lines");
+    let lines: Vec<String> = (1..=lines.len() as i64)
+        .map(|i| {
+            lines
+                .get(&Value::from(i))
+                .and_then(Value::as_str)
+                .expect("a line")
+                .to_string()
+        })
+        .collect();
+    for l in &lines {
+        println!("skynet kktlua: {l}");
+    }
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("PASS ")),
+        "{lines:#?}\n{}",
+        sky_log()
+    );
+
+    // What the skynet service answered, and that nothing went astray.
+    let r = cluster
+        .call(
+            "skykkt",
+            "kktlua",
+            seri::pack(&[Value::from("stats")]).unwrap(),
+        )
+        .await
+        .expect("stats");
+    let values = seri::unpack(&r).unwrap();
+    let stats = values[0].as_table().expect("stats table");
+    println!("skynet kktlua stats: {stats:?}");
+    let answered = stats
+        .get_str("answered")
+        .and_then(Value::as_table)
+        .expect("answered");
+    let n = |k: &str| answered.get_str(k).and_then(Value::as_int).unwrap_or(0);
+    assert_eq!(
+        n("game.Ping"),
+        220,
+        "20 from the endpoint, 200 from bench.so"
+    );
+    // mail's lookups: the test's mail.Send, and one per accepted rpc ShopBuy of the
+    // checks (shop mails every receipt; 1 + 20).
+    assert!(n("game.GetUserInfo") >= 22, "{stats:?}");
+    for k in ["unanswered", "bad", "stray"] {
+        assert_eq!(table_int(stats, k), 0, "{k}: {stats:?}\n{}", sky_log());
+    }
+    node.shutdown();
 }

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Steps:
-//! 1. Build `bee` and `bee-bench` with `--release`.
+//! 1. Build `bee`, `bee-demo` and `bee-bench` with `--release`.
 //! 2. B1 (`bee-bench local`): local calls in one process, 1 and 64 callers.
 //! 3. The floor (`bee-bench tokio-echo`): a bare tokio TCP echo, server and client in
 //!    two processes, same 2-byte big-endian framing and message sizes.
@@ -36,7 +36,12 @@
 //!    command against a hand-written `Service` doing the same work, local (1 and 64
 //!    callers) and cluster (64 in flight, in-process nodes over loopback), interleaved in
 //!    rounds; 5 s per variant per pair (`--quick`: 0.5 s).
-//! 8. Write the raw JSON to `target/bench/results.json`, print the markdown table
+//! 8. C++ rpc_call vs a Rust caller (issue 10, `bee-bench cpp-rpc`): `bench.so` (built
+//!    from `cservices/bench/` with `make`) and a Rust `NativeEndpoint`, on one bee node,
+//!    each make sequential rpc_calls of `game.Ping` to `lpersistence` on a `bee-demo`
+//!    node through the same CServiceProxy, interleaved in 10 rounds; 20,000 calls per
+//!    side (`--quick`: 2,000).
+//! 9. Write the raw JSON to `target/bench/results.json`, print the markdown table
 //!    (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it to
 //!    `target/bench/results.md`. Node logs are in `target/bench/*.log`.
 //!
@@ -258,6 +263,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "--bin",
             "bee",
             "-p",
+            "bee-demo",
+            "--bin",
+            "bee-demo",
+            "-p",
             "bee-bench",
             "--bin",
             "bee-bench",
@@ -280,6 +289,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &bench,
         &["api", "--seconds", if quick { "0.5" } else { "5" }],
     )?;
+    // C++ rpc_call vs a Rust caller: bench.so from cservices/, lpersistence on bee-demo.
+    let cpp_out = crate::cpp::build(root, false)?;
+    let (demo, module) = (
+        release.join("bee-demo").to_string_lossy().to_string(),
+        cpp_out.join("bench.so").to_string_lossy().to_string(),
+    );
+    let cpp_args: Vec<&str> = [&["cpp-rpc", "--demo", &demo, "--module", &module][..], q].concat();
+    let (cpp_rpc, cpp_ok) = bee_bench(&bench, &cpp_args)?;
     let floor_args: Vec<&str> = [&["tokio-echo"][..], q].concat();
     let (floor, _) = bee_bench(&bench, &floor_args)?;
 
@@ -396,7 +413,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql},\n\"api\":{api}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc}\n}}\n",
         json_string(&started_at),
         busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
         skynet_threads
@@ -417,7 +434,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .arg("--md")
             .arg(&md_path),
     )?;
-    if !local_ok || !cluster_ok || !mysql_ok || !api_ok {
+    if !local_ok || !cluster_ok || !mysql_ok || !api_ok || !cpp_ok {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }
     Ok(())

@@ -9,6 +9,9 @@
 //!   selects/s through the cluster to NAME's `mysqlpool` next to mysql_async direct.
 //! - `bee-bench api [--seconds S] [--rounds N]`: handler API vs raw `Service`, local and
 //!   cluster (in-process nodes over loopback), interleaved; prints one JSON line.
+//! - `bee-bench cpp-rpc --demo BEE_DEMO --module bench.so [--quick] [--calls N] [--rounds R]`:
+//!   a C++ module's rpc_call vs a Rust `NativeEndpoint` caller, same path to a Lua-style
+//!   service on a `bee-demo` node it starts; prints one JSON line.
 //! - `bee-bench report RESULTS.json [--md OUT.md]`: the markdown table of a results file.
 //!
 //! Progress goes to stderr, results to stdout.
@@ -16,7 +19,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bee_bench::{api, cluster, floor, local, mysql, report};
+use bee_bench::{api, cluster, cpp_rpc, floor, local, mysql, report};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -67,6 +70,24 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
         /// Rounds per pair (each runs both variants once, alternating which goes first).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
+    /// C++ rpc_call (bench.so) vs a Rust NativeEndpoint caller, same path, interleaved.
+    CppRpc {
+        /// The `bee-demo` binary (runs the `lpersistence_3` node it calls).
+        #[arg(long)]
+        demo: PathBuf,
+        /// `bench.so`, built from `cservices/` (`make -C cservices modules`).
+        #[arg(long)]
+        module: PathBuf,
+        /// A tenth of the calls.
+        #[arg(long)]
+        quick: bool,
+        /// Calls per side (default 20000, 2000 with --quick).
+        #[arg(long)]
+        calls: Option<usize>,
+        /// Rounds (each runs both sides once, alternating which goes first).
         #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
@@ -161,6 +182,32 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
                 if r.errors > 0 {
                     anyhow::bail!("handler API vs raw: {} wrong or failed replies", r.errors);
+                }
+            }
+            Command::CppRpc {
+                demo,
+                module,
+                quick,
+                calls,
+                rounds,
+            } => {
+                let mut p = if quick {
+                    cpp_rpc::CppRpcParams::quick(demo, module)
+                } else {
+                    cpp_rpc::CppRpcParams::full(demo, module)
+                };
+                if let Some(n) = calls {
+                    p.calls = n;
+                }
+                p.rounds = rounds;
+                let r = cpp_rpc::run(&p).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                if r.errors > 0 {
+                    anyhow::bail!(
+                        "C++ vs Rust rpc_call: {} failed or wrong replies (first: {})",
+                        r.errors,
+                        r.first_error.as_deref().unwrap_or("?")
+                    );
                 }
             }
             Command::TokioEcho { quick } => {

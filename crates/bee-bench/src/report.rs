@@ -430,6 +430,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     if let Some(api) = results.get("api").filter(|v| v.is_object()) {
         out.push_str(&api_table(api));
     }
+    if let Some(cpp) = results.get("cpp_rpc").filter(|v| v.is_object()) {
+        out.push_str(&cpp_rpc_table(cpp));
+    }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
          B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",
@@ -471,6 +474,48 @@ fn api_table(api: &Value) -> String {
         num(Some(api), "errors").map_or("?".into(), |e| thousands(e as i64))
     ));
     out
+}
+
+/// C++ rpc_call vs a Rust caller on the same path (issue 10): calls/s and latency of
+/// each, and the ratio C++/Rust.
+fn cpp_rpc_table(cpp: &Value) -> String {
+    let side = |k: &str| cpp.get(k);
+    let rate = |s: Option<&Value>| {
+        num(s, "calls_per_s")
+            .map(|v| thousands(v.round() as i64))
+            .unwrap_or_else(|| "?".into())
+    };
+    let us = |s: Option<&Value>, k: &str| num(s, k).map_or("?".into(), |v| format!("{v:.1} µs"));
+    let count = |s: Option<&Value>, k: &str| num(s, k).map_or("?".into(), |v| thousands(v as i64));
+    let ratio = |k: &str| num(Some(cpp), k).map_or("?".into(), |v| format!("{v:.3}"));
+    let (c, r) = (side("cpp"), side("rust"));
+    let p99_ratio = match (num(c, "p99_us"), num(r, "p99_us")) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
+        _ => "?".into(),
+    };
+    format!(
+        "\nC++ rpc_call vs Rust caller (issue 10): sequential rpc_calls of `game.Ping` (one in flight) to \
+         `{}` (a Lua-style service in a `bee-demo` process), from one bee node through the same CServiceProxy \
+         and connection, interleaved in {} rounds:\n\n\
+         | caller | calls | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|\n\
+         | C++ `bee::Service::rpc_call` (`bench.so`) | {} | {} | {} | {} |\n\
+         | Rust `NativeEndpoint::rpc_call` | {} | {} | {} | {} |\n\
+         | ratio C++/Rust | | {} | {} | {p99_ratio} |\n\
+         \nFailed or wrong replies: {}.\n",
+        cpp.get("target").and_then(Value::as_str).unwrap_or("?"),
+        cpp.get("rounds").map(Value::to_string).unwrap_or_else(|| "?".into()),
+        count(c, "calls"),
+        rate(c),
+        us(c, "p50_us"),
+        us(c, "p99_us"),
+        count(r, "calls"),
+        rate(r),
+        us(r, "p50_us"),
+        us(r, "p99_us"),
+        ratio("ratio_calls_per_s"),
+        ratio("ratio_p50"),
+        count(Some(cpp), "errors"),
+    )
 }
 
 /// The same stock skynet client against the bee node and against the skynet node: the
@@ -588,6 +633,30 @@ mod tests {
         );
         assert!(
             md.contains("| cluster, 64 in flight | 100,000 | 90,000 | 0.900 | **no** |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn cpp_rpc_table_rows() {
+        let mut v = sample(false);
+        v["cpp_rpc"] = json!({"target": "lpersistence_3/lpersistence", "rounds": 10, "errors": 0,
+            "cpp": {"calls": 20000, "calls_per_s": 5000.0, "p50_us": 190.0, "p99_us": 400.0},
+            "rust": {"calls": 20000, "calls_per_s": 4000.0, "p50_us": 240.0, "p99_us": 500.0},
+            "ratio_calls_per_s": 1.25, "ratio_p50": 0.7917});
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains("| C++ `bee::Service::rpc_call` (`bench.so`) | 20,000 | 5,000 | 190.0 µs | 400.0 µs |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Rust `NativeEndpoint::rpc_call` | 20,000 | 4,000 | 240.0 µs | 500.0 µs |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ratio C++/Rust | | 1.250 | 0.792 | 0.800 |"),
             "{md}"
         );
     }
