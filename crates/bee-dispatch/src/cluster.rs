@@ -678,7 +678,18 @@ impl Cluster {
     /// What this node runs, as the `config` command reports it.
     pub fn report(&self) -> ConfigReport {
         let meta = self.inner.registry.meta();
+        let services = self.node().map(|n| n.services()).unwrap_or_default();
+        let senders = self.senders();
         ConfigReport {
+            services: services.len() as u64,
+            handled: services.iter().map(|s| s.handled).sum(),
+            queued: services.iter().map(|s| s.queued as u64).sum(),
+            peers_in: services
+                .iter()
+                .filter(|s| s.label.starts_with("bee_clusteragent("))
+                .count() as u64,
+            peers_out: senders.len() as u64,
+            peers_out_connected: senders.iter().filter(|s| s.1.connected).count() as u64,
             node: self.inner.node_name.clone(),
             version: meta.version,
             hash: meta.hash.short(),

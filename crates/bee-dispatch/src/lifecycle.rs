@@ -139,6 +139,18 @@ pub struct ConfigReport {
     pub incarnation: u64,
     /// How long the node has run, in milliseconds.
     pub uptime_ms: u64,
+    /// Headline numbers: services running now.
+    pub services: u64,
+    /// Messages handled by all services so far.
+    pub handled: u64,
+    /// Messages waiting in all mailboxes now.
+    pub queued: u64,
+    /// Accepted peer connections now (`bee_clusteragent`s).
+    pub peers_in: u64,
+    /// Remote nodes this node has a channel to, and how many of them are connected.
+    pub peers_out: u64,
+    /// Of `peers_out`, connected now.
+    pub peers_out_connected: u64,
 }
 
 impl ConfigReport {
@@ -152,6 +164,15 @@ impl ConfigReport {
         t.insert(Value::from("source"), Value::from(self.source.as_str()));
         t.insert(Value::from("incarnation"), int(self.incarnation));
         t.insert(Value::from("uptime_ms"), int(self.uptime_ms));
+        t.insert(Value::from("services"), int(self.services));
+        t.insert(Value::from("handled"), int(self.handled));
+        t.insert(Value::from("queued"), int(self.queued));
+        t.insert(Value::from("peers_in"), int(self.peers_in));
+        t.insert(Value::from("peers_out"), int(self.peers_out));
+        t.insert(
+            Value::from("peers_out_connected"),
+            int(self.peers_out_connected),
+        );
         Value::Table(t)
     }
 
@@ -170,6 +191,12 @@ impl ConfigReport {
             source: get_string(t, "source").unwrap_or_default(),
             incarnation: get_u64(t, "incarnation").unwrap_or(0),
             uptime_ms: get_u64(t, "uptime_ms").unwrap_or(0),
+            services: get_u64(t, "services").unwrap_or(0),
+            handled: get_u64(t, "handled").unwrap_or(0),
+            queued: get_u64(t, "queued").unwrap_or(0),
+            peers_in: get_u64(t, "peers_in").unwrap_or(0),
+            peers_out: get_u64(t, "peers_out").unwrap_or(0),
+            peers_out_connected: get_u64(t, "peers_out_connected").unwrap_or(0),
         })
     }
 }
@@ -300,6 +327,12 @@ mod tests {
             source: "file cluster.lua".into(),
             incarnation: 9,
             uptime_ms: 1000,
+            services: 4,
+            handled: 120,
+            queued: 2,
+            peers_in: 3,
+            peers_out: 2,
+            peers_out_connected: 1,
         };
         assert_eq!(
             ConfigReport::from_values(&roundtrip(vec![r.to_value()])).unwrap(),

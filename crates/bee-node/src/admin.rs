@@ -180,7 +180,8 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// `bee status`: one row per node — reachable, config version, hash, uptime,
-/// incarnation, where its config came from. Fails when a node cannot be asked.
+/// incarnation, the headline numbers (services, messages handled, queued, peer
+/// connections in/out), where its config came from. Fails when a node cannot be asked.
 pub async fn status(a: StatusArgs) -> Result<()> {
     let cfg = load(&a.cluster)?;
     let names: Vec<String> = if a.nodes.is_empty() {
@@ -218,6 +219,10 @@ pub async fn status(a: StatusArgs) -> Result<()> {
         "HASH",
         "UPTIME",
         "INCARNATION",
+        "SERVICES",
+        "HANDLED",
+        "QUEUED",
+        "PEERS IN/OUT",
         "CONFIG FROM",
     ]
     .iter()
@@ -241,6 +246,13 @@ pub async fn status(a: StatusArgs) -> Result<()> {
                         },
                         uptime(r.uptime_ms),
                         r.incarnation.to_string(),
+                        r.services.to_string(),
+                        r.handled.to_string(),
+                        r.queued.to_string(),
+                        format!(
+                            "{}/{} ({} up)",
+                            r.peers_in, r.peers_out, r.peers_out_connected
+                        ),
                         r.source,
                     ];
                     if !r.node.is_empty() && r.node != name {
