@@ -90,7 +90,13 @@ async fn ops_metrics_scraped_over_http_show_the_calls_just_made() {
     }
     let after = scrape(metrics);
     let n1 = sample(&after, &requests).expect("requests counter");
-    assert_eq!(n1 - n0, CALLS as f64, "{after}");
+    // The 25 calls, plus what a bee client adds on a new connection on its own: the
+    // `hello` that learns the node's incarnation, and a heartbeat if the link idled.
+    let counted = n1 - n0;
+    assert!(
+        counted >= CALLS as f64 && counted <= CALLS as f64 + 3.0,
+        "{counted} requests counted for {CALLS} calls: {after}"
+    );
     assert!(sample(&after, &bytes_in).unwrap() > b0, "{after}");
     let open = format!("bee_transport_listener_connections{{listener=\"{listener}\"}}");
     assert_eq!(sample(&after, &open), Some(1.0), "{after}");
