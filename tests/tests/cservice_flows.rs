@@ -164,53 +164,8 @@ fn a_bad_module_or_a_failing_init_stops_the_node_with_a_clear_error() {
     }
 }
 
-/// mail.proto (cservices/proto/mail.proto), the fields these tests read.
-mod mail {
-    /// `mail.Send`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Send {
-        #[prost(uint64, tag = "1")]
-        pub to_uid: u64,
-        #[prost(uint64, tag = "2")]
-        pub from_uid: u64,
-        #[prost(string, tag = "3")]
-        pub title: String,
-        #[prost(string, tag = "4")]
-        pub text: String,
-    }
-    /// `mail.Ack`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Ack {
-        #[prost(uint64, tag = "1")]
-        pub to_uid: u64,
-        #[prost(int64, tag = "2")]
-        pub mail_id: i64,
-        #[prost(int32, tag = "3")]
-        pub inbox_size: i32,
-        #[prost(string, tag = "4")]
-        pub handled_by: String,
-        #[prost(string, tag = "5")]
-        pub nickname: String,
-        #[prost(string, tag = "6")]
-        pub lookup_error: String,
-    }
-    /// `mail.ListReq`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListReq {
-        #[prost(uint64, tag = "1")]
-        pub uid: u64,
-    }
-    /// `mail.List`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct List {
-        #[prost(uint64, tag = "1")]
-        pub uid: u64,
-        #[prost(string, repeated, tag = "2")]
-        pub titles: Vec<String>,
-        #[prost(string, tag = "3")]
-        pub handled_by: String,
-    }
-}
+/// mail.proto (`cservices/proto/mail.proto`): the generated types in bee-proto.
+use bee_proto::mail;
 
 /// A Lua-style service of the test node: every cluster push it gets, as
 /// `(kind, frame)` (`"text"` or `"rpc_response"`).

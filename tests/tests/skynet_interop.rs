@@ -279,37 +279,8 @@ fn cpp_node(module: &str, name: &str, args: &str) -> String {
     )
 }
 
-/// mail.proto (`cservices/proto/mail.proto`), the fields this test reads.
-mod mail {
-    /// `mail.Send`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Send {
-        #[prost(uint64, tag = "1")]
-        pub to_uid: u64,
-        #[prost(uint64, tag = "2")]
-        pub from_uid: u64,
-        #[prost(string, tag = "3")]
-        pub title: String,
-        #[prost(string, tag = "4")]
-        pub text: String,
-    }
-    /// `mail.Ack`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Ack {
-        #[prost(uint64, tag = "1")]
-        pub to_uid: u64,
-        #[prost(int64, tag = "2")]
-        pub mail_id: i64,
-        #[prost(int32, tag = "3")]
-        pub inbox_size: i32,
-        #[prost(string, tag = "4")]
-        pub handled_by: String,
-        #[prost(string, tag = "5")]
-        pub nickname: String,
-        #[prost(string, tag = "6")]
-        pub lookup_error: String,
-    }
-}
+/// mail.proto (`cservices/proto/mail.proto`): the generated types in bee-proto.
+use bee_proto::mail;
 
 /// The test node's native caller: it only calls; a frame sent to it is unexpected.
 struct Lobby;

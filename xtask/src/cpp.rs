@@ -43,23 +43,8 @@ pub fn ensure_packages() -> Result<()> {
         eprintln!("setup: the C++ toolchain and protobuf are installed");
         return Ok(());
     }
-    eprintln!(
-        "setup: missing {}; installing {} with apt-get",
-        missing.join(", "),
-        PACKAGES.join(" ")
-    );
-    run(Command::new("apt-get").args(["update", "-q"]))
-        .context("apt-get update failed; install the packages by hand and retry")?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q"])
-        .args(PACKAGES)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .with_context(|| {
-        format!(
-            "apt-get install failed; install {} by hand and retry",
-            PACKAGES.join(" ")
-        )
-    })?;
+    eprintln!("setup: missing {}", missing.join(", "));
+    crate::setup::apt_install(PACKAGES)?;
     Ok(())
 }
 
