@@ -44,7 +44,7 @@ pub fn ensure_packages() -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: missing {}", missing.join(", "));
-    crate::setup::apt_install(PACKAGES)?;
+    crate::apt_install(PACKAGES)?;
     Ok(())
 }
 

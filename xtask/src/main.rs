@@ -114,3 +114,38 @@ fn ci() -> Result<()> {
         cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),
     )
 }
+
+/// `apt-get update` then `apt-get install -y` of `packages`, failing with a line that says
+/// what to install by hand.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
+    eprintln!(
+        "setup: installing the Debian packages {}",
+        packages.join(" ")
+    );
+    if !Command::new("apt-get")
+        .arg("update")
+        .arg("-q")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
+        bail!(
+            "apt-get update failed; install {} by hand and retry",
+            packages.join(" ")
+        );
+    }
+    if !Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
+        bail!(
+            "apt-get install {} failed; install it by hand and retry",
+            packages.join(" ")
+        );
+    }
+    Ok(())
+}

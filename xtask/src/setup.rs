@@ -125,7 +125,7 @@ pub fn ensure_etcd_tools() -> Result<()> {
         eprintln!("setup: protoc and etcd are installed");
         return Ok(());
     }
-    apt_install(&missing)?;
+    crate::apt_install(&missing)?;
     if !runs("protoc") {
         bail!("protobuf-compiler is installed but `protoc --version` does not run");
     }
@@ -157,7 +157,7 @@ pub fn ensure_net_tools() -> Result<()> {
         eprintln!("setup: ip and iptables are installed");
         return Ok(());
     }
-    apt_install(&missing)?;
+    crate::apt_install(&missing)?;
     if !have("ip") || !have("iptables") {
         bail!(
             "{} installed but ip or iptables is still missing",
@@ -176,30 +176,4 @@ pub fn ensure_all() -> Result<()> {
     ensure_net_tools()?;
     crate::cpp::ensure_packages()?;
     ensure_mariadb()
-}
-
-/// `apt-get update` then `apt-get install -y` of `packages`, failing with a line that says
-/// what to install by hand.
-pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
-    eprintln!(
-        "setup: installing the Debian packages {}",
-        packages.join(" ")
-    );
-    if !run(Command::new("apt-get").arg("update").arg("-q"))? {
-        bail!(
-            "apt-get update failed; install {} by hand and retry",
-            packages.join(" ")
-        );
-    }
-    if !run(Command::new("apt-get")
-        .args(["install", "-y", "-q"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?
-    {
-        bail!(
-            "apt-get install {} failed; install it by hand and retry",
-            packages.join(" ")
-        );
-    }
-    Ok(())
 }
