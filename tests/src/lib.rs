@@ -347,3 +347,26 @@ pub fn bee_cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `target/cpp/` with the C/C++ service modules built (`make -C cservices modules`),
+/// once per test process; a file lock keeps test binaries running in parallel from
+/// building at the same time.
+pub fn cpp_modules() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = root.join("target/cpp");
+        std::fs::create_dir_all(&out).expect("create target/cpp");
+        let status = Command::new("flock")
+            .arg(out.join(".build.lock"))
+            .args(["make", "-s", "-C"])
+            .arg(root.join("cservices"))
+            .args(["-j2", "modules"])
+            .arg(format!("OUT={}", out.display()))
+            .status()
+            .expect("cannot run flock make (util-linux, make)");
+        assert!(status.success(), "building the C service modules failed");
+        out.canonicalize().expect("target/cpp")
+    })
+    .clone()
+}

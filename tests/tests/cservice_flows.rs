@@ -11,9 +11,7 @@
 //! - an rpc to a dead node timing out into the C++ callback;
 //! - `hello.so` (skynet's C API only) loading and answering.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bee_codec::kkt::{KktFrame, SUBTYPE_PROTOBUF, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
@@ -28,27 +26,7 @@ use tokio::sync::mpsc;
 
 const CALL: Duration = Duration::from_secs(10);
 
-/// `target/cpp/` with the demo modules built (once per process; a file lock keeps
-/// parallel test binaries from building at the same time).
-fn modules() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = root.join("target/cpp");
-        std::fs::create_dir_all(&out).expect("create target/cpp");
-        let status = Command::new("flock")
-            .arg(out.join(".build.lock"))
-            .args(["make", "-s", "-C"])
-            .arg(root.join("cservices"))
-            .args(["-j2", "modules"])
-            .arg(format!("OUT={}", out.display()))
-            .status()
-            .expect("cannot run flock make (util-linux, make)");
-        assert!(status.success(), "building the C service modules failed");
-        out.canonicalize().expect("target/cpp")
-    })
-    .clone()
-}
+use bee_tests::cpp_modules as modules;
 
 fn pack(values: &[Value]) -> Bytes {
     seri::pack(values).expect("pack")

@@ -10,7 +10,6 @@
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bee_codec::kkt::{KktFrame, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
@@ -246,27 +245,7 @@ fn wait_listening(port: u16, what: &str) {
     }
 }
 
-/// `target/cpp/` with the C++ modules built (`make -C cservices modules`, under a file
-/// lock shared with the other test binaries).
-fn modules() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = root.join("target/cpp");
-        std::fs::create_dir_all(&out).expect("create target/cpp");
-        let status = Command::new("flock")
-            .arg(out.join(".build.lock"))
-            .args(["make", "-s", "-C"])
-            .arg(root.join("cservices"))
-            .args(["-j2", "modules"])
-            .arg(format!("OUT={}", out.display()))
-            .status()
-            .expect("cannot run flock make (util-linux, make)");
-        assert!(status.success(), "building the C service modules failed");
-        out.canonicalize().expect("target/cpp")
-    })
-    .clone()
-}
+use bee_tests::cpp_modules as modules;
 
 /// A bee node of the team's C++ shape: CServiceProxy, the module (its frames name
 /// `<name>_master` as their source service) and the master redirecting frames to it.
