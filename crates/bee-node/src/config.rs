@@ -23,12 +23,15 @@
 //! read_timeout_ms = 30000        # a partial frame then silence this long closes (0: never)
 //! idle_timeout_ms = 0            # an idle inbound connection is closed (0: never)
 //! multipart_timeout_ms = 30000   # an unfinished multi-part message is dropped (0: never)
+//! parked_bytes = 16777216        # one peer: pushes parked while it is away (ride_through)
 //!
 //! [liveness]                     # optional (defaults shown)
 //! bound_ms = 4000                # a dead peer is noticed within this (0: off)
 //! heartbeat_ms = 1000            # heartbeat after this long without traffic (0: off)
 //! max_timeouts = 3               # calls timing out in a row recycle a connection (0: off)
 //! accepted_bound_ms = 10000      # keepalive/TCP_USER_TIMEOUT of accepted sockets
+//! ride_through_ms = 0            # calls/pushes wait this long for a peer that is away
+//!                                # (restart, handover) before failing (0: fail at once)
 //!
 //! [auth]                         # optional: node authentication (off without it)
 //! secret_file = "cluster.secret" # the shared secret (or `secret = "..."`), relative
@@ -121,6 +124,9 @@ pub struct Limits {
     pub idle_timeout_ms: u64,
     /// An unfinished multi-part message is dropped this long after its header (0: never).
     pub multipart_timeout_ms: u64,
+    /// Per peer: bytes of pushes parked while it is away (`liveness.ride_through_ms`);
+    /// they are charged to `outbound_bytes` too.
+    pub parked_bytes: u64,
 }
 
 impl Default for Limits {
@@ -133,6 +139,7 @@ impl Default for Limits {
             read_timeout_ms: 30_000,
             idle_timeout_ms: 0,
             multipart_timeout_ms: 30_000,
+            parked_bytes: 16 * MIB,
         }
     }
 }
@@ -150,6 +157,9 @@ pub struct Liveness {
     pub max_timeouts: u32,
     /// Keepalive and `TCP_USER_TIMEOUT` bound of accepted sockets (0: system defaults).
     pub accepted_bound_ms: u64,
+    /// While a peer is away (restarting, handing over, unreachable), calls to it wait and
+    /// pushes to it are parked this long before they fail (0: fail at once).
+    pub ride_through_ms: u64,
 }
 
 impl Default for Liveness {
@@ -159,6 +169,7 @@ impl Default for Liveness {
             heartbeat_ms: 1_000,
             max_timeouts: 3,
             accepted_bound_ms: 10_000,
+            ride_through_ms: 0,
         }
     }
 }
@@ -266,6 +277,7 @@ impl NodeConfig {
             ("inbound_bytes", l.inbound_bytes),
             ("outbound_bytes", l.outbound_bytes),
             ("per_peer_bytes", l.per_peer_bytes),
+            ("parked_bytes", l.parked_bytes),
         ] {
             if v == 0 {
                 bail!("limits.{key} must be at least 1");

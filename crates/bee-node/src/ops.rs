@@ -99,6 +99,8 @@ pub fn cluster_settings(cfg: &NodeConfig) -> Result<(ClusterSettings, Budgets)> 
     ch.liveness = ms(cfg.liveness.bound_ms);
     ch.heartbeat = ms(cfg.liveness.heartbeat_ms);
     ch.max_timeouts = cfg.liveness.max_timeouts;
+    ch.ride_through = ms(cfg.liveness.ride_through_ms);
+    ch.max_parked_bytes = size(l.parked_bytes);
     let li = &mut s.listener;
     li.busy_poll = Duration::from_micros(cfg.busy_poll_us);
     li.max_inbound_bytes = size(l.per_peer_bytes);

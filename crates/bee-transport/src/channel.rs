@@ -34,6 +34,18 @@
 //! others is left out: the request is never written.
 //!
 //! Dead peers are detected within [`ChannelConfig::liveness`]; see [`crate::liveness`].
+//!
+//! Riding through a restart ([`ChannelConfig::ride_through`], off by default): while the
+//! peer is away — connects refused, timing out or backing off — calls wait for it (up to
+//! the bound and their own timeout) instead of failing at once, and pushes are *parked*
+//! in a byte-bounded queue ([`ChannelConfig::max_parked_bytes`], also charged to the
+//! node's outbound budget) and accepted; one flusher task per channel sends them, in
+//! order, as soon as a connection is back, and calls issued meanwhile wait behind them.
+//! A peer away for longer than the bound makes calls fail with the connect error and the
+//! parked pushes be refused: counted ([`ChannelStats::pushes_refused`], the
+//! `ride_through` rejection metric) and logged with their number and bytes, never
+//! dropped silently. Calls whose request was already written when the connection died are
+//! not re-sent (the peer may have handled them): they fail with `NodeDown`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -113,6 +125,13 @@ pub struct ChannelConfig {
     /// within `connect_timeout`, and the peer must prove the secret too; otherwise calls
     /// fail with [`TransportError::AuthFailed`].
     pub auth_secret: Option<AuthSecret>,
+    /// How long calls and pushes wait for a peer that is away (its connects refused,
+    /// timing out or backing off) before failing — long enough for a node to restart or
+    /// hand over (default zero: fail at once, as stock skynet). See the module doc.
+    pub ride_through: Duration,
+    /// Bytes of pushes parked while the peer is away (default 16 MiB); past it a push
+    /// fails at once with [`TransportError::Overloaded`].
+    pub max_parked_bytes: usize,
 }
 
 /// Default busy-poll window of channels and listeners.
@@ -136,6 +155,8 @@ impl Default for ChannelConfig {
             outbound_budget: None,
             inbound_budget: None,
             auth_secret: None,
+            ride_through: Duration::ZERO,
+            max_parked_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -155,6 +176,12 @@ pub struct ChannelStats {
     pub pushes: u64,
     /// Calls and pushes that returned an error.
     pub failures: u64,
+    /// Pushes parked now, waiting for the peer to come back (calls waiting for it are
+    /// not counted here but in `in_flight` once sent).
+    pub parked: usize,
+    /// Pushes accepted while the peer was away and refused later, because it stayed away
+    /// longer than `ride_through` or the channel was closed (each incident is logged).
+    pub pushes_refused: u64,
 }
 
 /// The channel to one remote node: a lazily opened TCP connection, a session table,
@@ -190,6 +217,10 @@ struct Shared {
     failures: AtomicU64,
     reconnects: AtomicU64,
     metrics: Arc<ChannelMetrics>,
+    /// Pushes waiting for the peer to come back (lock order: `parked`, then a
+    /// connection's queue lock; never `state` while holding `parked`).
+    parked: Mutex<Parked>,
+    pushes_refused: AtomicU64,
 }
 
 #[derive(Default)]
@@ -198,7 +229,31 @@ struct State {
     conn: Option<Arc<Conn>>,
     backoff: Option<Backoff>,
     connects: u64,
+    /// When the peer was first found away (a failed connect) since the last connection.
+    away_since: Option<Instant>,
 }
+
+/// Calls and pushes issued while the peer was away, in the order they were issued.
+#[derive(Default)]
+struct Parked {
+    queue: std::collections::VecDeque<ParkedItem>,
+    bytes: usize,
+    /// A flusher task owns the queue; new calls and pushes go behind it.
+    flushing: bool,
+}
+
+struct ParkedItem {
+    to: Address,
+    payload: Bytes,
+    /// A call's waiter and where the flusher records the session it got (so a caller
+    /// that stops waiting can take it out of the session table); none for a push.
+    call: Option<(Waiter, Arc<SentAs>)>,
+    _permit: Option<Permit>,
+}
+
+/// Where a parked call went out: its connection and session.
+#[derive(Default)]
+struct SentAs(Mutex<Option<(Weak<Conn>, u32)>>);
 
 struct Backoff {
     until: Instant,
@@ -512,6 +567,28 @@ impl Shared {
     fn lock_state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn lock_parked(&self) -> MutexGuard<'_, Parked> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn parked_pushes(&self) -> usize {
+        self.lock_parked()
+            .queue
+            .iter()
+            .filter(|i| i.call.is_none())
+            .count()
+    }
+}
+
+/// Errors that mean "the peer is away", which [`ChannelConfig::ride_through`] waits out.
+fn is_away(e: &TransportError) -> bool {
+    matches!(
+        e,
+        TransportError::Connect { .. }
+            | TransportError::NodeDown { .. }
+            | TransportError::PeerUnreachable { .. }
+    )
 }
 
 impl Channel {
@@ -530,6 +607,8 @@ impl Channel {
                 failures: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
                 metrics: Arc::new(ChannelMetrics::new(node)),
+                parked: Mutex::new(Parked::default()),
+                pushes_refused: AtomicU64::new(0),
             }),
         }
     }
@@ -625,6 +704,8 @@ impl Channel {
             calls: self.shared.calls.load(Ordering::Relaxed),
             pushes: self.shared.pushes.load(Ordering::Relaxed),
             failures: self.shared.failures.load(Ordering::Relaxed),
+            parked: self.shared.parked_pushes(),
+            pushes_refused: self.shared.pushes_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -662,54 +743,373 @@ impl Channel {
         self.check_size(payload.len())?;
         let config = &self.shared.config;
         let after = timeout.unwrap_or(config.call_timeout);
-        // A connection that died between lookup and enqueue is replaced once.
-        for _ in 0..2 {
-            let conn = self.connection().await?;
-            let (tx, rx) = oneshot::channel();
-            let session = match conn.enqueue_call(config, to, payload, tx) {
-                Ok(s) => s,
-                Err(Refused::Dead) => continue,
-                Err(Refused::Error(e)) => return Err(e),
-            };
-            let mut guard = Forget {
-                conn: &conn,
-                session,
-                armed: true,
-            };
-            let outcome = tokio::time::timeout(after, rx).await;
-            return match outcome {
-                Ok(Ok(result)) => {
-                    guard.armed = false;
-                    result
-                }
-                Ok(Err(_)) => {
-                    guard.armed = false;
-                    Err(self.node_down("the connection was dropped"))
-                }
-                Err(_) => {
-                    tracing::debug!(node = %self.shared.node, session, ?after, "call timed out");
-                    conn.note_timeout(config.max_timeouts);
-                    Err(TransportError::Timeout {
-                        node: self.shared.node.clone(),
-                        after,
-                    })
-                }
-            };
+        let rides = !config.ride_through.is_zero();
+        let deadline = Instant::now() + after;
+        // Calls issued while others are parked go behind them (order is kept).
+        if rides {
+            if let Some(parked) = self.park(to, payload, true, false)? {
+                return self.wait_parked(parked, deadline, after).await;
+            }
         }
-        Err(self.node_down("the connection dropped before the request was sent"))
+        let mut dead = 0;
+        loop {
+            let err = match self.connection().await {
+                Ok(conn) => {
+                    let (tx, rx) = oneshot::channel();
+                    match conn.enqueue_call(config, to, payload, tx) {
+                        Ok(session) => return self.wait_reply(&conn, session, rx, after).await,
+                        // A connection that died between lookup and enqueue is replaced
+                        // once at once; after that, as any other absence of the peer.
+                        Err(Refused::Dead) => {
+                            dead += 1;
+                            if dead < 2 {
+                                continue;
+                            }
+                            self.node_down("the connection dropped before the request was sent")
+                        }
+                        Err(Refused::Error(e)) => return Err(e),
+                    }
+                }
+                Err(e) => e,
+            };
+            if rides && self.within_ride(&err) {
+                if let Some(parked) = self.park(to, payload, true, true)? {
+                    return self.wait_parked(parked, deadline, after).await;
+                }
+            }
+            return Err(self.away_too_long(err));
+        }
+    }
+
+    /// Wait for the reply of the call queued as `session`.
+    async fn wait_reply(
+        &self,
+        conn: &Arc<Conn>,
+        session: u32,
+        rx: oneshot::Receiver<Result<Bytes, TransportError>>,
+        after: Duration,
+    ) -> Result<Bytes, TransportError> {
+        let mut guard = Forget {
+            conn,
+            session,
+            armed: true,
+        };
+        match tokio::time::timeout(after, rx).await {
+            Ok(Ok(result)) => {
+                guard.armed = false;
+                result
+            }
+            Ok(Err(_)) => {
+                guard.armed = false;
+                Err(self.node_down("the connection was dropped"))
+            }
+            Err(_) => {
+                tracing::debug!(node = %self.shared.node, session, ?after, "call timed out");
+                conn.note_timeout(self.shared.config.max_timeouts);
+                Err(TransportError::Timeout {
+                    node: self.shared.node.clone(),
+                    after,
+                })
+            }
+        }
+    }
+
+    /// Wait for the reply of a parked call (sent by the flusher once the peer is back,
+    /// or refused by it), at most until `deadline`.
+    async fn wait_parked(
+        &self,
+        (rx, sent): (
+            oneshot::Receiver<Result<Bytes, TransportError>>,
+            Arc<SentAs>,
+        ),
+        deadline: Instant,
+        after: Duration,
+    ) -> Result<Bytes, TransportError> {
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.node_down("the connection was dropped")),
+            Err(_) => {
+                // Sent meanwhile: take it out of the session table (or out of the queue).
+                let went = sent.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some((conn, session)) = went {
+                    if let Some(conn) = conn.upgrade() {
+                        conn.forget(session);
+                    }
+                }
+                Err(TransportError::Timeout {
+                    node: self.shared.node.clone(),
+                    after,
+                })
+            }
+        }
     }
 
     async fn push_inner(&self, to: &Address, payload: &Bytes) -> Result<(), TransportError> {
         self.check_size(payload.len())?;
-        for _ in 0..2 {
-            let conn = self.connection().await?;
-            match conn.enqueue_push(&self.shared.config, to, payload) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Dead) => continue,
+        let config = &self.shared.config;
+        let rides = !config.ride_through.is_zero();
+        // Pushes issued while others are parked go behind them (order is kept).
+        if rides && self.park(to, payload, false, false)?.is_some() {
+            return Ok(());
+        }
+        let mut dead = 0;
+        loop {
+            let err = match self.connection().await {
+                Ok(conn) => match conn.enqueue_push(config, to, payload) {
+                    Ok(()) => return Ok(()),
+                    Err(Refused::Dead) => {
+                        dead += 1;
+                        if dead < 2 {
+                            continue;
+                        }
+                        self.node_down("the connection dropped before the push was sent")
+                    }
+                    Err(Refused::Error(e)) => return Err(e),
+                },
+                Err(e) => e,
+            };
+            if rides && self.within_ride(&err) && self.park(to, payload, false, true)?.is_some() {
+                return Ok(());
+            }
+            return Err(self.away_too_long(err));
+        }
+    }
+
+    /// Whether `err` says the peer is away and the ride-through window (counted from the
+    /// first failed connect) is still open.
+    fn within_ride(&self, err: &TransportError) -> bool {
+        let config = &self.shared.config;
+        if config.ride_through.is_zero() || !is_away(err) {
+            return false;
+        }
+        let now = Instant::now();
+        let mut st = self.shared.lock_state();
+        if st.closed {
+            return false;
+        }
+        let since = *st.away_since.get_or_insert(now);
+        now < since + config.ride_through
+    }
+
+    /// When to try connecting again while riding through, or `None` once the window
+    /// is over.
+    fn retry_at(&self, err: &TransportError) -> Option<Instant> {
+        if !self.within_ride(err) {
+            return None;
+        }
+        let config = &self.shared.config;
+        let now = Instant::now();
+        let st = self.shared.lock_state();
+        let limit = st.away_since.map_or(now, |s| s + config.ride_through);
+        let next = st
+            .backoff
+            .as_ref()
+            .map_or(now + config.backoff_min, |b| b.until.max(now));
+        Some(next.min(limit).max(now + Duration::from_millis(1)))
+    }
+
+    /// The error of a call or push given up on: with ride-through on, say for how long
+    /// the peer has been away.
+    fn away_too_long(&self, err: TransportError) -> TransportError {
+        let config = &self.shared.config;
+        if config.ride_through.is_zero() || !is_away(&err) {
+            return err;
+        }
+        let since = self.shared.lock_state().away_since;
+        let Some(since) = since else { return err };
+        let away = since.elapsed();
+        match err {
+            TransportError::Connect { node, addr, reason } => TransportError::Connect {
+                node,
+                addr,
+                reason: format!(
+                    "{reason}; away for {:.1} s (ride_through {:?})",
+                    away.as_secs_f64(),
+                    config.ride_through
+                ),
+            },
+            other => other,
+        }
+    }
+
+    /// Park a call (`call`) or push behind the ones already parked — or, with `start`,
+    /// also when none are, starting the flusher. `Ok(None)`: not parked (nothing parked
+    /// and not `start`). For a call, what to wait on.
+    #[allow(clippy::type_complexity)]
+    fn park(
+        &self,
+        to: &Address,
+        payload: &Bytes,
+        call: bool,
+        start: bool,
+    ) -> Result<
+        Option<(
+            oneshot::Receiver<Result<Bytes, TransportError>>,
+            Arc<SentAs>,
+        )>,
+        TransportError,
+    > {
+        let config = &self.shared.config;
+        let mut p = self.shared.lock_parked();
+        if !p.flushing && !start {
+            return Ok(None);
+        }
+        let len = payload.len();
+        let overloaded = |what: String| {
+            self.shared.metrics.rejected("parked");
+            TransportError::Overloaded {
+                node: self.shared.node.clone(),
+                what,
+            }
+        };
+        if !p.queue.is_empty() && p.bytes.saturating_add(len) > config.max_parked_bytes {
+            return Err(overloaded(format!(
+                "{} bytes of calls and pushes are parked while the node is away (max_parked_bytes {})",
+                p.bytes, config.max_parked_bytes
+            )));
+        }
+        let permit = match &config.outbound_budget {
+            Some(budget) => Some(budget.try_acquire(len).ok_or_else(|| {
+                overloaded(format!(
+                    "node outbound budget exhausted ({} of {} bytes; {len} more refused)",
+                    budget.used(),
+                    budget.limit()
+                ))
+            })?),
+            None => None,
+        };
+        let (call, wait) = if call {
+            let (tx, rx) = oneshot::channel();
+            let sent = Arc::new(SentAs::default());
+            (Some((tx, sent.clone())), Some((rx, sent)))
+        } else {
+            (None, None)
+        };
+        p.bytes += len;
+        p.queue.push_back(ParkedItem {
+            to: to.clone(),
+            payload: payload.clone(),
+            call,
+            _permit: permit,
+        });
+        if !p.flushing {
+            p.flushing = true;
+            tracing::info!(node = %self.shared.node, ride_through = ?config.ride_through, "peer away; holding calls and pushes until it is back");
+            tokio::spawn(self.clone().flush_parked());
+        }
+        // A push is parked: `Some` with nothing to wait on.
+        Ok(Some(wait.unwrap_or_else(|| {
+            let (_, rx) = oneshot::channel();
+            (rx, Arc::new(SentAs::default()))
+        })))
+    }
+
+    /// The flusher: wait for the peer, then queue the parked calls and pushes in order;
+    /// refuse them (counted and logged) once the peer has been away longer than
+    /// `ride_through`.
+    async fn flush_parked(self) {
+        let config = &self.shared.config;
+        let node = self.shared.node.clone();
+        loop {
+            let err = match self.connection().await {
+                Ok(conn) => match self.drain_into(&conn) {
+                    Ok(()) => return,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            match self.retry_at(&err) {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None if matches!(err, TransportError::Overloaded { .. }) && !self.is_closed() => {
+                    // Back, but its queue is full: let the writer drain it.
+                    tokio::time::sleep(config.backoff_min).await;
+                }
+                None => {
+                    let items = {
+                        let mut p = self.shared.lock_parked();
+                        p.bytes = 0;
+                        p.flushing = false;
+                        std::mem::take(&mut p.queue)
+                    };
+                    let err = self.away_too_long(err);
+                    let (mut pushes, mut calls, mut bytes) = (0u64, 0u64, 0usize);
+                    for item in items {
+                        bytes += item.payload.len();
+                        match item.call {
+                            Some((tx, _)) => {
+                                calls += 1;
+                                let _ = tx.send(Err(err.clone()));
+                            }
+                            None => pushes += 1,
+                        }
+                    }
+                    self.shared
+                        .pushes_refused
+                        .fetch_add(pushes, Ordering::Relaxed);
+                    self.shared.failures.fetch_add(pushes, Ordering::Relaxed);
+                    self.shared.metrics.rejected_n("ride_through", pushes);
+                    tracing::warn!(node = %node, pushes, calls, bytes, error = %err, "parked calls and pushes refused: the node stayed away");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queue every parked call and push on `conn`, in order; the queue is left empty
+    /// only when all went.
+    fn drain_into(&self, conn: &Arc<Conn>) -> Result<(), TransportError> {
+        let config = &self.shared.config;
+        let mut sent = 0usize;
+        let mut p = self.shared.lock_parked();
+        while let Some(item) = p.queue.front_mut() {
+            let outcome = match item.call.take() {
+                // The caller stopped waiting: leave it out.
+                Some((tx, _)) if tx.is_closed() => Ok(()),
+                Some((tx, sent_as)) => {
+                    // The waiter is given up only when the request is queued.
+                    let (relay_tx, relay_rx) = oneshot::channel();
+                    match conn.enqueue_call(config, &item.to, &item.payload, relay_tx) {
+                        Ok(session) => {
+                            *sent_as.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some((Arc::downgrade(conn), session));
+                            let dropped = self.node_down("the connection was dropped");
+                            tokio::spawn(async move {
+                                let result = relay_rx.await.unwrap_or(Err(dropped));
+                                let _ = tx.send(result);
+                            });
+                            Ok(())
+                        }
+                        Err(e) => {
+                            item.call = Some((tx, sent_as));
+                            Err(e)
+                        }
+                    }
+                }
+                None => conn.enqueue_push(config, &item.to, &item.payload),
+            };
+            match outcome {
+                Ok(()) => {
+                    let len = item.payload.len();
+                    p.queue.pop_front();
+                    p.bytes -= len;
+                    sent += 1;
+                }
+                Err(Refused::Dead) => {
+                    return Err(self.node_down(
+                        "the connection dropped while parked calls and pushes went out",
+                    ))
+                }
                 Err(Refused::Error(e)) => return Err(e),
             }
         }
-        Err(self.node_down("the connection dropped before the push was sent"))
+        p.flushing = false;
+        drop(p);
+        tracing::info!(node = %self.shared.node, messages = sent, "peer back; parked calls and pushes sent");
+        Ok(())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.lock_state().closed
     }
 
     /// The live connection, if any; `Err` when closed or backing off.
@@ -833,6 +1233,7 @@ impl Channel {
                 return Err(self.closed());
             }
             st.backoff = None;
+            st.away_since = None;
             st.connects += 1;
             if st.connects > 1 {
                 shared.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -878,6 +1279,7 @@ impl Channel {
         let shared = &self.shared;
         let config = &shared.config;
         let mut st = shared.lock_state();
+        st.away_since.get_or_insert_with(Instant::now);
         let delay = match &st.backoff {
             Some(b) if !short => (b.delay * 2).min(config.backoff_max),
             _ => config.backoff_min,

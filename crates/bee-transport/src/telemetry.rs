@@ -110,7 +110,12 @@ impl ChannelMetrics {
 
     /// Count a message refused by a limit.
     pub fn rejected(&self, limit: &'static str) {
-        counter!(CHANNEL_REJECTIONS, "node" => self.node.clone(), "limit" => limit).increment(1);
+        self.rejected_n(limit, 1);
+    }
+
+    /// Count `n` messages refused by a limit at once.
+    pub fn rejected_n(&self, limit: &'static str, n: u64) {
+        counter!(CHANNEL_REJECTIONS, "node" => self.node.clone(), "limit" => limit).increment(n);
     }
 }
 
