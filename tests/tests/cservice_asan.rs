@@ -221,6 +221,22 @@ async fn sanitized_modules_survive_ten_thousand_messages_each_way() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // Malformed frames handed to CServiceProxy itself (it refuses them with a log line
+    // and keeps forwarding).
+    for i in 0..500usize {
+        let frame = match i % 3 {
+            0 => ping.slice(..ping.len() - 1 - i % 20),
+            1 => Bytes::from(vec![(i % 251) as u8; i % 97]),
+            _ => Bytes::new(),
+        };
+        c.send(
+            "capi_asan",
+            "CServiceProxy",
+            pack(&[Value::from("text"), Value::String(frame)]),
+        )
+        .await
+        .unwrap();
+    }
     // At the sink: every Ping answered, every ShopBuy (both shops) receipted once its
     // mail rpc answered or timed out, every mail.Send rpc acked.
     let frames_with = |r: usize| (0..N).filter(|i| i % 8 == r).count();
