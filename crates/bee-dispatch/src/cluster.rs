@@ -167,7 +167,11 @@ struct Inner {
     senders: DashMap<String, Sender>,
     proxies: DashMap<(String, String), Addr>,
     listening: Mutex<Vec<SocketAddr>>,
+    /// Open inbound connections, one counter per listener.
+    inbound: Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>,
     shutdown: CancellationToken,
+    /// Cancelled when the node stops accepting peers (drain); a child of `shutdown`.
+    stop_accepting: CancellationToken,
     clusterd: Mutex<Addr>,
     started: Instant,
     /// Nodes that membership (e.g. an etcd lease) says are gone, with why; calls to them
@@ -210,6 +214,7 @@ impl Cluster {
                 tracing::debug!(node = %node.name(), "services were spawned before the cluster layer; addresses keep counting from 1");
             }
             Arc::new({
+                let shutdown = CancellationToken::new();
                 let cluster = Cluster {
                     inner: Arc::new(Inner {
                         node: node.downgrade(),
@@ -219,7 +224,9 @@ impl Cluster {
                         senders: DashMap::new(),
                         proxies: DashMap::new(),
                         listening: Mutex::new(Vec::new()),
-                        shutdown: CancellationToken::new(),
+                        inbound: Mutex::new(Vec::new()),
+                        stop_accepting: shutdown.child_token(),
+                        shutdown,
                         clusterd: Mutex::new(0),
                         started: Instant::now(),
                         down: DashMap::new(),
@@ -260,7 +267,7 @@ impl Cluster {
         &self.inner.node_name
     }
 
-    fn node(&self) -> Result<Node, CallError> {
+    pub(crate) fn node(&self) -> Result<Node, CallError> {
         self.inner
             .node
             .upgrade()
@@ -308,7 +315,16 @@ impl Cluster {
         let acceptor = Arc::new(AgentFactory {
             cluster: self.clone(),
         });
-        tokio::spawn(listener.run(acceptor, self.inner.shutdown.child_token()));
+        self.inner
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener.open_connections());
+        tokio::spawn(listener.run_until(
+            acceptor,
+            self.inner.stop_accepting.clone(),
+            self.inner.shutdown.child_token(),
+        ));
         Ok(local)
     }
 
@@ -775,6 +791,66 @@ impl Cluster {
         v
     }
 
+    /// Close every listening socket: new peers are refused (or, after a handover, reach
+    /// the successor); open connections keep being served. The first step of a drain.
+    pub fn stop_accepting(&self) {
+        self.inner.stop_accepting.cancel();
+    }
+
+    /// Inbound connections open now, on every listener.
+    pub fn inbound_connections(&self) -> usize {
+        self.inner
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// `node` said it is going away: retire the connection to it (new messages open a
+    /// new one; see [`Channel::retire`]). Whether there was a channel to retire.
+    pub fn retire(&self, node: &str) -> bool {
+        match self.inner.senders.get(node) {
+            Some(s) => {
+                s.channel.retire();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The bee nodes of the config this node has exchanged `hello` with (so they speak
+    /// `goaway`), itself excluded.
+    pub fn bee_peers(&self) -> Vec<String> {
+        let registry = &self.inner.registry;
+        registry
+            .config()
+            .nodes
+            .keys()
+            .filter(|n| **n != self.inner.node_name && registry.peer_incarnation(n).is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Tell `peer` this node is going away (`goaway` to its `bee_clusterd`), so it sends
+    /// new messages on a new connection.
+    pub async fn say_goaway(&self, peer: &str, timeout: Duration) -> Result<(), CallError> {
+        let payload = seri::pack(&[
+            Value::from("lua"),
+            Value::from("goaway"),
+            Value::from(self.inner.node_name.as_str()),
+        ])?;
+        self.call_timeout(
+            peer,
+            format!("@{CLUSTERD_NAME}").as_str(),
+            payload,
+            Some(timeout),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Stop listening, close every channel (called by [`Node::shutdown`]).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -1066,6 +1142,11 @@ impl Service for Clusterd {
                     .unwrap_or(Value::Nil)]
             }
             "config" => vec![self.cluster.report().to_value()],
+            "goaway" => {
+                // A peer drains: what we send it next goes on a new connection.
+                let peer = arg(1).ok_or_else(|| ServiceError::msg("goaway needs a node name"))?;
+                vec![Value::Boolean(self.cluster.retire(&peer))]
+            }
             "config_push" => {
                 let text = arg(1)
                     .ok_or_else(|| ServiceError::msg("config_push needs the config text"))?;
@@ -1124,7 +1205,7 @@ impl Service for Clusterd {
             }
             other => {
                 return Err(ServiceError::msg(format!(
-                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, hello, ping)"
+                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, goaway, hello, ping)"
                 )))
             }
         };

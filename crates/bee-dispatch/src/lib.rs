@@ -10,7 +10,8 @@
 //!    local call/send/redirect, one name table. It knows nothing of the cluster;
 //!    layers plug in through the node's extensions and [`Node::on_shutdown`].
 //! 2. [`cluster`]: skynet's cluster API over the runtime (`bee_clusterd`, senders,
-//!    agents, `call`/`send`/`query`/`register`, [`ClusterExt`] for `ctx.cluster()`).
+//!    agents, `call`/`send`/`query`/`register`, [`ClusterExt`] for `ctx.cluster()`);
+//!    [`drain`]: stopping a node without cutting what it accepted.
 //! 3. [`args`], [`handle`], [`lua`], [`text`], [`dispatcher`]: writing services —
 //!    typed `"lua"` commands, protobuf `"text"` handlers, sync or async with the state
 //!    reachable after an `await`.
@@ -33,6 +34,7 @@ pub mod args;
 pub mod builtin;
 pub mod cluster;
 pub mod dispatcher;
+pub mod drain;
 pub mod error;
 pub mod handle;
 pub mod lifecycle;

@@ -12,6 +12,10 @@
 //!                                # socket after traffic before it sleeps (default 100,
 //!                                # 0 = never); lower latency for a little CPU
 //!
+//! drain_timeout_ms = 10000       # optional: on SIGTERM/Ctrl-C the node stops accepting,
+//!                                # answers what it accepted and flushes its queues for at
+//!                                # most this long (a second signal stops at once)
+//!
 //! metrics_listen = "127.0.0.1:9100"  # optional: serve Prometheus text at
 //!                                # http://ADDR/metrics (default: no metrics endpoint)
 //!
@@ -71,6 +75,9 @@ pub struct NodeConfig {
     /// Busy-poll window of the node's connections, in microseconds (0: off).
     #[serde(default = "default_busy_poll")]
     pub busy_poll_us: u64,
+    /// Longest graceful drain at SIGTERM / Ctrl-C, in milliseconds.
+    #[serde(default = "default_drain")]
+    pub drain_timeout_ms: u64,
     /// Address of the Prometheus endpoint (`host:port`); none: no metrics served.
     pub metrics_listen: Option<String>,
     /// Byte budgets and connection hygiene.
@@ -94,6 +101,10 @@ pub struct NodeConfig {
 
 fn default_timeout() -> u64 {
     30_000
+}
+
+fn default_drain() -> u64 {
+    10_000
 }
 
 fn default_busy_poll() -> u64 {
@@ -248,7 +259,7 @@ impl NodeConfig {
         // Sections other than the known ones are typos: say so instead of ignoring them.
         if let Some(key) = cfg.extra.keys().find(|k| !sections.contains(k)) {
             anyhow::bail!(
-                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, metrics_listen, limits, liveness, auth, service, {})",
+                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, drain_timeout_ms, metrics_listen, limits, liveness, auth, service, {})",
                 path.display(),
                 sections.join(", ")
             );

@@ -245,10 +245,25 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
     };
     println!("bee node {} listening on {local}", cfg.name);
     wait_for_signal().await;
-    tracing::info!(node = %cfg.name, "shutting down");
+    let deadline = Duration::from_millis(cfg.drain_timeout_ms);
+    tracing::info!(node = %cfg.name, ?deadline, "draining: refusing new peers, answering what was accepted (a second signal stops at once)");
+    // Leave etcd first: peers learn at once that this run is going.
     if let Some(f) = following {
         f.stop().await;
     }
+    tokio::select! {
+        report = cluster.drain(deadline) => match report {
+            Ok(r) if r.complete => {
+                tracing::info!(node = %cfg.name, handled = %r.handled_line(), "{r}");
+            }
+            Ok(r) => tracing::warn!(node = %cfg.name, handled = %r.handled_line(), "{r}"),
+            Err(e) => tracing::warn!(node = %cfg.name, error = %e, "cannot drain"),
+        },
+        _ = wait_for_signal() => {
+            tracing::warn!(node = %cfg.name, "second signal: stopping at once");
+        }
+    }
+    tracing::info!(node = %cfg.name, "shutting down");
     node.shutdown();
     Ok(())
 }

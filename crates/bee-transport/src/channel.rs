@@ -176,6 +176,8 @@ pub struct ChannelStats {
     pub pushes: u64,
     /// Calls and pushes that returned an error.
     pub failures: u64,
+    /// Bytes queued on the connection, not yet written.
+    pub queued_bytes: usize,
     /// Pushes parked now, waiting for the peer to come back (calls waiting for it are
     /// not counted here but in `in_flight` once sent).
     pub parked: usize,
@@ -688,6 +690,36 @@ impl Channel {
         }
     }
 
+    /// The peer said it is going away (it drains before it stops or hands over): the
+    /// next call or push opens a new connection (to its successor, or riding through
+    /// its absence), while the current connection stays only until the calls waiting on
+    /// it are answered and what is queued on it is written (at most `call_timeout`),
+    /// then closes. Nothing already sent is cut.
+    pub fn retire(&self) {
+        let conn = self.shared.lock_state().conn.take();
+        let Some(conn) = conn else { return };
+        let node = self.shared.node.clone();
+        let most = self.shared.config.call_timeout;
+        tracing::info!(%node, "peer is going away; new messages go to a new connection");
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            loop {
+                let busy = {
+                    let g = conn.lock();
+                    g.state.pending.len() + g.queued()
+                };
+                if busy == 0 || !conn.alive.load(Ordering::Acquire) || t0.elapsed() > most {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            conn.fail(TransportError::NodeDown {
+                node,
+                reason: "the node went away (its connection was retired)".into(),
+            });
+        });
+    }
+
     /// Current counters.
     pub fn stats(&self) -> ChannelStats {
         let conn = {
@@ -699,7 +731,8 @@ impl Channel {
         };
         ChannelStats {
             connected: conn.is_some(),
-            in_flight: conn.map_or(0, |c| c.lock().state.pending.len()),
+            in_flight: conn.as_ref().map_or(0, |c| c.lock().state.pending.len()),
+            queued_bytes: conn.as_ref().map_or(0, |c| c.lock().queued()),
             reconnects: self.shared.reconnects.load(Ordering::Relaxed),
             calls: self.shared.calls.load(Ordering::Relaxed),
             pushes: self.shared.pushes.load(Ordering::Relaxed),

@@ -207,6 +207,7 @@ pub struct Listener {
     /// the process has none left (so they are refused cleanly instead of left hanging in
     /// the backlog).
     reserve: Option<std::fs::File>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Listener {
@@ -224,6 +225,7 @@ impl Listener {
             local,
             config,
             reserve,
+            open: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -232,24 +234,42 @@ impl Listener {
         self.local
     }
 
+    /// Connections open now (shared counter, valid before and after [`Listener::run`]).
+    pub fn open_connections(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
+    }
+
     /// Accept peers until `shutdown` is cancelled, one task per connection. On cancel it
     /// stops accepting, closes the listening socket and every connection, and returns
     /// once all connection tasks have ended.
     pub async fn run(self, acceptor: Arc<dyn Acceptor>, shutdown: CancellationToken) {
+        self.run_until(acceptor, shutdown.clone(), shutdown).await
+    }
+
+    /// [`Listener::run`], but `stop_accepting` only closes the listening socket (new
+    /// peers are refused) and lets the open connections run until their peers close
+    /// them or `shutdown` is cancelled: the first step of a graceful drain.
+    pub async fn run_until(
+        self,
+        acceptor: Arc<dyn Acceptor>,
+        stop_accepting: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
         let Listener {
             listener,
             local,
             config,
             mut reserve,
+            open,
         } = self;
         let mut tasks = JoinSet::new();
         let metrics = Arc::new(ListenerMetrics::new(local.to_string()));
-        let open = Arc::new(AtomicUsize::new(0));
         let mut refused = Throttle::default();
         let mut exhausted = Throttle::default();
         loop {
             tokio::select! {
                 biased;
+                _ = stop_accepting.cancelled() => break,
                 _ = shutdown.cancelled() => break,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = done {
@@ -307,7 +327,7 @@ impl Listener {
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                            _ = shutdown.cancelled() => break,
+                            _ = stop_accepting.cancelled() => break,
                         }
                     }
                     Err(e) => {
@@ -315,7 +335,7 @@ impl Listener {
                         tracing::warn!(%local, error = %e, "accept failed");
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                            _ = shutdown.cancelled() => break,
+                            _ = stop_accepting.cancelled() => break,
                         }
                     }
                 },
@@ -323,6 +343,9 @@ impl Listener {
         }
         drop(reserve);
         drop(listener);
+        if !shutdown.is_cancelled() {
+            tracing::info!(%local, open = open.load(Ordering::Acquire), "stopped accepting; serving the open connections until their peers close them");
+        }
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
                 tracing::error!(%local, error = %e, "connection task failed");
