@@ -200,6 +200,7 @@ pub struct BeeProcess {
     child: Option<Child>,
     config: PathBuf,
     log: Option<PathBuf>,
+    bin: PathBuf,
 }
 
 impl BeeProcess {
@@ -215,6 +216,16 @@ impl BeeProcess {
 
     /// Start `BIN run CONFIG`, its stderr into `log` (appended) or inherited.
     fn spawn(bin: &Path, name: &str, config: &Path, log: Option<&Path>) -> BeeProcess {
+        Self::spawn_with(bin, name, config, log, &[])
+    }
+
+    fn spawn_with(
+        bin: &Path,
+        name: &str,
+        config: &Path,
+        log: Option<&Path>,
+        extra: &[&str],
+    ) -> BeeProcess {
         let stderr = match log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -228,6 +239,7 @@ impl BeeProcess {
         let mut child = Command::new(bin)
             .arg("run")
             .arg(config)
+            .args(extra)
             .env(
                 "BEE_LOG",
                 std::env::var("BEE_LOG").unwrap_or_else(|_| "warn".into()),
@@ -271,6 +283,44 @@ impl BeeProcess {
             child: Some(child),
             config: config.to_path_buf(),
             log: log.map(Path::to_path_buf),
+            bin: bin.to_path_buf(),
+        }
+    }
+
+    /// Start `BIN run CONFIG` with its stderr kept in the layout's `<name>.log` (see
+    /// [`Layout::start_logged`]).
+    pub fn start_logged_bin(bin: &Path, name: &str, config: &Path, layout: &Layout) -> BeeProcess {
+        let log = layout.dir.path().join(format!("{name}.log"));
+        BeeProcess::spawn(bin, name, config, Some(&log))
+    }
+
+    /// Hot update in place: start `bin` (default: the same binary) on the same config
+    /// with `--takeover`, wait until it serves, then until this process exited after
+    /// handing over (at most 30 s). Returns whether the old process exited cleanly.
+    pub fn take_over(&mut self, bin: Option<&Path>) -> bool {
+        let bin = bin.map_or_else(|| self.bin.clone(), Path::to_path_buf);
+        let new = BeeProcess::spawn_with(
+            &bin,
+            &self.name,
+            &self.config,
+            self.log.as_deref(),
+            &["--takeover"],
+        );
+        let mut old = std::mem::replace(self, new);
+        let Some(mut c) = old.child.take() else {
+            return false;
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -322,7 +372,7 @@ impl BeeProcess {
     /// Start the same node again from its config (after a kill).
     pub fn restart(&mut self) {
         self.kill9();
-        let bin = bee_bin();
+        let bin = self.bin.clone();
         let again = BeeProcess::spawn(&bin, &self.name, &self.config, self.log.as_deref());
         *self = again;
     }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use bee_dispatch::native::RpcServer;
 use bee_dispatch::shard::{ShardMaster, ShardRule};
-use bee_dispatch::{Addr, BoxService, Dispatcher, Node};
+use bee_dispatch::{Addr, BoxService, Dispatcher, Node, ServiceError};
 use bee_proto::game::{ActivityProgress, ActivityState};
 
 /// One worker's state: progress per (uid, activity).
@@ -26,6 +26,8 @@ pub fn worker(index: usize) -> BoxService {
         index,
         progress: HashMap::new(),
     })
+    // Hot update: each worker's progress table survives `bee run --takeover`.
+    .carry(export_progress, import_progress)
     // ("lua", "progress", uid, activity_id) → progress, worker index
     .command("progress", |s, _ctx, (uid, act): (i64, i32)| {
         let p = s.progress.get(&(uid as u64, act)).copied().unwrap_or(0);
@@ -42,6 +44,34 @@ pub fn worker(index: usize) -> BoxService {
         }))
     });
     Box::new(RpcServer::new(d))
+}
+
+/// A worker's progress as bytes: per entry uid (8), activity (4), progress (8),
+/// big-endian.
+fn export_progress(w: &Worker) -> Vec<u8> {
+    let mut out = Vec::with_capacity(w.progress.len() * 20);
+    for (&(uid, act), &p) in &w.progress {
+        out.extend_from_slice(&uid.to_be_bytes());
+        out.extend_from_slice(&act.to_be_bytes());
+        out.extend_from_slice(&p.to_be_bytes());
+    }
+    out
+}
+
+fn import_progress(w: &mut Worker, b: &[u8]) -> Result<(), ServiceError> {
+    if !b.len().is_multiple_of(20) {
+        return Err(ServiceError::msg(format!(
+            "activity worker state is 20-byte entries, got {} bytes",
+            b.len()
+        )));
+    }
+    for e in b.chunks_exact(20) {
+        let uid = u64::from_be_bytes(e[0..8].try_into().expect("8 bytes"));
+        let act = i32::from_be_bytes(e[8..12].try_into().expect("4 bytes"));
+        let p = i64::from_be_bytes(e[12..20].try_into().expect("8 bytes"));
+        w.progress.insert((uid, act), p);
+    }
+    Ok(())
 }
 
 /// Start `activity_master` with `workers` workers on `node`; returns the master.

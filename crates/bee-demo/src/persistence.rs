@@ -5,12 +5,14 @@
 //! - `"text"`: `game.LoginReq` → `game.LoginResp`; `game.GetUserInfo` → `game.UserInfo`;
 //!   `game.Ping` → `game.Pong`.
 //!
+//! The login counter is carried across a hot update ([`Dispatcher::carry`]).
+//!
 //! (SQL goes to the `mysqlpool` sub-service of the same node, not through here.) rpc
 //! requests from native callers (`"text"` frames with sub_type 18) are answered by
 //! wrapping the dispatcher in [`RpcServer`].
 
 use bee_dispatch::native::RpcServer;
-use bee_dispatch::Dispatcher;
+use bee_dispatch::{Dispatcher, ServiceError};
 use bee_proto::game::{GetUserInfo, LoginReq, LoginResp, Ping, Pong, UserInfo};
 
 /// The state of `lpersistence`.
@@ -22,6 +24,17 @@ pub struct Persistence {
 /// Build the `lpersistence` service.
 pub fn service() -> RpcServer<Dispatcher<Persistence>> {
     let d = Dispatcher::new(Persistence::default())
+        // Hot update: the login counter survives `bee run --takeover`.
+        .carry(
+            |s| s.logins.to_be_bytes().to_vec(),
+            |s, b| {
+                let b: [u8; 8] = b
+                    .try_into()
+                    .map_err(|_| ServiceError::msg("lpersistence state is 8 bytes"))?;
+                s.logins = u64::from_be_bytes(b);
+                Ok(())
+            },
+        )
         .command("ping", |_s, ctx, ()| {
             Ok(("pong", format!("{}/{}", ctx.node().name(), ctx.label())))
         })

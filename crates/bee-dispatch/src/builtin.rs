@@ -1,4 +1,5 @@
-//! Built-in services every node can start by kind: `echo`, `sink` and `slow`.
+//! Built-in services every node can start by kind: `echo`, `sink`, `slow` and
+//! `sequence`.
 //!
 //! - `echo` replies with exactly the payload it got (its arguments, unchanged, without
 //!   unpacking them) — the simplest thing to call across the cluster.
@@ -10,7 +11,12 @@
 //!   (like `echo`, late) — for testing timeouts and calls in flight. Calls wait
 //!   concurrently: a slow call does not hold up the next one. A first argument that is
 //!   not a delay in `0..=`[`SLOW_MAX_MS`] is answered with an error; pushes are ignored.
+//! - `sequence` checks delivery: each push `(sender, seq)` must carry the sender's next
+//!   number (1, 2, …); a call `("report")` answers `received, out_of_order, senders`,
+//!   `("last", sender)` the sender's last number. Its table crosses a hot update, so a
+//!   check spans every process of the node (exactly once, in order per sender).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bee_codec::seri::{self, Value};
@@ -155,5 +161,83 @@ mod tests {
             .await
             .expect("push");
         assert!(node.call(slow, pack(&[Value::Integer(0)])).await.is_ok());
+    }
+}
+
+/// Checks that each sender's numbered pushes arrive once and in order; see the module doc.
+#[derive(Debug, Default)]
+pub struct Sequence {
+    last: BTreeMap<String, i64>,
+    received: u64,
+    out_of_order: u64,
+}
+
+impl Service for Sequence {
+    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+        let values = seri::unpack(&msg.payload)?;
+        if !ctx.wants_reply() {
+            let (Some(sender), Some(seq)) = (
+                values.first().and_then(Value::as_bytes),
+                values.get(1).and_then(Value::as_int),
+            ) else {
+                return Err(ServiceError::msg("sequence takes pushes (sender, seq)"));
+            };
+            let sender = String::from_utf8_lossy(sender).into_owned();
+            let last = self.last.entry(sender.clone()).or_insert(0);
+            self.received += 1;
+            if seq != *last + 1 {
+                self.out_of_order += 1;
+                tracing::warn!(%sender, seq, expected = *last + 1, "sequence: out of order, lost or repeated");
+            }
+            *last = (*last).max(seq);
+            return Ok(None);
+        }
+        let reply = match values.first().and_then(Value::as_bytes) {
+            Some(b"report") => vec![
+                Value::Integer(self.received as i64),
+                Value::Integer(self.out_of_order as i64),
+                Value::Integer(self.last.len() as i64),
+            ],
+            Some(b"last") => {
+                let sender = values
+                    .get(1)
+                    .and_then(Value::as_bytes)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                vec![Value::Integer(self.last.get(&sender).copied().unwrap_or(0))]
+            }
+            _ => {
+                return Err(ServiceError::msg(
+                    "sequence: a call must be \"report\" or (\"last\", sender)",
+                ))
+            }
+        };
+        Ok(Some(seri::pack(&reply)?))
+    }
+
+    fn export_state(&mut self) -> Option<Vec<u8>> {
+        let mut values = vec![
+            Value::Integer(self.received as i64),
+            Value::Integer(self.out_of_order as i64),
+        ];
+        for (sender, last) in &self.last {
+            values.push(Value::from(sender.as_str()));
+            values.push(Value::Integer(*last));
+        }
+        seri::pack(&values).ok().map(|b| b.to_vec())
+    }
+
+    fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
+        let values = seri::unpack(&bytes::Bytes::copy_from_slice(state))?;
+        let int = |i: usize| values.get(i).and_then(Value::as_int).unwrap_or(0);
+        self.received = int(0) as u64;
+        self.out_of_order = int(1) as u64;
+        for pair in values[2.min(values.len())..].chunks(2) {
+            if let [Value::String(s), Value::Integer(n)] = pair {
+                self.last
+                    .insert(String::from_utf8_lossy(s).into_owned(), *n);
+            }
+        }
+        Ok(())
     }
 }

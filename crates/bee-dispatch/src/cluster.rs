@@ -169,6 +169,9 @@ struct Inner {
     listening: Mutex<Vec<SocketAddr>>,
     /// Open inbound connections, one counter per listener.
     inbound: Mutex<Vec<Arc<std::sync::atomic::AtomicUsize>>>,
+    /// A second descriptor of each listening socket, for a hot update's successor;
+    /// dropped when the node stops accepting (so the socket really closes).
+    listen_fds: Mutex<Vec<(SocketAddr, std::os::fd::OwnedFd)>>,
     shutdown: CancellationToken,
     /// Cancelled when the node stops accepting peers (drain); a child of `shutdown`.
     stop_accepting: CancellationToken,
@@ -225,6 +228,7 @@ impl Cluster {
                         proxies: DashMap::new(),
                         listening: Mutex::new(Vec::new()),
                         inbound: Mutex::new(Vec::new()),
+                        listen_fds: Mutex::new(Vec::new()),
                         stop_accepting: shutdown.child_token(),
                         shutdown,
                         clusterd: Mutex::new(0),
@@ -305,7 +309,41 @@ impl Cluster {
         let listener = Listener::bind(&bind, self.inner.settings.listener.clone())
             .await
             .map_err(CallError::Transport)?;
+        self.serve_listener(listener)
+    }
+
+    /// Listen on a socket handed over by this node's previous process (hot update).
+    pub fn open_inherited(&self, socket: std::net::TcpListener) -> Result<SocketAddr, CallError> {
+        let listener = Listener::from_std(socket, self.inner.settings.listener.clone())
+            .map_err(CallError::Transport)?;
+        self.serve_listener(listener)
+    }
+
+    /// Second descriptors of the listening sockets, with their addresses: what a hot
+    /// update hands to the successor (empty once the node stopped accepting).
+    pub fn listening_sockets(&self) -> Vec<(SocketAddr, std::os::fd::OwnedFd)> {
+        self.inner
+            .listen_fds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(a, fd)| fd.try_clone().ok().map(|fd| (*a, fd)))
+            .collect()
+    }
+
+    fn serve_listener(&self, listener: Listener) -> Result<SocketAddr, CallError> {
         let local = listener.local_addr();
+        match listener.dup_socket() {
+            Ok(fd) => self
+                .inner
+                .listen_fds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((local, fd)),
+            Err(e) => {
+                tracing::warn!(node = %self.inner.node_name, %local, error = %e, "cannot keep a second descriptor of the listening socket; no hot update for it")
+            }
+        }
         tracing::info!(node = %self.inner.node_name, %local, "cluster listening");
         self.inner
             .listening
@@ -794,6 +832,11 @@ impl Cluster {
     /// Close every listening socket: new peers are refused (or, after a handover, reach
     /// the successor); open connections keep being served. The first step of a drain.
     pub fn stop_accepting(&self) {
+        self.inner
+            .listen_fds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.inner.stop_accepting.cancel();
     }
 
@@ -853,6 +896,7 @@ impl Cluster {
 
     /// Stop listening, close every channel (called by [`Node::shutdown`]).
     pub fn shutdown(&self) {
+        self.stop_accepting();
         self.inner.shutdown.cancel();
         let names: Vec<String> = self.inner.senders.iter().map(|e| e.key().clone()).collect();
         for n in names {

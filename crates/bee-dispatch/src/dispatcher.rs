@@ -138,7 +138,24 @@ pub trait Router: Send + 'static {
         ctx: &mut Context,
         msg: Incoming,
     ) -> impl Future<Output = Result<Reply, ServiceError>> + Send;
+
+    /// Hot update: see [`Service::export_state`] (a router served as a service).
+    fn export_state(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Hot update: see [`Service::import_state`].
+    fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
+        let _ = state;
+        Err(ServiceError::msg(
+            "this service does not take state across a handover",
+        ))
+    }
 }
+
+/// How a [`Dispatcher`]'s state crosses a hot update ([`Dispatcher::carry`]).
+type ExportFn<S> = Box<dyn Fn(&S) -> Vec<u8> + Send + Sync>;
+type ImportFn<S> = Box<dyn Fn(&mut S, &[u8]) -> Result<(), ServiceError> + Send + Sync>;
 
 /// Serve any [`Router`] as a [`Service`]: read the payload once, route, answer.
 pub async fn serve<R: Router>(router: &mut R, ctx: &mut Context, msg: Message) -> HandleResult {
@@ -151,6 +168,7 @@ pub struct Dispatcher<S> {
     state: Arc<Mutex<S>>,
     lua: LuaTable<S>,
     text: TextTable<S>,
+    carry: Option<(ExportFn<S>, ImportFn<S>)>,
 }
 
 impl<S: Send + 'static> Dispatcher<S> {
@@ -160,7 +178,21 @@ impl<S: Send + 'static> Dispatcher<S> {
             state: Arc::new(Mutex::new(state)),
             lua: LuaTable::new(),
             text: TextTable::new(),
+            carry: None,
         }
+    }
+
+    /// Carry the state across a hot update (`bee run --takeover`): `export` turns it into
+    /// bytes after the old process handled its last message, `import` puts those bytes
+    /// into the new process's state before its first. Without it the new process starts
+    /// from the state given to [`Dispatcher::new`].
+    pub fn carry(
+        mut self,
+        export: impl Fn(&S) -> Vec<u8> + Send + Sync + 'static,
+        import: impl Fn(&mut S, &[u8]) -> Result<(), ServiceError> + Send + Sync + 'static,
+    ) -> Self {
+        self.carry = Some((Box::new(export), Box::new(import)));
+        self
     }
 
     /// Set the `"lua"` command table.
@@ -257,10 +289,42 @@ impl<S: Send + 'static> Router for Dispatcher<S> {
             ))),
         }
     }
+
+    fn export_state(&mut self) -> Option<Vec<u8>> {
+        self.export_carried()
+    }
+
+    fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
+        self.import_carried(state)
+    }
+}
+
+impl<S: Send + 'static> Dispatcher<S> {
+    fn export_carried(&self) -> Option<Vec<u8>> {
+        let (export, _) = self.carry.as_ref()?;
+        Some(self.with_state(|s| export(s)))
+    }
+
+    fn import_carried(&self, state: &[u8]) -> Result<(), ServiceError> {
+        match &self.carry {
+            Some((_, import)) => self.with_state(|s| import(s, state)),
+            None => Err(ServiceError::msg(
+                "this dispatcher carries no state (no Dispatcher::carry)",
+            )),
+        }
+    }
 }
 
 impl<S: Send + 'static> Service for Dispatcher<S> {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
         serve(self, ctx, msg).await
+    }
+
+    fn export_state(&mut self) -> Option<Vec<u8>> {
+        Router::export_state(self)
+    }
+
+    fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
+        Router::import_state(self, state)
     }
 }

@@ -178,11 +178,27 @@ impl<R: Router> Router for RpcServer<R> {
         }
         Ok(Reply::Nothing)
     }
+
+    fn export_state(&mut self) -> Option<Vec<u8>> {
+        self.inner.export_state()
+    }
+
+    fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
+        self.inner.import_state(state)
+    }
 }
 
 impl<R: Router> Service for RpcServer<R> {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
         crate::dispatcher::serve(self, ctx, msg).await
+    }
+
+    fn export_state(&mut self) -> Option<Vec<u8>> {
+        self.inner.export_state()
+    }
+
+    fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
+        self.inner.import_state(state)
     }
 }
 

@@ -43,7 +43,16 @@ pub mod ptype {
     pub const CLIENT: u8 = 3;
     /// A skynet.pack payload: what Lua-style services and the cluster exchange.
     pub const LUA: u8 = 10;
+    /// bee's own: a hot-update request to the service itself (export or import its
+    /// state; see [`super::Service::export_state`]). Only the node sends it (source 0);
+    /// from anyone else it is an ordinary message.
+    pub const HANDOVER: u8 = 0xFE;
 }
+
+/// `Message::session` of a [`ptype::HANDOVER`] message asking for the state.
+const HANDOVER_EXPORT: i32 = 1;
+/// `Message::session` of a [`ptype::HANDOVER`] message carrying the predecessor's state.
+const HANDOVER_IMPORT: i32 = 2;
 
 /// One message as a service sees it.
 #[derive(Debug, Clone)]
@@ -135,6 +144,24 @@ pub trait Service: Send + 'static {
         ctx: &mut Context,
         msg: Message,
     ) -> impl Future<Output = HandleResult> + Send;
+
+    /// Hot update (opt-in): the state this service hands to the same service (same
+    /// name, or same label for unnamed ones such as shard workers) in the node's next
+    /// process. Asked after every message already in its mailbox was handled; `None`,
+    /// the default, means the successor starts fresh. Any encoding (serde is fine): only
+    /// [`Service::import_state`] of the next version reads it.
+    fn export_state(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Hot update (opt-in): take the predecessor's state, before the first message. The
+    /// default refuses (the service starts fresh and the node logs why).
+    fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
+        let _ = state;
+        Err(ServiceError::msg(
+            "this service does not take state across a handover",
+        ))
+    }
 }
 
 /// The object-safe face of every [`Service`], for a node to hold services of many
@@ -146,6 +173,12 @@ pub trait DynService: Send + 'static {
         ctx: &'a mut Context,
         msg: Message,
     ) -> BoxFuture<'a, HandleResult>;
+
+    /// [`Service::export_state`].
+    fn export_state_dyn(&mut self) -> Option<Vec<u8>>;
+
+    /// [`Service::import_state`].
+    fn import_state_dyn(&mut self, state: &[u8]) -> Result<(), ServiceError>;
 }
 
 impl<T: Service> DynService for T {
@@ -155,6 +188,34 @@ impl<T: Service> DynService for T {
         msg: Message,
     ) -> BoxFuture<'a, HandleResult> {
         Box::pin(self.handle(ctx, msg))
+    }
+
+    fn export_state_dyn(&mut self) -> Option<Vec<u8>> {
+        self.export_state()
+    }
+
+    fn import_state_dyn(&mut self, state: &[u8]) -> Result<(), ServiceError> {
+        self.import_state(state)
+    }
+}
+
+/// Answer a [`ptype::HANDOVER`] message: export (reply: `1` + state, or `0` for none)
+/// or import (reply empty, or the refusal).
+fn handover(service: &mut BoxService, msg: &Message) -> Result<Bytes, ServiceError> {
+    match msg.session {
+        HANDOVER_EXPORT => Ok(match service.export_state_dyn() {
+            Some(mut state) => {
+                state.insert(0, 1);
+                Bytes::from(state)
+            }
+            None => Bytes::from_static(&[0]),
+        }),
+        HANDOVER_IMPORT => service
+            .import_state_dyn(&msg.payload)
+            .map(|()| Bytes::new()),
+        other => Err(ServiceError::msg(format!(
+            "unknown handover request {other}"
+        ))),
     }
 }
 
@@ -269,6 +330,17 @@ pub struct ServiceInfo {
     pub queued: usize,
     /// How long it has run.
     pub uptime: Duration,
+}
+
+impl ServiceInfo {
+    /// What identifies the service across processes of the node (hot update): its first
+    /// name, or its label when it has none (shard workers: `activity[3]`).
+    pub fn state_key(&self) -> String {
+        self.names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.label.clone())
+    }
 }
 
 struct Entry {
@@ -526,6 +598,72 @@ impl Node {
             })
             .collect();
         out.sort_by_key(|s| s.addr);
+        out
+    }
+
+    /// Hot update: the state of every service that exports one ([`Service::export_state`]),
+    /// each taken after the messages already in its mailbox, keyed by
+    /// [`ServiceInfo::state_key`]. Services that do not answer within `timeout` are
+    /// left out (logged).
+    pub async fn export_states(&self, timeout: Duration) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for info in self.services() {
+            let key = info.state_key();
+            if !seen.insert(key.clone()) {
+                tracing::warn!(node = %self.name(), service = %key, "two services share this name or label; neither carries state");
+                out.retain(|(k, _)| *k != key);
+                continue;
+            }
+            let msg = Message {
+                source: 0,
+                ptype: ptype::HANDOVER,
+                session: HANDOVER_EXPORT,
+                payload: Bytes::new(),
+            };
+            match self.call_message(info.addr, msg, Some(timeout)).await {
+                Ok(b) if b.first() == Some(&1) => out.push((key, b[1..].to_vec())),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(node = %self.name(), service = %key, error = %e, "state not exported; its successor starts fresh")
+                }
+            }
+        }
+        out
+    }
+
+    /// Hot update: give each service its predecessor's state (by
+    /// [`ServiceInfo::state_key`]), before anything else in its mailbox. Returns what
+    /// happened to each state: taken, or why not (no such service, refused).
+    pub async fn import_states(
+        &self,
+        states: Vec<(String, Vec<u8>)>,
+        timeout: Duration,
+    ) -> Vec<(String, Result<(), String>)> {
+        let by_key: std::collections::HashMap<String, Addr> = self
+            .services()
+            .into_iter()
+            .map(|i| (i.state_key(), i.addr))
+            .collect();
+        let mut out = Vec::new();
+        for (key, state) in states {
+            let result = match by_key.get(&key) {
+                None => Err("no service of that name runs in the new process".to_string()),
+                Some(&addr) => {
+                    let msg = Message {
+                        source: 0,
+                        ptype: ptype::HANDOVER,
+                        session: HANDOVER_IMPORT,
+                        payload: Bytes::from(state),
+                    };
+                    self.call_message(addr, msg, Some(timeout))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            };
+            out.push((key, result));
+        }
         out
     }
 
@@ -820,6 +958,16 @@ async fn run_service(
                 }));
             }
             break;
+        }
+        if msg.ptype == ptype::HANDOVER && msg.source == 0 {
+            let result = handover(&mut service, &msg).map_err(|e| CallError::Failed {
+                service: name.clone(),
+                message: e.into_message(),
+            });
+            if let Some(tx) = reply {
+                let _ = tx.send(result);
+            }
+            continue;
         }
         ctx.reply = reply;
         // `handle` itself runs inside the guarded future too: a service that panics

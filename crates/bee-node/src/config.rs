@@ -12,9 +12,13 @@
 //!                                # socket after traffic before it sleeps (default 100,
 //!                                # 0 = never); lower latency for a little CPU
 //!
-//! drain_timeout_ms = 10000       # optional: on SIGTERM/Ctrl-C the node stops accepting,
-//!                                # answers what it accepted and flushes its queues for at
-//!                                # most this long (a second signal stops at once)
+//! drain_timeout_ms = 10000       # optional: on SIGTERM/Ctrl-C (or a handover) the node
+//!                                # stops accepting, answers what it accepted and flushes
+//!                                # its queues for at most this long (a second signal
+//!                                # stops at once)
+//! handover_socket = "lobby.handover.sock"  # optional: where `bee run --takeover` asks this
+//!                                # node for its sockets (default <name>.handover.sock,
+//!                                # relative to this file)
 //!
 //! metrics_listen = "127.0.0.1:9100"  # optional: serve Prometheus text at
 //!                                # http://ADDR/metrics (default: no metrics endpoint)
@@ -78,6 +82,9 @@ pub struct NodeConfig {
     /// Longest graceful drain at SIGTERM / Ctrl-C, in milliseconds.
     #[serde(default = "default_drain")]
     pub drain_timeout_ms: u64,
+    /// The Unix control socket a successor (`bee run --takeover`) asks for the listening
+    /// sockets on; relative to the config's directory. Default `<name>.handover.sock`.
+    pub handover_socket: Option<PathBuf>,
     /// Address of the Prometheus endpoint (`host:port`); none: no metrics served.
     pub metrics_listen: Option<String>,
     /// Byte budgets and connection hygiene.
@@ -259,7 +266,7 @@ impl NodeConfig {
         // Sections other than the known ones are typos: say so instead of ignoring them.
         if let Some(key) = cfg.extra.keys().find(|k| !sections.contains(k)) {
             anyhow::bail!(
-                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, drain_timeout_ms, metrics_listen, limits, liveness, auth, service, {})",
+                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, drain_timeout_ms, handover_socket, metrics_listen, limits, liveness, auth, service, {})",
                 path.display(),
                 sections.join(", ")
             );

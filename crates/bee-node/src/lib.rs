@@ -33,6 +33,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod etcd;
+pub mod handover;
 pub mod ops;
 pub mod services;
 
@@ -64,6 +65,11 @@ enum Command {
     Run {
         /// The node config (name, listen address, cluster config path, services).
         config: PathBuf,
+        /// Hot update: take over from the running process of this node (its listening
+        /// sockets and its services' state, over its handover socket), which drains and
+        /// exits. See docs/hot-update.md.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Call a service on a node and print its reply values.
     Call(cli::ClientArgs),
@@ -171,7 +177,7 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
     builder.enable_all();
     // A node reads its config first: it says how many worker threads to run.
     let node_cfg = match &args.command {
-        Command::Run { config } => {
+        Command::Run { config, .. } => {
             let cfg = config::NodeConfig::load(config, &app.sections)?;
             if let Some(n) = cfg.threads {
                 builder.worker_threads(n);
@@ -183,7 +189,9 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
     let runtime = builder.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match args.command {
-            Command::Run { .. } => run(&app, node_cfg.expect("loaded above")).await,
+            Command::Run { takeover, .. } => {
+                run(&app, node_cfg.expect("loaded above"), takeover).await
+            }
             Command::Call(a) => cli::call(a).await,
             Command::Send(a) => cli::send(a).await,
             Command::Query {
@@ -199,8 +207,8 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
     })
 }
 
-/// Run a node until a signal.
-async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
+/// Run a node until a signal, or until a successor takes over.
+async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     // Checked like every later config, and told which node it belongs to (a push that
     // drops this node is refused).
     // `cluster = "etcd://host:port/PREFIX"`: the config lives in etcd (see [`etcd`]).
@@ -231,12 +239,27 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
         None => None,
     };
     let cluster = Cluster::start(&node, registry, settings);
+    let control = handover::socket_path(&cfg);
+    // A second process of the same node is a mistake unless it takes over.
+    let server = if takeover {
+        None
+    } else {
+        Some(handover::Server::listen(&control)?)
+    };
     app.kinds.start_all(&node, &cluster, &cfg)?;
-    let listen = cfg.listen.clone().unwrap_or_else(|| cfg.name.clone());
-    let local = cluster
-        .open(&listen)
-        .await
-        .with_context(|| format!("node {} cannot open {listen}", cfg.name))?;
+    let local = if takeover {
+        take_over(&node, &cluster, &control, &cfg).await?
+    } else {
+        let listen = cfg.listen.clone().unwrap_or_else(|| cfg.name.clone());
+        cluster
+            .open(&listen)
+            .await
+            .with_context(|| format!("node {} cannot open {listen}", cfg.name))?
+    };
+    let mut server = match server {
+        Some(s) => s,
+        None => handover::Server::listen_replacing(&control)?,
+    };
     tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), threads = ?cfg.threads, busy_poll_us = cfg.busy_poll_us, metrics = ?metrics, auth = cfg.auth.is_some(), inbound_bytes = cfg.limits.inbound_bytes, outbound_bytes = cfg.limits.outbound_bytes, "node ready");
     // A line for scripts and tests waiting for the node to come up.
     let following = match store {
@@ -244,8 +267,31 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
         None => None,
     };
     println!("bee node {} listening on {local}", cfg.name);
-    wait_for_signal().await;
     let deadline = Duration::from_millis(cfg.drain_timeout_ms);
+    // A successor asking to take over, until a signal.
+    loop {
+        let stream = tokio::select! {
+            _ = wait_for_signal() => break,
+            s = server.next() => match s {
+                Some(s) => s,
+                None => break,
+            },
+        };
+        tracing::info!(node = %cfg.name, socket = %server.path().display(), "a successor asks to take over");
+        match handover::give(stream, &cluster, &node, deadline).await {
+            Ok(g) => {
+                tracing::info!(node = %cfg.name, successor = %g.pid, took_ms = g.took.as_millis() as u64, states = g.states, errors = ?g.errors, handled = %g.drain.handled_line(), "handed over: {}", g.drain);
+                if let Some(f) = following {
+                    f.stop().await;
+                }
+                node.shutdown();
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(node = %cfg.name, error = format!("{e:#}"), "handover refused; this process keeps serving");
+            }
+        }
+    }
     tracing::info!(node = %cfg.name, ?deadline, "draining: refusing new peers, answering what was accepted (a second signal stops at once)");
     // Leave etcd first: peers learn at once that this run is going.
     if let Some(f) = following {
@@ -266,6 +312,47 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
     tracing::info!(node = %cfg.name, "shutting down");
     node.shutdown();
     Ok(())
+}
+
+/// `--takeover`: receive the listening sockets from the running process, wait until it
+/// drained and sent its services' state, give each service its state, then serve the
+/// sockets. Returns the (first) address served.
+async fn take_over(
+    node: &Node,
+    cluster: &Cluster,
+    control: &std::path::Path,
+    cfg: &config::NodeConfig,
+) -> Result<std::net::SocketAddr> {
+    let t0 = std::time::Instant::now();
+    let path = control.to_path_buf();
+    let taken = tokio::task::spawn_blocking(move || handover::take(&path))
+        .await
+        .context("the handover task failed")??;
+    let mut taken = taken;
+    let predecessor = taken.predecessor;
+    let sockets = std::mem::take(&mut taken.listeners);
+    let within = Duration::from_millis(cfg.drain_timeout_ms) + Duration::from_secs(15);
+    let (states, done) = tokio::task::spawn_blocking(move || taken.state(within))
+        .await
+        .context("the handover task failed")??;
+    let offered = states.len();
+    let outcome = node.import_states(states, Duration::from_secs(10)).await;
+    for (key, r) in &outcome {
+        if let Err(e) = r {
+            tracing::warn!(node = %cfg.name, service = %key, error = %e, "state from the old process not taken; the service starts fresh");
+        }
+    }
+    let carried = outcome.iter().filter(|(_, r)| r.is_ok()).count();
+    let mut first = None;
+    for socket in sockets {
+        let local = cluster
+            .open_inherited(socket)
+            .context("cannot serve a handed-over socket")?;
+        first.get_or_insert(local);
+    }
+    let local = first.context("no socket was handed over")?;
+    tracing::info!(node = %cfg.name, predecessor, incarnation = cluster.incarnation(), took_ms = t0.elapsed().as_millis() as u64, states_offered = offered, states_carried = carried, old = %done, "took over");
+    Ok(local)
 }
 
 async fn wait_for_signal() {

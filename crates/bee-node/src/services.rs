@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
-use bee_dispatch::builtin::{Echo, Sink, Slow};
+use bee_dispatch::builtin::{Echo, Sequence, Sink, Slow};
 use bee_dispatch::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
 use bee_dispatch::{Addr, Cluster, Node};
 
@@ -105,6 +105,9 @@ impl Kinds {
             Ok(Some(s.node.spawn(s.label(), Sink::default())))
         });
         k.add("slow", |s| Ok(Some(s.node.spawn(s.label(), Slow))));
+        k.add("sequence", |s| {
+            Ok(Some(s.node.spawn(s.label(), Sequence::default())))
+        });
         k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
         k.add("native_master", |s| {
             let target = s.option_str("target", "")?;

@@ -229,6 +229,39 @@ impl Listener {
         })
     }
 
+    /// Serve a listening socket bound elsewhere (handed over by the node's previous
+    /// process: it keeps its address and its queue of peers waiting to be accepted).
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        config: ListenerConfig,
+    ) -> Result<Listener, TransportError> {
+        let local = listener.local_addr().map_err(|e| TransportError::Bind {
+            addr: "(handed-over socket)".into(),
+            reason: e.to_string(),
+        })?;
+        let bind_error = |e: std::io::Error| TransportError::Bind {
+            addr: local.to_string(),
+            reason: e.to_string(),
+        };
+        // tokio needs it non-blocking (or the runtime thread blocks in accept).
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let listener = TcpListener::from_std(listener).map_err(bind_error)?;
+        Ok(Listener {
+            listener,
+            local,
+            config,
+            reserve: std::fs::File::open("/dev/null").ok(),
+            open: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// A second descriptor of the listening socket (to hand it to a successor process
+    /// with `SCM_RIGHTS`); the socket stays open while either is.
+    pub fn dup_socket(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local

@@ -1,0 +1,345 @@
+//! Hot update in place: `bee run CONFIG --takeover` starts the node's new version beside
+//! the running one, which hands it the listening socket and its services' state.
+//!
+//! Every running node listens on a Unix control socket (`handover_socket` in the node
+//! config; default `<config dir>/<name>.handover.sock`). The new process checks its
+//! config and starts, then, on that socket (`docs/hot-update.md` has the whole story):
+//!
+//! 1. new → old: `bee-handover 1 pid=PID\n` (1 is this protocol's version).
+//! 2. old → new: `listeners N incarnation=INC\n` with the N listening sockets attached
+//!    (`SCM_RIGHTS`). From here the new process holds the sockets: peers connecting now
+//!    wait in the socket's accept queue — they are never refused.
+//! 3. The old process drains ([`bee_dispatch::drain`]): it stops accepting (closes its own
+//!    descriptors), tells its bee peers `goaway`, answers what it accepted, delivers what
+//!    is in its mailboxes and flushes its queues. Then it exports each service's state.
+//! 4. old → new: `state K\n`, then K times `KEYLEN STATELEN\n` + key + state bytes, then
+//!    `done SUMMARY\n`; the old process exits.
+//! 5. The new process gives each service its state, then starts accepting on the sockets.
+//!
+//! Why descriptor passing and not `SO_REUSEPORT`: with two reuseport sockets the kernel
+//! splits new connections between them, and the ones queued on the old socket when it
+//! closes are reset. One socket handed over keeps one queue; nothing is lost.
+//!
+//! A new version that cannot start (bad config, missing module) fails before step 1, or
+//! before it receives anything in step 2: the old process never stops serving.
+
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use bee_dispatch::drain::DrainReport;
+use bee_dispatch::{Cluster, Node};
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use tokio::sync::mpsc;
+
+use crate::config::NodeConfig;
+
+/// The handover protocol's version; both processes must speak the same.
+pub const VERSION: u32 = 1;
+
+/// Services' states by [`bee_dispatch::service::ServiceInfo::state_key`].
+pub type States = Vec<(String, Vec<u8>)>;
+
+/// Most listening sockets one node hands over.
+const MAX_SOCKETS: usize = 8;
+
+/// Longest a service may take to export or import its state.
+const STATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The control socket of the node `cfg` describes.
+pub fn socket_path(cfg: &NodeConfig) -> PathBuf {
+    match &cfg.handover_socket {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => cfg.dir.join(p),
+        None => cfg.dir.join(format!("{}.handover.sock", cfg.name)),
+    }
+}
+
+/// The running side: the control socket, and the successors knocking on it.
+pub struct Server {
+    path: PathBuf,
+    requests: mpsc::Receiver<UnixStream>,
+}
+
+impl Server {
+    /// Listen on `path`. Refuses when a running process of this node answers there
+    /// (start the new version with `--takeover` instead); a stale file is replaced.
+    pub fn listen(path: &Path) -> Result<Server> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                bail!(
+                    "a process of this node already runs (its handover socket {} answers): stop it, or start this one with --takeover",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path).with_context(|| {
+                format!("cannot remove the stale handover socket {}", path.display())
+            })?;
+        }
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on the handover socket {}", path.display()))?;
+        let (tx, rx) = mpsc::channel(1);
+        std::thread::Builder::new()
+            .name("bee-handover".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    match stream {
+                        Ok(s) => {
+                            if tx.blocking_send(s).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "handover socket accept failed"),
+                    }
+                }
+            })
+            .context("cannot start the handover thread")?;
+        Ok(Server {
+            path: path.to_path_buf(),
+            requests: rx,
+        })
+    }
+
+    /// Listen on `path` for this node's successors, replacing the socket file of the
+    /// process this one took over from (it is on its way out).
+    pub fn listen_replacing(path: &Path) -> Result<Server> {
+        let _ = std::fs::remove_file(path);
+        Self::listen(path)
+    }
+
+    /// The next successor asking to take over.
+    pub async fn next(&mut self) -> Option<UnixStream> {
+        self.requests.recv().await
+    }
+
+    /// The control socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What the old process did for its successor.
+pub struct Given {
+    /// The successor's pid, as it said.
+    pub pid: String,
+    /// The drain.
+    pub drain: DrainReport,
+    /// Services whose state was handed over.
+    pub states: usize,
+    /// From the first byte of the request to the last byte of state.
+    pub took: Duration,
+    /// What went wrong after the sockets left (the node is drained and stops anyway).
+    pub errors: Vec<String>,
+}
+
+/// Old side: hand the node over to the process on `stream` (steps 1–4), draining within
+/// `deadline`. An error means the sockets did not leave and the node keeps serving; once
+/// they left, the node is drained and must stop (later trouble is in [`Given::errors`]).
+pub async fn give(
+    stream: UnixStream,
+    cluster: &Cluster,
+    node: &Node,
+    deadline: Duration,
+) -> Result<Given> {
+    let t0 = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut hello = String::new();
+    reader
+        .read_line(&mut hello)
+        .context("the successor said nothing")?;
+    let pid = parse_hello(&hello)?;
+    let sockets = cluster.listening_sockets();
+    if sockets.is_empty() {
+        bail!("this node has no listening socket to hand over");
+    }
+    let line = format!(
+        "listeners {} incarnation={}\n",
+        sockets.len(),
+        cluster.incarnation()
+    );
+    let fds: Vec<_> = sockets.iter().map(|(_, fd)| fd.as_fd()).collect();
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        bail!("too many listening sockets to hand over ({})", fds.len());
+    }
+    let sent = sendmsg(
+        &stream,
+        &[IoSlice::new(line.as_bytes())],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .context("cannot hand the listening sockets over")?;
+    if sent < line.len() {
+        (&stream).write_all(&line.as_bytes()[sent..])?;
+    }
+    drop(sockets);
+    tracing::info!(successor = %pid, addrs = ?cluster.listening(), "listening sockets handed over; draining");
+    let mut errors = Vec::new();
+    let drain = match cluster.drain(deadline).await {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(format!("drain: {e}"));
+            DrainReport::default()
+        }
+    };
+    let states = node.export_states(STATE_TIMEOUT).await;
+    let mut out = Vec::new();
+    out.extend_from_slice(format!("state {}\n", states.len()).as_bytes());
+    for (key, state) in &states {
+        out.extend_from_slice(format!("{} {}\n", key.len(), state.len()).as_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(state);
+    }
+    out.extend_from_slice(format!("done {drain}\n").as_bytes());
+    let written = stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .and_then(|()| (&stream).write_all(&out));
+    if let Err(e) = written {
+        errors.push(format!(
+            "cannot send the services' state to the successor (it starts fresh): {e}"
+        ));
+    }
+    Ok(Given {
+        pid,
+        drain,
+        states: states.len(),
+        took: t0.elapsed(),
+        errors,
+    })
+}
+
+fn parse_hello(line: &str) -> Result<String> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("bee-handover") {
+        bail!("not a handover request: {:?}", line.trim_end());
+    }
+    let version: u32 = words
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("handover request without a version: {:?}", line.trim_end()))?;
+    if version != VERSION {
+        bail!("the successor speaks handover protocol {version}, this process {VERSION}");
+    }
+    Ok(words
+        .next()
+        .and_then(|w| w.strip_prefix("pid="))
+        .unwrap_or("?")
+        .to_string())
+}
+
+/// New side, after step 2: the sockets, and the way to the old process's state.
+pub struct Taken {
+    /// The listening sockets, as the old process had them.
+    pub listeners: Vec<std::net::TcpListener>,
+    /// The old process's incarnation.
+    pub predecessor: u64,
+    reader: BufReader<UnixStream>,
+}
+
+/// New side: ask the process listening on `path` for its sockets (steps 1–2).
+pub fn take(path: &Path) -> Result<Taken> {
+    let stream = UnixStream::connect(path).with_context(|| {
+        format!(
+            "--takeover: no running process of this node answers on {}",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    (&stream)
+        .write_all(format!("bee-handover {VERSION} pid={}\n", std::process::id()).as_bytes())?;
+    let mut buf = [0u8; 256];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(
+        &stream,
+        &mut [IoSliceMut::new(&mut buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .context("--takeover: the running process did not answer")?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = msg {
+            fds.extend(rights);
+        }
+    }
+    let mut line = buf[..got.bytes].to_vec();
+    let mut reader = BufReader::new(stream);
+    if !line.ends_with(b"\n") {
+        let mut rest = Vec::new();
+        reader.read_until(b'\n', &mut rest)?;
+        line.extend_from_slice(&rest);
+    }
+    let line = String::from_utf8_lossy(&line).to_string();
+    let mut words = line.split_whitespace();
+    if words.next() != Some("listeners") {
+        bail!(
+            "--takeover: the running process refused: {:?}",
+            line.trim_end()
+        );
+    }
+    let n: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    if n == 0 || n != fds.len() {
+        bail!(
+            "--takeover: expected {n} listening sockets, received {}",
+            fds.len()
+        );
+    }
+    let predecessor = words
+        .next()
+        .and_then(|w| w.strip_prefix("incarnation="))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    Ok(Taken {
+        listeners: fds.into_iter().map(std::net::TcpListener::from).collect(),
+        predecessor,
+        reader,
+    })
+}
+
+impl Taken {
+    /// Wait (at most `within`) for the old process to drain and send its services'
+    /// state (steps 3–4): the states, and its summary line.
+    pub fn state(mut self, within: Duration) -> Result<(States, String)> {
+        self.reader.get_ref().set_read_timeout(Some(within))?;
+        let r = &mut self.reader;
+        let mut line = String::new();
+        r.read_line(&mut line)
+            .context("the old process did not send its state")?;
+        let k: usize = line
+            .strip_prefix("state ")
+            .and_then(|k| k.trim().parse().ok())
+            .ok_or_else(|| anyhow!("expected `state K`, got {:?}", line.trim_end()))?;
+        let mut states = Vec::with_capacity(k);
+        for _ in 0..k {
+            line.clear();
+            r.read_line(&mut line)?;
+            let mut it = line.split_whitespace().map(str::parse::<usize>);
+            let (Some(Ok(kl)), Some(Ok(sl))) = (it.next(), it.next()) else {
+                bail!("bad state header {:?}", line.trim_end());
+            };
+            let mut key = vec![0; kl];
+            r.read_exact(&mut key)?;
+            let mut state = vec![0; sl];
+            r.read_exact(&mut state)?;
+            states.push((String::from_utf8_lossy(&key).into_owned(), state));
+        }
+        line.clear();
+        r.read_line(&mut line)?;
+        let done = line
+            .strip_prefix("done ")
+            .map(|s| s.trim_end().to_string())
+            .ok_or_else(|| anyhow!("expected `done …`, got {:?}", line.trim_end()))?;
+        Ok((states, done))
+    }
+}
