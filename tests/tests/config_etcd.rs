@@ -13,7 +13,7 @@ use bee_codec::seri::{self, Value};
 use bee_dispatch::lifecycle::{ConfigReport, Hello};
 use bee_dispatch::Cluster;
 use bee_etcd::{EtcdOptions, EtcdStore};
-use bee_tests::{free_port, BeeProcess, Layout, TempDir};
+use bee_tests::{bee_cli, free_port, BeeProcess, Layout, TempDir};
 
 struct Etcd {
     child: Child,
@@ -29,6 +29,11 @@ impl Drop for Etcd {
 }
 
 async fn start_etcd() -> Option<Etcd> {
+    start_etcd_on(free_port()).await
+}
+
+/// A private etcd answering clients on `port`.
+async fn start_etcd_on(port: u16) -> Option<Etcd> {
     let bin =
         PathBuf::from(std::env::var("BEE_ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()));
     if !bin.exists() {
@@ -40,7 +45,7 @@ async fn start_etcd() -> Option<Etcd> {
         return None;
     }
     let dir = TempDir::new("etcd");
-    let (port, peer_port) = (free_port(), free_port());
+    let peer_port = free_port();
     let client = format!("http://127.0.0.1:{port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let child = Command::new(&bin)
@@ -205,4 +210,189 @@ async fn config_etcd_nodes_follow_the_key_ack_and_see_a_lease_expire() {
         }
     };
     assert_ne!(again.incarnation, first_b.incarnation);
+}
+
+/// The line of `node` in a push table.
+fn line_of<'a>(out: &'a str, node: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("no line for {node} in:\n{out}"))
+}
+
+/// Start node `name` of `layout` in etcd mode (its node config says `cluster = URL`).
+fn start_etcd_node(layout: &Layout, name: &str, url: &str) -> BeeProcess {
+    let path = layout.dir.path().join(format!("{name}-etcd.toml"));
+    std::fs::write(
+        &path,
+        format!("name = \"{name}\"\ncluster = \"{url}\"\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n"),
+    )
+    .unwrap();
+    BeeProcess::start(name, &path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_etcd_bee_config_push_through_etcd_prints_every_nodes_ack() {
+    let Some(etcd) = start_etcd().await else {
+        return;
+    };
+    let url = format!("etcd://127.0.0.1:{}/bee/p", etcd.port);
+    let store = EtcdStore::connect(&url).await.unwrap();
+    // c is in the config but never runs; d is marked down.
+    let layout = Layout::new(&["a", "b", "c"]);
+    let text = |version: u64, extra: &str| {
+        format!(
+            "__version = {version}\na = \"127.0.0.1:{}\"\nb = \"127.0.0.1:{}\"\nc = \"127.0.0.1:{}\"\nd = false\n{extra}",
+            layout.port("a"),
+            layout.port("b"),
+            layout.port("c")
+        )
+    };
+    store.put_config_text(&text(1, ""), false).await.unwrap();
+    let _a = start_etcd_node(&layout, "a", &url);
+    let _b = start_etcd_node(&layout, "b", &url);
+    let acks = store
+        .wait_acks(&["a", "b"], 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(acks.all_applied(), "{acks:?}");
+    let file = |name: &str, body: &str| {
+        let p = layout.dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+
+    // Version 2 through etcd: a and b ack it, c never runs (no membership key), d skipped.
+    let v2 = file("v2.lua", &text(2, "__motd = \"two\"\n"));
+    let started = Instant::now();
+    let (ok, out, err) = bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        &url,
+        &v2,
+        "--timeout-ms",
+        "3000",
+    ]);
+    println!("{out}{err}");
+    assert!(
+        ok,
+        "one unreachable node is not a failure without --require-all:\n{out}{err}"
+    );
+    assert!(
+        out.starts_with("wrote /bee/p/config (etcd revision "),
+        "{out}"
+    );
+    for n in ["a", "b"] {
+        let l = line_of(&out, n);
+        assert!(
+            l.contains("applied") && l.contains("version 2 hash "),
+            "{l}"
+        );
+    }
+    let c = line_of(&out, "c");
+    assert!(
+        c.contains("unreachable")
+            && c.contains("no /bee/p/members/c")
+            && c.contains("it never acked"),
+        "{c}"
+    );
+    assert!(line_of(&out, "d").contains("skipped"), "{out}");
+    assert!(
+        out.contains(": 2 applied, 0 rejected, 1 unreachable, 0 timed out, 0 failed (of 3)"),
+        "{out}"
+    );
+    // The wait is bounded by --timeout-ms (c never answers).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_n, client) = layout.client(Duration::from_secs(5));
+    let r = report(&client, "b").await;
+    assert_eq!(
+        (r.version, r.source.as_str()),
+        (2, "etcd key /bee/p/config")
+    );
+    let v2_hash = r.hash.clone();
+
+    // --require-all: the same push fails because of c (the key already holds it: no write).
+    let (ok, out, err) = bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        &url,
+        &v2,
+        "--timeout-ms",
+        "1500",
+        "--require-all",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("--require-all: 1 node(s) could not be reached"),
+        "{err}"
+    );
+    assert!(line_of(&out, "a").contains("applied"), "{out}");
+
+    // An older version: etcd refuses it before anything is written.
+    let v1 = file("v1.lua", &text(1, "__motd = \"old\"\n"));
+    let (ok, out, err) = bee_cli(&["config", "push", "--cluster", &url, &v1]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("nothing was pushed")
+            && err.contains("config version 1 is older than the running version 2"),
+        "{err}"
+    );
+    assert_eq!(store.get_config().await.unwrap().unwrap().config.version, 2);
+
+    // Forced into etcd, the nodes refuse it themselves: each row says why, exit 1, and
+    // the nodes still run version 2 with the same hash.
+    let (ok, out, err) = bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        &url,
+        &v1,
+        "--force",
+        "--timeout-ms",
+        "3000",
+    ]);
+    println!("{out}{err}");
+    assert!(!ok, "{out}");
+    for n in ["a", "b"] {
+        let l = line_of(&out, n);
+        assert!(
+            l.contains("rejected")
+                && l.contains("config version 1 is older than the running version 2"),
+            "{l}"
+        );
+    }
+    assert!(
+        out.contains(": 0 applied, 2 rejected, 1 unreachable"),
+        "{out}"
+    );
+    assert!(
+        err.contains("not every reachable node applied the config"),
+        "{err}"
+    );
+    for n in ["a", "b"] {
+        let r = report(&client, n).await;
+        assert_eq!((r.version, r.hash.as_str()), (2, v2_hash.as_str()), "{n}");
+    }
+
+    // etcd itself unreachable: nothing pushed, the URL named.
+    let dead = format!("etcd://127.0.0.1:{}/bee/p", free_port());
+    let (ok, _out, err) = bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        &dead,
+        &v2,
+        "--timeout-ms",
+        "500",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("nothing was pushed: cannot reach etcd at") && err.contains(&dead),
+        "{err}"
+    );
 }

@@ -5,7 +5,8 @@
 //! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
 //! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]).
 //! - `bee config push --cluster CURRENT NEW`: push a new cluster config to every node,
-//!   with each node's answer ([`admin`]).
+//!   with each node's answer ([`admin`]); `--cluster etcd://host:port/PREFIX` pushes
+//!   through etcd and reads the nodes' acks (`etcd_push.rs`).
 //!
 //! This crate only composes the library crates: it reads the config ([`config`]),
 //! builds a [`bee_dispatch::Node`], attaches the cluster layer with the limits,
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod etcd;
+mod etcd_push;
 pub mod ops;
 pub mod services;
 
