@@ -396,3 +396,162 @@ async fn config_etcd_bee_config_push_through_etcd_prints_every_nodes_ack() {
         "{err}"
     );
 }
+
+/// Run `bee run CONFIG` to its end (at most `limit`); returns (exit ok, stderr).
+fn run_to_end(config: &std::path::Path, limit: Duration) -> (bool, String) {
+    let mut child = Command::new(bee_tests::bee_bin())
+        .arg("run")
+        .arg(config)
+        .env("BEE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start bee");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), err);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("bee run did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// etcd unreachable at start, no fallback: bounded retries, logged, then a clear error
+/// naming the URL and a non-zero exit. (Needs no etcd: nothing listens on the port.)
+#[test]
+fn config_etcd_unreachable_at_start_without_fallback_retries_then_exits_naming_the_url() {
+    let dir = TempDir::new("etcd-down");
+    let url = format!("etcd://127.0.0.1:{}/bee/down", free_port());
+    let path = dir.path().join("a.toml");
+    std::fs::write(
+        &path,
+        format!("name = \"a\"\ncluster = \"{url}\"\netcd_start_retry_ms = 1500\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (ok, err) = run_to_end(&path, Duration::from_secs(30));
+    println!("{err}");
+    assert!(!ok, "the node must not run without a config");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "it gave up before etcd_start_retry_ms: {:?}",
+        started.elapsed()
+    );
+    let retries = err
+        .matches("etcd unreachable at start; retrying in")
+        .count();
+    assert!(retries >= 2, "each retry is logged:\n{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "bee: error: node a: cannot reach etcd at {url} after "
+        )) && last.contains("attempt(s) in ")
+            && last.contains("cluster_fallback = \"cluster.lua\""),
+        "{last}"
+    );
+
+    // A fallback only makes sense with etcd: a file cluster with one is a config error.
+    let bad = dir.path().join("b.toml");
+    std::fs::write(
+        &bad,
+        "name = \"b\"\ncluster = \"cluster.lua\"\ncluster_fallback = \"other.lua\"\n",
+    )
+    .unwrap();
+    let (ok, err) = run_to_end(&bad, Duration::from_secs(10));
+    assert!(!ok);
+    assert!(
+        err.contains("cluster_fallback is for a cluster config in etcd"),
+        "{err}"
+    );
+}
+
+/// etcd unreachable at start, with `cluster_fallback`: the node runs the file (source
+/// shown as the file), keeps trying etcd, and follows it once it is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_etcd_unreachable_at_start_runs_the_fallback_file_then_follows_etcd() {
+    if !std::path::Path::new(
+        &std::env::var("BEE_ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()),
+    )
+    .exists()
+    {
+        // start_etcd_on below says SKIPPED (or fails under CI).
+        assert!(start_etcd_on(free_port()).await.is_none());
+        return;
+    }
+    let layout = Layout::new(&["a", "b"]);
+    let port = free_port();
+    let url = format!("etcd://127.0.0.1:{port}/bee/f");
+    let text = |version: u64, extra: &str| {
+        format!(
+            "__version = {version}\na = \"127.0.0.1:{}\"\nb = \"127.0.0.1:{}\"\n{extra}",
+            layout.port("a"),
+            layout.port("b")
+        )
+    };
+    std::fs::write(layout.dir.path().join("fallback.lua"), text(3, "")).unwrap();
+    let path = layout.dir.path().join("a-etcd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"a\"\ncluster = \"{url}\"\ncluster_fallback = \"fallback.lua\"\netcd_start_retry_ms = 800\n\
+             [[service]]\nkind = \"echo\"\nname = \"echo\"\n"
+        ),
+    )
+    .unwrap();
+    let _a = BeeProcess::start("a", &path);
+    let (_n, client) = layout.client(Duration::from_secs(5));
+    let r = report(&client, "a").await;
+    assert_eq!(r.version, 3);
+    assert!(
+        r.source.starts_with("file ") && r.source.ends_with("fallback.lua"),
+        "{}",
+        r.source
+    );
+    let file_hash = r.hash.clone();
+    // bee status shows it too.
+    let status_file = layout.dir.path().join("fallback.lua");
+    let (_ok, out, _err) = bee_cli(&["status", "--cluster", &status_file.to_string_lossy(), "a"]);
+    assert!(
+        out.contains("fallback.lua") && out.contains(&file_hash),
+        "{out}"
+    );
+
+    // Later, etcd comes up holding version 4: the node switches to it.
+    let etcd = start_etcd_on(port).await.expect("etcd");
+    let store = EtcdStore::connect(&url).await.unwrap();
+    store
+        .put_config_text(&text(4, "__motd = \"from etcd\"\n"), false)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = report(&client, "a").await;
+        if r.version == 4 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "a never followed etcd: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.source, "etcd key /bee/f/config");
+    let acks = store
+        .wait_acks(&["a"], 4, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(acks.all_applied(), "{acks:?}");
+    assert!(store.members().await.unwrap().contains_key("a"));
+    drop(etcd);
+}

@@ -206,15 +206,19 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
     // Checked like every later config, and told which node it belongs to (a push that
     // drops this node is refused).
     // `cluster = "etcd://host:port/PREFIX"`: the config lives in etcd (see [`etcd`]).
-    let (registry, store) = match etcd::url_of(&cfg) {
+    let (registry, store, later) = match etcd::url_of(&cfg) {
         Some(url) => {
-            let (store, registry) = etcd::load(&url, &cfg.name).await?;
-            (registry, Some(store))
+            let retry = Duration::from_millis(cfg.etcd_start_retry_ms);
+            match etcd::start(&url, &cfg.name, retry, cfg.cluster_fallback.as_ref()).await? {
+                etcd::Start::Etcd(store, registry) => (registry, Some(store), None),
+                etcd::Start::Fallback(registry) => (registry, None, Some(url)),
+            }
         }
         None => (
             Registry::load_file(&cfg.name, &cfg.cluster).with_context(|| {
                 format!("cannot load the cluster config {}", cfg.cluster.display())
             })?,
+            None,
             None,
         ),
     };
@@ -245,11 +249,18 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
         Some(store) => Some(etcd::follow(store, &cluster, local).await?),
         None => None,
     };
+    // Started from the fallback file: follow etcd once it answers.
+    let later = later.map(|url| etcd::follow_later(url, cluster.clone(), local));
     println!("bee node {} listening on {local}", cfg.name);
     wait_for_signal().await;
     tracing::info!(node = %cfg.name, "shutting down");
     if let Some(f) = following {
         f.stop().await;
+    }
+    if let Some(later) = later {
+        if let Some(f) = later.lock().await.take() {
+            f.stop().await;
+        }
     }
     node.shutdown();
     Ok(())

@@ -551,6 +551,20 @@ impl Registry {
         Ok(self.commit(&mut live, config, true, source))
     }
 
+    /// Record that the running config now comes from `source`, when its content hash is
+    /// `hash` (the same config arrived from elsewhere, e.g. from etcd after a node started
+    /// from its fallback file). Returns whether it did. Nothing else changes and nothing
+    /// is announced: the config is the same.
+    pub fn set_source(&self, hash: &ConfigHash, source: ConfigSource) -> bool {
+        let mut live = write(&self.inner.live);
+        if live.meta.hash != *hash || live.meta.source == source {
+            return false;
+        }
+        tracing::info!("cluster config ({}) now from {source}", live.meta);
+        live.meta.source = source;
+        true
+    }
+
     /// Read the file at `path` and [`Registry::apply`] it with [`ConfigSource::File`].
     pub fn apply_file(&self, path: &Path, force: bool) -> Result<ConfigDiff, RegistryError> {
         let config = ClusterConfig::load(path)?;
