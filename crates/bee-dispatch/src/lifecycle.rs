@@ -12,11 +12,13 @@
 //! |---|---|---|
 //! | `@bee_config` | `"lua", "config"` | one table: [`ConfigReport`] |
 //! | `@bee_config` | `"lua", "config_push", text, force, from` | `"applied", version, hash, diff` or `"rejected", reason, version, hash` ([`PushOutcome`]) |
-//! | `@bee_clusterd` | `"lua", "hello", name, incarnation` | `name, incarnation` ([`Hello`]) |
+//! | `@bee_clusterd` | `"lua", "hello", name, incarnation` | `name, incarnation, names_generation, names` ([`Hello`]) |
+//! | `@bee_clusterd` | `"lua", "names_changed", name, incarnation, names_generation` | `true` (the receiver says hello again to learn the names) |
 //!
 //! On a bee node `bee_config` and `bee_clusterd` are one service; a stock skynet node
 //! answers the first two with `interop/skynet/service/bee_config.lua`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bee_codec::seri::{Table, Value};
@@ -86,19 +88,34 @@ fn get_string(t: &Table, key: &str) -> Option<String> {
     t.get_str(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// The answer to `hello`: which node answers, and which run of it.
+/// The answer to `hello`: which node answers, which run of it, and its cluster-visible
+/// names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The node's name.
     pub node: String,
     /// Its incarnation (milliseconds since 1970 when its registry was made).
     pub incarnation: u64,
+    /// Its names generation (grows with each name change in this run) and its
+    /// cluster-visible names with their addresses; `None` from a node that does not send
+    /// them (the values are optional on the wire, after the first two).
+    pub names: Option<(u64, BTreeMap<String, Addr>)>,
 }
 
 impl Hello {
-    /// The values on the wire: `name, incarnation`.
+    /// The values on the wire: `name, incarnation`, then (when known)
+    /// `names_generation, {name = address, …}`.
     pub fn to_values(&self) -> Vec<Value> {
-        vec![Value::from(self.node.as_str()), int(self.incarnation)]
+        let mut v = vec![Value::from(self.node.as_str()), int(self.incarnation)];
+        if let Some((generation, names)) = &self.names {
+            let mut t = Table::default();
+            for (name, addr) in names {
+                t.insert(Value::from(name.as_str()), Value::Integer(i64::from(*addr)));
+            }
+            v.push(int(*generation));
+            v.push(Value::Table(t));
+        }
+        v
     }
 
     /// Read the values of a `hello` reply.
@@ -108,10 +125,34 @@ impl Hello {
             .get(1)
             .and_then(Value::as_int)
             .and_then(|i| u64::try_from(i).ok());
+        let names = match (
+            values
+                .get(2)
+                .and_then(Value::as_int)
+                .and_then(|g| u64::try_from(g).ok()),
+            values.get(3).and_then(Value::as_table),
+        ) {
+            (Some(generation), Some(t)) => {
+                let mut names = BTreeMap::new();
+                for (k, v) in &t.hash {
+                    let (Some(name), Some(addr)) =
+                        (k.as_str(), v.as_int().and_then(|a| Addr::try_from(a).ok()))
+                    else {
+                        return Err(format!(
+                            "a hello reply's names are name = address, got {k} = {v}"
+                        ));
+                    };
+                    names.insert(name.to_string(), addr);
+                }
+                Some((generation, names))
+            }
+            _ => None,
+        };
         match (node, incarnation) {
             (Some(n), Some(i)) => Ok(Hello {
                 node: n.to_string(),
                 incarnation: i,
+                names,
             }),
             _ => Err(format!(
                 "a hello reply is a name and an incarnation, got {} value(s)",
@@ -312,10 +353,16 @@ mod tests {
 
     #[test]
     fn wire_values_roundtrip() {
-        let h = Hello {
+        let mut h = Hello {
             node: "lobby".into(),
             incarnation: 1_767_225_600_000,
+            names: None,
         };
+        assert_eq!(Hello::from_values(&roundtrip(h.to_values())).unwrap(), h);
+        h.names = Some((
+            3,
+            [("lobby".to_string(), 0x10), ("bee_config".to_string(), 2)].into(),
+        ));
         assert_eq!(Hello::from_values(&roundtrip(h.to_values())).unwrap(), h);
         assert!(Hello::from_values(&[Value::from("x")]).is_err());
 
