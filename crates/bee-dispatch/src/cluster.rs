@@ -54,8 +54,8 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::{
-    dead_address_text, first_addr_for, unix_ms, ConfigReport, Hello, PushOutcome, CLUSTERD_NAME,
-    CONFIG_NAME,
+    dead_address_text, first_addr_for, pusher_node, unix_ms, ConfigReport, Hello, PushOutcome,
+    PushRefusal, CLUSTERD_NAME, CONFIG_NAME,
 };
 use crate::service::{
     fmt_addr, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError,
@@ -849,17 +849,44 @@ impl Cluster {
 
     /// Handle a pushed config text (the `config_push` command): parse it (either form),
     /// [`Cluster::apply`] it, and say what happened. A refusal is an answer, not an
-    /// error: the running config stays as it was.
+    /// error: the running config stays as it was. A push whose `from` says `node NAME`
+    /// (see [`crate::lifecycle::pusher_node`]) is refused when NAME is in neither the
+    /// running nor the pushed config.
     pub fn push_text(&self, text: &str, force: bool, from: &str) -> PushOutcome {
-        let outcome = ClusterConfig::parse_any(text).and_then(|cfg| {
-            self.apply(
-                cfg,
-                ConfigSource::Push {
-                    from: from.to_string(),
-                },
-                force,
-            )
-        });
+        self.push_checked(text, force, from, None)
+    }
+
+    /// [`Cluster::push_text`] for a push that arrived on the accepted connection from
+    /// `peer` (if any): on a node with authentication, a connection served without it
+    /// (an `[auth]` allow-listed address) may not push.
+    fn push_checked(
+        &self,
+        text: &str,
+        force: bool,
+        from: &str,
+        peer: Option<SocketAddr>,
+    ) -> PushOutcome {
+        let listener = &self.inner.settings.listener;
+        // The listener serves such a peer at once, without the exchange (see
+        // `bee_transport::auth`): it is not authenticated.
+        let unauthenticated = peer
+            .filter(|p| listener.auth_secret.is_some() && listener.auth_allow.contains(&p.ip()));
+        let outcome = match unauthenticated {
+            Some(peer) => Err(PushRefusal::NotAuthenticated { peer }.to_string()),
+            None => ClusterConfig::parse_any(text)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| {
+                    self.check_pusher(from, &cfg)?;
+                    self.apply(
+                        cfg,
+                        ConfigSource::Push {
+                            from: from.to_string(),
+                        },
+                        force,
+                    )
+                    .map_err(|e| e.to_string())
+                }),
+        };
         let meta = self.inner.registry.meta();
         match outcome {
             Ok(diff) => PushOutcome::Applied {
@@ -867,15 +894,65 @@ impl Cluster {
                 hash: meta.hash.short(),
                 diff: diff.to_string(),
             },
-            Err(e) => {
-                tracing::warn!(node = %self.inner.node_name, %from, error = %e, "pushed cluster config refused");
+            Err(reason) => {
+                tracing::warn!(node = %self.inner.node_name, %from, ?peer, error = %reason, "pushed cluster config refused");
                 PushOutcome::Rejected {
-                    reason: e.to_string(),
+                    reason,
                     version: meta.version,
                     hash: meta.hash.short(),
                 }
             }
         }
+    }
+
+    /// Push a config text to `node` as this node does it on its own: a `config_push` to
+    /// its `@bee_config` with `from` = `node SELF` (the convention that says a cluster
+    /// node pushes; the receiver refuses it when this node is in neither its running
+    /// config nor `text`). Returns the node's answer.
+    pub async fn push_config_to(
+        &self,
+        node: &str,
+        text: &str,
+        force: bool,
+    ) -> Result<PushOutcome, CallError> {
+        let from = format!("node {} (pid {})", self.inner.node_name, std::process::id());
+        let payload = seri::pack(&[
+            Value::from("lua"),
+            Value::from("config_push"),
+            Value::from(text),
+            Value::from(force),
+            Value::from(from.as_str()),
+        ])?;
+        let reply = self
+            .call(node, Target::Name(CONFIG_NAME.to_string()), payload)
+            .await?;
+        let bad = |reason: String| CallError::BadReply {
+            node: node.to_string(),
+            reason,
+        };
+        let values = seri::unpack(&reply).map_err(|e| bad(format!("config_push reply: {e}")))?;
+        PushOutcome::from_values(&values).map_err(bad)
+    }
+
+    /// A push that says it comes from cluster node NAME: NAME must be a node of the
+    /// running config or of the pushed one.
+    fn check_pusher(&self, from: &str, offered: &ClusterConfig) -> Result<(), String> {
+        let Some(node) = pusher_node(from) else {
+            return Ok(());
+        };
+        let (running, meta) = self.inner.registry.snapshot();
+        if running.nodes.contains_key(node) || offered.nodes.contains_key(node) {
+            return Ok(());
+        }
+        let names = |c: &ClusterConfig| c.nodes.keys().cloned().collect::<Vec<_>>().join(", ");
+        Err(PushRefusal::UnknownPusher {
+            node: node.to_string(),
+            running_version: meta.version,
+            running: names(&running),
+            offered_version: offered.version,
+            offered: names(offered),
+        }
+        .to_string())
     }
 
     fn drop_sender(&self, name: &str, why: &str) {
@@ -1225,7 +1302,11 @@ impl Service for Clusterd {
                     .ok_or_else(|| ServiceError::msg("config_push needs the config text"))?;
                 let force = args.get(2).and_then(Value::as_bool).unwrap_or(false);
                 let from = arg(3).unwrap_or_else(|| fmt_addr(msg.source));
-                self.cluster.push_text(&text, force, &from).to_values()
+                // Pushed over an accepted connection: which peer, for the auth rule.
+                let peer = self.cluster.inner.agents.get(&msg.source).map(|a| a.peer);
+                self.cluster
+                    .push_checked(&text, force, &from, peer)
+                    .to_values()
             }
             "hello" => {
                 // The caller may say who it is: a node of the config that says hello with

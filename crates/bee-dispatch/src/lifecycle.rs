@@ -74,6 +74,46 @@ pub fn dead_address_text(
     }
 }
 
+/// Who sent a config push, as its `from` says: `node NAME` (optionally followed by a
+/// space and more words, e.g. `node lobby (pid 4242)`) is the convention for a push made
+/// by cluster node NAME itself. Any other `from` is a tool or a person, free text.
+pub fn pusher_node(from: &str) -> Option<&str> {
+    let rest = from.strip_prefix("node ")?;
+    rest.split_whitespace().next()
+}
+
+/// Why a node refused a config push for who sent it (the config itself is checked by
+/// `Registry::apply`). The text is the reason in the `rejected` answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushRefusal {
+    /// The push says it comes from a cluster node that is in neither config.
+    #[error(
+        "push refused: it says it comes from node {node}, which is in neither the running config (version {running_version}: {running}) nor the pushed one (version {offered_version}: {offered}); a node pushes as `node NAME` with a name of the cluster config"
+    )]
+    UnknownPusher {
+        /// The node the push names (`from` = `node NAME`).
+        node: String,
+        /// The running version.
+        running_version: u64,
+        /// The nodes of the running config, comma-separated.
+        running: String,
+        /// The pushed version.
+        offered_version: u64,
+        /// The nodes of the pushed config, comma-separated.
+        offered: String,
+    },
+    /// On a node with authentication, the push came on a connection served without it
+    /// (its address is in the `[auth]` allow list, which is there for stock skynet
+    /// nodes' calls).
+    #[error(
+        "push refused: this node requires authentication, and the connection from {peer} was served without it (its address is in the node's [auth] allow list, meant for stock skynet nodes' calls); push over an authenticated connection (bee config push reads the cluster secret from BEE_AUTH_SECRET_FILE)"
+    )]
+    NotAuthenticated {
+        /// The peer's socket address.
+        peer: std::net::SocketAddr,
+    },
+}
+
 fn int(v: u64) -> Value {
     Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
@@ -406,6 +446,15 @@ mod tests {
         }
         let e = PushOutcome::from_values(&[Value::from("ok")]).unwrap_err();
         assert!(e.contains("\"applied\" or \"rejected\""), "{e}");
+    }
+
+    #[test]
+    fn pusher_node_reads_the_convention() {
+        assert_eq!(pusher_node("node lobby"), Some("lobby"));
+        assert_eq!(pusher_node("node lobby (pid 4242)"), Some("lobby"));
+        assert_eq!(pusher_node("bee config push on ops1 (pid 1)"), None);
+        assert_eq!(pusher_node("nodes a"), None);
+        assert_eq!(pusher_node("node "), None);
     }
 
     #[test]
