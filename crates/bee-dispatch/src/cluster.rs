@@ -797,8 +797,10 @@ impl Cluster {
     }
 
     /// Every later registry event, in order: config changes, `NodeMoved` ("X moved old →
-    /// new") and `PeerRestarted` ("X restarted a → b", learnt by `hello` when a channel
-    /// connects anew, or when a peer says hello). See [`Registry::subscribe`].
+    /// new"), `PeerRestarted` ("X restarted a → b", learnt by `hello` when a channel
+    /// connects anew, or when a peer says hello) and `PeerNamesChanged` ("names of X
+    /// changed: added …; removed …; moved …", learnt from X's hello answer, which X asks
+    /// for with `names_changed` when its names change). See [`Registry::subscribe`].
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<RegistryEvent> {
         self.inner.registry.subscribe()
     }

@@ -9,8 +9,8 @@
 //! as `bee call` does.
 //!
 //! With `--cluster etcd://host:port/PREFIX`, `bee config push` goes through etcd instead
-//! ([`crate::etcd_push`]): it writes the key and reads the nodes' acks; the table, the
-//! summary and the exit status are the same.
+//! (`etcd_push.rs`, built on the helpers here): it writes the key and reads the nodes'
+//! acks; the table, the summary and the exit status are the same.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -461,13 +461,10 @@ pub(crate) async fn push_to_nodes(
     Ok(futures::future::join_all(asks).await)
 }
 
-/// `bee config push`: check NEW, send it to every node of CURRENT ∪ NEW (each address
-/// once), print one line per node and a summary. With an etcd CURRENT, through etcd
-/// ([`crate::etcd_push`]).
+/// `bee config push` to files: check NEW, send it to every node of CURRENT ∪ NEW (each
+/// address once), print one line per node and a summary. (With an etcd CURRENT the
+/// command runs `etcd_push.rs` instead.)
 pub async fn push(a: PushArgs) -> Result<()> {
-    if crate::etcd_push::is_etcd(&a.cluster) {
-        return crate::etcd_push::push(a).await;
-    }
     let current = load(&a.cluster)?;
     let (text, new) = read_new(&a.new)?;
     let (targets, skipped) = targets(&[&current, &new]);

@@ -46,7 +46,7 @@ pub const LATER_MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How a node in etcd mode got its first config.
 pub enum Start {
     /// From etcd: follow it.
-    Etcd(EtcdStore, Registry),
+    Etcd(Box<EtcdStore>, Registry),
     /// etcd did not answer: from the fallback file; try etcd again with [`follow_later`].
     Fallback(Registry),
 }
@@ -78,7 +78,7 @@ pub async fn start(
                     tracing::info!(node = %name, %url, attempt, "etcd answers");
                 }
                 let (store, registry) = load(store, url, name).await?;
-                return Ok(Start::Etcd(store, registry));
+                return Ok(Start::Etcd(Box::new(store), registry));
             }
             Err(e @ EtcdError::Unreachable { .. }) => {
                 let remaining = deadline.saturating_duration_since(Instant::now());
@@ -165,7 +165,7 @@ pub fn follow_later(url: String, cluster: Cluster, listening: std::net::SocketAd
                 },
                 Err(e) => e.to_string(),
             };
-            if attempt == 1 || attempt % 10 == 0 {
+            if attempt == 1 || attempt.is_multiple_of(10) {
                 tracing::warn!(node = %name, %url, attempt, error = %failed, "etcd still unreachable; running the fallback cluster file, retrying in {backoff:?}");
             } else {
                 tracing::debug!(node = %name, %url, attempt, error = %failed, "etcd still unreachable");

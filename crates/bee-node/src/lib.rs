@@ -196,6 +196,9 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
             Command::Status(a) => admin::status(a).await,
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
+            } if etcd_push::is_etcd(&a.cluster) => etcd_push::push(a).await,
+            Command::Config {
+                command: admin::ConfigCommand::Push(a),
             } => admin::push(a).await,
         }
     })
@@ -210,7 +213,7 @@ async fn run(app: &App, cfg: config::NodeConfig) -> Result<()> {
         Some(url) => {
             let retry = Duration::from_millis(cfg.etcd_start_retry_ms);
             match etcd::start(&url, &cfg.name, retry, cfg.cluster_fallback.as_ref()).await? {
-                etcd::Start::Etcd(store, registry) => (registry, Some(store), None),
+                etcd::Start::Etcd(store, registry) => (registry, Some(*store), None),
                 etcd::Start::Fallback(registry) => (registry, None, Some(url)),
             }
         }
