@@ -4,9 +4,9 @@
 //!
 //! - `bee_clusterd` (one per node, also named `bee_config`): the config, registered
 //!   names, listening. Answers `"lua"` commands for the console (`services`, `senders`,
-//!   `nodes`, `names`, `reload`, `register`, `unregister`, `query`, `config`, `ping`)
-//!   and the config lifecycle's requests (`config_push`, `hello`; see
-//!   [`crate::lifecycle`]).
+//!   `nodes`, `names`, `reload`, `register`, `unregister`, `query`, `config`, `ping`,
+//!   `events`) and the config lifecycle's requests (`config_push`, `hello`,
+//!   `names_changed`; see [`crate::lifecycle`]).
 //! - `bee_clustersender(<node>)` (one per remote node): owns that node's
 //!   [`bee_transport::Channel`] (its connection and session table). Callers use the
 //!   channel directly, so a call costs no extra hop through a mailbox.
@@ -276,30 +276,17 @@ impl Cluster {
             // The runtime knows nothing of the cluster: it only runs this hook.
             let c = cluster.clone();
             node.on_shutdown(move || c.shutdown());
-            tokio::spawn(cluster.clone().keep_recent_events(cluster.watch()));
-            tokio::spawn(cluster.clone().tell_name_changes(node.watch_names()));
+            // Both hold the cluster weakly: they end with it (or at shutdown).
+            let weak = Arc::downgrade(&cluster.inner);
+            let stop = cluster.inner.shutdown.clone();
+            tokio::spawn(keep_recent_events(
+                weak.clone(),
+                stop.clone(),
+                cluster.watch(),
+            ));
+            tokio::spawn(tell_name_changes(weak, stop, node.watch_names()));
         }
         cluster
-    }
-
-    /// Keep the last [`RECENT_EVENTS`] registry events for `bee_clusterd events`.
-    async fn keep_recent_events(self, mut events: tokio::sync::broadcast::Receiver<RegistryEvent>) {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            let text = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
-                e = events.recv() => match e {
-                    Ok(e) => e.to_string(),
-                    Err(RecvError::Lagged(n)) => format!("({n} events missed)"),
-                    Err(RecvError::Closed) => return,
-                },
-            };
-            let mut recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() == RECENT_EVENTS {
-                recent.pop_front();
-            }
-            recent.push_back((unix_ms(std::time::SystemTime::now()), text));
-        }
     }
 
     /// The last registry events (at most 64), oldest first, with when they happened in
@@ -312,39 +299,6 @@ impl Cluster {
             .iter()
             .cloned()
             .collect()
-    }
-
-    /// When this node's cluster-visible names change, tell every config node that said
-    /// hello on an accepted connection (they are the ones that may cache them).
-    async fn tell_name_changes(self, mut changes: tokio::sync::watch::Receiver<u64>) {
-        let mut told: Option<std::collections::BTreeMap<String, Addr>> = None;
-        loop {
-            tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
-                r = changes.changed() => if r.is_err() { return },
-            }
-            // A burst of changes (a service registering several names) is told once.
-            tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(NAMES_SETTLE) => {}
-            }
-            changes.borrow_and_update();
-            let Ok(node) = self.node() else { return };
-            let (generation, names) = node.public_names();
-            if told.as_ref() == Some(&names) {
-                continue;
-            }
-            told = Some(names);
-            let peers: std::collections::BTreeSet<String> = self
-                .inner
-                .agents
-                .iter()
-                .filter_map(|a| a.node.clone())
-                .collect();
-            for peer in peers {
-                tokio::spawn(self.clone().tell_names(peer, generation));
-            }
-        }
     }
 
     /// Tell `peer` that this node's names changed (generation `generation`), trying
@@ -1007,6 +961,74 @@ impl Cluster {
         let names: Vec<String> = self.inner.senders.iter().map(|e| e.key().clone()).collect();
         for n in names {
             self.drop_sender(&n, "node shutting down");
+        }
+    }
+}
+
+/// Keep the last [`RECENT_EVENTS`] registry events of a cluster for `bee_clusterd events`.
+async fn keep_recent_events(
+    cluster: std::sync::Weak<Inner>,
+    stop: CancellationToken,
+    mut events: tokio::sync::broadcast::Receiver<RegistryEvent>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let text = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = events.recv() => match e {
+                Ok(e) => e.to_string(),
+                Err(RecvError::Lagged(n)) => format!("({n} events missed)"),
+                Err(RecvError::Closed) => return,
+            },
+        };
+        let Some(inner) = cluster.upgrade() else {
+            return;
+        };
+        let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_EVENTS {
+            recent.pop_front();
+        }
+        recent.push_back((unix_ms(std::time::SystemTime::now()), text));
+    }
+}
+
+/// When a node's cluster-visible names change, tell every config node that said hello
+/// on one of its accepted connections (they are the ones that may cache them).
+async fn tell_name_changes(
+    cluster: std::sync::Weak<Inner>,
+    stop: CancellationToken,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) {
+    let mut told: Option<std::collections::BTreeMap<String, Addr>> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+        // A burst of changes (a service registering several names) is told once.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(NAMES_SETTLE) => {}
+        }
+        changes.borrow_and_update();
+        let Some(inner) = cluster.upgrade() else {
+            return;
+        };
+        let cluster = Cluster { inner };
+        let Ok(node) = cluster.node() else { return };
+        let (generation, names) = node.public_names();
+        if told.as_ref() == Some(&names) {
+            continue;
+        }
+        told = Some(names);
+        let peers: std::collections::BTreeSet<String> = cluster
+            .inner
+            .agents
+            .iter()
+            .filter_map(|a| a.node.clone())
+            .collect();
+        for peer in peers {
+            tokio::spawn(cluster.clone().tell_names(peer, generation));
         }
     }
 }
