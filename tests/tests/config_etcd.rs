@@ -314,6 +314,19 @@ async fn config_etcd_bee_config_push_through_etcd_prints_every_nodes_ack() {
         (2, "etcd key /bee/p/config")
     );
     let v2_hash = r.hash.clone();
+    // bee status reads the nodes from etcd too: a and b run version 2 from etcd; c
+    // cannot answer (exit 1); d is marked down.
+    let (ok, out, _err) = bee_cli(&["status", "--cluster", &url, "--timeout-ms", "1000"]);
+    assert!(!ok, "c cannot answer:\n{out}");
+    for n in ["a", "b"] {
+        let l = line_of(&out, n);
+        assert!(
+            l.contains(" yes ") && l.contains(&v2_hash) && l.contains("etcd key /bee/p/config"),
+            "{l}"
+        );
+    }
+    assert!(line_of(&out, "c").contains("no: unreachable"), "{out}");
+    assert!(line_of(&out, "d").contains("marked down"), "{out}");
 
     // --require-all: the same push fails because of c (the key already holds it: no write).
     let (ok, out, err) = bee_cli(&[

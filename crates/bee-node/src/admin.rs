@@ -27,7 +27,8 @@ use bytes::Bytes;
 /// Arguments of `bee status`.
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The cluster config naming the nodes.
+    /// The cluster config naming the nodes: a file, or `etcd://host:port/PREFIX` (the
+    /// config stored there).
     #[arg(long)]
     cluster: PathBuf,
     /// How long each node may take to answer, in milliseconds.
@@ -194,7 +195,12 @@ pub(crate) fn table(rows: &[Vec<String>]) -> String {
 /// incarnation, the headline numbers (services, messages handled, queued, peer
 /// connections in/out), where its config came from. Fails when a node cannot be asked.
 pub async fn status(a: StatusArgs) -> Result<()> {
-    let cfg = load(&a.cluster)?;
+    let cfg = if crate::etcd::is_url(&a.cluster) {
+        let url = a.cluster.to_string_lossy();
+        crate::etcd::read_cluster(&url, Duration::from_millis(a.timeout_ms)).await?
+    } else {
+        load(&a.cluster)?
+    };
     let names: Vec<String> = if a.nodes.is_empty() {
         cfg.nodes.keys().cloned().collect()
     } else {

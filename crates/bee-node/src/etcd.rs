@@ -35,6 +35,32 @@ pub fn url_of(cfg: &NodeConfig) -> Option<String> {
     text.find("etcd://").map(|i| text[i..].to_string())
 }
 
+/// Whether a `--cluster` argument names an etcd URL (`etcd://host:port/PREFIX`) rather
+/// than a file.
+pub fn is_url(cluster: &std::path::Path) -> bool {
+    cluster.to_string_lossy().starts_with("etcd://")
+}
+
+/// The cluster config stored at `URL`'s config key, for the admin tools (`bee status
+/// --cluster etcd://…`): an error naming the URL when etcd does not answer within
+/// `timeout` or the key is empty.
+pub async fn read_cluster(url: &str, timeout: Duration) -> Result<bee_registry::ClusterConfig> {
+    let options = EtcdOptions {
+        connect_timeout: timeout.min(bee_etcd::DEFAULT_CONNECT_TIMEOUT),
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect_with(url, options)
+        .await
+        .with_context(|| format!("cannot reach etcd at {url}"))?;
+    let key = store.url().config_key();
+    let stored = store
+        .get_config()
+        .await
+        .with_context(|| format!("cannot read the cluster config from etcd key {key}"))?
+        .with_context(|| format!("etcd key {key} holds no cluster config"))?;
+    Ok(stored.config)
+}
+
 /// First wait between two attempts to reach etcd at start; doubles up to
 /// [`START_MAX_BACKOFF`].
 pub const START_MIN_BACKOFF: Duration = Duration::from_millis(200);

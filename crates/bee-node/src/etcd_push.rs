@@ -12,18 +12,12 @@
 //! line and the exit status are [`crate::admin`]'s, as for a push to files.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bee_etcd::{EtcdError, EtcdOptions, EtcdStore};
 
 use crate::admin::{self, Answer, PushArgs};
-
-/// Whether `--cluster` names an etcd URL rather than a file.
-pub(crate) fn is_etcd(cluster: &Path) -> bool {
-    cluster.to_string_lossy().starts_with("etcd://")
-}
 
 /// The push through etcd; see the module doc.
 pub(crate) async fn push(a: PushArgs) -> Result<()> {

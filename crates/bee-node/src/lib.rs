@@ -3,7 +3,8 @@
 //! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM;
 //!   its cluster config comes from a file or from etcd ([`etcd`]).
 //! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
-//! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]).
+//! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]); the
+//!   nodes may also be read from etcd (`--cluster etcd://host:port/PREFIX`).
 //! - `bee config push --cluster CURRENT NEW`: push a new cluster config to every node,
 //!   with each node's answer ([`admin`]); `--cluster etcd://host:port/PREFIX` pushes
 //!   through etcd and reads the nodes' acks (`etcd_push.rs`).
@@ -196,7 +197,7 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
             Command::Status(a) => admin::status(a).await,
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
-            } if etcd_push::is_etcd(&a.cluster) => etcd_push::push(a).await,
+            } if etcd::is_url(&a.cluster) => etcd_push::push(a).await,
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
             } => admin::push(a).await,
