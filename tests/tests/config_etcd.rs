@@ -13,7 +13,7 @@ use bee_codec::seri::{self, Value};
 use bee_dispatch::lifecycle::{ConfigReport, Hello};
 use bee_dispatch::Cluster;
 use bee_etcd::{EtcdOptions, EtcdStore};
-use bee_tests::{free_port, BeeProcess, Layout, TempDir};
+use bee_tests::{bee_cli, free_port, BeeProcess, Layout, TempDir};
 
 struct Etcd {
     child: Child,
@@ -29,6 +29,11 @@ impl Drop for Etcd {
 }
 
 async fn start_etcd() -> Option<Etcd> {
+    start_etcd_on(free_port()).await
+}
+
+/// A private etcd answering clients on `port`.
+async fn start_etcd_on(port: u16) -> Option<Etcd> {
     let bin =
         PathBuf::from(std::env::var("BEE_ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()));
     if !bin.exists() {
@@ -40,7 +45,7 @@ async fn start_etcd() -> Option<Etcd> {
         return None;
     }
     let dir = TempDir::new("etcd");
-    let (port, peer_port) = (free_port(), free_port());
+    let peer_port = free_port();
     let client = format!("http://127.0.0.1:{port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let child = Command::new(&bin)
@@ -205,4 +210,361 @@ async fn config_etcd_nodes_follow_the_key_ack_and_see_a_lease_expire() {
         }
     };
     assert_ne!(again.incarnation, first_b.incarnation);
+}
+
+/// The line of `node` in a push table.
+fn line_of<'a>(out: &'a str, node: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("no line for {node} in:\n{out}"))
+}
+
+/// Start node `name` of `layout` in etcd mode (its node config says `cluster = URL`).
+fn start_etcd_node(layout: &Layout, name: &str, url: &str) -> BeeProcess {
+    let path = layout.dir.path().join(format!("{name}-etcd.toml"));
+    std::fs::write(
+        &path,
+        format!("name = \"{name}\"\ncluster = \"{url}\"\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n"),
+    )
+    .unwrap();
+    BeeProcess::start(name, &path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_etcd_bee_config_push_through_etcd_prints_every_nodes_ack() {
+    let Some(etcd) = start_etcd().await else {
+        return;
+    };
+    let url = format!("etcd://127.0.0.1:{}/bee/p", etcd.port);
+    let store = EtcdStore::connect(&url).await.unwrap();
+    // c is in the config but never runs; d is marked down.
+    let layout = Layout::new(&["a", "b", "c"]);
+    let text = |version: u64, extra: &str| {
+        format!(
+            "__version = {version}\na = \"127.0.0.1:{}\"\nb = \"127.0.0.1:{}\"\nc = \"127.0.0.1:{}\"\nd = false\n{extra}",
+            layout.port("a"),
+            layout.port("b"),
+            layout.port("c")
+        )
+    };
+    store.put_config_text(&text(1, ""), false).await.unwrap();
+    let _a = start_etcd_node(&layout, "a", &url);
+    let _b = start_etcd_node(&layout, "b", &url);
+    let acks = store
+        .wait_acks(&["a", "b"], 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(acks.all_applied(), "{acks:?}");
+    let file = |name: &str, body: &str| {
+        let p = layout.dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+
+    // Version 2 through etcd: a and b ack it, c never runs (no membership key), d skipped.
+    let v2 = file("v2.lua", &text(2, "__motd = \"two\"\n"));
+    let started = Instant::now();
+    let (ok, out, err) = bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        &url,
+        &v2,
+        "--timeout-ms",
+        "3000",
+    ]);
+    println!("{out}{err}");
+    assert!(
+        ok,
+        "one unreachable node is not a failure without --require-all:\n{out}{err}"
+    );
+    assert!(
+        out.starts_with("wrote /bee/p/config (etcd revision "),
+        "{out}"
+    );
+    for n in ["a", "b"] {
+        let l = line_of(&out, n);
+        assert!(
+            l.contains("applied") && l.contains("version 2 hash "),
+            "{l}"
+        );
+    }
+    let c = line_of(&out, "c");
+    assert!(
+        c.contains("unreachable")
+            && c.contains("no /bee/p/members/c")
+            && c.contains("it never acked"),
+        "{c}"
+    );
+    assert!(line_of(&out, "d").contains("skipped"), "{out}");
+    assert!(
+        out.contains(": 2 applied, 0 rejected, 1 unreachable, 0 timed out, 0 failed (of 3)"),
+        "{out}"
+    );
+    // The wait is bounded by --timeout-ms (c never answers).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_n, client) = layout.client(Duration::from_secs(5));
+    let r = report(&client, "b").await;
+    assert_eq!(
+        (r.version, r.source.as_str()),
+        (2, "etcd key /bee/p/config")
+    );
+    let v2_hash = r.hash.clone();
+    // bee status reads the nodes from etcd too: a and b run version 2 from etcd; c
+    // cannot answer (exit 1); d is marked down.
+    let (ok, out, _err) = bee_cli(&["status", "--cluster", &url, "--timeout-ms", "1000"]);
+    assert!(!ok, "c cannot answer:\n{out}");
+    for n in ["a", "b"] {
+        let l = line_of(&out, n);
+        assert!(
+            l.contains(" yes ") && l.contains(&v2_hash) && l.contains("etcd key /bee/p/config"),
+            "{l}"
+        );
+    }
+    assert!(line_of(&out, "c").contains("no: unreachable"), "{out}");
+    assert!(line_of(&out, "d").contains("marked down"), "{out}");
+
+    // --require-all: the same push fails because of c (the key already holds it: no write).
+    let (ok, out, err) = bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        &url,
+        &v2,
+        "--timeout-ms",
+        "1500",
+        "--require-all",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("--require-all: 1 node(s) could not be reached"),
+        "{err}"
+    );
+    assert!(line_of(&out, "a").contains("applied"), "{out}");
+
+    // An older version: etcd refuses it before anything is written.
+    let v1 = file("v1.lua", &text(1, "__motd = \"old\"\n"));
+    let (ok, out, err) = bee_cli(&["config", "push", "--cluster", &url, &v1]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("nothing was pushed")
+            && err.contains("config version 1 is older than the running version 2"),
+        "{err}"
+    );
+    assert_eq!(store.get_config().await.unwrap().unwrap().config.version, 2);
+
+    // Forced into etcd, the nodes refuse it themselves: each row says why, exit 1, and
+    // the nodes still run version 2 with the same hash.
+    let (ok, out, err) = bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        &url,
+        &v1,
+        "--force",
+        "--timeout-ms",
+        "3000",
+    ]);
+    println!("{out}{err}");
+    assert!(!ok, "{out}");
+    for n in ["a", "b"] {
+        let l = line_of(&out, n);
+        assert!(
+            l.contains("rejected")
+                && l.contains("config version 1 is older than the running version 2"),
+            "{l}"
+        );
+    }
+    assert!(
+        out.contains(": 0 applied, 2 rejected, 1 unreachable"),
+        "{out}"
+    );
+    assert!(
+        err.contains("not every reachable node applied the config"),
+        "{err}"
+    );
+    for n in ["a", "b"] {
+        let r = report(&client, n).await;
+        assert_eq!((r.version, r.hash.as_str()), (2, v2_hash.as_str()), "{n}");
+    }
+
+    // etcd itself unreachable: nothing pushed, the URL named.
+    let dead = format!("etcd://127.0.0.1:{}/bee/p", free_port());
+    let (ok, _out, err) = bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        &dead,
+        &v2,
+        "--timeout-ms",
+        "500",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("nothing was pushed: cannot reach etcd at") && err.contains(&dead),
+        "{err}"
+    );
+}
+
+/// Run `bee run CONFIG` to its end (at most `limit`); returns (exit ok, stderr).
+fn run_to_end(config: &std::path::Path, limit: Duration) -> (bool, String) {
+    let mut child = Command::new(bee_tests::bee_bin())
+        .arg("run")
+        .arg(config)
+        .env("BEE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start bee");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), err);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("bee run did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// etcd unreachable at start, no fallback: bounded retries, logged, then a clear error
+/// naming the URL and a non-zero exit. (Needs no etcd: nothing listens on the port.)
+#[test]
+fn config_etcd_unreachable_at_start_without_fallback_retries_then_exits_naming_the_url() {
+    let dir = TempDir::new("etcd-down");
+    let url = format!("etcd://127.0.0.1:{}/bee/down", free_port());
+    let path = dir.path().join("a.toml");
+    std::fs::write(
+        &path,
+        format!("name = \"a\"\ncluster = \"{url}\"\netcd_start_retry_ms = 1500\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (ok, err) = run_to_end(&path, Duration::from_secs(30));
+    println!("{err}");
+    assert!(!ok, "the node must not run without a config");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "it gave up before etcd_start_retry_ms: {:?}",
+        started.elapsed()
+    );
+    let retries = err
+        .matches("etcd unreachable at start; retrying in")
+        .count();
+    assert!(retries >= 2, "each retry is logged:\n{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "bee: error: node a: cannot reach etcd at {url} after "
+        )) && last.contains("attempt(s) in ")
+            && last.contains("cluster_fallback = \"cluster.lua\""),
+        "{last}"
+    );
+
+    // A fallback only makes sense with etcd: a file cluster with one is a config error.
+    let bad = dir.path().join("b.toml");
+    std::fs::write(
+        &bad,
+        "name = \"b\"\ncluster = \"cluster.lua\"\ncluster_fallback = \"other.lua\"\n",
+    )
+    .unwrap();
+    let (ok, err) = run_to_end(&bad, Duration::from_secs(10));
+    assert!(!ok);
+    assert!(
+        err.contains("cluster_fallback is for a cluster config in etcd"),
+        "{err}"
+    );
+}
+
+/// etcd unreachable at start, with `cluster_fallback`: the node runs the file (source
+/// shown as the file), keeps trying etcd, and follows it once it is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_etcd_unreachable_at_start_runs_the_fallback_file_then_follows_etcd() {
+    if !std::path::Path::new(
+        &std::env::var("BEE_ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()),
+    )
+    .exists()
+    {
+        // start_etcd_on below says SKIPPED (or fails under CI).
+        assert!(start_etcd_on(free_port()).await.is_none());
+        return;
+    }
+    let layout = Layout::new(&["a", "b"]);
+    let port = free_port();
+    let url = format!("etcd://127.0.0.1:{port}/bee/f");
+    let text = |version: u64, extra: &str| {
+        format!(
+            "__version = {version}\na = \"127.0.0.1:{}\"\nb = \"127.0.0.1:{}\"\n{extra}",
+            layout.port("a"),
+            layout.port("b")
+        )
+    };
+    std::fs::write(layout.dir.path().join("fallback.lua"), text(3, "")).unwrap();
+    let path = layout.dir.path().join("a-etcd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"a\"\ncluster = \"{url}\"\ncluster_fallback = \"fallback.lua\"\netcd_start_retry_ms = 800\n\
+             [[service]]\nkind = \"echo\"\nname = \"echo\"\n"
+        ),
+    )
+    .unwrap();
+    let _a = BeeProcess::start("a", &path);
+    let (_n, client) = layout.client(Duration::from_secs(5));
+    let r = report(&client, "a").await;
+    assert_eq!(r.version, 3);
+    assert!(
+        r.source.starts_with("file ") && r.source.ends_with("fallback.lua"),
+        "{}",
+        r.source
+    );
+    let file_hash = r.hash.clone();
+    // bee status shows it too.
+    let status_file = layout.dir.path().join("fallback.lua");
+    let (_ok, out, _err) = bee_cli(&["status", "--cluster", &status_file.to_string_lossy(), "a"]);
+    assert!(
+        out.contains("fallback.lua") && out.contains(&file_hash),
+        "{out}"
+    );
+
+    // Later, etcd comes up holding version 4: the node switches to it.
+    let etcd = start_etcd_on(port).await.expect("etcd");
+    let store = EtcdStore::connect(&url).await.unwrap();
+    store
+        .put_config_text(&text(4, "__motd = \"from etcd\"\n"), false)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = report(&client, "a").await;
+        if r.version == 4 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "a never followed etcd: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.source, "etcd key /bee/f/config");
+    let acks = store
+        .wait_acks(&["a"], 4, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(acks.all_applied(), "{acks:?}");
+    assert!(store.members().await.unwrap().contains_key("a"));
+    drop(etcd);
 }

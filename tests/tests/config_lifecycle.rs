@@ -214,3 +214,159 @@ async fn config_watch_sees_moved_and_restarted_in_order() {
         "{third}"
     );
 }
+
+/// The next `PeerNamesChanged` or `PeerRestarted` event (others skipped), within 5 s.
+async fn next_peer_event(rx: &mut broadcast::Receiver<RegistryEvent>) -> RegistryEvent {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(
+                e @ (RegistryEvent::PeerNamesChanged { .. } | RegistryEvent::PeerRestarted { .. }),
+            )) => return e,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => panic!("watch ended: {e}"),
+            Err(_) => panic!("no peer event within 5 s"),
+        }
+    }
+}
+
+/// `bee_clusterd` on `node`: a console command.
+async fn clusterd(client: &Cluster, node: &str, args: &[Value]) -> Vec<Value> {
+    let mut payload = vec![Value::from("lua")];
+    payload.extend_from_slice(args);
+    let reply = client
+        .call(node, "@bee_clusterd", seri::pack(&payload).unwrap())
+        .await
+        .expect("bee_clusterd answers");
+    seri::unpack(&reply).unwrap()
+}
+
+/// Wait until node `node`'s recent events (`bee_clusterd events`) hold a line containing
+/// `text`; returns how long that took.
+async fn wait_event_line(client: &Cluster, node: &str, text: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let lines = clusterd(client, node, &[Value::from("events")]).await;
+        if lines
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains(text)))
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{node} did not see {text:?} within 3 s; its events: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// "Names of X changed": b registers a name, re-points one and drops one while running;
+/// a (a real bee process) and w (in process, `Cluster::watch`) that talked to b learn it
+/// within a bounded time, without b restarting. After b restarts, w sees the restart
+/// first, then the names of the new run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_watch_sees_names_of_a_peer_change_without_a_restart() {
+    let layout = Layout::new(&["w", "a", "b"]);
+    let _a = layout.start("a", SERVICES);
+    let mut b = layout.start("b", SERVICES);
+    let node = Node::new("w", RuntimeConfig::default());
+    let mut settings = ClusterSettings::default();
+    settings.channel.call_timeout = Duration::from_secs(5);
+    let w = Cluster::start(
+        &node,
+        Registry::load_file("w", &layout.cluster_file()).unwrap(),
+        settings,
+    );
+    w.open("w").await.expect("w listens");
+    let mut events = w.watch();
+    // w and a say hello to b: they learn its names (no event: nothing known before).
+    let hello = w.hello("b").await.expect("hello b");
+    let (_, names) = hello.names.expect("a bee node sends its names");
+    assert!(
+        names.contains_key("echo") && names.contains_key("sink"),
+        "{names:?}"
+    );
+    assert!(!names.keys().any(|n| n.starts_with('.')), "{names:?}");
+    clusterd(&w, "a", &[Value::from("ping"), Value::from("b")]).await;
+
+    // b registers a new name (its echo service, as "extra").
+    let echo_addr = w.query("b", "echo").await.unwrap();
+    clusterd(
+        &w,
+        "b",
+        &[
+            Value::from("register"),
+            Value::from("extra"),
+            Value::Integer(i64::from(echo_addr)),
+        ],
+    )
+    .await;
+    let event = next_peer_event(&mut events).await;
+    assert_eq!(
+        event,
+        RegistryEvent::PeerNamesChanged {
+            node: "b".into(),
+            added: vec!["extra".into()],
+            removed: vec![],
+            moved: vec![],
+        }
+    );
+    assert_eq!(event.to_string(), "names of b changed: added extra");
+    let took = wait_event_line(&w, "a", "names of b changed: added extra").await;
+    println!("a saw b's new name after {took:?}");
+
+    // b points "sink" at echo and drops "extra": one event each, in order.
+    clusterd(
+        &w,
+        "b",
+        &[
+            Value::from("register"),
+            Value::from("sink"),
+            Value::Integer(i64::from(echo_addr)),
+        ],
+    )
+    .await;
+    let event = next_peer_event(&mut events).await;
+    assert_eq!(event.to_string(), "names of b changed: moved sink");
+    clusterd(&w, "b", &[Value::from("unregister"), Value::from("extra")]).await;
+    let event = next_peer_event(&mut events).await;
+    assert_eq!(event.to_string(), "names of b changed: removed extra");
+    wait_event_line(&w, "a", "names of b changed: removed extra").await;
+    assert!(!w
+        .registry()
+        .peer_names("b")
+        .unwrap()
+        .names
+        .contains_key("extra"));
+
+    // b restarts: w's next call learns the new run, then its names (all at new addresses).
+    b.restart();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while echo(&w, "b", "@echo").await.is_err() {
+        assert!(Instant::now() < deadline, "b does not come back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = next_peer_event(&mut events).await;
+    assert!(
+        matches!(&first, RegistryEvent::PeerRestarted { node, .. } if node == "b"),
+        "{first}"
+    );
+    let second = next_peer_event(&mut events).await;
+    match &second {
+        RegistryEvent::PeerNamesChanged {
+            node,
+            added,
+            removed,
+            moved,
+        } => {
+            assert_eq!(node, "b");
+            // The new run has its config names again ("sink" at the sink service);
+            // "extra" was gone already.
+            assert!(added.is_empty() && removed.is_empty(), "{second}");
+            assert!(moved.contains(&"echo".to_string()), "{second}");
+        }
+        other => panic!("expected the names of b's new run, got {other}"),
+    }
+}

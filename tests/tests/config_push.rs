@@ -401,3 +401,90 @@ async fn config_push_moves_a_node_and_peers_reach_it_within_a_second() {
         "a reached the new c process"
     );
 }
+
+/// Push `text` to `node` with this `from`.
+async fn push_from(client: &Cluster, node: &str, text: &str, from: &str) -> PushOutcome {
+    let payload = seri::pack(&[
+        Value::from("lua"),
+        Value::from("config_push"),
+        Value::from(text),
+        Value::from(false),
+        Value::from(from),
+    ])
+    .unwrap();
+    let reply = client
+        .call(node, "@bee_config", payload)
+        .await
+        .expect("config_push");
+    PushOutcome::from_values(&seri::unpack(&reply).unwrap()).expect("a push outcome")
+}
+
+/// (VERSION, HASH) of `node` in `bee status` output.
+fn status_of(out: &str, node: &str) -> (String, String) {
+    let cols: Vec<&str> = line_of(out, node).split_whitespace().collect();
+    assert_eq!(cols.get(2), Some(&"yes"), "{out}");
+    (cols[3].to_string(), cols[4].to_string())
+}
+
+/// Bad input: a push that says it comes from a cluster node (`from` = `node NAME`, as
+/// `Cluster::push_config_to` sends it) whose NAME is in neither the running nor the
+/// pushed config is refused, naming it; the running config (version and hash, as
+/// `bee status` shows them) stays exactly as it was. A node of either config may push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_push_from_a_node_not_in_the_config_is_refused_naming_it() {
+    let layout = Layout::new(&["a", "b"]);
+    let cluster = write(&layout, "cluster.lua", &cluster_text(&layout, 1, ""));
+    let _a = layout.start("a", SERVICES);
+    let _b = layout.start("b", SERVICES);
+    let (ok, before, err) = bee_cli(&["status", "--cluster", s(&cluster)]);
+    assert!(ok, "{before}{err}");
+    let v2 = cluster_text(&layout, 2, "__motd = \"pushed by a stranger\"\n");
+
+    // The test's client node is itself a node outside the config.
+    let (_n, client) = layout.client(Duration::from_secs(5));
+    let outcome = client.push_config_to("a", &v2, false).await.unwrap();
+    let PushOutcome::Rejected {
+        reason, version, ..
+    } = &outcome
+    else {
+        panic!("a push from a node outside the config was applied: {outcome:?}");
+    };
+    assert!(
+        reason.starts_with(&format!(
+            "push refused: it says it comes from node {}, which is in neither the running config (version 1: a, b) nor the pushed one (version 2: a, b)",
+            client.node_name()
+        )),
+        "{reason}"
+    );
+    assert_eq!(*version, 1);
+    // The same over the wire from anything that says it is node ghost.
+    let outcome = push_from(&client, "b", &v2, "node ghost (pid 1)").await;
+    match &outcome {
+        PushOutcome::Rejected { reason, .. } => {
+            assert!(
+                reason.contains("comes from node ghost, which is in neither"),
+                "{reason}"
+            )
+        }
+        other => panic!("node ghost's push was applied: {other:?}"),
+    }
+    let (ok, after, err) = bee_cli(&["status", "--cluster", s(&cluster)]);
+    assert!(ok, "{after}{err}");
+    for n in ["a", "b"] {
+        assert_eq!(status_of(&before, n), status_of(&after, n), "{n}: {after}");
+        assert_eq!(status_of(&after, n).0, "1");
+    }
+
+    // Node b pushing is fine; so is node c, which only the pushed config names.
+    let outcome = push_from(&client, "a", &v2, "node b").await;
+    assert!(
+        matches!(outcome, PushOutcome::Applied { version: 2, .. }),
+        "{outcome:?}"
+    );
+    let v3 = cluster_text(&layout, 3, &format!("c = \"127.0.0.1:{}\"\n", free_port()));
+    let outcome = push_from(&client, "a", &v3, "node c").await;
+    assert!(
+        matches!(outcome, PushOutcome::Applied { version: 3, .. }),
+        "{outcome:?}"
+    );
+}

@@ -5,7 +5,8 @@
 //! TCP client (frames built by hand, no authentication) from an allow-listed address only.
 //! A channel with the secret calls the nodes listed in `plain_nodes` without
 //! authenticating (stock skynet nodes) and refuses other nodes that cannot authenticate.
-//! Also: unknown keys in the new tables are refused at start with a clear error.
+//! Also: unknown keys in the new tables are refused at start with a clear error, and a
+//! config push needs an authenticated connection on a node with `[auth]` (issue 11).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bee_codec::seri::{self, Value};
+use bee_dispatch::lifecycle::PushOutcome;
 use bee_dispatch::{CallError, Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::Registry;
 use bee_tests::{bee_bin, Layout};
@@ -286,4 +288,116 @@ async fn ops_auth_plain_nodes_are_called_without_authenticating() {
         lenient.call("open", "echo", hello()).await.unwrap(),
         hello()
     );
+}
+
+/// `bee` with the cluster secret file in `BEE_AUTH_SECRET_FILE` (or none).
+fn bee_with_secret(secret_file: Option<&Path>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(bee_bin());
+    cmd.args(args).env("BEE_LOG", "warn");
+    match secret_file {
+        Some(f) => cmd.env("BEE_AUTH_SECRET_FILE", f),
+        None => cmd.env_remove("BEE_AUTH_SECRET_FILE"),
+    };
+    let out = cmd.output().expect("run bee");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The auth rule of config pushes: on a node with `[auth]`, a push over a connection
+/// served without authentication (an allow-listed address, meant for stock skynet nodes'
+/// calls) is refused and the running config stays; `bee config push` and `bee status`
+/// authenticate with `BEE_AUTH_SECRET_FILE` and are served; an authenticated push that
+/// says it comes from a node outside the config is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_auth_config_push_needs_an_authenticated_connection() {
+    let layout = Layout::new(&["guarded"]);
+    let secret_file = write_secret(&layout);
+    let _node = layout.start_logged("guarded", &guarded_config());
+    let port = layout.port("guarded");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let text = |v: u64| format!("__version = {v}\nguarded = \"127.0.0.1:{port}\"\n");
+    let cluster = layout.cluster_file();
+    let cluster = cluster.to_str().unwrap();
+    let status = || bee_with_secret(Some(&secret_file), &["status", "--cluster", cluster]);
+    let (ok, before, err) = status();
+    assert!(
+        ok,
+        "bee status authenticates with BEE_AUTH_SECRET_FILE: {before}{err}"
+    );
+
+    // From 127.0.0.2 (allow-listed, so not authenticated): an answer, but a refusal.
+    let push = seri::pack(&[
+        Value::from("lua"),
+        Value::from("config_push"),
+        Value::from(text(2).as_str()),
+        Value::from(false),
+        Value::from("skynet gate"),
+    ])
+    .unwrap();
+    let mut s = connect_from("127.0.0.2", addr);
+    s.write_all(&name_request("@bee_config", 1, &push)).unwrap();
+    let (session, ok, payload) = read_response(&mut s).expect("an answer");
+    assert_eq!((session, ok), (1, 1));
+    let outcome =
+        PushOutcome::from_values(&seri::unpack(&bytes::Bytes::from(payload)).unwrap()).unwrap();
+    match &outcome {
+        PushOutcome::Rejected { reason, .. } => assert!(
+            reason.contains("this node requires authentication")
+                && reason.contains("the connection from 127.0.0.2:")
+                && reason.contains("BEE_AUTH_SECRET_FILE"),
+            "{reason}"
+        ),
+        other => panic!("an unauthenticated push was applied: {other:?}"),
+    }
+    // Other calls from there are still served (the allow list is for those).
+    s.write_all(&name_request("@echo", 2, &hello())).unwrap();
+    assert_eq!(read_response(&mut s).map(|r| r.1), Some(1));
+    let (_, after, _) = status();
+    // VERSION and HASH of the node's row: unchanged.
+    let version_hash = |out: &str| -> Vec<String> {
+        let row = out.lines().nth(1).unwrap_or_default();
+        row.split_whitespace()
+            .skip(3)
+            .take(2)
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        version_hash(&before),
+        version_hash(&after),
+        "{before}{after}"
+    );
+    assert_eq!(version_hash(&after)[0], "0");
+
+    // bee config push without the secret is not served; with it, applied.
+    let v2 = layout.dir.path().join("v2.lua");
+    std::fs::write(&v2, text(2)).unwrap();
+    let push_args = ["config", "push", "--cluster", cluster, v2.to_str().unwrap()];
+    let (ok, out, _) = bee_with_secret(None, &push_args);
+    assert!(!ok && !out.contains(" applied "), "{out}");
+    let (ok, out, err) = bee_with_secret(Some(&secret_file), &push_args);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(" applied  version 2 "), "{out}");
+
+    // Authenticated, but it says it is a node outside the config: refused, naming it.
+    let (_n, authed) = client(&layout, Some(SECRET));
+    let outcome = authed
+        .push_config_to("guarded", &text(3), false)
+        .await
+        .unwrap();
+    match &outcome {
+        PushOutcome::Rejected {
+            reason, version, ..
+        } => {
+            assert!(
+                reason.contains(&format!("comes from node {}", authed.node_name())),
+                "{reason}"
+            );
+            assert_eq!(*version, 2);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -7,7 +7,13 @@
 //! 3. Start the four nodes as separate `bee run` processes (logs in `target/demo/*.log`).
 //! 4. Ask the `lobby` service, over the cluster, to run each scenario; print what it
 //!    reports: what went where, what came back, how long it took.
-//! 5. Stop every node (also when a scenario fails or the demo is interrupted by an
+//! 5. Last, move `activity_master` to a new port while lobby runs: start a new
+//!    activity_master process there (reading version 2 of the cluster config), push
+//!    version 2 to every node with `bee-demo config push` (the same command and code as
+//!    `bee config push`; its table shows every node's ack), stop the old process, and
+//!    have lobby — never restarted — call activity again; lobby's own `Cluster::watch`
+//!    events show what it learnt.
+//! 6. Stop every node (also when a scenario fails or the demo is interrupted by an
 //!    error), and exit 0 only if every scenario passed.
 
 use std::path::{Path, PathBuf};
@@ -167,8 +173,9 @@ pub fn run(root: &Path) -> Result<()> {
     let cpp = crate::cpp::build(root, false)?;
     let dir = root.join("target").join("demo");
     std::fs::create_dir_all(&dir)?;
-    let mut cluster =
-        String::from("-- the demo cluster, written by cargo xtask demo\n__nowaiting = true\n");
+    let mut cluster = String::from(
+        "-- the demo cluster, written by cargo xtask demo\n__version = 1\n__nowaiting = true\n",
+    );
     for n in NODES {
         cluster.push_str(&format!("{n} = \"127.0.0.1:{}\"\n", free_port()?));
     }
@@ -182,19 +189,180 @@ pub fn run(root: &Path) -> Result<()> {
     eprintln!("== starting nodes (logs: {}/<node>.log)", dir.display());
     let mut nodes = Vec::new();
     for n in NODES {
-        nodes.push(start_node(&bee, &dir, &cpp, n)?);
+        nodes.push((n.to_string(), start_node(&bee, &dir, &cpp, n)?));
     }
+    let mut demo = Demo {
+        bee,
+        dir: dir.clone(),
+        cpp,
+        nodes,
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(walk(&dir));
+        .block_on(walk(&mut demo));
     eprintln!("\n== stopping nodes");
-    drop(nodes);
+    drop(demo);
     result
 }
 
-async fn walk(dir: &Path) -> Result<()> {
+/// The running demo: the binary, its directory, and the node processes by name.
+struct Demo {
+    bee: PathBuf,
+    dir: PathBuf,
+    cpp: PathBuf,
+    nodes: Vec<(String, NodeProcess)>,
+}
+
+const MOVE_TITLE: &str = "config push: activity_master moves to a new port (version 1 → 2) and its process restarts there; lobby, never restarted, keeps calling it";
+
+/// The last scenario: move `activity_master` to a new port while lobby runs (see the
+/// module doc). Returns the transcript lines, or the error that stopped it.
+async fn move_activity(cluster: &Cluster, demo: &mut Demo) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let v1_path = demo.dir.join("cluster.lua");
+    let v1 = ClusterConfig::load(&v1_path)?;
+    let old = match v1.nodes.get("activity_master") {
+        Some(bee_registry::NodeEntry::Up(a)) => a.clone(),
+        _ => bail!("activity_master has no address in {}", v1_path.display()),
+    };
+    let new = format!("127.0.0.1:{}", free_port()?);
+    let v2_text = std::fs::read_to_string(&v1_path)?
+        .replace("__version = 1", "__version = 2")
+        .replace(
+            &format!("activity_master = \"{old}\""),
+            &format!("activity_master = \"{new}\""),
+        );
+    let v2_path = demo.dir.join("cluster-v2.lua");
+    std::fs::write(&v2_path, &v2_text)?;
+    lines.push(format!(
+        "wrote {}: version 2, activity_master {old} -> {new}",
+        v2_path.display()
+    ));
+
+    // The new process first (it reads version 2, so it listens at the new port).
+    let cfg = demo.dir.join("activity_master-moved.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"activity_master\"\ncluster = \"cluster-v2.lua\"\ncall_timeout_ms = 10000\n\n{}",
+            node_config("activity_master", &demo.cpp)
+        ),
+    )?;
+    let mut cmd = Command::new(&demo.bee);
+    cmd.arg("run").arg(&cfg).env(
+        "BEE_LOG",
+        std::env::var("BEE_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    let log = demo.dir.join("activity_master-moved.log");
+    let moved = tokio::task::block_in_place(|| {
+        process::start_node("activity_master (new)", cmd, &log, "listening on")
+    })?;
+    lines.push(format!(
+        "started a new activity_master process (pid {}) at {new}",
+        moved.pid()
+    ));
+
+    // The push, as an operator types it; every running node answers (`ghost` is in the
+    // config but never runs: unreachable, which fails the push only with --require-all).
+    let out = tokio::task::block_in_place(|| {
+        Command::new(&demo.bee)
+            .args(["config", "push", "--cluster"])
+            .arg(&v1_path)
+            .arg(&v2_path)
+            .env("BEE_LOG", "warn")
+            .output()
+    })?;
+    lines.push(format!(
+        "$ bee config push --cluster {} {}",
+        v1_path.display(),
+        v2_path.display()
+    ));
+    lines.extend(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| format!("  {l}")),
+    );
+    if !out.status.success() {
+        bail!(
+            "bee config push failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+
+    // The old process goes; the new one takes its place in the list.
+    let i = demo
+        .nodes
+        .iter()
+        .position(|(n, _)| n == "activity_master")
+        .ok_or_else(|| anyhow::anyhow!("no activity_master process"))?;
+    let (_, old_process) = std::mem::replace(&mut demo.nodes[i], ("activity_master".into(), moved));
+    let old_pid = old_process.pid();
+    tokio::task::block_in_place(|| drop(old_process));
+    lines.push(format!(
+        "stopped the old activity_master process (pid {old_pid}) at {old}"
+    ));
+
+    // lobby calls activity_master again: its channel was re-targeted by the push.
+    let reply = cluster
+        .call(
+            "lobby",
+            "lobby",
+            seri::pack(&[
+                Value::from("lua"),
+                Value::from("activity"),
+                Value::from(20i64),
+            ])?,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("lobby → activity_master after the move: {e}"))?;
+    lines.push("lobby → activity_master at its new port (lobby not restarted):".into());
+    for l in seri::unpack(&reply)? {
+        lines.push(format!(
+            "  {}",
+            l.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| l.to_string())
+        ));
+    }
+
+    // What lobby's Cluster::watch saw (its bee_clusterd keeps the last events); the
+    // hello that finds the new run goes out after the first call, so wait for it a little.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let events = loop {
+        let events = cluster
+            .call(
+                "lobby",
+                "@bee_clusterd",
+                seri::pack(&[Value::from("lua"), Value::from("events")])?,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("lobby's events: {e}"))?;
+        let events = seri::unpack(&events)?;
+        let restarted = events.iter().any(|e| {
+            e.as_str()
+                .is_some_and(|e| e.contains("activity_master restarted"))
+        });
+        if restarted || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    lines.push("lobby's Cluster::watch events:".into());
+    for e in events {
+        let e = e.as_str().unwrap_or_default().to_string();
+        if e.contains("activity_master") || e.contains("version 1->2") {
+            // "<ms since 1970> <event>": the event.
+            let text = e.split_once(' ').map_or(e.as_str(), |(_, t)| t);
+            lines.push(format!("  {text}"));
+        }
+    }
+    Ok(lines)
+}
+
+async fn walk(demo: &mut Demo) -> Result<()> {
+    let dir = demo.dir.clone();
     let config = ClusterConfig::load(&dir.join("cluster.lua"))?;
     let node = Node::new("demo-console", RuntimeConfig::default());
     let mut settings = ClusterSettings::default();
@@ -244,6 +412,22 @@ async fn walk(dir: &Path) -> Result<()> {
             }
         }
     }
+    println!("\n▶ {MOVE_TITLE}");
+    let started = Instant::now();
+    match move_activity(&cluster, demo).await {
+        Ok(lines) => {
+            for l in lines {
+                println!("  {l}");
+            }
+            passed += 1;
+            println!("  ✓ passed ({:?})", started.elapsed());
+        }
+        Err(e) => {
+            println!("  ✗ FAILED after {:?}: {e:#}", started.elapsed());
+            failed.push(MOVE_TITLE.to_string());
+        }
+    }
+    let titled = titled + 1;
     node.shutdown();
     println!("\n== {passed} of {titled} scenarios passed");
     if !failed.is_empty() {

@@ -4,9 +4,9 @@
 //!
 //! - `bee_clusterd` (one per node, also named `bee_config`): the config, registered
 //!   names, listening. Answers `"lua"` commands for the console (`services`, `senders`,
-//!   `nodes`, `names`, `reload`, `register`, `unregister`, `query`, `config`, `ping`)
-//!   and the config lifecycle's requests (`config_push`, `hello`; see
-//!   [`crate::lifecycle`]).
+//!   `nodes`, `names`, `reload`, `register`, `unregister`, `query`, `config`, `ping`,
+//!   `events`) and the config lifecycle's requests (`config_push`, `hello`,
+//!   `names_changed`; see [`crate::lifecycle`]).
 //! - `bee_clustersender(<node>)` (one per remote node): owns that node's
 //!   [`bee_transport::Channel`] (its connection and session table). Callers use the
 //!   channel directly, so a call costs no extra hop through a mailbox.
@@ -25,6 +25,13 @@
 //! whatever service now has that number. A channel learns its peer's incarnation with a
 //! `hello` after each (re)connect; a change is announced as
 //! [`RegistryEvent::PeerRestarted`] to [`Cluster::watch`]ers.
+//!
+//! **Peers' names.** The `hello` answer also carries the node's cluster-visible names and
+//! their generation, so a peer learns them on every (re)connect. A node remembers which
+//! config nodes said hello on which accepted connection; when its own names change it
+//! tells each of them (`names_changed`, a small call with bounded retries), and they say
+//! hello again to read the names. A difference is announced as
+//! [`RegistryEvent::PeerNamesChanged`] ("names of X changed: added …; removed …").
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,8 +54,8 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::{
-    dead_address_text, first_addr_for, unix_ms, ConfigReport, Hello, PushOutcome, CLUSTERD_NAME,
-    CONFIG_NAME,
+    dead_address_text, first_addr_for, pusher_node, unix_ms, ConfigReport, Hello, PushOutcome,
+    PushRefusal, CLUSTERD_NAME, CONFIG_NAME,
 };
 use crate::service::{
     fmt_addr, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError,
@@ -59,6 +66,15 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// [`Sender::hello`] before any hello went out (or after one failed to reach the peer).
 const NO_HELLO: u64 = u64::MAX;
+
+/// How long one `names_changed` call to a peer may take.
+const NAMES_TELL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many times a node tries to tell one peer that its names changed.
+const NAMES_TELL_ATTEMPTS: u32 = 3;
+/// Name changes closer together than this are told to peers once.
+const NAMES_SETTLE: Duration = Duration::from_millis(20);
+/// How many recent registry events `bee_clusterd events` keeps.
+const RECENT_EVENTS: usize = 64;
 
 /// `ctx.cluster()` / `node.cluster()`: the cluster handle wherever a [`Context`] or a
 /// [`Node`] is at hand, with a typed error when the cluster layer is not started.
@@ -181,6 +197,18 @@ struct Inner {
     /// fail at once. `down_count` keeps the call path to one atomic load while it is empty.
     down: DashMap<String, String>,
     down_count: std::sync::atomic::AtomicUsize,
+    /// Accepted connections (by their `bee_clusteragent`'s address): the peer's socket
+    /// address, and the config node that said hello on it (told when names change).
+    agents: DashMap<Addr, AgentInfo>,
+    /// The last registry events, with when they happened (ms since 1970), for the console.
+    recent: Mutex<std::collections::VecDeque<(u64, String)>>,
+}
+
+/// What a node knows about one accepted connection.
+struct AgentInfo {
+    peer: SocketAddr,
+    /// The config node that said `hello` on it, if one did.
+    node: Option<String>,
 }
 
 /// The node's cluster handle (cheap to clone). Get it with [`Cluster::start`] once, then
@@ -235,6 +263,8 @@ impl Cluster {
                         started: Instant::now(),
                         down: DashMap::new(),
                         down_count: std::sync::atomic::AtomicUsize::new(0),
+                        agents: DashMap::new(),
+                        recent: Mutex::new(std::collections::VecDeque::new()),
                     }),
                 };
                 let addr = node.spawn_named(
@@ -257,8 +287,68 @@ impl Cluster {
             // The runtime knows nothing of the cluster: it only runs this hook.
             let c = cluster.clone();
             node.on_shutdown(move || c.shutdown());
+            // Both hold the cluster weakly: they end with it (or at shutdown).
+            let weak = Arc::downgrade(&cluster.inner);
+            let stop = cluster.inner.shutdown.clone();
+            tokio::spawn(keep_recent_events(
+                weak.clone(),
+                stop.clone(),
+                cluster.watch(),
+            ));
+            tokio::spawn(tell_name_changes(weak, stop, node.watch_names()));
         }
         cluster
+    }
+
+    /// The last registry events (at most 64), oldest first, with when they happened in
+    /// milliseconds since 1970: what `bee_clusterd events` answers.
+    pub fn recent_events(&self) -> Vec<(u64, String)> {
+        self.inner
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Tell `peer` that this node's names changed (generation `generation`), trying
+    /// [`NAMES_TELL_ATTEMPTS`] times; the peer then says hello to read them.
+    async fn tell_names(self, peer: String, generation: u64) {
+        let Ok(payload) = seri::pack(&[
+            Value::from("lua"),
+            Value::from("names_changed"),
+            Value::from(self.inner.node_name.as_str()),
+            Value::Integer(i64::try_from(self.incarnation()).unwrap_or(i64::MAX)),
+            Value::Integer(i64::try_from(generation).unwrap_or(i64::MAX)),
+        ]) else {
+            return;
+        };
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1..=NAMES_TELL_ATTEMPTS {
+            let told = self
+                .call_timeout(
+                    &peer,
+                    Target::Name(CLUSTERD_NAME.to_string()),
+                    payload.clone(),
+                    Some(NAMES_TELL_TIMEOUT),
+                )
+                .await;
+            match told {
+                Ok(_) => return,
+                Err(e) if attempt == NAMES_TELL_ATTEMPTS => {
+                    tracing::warn!(node = %self.inner.node_name, %peer, error = %e, "cannot tell {peer} that the names of {} changed; it learns them when it next connects", self.inner.node_name);
+                }
+                Err(e) => {
+                    tracing::debug!(node = %self.inner.node_name, %peer, attempt, error = %e, "names_changed not delivered; retrying in {wait:?}");
+                    tokio::select! {
+                        _ = self.inner.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait *= 4;
+                }
+            }
+        }
     }
 
     /// The cluster handle of a node, if [`Cluster::start`] ran.
@@ -493,6 +583,11 @@ impl Cluster {
         self.inner
             .registry
             .set_peer_incarnation(node, hello.incarnation);
+        if let Some((generation, names)) = &hello.names {
+            self.inner
+                .registry
+                .set_peer_names(node, hello.incarnation, *generation, names.clone());
+        }
         Ok(hello)
     }
 
@@ -500,10 +595,7 @@ impl Cluster {
     /// (a new incarnation is announced as [`RegistryEvent::PeerRestarted`]).
     pub async fn hello(&self, node: &str) -> Result<Hello, CallError> {
         if node == self.inner.node_name {
-            return Ok(Hello {
-                node: node.to_string(),
-                incarnation: self.incarnation(),
-            });
+            return Ok(self.own_hello());
         }
         let link = self.channel(node).await?;
         let hello = self.hello_on(node, &link.channel).await?;
@@ -713,10 +805,21 @@ impl Cluster {
     }
 
     /// Every later registry event, in order: config changes, `NodeMoved` ("X moved old →
-    /// new") and `PeerRestarted` ("X restarted a → b", learnt by `hello` when a channel
-    /// connects anew, or when a peer says hello). See [`Registry::subscribe`].
+    /// new"), `PeerRestarted` ("X restarted a → b", learnt by `hello` when a channel
+    /// connects anew, or when a peer says hello) and `PeerNamesChanged` ("names of X
+    /// changed: added …; removed …; moved …", learnt from X's hello answer, which X asks
+    /// for with `names_changed` when its names change). See [`Registry::subscribe`].
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<RegistryEvent> {
         self.inner.registry.subscribe()
+    }
+
+    /// What this node answers to `hello`: its name, incarnation and cluster-visible names.
+    fn own_hello(&self) -> Hello {
+        Hello {
+            node: self.inner.node_name.clone(),
+            incarnation: self.incarnation(),
+            names: self.node().ok().map(|n| n.public_names()),
+        }
     }
 
     /// This node run's incarnation (the registry's).
@@ -756,17 +859,44 @@ impl Cluster {
 
     /// Handle a pushed config text (the `config_push` command): parse it (either form),
     /// [`Cluster::apply`] it, and say what happened. A refusal is an answer, not an
-    /// error: the running config stays as it was.
+    /// error: the running config stays as it was. A push whose `from` says `node NAME`
+    /// (see [`crate::lifecycle::pusher_node`]) is refused when NAME is in neither the
+    /// running nor the pushed config.
     pub fn push_text(&self, text: &str, force: bool, from: &str) -> PushOutcome {
-        let outcome = ClusterConfig::parse_any(text).and_then(|cfg| {
-            self.apply(
-                cfg,
-                ConfigSource::Push {
-                    from: from.to_string(),
-                },
-                force,
-            )
-        });
+        self.push_checked(text, force, from, None)
+    }
+
+    /// [`Cluster::push_text`] for a push that arrived on the accepted connection from
+    /// `peer` (if any): on a node with authentication, a connection served without it
+    /// (an `[auth]` allow-listed address) may not push.
+    fn push_checked(
+        &self,
+        text: &str,
+        force: bool,
+        from: &str,
+        peer: Option<SocketAddr>,
+    ) -> PushOutcome {
+        let listener = &self.inner.settings.listener;
+        // The listener serves such a peer at once, without the exchange (see
+        // `bee_transport::auth`): it is not authenticated.
+        let unauthenticated = peer
+            .filter(|p| listener.auth_secret.is_some() && listener.auth_allow.contains(&p.ip()));
+        let outcome = match unauthenticated {
+            Some(peer) => Err(PushRefusal::NotAuthenticated { peer }.to_string()),
+            None => ClusterConfig::parse_any(text)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| {
+                    self.check_pusher(from, &cfg)?;
+                    self.apply(
+                        cfg,
+                        ConfigSource::Push {
+                            from: from.to_string(),
+                        },
+                        force,
+                    )
+                    .map_err(|e| e.to_string())
+                }),
+        };
         let meta = self.inner.registry.meta();
         match outcome {
             Ok(diff) => PushOutcome::Applied {
@@ -774,15 +904,65 @@ impl Cluster {
                 hash: meta.hash.short(),
                 diff: diff.to_string(),
             },
-            Err(e) => {
-                tracing::warn!(node = %self.inner.node_name, %from, error = %e, "pushed cluster config refused");
+            Err(reason) => {
+                tracing::warn!(node = %self.inner.node_name, %from, ?peer, error = %reason, "pushed cluster config refused");
                 PushOutcome::Rejected {
-                    reason: e.to_string(),
+                    reason,
                     version: meta.version,
                     hash: meta.hash.short(),
                 }
             }
         }
+    }
+
+    /// Push a config text to `node` as this node does it on its own: a `config_push` to
+    /// its `@bee_config` with `from` = `node SELF` (the convention that says a cluster
+    /// node pushes; the receiver refuses it when this node is in neither its running
+    /// config nor `text`). Returns the node's answer.
+    pub async fn push_config_to(
+        &self,
+        node: &str,
+        text: &str,
+        force: bool,
+    ) -> Result<PushOutcome, CallError> {
+        let from = format!("node {} (pid {})", self.inner.node_name, std::process::id());
+        let payload = seri::pack(&[
+            Value::from("lua"),
+            Value::from("config_push"),
+            Value::from(text),
+            Value::from(force),
+            Value::from(from.as_str()),
+        ])?;
+        let reply = self
+            .call(node, Target::Name(CONFIG_NAME.to_string()), payload)
+            .await?;
+        let bad = |reason: String| CallError::BadReply {
+            node: node.to_string(),
+            reason,
+        };
+        let values = seri::unpack(&reply).map_err(|e| bad(format!("config_push reply: {e}")))?;
+        PushOutcome::from_values(&values).map_err(bad)
+    }
+
+    /// A push that says it comes from cluster node NAME: NAME must be a node of the
+    /// running config or of the pushed one.
+    fn check_pusher(&self, from: &str, offered: &ClusterConfig) -> Result<(), String> {
+        let Some(node) = pusher_node(from) else {
+            return Ok(());
+        };
+        let (running, meta) = self.inner.registry.snapshot();
+        if running.nodes.contains_key(node) || offered.nodes.contains_key(node) {
+            return Ok(());
+        }
+        let names = |c: &ClusterConfig| c.nodes.keys().cloned().collect::<Vec<_>>().join(", ");
+        Err(PushRefusal::UnknownPusher {
+            node: node.to_string(),
+            running_version: meta.version,
+            running: names(&running),
+            offered_version: offered.version,
+            offered: names(offered),
+        }
+        .to_string())
     }
 
     fn drop_sender(&self, name: &str, why: &str) {
@@ -905,6 +1085,74 @@ impl Cluster {
     }
 }
 
+/// Keep the last [`RECENT_EVENTS`] registry events of a cluster for `bee_clusterd events`.
+async fn keep_recent_events(
+    cluster: std::sync::Weak<Inner>,
+    stop: CancellationToken,
+    mut events: tokio::sync::broadcast::Receiver<RegistryEvent>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let text = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = events.recv() => match e {
+                Ok(e) => e.to_string(),
+                Err(RecvError::Lagged(n)) => format!("({n} events missed)"),
+                Err(RecvError::Closed) => return,
+            },
+        };
+        let Some(inner) = cluster.upgrade() else {
+            return;
+        };
+        let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_EVENTS {
+            recent.pop_front();
+        }
+        recent.push_back((unix_ms(std::time::SystemTime::now()), text));
+    }
+}
+
+/// When a node's cluster-visible names change, tell every config node that said hello
+/// on one of its accepted connections (they are the ones that may cache them).
+async fn tell_name_changes(
+    cluster: std::sync::Weak<Inner>,
+    stop: CancellationToken,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) {
+    let mut told: Option<std::collections::BTreeMap<String, Addr>> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+        // A burst of changes (a service registering several names) is told once.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(NAMES_SETTLE) => {}
+        }
+        changes.borrow_and_update();
+        let Some(inner) = cluster.upgrade() else {
+            return;
+        };
+        let cluster = Cluster { inner };
+        let Ok(node) = cluster.node() else { return };
+        let (generation, names) = node.public_names();
+        if told.as_ref() == Some(&names) {
+            continue;
+        }
+        told = Some(names);
+        let peers: std::collections::BTreeSet<String> = cluster
+            .inner
+            .agents
+            .iter()
+            .filter_map(|a| a.node.clone())
+            .collect();
+        for peer in peers {
+            tokio::spawn(cluster.clone().tell_names(peer, generation));
+        }
+    }
+}
+
 fn transport_error(e: TransportError) -> CallError {
     match e {
         // The remote handler's own words, as a Lua caller would see them, and which
@@ -985,6 +1233,12 @@ impl Acceptor for AgentFactory {
             .map(|n| n.spawn(&format!("bee_clusteragent({peer})"), AgentService { peer }))
             .unwrap_or(0);
         tracing::info!(node = %self.cluster.inner.node_name, %peer, agent = %fmt_addr(addr), "cluster peer connected");
+        if addr != 0 {
+            self.cluster
+                .inner
+                .agents
+                .insert(addr, AgentInfo { peer, node: None });
+        }
         Arc::new(Agent {
             cluster: self.cluster.clone(),
             node,
@@ -1110,6 +1364,7 @@ impl Inbound for Agent {
 
     fn closed(&self, reason: &str) {
         tracing::info!(node = %self.cluster.inner.node_name, peer = %self.peer, reason, "cluster peer disconnected");
+        self.cluster.inner.agents.remove(&self.addr);
         if let Some(n) = &self.node {
             n.kill(self.addr);
         }
@@ -1196,7 +1451,11 @@ impl Service for Clusterd {
                     .ok_or_else(|| ServiceError::msg("config_push needs the config text"))?;
                 let force = args.get(2).and_then(Value::as_bool).unwrap_or(false);
                 let from = arg(3).unwrap_or_else(|| fmt_addr(msg.source));
-                self.cluster.push_text(&text, force, &from).to_values()
+                // Pushed over an accepted connection: which peer, for the auth rule.
+                let peer = self.cluster.inner.agents.get(&msg.source).map(|a| a.peer);
+                self.cluster
+                    .push_checked(&text, force, &from, peer)
+                    .to_values()
             }
             "hello" => {
                 // The caller may say who it is: a node of the config that says hello with
@@ -1207,14 +1466,43 @@ impl Service for Clusterd {
                         if let Ok(inc) = u64::try_from(inc) {
                             self.cluster.registry().set_peer_incarnation(&peer, inc);
                         }
+                        // Said on an accepted connection: tell this peer when our names
+                        // change (recorded before the names are read for the answer).
+                        if let Some(mut a) = self.cluster.inner.agents.get_mut(&msg.source) {
+                            a.node = Some(peer);
+                        }
                     }
                 }
-                Hello {
-                    node: self.cluster.node_name().to_string(),
-                    incarnation: self.cluster.incarnation(),
-                }
-                .to_values()
+                self.cluster.own_hello().to_values()
             }
+            "names_changed" => {
+                // A peer says its names changed: say hello to it to read them (in the
+                // background; the hello answer is the one source of a peer's names).
+                let peer = arg(1).ok_or_else(|| ServiceError::msg("names_changed needs a node name"))?;
+                let number = |i: usize| args.get(i).and_then(Value::as_int).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+                let (inc, generation) = (number(2), number(3));
+                let known = self.cluster.registry().config().nodes.contains_key(&peer);
+                let newer = self
+                    .cluster
+                    .registry()
+                    .peer_names(&peer)
+                    .is_none_or(|p| (inc, generation) > (p.incarnation, p.generation));
+                if known && newer && peer != self.cluster.node_name() {
+                    let cluster = self.cluster.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = cluster.hello(&peer).await {
+                            tracing::debug!(node = %cluster.inner.node_name, %peer, error = %e, "hello after names_changed not answered");
+                        }
+                    });
+                }
+                vec![Value::Boolean(known)]
+            }
+            "events" => self
+                .cluster
+                .recent_events()
+                .into_iter()
+                .map(|(at, e)| Value::from(format!("{at} {e}")))
+                .collect(),
             "ping" => {
                 let peer = arg(1).ok_or_else(|| ServiceError::msg("ping needs a node name"))?;
                 // Answer from a task: clusterd keeps serving while the peer answers.
@@ -1226,7 +1514,10 @@ impl Service for Clusterd {
                     let started = Instant::now();
                     match cluster.hello(&peer).await {
                         Ok(h) => {
-                            let mut values = h.to_values();
+                            let mut values = vec![
+                                Value::from(h.node.as_str()),
+                                Value::Integer(i64::try_from(h.incarnation).unwrap_or(i64::MAX)),
+                            ];
                             values.push(Value::Integer(
                                 i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
                             ));
@@ -1249,7 +1540,7 @@ impl Service for Clusterd {
             }
             other => {
                 return Err(ServiceError::msg(format!(
-                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, goaway, hello, ping)"
+                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, goaway, hello, names_changed, events, ping)"
                 )))
             }
         };

@@ -12,11 +12,13 @@
 //! |---|---|---|
 //! | `@bee_config` | `"lua", "config"` | one table: [`ConfigReport`] |
 //! | `@bee_config` | `"lua", "config_push", text, force, from` | `"applied", version, hash, diff` or `"rejected", reason, version, hash` ([`PushOutcome`]) |
-//! | `@bee_clusterd` | `"lua", "hello", name, incarnation` | `name, incarnation` ([`Hello`]) |
+//! | `@bee_clusterd` | `"lua", "hello", name, incarnation` | `name, incarnation, names_generation, names` ([`Hello`]) |
+//! | `@bee_clusterd` | `"lua", "names_changed", name, incarnation, names_generation` | `true` (the receiver says hello again to learn the names) |
 //!
 //! On a bee node `bee_config` and `bee_clusterd` are one service; a stock skynet node
 //! answers the first two with `interop/skynet/service/bee_config.lua`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bee_codec::seri::{Table, Value};
@@ -72,6 +74,46 @@ pub fn dead_address_text(
     }
 }
 
+/// Who sent a config push, as its `from` says: `node NAME` (optionally followed by a
+/// space and more words, e.g. `node lobby (pid 4242)`) is the convention for a push made
+/// by cluster node NAME itself. Any other `from` is a tool or a person, free text.
+pub fn pusher_node(from: &str) -> Option<&str> {
+    let rest = from.strip_prefix("node ")?;
+    rest.split_whitespace().next()
+}
+
+/// Why a node refused a config push for who sent it (the config itself is checked by
+/// `Registry::apply`). The text is the reason in the `rejected` answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushRefusal {
+    /// The push says it comes from a cluster node that is in neither config.
+    #[error(
+        "push refused: it says it comes from node {node}, which is in neither the running config (version {running_version}: {running}) nor the pushed one (version {offered_version}: {offered}); a node pushes as `node NAME` with a name of the cluster config"
+    )]
+    UnknownPusher {
+        /// The node the push names (`from` = `node NAME`).
+        node: String,
+        /// The running version.
+        running_version: u64,
+        /// The nodes of the running config, comma-separated.
+        running: String,
+        /// The pushed version.
+        offered_version: u64,
+        /// The nodes of the pushed config, comma-separated.
+        offered: String,
+    },
+    /// On a node with authentication, the push came on a connection served without it
+    /// (its address is in the `[auth]` allow list, which is there for stock skynet
+    /// nodes' calls).
+    #[error(
+        "push refused: this node requires authentication, and the connection from {peer} was served without it (its address is in the node's [auth] allow list, meant for stock skynet nodes' calls); push over an authenticated connection (bee config push reads the cluster secret from BEE_AUTH_SECRET_FILE)"
+    )]
+    NotAuthenticated {
+        /// The peer's socket address.
+        peer: std::net::SocketAddr,
+    },
+}
+
 fn int(v: u64) -> Value {
     Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
@@ -86,19 +128,34 @@ fn get_string(t: &Table, key: &str) -> Option<String> {
     t.get_str(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// The answer to `hello`: which node answers, and which run of it.
+/// The answer to `hello`: which node answers, which run of it, and its cluster-visible
+/// names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The node's name.
     pub node: String,
     /// Its incarnation (milliseconds since 1970 when its registry was made).
     pub incarnation: u64,
+    /// Its names generation (grows with each name change in this run) and its
+    /// cluster-visible names with their addresses; `None` from a node that does not send
+    /// them (the values are optional on the wire, after the first two).
+    pub names: Option<(u64, BTreeMap<String, Addr>)>,
 }
 
 impl Hello {
-    /// The values on the wire: `name, incarnation`.
+    /// The values on the wire: `name, incarnation`, then (when known)
+    /// `names_generation, {name = address, …}`.
     pub fn to_values(&self) -> Vec<Value> {
-        vec![Value::from(self.node.as_str()), int(self.incarnation)]
+        let mut v = vec![Value::from(self.node.as_str()), int(self.incarnation)];
+        if let Some((generation, names)) = &self.names {
+            let mut t = Table::default();
+            for (name, addr) in names {
+                t.insert(Value::from(name.as_str()), Value::Integer(i64::from(*addr)));
+            }
+            v.push(int(*generation));
+            v.push(Value::Table(t));
+        }
+        v
     }
 
     /// Read the values of a `hello` reply.
@@ -108,10 +165,34 @@ impl Hello {
             .get(1)
             .and_then(Value::as_int)
             .and_then(|i| u64::try_from(i).ok());
+        let names = match (
+            values
+                .get(2)
+                .and_then(Value::as_int)
+                .and_then(|g| u64::try_from(g).ok()),
+            values.get(3).and_then(Value::as_table),
+        ) {
+            (Some(generation), Some(t)) => {
+                let mut names = BTreeMap::new();
+                for (k, v) in &t.hash {
+                    let (Some(name), Some(addr)) =
+                        (k.as_str(), v.as_int().and_then(|a| Addr::try_from(a).ok()))
+                    else {
+                        return Err(format!(
+                            "a hello reply's names are name = address, got {k} = {v}"
+                        ));
+                    };
+                    names.insert(name.to_string(), addr);
+                }
+                Some((generation, names))
+            }
+            _ => None,
+        };
         match (node, incarnation) {
             (Some(n), Some(i)) => Ok(Hello {
                 node: n.to_string(),
                 incarnation: i,
+                names,
             }),
             _ => Err(format!(
                 "a hello reply is a name and an incarnation, got {} value(s)",
@@ -312,10 +393,16 @@ mod tests {
 
     #[test]
     fn wire_values_roundtrip() {
-        let h = Hello {
+        let mut h = Hello {
             node: "lobby".into(),
             incarnation: 1_767_225_600_000,
+            names: None,
         };
+        assert_eq!(Hello::from_values(&roundtrip(h.to_values())).unwrap(), h);
+        h.names = Some((
+            3,
+            [("lobby".to_string(), 0x10), ("bee_config".to_string(), 2)].into(),
+        ));
         assert_eq!(Hello::from_values(&roundtrip(h.to_values())).unwrap(), h);
         assert!(Hello::from_values(&[Value::from("x")]).is_err());
 
@@ -359,6 +446,15 @@ mod tests {
         }
         let e = PushOutcome::from_values(&[Value::from("ok")]).unwrap_err();
         assert!(e.contains("\"applied\" or \"rejected\""), "{e}");
+    }
+
+    #[test]
+    fn pusher_node_reads_the_convention() {
+        assert_eq!(pusher_node("node lobby"), Some("lobby"));
+        assert_eq!(pusher_node("node lobby (pid 4242)"), Some("lobby"));
+        assert_eq!(pusher_node("bee config push on ops1 (pid 1)"), None);
+        assert_eq!(pusher_node("nodes a"), None);
+        assert_eq!(pusher_node("node "), None);
     }
 
     #[test]

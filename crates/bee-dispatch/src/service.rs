@@ -22,7 +22,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::error::{fmt_addr, Addr, CallError, ServiceError};
 
@@ -357,6 +357,8 @@ struct Inner {
     names: DashMap<String, Addr>,
     /// Bumped on every name change, so caches of name lookups know when to refresh.
     names_generation: AtomicU64,
+    /// Carries `names_generation`, for tasks that wait for a name change.
+    names_watch: watch::Sender<u64>,
     next_addr: AtomicU32,
     /// The first address this node handed out (see [`Node::set_first_addr`]).
     first_addr: AtomicU32,
@@ -402,6 +404,7 @@ impl Node {
                 services: DashMap::new(),
                 names: DashMap::new(),
                 names_generation: AtomicU64::new(0),
+                names_watch: watch::channel(0).0,
                 next_addr: AtomicU32::new(1),
                 first_addr: AtomicU32::new(1),
                 spawned: AtomicBool::new(false),
@@ -511,14 +514,19 @@ impl Node {
     /// cluster — other nodes reach it as `"@lpersistence"` and find it with `query`.
     pub fn set_name(&self, name: &str, addr: Addr) {
         self.inner.names.insert(name.to_string(), addr);
-        self.inner.names_generation.fetch_add(1, Ordering::Release);
+        self.names_changed();
+    }
+
+    fn names_changed(&self) {
+        let generation = self.inner.names_generation.fetch_add(1, Ordering::Release) + 1;
+        self.inner.names_watch.send_replace(generation);
     }
 
     /// Remove a name; returns where it pointed.
     pub fn remove_name(&self, name: &str) -> Option<Addr> {
         let removed = self.inner.names.remove(name).map(|(_, a)| a);
         if removed.is_some() {
-            self.inner.names_generation.fetch_add(1, Ordering::Release);
+            self.names_changed();
         }
         removed
     }
@@ -559,6 +567,27 @@ impl Node {
     /// value is valid while the counter still has it.
     pub fn names_generation(&self) -> u64 {
         self.inner.names_generation.load(Ordering::Acquire)
+    }
+
+    /// Wakes on every name change (it carries [`Node::names_generation`]), for a task that
+    /// tells others about this node's names.
+    pub fn watch_names(&self) -> watch::Receiver<u64> {
+        self.inner.names_watch.subscribe()
+    }
+
+    /// The cluster-visible names (not starting with `.`) and where they point, with the
+    /// [`Node::names_generation`] read before them (so a change after the read shows as a
+    /// newer generation).
+    pub fn public_names(&self) -> (u64, std::collections::BTreeMap<String, Addr>) {
+        let generation = self.names_generation();
+        let names = self
+            .inner
+            .names
+            .iter()
+            .filter(|e| !e.key().starts_with('.'))
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        (generation, names)
     }
 
     /// Whether a service lives at `addr`.
@@ -839,7 +868,7 @@ impl Node {
         let before = self.inner.names.len();
         self.inner.names.retain(|_, a| *a != addr);
         if self.inner.names.len() != before {
-            self.inner.names_generation.fetch_add(1, Ordering::Release);
+            self.names_changed();
         }
     }
 

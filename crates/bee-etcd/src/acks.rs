@@ -181,6 +181,46 @@ impl EtcdStore {
         version: u64,
         timeout: Duration,
     ) -> Result<AckReport, EtcdError> {
+        self.wait_acks_by(nodes, version, timeout, |a| {
+            if a.ok && a.version >= version {
+                Some(true)
+            } else if !a.ok && a.version == version {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .await
+    }
+
+    /// [`EtcdStore::wait_acks`] for one exact config, as `bee config push` waits: a node
+    /// counts as applied only when its ack names this `version` **and** this content
+    /// `hash` (short form), as failed when it refused that same version and hash. An ack
+    /// for anything else (the config it ran before, a later push) is not an answer yet, so
+    /// a forced roll-back or a same-version push is not mistaken for applied by the acks
+    /// that were there before it.
+    pub async fn wait_acks_for(
+        &self,
+        nodes: &[&str],
+        version: u64,
+        hash: &str,
+        timeout: Duration,
+    ) -> Result<AckReport, EtcdError> {
+        self.wait_acks_by(nodes, version, timeout, |a| {
+            (a.version == version && a.hash == hash).then_some(a.ok)
+        })
+        .await
+    }
+
+    /// Wait until `answer` says something (applied: `Some(true)`, failed: `Some(false)`)
+    /// about each node's ack, or `timeout`.
+    async fn wait_acks_by(
+        &self,
+        nodes: &[&str],
+        version: u64,
+        timeout: Duration,
+        answer: impl Fn(&Ack) -> Option<bool>,
+    ) -> Result<AckReport, EtcdError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let prefix = self.url.acks_prefix();
         loop {
@@ -190,11 +230,11 @@ impl EtcdStore {
                 ..AckReport::default()
             };
             for node in nodes {
-                match acks.get(*node) {
-                    Some(a) if a.ok && a.version >= version => {
+                match acks.get(*node).map(|a| (a, answer(a))) {
+                    Some((a, Some(true))) => {
                         report.applied.insert(node.to_string(), a.clone());
                     }
-                    Some(a) if !a.ok && a.version == version => {
+                    Some((a, Some(false))) => {
                         report.failed.insert(node.to_string(), a.clone());
                     }
                     _ => report.missing.push(node.to_string()),

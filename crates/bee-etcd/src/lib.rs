@@ -11,7 +11,9 @@
 //! A node reads the config at start ([`EtcdStore::get_config`]), follows it
 //! ([`EtcdStore::watch_config`]), applies each version with
 //! `bee_registry::Registry::apply` and answers with an ack; whoever pushed waits for the
-//! acks ([`EtcdStore::wait_acks`]) and learns, per node, what applied and what failed.
+//! acks ([`EtcdStore::wait_acks`], or [`EtcdStore::wait_acks_for`] one exact version
+//! and hash, as `bee config push --cluster etcd://…` does) and learns, per node, what
+//! applied and what failed.
 //! Membership keys vanish when a node stops keeping its lease alive, so
 //! [`EtcdStore::watch_members`] reports dead nodes within the lease TTL.
 //!

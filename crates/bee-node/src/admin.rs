@@ -5,6 +5,12 @@
 //! `interop/skynet/service/bee_config.lua` on a stock skynet node) with ordinary cluster
 //! calls; the messages are in [`bee_dispatch::lifecycle`] and `docs/config.md`. Each node
 //! is reached on its own connection, all at once, each bounded by `--timeout-ms`.
+//! Against nodes with node authentication they use the secret in `BEE_AUTH_SECRET_FILE`,
+//! as `bee call` does.
+//!
+//! With `--cluster etcd://host:port/PREFIX`, `bee config push` goes through etcd instead
+//! (`etcd_push.rs`, built on the helpers here): it writes the key and reads the nodes'
+//! acks; the table, the summary and the exit status are the same.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -15,13 +21,14 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use bee_codec::seri::{self, Value};
 use bee_dispatch::lifecycle::{ConfigReport, PushOutcome, CONFIG_NAME};
 use bee_registry::{ClusterConfig, ConfigForm, NodeEntry};
-use bee_transport::{Address, Channel, ChannelConfig, TransportError};
+use bee_transport::{Address, AuthSecret, Channel, ChannelConfig, TransportError};
 use bytes::Bytes;
 
 /// Arguments of `bee status`.
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The cluster config naming the nodes.
+    /// The cluster config naming the nodes: a file, or `etcd://host:port/PREFIX` (the
+    /// config stored there).
     #[arg(long)]
     cluster: PathBuf,
     /// How long each node may take to answer, in milliseconds.
@@ -42,26 +49,29 @@ pub enum ConfigCommand {
 /// Arguments of `bee config push`.
 #[derive(clap::Args)]
 pub struct PushArgs {
-    /// The cluster config the nodes run now (to find them).
+    /// The cluster config the nodes run now (to find them): a file, or
+    /// `etcd://host:port/PREFIX` to push through etcd (write `PREFIX/config`, wait for
+    /// the acks at `PREFIX/acks/NODE`).
     #[arg(long)]
-    cluster: PathBuf,
+    pub(crate) cluster: PathBuf,
     /// The new cluster config (Lua form, or TOML for `*.toml`).
-    new: PathBuf,
+    pub(crate) new: PathBuf,
     /// Apply even when its version is not above the running one (a deliberate
     /// roll-back). Never overrides a node's refusal of a config without its own entry.
     #[arg(long)]
-    force: bool,
+    pub(crate) force: bool,
     /// Also fail when a node cannot be reached.
     #[arg(long)]
-    require_all: bool,
-    /// How long each node may take to answer, in milliseconds.
+    pub(crate) require_all: bool,
+    /// How long each node may take to answer, in milliseconds (through etcd: how long
+    /// to wait for all the acks).
     #[arg(long, default_value_t = 5_000)]
-    timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
 }
 
 /// How one node answered.
 #[derive(Debug)]
-enum Answer {
+pub(crate) enum Answer {
     Applied(String),
     Rejected(String),
     Unreachable(String),
@@ -91,7 +101,7 @@ impl Answer {
     }
 }
 
-fn load(path: &Path) -> Result<ClusterConfig> {
+pub(crate) fn load(path: &Path) -> Result<ClusterConfig> {
     let cfg = ClusterConfig::load(path)
         .with_context(|| format!("cannot load the cluster config {}", path.display()))?;
     cfg.validate()
@@ -105,10 +115,12 @@ async fn ask(
     addr: &str,
     values: &[Value],
     timeout: Duration,
+    secret: Option<&AuthSecret>,
 ) -> Result<Vec<Value>, TransportError> {
     let config = ChannelConfig {
         call_timeout: timeout,
         connect_timeout: timeout.min(Duration::from_secs(3)),
+        auth_secret: secret.cloned(),
         ..ChannelConfig::default()
     };
     let channel = Channel::new(node, addr.to_string(), config);
@@ -152,7 +164,7 @@ fn uptime(ms: u64) -> String {
 }
 
 /// Print rows as columns separated by two spaces.
-fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -183,7 +195,12 @@ fn table(rows: &[Vec<String>]) -> String {
 /// incarnation, the headline numbers (services, messages handled, queued, peer
 /// connections in/out), where its config came from. Fails when a node cannot be asked.
 pub async fn status(a: StatusArgs) -> Result<()> {
-    let cfg = load(&a.cluster)?;
+    let cfg = if crate::etcd::is_url(&a.cluster) {
+        let url = a.cluster.to_string_lossy();
+        crate::etcd::read_cluster(&url, Duration::from_millis(a.timeout_ms)).await?
+    } else {
+        load(&a.cluster)?
+    };
     let names: Vec<String> = if a.nodes.is_empty() {
         cfg.nodes.keys().cloned().collect()
     } else {
@@ -199,6 +216,8 @@ pub async fn status(a: StatusArgs) -> Result<()> {
         a.nodes.clone()
     };
     let timeout = Duration::from_millis(a.timeout_ms);
+    let secret = crate::ops::client_secret()?;
+    let secret = &secret;
     let asks = names.iter().map(|name| {
         let entry = cfg.nodes.get(name).cloned();
         async move {
@@ -206,7 +225,7 @@ pub async fn status(a: StatusArgs) -> Result<()> {
                 return (name.clone(), "false".to_string(), None);
             };
             let values = [Value::from("lua"), Value::from("config")];
-            let got = ask(name, &addr, &values, timeout).await;
+            let got = ask(name, &addr, &values, timeout, secret.as_ref()).await;
             (name.clone(), addr, Some(got))
         }
     });
@@ -281,7 +300,7 @@ pub async fn status(a: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-fn who() -> String {
+pub(crate) fn who() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -292,17 +311,10 @@ fn who() -> String {
     }
 }
 
-/// `bee config push`: check NEW, send it to every node of CURRENT ∪ NEW (each address
-/// once), print one line per node and a summary.
-pub async fn push(a: PushArgs) -> Result<()> {
-    let current = load(&a.cluster)?;
-    let text = std::fs::read_to_string(&a.new)
-        .with_context(|| format!("cannot read the new cluster config {}", a.new.display()))?;
-    let new = load(&a.new).context("nothing was pushed")?;
-    // Send the text as written (its line numbers are the ones nodes quote), unless a
-    // node would read it in the other form; then bee's own rendering of it.
-    let form = if a
-        .new
+/// The text to send for NEW: as written (its line numbers are the ones nodes quote),
+/// unless a node would read it in the other form; then bee's own rendering of it.
+pub(crate) fn push_text(path: &Path, text: String, new: &ClusterConfig) -> String {
+    let form = if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
     {
@@ -310,14 +322,31 @@ pub async fn push(a: PushArgs) -> Result<()> {
     } else {
         ConfigForm::Lua
     };
-    let text = if ConfigForm::detect(&text) == form {
+    if ConfigForm::detect(&text) == form {
         text
     } else {
         new.to_string_in(form)
-    };
+    }
+}
+
+/// Read and check NEW: its text (as it will be sent) and the config it holds. Nothing
+/// is sent when this fails.
+pub(crate) fn read_new(path: &Path) -> Result<(String, ClusterConfig)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the new cluster config {}", path.display()))
+        .context("nothing was pushed")?;
+    let new = load(path).context("nothing was pushed")?;
+    Ok((push_text(path, text, &new), new))
+}
+
+/// Every node of `configs` with an address (a node that moved is listed at each of
+/// its addresses), and the nodes marked down in all of them.
+pub(crate) fn targets(
+    configs: &[&ClusterConfig],
+) -> (BTreeSet<(String, String)>, BTreeSet<String>) {
     let mut targets: BTreeSet<(String, String)> = BTreeSet::new();
     let mut skipped: BTreeSet<String> = BTreeSet::new();
-    for cfg in [&current, &new] {
+    for cfg in configs {
         for (name, entry) in &cfg.nodes {
             match entry {
                 NodeEntry::Up(addr) => {
@@ -330,42 +359,20 @@ pub async fn push(a: PushArgs) -> Result<()> {
         }
     }
     skipped.retain(|n| !targets.iter().any(|(t, _)| t == n));
-    let timeout = Duration::from_millis(a.timeout_ms);
-    let from = who();
-    let values = [
-        Value::from("lua"),
-        Value::from("config_push"),
-        Value::from(text.as_str()),
-        Value::from(a.force),
-        Value::from(from.as_str()),
-    ];
-    let asks = targets.iter().map(|(name, addr)| {
-        let values = &values;
-        async move {
-            let answer = match ask(name, addr, values, timeout).await {
-                Ok(values) => match PushOutcome::from_values(&values) {
-                    Ok(PushOutcome::Applied {
-                        version,
-                        hash,
-                        diff,
-                    }) => Answer::Applied(format!(
-                        "version {version} hash {} ({diff})",
-                        if hash.is_empty() { "-" } else { &hash }
-                    )),
-                    Ok(PushOutcome::Rejected {
-                        reason, version, ..
-                    }) => Answer::Rejected(format!("{reason} (still runs version {version})")),
-                    Err(e) => Answer::Failed(format!("bad reply: {e}")),
-                },
-                Err(e) => classify(e),
-            };
-            (name.clone(), addr.clone(), answer)
-        }
-    });
-    let answers = futures::future::join_all(asks).await;
+    (targets, skipped)
+}
+
+/// Print one line per node and the summary; the error (exit status 1) unless every
+/// node that could be reached applied it (`require_all`: unless every node applied it).
+pub(crate) fn finish(
+    answers: &[(String, String, Answer)],
+    skipped: &BTreeSet<String>,
+    new: &ClusterConfig,
+    require_all: bool,
+) -> Result<()> {
     let mut rows = Vec::new();
     let mut count = [0usize; 5];
-    for (name, addr, answer) in &answers {
+    for (name, addr, answer) in answers {
         count[match answer {
             Answer::Applied(_) => 0,
             Answer::Rejected(_) => 1,
@@ -380,7 +387,7 @@ pub async fn push(a: PushArgs) -> Result<()> {
             answer.detail().to_string(),
         ]);
     }
-    for name in &skipped {
+    for name in skipped {
         rows.push(vec![
             name.clone(),
             "false".into(),
@@ -407,11 +414,67 @@ pub async fn push(a: PushArgs) -> Result<()> {
             "not every reachable node applied the config: {summary}"
         ));
     }
-    if a.require_all && count[2] > 0 {
+    if require_all && count[2] > 0 {
         return Err(anyhow!(
             "--require-all: {} node(s) could not be reached: {summary}",
             count[2]
         ));
     }
     Ok(())
+}
+
+/// Send `text` to every `(node, address)` at once, each on its own connection, each
+/// answer awaited at most `timeout`: the same requests `bee config push` sends.
+pub(crate) async fn push_to_nodes(
+    targets: &BTreeSet<(String, String)>,
+    text: &str,
+    force: bool,
+    from: &str,
+    timeout: Duration,
+) -> Result<Vec<(String, String, Answer)>> {
+    let secret = crate::ops::client_secret()?;
+    let secret = &secret;
+    let values = [
+        Value::from("lua"),
+        Value::from("config_push"),
+        Value::from(text),
+        Value::from(force),
+        Value::from(from),
+    ];
+    let asks = targets.iter().map(|(name, addr)| {
+        let values = &values;
+        async move {
+            let answer = match ask(name, addr, values, timeout, secret.as_ref()).await {
+                Ok(values) => match PushOutcome::from_values(&values) {
+                    Ok(PushOutcome::Applied {
+                        version,
+                        hash,
+                        diff,
+                    }) => Answer::Applied(format!(
+                        "version {version} hash {} ({diff})",
+                        if hash.is_empty() { "-" } else { &hash }
+                    )),
+                    Ok(PushOutcome::Rejected {
+                        reason, version, ..
+                    }) => Answer::Rejected(format!("{reason} (still runs version {version})")),
+                    Err(e) => Answer::Failed(format!("bad reply: {e}")),
+                },
+                Err(e) => classify(e),
+            };
+            (name.clone(), addr.clone(), answer)
+        }
+    });
+    Ok(futures::future::join_all(asks).await)
+}
+
+/// `bee config push` to files: check NEW, send it to every node of CURRENT ∪ NEW (each
+/// address once), print one line per node and a summary. (With an etcd CURRENT the
+/// command runs `etcd_push.rs` instead.)
+pub async fn push(a: PushArgs) -> Result<()> {
+    let current = load(&a.cluster)?;
+    let (text, new) = read_new(&a.new)?;
+    let (targets, skipped) = targets(&[&current, &new]);
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let answers = push_to_nodes(&targets, &text, a.force, &who(), timeout).await?;
+    finish(&answers, &skipped, &new, a.require_all)
 }

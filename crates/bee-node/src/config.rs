@@ -3,7 +3,11 @@
 //! ```toml
 //! name = "lobby"                 # this node's name in the cluster
 //! cluster = "cluster.lua"        # the cluster config (skynet clustername form or TOML),
-//!                                # relative to this file
+//!                                # relative to this file; or "etcd://host:port/PREFIX"
+//! cluster_fallback = "cluster.lua"  # optional, etcd only: when etcd cannot be reached
+//!                                # at start, run this file and keep trying etcd
+//! etcd_start_retry_ms = 10000    # optional, etcd only: how long to keep trying etcd at
+//!                                # start (back-off 200 ms doubling to 2 s)
 //! listen = "127.0.0.1:2528"      # optional: default is this node's entry in the cluster config
 //! call_timeout_ms = 30000        # optional: default timeout of calls
 //! threads = 4                    # optional: worker threads (default: one per CPU core),
@@ -67,8 +71,15 @@ use serde::Deserialize;
 pub struct NodeConfig {
     /// The node's cluster name.
     pub name: String,
-    /// Path of the cluster config.
+    /// Path of the cluster config (or an `etcd://host:port/PREFIX` URL).
     pub cluster: PathBuf,
+    /// With an etcd `cluster`: the cluster file to run when etcd cannot be reached at
+    /// start (the node keeps trying etcd and follows it once it answers).
+    pub cluster_fallback: Option<PathBuf>,
+    /// With an etcd `cluster`: how long the node keeps trying etcd at start before it
+    /// runs `cluster_fallback`, or gives up without one.
+    #[serde(default = "default_etcd_start_retry")]
+    pub etcd_start_retry_ms: u64,
     /// Listen address or node name; default: `name`.
     pub listen: Option<String>,
     /// Default call timeout.
@@ -104,6 +115,10 @@ pub struct NodeConfig {
     /// The directory of the config file (paths in service entries are relative to it).
     #[serde(skip)]
     pub dir: PathBuf,
+}
+
+fn default_etcd_start_retry() -> u64 {
+    10_000
 }
 
 fn default_timeout() -> u64 {
@@ -266,7 +281,7 @@ impl NodeConfig {
         // Sections other than the known ones are typos: say so instead of ignoring them.
         if let Some(key) = cfg.extra.keys().find(|k| !sections.contains(k)) {
             anyhow::bail!(
-                "node config {}: unknown key {key:?} (known: name, cluster, listen, call_timeout_ms, threads, busy_poll_us, drain_timeout_ms, handover_socket, metrics_listen, limits, liveness, auth, service, {})",
+                "node config {}: unknown key {key:?} (known: name, cluster, cluster_fallback, etcd_start_retry_ms, listen, call_timeout_ms, threads, busy_poll_us, drain_timeout_ms, handover_socket, metrics_listen, limits, liveness, auth, service, {})",
                 path.display(),
                 sections.join(", ")
             );
@@ -282,8 +297,21 @@ impl NodeConfig {
         }
         cfg.check()
             .with_context(|| format!("node config {}", path.display()))?;
+        let etcd = cfg.cluster.to_string_lossy().starts_with("etcd://");
+        if cfg.cluster_fallback.is_some() && !etcd {
+            anyhow::bail!(
+                "node config {}: cluster_fallback is for a cluster config in etcd (cluster = \"etcd://host:port/PREFIX\"); this node reads the file {}",
+                path.display(),
+                cfg.cluster.display()
+            );
+        }
         if cfg.cluster.is_relative() {
             cfg.cluster = cfg.dir.join(&cfg.cluster);
+        }
+        if let Some(f) = &cfg.cluster_fallback {
+            if f.is_relative() {
+                cfg.cluster_fallback = Some(cfg.dir.join(f));
+            }
         }
         Ok(cfg)
     }

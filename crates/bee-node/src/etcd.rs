@@ -4,12 +4,22 @@
 //! `host:port` and incarnation at `PREFIX/members/NODE` under a lease, and marks peers
 //! whose membership key vanished (lease expired) down until they register again.
 //! The keys and values are bee-etcd's (`docs/config.md`, "etcd").
+//!
+//! **etcd down at start.** The node keeps trying for `etcd_start_retry_ms` (back-off
+//! 200 ms doubling to 2 s, one log line per attempt). Then, with `cluster_fallback` in
+//! its node config, it runs that file (source `file PATH`) and keeps trying etcd in the
+//! background ([`follow_later`]): once etcd answers it follows the key as any etcd node
+//! (the stored config goes through the checked apply, so a stored config older than the
+//! file is refused and acked as such). Without a fallback it exits with an error naming
+//! the URL.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use bee_dispatch::Cluster;
-use bee_etcd::{ConfigUpdate, EtcdStore, MemberEvent, MemberRegistration};
+use bee_etcd::{ConfigUpdate, EtcdError, EtcdOptions, EtcdStore, MemberEvent, MemberRegistration};
 use bee_registry::{ConfigSource, NodeEntry, Registry};
 
 use crate::config::NodeConfig;
@@ -25,11 +35,112 @@ pub fn url_of(cfg: &NodeConfig) -> Option<String> {
     text.find("etcd://").map(|i| text[i..].to_string())
 }
 
-/// Connect and read the config: the node's registry, its source the etcd key.
-pub async fn load(url: &str, name: &str) -> Result<(EtcdStore, Registry)> {
-    let store = EtcdStore::connect(url)
+/// Whether a `--cluster` argument names an etcd URL (`etcd://host:port/PREFIX`) rather
+/// than a file.
+pub fn is_url(cluster: &std::path::Path) -> bool {
+    cluster.to_string_lossy().starts_with("etcd://")
+}
+
+/// The cluster config stored at `URL`'s config key, for the admin tools (`bee status
+/// --cluster etcd://…`): an error naming the URL when etcd does not answer within
+/// `timeout` or the key is empty.
+pub async fn read_cluster(url: &str, timeout: Duration) -> Result<bee_registry::ClusterConfig> {
+    let options = EtcdOptions {
+        connect_timeout: timeout.min(bee_etcd::DEFAULT_CONNECT_TIMEOUT),
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect_with(url, options)
         .await
-        .with_context(|| format!("node {name}: cannot reach etcd at {url}"))?;
+        .with_context(|| format!("cannot reach etcd at {url}"))?;
+    let key = store.url().config_key();
+    let stored = store
+        .get_config()
+        .await
+        .with_context(|| format!("cannot read the cluster config from etcd key {key}"))?
+        .with_context(|| format!("etcd key {key} holds no cluster config"))?;
+    Ok(stored.config)
+}
+
+/// First wait between two attempts to reach etcd at start; doubles up to
+/// [`START_MAX_BACKOFF`].
+pub const START_MIN_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between two attempts to reach etcd at start.
+pub const START_MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest wait between two attempts to reach etcd in the background (fallback mode).
+pub const LATER_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How a node in etcd mode got its first config.
+pub enum Start {
+    /// From etcd: follow it.
+    Etcd(Box<EtcdStore>, Registry),
+    /// etcd did not answer: from the fallback file; try etcd again with [`follow_later`].
+    Fallback(Registry),
+}
+
+/// Connect to etcd, trying until `retry` has passed (back-off [`START_MIN_BACKOFF`]
+/// doubling to [`START_MAX_BACKOFF`], one warning per failed attempt), then read the
+/// config. When etcd never answered: the `fallback` file if there is one, else an error
+/// naming the URL.
+pub async fn start(
+    url: &str,
+    name: &str,
+    retry: Duration,
+    fallback: Option<&PathBuf>,
+) -> Result<Start> {
+    let began = Instant::now();
+    let deadline = began + retry;
+    let mut backoff = START_MIN_BACKOFF;
+    let mut attempt = 0u32;
+    let last = loop {
+        attempt += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let options = EtcdOptions {
+            connect_timeout: remaining.clamp(Duration::from_millis(100), START_MAX_BACKOFF),
+            ..EtcdOptions::default()
+        };
+        match EtcdStore::connect_with(url, options).await {
+            Ok(store) => {
+                if attempt > 1 {
+                    tracing::info!(node = %name, %url, attempt, "etcd answers");
+                }
+                let (store, registry) = load(store, url, name).await?;
+                return Ok(Start::Etcd(Box::new(store), registry));
+            }
+            Err(e @ EtcdError::Unreachable { .. }) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    break e;
+                }
+                let wait = backoff.min(remaining);
+                tracing::warn!(node = %name, %url, attempt, error = %e, "etcd unreachable at start; retrying in {wait:?} (giving up in {remaining:?})");
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(START_MAX_BACKOFF);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("node {name}: cannot use etcd at {url}"))
+            }
+        }
+    };
+    let why = format!(
+        "node {name}: cannot reach etcd at {url} after {attempt} attempt(s) in {:.1}s: {last}",
+        began.elapsed().as_secs_f64()
+    );
+    match fallback {
+        Some(path) => {
+            tracing::warn!(node = %name, fallback = %path.display(), "{why}; starting from the fallback cluster file, and trying etcd in the background");
+            let registry = Registry::load_file(name, path).with_context(|| {
+                format!("{why}; and the fallback cluster file cannot be used")
+            })?;
+            Ok(Start::Fallback(registry))
+        }
+        None => bail!(
+            "{why}; start etcd (or check the URL), or give the node a fallback cluster file (cluster_fallback = \"cluster.lua\" in its node config)"
+        ),
+    }
+}
+
+/// Read the config from a connected store: the node's registry, its source the etcd key.
+async fn load(store: EtcdStore, url: &str, name: &str) -> Result<(EtcdStore, Registry)> {
     let key = store.url().config_key();
     let stored = store
         .get_config()
@@ -40,8 +151,56 @@ pub async fn load(url: &str, name: &str) -> Result<(EtcdStore, Registry)> {
         .with_context(|| {
             format!("node {name}: etcd key {key} holds no cluster config yet; store one first")
         })?;
-    let registry = Registry::with_source(name, stored.config, ConfigSource::Etcd { key })?;
+    let registry = Registry::with_source(name, stored.config, ConfigSource::Etcd { key })
+        .with_context(|| format!("node {name}: the cluster config at {url}"))?;
     Ok((store, registry))
+}
+
+/// The etcd side of a node started from its fallback file: filled in once etcd answers.
+pub type Later = Arc<tokio::sync::Mutex<Option<Following>>>;
+
+/// Fallback mode: keep trying etcd in the background (back-off up to
+/// [`LATER_MAX_BACKOFF`], a warning on the first failure and every tenth), and once it
+/// answers, [`follow`] it: ack, register, apply the stored config (checked: an older one
+/// is refused and acked as such), follow the key and the members.
+pub fn follow_later(url: String, cluster: Cluster, listening: std::net::SocketAddr) -> Later {
+    let slot: Later = Arc::new(tokio::sync::Mutex::new(None));
+    let filled = slot.clone();
+    tokio::spawn(async move {
+        let name = cluster.node_name().to_string();
+        let mut backoff = START_MIN_BACKOFF;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let store = EtcdStore::connect_with(
+                &url,
+                EtcdOptions {
+                    connect_timeout: START_MAX_BACKOFF,
+                    ..EtcdOptions::default()
+                },
+            )
+            .await;
+            let failed = match store {
+                Ok(store) => match follow(store, &cluster, listening).await {
+                    Ok(f) => {
+                        tracing::info!(node = %name, %url, attempt, "etcd answers: following it from now on (the fallback file was the config until now)");
+                        *filled.lock().await = Some(f);
+                        return;
+                    }
+                    Err(e) => format!("{e:#}"),
+                },
+                Err(e) => e.to_string(),
+            };
+            if attempt == 1 || attempt.is_multiple_of(10) {
+                tracing::warn!(node = %name, %url, attempt, error = %failed, "etcd still unreachable; running the fallback cluster file, retrying in {backoff:?}");
+            } else {
+                tracing::debug!(node = %name, %url, attempt, error = %failed, "etcd still unreachable");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(LATER_MAX_BACKOFF);
+        }
+    });
+    slot
 }
 
 /// The running etcd side of a node: dropping it stops following; [`Following::stop`]
@@ -107,9 +266,16 @@ pub async fn follow(
                         let version = stored.config.version;
                         let hash = stored.config.content_hash().short();
                         let source = ConfigSource::Etcd { key: key.clone() };
+                        let hash_full = stored.config.content_hash();
                         let result = cluster
-                            .apply(stored.config, source, false)
-                            .map(|_| ())
+                            .apply(stored.config, source.clone(), false)
+                            .map(|diff| {
+                                // The same config from etcd (e.g. after a fallback file):
+                                // it comes from etcd now.
+                                if diff.is_empty() {
+                                    cluster.registry().set_source(&hash_full, source);
+                                }
+                            })
                             .map_err(|e| e.to_string());
                         (version, hash, result)
                     }

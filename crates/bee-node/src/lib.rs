@@ -3,9 +3,11 @@
 //! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM;
 //!   its cluster config comes from a file or from etcd ([`etcd`]).
 //! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
-//! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]).
+//! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]); the
+//!   nodes may also be read from etcd (`--cluster etcd://host:port/PREFIX`).
 //! - `bee config push --cluster CURRENT NEW`: push a new cluster config to every node,
-//!   with each node's answer ([`admin`]).
+//!   with each node's answer ([`admin`]); `--cluster etcd://host:port/PREFIX` pushes
+//!   through etcd and reads the nodes' acks (`etcd_push.rs`).
 //!
 //! This crate only composes the library crates: it reads the config ([`config`]),
 //! builds a [`bee_dispatch::Node`], attaches the cluster layer with the limits,
@@ -33,6 +35,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod etcd;
+mod etcd_push;
 pub mod handover;
 pub mod ops;
 pub mod services;
@@ -202,6 +205,9 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
             Command::Status(a) => admin::status(a).await,
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
+            } if etcd::is_url(&a.cluster) => etcd_push::push(a).await,
+            Command::Config {
+                command: admin::ConfigCommand::Push(a),
             } => admin::push(a).await,
         }
     })
@@ -212,15 +218,19 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     // Checked like every later config, and told which node it belongs to (a push that
     // drops this node is refused).
     // `cluster = "etcd://host:port/PREFIX"`: the config lives in etcd (see [`etcd`]).
-    let (registry, store) = match etcd::url_of(&cfg) {
+    let (registry, store, later) = match etcd::url_of(&cfg) {
         Some(url) => {
-            let (store, registry) = etcd::load(&url, &cfg.name).await?;
-            (registry, Some(store))
+            let retry = Duration::from_millis(cfg.etcd_start_retry_ms);
+            match etcd::start(&url, &cfg.name, retry, cfg.cluster_fallback.as_ref()).await? {
+                etcd::Start::Etcd(store, registry) => (registry, Some(*store), None),
+                etcd::Start::Fallback(registry) => (registry, None, Some(url)),
+            }
         }
         None => (
             Registry::load_file(&cfg.name, &cfg.cluster).with_context(|| {
                 format!("cannot load the cluster config {}", cfg.cluster.display())
             })?,
+            None,
             None,
         ),
     };
@@ -266,6 +276,8 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
         Some(store) => Some(etcd::follow(store, &cluster, local).await?),
         None => None,
     };
+    // Started from the fallback file: follow etcd once it answers.
+    let later = later.map(|url| etcd::follow_later(url, cluster.clone(), local));
     println!("bee node {} listening on {local}", cfg.name);
     let deadline = Duration::from_millis(cfg.drain_timeout_ms);
     // A successor asking to take over, until a signal.
@@ -284,6 +296,11 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
                 if let Some(f) = following {
                     f.stop().await;
                 }
+                if let Some(later) = later {
+                    if let Some(f) = later.lock().await.take() {
+                        f.stop().await;
+                    }
+                }
                 node.shutdown();
                 return Ok(());
             }
@@ -296,6 +313,11 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     // Leave etcd first: peers learn at once that this run is going.
     if let Some(f) = following {
         f.stop().await;
+    }
+    if let Some(later) = later {
+        if let Some(f) = later.lock().await.take() {
+            f.stop().await;
+        }
     }
     tokio::select! {
         report = cluster.drain(deadline) => match report {

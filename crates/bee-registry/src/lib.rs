@@ -65,4 +65,6 @@ mod registry;
 
 pub use config::{ClusterConfig, ConfigForm, ConfigHash, NodeEntry, MAX_CONFIG_BYTES};
 pub use error::RegistryError;
-pub use registry::{ConfigDiff, ConfigMeta, ConfigSource, Registry, RegistryEvent, ServiceAddr};
+pub use registry::{
+    ConfigDiff, ConfigMeta, ConfigSource, PeerNames, Registry, RegistryEvent, ServiceAddr,
+};

@@ -3,7 +3,7 @@
 //! this node's incarnation and the ones learned from peers, with reload/replace/apply
 //! diffs, generation counters for caches, and a broadcast of every change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,6 +158,22 @@ pub enum RegistryEvent {
         /// The incarnation it has now.
         incarnation: u64,
     },
+    /// A peer's cluster-visible names changed ("names of X changed"): names it registered,
+    /// dropped, or pointed at another service since this node last learnt them. Learnt
+    /// from the peer's `hello` answer (each (re)connect, and when the peer says its names
+    /// changed); a service that cached the peer's names or queried addresses re-queries.
+    /// After a [`RegistryEvent::PeerRestarted`] every name of the new run is `moved`
+    /// (addresses are never reused across runs).
+    PeerNamesChanged {
+        /// The peer node.
+        node: String,
+        /// Names it has now and did not have, sorted.
+        added: Vec<String>,
+        /// Names it had and has no more, sorted.
+        removed: Vec<String>,
+        /// Names it still has, now at another address, sorted.
+        moved: Vec<String>,
+    },
 }
 
 impl fmt::Display for RegistryEvent {
@@ -184,8 +200,33 @@ impl fmt::Display for RegistryEvent {
                 previous,
                 incarnation,
             } => write!(f, "{node} restarted {previous} -> {incarnation}"),
+            RegistryEvent::PeerNamesChanged {
+                node,
+                added,
+                removed,
+                moved,
+            } => {
+                let mut parts = Vec::new();
+                for (word, list) in [("added", added), ("removed", removed), ("moved", moved)] {
+                    if !list.is_empty() {
+                        parts.push(format!("{word} {}", list.join(", ")));
+                    }
+                }
+                write!(f, "names of {node} changed: {}", parts.join("; "))
+            }
         }
     }
+}
+
+/// What a peer said about its cluster-visible names ([`Registry::set_peer_names`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerNames {
+    /// The peer's run.
+    pub incarnation: u64,
+    /// Its names generation in that run (grows with every name change).
+    pub generation: u64,
+    /// Name → service address on the peer.
+    pub names: BTreeMap<String, ServiceAddr>,
 }
 
 /// Where the running config came from.
@@ -295,6 +336,8 @@ struct Inner {
     incarnation: u64,
     /// Peer node -> the incarnation it reported on its last connect.
     peers: Mutex<HashMap<String, u64>>,
+    /// Peer node -> the cluster-visible names it reported last.
+    peer_names: Mutex<HashMap<String, PeerNames>>,
     names: RwLock<HashMap<String, ServiceAddr>>,
     generation: AtomicU64,
     config_generation: AtomicU64,
@@ -371,6 +414,7 @@ impl Registry {
                 self_name: RwLock::new(self_name),
                 incarnation: fresh_incarnation(),
                 peers: Mutex::new(HashMap::new()),
+                peer_names: Mutex::new(HashMap::new()),
                 names: RwLock::new(HashMap::new()),
                 generation: AtomicU64::new(0),
                 config_generation: AtomicU64::new(0),
@@ -429,6 +473,74 @@ impl Registry {
         }
         drop(peers);
         previous
+    }
+
+    /// Record the cluster-visible names peer `node` reported (its run `incarnation`, its
+    /// names `generation`, name → address). A report older than the one recorded (an
+    /// earlier run, or an earlier generation of the same run) is ignored and returns
+    /// false. When names differ from the ones recorded before, subscribers get
+    /// [`RegistryEvent::PeerNamesChanged`]; the first report of a peer is recorded without
+    /// an event (nothing was known to change).
+    pub fn set_peer_names(
+        &self,
+        node: &str,
+        incarnation: u64,
+        generation: u64,
+        names: BTreeMap<String, ServiceAddr>,
+    ) -> bool {
+        let mut all = lock(&self.inner.peer_names);
+        let before = all.get(node);
+        if let Some(b) = before {
+            if (incarnation, generation) <= (b.incarnation, b.generation) {
+                return false;
+            }
+        }
+        let event = before.and_then(|b| {
+            let added: Vec<String> = names
+                .keys()
+                .filter(|n| !b.names.contains_key(*n))
+                .cloned()
+                .collect();
+            let removed: Vec<String> = b
+                .names
+                .keys()
+                .filter(|n| !names.contains_key(*n))
+                .cloned()
+                .collect();
+            let moved: Vec<String> = names
+                .iter()
+                .filter(|(n, a)| b.names.get(*n).is_some_and(|old| old != *a))
+                .map(|(n, _)| n.clone())
+                .collect();
+            (!added.is_empty() || !removed.is_empty() || !moved.is_empty()).then(|| {
+                RegistryEvent::PeerNamesChanged {
+                    node: node.to_string(),
+                    added,
+                    removed,
+                    moved,
+                }
+            })
+        });
+        all.insert(
+            node.to_string(),
+            PeerNames {
+                incarnation,
+                generation,
+                names,
+            },
+        );
+        if let Some(event) = event {
+            tracing::info!("{event}");
+            // Under the lock: two reports of one peer are announced in the order recorded.
+            let _ = self.inner.events.send(event);
+        }
+        true
+    }
+
+    /// The cluster-visible names peer `node` reported last, with its incarnation and
+    /// names generation then.
+    pub fn peer_names(&self, node: &str) -> Option<PeerNames> {
+        lock(&self.inner.peer_names).get(node).cloned()
     }
 
     /// The incarnation peer `node` reported last, if it has connected.
@@ -549,6 +661,20 @@ impl Registry {
             }
         }
         Ok(self.commit(&mut live, config, true, source))
+    }
+
+    /// Record that the running config now comes from `source`, when its content hash is
+    /// `hash` (the same config arrived from elsewhere, e.g. from etcd after a node started
+    /// from its fallback file). Returns whether it did. Nothing else changes and nothing
+    /// is announced: the config is the same.
+    pub fn set_source(&self, hash: &ConfigHash, source: ConfigSource) -> bool {
+        let mut live = write(&self.inner.live);
+        if live.meta.hash != *hash || live.meta.source == source {
+            return false;
+        }
+        tracing::info!("cluster config ({}) now from {source}", live.meta);
+        live.meta.source = source;
+        true
     }
 
     /// Read the file at `path` and [`Registry::apply`] it with [`ConfigSource::File`].
