@@ -110,7 +110,7 @@ pub(crate) fn load(path: &Path) -> Result<ClusterConfig> {
 }
 
 /// One cluster call to `@bee_config` on `node` at `addr`, on a connection of its own.
-async fn ask(
+pub(crate) async fn ask(
     node: &str,
     addr: &str,
     values: &[Value],

@@ -39,6 +39,7 @@ mod etcd_push;
 pub mod handover;
 pub mod ops;
 pub mod services;
+pub mod upgrade;
 
 pub use services::{Kinds, Spec};
 
@@ -94,6 +95,11 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: admin::ConfigCommand,
+    },
+    /// Whole-cluster operations (rolling hot update).
+    Cluster {
+        #[command(subcommand)]
+        command: upgrade::ClusterCommand,
     },
 }
 
@@ -209,6 +215,9 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
             } => admin::push(a).await,
+            Command::Cluster {
+                command: upgrade::ClusterCommand::Upgrade(a),
+            } => upgrade::upgrade(a).await,
         }
     })
 }

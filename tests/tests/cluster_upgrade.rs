@@ -1,0 +1,251 @@
+//! `bee cluster upgrade` (issue 12) over the demo's four nodes (`bee-demo` processes on
+//! loopback) while a client node keeps calling and pushing: every node is handed over to
+//! a new process in turn, no call fails, every LoginReq push is counted by
+//! `lpersistence` (its counter carried across its upgrade). Then a rollout where one
+//! node's new config is bad: that node's old process keeps serving, the nodes after it
+//! are not touched, the command exits non-zero and says so.
+
+mod dispatch_common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bee_codec::seri::Value;
+use bee_dispatch::service::RuntimeConfig;
+use bee_dispatch::{Cluster, ClusterSettings, Node};
+use bee_proto::game::LoginReq;
+use bee_registry::Registry;
+use bee_tests::{bee_bin, demo_bin, Layout};
+use dispatch_common::{frame, lua, start_demo, text, values, CALL_TIMEOUT};
+
+const NODES: [&str; 4] = ["lobby", "lpersistence_3", "activity_master", "shop_master"];
+
+/// Kills every process whose command line names the layout's directory (the nodes the
+/// upgrade started, detached, are not children of this test).
+struct Reaper(String);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn upgrade(layout: &Layout, extra: &[&str]) -> (bool, String) {
+    let dir = layout.dir.path();
+    let out = Command::new(bee_bin())
+        .args(["cluster", "upgrade", "--cluster"])
+        .arg(dir.join("cluster.lua"))
+        .arg("--configs")
+        .arg(dir)
+        .arg("--bin")
+        .arg(demo_bin())
+        .arg("--old-bin")
+        .arg(demo_bin())
+        .args(extra)
+        // The new nodes log their handover at info (the summary quotes it).
+        .env("BEE_LOG", "info")
+        .output()
+        .expect("run bee cluster upgrade");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn incarnation(c: &Cluster, node: &str) -> i64 {
+    let r = c
+        .call(node, "bee_config", lua(&[Value::from("config")]))
+        .await
+        .unwrap_or_else(|e| panic!("{node} answers: {e}"));
+    let report = bee_dispatch::lifecycle::ConfigReport::from_values(&values(&r)).unwrap();
+    report.incarnation as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_it() {
+    let mut names: Vec<&str> = NODES.to_vec();
+    names.push("client");
+    let layout = Layout::new(&names);
+    let _reaper = Reaper(layout.dir.path().display().to_string());
+    let _procs: Vec<_> = NODES.iter().map(|n| start_demo(&layout, n)).collect();
+
+    let node = Node::new(
+        "client",
+        RuntimeConfig {
+            call_timeout: CALL_TIMEOUT,
+            ..RuntimeConfig::default()
+        },
+    );
+    let mut settings = ClusterSettings::default();
+    settings.channel.call_timeout = CALL_TIMEOUT;
+    settings.channel.ride_through = Duration::from_secs(5);
+    let c = Cluster::start(&node, Registry::new(layout.config()), settings);
+    c.open("client").await.expect("client listens");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failed, pushes) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let load = {
+        let (c, stop, calls, failed, pushes, first_error) = (
+            c.clone(),
+            stop.clone(),
+            calls.clone(),
+            failed.clone(),
+            pushes.clone(),
+            first_error.clone(),
+        );
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                for (node, service, payload) in [
+                    (
+                        "lpersistence_3",
+                        "lpersistence",
+                        lua(&[Value::from("ping")]),
+                    ),
+                    (
+                        "activity_master",
+                        "activity_master",
+                        lua(&[
+                            Value::from("progress"),
+                            Value::Integer(7),
+                            Value::Integer(1),
+                        ]),
+                    ),
+                ] {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = c.call(node, service, payload).await {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert_with(|| format!("{node}: {e}"));
+                    }
+                }
+                let login = LoginReq {
+                    uid: i,
+                    ..LoginReq::default()
+                };
+                if c.send("lpersistence_3", "lpersistence", text(frame(i, &login)))
+                    .await
+                    .is_ok()
+                {
+                    pushes.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let before: Vec<i64> = {
+        let mut v = Vec::new();
+        for n in NODES {
+            v.push(incarnation(&c, n).await);
+        }
+        v
+    };
+    let (ok, out) = tokio::task::block_in_place(|| upgrade(&layout, &[]));
+    println!("{out}");
+    assert!(ok, "the rolling upgrade succeeds:\n{out}");
+    assert!(out.contains("4 of 4 nodes upgraded"), "{out}");
+    assert!(
+        out.contains("handover") && out.contains("states carried"),
+        "{out}"
+    );
+    for (n, b) in NODES.iter().zip(&before) {
+        assert_ne!(incarnation(&c, n).await, *b, "{n} runs a new process");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no call failed during the rolling upgrade ({} calls; first error {:?})",
+        calls.load(Ordering::Relaxed),
+        first_error.lock().unwrap()
+    );
+    let logins = values(
+        &c.call(
+            "lpersistence_3",
+            "lpersistence",
+            lua(&[Value::from("logins")]),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        logins,
+        vec![Value::Integer(pushes.load(Ordering::Relaxed) as i64)],
+        "every login push counted once, the counter carried over the upgrade"
+    );
+
+    // A bad config for activity_master's new version: it cannot start; the old process
+    // keeps serving; shop_master, after it in the order, is not touched.
+    let bad = layout.dir.path().join("activity_master.toml");
+    let good = std::fs::read_to_string(&bad).unwrap();
+    std::fs::write(&bad, format!("no_such_key = 1\n{good}")).unwrap();
+    let mid: Vec<i64> = {
+        let mut v = Vec::new();
+        for n in NODES {
+            v.push(incarnation(&c, n).await);
+        }
+        v
+    };
+    let (ok, out) = tokio::task::block_in_place(|| {
+        upgrade(
+            &layout,
+            &["--nodes", "lpersistence_3,activity_master,shop_master"],
+        )
+    });
+    println!("{out}");
+    assert!(!ok, "the rollout fails:\n{out}");
+    assert!(
+        out.contains("FAILED, old process kept serving"),
+        "activity_master's old process kept serving:\n{out}"
+    );
+    assert!(out.contains("not upgraded (the rollout stopped)"), "{out}");
+    assert!(out.contains("1 of 3 nodes upgraded"), "{out}");
+    assert!(out.contains("stopped at activity_master"), "{out}");
+    let after: Vec<i64> = {
+        let mut v = Vec::new();
+        for n in NODES {
+            v.push(incarnation(&c, n).await);
+        }
+        v
+    };
+    assert_eq!(after[0], mid[0], "lobby was not in this rollout");
+    assert_ne!(after[1], mid[1], "lpersistence_3 was upgraded");
+    assert_eq!(
+        after[2], mid[2],
+        "activity_master still runs its old process"
+    );
+    assert_eq!(after[3], mid[3], "shop_master was left as it was");
+    let progress = c
+        .call(
+            "activity_master",
+            "activity_master",
+            lua(&[
+                Value::from("progress"),
+                Value::Integer(7),
+                Value::Integer(1),
+            ]),
+        )
+        .await;
+    assert!(progress.is_ok(), "activity_master still answers");
+    node.shutdown();
+}
