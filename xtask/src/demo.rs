@@ -7,13 +7,17 @@
 //! 3. Start the four nodes as separate `bee run` processes (logs in `target/demo/*.log`).
 //! 4. Ask the `lobby` service, over the cluster, to run each scenario; print what it
 //!    reports: what went where, what came back, how long it took.
-//! 5. Last, move `activity_master` to a new port while lobby runs: start a new
+//! 5. Hot update: while lobby keeps calling and pushing to `lpersistence_3`,
+//!    `bee cluster upgrade` hands that node over to a new process (`bee run --takeover`);
+//!    lobby's report shows no failed call and every push counted by the login counter
+//!    the new process took over.
+//! 6. Last, move `activity_master` to a new port while lobby runs: start a new
 //!    activity_master process there (reading version 2 of the cluster config), push
 //!    version 2 to every node with `bee-demo config push` (the same command and code as
 //!    `bee config push`; its table shows every node's ack), stop the old process, and
 //!    have lobby — never restarted — call activity again; lobby's own `Cluster::watch`
 //!    events show what it learnt.
-//! 6. Stop every node (also when a scenario fails or the demo is interrupted by an
+//! 7. Stop every node (also when a scenario fails or the demo is interrupted by an
 //!    error), and exit 0 only if every scenario passed.
 
 use std::path::{Path, PathBuf};
@@ -129,8 +133,9 @@ fn node_config(name: &str, cpp: &Path) -> String {
 
 fn fixed_node_config(name: &str) -> &'static str {
     match name {
+        // lobby rides through its peers' restarts and hot updates.
         "lobby" => {
-            "[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lobby\"\nname = \"lobby\"\n"
+            "[liveness]\nride_through_ms = 5000\n\n[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lobby\"\nname = \"lobby\"\n"
         }
                 _ => "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\n",
     }
@@ -196,6 +201,7 @@ pub fn run(root: &Path) -> Result<()> {
         dir: dir.clone(),
         cpp,
         nodes,
+        adopted: Vec::new(),
     };
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -213,6 +219,83 @@ struct Demo {
     dir: PathBuf,
     cpp: PathBuf,
     nodes: Vec<(String, NodeProcess)>,
+    /// Node processes started by `bee cluster upgrade` (not children of this job).
+    adopted: Vec<process::Adopted>,
+}
+
+const UPGRADE_TITLE: &str = "hot update: lpersistence_3 upgraded in place (bee cluster upgrade → bee run --takeover) under a steady load from lobby";
+
+/// Ask lobby to run `command`; its lines.
+async fn lobby(cluster: &Cluster, command: &str) -> Result<Vec<String>> {
+    let reply = cluster
+        .call(
+            "lobby",
+            "lobby",
+            seri::pack(&[Value::from("lua"), Value::from(command)])?,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("lobby {command}: {e}"))?;
+    Ok(seri::unpack(&reply)?
+        .into_iter()
+        .map(|l| {
+            l.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| l.to_string())
+        })
+        .collect())
+}
+
+/// The hot-update scenario: lobby loads lpersistence_3 while `bee cluster upgrade` hands
+/// it over to a new process; lobby's load report must show no failed call and every
+/// push counted (by a login counter that crossed the handover).
+async fn upgrade_persistence(cluster: &Cluster, demo: &mut Demo) -> Result<Vec<String>> {
+    let mut lines = lobby(cluster, "load_start").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cluster_file = demo.dir.join("cluster.lua");
+    let out = tokio::task::block_in_place(|| {
+        Command::new(&demo.bee)
+            .args(["cluster", "upgrade", "--cluster"])
+            .arg(&cluster_file)
+            .arg("--configs")
+            .arg(&demo.dir)
+            .arg("--bin")
+            .arg(&demo.bee)
+            .arg("--old-bin")
+            .arg(&demo.bee)
+            .args(["--nodes", "lpersistence_3"])
+            .env(
+                "BEE_LOG",
+                std::env::var("BEE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .output()
+    })?;
+    lines.push(format!(
+        "$ bee cluster upgrade --cluster {} --configs {} --bin bee-demo --nodes lpersistence_3",
+        cluster_file.display(),
+        demo.dir.display()
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    for l in stdout.lines() {
+        if let Some(pid) = l
+            .strip_prefix("lpersistence_3: new process pid ")
+            .and_then(|p| p.trim().parse().ok())
+        {
+            demo.adopted
+                .push(process::Adopted::new("lpersistence_3 (upgraded)", pid));
+        }
+        lines.push(format!("  {l}"));
+    }
+    // Keep the load on the new process a moment, then stop it and read its report.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = lobby(cluster, "load_stop").await;
+    if !out.status.success() {
+        bail!(
+            "bee cluster upgrade failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    lines.extend(report?);
+    Ok(lines)
 }
 
 const MOVE_TITLE: &str = "config push: activity_master moves to a new port (version 1 → 2) and its process restarts there; lobby, never restarted, keeps calling it";
@@ -246,7 +329,9 @@ async fn move_activity(cluster: &Cluster, demo: &mut Demo) -> Result<Vec<String>
     std::fs::write(
         &cfg,
         format!(
-            "name = \"activity_master\"\ncluster = \"cluster-v2.lua\"\ncall_timeout_ms = 10000\n\n{}",
+            // A second process of the node, on purpose (not a takeover): its own
+            // handover socket.
+            "name = \"activity_master\"\ncluster = \"cluster-v2.lua\"\ncall_timeout_ms = 10000\nhandover_socket = \"activity_master-moved.handover.sock\"\n\n{}",
             node_config("activity_master", &demo.cpp)
         ),
     )?;
@@ -412,6 +497,21 @@ async fn walk(demo: &mut Demo) -> Result<()> {
             }
         }
     }
+    println!("\n▶ {UPGRADE_TITLE}");
+    let started = Instant::now();
+    match upgrade_persistence(&cluster, demo).await {
+        Ok(lines) => {
+            for l in lines {
+                println!("  {l}");
+            }
+            passed += 1;
+            println!("  ✓ passed ({:?})", started.elapsed());
+        }
+        Err(e) => {
+            println!("  ✗ FAILED after {:?}: {e:#}", started.elapsed());
+            failed.push(UPGRADE_TITLE.to_string());
+        }
+    }
     println!("\n▶ {MOVE_TITLE}");
     let started = Instant::now();
     match move_activity(&cluster, demo).await {
@@ -427,7 +527,7 @@ async fn walk(demo: &mut Demo) -> Result<()> {
             failed.push(MOVE_TITLE.to_string());
         }
     }
-    let titled = titled + 1;
+    let titled = titled + 2;
     node.shutdown();
     println!("\n== {passed} of {titled} scenarios passed");
     if !failed.is_empty() {

@@ -90,3 +90,38 @@ pub fn start_node(
         ),
     }
 }
+
+/// A node process this job did not start itself (e.g. the new process of a hot update,
+/// started by `bee cluster upgrade`): stopped with SIGTERM when dropped.
+pub struct Adopted {
+    name: String,
+    pid: u32,
+}
+
+impl Adopted {
+    /// Adopt process `pid` as node `name`.
+    pub fn new(name: &str, pid: u32) -> Adopted {
+        Adopted {
+            name: name.to_string(),
+            pid,
+        }
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let pid = self.pid.to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let proc_dir = Path::new("/proc").join(&pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !proc_dir.exists() {
+                eprintln!("  stopped {}", self.name);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        eprintln!("  killed {} (did not stop within 5 s)", self.name);
+    }
+}

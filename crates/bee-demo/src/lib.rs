@@ -18,6 +18,7 @@
 //! same command line as `bee`).
 
 pub mod activity;
+pub mod load;
 pub mod lobby;
 pub mod persistence;
 pub mod shop;

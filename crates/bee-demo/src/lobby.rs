@@ -17,6 +17,7 @@
 //! | `native_send` | `lobby_native` → CServiceProxy → `lpersistence` (a game frame) |
 //! | `native_rpc` | `lobby_native` rpc_call → `lpersistence` (game.Ping, game.LoginReq) |
 //! | `errors` | unknown node, unknown name, unknown command, unknown message: readable errors |
+//! | `load_start`, `load_stop` | a steady load on `lpersistence` while `cargo xtask demo` upgrades its node in place ([`crate::load`]) |
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,6 +58,8 @@ pub struct Lobby {
     /// game.ShopReceipt frames pushed to `lobby_inbox` (by the C++ shop): count, last
     /// order id. A service of its own: `lobby` is busy running the scenario meanwhile.
     inbox: Arc<Mutex<(u64, i64)>>,
+    /// The hot-update scenario's load, while it runs.
+    load: Option<crate::load::Run>,
 }
 
 /// Start `lobby_native` (talking through the CServiceProxy at `proxy`) and `lobby` on
@@ -78,6 +81,7 @@ pub fn start(node: &Node, proxy: Addr) -> Result<Addr, ServiceError> {
         cluster,
         native,
         inbox,
+        load: None,
     };
     // Each scenario is an async command: it gets a handle to the lobby state and the
     // typed arguments (`sql` takes an optional statement, `activity` a count).
@@ -104,6 +108,19 @@ pub fn start(node: &Node, proxy: Addr) -> Result<Addr, ServiceError> {
         .command_async("errors", |h, ()| {
             let (cluster, native) = h.state(|s| (s.cluster.clone(), s.native.clone()));
             errors(cluster, native)
+        })
+        .command_async("load_start", |h, ()| async move {
+            if h.state(|s| s.load.is_some()) {
+                return Err(ServiceError::msg("a load already runs (load_stop first)"));
+            }
+            let (run, lines) = crate::load::start(h.state(|s| s.cluster.clone())).await?;
+            h.state(|s| s.load = Some(run));
+            Ok(lines)
+        })
+        .command_async("load_stop", |h, ()| async move {
+            let (cluster, run) = h.state(|s| (s.cluster.clone(), s.load.take()));
+            let run = run.ok_or_else(|| ServiceError::msg("no load runs (load_start first)"))?;
+            crate::load::stop(cluster, run).await
         });
     Ok(node.spawn("lobby", service))
 }

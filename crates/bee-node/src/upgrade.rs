@@ -158,6 +158,7 @@ async fn hand_over(
 ) -> Result<ConfigReport, (String, bool)> {
     let (node, addr, log, secret) = (t.node, t.addr, t.log, t.secret);
     let mut child = start(bin, t.config, log).map_err(|e| (format!("{e:#}"), false))?;
+    println!("{node}: new process pid {}", child.id());
     let deadline = Instant::now() + health;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
