@@ -299,6 +299,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let (cpp_rpc, cpp_ok) = bee_bench(&bench, &cpp_args)?;
     let floor_args: Vec<&str> = [&["tokio-echo"][..], q].concat();
     let (floor, _) = bee_bench(&bench, &floor_args)?;
+    // Hot update under load (issue 12): a bee node handed over while a client calls it.
+    let bee_path = release.join("bee").to_string_lossy().to_string();
+    let (handover, handover_ok) = bee_bench(
+        &bench,
+        &[
+            "handover",
+            "--bee",
+            &bee_path,
+            "--handovers",
+            if quick { "1" } else { "3" },
+            "--steady",
+            if quick { "0.5" } else { "2" },
+        ],
+    )?;
 
     // The cluster: the bee node, and the skynet node when the lab is used.
     let cluster = dir.join("cluster.lua");
@@ -413,7 +427,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover}\n}}\n",
         json_string(&started_at),
         busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
         skynet_threads
@@ -434,7 +448,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .arg("--md")
             .arg(&md_path),
     )?;
-    if !local_ok || !cluster_ok || !mysql_ok || !api_ok || !cpp_ok {
+    if !local_ok || !cluster_ok || !mysql_ok || !api_ok || !cpp_ok || !handover_ok {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }
     Ok(())

@@ -54,6 +54,9 @@ pub enum BenchError {
     /// Packing a payload failed.
     #[error("cannot pack a payload: {0}")]
     Pack(#[from] bee_codec::seri::SeriError),
+    /// Starting or driving the processes of a benchmark failed.
+    #[error("benchmark setup: {0}")]
+    Setup(String),
     /// The results file given to the report is not what `cargo xtask bench` writes.
     #[error("bad results file: {0}")]
     Results(String),

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod cpp_rpc;
 pub mod error;
 pub mod floor;
+pub mod handover;
 pub mod load;
 pub mod local;
 pub mod mysql;

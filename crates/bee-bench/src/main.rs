@@ -121,6 +121,19 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Hot update under load: call latency and the longest gap while a `bee` node is
+    /// handed over to a new process (`bee run --takeover`), vs steady state.
+    Handover {
+        /// The `bee` binary.
+        #[arg(long)]
+        bee: PathBuf,
+        /// Handovers, a second apart.
+        #[arg(long, default_value_t = 3)]
+        handovers: usize,
+        /// Seconds of steady calls before the first handover.
+        #[arg(long, default_value_t = 2.0)]
+        steady: f64,
+    },
     /// Print the markdown table of a results file written by `cargo xtask bench`.
     Report {
         /// The results JSON.
@@ -205,6 +218,26 @@ fn main() -> Result<()> {
                 if r.errors > 0 {
                     anyhow::bail!(
                         "C++ vs Rust rpc_call: {} failed or wrong replies (first: {})",
+                        r.errors,
+                        r.first_error.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+            Command::Handover {
+                bee,
+                handovers,
+                steady,
+            } => {
+                let p = bee_bench::handover::HandoverParams {
+                    bee,
+                    handovers,
+                    steady: std::time::Duration::from_secs_f64(steady),
+                };
+                let r = bee_bench::handover::run(&p).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                if r.errors > 0 {
+                    anyhow::bail!(
+                        "hot update: {} calls failed (first: {})",
                         r.errors,
                         r.first_error.as_deref().unwrap_or("?")
                     );

@@ -433,6 +433,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     if let Some(cpp) = results.get("cpp_rpc").filter(|v| v.is_object()) {
         out.push_str(&cpp_rpc_table(cpp));
     }
+    if let Some(h) = results.get("handover").filter(|v| v.is_object()) {
+        out.push_str(&handover_table(h));
+    }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
          B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",
@@ -474,6 +477,41 @@ fn api_table(api: &Value) -> String {
         num(Some(api), "errors").map_or("?".into(), |e| thousands(e as i64))
     ));
     out
+}
+
+/// Hot update under load (issue 12): handover time, the caller's longest wait, and call
+/// latency during handovers vs steady state.
+fn handover_table(h: &Value) -> String {
+    let us = |k: &str| num(Some(h), k).map_or("?".into(), |v| format!("{v:.1} µs"));
+    let took: Vec<String> = h
+        .get("took_ms")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .map(|t| format!("{t} ms"))
+        .collect();
+    format!(
+        "\nHot update under load (issue 12): sequential calls (one in flight) to `echo` on a `bee` node \
+         handed over {} times to a new process (`bee run --takeover`), the caller with `ride_through`:\n\n\
+         | figure | value |\n|---|---:|\n\
+         | handover time (new process: sockets asked for → serving; includes the old one's drain) | {} |\n\
+         | longest wait for a reply during a handover (caller side) | {} |\n\
+         | p99 steady / p99 during handovers ({} calls) | {} / {} |\n\
+         | ratio p99 during/steady | {} |\n\
+         | slowest call during handovers | {} |\n\
+         \nFailed calls: {} of {}.\n",
+        h.get("handovers").map(Value::to_string).unwrap_or_else(|| "?".into()),
+        if took.is_empty() { "?".to_string() } else { took.join(", ") },
+        us("gap_max_us"),
+        num(Some(h), "during_calls").map_or("?".into(), |v| thousands(v as i64)),
+        us("steady_p99_us"),
+        us("during_p99_us"),
+        num(Some(h), "ratio_p99").map_or("?".into(), |v| format!("{v:.2}")),
+        us("during_max_us"),
+        num(Some(h), "errors").map_or("?".into(), |v| thousands(v as i64)),
+        num(Some(h), "calls").map_or("?".into(), |v| thousands(v as i64)),
+    )
 }
 
 /// C++ rpc_call vs a Rust caller on the same path (issue 10): calls/s and latency of
@@ -659,6 +697,20 @@ mod tests {
             md.contains("| ratio C++/Rust | | 1.250 | 0.792 | 0.800 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn handover_table_rows() {
+        let mut v = sample(false);
+        v["handover"] = json!({"handovers": 3, "calls": 36308, "errors": 0, "steady_p99_us": 323.5,
+            "during_calls": 6042, "during_p99_us": 300.9, "during_max_us": 13710.8,
+            "ratio_p99": 0.93, "gap_max_us": 13711.3, "took_ms": [1, 14, 12]});
+        let md = render(&v).unwrap();
+        assert!(md.contains("handed over 3 times"), "{md}");
+        assert!(md.contains("| 1 ms, 14 ms, 12 ms |"), "{md}");
+        assert!(md.contains("| 13711.3 µs |"), "{md}");
+        assert!(md.contains("| 323.5 µs / 300.9 µs |"), "{md}");
+        assert!(md.contains("Failed calls: 0 of 36,308."), "{md}");
     }
 
     #[test]
