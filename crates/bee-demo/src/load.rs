@@ -15,9 +15,11 @@ use bee_dispatch::ServiceError;
 use bee_proto::game::{GetUserInfo, LoginReq};
 
 use crate::frame;
-use crate::lobby::PERSISTENCE_NODE;
 
 const SERVICE: &str = "lpersistence";
+/// The node the load goes to (`lobby::PERSISTENCE_NODE`; lobby starts the load, so this
+/// module does not look back at it).
+const PERSISTENCE_NODE: &str = "lpersistence_3";
 
 /// A running load.
 pub struct Run {

@@ -36,7 +36,10 @@ pub struct DrainReport {
     pub complete: bool,
     /// How long it took.
     pub elapsed: Duration,
-    /// Bee peers told `goaway`, and the ones that could not be told.
+    /// Messages the node's services handled while it drained (calls answered and pushes
+    /// delivered after it stopped accepting).
+    pub drained: u64,
+    /// Bee peers told `goaway`.
     pub told: usize,
     /// Peers that did not take the `goaway` (with why).
     pub not_told: Vec<String>,
@@ -58,9 +61,10 @@ impl fmt::Display for DrainReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} in {} ms: {} peers told goaway{}; left: {} queued messages, {} calls waiting, {} bytes unsent, {} parked pushes, {} inbound connections",
+            "{} in {} ms, {} messages handled meanwhile: {} peers told goaway{}; left: {} queued messages, {} calls waiting, {} bytes unsent, {} parked pushes, {} inbound connections",
             if self.complete { "drained" } else { "drain deadline passed" },
             self.elapsed.as_millis(),
+            self.drained,
             self.told,
             if self.not_told.is_empty() {
                 String::new()
@@ -94,6 +98,8 @@ impl Cluster {
         let t0 = Instant::now();
         let end = t0 + deadline;
         let node = self.node()?;
+        let handled_at = |n: &crate::Node| n.services().iter().map(|s| s.handled).sum::<u64>();
+        let start = handled_at(&node);
         self.stop_accepting();
         let peers = self.bee_peers();
         let told = futures::future::join_all(peers.iter().map(|p| async move {
@@ -144,6 +150,7 @@ impl Cluster {
             .collect();
         handled.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         report.handled = handled;
+        report.drained = handled_at(&node).saturating_sub(start);
         report.elapsed = t0.elapsed();
         Ok(report)
     }

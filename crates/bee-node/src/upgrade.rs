@@ -103,13 +103,14 @@ fn handover_line(log: &str) -> String {
             .unwrap_or("?")
             .to_string()
     };
+    // `old=drained in X ms, N messages handled meanwhile: ...`
     let drained = line
         .split("old=")
         .nth(1)
-        .and_then(|s| s.split(" ms:").next())
+        .and_then(|s| s.split(" handled meanwhile").next())
         .unwrap_or("?");
     format!(
-        "handover {} ms ({} ms), states carried {}/{}",
+        "handover {} ms ({}), states carried {}/{}",
         field("took_ms="),
         drained.trim(),
         field("states_carried="),
