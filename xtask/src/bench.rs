@@ -299,6 +299,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let (cpp_rpc, cpp_ok) = bee_bench(&bench, &cpp_args)?;
     let floor_args: Vec<&str> = [&["tokio-echo"][..], q].concat();
     let (floor, _) = bee_bench(&bench, &floor_args)?;
+    // Busy polling at scale (issue 14): the node's CPU with 1, 8, 32 connections.
+    let (busypoll, busypoll_ok) = bee_bench(
+        &bench,
+        &[
+            "busy-poll",
+            "--bee",
+            &release.join("bee").to_string_lossy(),
+            "--seconds",
+            if quick { "0.5" } else { "3" },
+        ],
+    )?;
     // Hot update under load (issue 12): a bee node handed over while a client calls it.
     let bee_path = release.join("bee").to_string_lossy().to_string();
     let (handover, handover_ok) = bee_bench(
@@ -331,7 +342,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &node_cfg,
         format!(
             "name = \"beebench\"\ncluster = \"cluster.lua\"\nthreads = {node_threads}\n{poll}\n\
-             [[service]]\nkind = \"echo\"\nname = \"echo\"\n\n\
+             [[service]]\nkind = \"echo_values\"\nname = \"echo\"\n\n\
+             [[service]]\nkind = \"echo\"\nname = \"echo_raw\"\n\n\
              [[service]]\nkind = \"sink\"\nname = \"sink\"\n"
         ),
     )?;
@@ -355,6 +367,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "beebench",
             "--node-pid",
             &pid,
+            "--raw-echo",
+            "echo_raw",
         ][..],
         q,
     ]
@@ -427,7 +441,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll}\n}}\n",
         json_string(&started_at),
         busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
         skynet_threads
@@ -448,7 +462,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .arg("--md")
             .arg(&md_path),
     )?;
-    if !local_ok || !cluster_ok || !mysql_ok || !api_ok || !cpp_ok || !handover_ok {
+    if !local_ok || !cluster_ok || !mysql_ok || !api_ok || !cpp_ok || !handover_ok || !busypoll_ok {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }
     Ok(())

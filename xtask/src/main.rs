@@ -85,8 +85,9 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// The whole test suite: setup, formatting, lints, doc tests, then every test with
-/// nextest (whose summary line ends the output).
+/// The whole test suite: setup, formatting, lints, doc tests, the C/C++ tests, the
+/// benchmarks' smoke run, then every test with nextest (whose summary line ends the
+/// output).
 fn ci() -> Result<()> {
     setup::ensure_all()?;
     step("format", cargo().args(["fmt", "--all", "--check"]))?;
@@ -109,6 +110,10 @@ fn ci() -> Result<()> {
     )?;
     eprintln!("\n== C/C++: headers, SDK frame test and modules under ASan/UBSan");
     cpp::test(&project_root())?;
+    // A smoke test of the benchmarks (release build): fails on a wrong reply, a failed
+    // call or a lost push, never on speed.
+    eprintln!("\n== benchmark smoke test: cargo xtask bench --quick");
+    bench::run(&project_root(), &["--quick".to_string()])?;
     step(
         "tests",
         cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),

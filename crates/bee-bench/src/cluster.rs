@@ -39,6 +39,9 @@ pub struct ClusterParams {
     pub echo: String,
     /// Registered name of the sink service.
     pub sink: String,
+    /// Registered name of a raw-bytes echo (no unpack): B3 against it too, labelled
+    /// "transport only".
+    pub raw_echo: Option<String>,
     /// B2: calls measured (after 1000 warm-up calls).
     pub b2_calls: usize,
     /// B3: seconds.
@@ -63,6 +66,7 @@ impl ClusterParams {
             node,
             echo: "echo".into(),
             sink: "sink".into(),
+            raw_echo: None,
             b2_calls: 20_000,
             b3_seconds: 5.0,
             b3_inflight: 64,
@@ -121,6 +125,9 @@ pub struct ClusterResult {
     pub b3_calls_per_s: f64,
     /// B3 failed or wrong replies.
     pub b3_errors: u64,
+    /// B3 against the raw-bytes echo (transport only), calls per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b3_raw_calls_per_s: Option<f64>,
     /// B4 pushes sent.
     pub b4_pushes: u64,
     /// B4 pushes counted by the sink.
@@ -302,6 +309,20 @@ pub async fn run(p: &ClusterParams) -> Result<ClusterResult, BenchError> {
     b3(&client, p, &mut r).await?;
     if let Some(m) = read_rss(p.node_pid) {
         r.rss_after_b3_kb = Some(m.rss_kb);
+    }
+    if let Some(raw) = &p.raw_echo {
+        // The same B3 against the echo that returns its bytes untouched.
+        let raw_client = Arc::new(Client {
+            cluster: client.cluster.clone(),
+            node: client.node.clone(),
+            echo: Target::from(raw.as_str()),
+            sink: client.sink.clone(),
+            _local: client._local.clone(),
+        });
+        let mut raw_r = ClusterResult::default();
+        b3(&raw_client, p, &mut raw_r).await?;
+        r.b3_raw_calls_per_s = Some(raw_r.b3_calls_per_s);
+        r.b3_errors += raw_r.b3_errors;
     }
     b4(&client, p, &mut r).await?;
     b5(&client, p, &mut r).await?;

@@ -23,6 +23,7 @@
 //! otherwise; pushes are counted at the receiver and losses reported.
 
 pub mod api;
+pub mod busypoll;
 pub mod cluster;
 pub mod cpp_rpc;
 pub mod error;

@@ -48,6 +48,9 @@ enum Command {
         /// Registered name of the sink service.
         #[arg(long, default_value = "sink")]
         sink: String,
+        /// Also run B3 against this raw-bytes echo (no unpack): the "transport only" row.
+        #[arg(long)]
+        raw_echo: Option<String>,
         /// Process id of the node, to read its VmRSS/VmHWM (B6).
         #[arg(long)]
         node_pid: Option<u32>,
@@ -134,6 +137,25 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         steady: f64,
     },
+    /// Busy polling at scale: the serving node's CPU with 1, 8 and 32 active connections
+    /// at a fixed rate each, polling on and off.
+    BusyPoll {
+        /// The `bee` binary.
+        #[arg(long)]
+        bee: PathBuf,
+        /// Calls per second on each connection.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Seconds per row.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// The node's `busy_poll_max` (connections polling at once).
+        #[arg(long, default_value_t = 1)]
+        poll_max: usize,
+        /// Connection counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        conns: Vec<usize>,
+    },
     /// Print the markdown table of a results file written by `cargo xtask bench`.
     Report {
         /// The results JSON.
@@ -157,6 +179,7 @@ fn main() -> Result<()> {
                 node,
                 echo,
                 sink,
+                raw_echo,
                 node_pid,
                 quick,
                 busy_poll_us,
@@ -168,6 +191,7 @@ fn main() -> Result<()> {
                 };
                 p.echo = echo;
                 p.sink = sink;
+                p.raw_echo = raw_echo;
                 p.node_pid = node_pid;
                 if let Some(us) = busy_poll_us {
                     p.busy_poll = std::time::Duration::from_micros(us);
@@ -221,6 +245,28 @@ fn main() -> Result<()> {
                         r.errors,
                         r.first_error.as_deref().unwrap_or("?")
                     );
+                }
+            }
+            Command::BusyPoll {
+                bee,
+                rate,
+                seconds,
+                poll_max,
+                conns,
+            } => {
+                let p = bee_bench::busypoll::BusyPollParams {
+                    bee,
+                    conns,
+                    rate,
+                    seconds,
+                    poll_us: 100,
+                    poll_max,
+                };
+                let r = bee_bench::busypoll::run(&p).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                let errors: u64 = r.rows.iter().map(|r| r.errors).sum();
+                if errors > 0 {
+                    anyhow::bail!("busy poll: {errors} calls failed");
                 }
             }
             Command::Handover {

@@ -186,6 +186,11 @@ fn specs() -> Vec<Spec> {
             Unit::PerSecond,
             Target::AtLeast(3.0),
         ),
+        bee_only(
+            "B3 transport only: the same calls to a raw-bytes echo (no unpack/re-pack)",
+            ("bee_cluster", "b3_raw_calls_per_s"),
+            Unit::PerSecond,
+        ),
         spec(
             "B4 pushes/s (64 B, counted at receiver)",
             ("bee_cluster", "b4_pushes_per_s"),
@@ -436,6 +441,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     if let Some(h) = results.get("handover").filter(|v| v.is_object()) {
         out.push_str(&handover_table(h));
     }
+    if let Some(b) = results.get("busy_poll").filter(|v| v.is_object()) {
+        out.push_str(&busy_poll_table(b));
+    }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
          B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",
@@ -476,6 +484,56 @@ fn api_table(api: &Value) -> String {
         "\nWrong or failed replies: {}.\n",
         num(Some(api), "errors").map_or("?".into(), |e| thousands(e as i64))
     ));
+    out
+}
+
+/// Busy polling at scale (issue 14): the serving node's CPU per connection count,
+/// polling on and off.
+fn busy_poll_table(b: &Value) -> String {
+    let rows: Vec<&Value> = b
+        .get("rows")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let find = |conns: u64, on: bool| {
+        rows.iter().copied().find(|r| {
+            num(Some(r), "conns") == Some(conns as f64)
+                && (num(Some(r), "poll_us").unwrap_or(0.0) > 0.0) == on
+        })
+    };
+    let mut conns: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r.get("conns").and_then(Value::as_u64))
+        .collect();
+    conns.sort_unstable();
+    conns.dedup();
+    let mut out = format!(
+        "\nBusy polling at scale (issue 14): {} calls/s on each connection (one in flight), the serving \
+         node's CPU in % of one core (`threads = 2`, `busy_poll_max = {}`):\n\n\
+         | connections | calls/s | node CPU, polling on | node CPU, polling off | added by polling | p50 on / off |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+        b.get("rate_per_conn").map(Value::to_string).unwrap_or_else(|| "?".into()),
+        b.get("poll_max").map(Value::to_string).unwrap_or_else(|| "?".into()),
+    );
+    for c in conns {
+        let (on, off) = (find(c, true), find(c, false));
+        let cpu = |r: Option<&Value>| num(r, "node_cpu_pct");
+        let pct = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0} %"));
+        let added = match (cpu(on), cpu(off)) {
+            (Some(a), Some(b)) => format!("{:+.0} points", a - b),
+            _ => "?".into(),
+        };
+        let us = |r: Option<&Value>| num(r, "p50_us").map_or("?".into(), |v| format!("{v:.0}"));
+        out.push_str(&format!(
+            "| {c} | {} | {} | {} | {added} | {} / {} µs |\n",
+            num(on, "calls_per_s").map_or("?".into(), |v| thousands(v.round() as i64)),
+            pct(cpu(on)),
+            pct(cpu(off)),
+            us(on),
+            us(off),
+        ));
+    }
     out
 }
 
@@ -711,6 +769,19 @@ mod tests {
         assert!(md.contains("| 13711.3 µs |"), "{md}");
         assert!(md.contains("| 323.5 µs / 300.9 µs |"), "{md}");
         assert!(md.contains("Failed calls: 0 of 36,308."), "{md}");
+    }
+
+    #[test]
+    fn busy_poll_table_rows() {
+        let mut v = sample(false);
+        v["busy_poll"] = json!({"rate_per_conn": 200, "poll_max": 1, "rows": [
+            {"poll_us": 100, "conns": 1, "calls_per_s": 200.0, "node_cpu_pct": 9.0, "p50_us": 150.0, "p99_us": 400.0, "errors": 0},
+            {"poll_us": 0, "conns": 1, "calls_per_s": 199.0, "node_cpu_pct": 5.0, "p50_us": 300.0, "p99_us": 500.0, "errors": 0}]});
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains("| 1 | 200 | 9 % | 5 % | +4 points | 150 / 300 µs |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -39,6 +39,11 @@ impl Latencies {
             .push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
+    /// Add every sample of `other`.
+    pub fn extend(&mut self, other: &Latencies) {
+        self.nanos.extend_from_slice(&other.nanos);
+    }
+
     /// Number of samples so far.
     pub fn len(&self) -> usize {
         self.nanos.len()

@@ -1,8 +1,11 @@
-//! Built-in services every node can start by kind: `echo`, `sink`, `slow` and
-//! `sequence`.
+//! Built-in services every node can start by kind: `echo`, `echo_values`, `sink`,
+//! `slow` and `sequence`.
 //!
 //! - `echo` replies with exactly the payload it got (its arguments, unchanged, without
 //!   unpacking them) — the simplest thing to call across the cluster.
+//! - `echo_values` unpacks its skynet.pack arguments and packs them again as the reply —
+//!   what a Lua `skynet.ret(skynet.pack(...))` echo does, so a benchmark against it
+//!   compares equal server work with a skynet echo.
 //! - `sink` counts what is pushed to it; a call `("count")` answers the count and
 //!   `("reset")` answers it and starts again from 0. Any other call is an error (as
 //!   the skynet-side sink of the interop checks does), so a caller sees a remote
@@ -30,6 +33,17 @@ pub struct Echo;
 impl Service for Echo {
     async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
         Ok(Some(msg.payload))
+    }
+}
+
+/// Replies with its arguments, unpacked and packed again.
+#[derive(Debug, Default)]
+pub struct EchoValues;
+
+impl Service for EchoValues {
+    async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
+        let values = seri::unpack(&msg.payload)?;
+        Ok(Some(seri::pack(&values)?))
     }
 }
 

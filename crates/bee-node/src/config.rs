@@ -15,6 +15,8 @@
 //! busy_poll_us = 100             # optional: how long a connection keeps polling its
 //!                                # socket after traffic before it sleeps (default 100,
 //!                                # 0 = never); lower latency for a little CPU
+//! busy_poll_max = 1              # optional: at most this many connections poll at once
+//!                                # (the CPU polling may take, in cores; default 1)
 //!
 //! drain_timeout_ms = 10000       # optional: on SIGTERM/Ctrl-C (or a handover) the node
 //!                                # stops accepting, answers what it accepted and flushes
@@ -90,6 +92,9 @@ pub struct NodeConfig {
     /// Busy-poll window of the node's connections, in microseconds (0: off).
     #[serde(default = "default_busy_poll")]
     pub busy_poll_us: u64,
+    /// Connections of the node busy-polling at once (`bee_transport::set_max_pollers`).
+    #[serde(default = "default_busy_poll_max")]
+    pub busy_poll_max: usize,
     /// Longest graceful drain at SIGTERM / Ctrl-C, in milliseconds.
     #[serde(default = "default_drain")]
     pub drain_timeout_ms: u64,
@@ -123,6 +128,10 @@ fn default_etcd_start_retry() -> u64 {
 
 fn default_timeout() -> u64 {
     30_000
+}
+
+fn default_busy_poll_max() -> usize {
+    1
 }
 
 fn default_drain() -> u64 {
@@ -281,7 +290,7 @@ impl NodeConfig {
         // Sections other than the known ones are typos: say so instead of ignoring them.
         if let Some(key) = cfg.extra.keys().find(|k| !sections.contains(k)) {
             anyhow::bail!(
-                "node config {}: unknown key {key:?} (known: name, cluster, cluster_fallback, etcd_start_retry_ms, listen, call_timeout_ms, threads, busy_poll_us, drain_timeout_ms, handover_socket, metrics_listen, limits, liveness, auth, service, {})",
+                "node config {}: unknown key {key:?} (known: name, cluster, cluster_fallback, etcd_start_retry_ms, listen, call_timeout_ms, threads, busy_poll_us, busy_poll_max, drain_timeout_ms, handover_socket, metrics_listen, limits, liveness, auth, service, {})",
                 path.display(),
                 sections.join(", ")
             );

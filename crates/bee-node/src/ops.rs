@@ -93,6 +93,7 @@ pub fn cluster_settings(cfg: &NodeConfig) -> Result<(ClusterSettings, Budgets)> 
     let ch = &mut s.channel;
     ch.call_timeout = ms(cfg.call_timeout_ms);
     ch.busy_poll = Duration::from_micros(cfg.busy_poll_us);
+    bee_transport::set_max_pollers(cfg.busy_poll_max);
     ch.max_queued_bytes = size(l.per_peer_bytes);
     ch.outbound_budget = Some(budgets.outbound.clone());
     ch.inbound_budget = Some(budgets.inbound.clone());

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
-use bee_dispatch::builtin::{Echo, Sequence, Sink, Slow};
+use bee_dispatch::builtin::{Echo, EchoValues, Sequence, Sink, Slow};
 use bee_dispatch::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
 use bee_dispatch::{Addr, Cluster, Node};
 
@@ -101,6 +101,9 @@ impl Kinds {
     pub fn builtin() -> Kinds {
         let mut k = Kinds::default();
         k.add("echo", |s| Ok(Some(s.node.spawn(s.label(), Echo))));
+        k.add("echo_values", |s| {
+            Ok(Some(s.node.spawn(s.label(), EchoValues)))
+        });
         k.add("sink", |s| {
             Ok(Some(s.node.spawn(s.label(), Sink::default())))
         });

@@ -94,8 +94,9 @@ pub struct ChannelConfig {
     /// Largest request payload sent and response payload accepted (default 65 MiB).
     pub max_message: usize,
     /// How long the reader busy-polls the socket after the last traffic before it parks
-    /// (default [`DEFAULT_BUSY_POLL`]; zero turns it off). Trades CPU time while traffic
-    /// flows for lower round-trip latency; see [`crate::connection`].
+    /// (default zero: off — a library does not spin unless asked; [`DEFAULT_BUSY_POLL`]
+    /// is what a `bee run` node uses). Trades CPU time while traffic flows for lower
+    /// round-trip latency; see [`crate::connection`].
     pub busy_poll: Duration,
     /// Bound on noticing a dead peer (default 4 s; zero turns dead-peer detection off):
     /// `TCP_USER_TIMEOUT` and keepalive on the socket, and how long an unanswered
@@ -134,7 +135,8 @@ pub struct ChannelConfig {
     pub max_parked_bytes: usize,
 }
 
-/// Default busy-poll window of channels and listeners.
+/// The busy-poll window a `bee run` node gives its channels and listeners unless its
+/// config says otherwise (the library's own default is zero: no polling).
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
 
 impl Default for ChannelConfig {
@@ -147,7 +149,7 @@ impl Default for ChannelConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
             max_message: 65 * 1024 * 1024,
-            busy_poll: DEFAULT_BUSY_POLL,
+            busy_poll: Duration::ZERO,
             liveness: Duration::from_secs(4),
             heartbeat: Duration::from_secs(1),
             max_timeouts: 3,

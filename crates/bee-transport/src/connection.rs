@@ -36,7 +36,10 @@
 //! or requests being handled), when the last read brought several frames at once (the
 //! peer is pipelining), or while part of a frame is buffered (the rest is on its way;
 //! large frames are read in large reads). Every few tries the poller also yields its
-//! thread, so a thread that needs the CPU is not kept waiting for a preemption.
+//! thread, so a thread that needs the CPU is not kept waiting for a preemption. And at
+//! most [`set_max_pollers`] connections of the process poll at once (default 1): with
+//! many connections carrying traffic the others park in epoll, so polling costs at most
+//! about that many cores, not one per connection.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
@@ -76,6 +79,40 @@ const SPIN_MAX_OUTSTANDING: usize = 4;
 
 /// Every this many polls without data, the poller also yields its thread to the kernel.
 const SPIN_SHARE_EVERY: u64 = 8;
+
+/// Connections of this process busy-polling at once (see [`set_max_pollers`]).
+static POLLERS: AtomicUsize = AtomicUsize::new(0);
+/// At most this many connections of this process busy-poll at once (default 1).
+static MAX_POLLERS: AtomicUsize = AtomicUsize::new(1);
+
+/// Bound the CPU busy polling may take, process-wide: at most `n` connections poll at
+/// once (default 1, so polling costs at most about one core however many connections
+/// carry traffic); the others park in epoll as without polling. 0 turns polling off for
+/// every connection.
+pub fn set_max_pollers(n: usize) {
+    MAX_POLLERS.store(n, Ordering::Relaxed);
+}
+
+/// A poller's slot under [`set_max_pollers`]; given back when dropped.
+struct PollerSlot;
+
+impl PollerSlot {
+    fn take() -> Option<PollerSlot> {
+        let max = MAX_POLLERS.load(Ordering::Relaxed);
+        POLLERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PollerSlot)
+    }
+}
+
+impl Drop for PollerSlot {
+    fn drop(&mut self) {
+        POLLERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Busy polling stops after a read that brought more frames than this (see
 /// [`SPIN_MAX_OUTSTANDING`]; the listening side cannot see the caller's pipeline, only its
@@ -306,6 +343,10 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         if frames > 0 {
             spin.received = now_ns();
         }
+        // Other connections poll already (as many as allowed): park like without polling.
+        let Some(_slot) = PollerSlot::take() else {
+            return Ok(Polled::Idle);
+        };
         let mut spins = 0u64;
         loop {
             match (spin.raw_read)(&self.reader, &mut spin.scratch) {

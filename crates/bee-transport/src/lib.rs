@@ -15,10 +15,11 @@
 //!   an [`Inbound`], writing the answers, back-pressure, and closing a misbehaving
 //!   connection without disturbing the others.
 //!
-//! - **Latency**: after traffic, a connection's reader busy-polls its socket for a short
-//!   window ([`ChannelConfig::busy_poll`], [`ListenerConfig::busy_poll`], default
-//!   [`DEFAULT_BUSY_POLL`]) before it parks, so a one-call-in-flight round trip does not
-//!   wait for sleeping threads to wake (see [`connection`]).
+//! - **Latency**: when asked ([`ChannelConfig::busy_poll`], [`ListenerConfig::busy_poll`];
+//!   off by default, [`DEFAULT_BUSY_POLL`] in a `bee run` node), after traffic a
+//!   connection's reader busy-polls its socket for a short window before it parks, so a
+//!   one-call-in-flight round trip does not wait for sleeping threads to wake; at most
+//!   [`set_max_pollers`] connections of the process poll at once (see [`connection`]).
 //!
 //! - **Hardening** (operator's view in `docs/operations.md`): dead peers detected within
 //!   [`ChannelConfig::liveness`] ([`liveness`]); node-wide [`ByteBudget`]s for inbound and
@@ -105,6 +106,7 @@ pub use auth::{AuthSecret, AUTH_NAME};
 pub use bee_codec::cluster::{Address, Request};
 pub use budget::{ByteBudget, Permit};
 pub use channel::{Channel, ChannelConfig, ChannelStats, DEFAULT_BUSY_POLL};
+pub use connection::set_max_pollers;
 pub use connection::{Connection, ReadError};
 pub use error::TransportError;
 pub use listener::{

@@ -135,7 +135,7 @@ pub struct ListenerConfig {
     /// (default 16 MiB).
     pub max_queued_bytes: usize,
     /// How long a connection's reader busy-polls after the last traffic before it parks
-    /// (default [`crate::channel::DEFAULT_BUSY_POLL`]; zero turns it off).
+    /// (default zero: off; a `bee run` node uses [`crate::channel::DEFAULT_BUSY_POLL`]).
     pub busy_poll: std::time::Duration,
     /// Inbound bytes one connection may hold (default 32 MiB): requests being handled
     /// stop the reading past it (back-pressure), and multi-part messages being assembled
@@ -182,7 +182,7 @@ impl Default for ListenerConfig {
             max_pending_multipart: 64,
             max_outstanding: 65536,
             max_queued_bytes: 16 * 1024 * 1024,
-            busy_poll: crate::channel::DEFAULT_BUSY_POLL,
+            busy_poll: std::time::Duration::ZERO,
             max_inbound_bytes: 32 * 1024 * 1024,
             inbound_budget: None,
             multipart_timeout: Duration::from_secs(30),
