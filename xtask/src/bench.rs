@@ -310,6 +310,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             if quick { "0.5" } else { "3" },
         ],
     )?;
+    // Scale (issue 14): connections from several processes, fan-out, idle peers, soak.
+    let bee_bin = release.join("bee").to_string_lossy().to_string();
+    let scale_args: Vec<&str> = [&["scale", "--bee", bee_bin.as_str()][..], q].concat();
+    let (scale, scale_ok) = bee_bench(&bench, &scale_args)?;
     // Hot update under load (issue 12): a bee node handed over while a client calls it.
     let bee_path = release.join("bee").to_string_lossy().to_string();
     let (handover, handover_ok) = bee_bench(
@@ -406,8 +410,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     )?;
     drop(sql_node);
 
-    let (mut skynet, mut skynet_rss, mut cross) =
-        ("null".to_string(), "null".to_string(), "null".to_string());
+    let (mut skynet, mut skynet_rss, mut cross, mut bee_to_sky) = (
+        "null".to_string(),
+        "null".to_string(),
+        "null".to_string(),
+        "null".to_string(),
+    );
     if lab.is_some() {
         // The same skynet client against the bee node: the serving side alone compared.
         match skynet_client(&runner, "beebench", &cluster, quick, bee_node.pid()) {
@@ -425,12 +433,33 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let pair =
             start_node("skybench", cmd, &dir.join("skybench.log"), "READY").and_then(|sky| {
                 std::thread::sleep(Duration::from_millis(500));
-                skynet_client(&runner, "skybench", &cluster, quick, sky.pid())
+                skynet_client(&runner, "skybench", &cluster, quick, sky.pid()).map(|r| (r, sky))
             });
         match pair {
-            Ok(run) => {
+            Ok((run, sky)) => {
                 skynet = run.bench;
                 skynet_rss = run.rss.unwrap_or_else(|| "null".into());
+                // bee-bench against the skynet node: the server's capacity, with the same
+                // fast client as against the bee node.
+                let sky_pid = sky.pid().to_string();
+                let args: Vec<&str> = [
+                    &[
+                        "cluster",
+                        "--cluster",
+                        &cluster_str,
+                        "--node",
+                        "skybench",
+                        "--node-pid",
+                        &sky_pid,
+                    ][..],
+                    q,
+                ]
+                .concat();
+                match bee_bench(&bench, &args) {
+                    Ok((run, _)) => bee_to_sky = run,
+                    Err(e) => eprintln!("bee-bench -> skynet node failed: {e:#}"),
+                }
+                drop(sky);
             }
             Err(e) => eprintln!("stock skynet pair failed, showing reference figures: {e:#}"),
         }
@@ -441,7 +470,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"bee_client_to_skynet\":{bee_to_sky},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll},\n\"scale\":{scale}\n}}\n",
         json_string(&started_at),
         busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
         skynet_threads
@@ -462,7 +491,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .arg("--md")
             .arg(&md_path),
     )?;
-    if !local_ok || !cluster_ok || !mysql_ok || !api_ok || !cpp_ok || !handover_ok || !busypoll_ok {
+    if !local_ok
+        || !cluster_ok
+        || !mysql_ok
+        || !api_ok
+        || !cpp_ok
+        || !handover_ok
+        || !busypoll_ok
+        || !scale_ok
+    {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }
     Ok(())

@@ -8,9 +8,8 @@
 //! core it used. The same run with the node's `busy_poll_us = 0` shows what polling adds;
 //! `busy_poll_max` (default 1) bounds how many connections poll at once.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bee_codec::seri::{self, Value};
@@ -19,7 +18,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::stats::Latencies;
-use crate::{rss, BenchError};
+use crate::{nodeproc, rss, BenchError};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -78,11 +77,7 @@ fn start_node(
     poll_us: u64,
     poll_max: usize,
 ) -> Result<(Child, String), BenchError> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(setup)?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", nodeproc::free_port()?);
     std::fs::write(dir.join("cluster.lua"), format!("pollnode = \"{addr}\"\n")).map_err(setup)?;
     let config = dir.join("pollnode.toml");
     std::fs::write(
@@ -93,27 +88,7 @@ fn start_node(
         ),
     )
     .map_err(setup)?;
-    let mut child = Command::new(bee)
-        .arg("run")
-        .arg(&config)
-        .env("BEE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(setup)?;
-    let stdout = child.stdout.take().ok_or_else(|| setup("no stdout"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .map_err(|_| setup("the bee node did not start"))?;
-    Ok((child, addr))
+    Ok((nodeproc::start(bee, &config, None, "warn", &[])?, addr))
 }
 
 /// One row: `conns` connections at `rate` calls/s each for `seconds`.
@@ -197,7 +172,7 @@ pub async fn run(p: &BusyPollParams) -> Result<BusyPollResult, BenchError> {
     std::fs::create_dir_all(&dir).map_err(setup)?;
     let mut rows = Vec::new();
     for poll_us in [p.poll_us, 0] {
-        let (mut node, addr) = start_node(&p.bee, &dir, poll_us, p.poll_max)?;
+        let (node, addr) = start_node(&p.bee, &dir, poll_us, p.poll_max)?;
         let pid = node.id();
         tokio::time::sleep(Duration::from_millis(300)).await;
         for &conns in &p.conns {
@@ -211,14 +186,12 @@ pub async fn run(p: &BusyPollParams) -> Result<BusyPollResult, BenchError> {
                     rows.push(r);
                 }
                 Err(e) => {
-                    let _ = node.kill();
-                    let _ = node.wait();
+                    nodeproc::stop(node);
                     return Err(e);
                 }
             }
         }
-        let _ = node.kill();
-        let _ = node.wait();
+        nodeproc::stop(node);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(BusyPollResult {

@@ -16,9 +16,7 @@
 //!   from asking for the sockets to serving them, which includes the old process's drain);
 //! - errors: calls that failed (the target is zero).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +27,7 @@ use bee_registry::{ClusterConfig, Registry};
 use serde::Serialize;
 
 use crate::stats::Latencies;
-use crate::BenchError;
+use crate::{nodeproc, BenchError};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -75,51 +73,14 @@ fn err(what: impl std::fmt::Display) -> BenchError {
     BenchError::Setup(what.to_string())
 }
 
-/// Start `bee run CONFIG [extra]`, stderr appended to `log`; wait for its ready line.
-fn start(bee: &Path, config: &Path, log: &Path, extra: &[&str]) -> Result<Child, BenchError> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(err)?;
-    let mut child = Command::new(bee)
-        .arg("run")
-        .arg(config)
-        .args(extra)
-        .env("BEE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(out)
-        .spawn()
-        .map_err(err)?;
-    let stdout = child.stdout.take().ok_or_else(|| err("no stdout"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .map_err(|_| err(format!("bee did not start; see {}", log.display())))?;
-    Ok(child)
-}
-
 /// Run it.
 pub async fn run(p: &HandoverParams) -> Result<HandoverResult, BenchError> {
     let dir = std::env::temp_dir().join(format!("bee-bench-handover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(err)?;
-    let port = |()| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(err)
-    };
     let cluster_text = format!(
         "hotnode = \"127.0.0.1:{}\"\nhotclient = \"127.0.0.1:{}\"\n",
-        port(())?,
-        port(())?
+        nodeproc::free_port()?,
+        nodeproc::free_port()?
     );
     std::fs::write(dir.join("cluster.lua"), &cluster_text).map_err(err)?;
     let config = dir.join("hotnode.toml");
@@ -130,7 +91,7 @@ pub async fn run(p: &HandoverParams) -> Result<HandoverResult, BenchError> {
     .map_err(err)?;
     let log = dir.join("hotnode.log");
     let _ = std::fs::remove_file(&log);
-    let mut current = start(&p.bee, &config, &log, &[])?;
+    let mut current = nodeproc::start(&p.bee, &config, Some(&log), "info", &[])?;
 
     let node = Node::new("hotclient", RuntimeConfig::default());
     let mut settings = ClusterSettings::default();
@@ -174,9 +135,11 @@ pub async fn run(p: &HandoverParams) -> Result<HandoverResult, BenchError> {
     for _ in 0..p.handovers {
         let from = Instant::now();
         let (bee, config, log) = (p.bee.clone(), config.clone(), log.clone());
-        let new = tokio::task::spawn_blocking(move || start(&bee, &config, &log, &["--takeover"]))
-            .await
-            .map_err(err)??;
+        let new = tokio::task::spawn_blocking(move || {
+            nodeproc::start(&bee, &config, Some(&log), "info", &["--takeover"])
+        })
+        .await
+        .map_err(err)??;
         let mut old = std::mem::replace(&mut current, new);
         let exited = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -201,8 +164,7 @@ pub async fn run(p: &HandoverParams) -> Result<HandoverResult, BenchError> {
     stop.store(true, Ordering::Relaxed);
     caller.await.map_err(err)?;
     node.shutdown();
-    let _ = current.kill();
-    let _ = current.wait();
+    nodeproc::stop(current);
 
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
     let (mut steady, mut during) = (Latencies::default(), Latencies::default());

@@ -32,8 +32,10 @@ pub mod handover;
 pub mod load;
 pub mod local;
 pub mod mysql;
+pub mod nodeproc;
 pub mod report;
 pub mod rss;
+pub mod scale;
 pub mod stats;
 
 pub use error::BenchError;

@@ -156,6 +156,29 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
         conns: Vec<usize>,
     },
+    /// Scale: 1/8/32 client connections from several processes, fan-out to 16 nodes,
+    /// memory per idle peer connection, a soak with the node's RSS every second.
+    Scale {
+        /// The `bee` binary.
+        #[arg(long)]
+        bee: PathBuf,
+        /// Shorter rows, 100 idle peers, a 6 s soak.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// One client process of `scale` (prints its report as JSON).
+    #[command(hide = true)]
+    ScaleClient {
+        /// The node's address.
+        #[arg(long)]
+        addr: String,
+        /// Connections.
+        #[arg(long)]
+        conns: usize,
+        /// Seconds.
+        #[arg(long)]
+        seconds: f64,
+    },
     /// Print the markdown table of a results file written by `cargo xtask bench`.
     Report {
         /// The results JSON.
@@ -246,6 +269,30 @@ fn main() -> Result<()> {
                         r.first_error.as_deref().unwrap_or("?")
                     );
                 }
+            }
+            Command::Scale { bee, quick } => {
+                let p = bee_bench::scale::ScaleParams {
+                    bee,
+                    bench: std::env::current_exe()?,
+                    seconds: if quick { 0.5 } else { 3.0 },
+                    fanout_pushes: if quick { 32_000 } else { 320_000 },
+                    idle_peers: if quick { 100 } else { 1_000 },
+                    soak: if quick { 6 } else { 60 },
+                };
+                let r = bee_bench::scale::run(&p).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                let errors: u64 = r.conns.iter().map(|c| c.errors).sum::<u64>() + r.soak_errors;
+                if errors > 0 || r.fanout_lost > 0 {
+                    anyhow::bail!("scale: {errors} failed calls, {} pushes lost", r.fanout_lost);
+                }
+            }
+            Command::ScaleClient {
+                addr,
+                conns,
+                seconds,
+            } => {
+                let r = bee_bench::scale::client(&addr, conns, seconds).await?;
+                println!("{}", serde_json::to_string(&r)?);
             }
             Command::BusyPoll {
                 bee,

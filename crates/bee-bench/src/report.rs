@@ -408,6 +408,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     {
         out.push_str(&cross_table(cross, results.get("skynet"), &skynet_threads));
     }
+    if measured {
+        out.push_str(&three_views_table(results, &skynet_threads));
+    }
     if let Some(sql) = results.get("mysql").filter(|v| v.is_object()) {
         let qps = |k: &str| {
             num(Some(sql), k)
@@ -443,6 +446,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     }
     if let Some(b) = results.get("busy_poll").filter(|v| v.is_object()) {
         out.push_str(&busy_poll_table(b));
+    }
+    if let Some(sc) = results.get("scale").filter(|v| v.is_object()) {
+        out.push_str(&scale_table(sc));
     }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
@@ -483,6 +489,72 @@ fn api_table(api: &Value) -> String {
     out.push_str(&format!(
         "\nWrong or failed replies: {}.\n",
         num(Some(api), "errors").map_or("?".into(), |e| thousands(e as i64))
+    ));
+    out
+}
+
+/// Scale rows (issue 14): connections, fan-out, memory per idle peer, soak.
+fn scale_table(sc: &Value) -> String {
+    let mut out = String::from(
+        "\nScale (issue 14): one serving node (`threads = 2`, `echo` unpacks and re-packs):\n\n\
+         | figure | value | target |\n|---|---:|---|\n",
+    );
+    for row in sc
+        .get("conns")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!(
+            "| {} client connections over {} processes, one call in flight each: calls/s, worst p99 | {} calls/s, {} | |\n",
+            num(Some(row), "conns").map_or("?".into(), |v| format!("{v:.0}")),
+            num(Some(row), "processes").map_or("?".into(), |v| format!("{v:.0}")),
+            num(Some(row), "calls_per_s").map_or("?".into(), |v| thousands(v.round() as i64)),
+            num(Some(row), "p99_us").map_or("?".into(), |v| format!("{v:.0} µs")),
+        ));
+    }
+    let lost = num(Some(sc), "fanout_lost");
+    out.push_str(&format!(
+        "| fan-out: one node pushing to {} nodes, pushes/s (lost) | {} ({}) | none lost: {} |\n",
+        num(Some(sc), "fanout_nodes").map_or("?".into(), |v| format!("{v:.0}")),
+        num(Some(sc), "fanout_pushes_per_s").map_or("?".into(), |v| thousands(v.round() as i64)),
+        lost.map_or("?".into(), |v| thousands(v as i64)),
+        match lost {
+            Some(0.0) => "yes",
+            Some(_) => "**no**",
+            None => "?",
+        }
+    ));
+    let per = num(Some(sc), "idle_kib_per_peer");
+    out.push_str(&format!(
+        "| memory per idle peer connection ({} connected, RSS with them minus before) | {} | ≤ 32 KiB: {} |\n",
+        num(Some(sc), "idle_peers").map_or("?".into(), |v| thousands(v as i64)),
+        per.map_or("?".into(), |v| format!("{v:.1} KiB")),
+        match per {
+            Some(v) if v <= 32.0 => "yes",
+            Some(_) => "**no**",
+            None => "?",
+        }
+    ));
+    let samples: Vec<u64> = sc
+        .get("soak_rss_kb")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    let growth = num(Some(sc), "soak_growth_pct");
+    out.push_str(&format!(
+        "| soak: {} s of calls and pushes at 1,000/s each, node RSS first → last sample (growth after warm-up) | {} → {} ({}) | < 5 %: {} |\n",
+        samples.len(),
+        samples.first().map_or("?".into(), |v| format!("{:.1} MB", *v as f64 / 1024.0)),
+        samples.last().map_or("?".into(), |v| format!("{:.1} MB", *v as f64 / 1024.0)),
+        growth.map_or("?".into(), |g| format!("{g:+.1} %")),
+        match growth {
+            Some(g) if g < 5.0 => "yes",
+            Some(_) => "**no**",
+            None => "?",
+        }
     ));
     out
 }
@@ -616,6 +688,92 @@ fn cpp_rpc_table(cpp: &Value) -> String {
 
 /// The same stock skynet client against the bee node and against the skynet node: the
 /// serving side compared with the client held fixed.
+/// The three views of issue 14, each a column pair with its ratio: bee→bee vs
+/// skynet→skynet (what a team gets moving both sides), the stock skynet client against
+/// each server, and bee-bench against each server (server capacity; the client is not the
+/// bottleneck) — the view the targets are judged on.
+pub fn three_views_table(results: &Value, threads: &str) -> String {
+    let part = |k: &str| results.get(k).filter(|v| v.is_object());
+    let (bee_bee, sky_sky, sky_bee, bee_sky) = (
+        part("bee_cluster"),
+        part("skynet"),
+        part("skynet_client_to_bee"),
+        part("bee_client_to_skynet"),
+    );
+    let mut out = format!(
+        "\nThree views (issue 14), stock skynet v1.6.0 with thread = {threads}; every server does the same \
+         work (unpacks the arguments and packs the reply); targets judged on the third view:\n\n\
+         | metric | bee→bee | skynet→skynet | ratio | skynet client→bee | skynet client→skynet | ratio | \
+         bee-bench→bee | bee-bench→skynet | ratio | target (3rd view) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    let lines: [(&str, &str, Unit, Target); 6] = [
+        (
+            "B2 latency p50",
+            "b2_p50_us",
+            Unit::Micros,
+            Target::AtMost(0.5),
+        ),
+        ("B2 latency p99", "b2_p99_us", Unit::Micros, Target::None),
+        (
+            "B3 calls/s, 64 in flight",
+            "b3_calls_per_s",
+            Unit::PerSecond,
+            Target::AtLeast(4.0),
+        ),
+        (
+            "B4 pushes/s",
+            "b4_pushes_per_s",
+            Unit::PerSecond,
+            Target::AtLeast(8.0),
+        ),
+        ("B4 pushes lost", "b4_lost", Unit::Count, Target::Zero),
+        (
+            "B5 1 MiB echo",
+            "b5_mib_per_s",
+            Unit::MiBps,
+            Target::AtLeast(4.0),
+        ),
+    ];
+    for (metric, key, unit, target) in lines {
+        let cell = |v: Option<f64>| v.map(|v| fmt(v, unit)).unwrap_or_else(|| "—".into());
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+            _ => None,
+        };
+        let show = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}×"));
+        let (v1a, v1b) = (num(bee_bee, key), num(sky_sky, key));
+        let (v2a, v2b) = (num(sky_bee, key), num(sky_sky, key));
+        let (v3a, v3b) = (num(bee_bee, key), num(bee_sky, key));
+        let r3 = ratio(v3a, v3b);
+        let met = match target {
+            Target::AtLeast(t) => r3.map(|r| (r >= t, format!("≥ {t}×"))),
+            Target::AtMost(t) => r3.map(|r| (r <= t, format!("≤ {t}×"))),
+            Target::Zero => v3a.map(|v| (v == 0.0 && v3b.unwrap_or(0.0) == 0.0, "0".to_string())),
+            Target::None => None,
+        };
+        let met = match met {
+            Some((true, t)) => format!("yes ({t})"),
+            Some((false, t)) => format!("**no** ({t})"),
+            None if matches!(target, Target::None) => "—".into(),
+            None => "? (not measured)".into(),
+        };
+        out.push_str(&format!(
+            "| {metric} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {met} |\n",
+            cell(v1a),
+            cell(v1b),
+            show(ratio(v1a, v1b)),
+            cell(v2a),
+            cell(v2b),
+            show(ratio(v2a, v2b)),
+            cell(v3a),
+            cell(v3b),
+            show(r3),
+        ));
+    }
+    out
+}
+
 fn cross_table(bee_node: &Value, skynet_node: Option<&Value>, threads: &str) -> String {
     let mut out = format!(
         "\nSame stock skynet v1.6.0 client (thread = {threads}) against each node — the serving side alone:\n\n\
@@ -780,6 +938,27 @@ mod tests {
         let md = render(&v).unwrap();
         assert!(
             md.contains("| 1 | 200 | 9 % | 5 % | +4 points | 150 / 300 µs |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn three_views_use_the_bee_client_for_targets() {
+        let mut v = sample(true);
+        v["skynet_client_to_bee"] = json!({"b2_p50_us": 60.0, "b3_calls_per_s": 90000.0,
+            "b4_pushes_per_s": 400000.0, "b4_lost": 0, "b5_mib_per_s": 80.0});
+        v["bee_client_to_skynet"] = json!({"b2_p50_us": 90.0, "b3_calls_per_s": 30000.0,
+            "b4_pushes_per_s": 50000.0, "b4_lost": 0, "b5_mib_per_s": 20.0});
+        let md = render(&v).unwrap();
+        assert!(md.contains("Three views (issue 14)"), "{md}");
+        // B3: bee-bench→bee 150,000 vs bee-bench→skynet 30,000 = 5× ≥ 4×.
+        assert!(
+            md.contains("| 150,000 | 30,000 | 5.00× | yes (≥ 4×) |"),
+            "{md}"
+        );
+        // B2 p50: 30 / 90 = 0.33× ≤ 0.5×.
+        assert!(
+            md.contains("| 30.0 µs | 90.0 µs | 0.33× | yes (≤ 0.5×) |"),
             "{md}"
         );
     }
