@@ -307,20 +307,9 @@ impl BeeProcess {
             &["--takeover"],
         );
         let mut old = std::mem::replace(self, new);
-        let Some(mut c) = old.child.take() else {
-            return false;
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(s)) = c.try_wait() {
-                return s.success();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        match old.child.take() {
+            Some(c) => exits_cleanly(c, Duration::from_secs(30)),
+            None => false,
         }
     }
 
@@ -348,25 +337,14 @@ impl BeeProcess {
 
     /// Stop with SIGTERM and wait for a clean exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
+        let Some(c) = self.child.take() else {
             return false;
         };
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(c.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(s)) = c.try_wait() {
-                return s.success();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        exits_cleanly(c, Duration::from_secs(10))
     }
 
     /// Start the same node again from its config (after a kill).
@@ -375,6 +353,22 @@ impl BeeProcess {
         let bin = self.bin.clone();
         let again = BeeProcess::spawn(&bin, &self.name, &self.config, self.log.as_deref());
         *self = again;
+    }
+}
+
+/// Wait (at most `within`) for `c` to exit; whether it exited 0. Killed after `within`.
+fn exits_cleanly(mut c: Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(s)) = c.try_wait() {
+            return s.success();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

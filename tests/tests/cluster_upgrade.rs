@@ -13,12 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bee_codec::seri::Value;
-use bee_dispatch::service::RuntimeConfig;
-use bee_dispatch::{Cluster, ClusterSettings, Node};
+use bee_dispatch::Cluster;
 use bee_proto::game::LoginReq;
-use bee_registry::Registry;
 use bee_tests::{bee_bin, demo_bin, Layout};
-use dispatch_common::{frame, lua, start_demo, text, values, CALL_TIMEOUT};
+use dispatch_common::{frame, lua, riding_node, start_demo, text, values};
 
 const NODES: [&str; 4] = ["lobby", "lpersistence_3", "activity_master", "shop_master"];
 
@@ -60,6 +58,15 @@ fn upgrade(layout: &Layout, extra: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The incarnation of every demo node, in `NODES` order.
+async fn incarnations(c: &Cluster) -> Vec<i64> {
+    let mut v = Vec::new();
+    for n in NODES {
+        v.push(incarnation(c, n).await);
+    }
+    v
+}
+
 async fn incarnation(c: &Cluster, node: &str) -> i64 {
     let r = c
         .call(node, "bee_config", lua(&[Value::from("config")]))
@@ -77,18 +84,7 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
     let _reaper = Reaper(layout.dir.path().display().to_string());
     let _procs: Vec<_> = NODES.iter().map(|n| start_demo(&layout, n)).collect();
 
-    let node = Node::new(
-        "client",
-        RuntimeConfig {
-            call_timeout: CALL_TIMEOUT,
-            ..RuntimeConfig::default()
-        },
-    );
-    let mut settings = ClusterSettings::default();
-    settings.channel.call_timeout = CALL_TIMEOUT;
-    settings.channel.ride_through = Duration::from_secs(5);
-    let c = Cluster::start(&node, Registry::new(layout.config()), settings);
-    c.open("client").await.expect("client listens");
+    let (node, c) = riding_node(&layout, "client", "client", Duration::from_secs(5)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (calls, failed, pushes) = (
@@ -151,13 +147,7 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let before: Vec<i64> = {
-        let mut v = Vec::new();
-        for n in NODES {
-            v.push(incarnation(&c, n).await);
-        }
-        v
-    };
+    let before = incarnations(&c).await;
     let (ok, out) = tokio::task::block_in_place(|| upgrade(&layout, &[]));
     println!("{out}");
     assert!(ok, "the rolling upgrade succeeds:\n{out}");
@@ -199,13 +189,7 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
     let bad = layout.dir.path().join("activity_master.toml");
     let good = std::fs::read_to_string(&bad).unwrap();
     std::fs::write(&bad, format!("no_such_key = 1\n{good}")).unwrap();
-    let mid: Vec<i64> = {
-        let mut v = Vec::new();
-        for n in NODES {
-            v.push(incarnation(&c, n).await);
-        }
-        v
-    };
+    let mid = incarnations(&c).await;
     let (ok, out) = tokio::task::block_in_place(|| {
         upgrade(
             &layout,
@@ -221,13 +205,7 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
     assert!(out.contains("not upgraded (the rollout stopped)"), "{out}");
     assert!(out.contains("1 of 3 nodes upgraded"), "{out}");
     assert!(out.contains("stopped at activity_master"), "{out}");
-    let after: Vec<i64> = {
-        let mut v = Vec::new();
-        for n in NODES {
-            v.push(incarnation(&c, n).await);
-        }
-        v
-    };
+    let after = incarnations(&c).await;
     assert_eq!(after[0], mid[0], "lobby was not in this rollout");
     assert_ne!(after[1], mid[1], "lpersistence_3 was upgraded");
     assert_eq!(

@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bee_codec::seri::Value;
-use bee_dispatch::service::RuntimeConfig;
-use bee_dispatch::{Cluster, ClusterSettings, Node};
-use bee_registry::Registry;
+use bee_dispatch::Cluster;
 use bee_tests::Layout;
-use dispatch_common::{pack, values, CALL_TIMEOUT};
+use dispatch_common::{pack, riding_node, values};
 
 const TARGET: &str = "[[service]]\nkind = \"echo\"\nname = \"echo\"\n\n\
                       [[service]]\nkind = \"sink\"\nname = \"sink\"\n";
@@ -65,18 +63,13 @@ async fn restart_under_load(ride_through_ms: u64) -> (Arc<Load>, Option<u64>, u6
     std::env::set_var("BEE_LOG", "info");
     let layout = Layout::new(&["target", "client"]);
     let mut target = tokio::task::block_in_place(|| layout.start_logged("target", TARGET));
-    let node = Node::new(
+    let (node, cluster) = riding_node(
+        &layout,
         "client",
-        RuntimeConfig {
-            call_timeout: CALL_TIMEOUT,
-            ..RuntimeConfig::default()
-        },
-    );
-    let mut settings = ClusterSettings::default();
-    settings.channel.call_timeout = CALL_TIMEOUT;
-    settings.channel.ride_through = Duration::from_millis(ride_through_ms);
-    let cluster = Cluster::start(&node, Registry::new(layout.config()), settings);
-    cluster.open("client").await.expect("client listens");
+        "client",
+        Duration::from_millis(ride_through_ms),
+    )
+    .await;
 
     let load = Arc::new(Load {
         calls: AtomicU64::new(0),

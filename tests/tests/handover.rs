@@ -14,12 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bee_codec::seri::Value;
-use bee_dispatch::service::RuntimeConfig;
-use bee_dispatch::{Cluster, ClusterSettings, Node};
+use bee_dispatch::{Cluster, Node};
 use bee_proto::game::LoginReq;
-use bee_registry::Registry;
 use bee_tests::{demo_bin, Layout};
-use dispatch_common::{frame, pack, text, values, CALL_TIMEOUT};
+use dispatch_common::{frame, pack, riding_node, text, values};
 
 const TARGET: &str = "[[service]]\nkind = \"echo\"\nname = \"echo\"\n\n\
                       [[service]]\nkind = \"sequence\"\nname = \"seq\"\n\n\
@@ -35,19 +33,7 @@ struct Load {
 
 /// A client node with ride-through, listening (so the target's `goaway` reaches it).
 async fn client(layout: &Layout, name: &str) -> (Node, Cluster) {
-    let node = Node::new(
-        name,
-        RuntimeConfig {
-            call_timeout: CALL_TIMEOUT,
-            ..RuntimeConfig::default()
-        },
-    );
-    let mut settings = ClusterSettings::default();
-    settings.channel.call_timeout = CALL_TIMEOUT;
-    settings.channel.ride_through = Duration::from_secs(5);
-    let cluster = Cluster::start(&node, Registry::new(layout.config()), settings);
-    cluster.open(name).await.expect("client listens");
-    (node, cluster)
+    riding_node(layout, name, name, Duration::from_secs(5)).await
 }
 
 /// Sequenced calls to `echo` (each retried until it succeeds, counted) and pushes

@@ -12,11 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bee_dispatch::native::RpcError;
-use bee_dispatch::service::RuntimeConfig;
 use bee_dispatch::text::frame_of;
-use bee_dispatch::{Cluster, ClusterSettings, Node};
 use bee_proto::game::{Ping, Pong};
-use bee_registry::Registry;
 use bee_tests::{free_port, Layout};
 use dispatch_common::*;
 use tokio::net::{TcpListener, TcpStream};
@@ -82,17 +79,7 @@ async fn reply_across_a_cut(ride_through_ms: u64) -> (Result<Pong, RpcError>, Du
     // tn listens on a port of its own; the cluster config's tn address is the relay.
     let real = format!("127.0.0.1:{}", free_port());
     let relay = Relay::start(format!("127.0.0.1:{}", layout.port("tn")), real.clone()).await;
-    let node = Node::new(
-        "tn",
-        RuntimeConfig {
-            call_timeout: CALL_TIMEOUT,
-            ..RuntimeConfig::default()
-        },
-    );
-    let mut settings = ClusterSettings::default();
-    settings.channel.call_timeout = CALL_TIMEOUT;
-    let cluster = Cluster::start(&node, Registry::new(layout.config()), settings);
-    cluster.open(&real).await.expect("tn listens");
+    let (node, _cluster) = riding_node(&layout, "tn", &real, Duration::ZERO).await;
     let (ep, _) = start_test_native(&node, start_proxy(&node), "alpha");
 
     // The way back works: the replier's channel to tn is up (through the relay).

@@ -497,34 +497,26 @@ async fn walk(demo: &mut Demo) -> Result<()> {
             }
         }
     }
-    println!("\n▶ {UPGRADE_TITLE}");
-    let started = Instant::now();
-    match upgrade_persistence(&cluster, demo).await {
-        Ok(lines) => {
-            for l in lines {
-                println!("  {l}");
+    for title in [UPGRADE_TITLE, MOVE_TITLE] {
+        println!("\n▶ {title}");
+        let started = Instant::now();
+        let outcome = if title == UPGRADE_TITLE {
+            upgrade_persistence(&cluster, demo).await
+        } else {
+            move_activity(&cluster, demo).await
+        };
+        match outcome {
+            Ok(lines) => {
+                for l in lines {
+                    println!("  {l}");
+                }
+                passed += 1;
+                println!("  ✓ passed ({:?})", started.elapsed());
             }
-            passed += 1;
-            println!("  ✓ passed ({:?})", started.elapsed());
-        }
-        Err(e) => {
-            println!("  ✗ FAILED after {:?}: {e:#}", started.elapsed());
-            failed.push(UPGRADE_TITLE.to_string());
-        }
-    }
-    println!("\n▶ {MOVE_TITLE}");
-    let started = Instant::now();
-    match move_activity(&cluster, demo).await {
-        Ok(lines) => {
-            for l in lines {
-                println!("  {l}");
+            Err(e) => {
+                println!("  ✗ FAILED after {:?}: {e:#}", started.elapsed());
+                failed.push(title.to_string());
             }
-            passed += 1;
-            println!("  ✓ passed ({:?})", started.elapsed());
-        }
-        Err(e) => {
-            println!("  ✗ FAILED after {:?}: {e:#}", started.elapsed());
-            failed.push(MOVE_TITLE.to_string());
         }
     }
     let titled = titled + 2;

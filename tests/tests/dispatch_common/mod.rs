@@ -52,6 +52,18 @@ pub fn start_demo(layout: &Layout, name: &str) -> BeeProcess {
 /// An in-process node that is part of the layout's cluster: it listens on its own port
 /// from the layout, so `bee` processes can call it (and send rpc replies to it).
 pub async fn listening_node(layout: &Layout, name: &str) -> (Node, Cluster) {
+    riding_node(layout, name, name, Duration::ZERO).await
+}
+
+/// [`listening_node`] listening on `listen` (a node name or `host:port`), whose channels
+/// hold calls and pushes for a peer that is away up to `ride_through` (zero: fail at
+/// once).
+pub async fn riding_node(
+    layout: &Layout,
+    name: &str,
+    listen: &str,
+    ride_through: Duration,
+) -> (Node, Cluster) {
     let node = Node::new(
         name,
         RuntimeConfig {
@@ -61,13 +73,16 @@ pub async fn listening_node(layout: &Layout, name: &str) -> (Node, Cluster) {
     );
     let mut settings = ClusterSettings::default();
     settings.channel.call_timeout = CALL_TIMEOUT;
+    settings.channel.ride_through = ride_through;
     settings.wait_for_node = Some(Duration::ZERO);
     let cluster = Cluster::start(&node, Registry::new(layout.config()), settings);
     let local = cluster
-        .open(name)
+        .open(listen)
         .await
         .expect("in-process node cannot listen");
-    assert_eq!(local.port(), layout.port(name));
+    if listen == name {
+        assert_eq!(local.port(), layout.port(name));
+    }
     (node, cluster)
 }
 
