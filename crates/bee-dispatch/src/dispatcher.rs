@@ -64,7 +64,11 @@ pub enum Incoming {
 impl Incoming {
     /// Read a payload: `skynet.pack(subtype, …)`.
     pub fn from_payload(payload: &Bytes) -> Result<Incoming, ServiceError> {
-        let mut all = seri::unpack(payload)?;
+        Self::from_values(seri::unpack(payload)?)
+    }
+
+    /// Sort values already unpacked from a payload.
+    pub fn from_values(mut all: Vec<Value>) -> Result<Incoming, ServiceError> {
         // Take the sub-type out of the one vector the unpack made (no second vector:
         // this is every message's path; the shift is a few words).
         let subtype = if all.is_empty() {
@@ -317,7 +321,20 @@ impl<S: Send + 'static> Dispatcher<S> {
 
 impl<S: Send + 'static> Service for Dispatcher<S> {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        serve(self, ctx, msg).await
+        // The hot path, a synchronous `"lua"` command, runs without the router's future
+        // layers (and the sub-type and command name leave the unpacked values in one
+        // shift); everything else goes through `route` as for any router.
+        let values = seri::unpack(&msg.payload)?;
+        if values.first().and_then(Value::as_bytes) == Some(b"lua") {
+            return match self.lua.run_sync_from(&self.state, ctx, values, 1) {
+                crate::lua::Ran::Done(packed) => Ok(Some(packed?)),
+                crate::lua::Ran::Async(f, args) => {
+                    Ok(Some(f(Handle::new(self.state.clone(), ctx), args).await?))
+                }
+            };
+        }
+        let incoming = Incoming::from_values(values)?;
+        Ok(Some(self.route(ctx, incoming).await?.into_payload()?))
     }
 
     fn export_state(&mut self) -> Option<Vec<u8>> {

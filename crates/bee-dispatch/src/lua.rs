@@ -151,35 +151,70 @@ impl<S: Send + 'static> LuaTable<S> {
         &self,
         state: &Arc<Mutex<S>>,
         ctx: &mut Context,
-        mut args: Vec<Value>,
+        args: Vec<Value>,
     ) -> Packed {
-        if args.is_empty() {
-            return Err(ServiceError::msg(
-                "lua message has no command name (expected \"lua\", command, args…)",
-            ));
+        match self.run_sync(state, ctx, args) {
+            Ran::Done(packed) => packed,
+            Ran::Async(f, args) => f(Handle::new(state.clone(), ctx), args).await,
         }
-        // The command name comes out of the same vector (no second allocation).
-        let name = match args.remove(0) {
-            Value::String(b) => b,
-            other => {
-                return Err(ServiceError::msg(format!(
+    }
+
+    /// Run a synchronous command to the end without a future (the hot path of a
+    /// `"lua"` call); an asynchronous one comes back with its arguments to be awaited.
+    pub(crate) fn run_sync<'a>(
+        &'a self,
+        state: &Arc<Mutex<S>>,
+        ctx: &mut Context,
+        args: Vec<Value>,
+    ) -> Ran<'a, S> {
+        self.run_sync_from(state, ctx, args, 0)
+    }
+
+    /// [`LuaTable::run_sync`] over `values[skip..]` (the command name at `skip`): the
+    /// values before it and the name leave the vector in one shift.
+    pub(crate) fn run_sync_from<'a>(
+        &'a self,
+        state: &Arc<Mutex<S>>,
+        ctx: &mut Context,
+        mut args: Vec<Value>,
+        skip: usize,
+    ) -> Ran<'a, S> {
+        let name = match args.get_mut(skip) {
+            Some(Value::String(b)) => std::mem::take(b),
+            Some(other) => {
+                return Ran::Done(Err(ServiceError::msg(format!(
                     "lua command name must be a string, got {}",
                     other.type_name()
+                ))))
+            }
+            None => {
+                return Ran::Done(Err(ServiceError::msg(
+                    "lua message has no command name (expected \"lua\", command, args…)",
                 )))
             }
         };
+        // The arguments stay in the same vector (no second allocation).
+        args.drain(..=skip);
         match self.commands.get(name.as_ref()) {
             Some(Command::Sync(f)) => {
                 let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                f(&mut s, ctx, args)
+                Ran::Done(f(&mut s, ctx, args))
             }
-            Some(Command::Async(f)) => f(Handle::new(state.clone(), ctx), args).await,
-            None => Err(ServiceError::msg(format!(
+            Some(Command::Async(f)) => Ran::Async(f, args),
+            None => Ran::Done(Err(ServiceError::msg(format!(
                 "unknown command {:?} for service {} (known: {})",
                 String::from_utf8_lossy(&name),
                 ctx.label(),
                 self.names().join(", ")
-            ))),
+            )))),
         }
     }
+}
+
+/// What [`LuaTable::run_sync`] did: ran the command, or found an async one to await.
+pub(crate) enum Ran<'a, S> {
+    /// A synchronous command ran (or the message was refused).
+    Done(Packed),
+    /// An asynchronous command, with its arguments.
+    Async(&'a AsyncCommand<S>, Vec<Value>),
 }
