@@ -225,5 +225,61 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
         )
         .await;
     assert!(progress.is_ok(), "activity_master still answers");
+
+    // A new version that takes the node over but is not healthy (it demands node
+    // authentication the tool cannot give): rolled back by a handover to the old binary
+    // with the old config (`--old-configs`).
+    let dir = layout.dir.path();
+    let new_dir = dir.join("v2");
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let old_cfg = std::fs::read_to_string(dir.join("shop_master.toml")).unwrap();
+    let (first, rest) = old_cfg.split_once('\n').unwrap();
+    let new_cfg = format!(
+        "{first}\nhandover_socket = \"{}\"\n{}\n[auth]\nsecret = \"only-v2-knows\"\n",
+        dir.join("shop_master.handover.sock").display(),
+        rest.replace(
+            "cluster = \"cluster.lua\"",
+            &format!("cluster = \"{}\"", dir.join("cluster.lua").display())
+        )
+    );
+    std::fs::write(new_dir.join("shop_master.toml"), new_cfg).unwrap();
+    let before_shop = incarnation(&c, "shop_master").await;
+    let (ok, out) = tokio::task::block_in_place(|| {
+        let out = Command::new(bee_bin())
+            .args(["cluster", "upgrade", "--cluster"])
+            .arg(dir.join("cluster.lua"))
+            .arg("--configs")
+            .arg(&new_dir)
+            .arg("--old-configs")
+            .arg(dir)
+            .arg("--bin")
+            .arg(demo_bin())
+            .arg("--old-bin")
+            .arg(demo_bin())
+            .args(["--nodes", "shop_master", "--health-timeout-ms", "3000"])
+            .env("BEE_LOG", "info")
+            .output()
+            .expect("run bee cluster upgrade");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    });
+    println!("{out}");
+    assert!(!ok, "an unhealthy new version fails the rollout:\n{out}");
+    assert!(
+        out.contains("FAILED, rolled back to") && out.contains("the new process handed back"),
+        "{out}"
+    );
+    assert!(out.contains("0 of 1 nodes upgraded"), "{out}");
+    let after_shop = incarnation(&c, "shop_master").await;
+    assert_ne!(
+        after_shop, before_shop,
+        "shop_master runs the old binary again, in a new process, without auth"
+    );
     node.shutdown();
 }

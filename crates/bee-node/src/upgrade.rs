@@ -5,8 +5,9 @@
 //! (detached, its output appended to `DIR/<node>.log`), and wait until the node answers
 //! with a new incarnation — healthy — or the new process gives up. A new version that
 //! exits before it took over leaves the old process serving (nothing to undo); one that
-//! took over but does not answer is rolled back: `OLD_BIN run … --takeover` takes the
-//! node back. Either way the rollout stops there: the nodes after it keep their version,
+//! took over but does not answer is rolled back: `OLD_BIN run … --takeover` (with
+//! `--old-configs` when the upgrade changes configs) takes the node back, and when the
+//! failed process does not hand back, it is stopped and `OLD_BIN` starts afresh. Either way the rollout stops there: the nodes after it keep their version,
 //! the command prints its summary and exits non-zero. `--dry-run` prints the plan only.
 
 use std::io::{Read, Seek, SeekFrom};
@@ -45,6 +46,10 @@ pub struct UpgradeArgs {
     /// The binary to roll a failing node back to (default: this `bee`).
     #[arg(long)]
     old_bin: Option<PathBuf>,
+    /// The node configs to roll back with, when the upgrade also changes them (default:
+    /// `--configs`). Both must name the same handover socket for a node.
+    #[arg(long)]
+    old_configs: Option<PathBuf>,
     /// Upgrade these nodes, in this order (default: every node of the cluster config
     /// that has a `<node>.toml` in `--configs`, in the config's order).
     #[arg(long, value_delimiter = ',')]
@@ -118,8 +123,9 @@ fn handover_line(log: &str) -> String {
     )
 }
 
-/// Start `bin run CONFIG --takeover`, detached, output appended to `log`.
-fn start(bin: &Path, config: &Path, log: &Path) -> Result<std::process::Child> {
+/// Start `bin run CONFIG [--takeover]`, detached (its own process group), output
+/// appended to `log`.
+fn start(bin: &Path, config: &Path, log: &Path, takeover: bool) -> Result<std::process::Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -130,7 +136,7 @@ fn start(bin: &Path, config: &Path, log: &Path) -> Result<std::process::Child> {
     Command::new(bin)
         .arg("run")
         .arg(config)
-        .arg("--takeover")
+        .args(takeover.then_some("--takeover"))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -145,20 +151,47 @@ struct Target<'a> {
     node: &'a str,
     addr: &'a str,
     config: &'a Path,
+    /// The config to roll back with.
+    old_config: &'a Path,
     log: &'a Path,
     secret: Option<&'a AuthSecret>,
 }
 
-/// Hand the node over to `bin` and wait until it is healthy: `Ok(report)`, or why not
-/// (`Err((message, took_over))`).
+/// Why a new process is not serving the node.
+struct Failed {
+    why: String,
+    /// It took the node over (the old process is gone).
+    took_over: bool,
+    /// Its process group, when it may still run (to stop it in a roll-back).
+    group: Option<u32>,
+}
+
+/// Stop every process of group `pgid` (a node started by [`start`], and anything it
+/// started), even a stopped one.
+fn kill_group(pgid: u32) {
+    if let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Start `bin` on the node (taking it over, or afresh when nothing runs it) and wait
+/// until it is healthy: it answers with an incarnation other than `before`'s.
 async fn hand_over(
     t: &Target<'_>,
     bin: &Path,
     before: &ConfigReport,
     health: Duration,
-) -> Result<ConfigReport, (String, bool)> {
+    takeover: bool,
+) -> Result<ConfigReport, Failed> {
     let (node, addr, log, secret) = (t.node, t.addr, t.log, t.secret);
-    let mut child = start(bin, t.config, log).map_err(|e| (format!("{e:#}"), false))?;
+    let mut child = start(bin, t.config, log, takeover).map_err(|e| Failed {
+        why: format!("{e:#}"),
+        took_over: false,
+        group: None,
+    })?;
     println!("{node}: new process pid {}", child.id());
     let deadline = Instant::now() + health;
     loop {
@@ -166,10 +199,11 @@ async fn hand_over(
             // It stopped: did it hand back, or never take over?
             let still = report(node, addr, secret).await;
             let took_over = !matches!(&still, Ok(r) if r.incarnation == before.incarnation);
-            return Err((
-                format!("the new process exited ({status}) — see {}", log.display()),
+            return Err(Failed {
+                why: format!("the new process exited ({status}) — see {}", log.display()),
                 took_over,
-            ));
+                group: None,
+            });
         }
         if let Ok(r) = report(node, addr, secret).await {
             if r.incarnation != before.incarnation {
@@ -185,16 +219,50 @@ async fn hand_over(
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            return Err((
-                format!(
+            return Err(Failed {
+                why: format!(
                     "not healthy within {} ms — see {}",
                     health.as_millis(),
                     log.display()
                 ),
                 took_over,
-            ));
+                group: took_over.then(|| child.id()),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Give the node back to `old_bin`: a handover from the failed process if it still
+/// hands over; if not, stop it and start `old_bin` afresh. The result column's text.
+async fn rollback(
+    t: &Target<'_>,
+    old_bin: &Path,
+    before: &ConfigReport,
+    health: Duration,
+    failed: Option<u32>,
+) -> String {
+    let old = old_bin.display();
+    let t = &Target {
+        config: t.old_config,
+        ..*t
+    };
+    match hand_over(t, old_bin, before, health, true).await {
+        Ok(_) => format!("FAILED, rolled back to {old} (the new process handed back)"),
+        Err(back) => {
+            // The new process does not hand back (frozen, or gone): stop whatever is
+            // left of it and of this attempt, then start the old binary afresh.
+            for group in [failed, back.group].into_iter().flatten() {
+                kill_group(group);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match hand_over(t, old_bin, before, health, false).await {
+                Ok(_) => format!(
+                    "FAILED, rolled back to {old} (the new process did not hand back: stopped, the old binary started afresh)"
+                ),
+                Err(again) => format!("FAILED, roll-back failed too ({})", again.why),
+            }
+        }
     }
 }
 
@@ -274,14 +342,20 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
         };
         let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         println!("{node}: handing over to {} ...", a.bin.display());
+        let old_config = a
+            .old_configs
+            .as_ref()
+            .map(|d| d.join(format!("{node}.toml")))
+            .unwrap_or_else(|| config.clone());
         let target = Target {
             node,
             addr,
             config,
+            old_config: &old_config,
             log: &log,
             secret,
         };
-        let outcome = hand_over(&target, &a.bin, &before, health).await;
+        let outcome = hand_over(&target, &a.bin, &before, health, true).await;
         let took = t0.elapsed();
         let new_log = log_since(&log, offset);
         let handover = handover_line(&new_log);
@@ -308,19 +382,15 @@ pub async fn upgrade(a: UpgradeArgs) -> Result<()> {
                     ok: true,
                 });
             }
-            Err((why, took_over)) => {
+            Err(f) => {
                 failed = true;
-                let why = format!("{why}{last_words}");
-                let result = if !took_over {
+                let why = format!("{}{last_words}", f.why);
+                let result = if !f.took_over {
                     format!("FAILED, old process kept serving (nothing to roll back): {why}")
                 } else {
                     println!("{node}: {why}; rolling back to {}", old_bin.display());
-                    match hand_over(&target, &old_bin, &before, health).await {
-                        Ok(_) => format!("FAILED, rolled back to {}: {why}", old_bin.display()),
-                        Err((again, _)) => {
-                            format!("FAILED, roll-back failed too ({again}): {why}")
-                        }
-                    }
+                    rollback(&target, &old_bin, &before, health, f.group).await
+                        + &format!(": {why}")
                 };
                 let after = report(node, addr, secret).await.ok();
                 outcomes.push(Outcome {
