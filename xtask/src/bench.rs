@@ -1,5 +1,5 @@
 //! `cargo xtask bench [--quick] [--node-threads N] [--busy-poll-us US]`: the benchmarks
-//! behind `BENCHMARKS.md` (issue 3).
+//! behind `BENCHMARKS.md` (issues 3, 5, 9, 10, 12, 14).
 //!
 //! ```text
 //! cargo xtask bench            # full run (~1.5 min bee-only, ~3 min with the skynet pair)
@@ -18,15 +18,20 @@
 //! 2. B1 (`bee-bench local`): local calls in one process, 1 and 64 callers.
 //! 3. The floor (`bee-bench tokio-echo`): a bare tokio TCP echo, server and client in
 //!    two processes, same 2-byte big-endian framing and message sizes.
-//! 4. Start a `bee run` node `beebench` (`threads` from `--node-threads`, services `echo`
-//!    and `sink`, registered as `@echo` / `@sink`) and run `bee-bench cluster` against it
-//!    from a second process: B2..B5, plus B6 (the node's VmRSS idle, right after B3, and
-//!    VmHWM at the end) and the node's CPU during B2 and when idle afterwards.
+//! 4. Start a `bee run` node `beebench` (`threads` from `--node-threads`; `@echo` is
+//!    `echo_values`, which unpacks and re-packs like a skynet Lua echo — equal server
+//!    work — `@echo_raw` the raw-bytes echo, `@sink`) and run `bee-bench cluster` against
+//!    it from a second process: B2..B5, B3 once more against `@echo_raw` (the "transport
+//!    only" row), B6 (the node's VmRSS idle, right after B3, and VmHWM at the end) and
+//!    the node's CPU during B2 and when idle afterwards.
 //! 5. With `SKYNET_DIR` pointing at a stock skynet v1.6.0 you built yourself (nothing of
 //!    it lives in this repo), through `interop/skynet/run.sh`: start a skynet node `skybench`
 //!    (`run.sh node`), run the skynet reference client against it (`run.sh bench`),
-//!    reading the skynet node's RSS idle, when the client reports B3, and at the end; and
-//!    run the same skynet client against the bee node too. Without the lab, the table
+//!    reading the skynet node's RSS idle, when the client reports B3, and at the end;
+//!    run the same skynet client against the bee node too, and `bee-bench cluster`
+//!    against the skynet node: the three views of issue 14 (bee→bee vs skynet→skynet, the
+//!    skynet client against each server, bee-bench against each server — the view the
+//!    issue-14 targets are judged on). Without the lab, the table
 //!    shows the issue's reference figures, labelled "reference, not measured in this
 //!    run".
 //! 6. mysqlpool (issue 5): a second node `beesql` with `mysqlpool` (pool of 8) on the
@@ -41,7 +46,13 @@
 //!    each make sequential rpc_calls of `game.Ping` to `lpersistence` on a `bee-demo`
 //!    node through the same CServiceProxy, interleaved in 10 rounds; 20,000 calls per
 //!    side (`--quick`: 2,000).
-//! 9. Write the raw JSON to `target/bench/results.json`, print the markdown table
+//! 9. Issue 12 and 14 rows: `bee-bench busy-poll` (the serving node's CPU with 1, 8 and
+//!    32 connections at 200 calls/s each, polling on and off), `bee-bench scale` (1/8/32
+//!    connections over several client processes, fan-out to 16 nodes, memory per idle
+//!    peer connection with 1,000 peers, a 60 s soak with the node's RSS every second) and
+//!    `bee-bench handover` (a node handed over three times under calls: handover time, the
+//!    caller's longest wait, p99 during handovers vs steady).
+//! 10. Write the raw JSON to `target/bench/results.json`, print the markdown table
 //!    (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it to
 //!    `target/bench/results.md`. Node logs are in `target/bench/*.log`.
 //!
