@@ -272,9 +272,9 @@ impl<S: Send + 'static> Dispatcher<S> {
 impl<S: Send + 'static> Router for Dispatcher<S> {
     async fn route(&mut self, ctx: &mut Context, msg: Incoming) -> Result<Reply, ServiceError> {
         match msg {
-            Incoming::Lua(values) => {
-                Ok(Reply::Values(self.lua.run(&self.state, ctx, values).await?))
-            }
+            Incoming::Lua(values) => Ok(Reply::Values(
+                self.lua.run(&mut self.state, ctx, values).await?,
+            )),
             // Boxed: the text path's future (frame, handler) would otherwise make every
             // message's future as large as itself.
             Incoming::Text(frame) => match Box::pin(self.text.run(&self.state, ctx, *frame)).await?
@@ -326,15 +326,18 @@ impl<S: Send + 'static> Service for Dispatcher<S> {
         // shift); everything else goes through `route` as for any router.
         let values = seri::unpack(&msg.payload)?;
         if values.first().and_then(Value::as_bytes) == Some(b"lua") {
-            return match self.lua.run_sync_from(&self.state, ctx, values, 1) {
+            return match self.lua.run_sync_from(&mut self.state, ctx, values, 1) {
                 crate::lua::Ran::Done(packed) => Ok(Some(packed?)),
                 crate::lua::Ran::Async(f, args) => {
                     Ok(Some(f(Handle::new(self.state.clone(), ctx), args).await?))
                 }
             };
         }
+        // Boxed: the router's future is large, and the hot path should not carry it.
         let incoming = Incoming::from_values(values)?;
-        Ok(Some(self.route(ctx, incoming).await?.into_payload()?))
+        Ok(Some(
+            Box::pin(self.route(ctx, incoming)).await?.into_payload()?,
+        ))
     }
 
     fn export_state(&mut self) -> Option<Vec<u8>> {

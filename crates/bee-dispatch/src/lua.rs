@@ -149,7 +149,7 @@ impl<S: Send + 'static> LuaTable<S> {
     /// Run the command named by `args[0]` with the rest of `args`.
     pub(crate) async fn run(
         &self,
-        state: &Arc<Mutex<S>>,
+        state: &mut Arc<Mutex<S>>,
         ctx: &mut Context,
         args: Vec<Value>,
     ) -> Packed {
@@ -163,7 +163,7 @@ impl<S: Send + 'static> LuaTable<S> {
     /// `"lua"` call); an asynchronous one comes back with its arguments to be awaited.
     pub(crate) fn run_sync<'a>(
         &'a self,
-        state: &Arc<Mutex<S>>,
+        state: &mut Arc<Mutex<S>>,
         ctx: &mut Context,
         args: Vec<Value>,
     ) -> Ran<'a, S> {
@@ -174,7 +174,7 @@ impl<S: Send + 'static> LuaTable<S> {
     /// values before it and the name leave the vector in one shift.
     pub(crate) fn run_sync_from<'a>(
         &'a self,
-        state: &Arc<Mutex<S>>,
+        state: &mut Arc<Mutex<S>>,
         ctx: &mut Context,
         mut args: Vec<Value>,
         skip: usize,
@@ -196,10 +196,14 @@ impl<S: Send + 'static> LuaTable<S> {
         // The arguments stay in the same vector (no second allocation).
         args.drain(..=skip);
         match self.commands.get(name.as_ref()) {
-            Some(Command::Sync(f)) => {
-                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                Ran::Done(f(&mut s, ctx, args))
-            }
+            Some(Command::Sync(f)) => match Arc::get_mut(state) {
+                // No `Handle` of an async command holds the state: no lock needed.
+                Some(m) => Ran::Done(f(m.get_mut().unwrap_or_else(|e| e.into_inner()), ctx, args)),
+                None => {
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    Ran::Done(f(&mut s, ctx, args))
+                }
+            },
             Some(Command::Async(f)) => Ran::Async(f, args),
             None => Ran::Done(Err(ServiceError::msg(format!(
                 "unknown command {:?} for service {} (known: {})",
