@@ -53,8 +53,8 @@
 //!    `bee-bench handover` (a node handed over three times under calls: handover time, the
 //!    caller's longest wait, p99 during handovers vs steady).
 //! 10. Write the raw JSON to `target/bench/results.json`, print the markdown table
-//!    (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it to
-//!    `target/bench/results.md`. Node logs are in `target/bench/*.log`.
+//!     (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it
+//!     to `target/bench/results.md`. Node logs are in `target/bench/*.log`.
 //!
 //! The run fails (non-zero exit) if a bee reply was wrong or a push was lost; missed
 //! speed targets are reported in the table, not turned into a failure.

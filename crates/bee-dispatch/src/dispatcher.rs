@@ -333,11 +333,8 @@ impl<S: Send + 'static> Service for Dispatcher<S> {
                 }
             };
         }
-        // Boxed: the router's future is large, and the hot path should not carry it.
         let incoming = Incoming::from_values(values)?;
-        Ok(Some(
-            Box::pin(self.route(ctx, incoming)).await?.into_payload()?,
-        ))
+        Ok(Some(self.route(ctx, incoming).await?.into_payload()?))
     }
 
     fn export_state(&mut self) -> Option<Vec<u8>> {
