@@ -7,6 +7,7 @@
 
 mod dispatch_common;
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,13 +35,15 @@ impl Drop for Reaper {
     }
 }
 
-fn upgrade(layout: &Layout, extra: &[&str]) -> (bool, String) {
+/// `bee cluster upgrade` of the layout's cluster with the node configs in `configs`
+/// (default: the layout's directory), to and from `bee-demo`.
+fn upgrade(layout: &Layout, configs: Option<&Path>, extra: &[&str]) -> (bool, String) {
     let dir = layout.dir.path();
     let out = Command::new(bee_bin())
         .args(["cluster", "upgrade", "--cluster"])
         .arg(dir.join("cluster.lua"))
         .arg("--configs")
-        .arg(dir)
+        .arg(configs.unwrap_or(dir))
         .arg("--bin")
         .arg(demo_bin())
         .arg("--old-bin")
@@ -148,7 +151,7 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let before = incarnations(&c).await;
-    let (ok, out) = tokio::task::block_in_place(|| upgrade(&layout, &[]));
+    let (ok, out) = tokio::task::block_in_place(|| upgrade(&layout, None, &[]));
     println!("{out}");
     assert!(ok, "the rolling upgrade succeeds:\n{out}");
     assert!(out.contains("4 of 4 nodes upgraded"), "{out}");
@@ -193,6 +196,7 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
     let (ok, out) = tokio::task::block_in_place(|| {
         upgrade(
             &layout,
+            None,
             &["--nodes", "lpersistence_3,activity_master,shop_master"],
         )
     });
@@ -244,29 +248,19 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
     );
     std::fs::write(new_dir.join("shop_master.toml"), new_cfg).unwrap();
     let before_shop = incarnation(&c, "shop_master").await;
+    let old_configs = dir.display().to_string();
     let (ok, out) = tokio::task::block_in_place(|| {
-        let out = Command::new(bee_bin())
-            .args(["cluster", "upgrade", "--cluster"])
-            .arg(dir.join("cluster.lua"))
-            .arg("--configs")
-            .arg(&new_dir)
-            .arg("--old-configs")
-            .arg(dir)
-            .arg("--bin")
-            .arg(demo_bin())
-            .arg("--old-bin")
-            .arg(demo_bin())
-            .args(["--nodes", "shop_master", "--health-timeout-ms", "3000"])
-            .env("BEE_LOG", "info")
-            .output()
-            .expect("run bee cluster upgrade");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        upgrade(
+            &layout,
+            Some(&new_dir),
+            &[
+                "--old-configs",
+                &old_configs,
+                "--nodes",
+                "shop_master",
+                "--health-timeout-ms",
+                "3000",
+            ],
         )
     });
     println!("{out}");
