@@ -122,15 +122,7 @@ async fn config_etcd_nodes_follow_the_key_ack_and_see_a_lease_expire() {
         )
     };
     store.put_config_text(&text(1), false).await.unwrap();
-    let start = |name: &str| {
-        let path = layout.dir.path().join(format!("{name}-etcd.toml"));
-        std::fs::write(
-            &path,
-            format!("name = \"{name}\"\ncluster = \"{url}\"\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n"),
-        )
-        .unwrap();
-        BeeProcess::start(name, &path)
-    };
+    let start = |name: &str| start_etcd_node(&layout, name, &url);
     let _a = start("a");
     let mut b = start("b");
     let acks = store

@@ -43,6 +43,21 @@ async fn echo(
     }
 }
 
+/// `w`: an in-process node of the layout's cluster, listening (so pushes and name
+/// notices reach it too), to watch the others from.
+async fn watcher(layout: &Layout) -> (Node, Cluster) {
+    let node = Node::new("w", RuntimeConfig::default());
+    let mut settings = ClusterSettings::default();
+    settings.channel.call_timeout = Duration::from_secs(5);
+    let w = Cluster::start(
+        &node,
+        Registry::load_file("w", &layout.cluster_file()).unwrap(),
+        settings,
+    );
+    w.open("w").await.expect("w listens");
+    (node, w)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_stale_numeric_address_is_refused_after_a_restart_with_a_clear_error() {
     let layout = Layout::new(&["b"]);
@@ -129,15 +144,7 @@ async fn config_watch_sees_moved_and_restarted_in_order() {
     let mut b = layout.start("b", SERVICES);
 
     // w: an in-process node of the cluster, listening, so pushes reach it too.
-    let node = Node::new("w", RuntimeConfig::default());
-    let mut settings = ClusterSettings::default();
-    settings.channel.call_timeout = Duration::from_secs(5);
-    let w = Cluster::start(
-        &node,
-        Registry::load_file("w", &layout.cluster_file()).unwrap(),
-        settings,
-    );
-    w.open("w").await.expect("w listens");
+    let (_node, w) = watcher(&layout).await;
     let mut events = w.watch();
     for n in ["a", "b"] {
         w.hello(n).await.expect("hello");
@@ -271,15 +278,7 @@ async fn config_watch_sees_names_of_a_peer_change_without_a_restart() {
     let layout = Layout::new(&["w", "a", "b"]);
     let _a = layout.start("a", SERVICES);
     let mut b = layout.start("b", SERVICES);
-    let node = Node::new("w", RuntimeConfig::default());
-    let mut settings = ClusterSettings::default();
-    settings.channel.call_timeout = Duration::from_secs(5);
-    let w = Cluster::start(
-        &node,
-        Registry::load_file("w", &layout.cluster_file()).unwrap(),
-        settings,
-    );
-    w.open("w").await.expect("w listens");
+    let (_node, w) = watcher(&layout).await;
     let mut events = w.watch();
     // w and a say hello to b: they learn its names (no event: nothing known before).
     let hello = w.hello("b").await.expect("hello b");
