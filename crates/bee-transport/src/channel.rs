@@ -224,6 +224,10 @@ struct Shared {
     /// Pushes waiting for the peer to come back (lock order: `parked`, then a
     /// connection's queue lock; never `state` while holding `parked`).
     parked: Mutex<Parked>,
+    /// `parked.flushing`, readable without the lock: every call and push of a channel
+    /// with ride-through checks it, and it is almost always false. Set and cleared under
+    /// the `parked` lock.
+    flushing: AtomicBool,
     pushes_refused: AtomicU64,
 }
 
@@ -612,6 +616,7 @@ impl Channel {
                 reconnects: AtomicU64::new(0),
                 metrics: Arc::new(ChannelMetrics::new(node)),
                 parked: Mutex::new(Parked::default()),
+                flushing: AtomicBool::new(false),
                 pushes_refused: AtomicU64::new(0),
             }),
         }
@@ -985,6 +990,11 @@ impl Channel {
         TransportError,
     > {
         let config = &self.shared.config;
+        // Nothing parked (the usual case): no lock. A caller's own earlier parked message
+        // set the flag before its call returned, so its order is kept.
+        if !start && !self.shared.flushing.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let mut p = self.shared.lock_parked();
         if !p.flushing && !start {
             return Ok(None);
@@ -1029,6 +1039,7 @@ impl Channel {
         });
         if !p.flushing {
             p.flushing = true;
+            self.shared.flushing.store(true, Ordering::Release);
             tracing::info!(node = %self.shared.node, ride_through = ?config.ride_through, "peer away; holding calls and pushes until it is back");
             tokio::spawn(self.clone().flush_parked());
         }
@@ -1064,6 +1075,7 @@ impl Channel {
                         let mut p = self.shared.lock_parked();
                         p.bytes = 0;
                         p.flushing = false;
+                        self.shared.flushing.store(false, Ordering::Release);
                         std::mem::take(&mut p.queue)
                     };
                     let err = self.away_too_long(err);
@@ -1138,6 +1150,7 @@ impl Channel {
             }
         }
         p.flushing = false;
+        self.shared.flushing.store(false, Ordering::Release);
         drop(p);
         tracing::info!(node = %self.shared.node, messages = sent, "peer back; parked calls and pushes sent");
         Ok(())
