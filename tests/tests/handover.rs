@@ -215,4 +215,31 @@ async fn takeover_without_a_running_node_and_a_second_process_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("a process of this node already runs"), "{err}");
+
+    // Something that is not a successor knocks on the handover socket: refused, and the
+    // node keeps serving.
+    tokio::task::block_in_place(|| {
+        use std::io::{Read, Write};
+        let mut s =
+            std::os::unix::net::UnixStream::connect(layout.dir.path().join("lonely.handover.sock"))
+                .expect("the handover socket answers");
+        s.write_all(b"GET / HTTP/1.1\n").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("closed, not hanging");
+        assert!(rest.is_empty(), "no sockets for a stranger: {rest:?}");
+    });
+    let (ok, out, err) = bee_tests::bee_cli(&[
+        "call",
+        "--cluster",
+        layout.cluster_file().to_str().unwrap(),
+        "lonely",
+        "echo",
+        "still",
+    ]);
+    assert!(
+        ok && out.contains("still"),
+        "the node still serves: {out} {err}"
+    );
 }

@@ -343,3 +343,22 @@ impl Taken {
         Ok((states, done))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handover_request_names_its_version_and_pid() {
+        assert_eq!(parse_hello("bee-handover 1 pid=42\n").unwrap(), "42");
+        assert_eq!(parse_hello("bee-handover 1\n").unwrap(), "?");
+        let e = parse_hello("bee-handover 2 pid=42\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("protocol 2, this process 1"), "{e}");
+        let e = parse_hello("GET / HTTP/1.1\n").unwrap_err().to_string();
+        assert!(e.contains("not a handover request"), "{e}");
+        let e = parse_hello("bee-handover x\n").unwrap_err().to_string();
+        assert!(e.contains("without a version"), "{e}");
+    }
+}
