@@ -657,7 +657,7 @@ impl Channel {
         let metrics = &self.shared.metrics;
         metrics.calls.increment(1);
         let t0 = Instant::now();
-        let result = self.call_inner(&to, &payload, timeout).await;
+        let result = self.call_inner(&to, &payload, timeout, t0).await;
         if matches!(&result, Ok(_) | Err(TransportError::Remote { .. })) {
             metrics.latency.record(t0.elapsed().as_secs_f64());
         }
@@ -779,12 +779,14 @@ impl Channel {
         to: &Address,
         payload: &Bytes,
         timeout: Option<Duration>,
+        t0: Instant,
     ) -> Result<Bytes, TransportError> {
         self.check_size(payload.len())?;
         let config = &self.shared.config;
         let after = timeout.unwrap_or(config.call_timeout);
         let rides = !config.ride_through.is_zero();
-        let deadline = Instant::now() + after;
+        // A parked call's time runs from the call (`t0`, read once by `call`).
+        let deadline = t0 + after;
         // Calls issued while others are parked go behind them (order is kept).
         if rides {
             if let Some(parked) = self.park(to, payload, true, false)? {

@@ -183,7 +183,7 @@ struct Spin<R> {
     activity: Arc<Activity>,
     /// When this side last received a frame (taken when the reader comes back for more).
     received: u64,
-    /// Frames decoded since the last read of the socket.
+    /// Frames decoded since the last read of the socket that brought data.
     frames: usize,
     /// Where a polled read lands before it is appended to the read buffer.
     scratch: Box<[u8]>,
@@ -269,8 +269,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 Polled::Eof => true,
                 Polled::Idle => self.reader.read_buf(&mut self.buffer).await? == 0,
             };
-            self.bytes_in
-                .increment((self.buffer.len().saturating_sub(before)) as u64);
+            let got = self.buffer.len().saturating_sub(before);
+            if got > 0 {
+                if let Some(spin) = &mut self.spin {
+                    // Frames are counted afresh for each read that brings data.
+                    spin.frames = 0;
+                }
+            }
+            self.bytes_in.increment(got as u64);
             if self.partial_since.is_none() && !self.buffer.is_empty() {
                 self.partial_since = Some(Instant::now());
             }
@@ -290,11 +296,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
         let body = self.decoder.decode(&mut self.buffer)?;
         if body.is_some() {
-            // What is left (if anything) is the start of the next frame, arrived by now.
-            self.partial_since = (!self.buffer.is_empty()).then(Instant::now);
+            // What is left (if anything) may be whole frames: the clock starts when a
+            // decode finds only part of one (no clock read per frame of a burst).
+            self.partial_since = None;
             if let Some(spin) = &mut self.spin {
                 spin.frames += 1;
             }
+        } else if !self.buffer.is_empty() && self.partial_since.is_none() {
+            self.partial_since = Some(Instant::now());
         }
         Ok(body)
     }
@@ -333,7 +342,10 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         // Several frames came in the last read: the peer is pipelining and the next ones
         // come soon without help. Part of a frame is buffered: the rest is on its way,
         // and a large frame is best read in large reads straight into the buffer.
-        let frames = std::mem::take(&mut spin.frames);
+        // The count stays until the next read brings data: an owner that drops this
+        // future (a `select!` taking another branch) and calls again must not start
+        // polling a pipelining peer.
+        let frames = spin.frames;
         if frames > SPIN_MAX_BATCH || !self.buffer.is_empty() {
             return Ok(Polled::Idle);
         }
@@ -342,6 +354,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         // read, not per frame).
         if frames > 0 {
             spin.received = now_ns();
+            spin.frames = 0;
         }
         // Other connections poll already (as many as allowed): park like without polling.
         let Some(_slot) = PollerSlot::take() else {
@@ -705,7 +718,8 @@ impl<S> WriteQueue<S> {
         let left = !g.buf.is_empty();
         drop(g);
         self.report_queued(queued);
-        self.activity.stamp();
+        // The writer stamps the activity when it takes the batch (one clock read per
+        // batch, not per frame).
         if left {
             self.wake.notify_one();
         }
@@ -779,7 +793,14 @@ pub(crate) enum WriterEnd {
 /// cancel, or on a write error.
 pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationToken) -> WriterEnd {
     let mut batch = BytesMut::with_capacity(16 * 1024);
+    let mut woken = false;
     loop {
+        if std::mem::take(&mut woken) {
+            // Woken by a frame just queued: let the other tasks that are ready now (the
+            // callers woken by the same burst of replies, the handlers of the same read)
+            // run first, so their frames leave in this batch rather than one syscall each.
+            tokio::task::yield_now().await;
+        }
         let (closed, direct) = {
             let mut g = queue.lock();
             if !g.direct {
@@ -795,13 +816,18 @@ pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationTo
                 _ = cancel.cancelled() => return WriterEnd::Cancelled,
             }
         }
-        if batch.is_empty() {
+        if !batch.is_empty() {
+            queue.activity.stamp();
+        } else {
             queue.drained.notify_waiters();
             if closed {
                 return WriterEnd::Flushed;
             }
             tokio::select! {
-                _ = queue.wake.notified() => continue,
+                _ = queue.wake.notified() => {
+                    woken = true;
+                    continue;
+                }
                 _ = cancel.cancelled() => return WriterEnd::Cancelled,
             }
         }

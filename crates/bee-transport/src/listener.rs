@@ -634,7 +634,11 @@ async fn read_loop(
         (t / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
     }));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When traffic was last seen, refreshed at each check from `traffic` (set per
+    // frame without reading the clock): the idle timeout may fire up to one check
+    // period late, never early.
     let mut last_traffic = Instant::now();
+    let mut traffic = false;
     let mut was_reading = true;
     loop {
         queue.activity.set_outstanding(later.len());
@@ -650,7 +654,7 @@ async fn read_loop(
             _ = cancel.cancelled() => return End::Cancelled,
             Some((bytes, done)) = later.next(), if !later.is_empty() => {
                 held -= bytes;
-                last_traffic = Instant::now();
+                traffic = true;
                 if let Some((session, result)) = done {
                     backlogged |= answer(queue, config, session, result) > config.max_queued_bytes;
                 }
@@ -668,6 +672,9 @@ async fn read_loop(
                 continue;
             }
             _ = check.tick(), if timeouts.is_some() => {
+                if std::mem::take(&mut traffic) {
+                    last_traffic = Instant::now();
+                }
                 if !auth.done && !auth_timeout.is_zero() && connected.elapsed() >= auth_timeout {
                     return End::Refused(format!("did not authenticate within {auth_timeout:?}"));
                 }
@@ -690,7 +697,7 @@ async fn read_loop(
             }
             read = reader.read_frame(), if reading => read,
         };
-        last_traffic = Instant::now();
+        traffic = true;
         let body = match read {
             Ok(Some(body)) => body,
             Ok(None) if !auth.done => {
