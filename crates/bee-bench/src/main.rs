@@ -60,6 +60,11 @@ enum Command {
         /// Busy-poll window of this client's connection, µs (0: off; default: bee's).
         #[arg(long)]
         busy_poll_us: Option<u64>,
+        /// Worker threads of this client's runtime. Default 1, like the serving bee node
+        /// of B2..B6: on a 2-core machine client and node each get a core, and the
+        /// client's tasks do not hand wake-ups across threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// B1: local calls in one process, 1 and 64 callers.
     Local {
@@ -191,7 +196,11 @@ enum Command {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Cluster { threads, .. } = &args.command {
+        builder.worker_threads((*threads).max(1));
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -206,6 +215,7 @@ fn main() -> Result<()> {
                 node_pid,
                 quick,
                 busy_poll_us,
+                threads: _,
             } => {
                 let mut p = if quick {
                     cluster::ClusterParams::quick(file, node)
