@@ -53,6 +53,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::fnv::FnvBuild;
 use crate::lifecycle::{
     dead_address_text, first_addr_for, pusher_node, unix_ms, ConfigReport, Hello, PushOutcome,
     PushRefusal, CLUSTERD_NAME, CONFIG_NAME,
@@ -180,7 +181,7 @@ struct Inner {
     node_name: String,
     registry: Registry,
     settings: ClusterSettings,
-    senders: DashMap<String, Sender>,
+    senders: DashMap<String, Sender, FnvBuild>,
     proxies: DashMap<(String, String), Addr>,
     listening: Mutex<Vec<SocketAddr>>,
     /// Open inbound connections, one counter per listener.
@@ -252,7 +253,7 @@ impl Cluster {
                         node_name: node.name().to_string(),
                         registry,
                         settings,
-                        senders: DashMap::new(),
+                        senders: DashMap::default(),
                         proxies: DashMap::new(),
                         listening: Mutex::new(Vec::new()),
                         inbound: Mutex::new(Vec::new()),
@@ -1244,7 +1245,7 @@ impl Acceptor for AgentFactory {
             node,
             addr,
             peer,
-            names: Mutex::new((u64::MAX, HashMap::new())),
+            names: Mutex::new((u64::MAX, HashMap::default())),
         })
     }
 }
@@ -1267,7 +1268,7 @@ struct Agent {
     addr: Addr,
     peer: SocketAddr,
     /// `"@name"` → address, valid while the registry generation is unchanged.
-    names: Mutex<(u64, HashMap<Bytes, Addr>)>,
+    names: Mutex<(u64, HashMap<Bytes, Addr, FnvBuild>)>,
 }
 
 impl Agent {
@@ -1331,24 +1332,27 @@ impl Inbound for Agent {
                     }
                 },
             };
-            if !node.is_alive(target) {
-                // Say whether the address is from an earlier run of this node.
-                let text = dead_address_text(
-                    node.name(),
-                    target,
-                    node.handed_out(target),
-                    self.cluster.incarnation(),
-                    self.cluster.uptime(),
-                );
-                if req.push {
-                    tracing::warn!(peer = %self.peer, "push dropped: {text}");
-                    return Dispatched::NoReply;
-                }
-                return Dispatched::Ready(Err(text));
-            }
+            // No service at the address: say whether it is from an earlier run of this
+            // node (one table lookup per message: the delivery's own).
+            let dead = |e: &CallError| {
+                matches!(e, CallError::NoSuchService { .. }).then(|| {
+                    dead_address_text(
+                        node.name(),
+                        target,
+                        node.handed_out(target),
+                        self.cluster.incarnation(),
+                        self.cluster.uptime(),
+                    )
+                })
+            };
             if req.push {
                 if let Err(e) = node.send_from(self.addr, target, req.payload).await {
-                    tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, "push dropped");
+                    match dead(&e) {
+                        Some(text) => tracing::warn!(peer = %self.peer, "push dropped: {text}"),
+                        None => {
+                            tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, "push dropped")
+                        }
+                    }
                 }
                 Dispatched::NoReply
             } else {
@@ -1356,7 +1360,7 @@ impl Inbound for Agent {
                     Ok(reply) => {
                         Dispatched::Later(reply.map(|r| r.map_err(|e| e.remote_text())).boxed())
                     }
-                    Err(e) => Dispatched::Ready(Err(e.remote_text())),
+                    Err(e) => Dispatched::Ready(Err(dead(&e).unwrap_or_else(|| e.remote_text()))),
                 }
             }
         })

@@ -39,31 +39,8 @@ enum Command<S> {
     Async(AsyncCommand<S>),
 }
 
-/// FNV-1a over the command name: command names are short and chosen by the service's
-/// author, so a keyed hash (SipHash, the std default) buys nothing on this per-message
-/// lookup but costs time.
-#[derive(Default, Clone, Copy)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
+// Command names are looked up per message: FNV (see `crate::fnv`), not SipHash.
+use crate::fnv::FnvBuild;
 
 /// Command name → handler, for one service.
 pub struct LuaTable<S> {

@@ -25,6 +25,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::error::{fmt_addr, Addr, CallError, ServiceError};
+use crate::fnv::FnvBuild;
 
 /// What a handler returns: `Ok(Some(bytes))` is the reply (a skynet.pack payload),
 /// `Ok(None)` means "no reply values" (a waiting caller gets an empty reply), `Err`
@@ -353,8 +354,8 @@ struct Entry {
 struct Inner {
     name: String,
     config: RuntimeConfig,
-    services: DashMap<Addr, Entry>,
-    names: DashMap<String, Addr>,
+    services: DashMap<Addr, Entry, FnvBuild>,
+    names: DashMap<String, Addr, FnvBuild>,
     /// Bumped on every name change, so caches of name lookups know when to refresh.
     names_generation: AtomicU64,
     /// Carries `names_generation`, for tasks that wait for a name change.
@@ -401,8 +402,8 @@ impl Node {
             inner: Arc::new(Inner {
                 name: name.into(),
                 config,
-                services: DashMap::new(),
-                names: DashMap::new(),
+                services: DashMap::default(),
+                names: DashMap::default(),
                 names_generation: AtomicU64::new(0),
                 names_watch: watch::channel(0).0,
                 next_addr: AtomicU32::new(1),
@@ -807,11 +808,21 @@ impl Node {
         // Delivery to a missing service fails without waiting: still count it against
         // the task's budget (see `Cluster::call_timeout`).
         tokio::task::coop::consume_budget().await;
-        let tx = match self.inner.services.get(&target) {
-            Some(e) => e.tx.clone(),
+        // Room in the mailbox (the usual case): in without cloning the sender. Full: wait
+        // for room on a clone, without holding the service table.
+        let (tx, env) = match self.inner.services.get(&target) {
+            Some(e) => match e.tx.try_send(Envelope { msg, reply }) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(env)) => (e.tx.clone(), env),
+                Err(mpsc::error::TrySendError::Closed(env)) => {
+                    drop(e);
+                    let service = self.describe(target);
+                    return Err((CallError::ServiceGone { service }, env.reply));
+                }
+            },
             None => return Err((CallError::NoSuchService { addr: target }, reply)),
         };
-        match tx.send(Envelope { msg, reply }).await {
+        match tx.send(env).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(env)) => Err((
                 CallError::ServiceGone {
