@@ -23,7 +23,9 @@
 //!    work — `@echo_raw` the raw-bytes echo, `@sink`) and run `bee-bench cluster` against
 //!    it from a second process: B2..B5, B3 once more against `@echo_raw` (the "transport
 //!    only" row), B6 (the node's VmRSS idle, right after B3, and VmHWM at the end) and
-//!    the node's CPU during B2 and when idle afterwards.
+//!    the node's CPU during B2 and when idle afterwards. The client runs one runtime
+//!    worker (`bee-bench cluster --threads`, default 1), as the node does, against every
+//!    server alike.
 //! 5. With `SKYNET_DIR` pointing at a stock skynet v1.6.0 you built yourself (nothing of
 //!    it lives in this repo), through `interop/skynet/run.sh`: start a skynet node `skybench`
 //!    (`run.sh node`), run the skynet reference client against it (`run.sh bench`),

@@ -229,7 +229,12 @@ fn main() -> Result<()> {
                 if let Some(us) = busy_poll_us {
                     p.busy_poll = std::time::Duration::from_micros(us);
                 }
-                let r = cluster::run(&p).await?;
+                // On a runtime worker, as a service's calls run in a node: `block_on`'s
+                // own future runs on the main thread, and every reply to B2's one call
+                // in flight would have to wake it from another thread.
+                let r = tokio::spawn(async move { cluster::run(&p).await })
+                    .await
+                    .context("the cluster benchmark task failed")??;
                 println!("{}", serde_json::to_string(&r)?);
                 let wrong = r.b2_errors + r.b3_errors + r.b5_errors;
                 if wrong > 0 || r.b4_lost > 0 {
