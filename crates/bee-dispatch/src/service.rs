@@ -1110,6 +1110,70 @@ mod tests {
         assert!(!fresh.handed_out(1), "nothing handed out yet");
     }
 
+    /// Records every payload; the first one waits until `gate` is opened.
+    struct Gated {
+        gate: Option<tokio::sync::oneshot::Receiver<()>>,
+        seen: Arc<Mutex<Vec<Bytes>>>,
+    }
+
+    impl Service for Gated {
+        async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
+            if let Some(gate) = self.gate.take() {
+                let _ = gate.await;
+            }
+            self.seen.lock().unwrap().push(msg.payload);
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_to_a_full_mailbox_waits_for_room_and_keeps_order() {
+        let node = Node::new(
+            "t",
+            RuntimeConfig {
+                mailbox: 1,
+                ..RuntimeConfig::default()
+            },
+        );
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let addr = node.spawn(
+            "gated",
+            Gated {
+                gate: Some(gate),
+                seen: seen.clone(),
+            },
+        );
+        // "1" is taken by the service (which waits at the gate), "2" fills the mailbox.
+        node.send(addr, Bytes::from_static(b"1")).await.unwrap();
+        node.send(addr, Bytes::from_static(b"2")).await.unwrap();
+        let third = {
+            let node = node.clone();
+            tokio::spawn(async move { node.send(addr, Bytes::from_static(b"3")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!third.is_finished(), "the third send waits for room");
+        assert_eq!(
+            node.post(addr, Message::new(0, Bytes::from_static(b"x")))
+                .unwrap_err()
+                .to_string(),
+            CallError::Overloaded {
+                service: node.describe(addr)
+            }
+            .to_string(),
+            "a send that cannot wait is refused, not dropped"
+        );
+        open.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("the waiting send went through")
+            .unwrap()
+            .unwrap();
+        node.call(addr, Bytes::from_static(b"4")).await.unwrap();
+        let got: Vec<Bytes> = seen.lock().unwrap().clone();
+        assert_eq!(got, ["1", "2", "3", "4"].map(|s| Bytes::from(s.as_bytes())));
+    }
+
     #[tokio::test]
     async fn a_panic_before_the_future_is_caught_and_the_service_lives_on() {
         let node = Node::new("t", RuntimeConfig::default());

@@ -1119,6 +1119,13 @@ mod tests {
         assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"b");
         assert_eq!(conn.spin.as_ref().unwrap().frames, 2);
         expect_idle(&mut conn).await;
+        // Asked again without new data (the owner's `select!` dropped the read and made
+        // a new one): still no polling, the count holds until a read brings data.
+        expect_idle(&mut conn).await;
+        // A read that brings one frame counts afresh.
+        write_all(&mut peer, b"\x00\x01c").await;
+        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"c");
+        assert_eq!(conn.spin.as_ref().unwrap().frames, 1);
     }
 
     #[tokio::test]
