@@ -17,6 +17,7 @@ use bee_codec::seri::Value;
 use bee_dispatch::Cluster;
 use bee_proto::game::LoginReq;
 use bee_tests::{bee_bin, demo_bin, Layout};
+use bytes::Bytes;
 use dispatch_common::{frame, lua, riding_node, start_demo, text, values};
 
 const NODES: [&str; 4] = ["lobby", "lpersistence_3", "activity_master", "shop_master"];
@@ -59,6 +60,15 @@ fn upgrade(layout: &Layout, configs: Option<&Path>, extra: &[&str]) -> (bool, St
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// activity_master's `("progress", 7, 1)`: uid 7 advances one step.
+fn progress_of_7() -> Bytes {
+    lua(&[
+        Value::from("progress"),
+        Value::Integer(7),
+        Value::Integer(1),
+    ])
 }
 
 /// The incarnation of every demo node, in `NODES` order.
@@ -115,15 +125,7 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
                         "lpersistence",
                         lua(&[Value::from("ping")]),
                     ),
-                    (
-                        "activity_master",
-                        "activity_master",
-                        lua(&[
-                            Value::from("progress"),
-                            Value::Integer(7),
-                            Value::Integer(1),
-                        ]),
-                    ),
+                    ("activity_master", "activity_master", progress_of_7()),
                 ] {
                     calls.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = c.call(node, service, payload).await {
@@ -218,15 +220,7 @@ async fn rolling_upgrade_of_the_demo_cluster_under_load_then_a_bad_config_stops_
     );
     assert_eq!(after[3], mid[3], "shop_master was left as it was");
     let progress = c
-        .call(
-            "activity_master",
-            "activity_master",
-            lua(&[
-                Value::from("progress"),
-                Value::Integer(7),
-                Value::Integer(1),
-            ]),
-        )
+        .call("activity_master", "activity_master", progress_of_7())
         .await;
     assert!(progress.is_ok(), "activity_master still answers");
 

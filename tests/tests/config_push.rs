@@ -54,12 +54,17 @@ async fn report(client: &Cluster, node: &str) -> ConfigReport {
 
 /// Push `text` to `node` directly, as `bee config push` does.
 async fn push_to(client: &Cluster, node: &str, text: &str, force: bool) -> PushOutcome {
+    push(client, node, text, force, "config_push test").await
+}
+
+/// Push `text` to `node` with this `force` and `from`.
+async fn push(client: &Cluster, node: &str, text: &str, force: bool, from: &str) -> PushOutcome {
     let payload = seri::pack(&[
         Value::from("lua"),
         Value::from("config_push"),
         Value::from(text),
         Value::from(force),
-        Value::from("config_push test"),
+        Value::from(from),
     ])
     .unwrap();
     let reply = client
@@ -404,19 +409,7 @@ async fn config_push_moves_a_node_and_peers_reach_it_within_a_second() {
 
 /// Push `text` to `node` with this `from`.
 async fn push_from(client: &Cluster, node: &str, text: &str, from: &str) -> PushOutcome {
-    let payload = seri::pack(&[
-        Value::from("lua"),
-        Value::from("config_push"),
-        Value::from(text),
-        Value::from(false),
-        Value::from(from),
-    ])
-    .unwrap();
-    let reply = client
-        .call(node, "@bee_config", payload)
-        .await
-        .expect("config_push");
-    PushOutcome::from_values(&seri::unpack(&reply).unwrap()).expect("a push outcome")
+    push(client, node, text, false, from).await
 }
 
 /// (VERSION, HASH) of `node` in `bee status` output.
