@@ -600,12 +600,7 @@ fn encode_value(v: &Value, out: &mut BytesMut, depth: usize) -> Result<(), SeriE
 /// Unpack a skynet.pack message into its values (empty input → no values). Strings are
 /// zero-copy slices of `buf`.
 pub fn unpack(buf: &Bytes) -> Result<Vec<Value>, SeriError> {
-    let mut r = Reader { buf, pos: 0 };
-    let mut values = Vec::new();
-    while r.pos < buf.len() {
-        values.push(r.value(0)?);
-    }
-    Ok(values)
+    Reader::new(buf).rest()
 }
 
 /// Unpack only the first `n` values of a message (fewer if it has fewer), leaving the
@@ -626,12 +621,97 @@ pub fn unpack_slice(buf: &[u8]) -> Result<Vec<Value>, SeriError> {
     unpack(&Bytes::copy_from_slice(buf))
 }
 
-struct Reader<'a> {
+/// A packed message read one value at a time, for code that wants the first few values
+/// without building the whole `Vec<Value>` [`unpack`] makes (a dispatcher reading a
+/// sub-type, a command name and typed arguments straight off the payload).
+///
+/// Copying a reader is cheap (a reference and an offset), so a caller may keep a copy of
+/// where it started and read again from there, e.g. to report an error in full.
+///
+/// ```
+/// use bee_codec::seri::{pack, Reader, Value};
+///
+/// let buf = pack(&[Value::from("lua"), Value::from("add"), Value::Integer(2)]).unwrap();
+/// let mut r = Reader::new(&buf);
+/// assert_eq!(r.next_if_string(), Some(&b"lua"[..]));
+/// assert_eq!(r.next_if_string(), Some(&b"add"[..]));
+/// assert_eq!(r.next_if_string(), None, "not a string: not consumed");
+/// assert_eq!(r.next_value().unwrap().unwrap(), Value::Integer(2));
+/// assert!(r.is_empty() && r.next_value().is_none());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
     buf: &'a Bytes,
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// Read `buf` from its start.
+    #[inline]
+    pub fn new(buf: &'a Bytes) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Whether every value has been read.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// The offset of the next value in the message.
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
+
+    /// The next value; `None` at the end of the message. After an error the reader is
+    /// left where it was (the error names the offset).
+    #[inline]
+    pub fn next_value(&mut self) -> Option<Result<Value, SeriError>> {
+        if self.is_empty() {
+            return None;
+        }
+        let at = self.pos;
+        let v = self.value(0);
+        if v.is_err() {
+            self.pos = at;
+        }
+        Some(v)
+    }
+
+    /// If the next value is a well-formed string, its bytes (borrowed from the message,
+    /// no reference count touched), and the reader moves past it; otherwise `None` and
+    /// the reader stays put.
+    #[inline]
+    pub fn next_if_string(&mut self) -> Option<&'a [u8]> {
+        let buf: &'a [u8] = self.buf;
+        let t = *buf.get(self.pos)?;
+        let (ty, cookie) = (t & 7, usize::from(t >> 3));
+        let (start, len) = match ty {
+            TYPE_SHORT_STRING => (self.pos + 1, cookie),
+            TYPE_LONG_STRING if cookie == 2 => {
+                let l = buf.get(self.pos + 1..self.pos + 3)?;
+                (self.pos + 3, usize::from(u16::from_le_bytes([l[0], l[1]])))
+            }
+            TYPE_LONG_STRING if cookie == 4 => {
+                let l = buf.get(self.pos + 1..self.pos + 5)?;
+                let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
+                (self.pos + 5, usize::try_from(n).ok()?)
+            }
+            _ => return None,
+        };
+        let s = buf.get(start..start.checked_add(len)?)?;
+        self.pos = start + len;
+        Some(s)
+    }
+
+    /// Every value not yet read.
+    pub fn rest(mut self) -> Result<Vec<Value>, SeriError> {
+        let mut values = Vec::new();
+        while !self.is_empty() {
+            values.push(self.value(0)?);
+        }
+        Ok(values)
+    }
     fn invalid(offset: usize, reason: &'static str) -> SeriError {
         SeriError::InvalidStream { offset, reason }
     }
@@ -786,6 +866,43 @@ mod tests {
             v = Value::Table(t);
         }
         v
+    }
+
+    #[test]
+    fn reader_takes_strings_of_every_length_and_nothing_truncated() {
+        let long = vec![b'x'; 70_000];
+        let buf = pack(&[
+            Value::from("lua"),
+            Value::from(vec![b'y'; 300]),
+            Value::from(long.clone()),
+            Value::Integer(5),
+        ])
+        .unwrap();
+        let mut r = Reader::new(&buf);
+        assert_eq!(r.next_if_string(), Some(&b"lua"[..]));
+        assert_eq!(r.next_if_string().map(<[u8]>::len), Some(300), "u16 length");
+        assert_eq!(r.next_if_string(), Some(&long[..]), "u32 length");
+        assert_eq!(r.next_if_string(), None);
+        assert_eq!(r.next_value(), Some(Ok(Value::Integer(5))));
+        assert!(r.is_empty());
+
+        // Cut anywhere inside the long string (its tag, its length or its bytes): not
+        // taken, nothing consumed, and the full read names the problem.
+        let start = 1 + 3 + 3 + 300;
+        for cut in [start + 1, start + 3, start + 5, start + 100] {
+            let short = buf.slice(..cut);
+            let mut r = Reader::new(&short);
+            r.next_if_string();
+            r.next_if_string();
+            let at = r.offset();
+            assert_eq!(r.next_if_string(), None, "cut at {cut}");
+            assert_eq!(r.offset(), at);
+            assert!(matches!(
+                r.next_value(),
+                Some(Err(SeriError::InvalidStream { .. }))
+            ));
+            assert_eq!(r.offset(), at, "a failed read leaves the reader in place");
+        }
     }
 
     #[test]

@@ -61,6 +61,50 @@ proptest! {
     }
 
     #[test]
+    fn reading_one_value_at_a_time_agrees_with_unpack(
+        data in prop_oneof![
+            proptest::collection::vec(value(), 0..4)
+                .prop_map(|v| seri::pack(&v).unwrap().to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..120),
+        ],
+        peek_strings in any::<bool>(),
+    ) {
+        // Well-formed streams and arbitrary bytes alike: value by value (optionally
+        // taking strings through `next_if_string`), a reader sees what `unpack` sees and
+        // fails where it fails, and a failed read leaves the reader where it was.
+        let bytes = Bytes::from(data);
+        let mut r = seri::Reader::new(&bytes);
+        let mut got = Vec::new();
+        let outcome = loop {
+            if peek_strings {
+                let at = r.offset();
+                if let Some(s) = r.next_if_string() {
+                    prop_assert!(r.offset() > at);
+                    got.push(Value::from(s));
+                    continue;
+                }
+                prop_assert_eq!(r.offset(), at, "no string: nothing consumed");
+            }
+            let at = r.offset();
+            match r.next_value() {
+                None => break Ok(got),
+                Some(Ok(v)) => got.push(v),
+                Some(Err(e)) => {
+                    prop_assert_eq!(r.offset(), at);
+                    prop_assert_eq!(r.rest(), Err(e.clone()), "rest() fails the same way");
+                    break Err(e);
+                }
+            }
+        };
+        prop_assert!(r.is_empty() || outcome.is_err());
+        match (outcome, seri::unpack(&bytes)) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(false, "reader {:?} vs unpack {:?}", a, b),
+        }
+    }
+
+    #[test]
     fn table_heavy_bytes_never_panic(data in proptest::collection::vec(
         prop_oneof![Just(0x00u8), Just(0x06), Just(0x0e), Just(0xfe), Just(0x0a), Just(0x32), Just(0x25), any::<u8>()],
         0..300)) {
