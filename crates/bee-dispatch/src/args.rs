@@ -11,7 +11,7 @@
 //! Like Lua, a trailing `Option<T>` argument may be absent (or nil). A handler that
 //! wants the raw values takes `Vec<Value>`.
 
-use bee_codec::seri::{self, SeriError, Table, Value};
+use bee_codec::seri::{self, Reader, SeriError, Table, Value};
 use bytes::Bytes;
 
 /// One argument converted from a skynet.pack value.
@@ -114,6 +114,7 @@ impl std::fmt::Display for Str {
 
 impl FromValue for Str {
     const TYPE: &'static str = "string";
+    #[inline]
     fn from_value(v: Value) -> Result<Self, Value> {
         match v {
             Value::String(b) if std::str::from_utf8(&b).is_ok() => Ok(Str(b)),
@@ -132,6 +133,7 @@ impl IntoValues for Str {
     fn into_values(self) -> Vec<Value> {
         vec![Value::String(self.0)]
     }
+    #[inline]
     fn pack(self) -> Result<Bytes, SeriError> {
         seri::pack(&[Value::String(self.0)])
     }
@@ -192,12 +194,29 @@ pub struct ArgsError {
     pub problem: String,
 }
 
+/// Why arguments read straight off a payload ([`FromArgs::from_reader`]) were refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReadArgsError {
+    /// The payload is not a well-formed skynet.pack stream.
+    #[error(transparent)]
+    Stream(#[from] SeriError),
+    /// The values did not fit the command's signature.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+}
+
 /// A command's whole argument list.
 pub trait FromArgs: Sized {
     /// The expected types, for error messages.
     fn signature() -> String;
     /// Convert the values after the command name.
     fn from_args(args: Vec<Value>) -> Result<Self, ArgsError>;
+    /// Convert the values left in a payload being read (the hot path of a `"lua"`
+    /// message: no `Vec<Value>` in between). The result, and every error, is the same as
+    /// [`FromArgs::from_args`] over [`Reader::rest`]; that is also the default.
+    fn from_reader(r: Reader<'_>) -> Result<Self, ReadArgsError> {
+        Ok(Self::from_args(r.rest()?)?)
+    }
 }
 
 impl FromArgs for Vec<Value> {
@@ -212,6 +231,13 @@ impl FromArgs for Vec<Value> {
 impl FromArgs for () {
     fn signature() -> String {
         String::new()
+    }
+    fn from_reader(r: Reader<'_>) -> Result<Self, ReadArgsError> {
+        if r.is_empty() {
+            Ok(())
+        } else {
+            Ok(Self::from_args(r.rest()?)?)
+        }
     }
     fn from_args(args: Vec<Value>) -> Result<Self, ArgsError> {
         if args.is_empty() {
@@ -231,6 +257,25 @@ macro_rules! tuple_from_args {
         impl<$($t: FromValue),+> FromArgs for ($($t,)+) {
             fn signature() -> String {
                 [$($t::TYPE),+].join(", ")
+            }
+            fn from_reader(start: Reader<'_>) -> Result<Self, ReadArgsError> {
+                // One value at a time; anything that does not fit (a bad stream, a
+                // mistyped, missing or extra value) is read again in full from `start`
+                // by `from_args`, so the error is the same whichever way the values came.
+                let mut r = start;
+                let fast = (|| {
+                    Some(($(
+                        match r.next_value() {
+                            Some(Ok(v)) => $t::from_value(v).ok()?,
+                            Some(Err(_)) => return None,
+                            None => $t::missing()?,
+                        },
+                    )+))
+                })();
+                match fast {
+                    Some(t) if r.is_empty() => Ok(t),
+                    _ => Ok(Self::from_args(start.rest()?)?),
+                }
             }
             fn from_args(args: Vec<Value>) -> Result<Self, ArgsError> {
                 let got = args.len();
@@ -426,6 +471,52 @@ mod tests {
         assert!(<(u8,)>::from_args(vec![Value::Integer(300)]).is_err());
         assert_eq!(<(i32,)>::from_args(vec![Value::Real(4.0)]), Ok((4,)));
         assert!(<(i32,)>::from_args(vec![Value::Real(4.5)]).is_err());
+    }
+
+    /// `from_reader` over a payload agrees with `from_args` over its unpacked values:
+    /// the same value, or the same error (stream or signature).
+    fn agree<A: FromArgs + PartialEq + std::fmt::Debug>(payload: &Bytes) {
+        let slow = match seri::unpack(payload) {
+            Ok(values) => A::from_args(values).map_err(ReadArgsError::from),
+            Err(e) => Err(ReadArgsError::from(e)),
+        };
+        let fast = A::from_reader(Reader::new(payload));
+        assert_eq!(fast, slow, "{} over {payload:?}", A::signature());
+    }
+
+    #[test]
+    fn reading_off_the_payload_gives_what_unpacking_gives() {
+        let p = |v: Vec<Value>| seri::pack(&v).unwrap();
+        let mut payloads = vec![
+            p(vec![]),
+            p(vec![Value::Integer(7)]),
+            p(vec![Value::Integer(7), Value::from("run")]),
+            p(vec![Value::Integer(7), Value::Nil]),
+            p(vec![
+                Value::Integer(7),
+                Value::from("run"),
+                Value::Boolean(true),
+            ]),
+            p(vec![Value::from("run"), Value::Integer(7)]),
+            p(vec![Value::Real(7.0), Value::from(vec![0xffu8, 0xfe])]),
+            p(vec![Value::Integer(300)]),
+            p(vec![Value::Nil, Value::Nil]),
+        ];
+        // Malformed: a value cut short, then garbage after a good value.
+        let good = p(vec![Value::Integer(7), Value::from("run")]);
+        payloads.push(good.slice(..good.len() - 1));
+        payloads.push(Bytes::from([&good[..], &[0x07][..]].concat()));
+        payloads.push(Bytes::from_static(&[0x07]));
+        for payload in &payloads {
+            agree::<(i64, String)>(payload);
+            agree::<(i64, Option<String>)>(payload);
+            agree::<(Str,)>(payload);
+            agree::<(u8,)>(payload);
+            agree::<(f64, Bytes)>(payload);
+            agree::<(Option<i64>, Option<i64>, Option<i64>)>(payload);
+            agree::<()>(payload);
+            agree::<Vec<Value>>(payload);
+        }
     }
 
     #[test]

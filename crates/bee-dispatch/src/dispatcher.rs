@@ -1,14 +1,19 @@
 //! [`Dispatcher`]: the service most game code is — state plus a `"lua"` command table
 //! and a `"text"` protobuf handler map.
 //!
-//! Follow one message: the payload (skynet.pack bytes) is unpacked once into an
-//! [`Incoming`] (a `"text"` frame is decoded once, here); its sub-type picks the table.
+//! Follow one message: the payload (skynet.pack bytes) is read once; its sub-type picks
+//! the table.
 //! - `"lua"` → [`crate::lua::LuaTable`]: command name → handler (arguments converted to
-//!   the handler's types) → reply values, packed.
+//!   the handler's types) → reply values, packed. The name and the arguments are read
+//!   straight off the payload ([`bee_codec::seri::Reader`]): no `Vec<Value>` in between.
 //! - `"text"` → [`crate::text::TextTable`]: the team's frame (`bee_codec::kkt`) →
 //!   handler by message name → reply frame (all four names empty, uid, roomid and
 //!   session copied: the team's Lua reply), packed as one string.
 //! - anything else → an error naming the sub-type.
+//!
+//! Every sub-type but the `"lua"` hot path is unpacked once into an [`Incoming`] (a
+//! `"text"` frame is decoded once, there) and goes through [`Router::route`]; a message
+//! that reaches a `"lua"` command by either way gets the same reply or the same error.
 //!
 //! The reply reaches the caller only if it waits; errors become the caller's error text.
 //!
@@ -43,7 +48,7 @@ use bytes::Bytes;
 
 use crate::args::{FromArgs, IntoValues};
 use crate::handle::Handle;
-use crate::lua::LuaTable;
+use crate::lua::{LuaTable, Ran};
 use crate::service::{Context, HandleResult, Message, Service, ServiceError};
 use crate::text::{reply_frame, Frame, TextTable};
 
@@ -321,20 +326,22 @@ impl<S: Send + 'static> Dispatcher<S> {
 
 impl<S: Send + 'static> Service for Dispatcher<S> {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        // The hot path, a synchronous `"lua"` command, runs without the router's future
-        // layers (and the sub-type and command name leave the unpacked values in one
-        // shift); everything else goes through `route` as for any router.
-        let values = seri::unpack(&msg.payload)?;
-        if values.first().and_then(Value::as_bytes) == Some(b"lua") {
-            return match self.lua.run_sync_from(&mut self.state, ctx, values, 1) {
-                crate::lua::Ran::Done(packed) => Ok(Some(packed?)),
-                crate::lua::Ran::Async(f, args) => {
-                    Ok(Some(f(Handle::new(self.state.clone(), ctx), args).await?))
-                }
+        // The hot path, a `"lua"` command, runs without the router's future layers and
+        // reads the command name and its arguments straight off the payload (no
+        // `Vec<Value>`); everything else is unpacked and goes through `route` as for any
+        // router.
+        let mut r = seri::Reader::new(&msg.payload);
+        if r.next_if_string() == Some(b"lua") {
+            return match self.lua.run_packed(&mut self.state, ctx, r) {
+                Ran::Done(packed) => Ok(Some(packed?)),
+                Ran::Async(work) => Ok(Some(work.await?)),
             };
         }
-        let incoming = Incoming::from_values(values)?;
-        Ok(Some(self.route(ctx, incoming).await?.into_payload()?))
+        // Boxed: the router's future would otherwise make this one, boxed and copied for
+        // every message by the node, several times larger than the hot path needs.
+        let incoming = Incoming::from_payload(&msg.payload)?;
+        let routed = Box::pin(self.route(ctx, incoming)).await?;
+        Ok(Some(routed.into_payload()?))
     }
 
     fn export_state(&mut self) -> Option<Vec<u8>> {
@@ -343,5 +350,98 @@ impl<S: Send + 'static> Service for Dispatcher<S> {
 
     fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
         Router::import_state(self, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Node, RuntimeConfig};
+
+    /// The same dispatcher served through [`serve`] (unpack, then route): the path every
+    /// other router takes.
+    struct Routed(Dispatcher<i64>);
+
+    impl Service for Routed {
+        async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
+            serve(&mut self.0, ctx, msg).await
+        }
+    }
+
+    fn counter() -> Dispatcher<i64> {
+        Dispatcher::new(0)
+            .command("add", |s, _ctx, (n, note): (i64, Option<String>)| {
+                *s += n;
+                Ok((*s, note))
+            })
+            .command_async("later", |h, (n,): (i64,)| async move {
+                tokio::task::yield_now().await;
+                Ok::<_, ServiceError>(h.state(|s| *s + n))
+            })
+    }
+
+    #[tokio::test]
+    async fn the_hot_path_answers_and_refuses_as_the_router_path_does() {
+        // Two nodes, so that both services have the same label and address.
+        let (one, two) = (
+            Node::new("one", RuntimeConfig::default()),
+            Node::new("two", RuntimeConfig::default()),
+        );
+        let fast = (one.clone(), one.spawn("svc", counter()));
+        let slow = (two.clone(), two.spawn("svc", Routed(counter())));
+        let p = |v: Vec<Value>| seri::pack(&v).unwrap();
+        let lua = |rest: Vec<Value>| {
+            let mut v = vec![Value::from("lua")];
+            v.extend(rest);
+            p(v)
+        };
+        let good = lua(vec![Value::from("add"), Value::Integer(2)]);
+        let cut = |b: Bytes| b.slice(..b.len() - 1);
+        let cases = [
+            good.clone(),
+            lua(vec![
+                Value::from("add"),
+                Value::Integer(3),
+                Value::from("hi"),
+            ]),
+            lua(vec![Value::from("later"), Value::Integer(10)]),
+            lua(vec![Value::from("later"), Value::from("x")]),
+            lua(vec![Value::from("add")]),
+            lua(vec![
+                Value::from("add"),
+                Value::Integer(1),
+                Value::Nil,
+                Value::Nil,
+            ]),
+            lua(vec![Value::from("nosuch"), Value::Integer(1)]),
+            lua(vec![Value::Integer(5)]),
+            lua(vec![]),
+            cut(lua(vec![Value::from("add"), Value::Integer(300)])),
+            cut(lua(vec![Value::from("nosuch"), Value::Integer(300)])),
+            cut(lua(vec![Value::from("addition")])),
+            p(vec![Value::from("json")]),
+            p(vec![]),
+            Bytes::from_static(&[0xff, 0x00]),
+        ];
+        // The handler's text, without the service's label (which differs).
+        let call = |(node, to): (Node, crate::Addr), payload: Bytes| async move {
+            node.call(to, payload).await.map_err(|e| match e {
+                crate::CallError::Failed { message, .. } => message,
+                other => panic!("not a handler error: {other}"),
+            })
+        };
+        for payload in cases {
+            let a = call(fast.clone(), payload.clone()).await;
+            assert_eq!(a, call(slow.clone(), payload.clone()).await, "{payload:?}");
+        }
+        // Both counted the two `add`s that fitted (2 and 3); one more makes 7.
+        for (node, to) in [fast, slow] {
+            let r = node.call(to, good.clone()).await.unwrap();
+            assert_eq!(
+                seri::unpack(&r).unwrap(),
+                vec![Value::Integer(7), Value::Nil]
+            );
+            node.shutdown();
+        }
     }
 }

@@ -16,11 +16,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use bee_codec::seri::Reader;
 use bee_codec::Value;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use crate::args::{FromArgs, IntoValues};
+use crate::args::{ArgsError, FromArgs, IntoValues, ReadArgsError};
 use crate::handle::Handle;
 use crate::service::{Context, ServiceError};
 
@@ -30,21 +31,40 @@ pub type LuaResult = Result<Vec<Value>, ServiceError>;
 /// A command's packed reply (what the wrappers below produce).
 type Packed = Result<Bytes, ServiceError>;
 
-type SyncCommand<S> = Box<dyn Fn(&mut S, &mut Context, Vec<Value>) -> Packed + Send + Sync>;
-type AsyncCommand<S> =
-    Box<dyn Fn(Handle<S>, Vec<Value>) -> BoxFuture<'static, Packed> + Send + Sync>;
+/// A command's arguments as they reach it: values already unpacked (a message that came
+/// through a [`crate::Router`]), or the rest of a payload being read (the hot path).
+pub(crate) enum Args<'a> {
+    Values(Vec<Value>),
+    Packed(Reader<'a>),
+}
+
+impl Args<'_> {
+    fn convert<A: FromArgs>(self, name: &str) -> Result<A, ServiceError> {
+        let bad = |e: ArgsError| ServiceError::msg(format!("command {name} {e}"));
+        match self {
+            Args::Values(v) => A::from_args(v).map_err(bad),
+            Args::Packed(r) => A::from_reader(r).map_err(|e| match e {
+                ReadArgsError::Stream(e) => e.into(),
+                ReadArgsError::Args(e) => bad(e),
+            }),
+        }
+    }
+}
+
+type SyncCommand<S> = Box<dyn Fn(&mut S, &mut Context, Args<'_>) -> Packed + Send + Sync>;
+type AsyncCommand<S> = Box<dyn Fn(Handle<S>, Args<'_>) -> BoxFuture<'static, Packed> + Send + Sync>;
 
 enum Command<S> {
     Sync(SyncCommand<S>),
     Async(AsyncCommand<S>),
 }
 
-// Command names are looked up per message: FNV (see `crate::fnv`), not SipHash.
-use crate::fnv::FnvBuild;
+// Command names are looked up per message: see `crate::fasthash`.
+use crate::fasthash::FastBuild;
 
 /// Command name → handler, for one service.
 pub struct LuaTable<S> {
-    commands: HashMap<Vec<u8>, Command<S>, FnvBuild>,
+    commands: HashMap<Vec<u8>, Command<S>, FastBuild>,
 }
 
 impl<S> Default for LuaTable<S> {
@@ -53,10 +73,6 @@ impl<S> Default for LuaTable<S> {
             commands: HashMap::default(),
         }
     }
-}
-
-fn bad_args(name: &str, e: crate::args::ArgsError) -> ServiceError {
-    ServiceError::msg(format!("command {name} {e}"))
 }
 
 impl<S: Send + 'static> LuaTable<S> {
@@ -77,7 +93,7 @@ impl<S: Send + 'static> LuaTable<S> {
         self.commands.insert(
             name.as_bytes().to_vec(),
             Command::Sync(Box::new(move |s, ctx, args| {
-                let a = A::from_args(args).map_err(|e| bad_args(&label, e))?;
+                let a = args.convert(&label)?;
                 Ok(f(s, ctx, a)?.pack()?)
             })),
         );
@@ -98,15 +114,12 @@ impl<S: Send + 'static> LuaTable<S> {
         let label = name.to_string();
         self.commands.insert(
             name.as_bytes().to_vec(),
-            Command::Async(Box::new(move |h, args| match A::from_args(args) {
+            Command::Async(Box::new(move |h, args| match args.convert(&label) {
                 Ok(a) => {
                     let fut = f(h, a);
                     Box::pin(async move { Ok(fut.await?.pack()?) })
                 }
-                Err(e) => {
-                    let e = bad_args(&label, e);
-                    Box::pin(std::future::ready(Err(e)))
-                }
+                Err(e) => Box::pin(std::future::ready(Err(e))),
             })),
         );
         self
@@ -123,40 +136,28 @@ impl<S: Send + 'static> LuaTable<S> {
         v
     }
 
-    /// Run the command named by `args[0]` with the rest of `args`.
+    /// Run the command named by `values[0]` with the rest of `values`.
     pub(crate) async fn run(
         &self,
         state: &mut Arc<Mutex<S>>,
         ctx: &mut Context,
-        args: Vec<Value>,
+        values: Vec<Value>,
     ) -> Packed {
-        match self.run_sync(state, ctx, args) {
+        match self.run_values(state, ctx, values) {
             Ran::Done(packed) => packed,
-            Ran::Async(f, args) => f(Handle::new(state.clone(), ctx), args).await,
+            Ran::Async(fut) => fut.await,
         }
     }
 
-    /// Run a synchronous command to the end without a future (the hot path of a
-    /// `"lua"` call); an asynchronous one comes back with its arguments to be awaited.
-    pub(crate) fn run_sync<'a>(
-        &'a self,
+    /// [`LuaTable::run`] over values already unpacked: a synchronous command runs to
+    /// the end here; an asynchronous one comes back as its future.
+    fn run_values(
+        &self,
         state: &mut Arc<Mutex<S>>,
         ctx: &mut Context,
-        args: Vec<Value>,
-    ) -> Ran<'a, S> {
-        self.run_sync_from(state, ctx, args, 0)
-    }
-
-    /// [`LuaTable::run_sync`] over `values[skip..]` (the command name at `skip`): the
-    /// values before it and the name leave the vector in one shift.
-    pub(crate) fn run_sync_from<'a>(
-        &'a self,
-        state: &mut Arc<Mutex<S>>,
-        ctx: &mut Context,
-        mut args: Vec<Value>,
-        skip: usize,
-    ) -> Ran<'a, S> {
-        let name = match args.get_mut(skip) {
+        mut values: Vec<Value>,
+    ) -> Ran {
+        let name = match values.first_mut() {
             Some(Value::String(b)) => std::mem::take(b),
             Some(other) => {
                 return Ran::Done(Err(ServiceError::msg(format!(
@@ -171,8 +172,37 @@ impl<S: Send + 'static> LuaTable<S> {
             }
         };
         // The arguments stay in the same vector (no second allocation).
-        args.drain(..=skip);
-        match self.commands.get(name.as_ref()) {
+        values.remove(0);
+        self.run_named(state, ctx, &name, Args::Values(values))
+    }
+
+    /// The hot path of a `"lua"` message: the command name and the arguments are read
+    /// straight off the payload (`r` is just past `"lua"`), with no `Vec<Value>` in
+    /// between. Anything unusual (a name that is not a string) takes the path above, so
+    /// the errors are the same.
+    pub(crate) fn run_packed(
+        &self,
+        state: &mut Arc<Mutex<S>>,
+        ctx: &mut Context,
+        mut r: Reader<'_>,
+    ) -> Ran {
+        match r.next_if_string() {
+            Some(name) => self.run_named(state, ctx, name, Args::Packed(r)),
+            None => match r.rest() {
+                Ok(values) => self.run_values(state, ctx, values),
+                Err(e) => Ran::Done(Err(e.into())),
+            },
+        }
+    }
+
+    fn run_named(
+        &self,
+        state: &mut Arc<Mutex<S>>,
+        ctx: &mut Context,
+        name: &[u8],
+        args: Args<'_>,
+    ) -> Ran {
+        match self.commands.get(name) {
             Some(Command::Sync(f)) => match Arc::get_mut(state) {
                 // No `Handle` of an async command holds the state: no lock needed.
                 Some(m) => Ran::Done(f(m.get_mut().unwrap_or_else(|e| e.into_inner()), ctx, args)),
@@ -181,21 +211,30 @@ impl<S: Send + 'static> LuaTable<S> {
                     Ran::Done(f(&mut s, ctx, args))
                 }
             },
-            Some(Command::Async(f)) => Ran::Async(f, args),
-            None => Ran::Done(Err(ServiceError::msg(format!(
-                "unknown command {:?} for service {} (known: {})",
-                String::from_utf8_lossy(&name),
-                ctx.label(),
-                self.names().join(", ")
-            )))),
+            Some(Command::Async(f)) => Ran::Async(f(Handle::new(state.clone(), ctx), args)),
+            None => {
+                // A malformed payload is reported as such, whatever its command name.
+                if let Args::Packed(r) = args {
+                    if let Err(e) = r.rest() {
+                        return Ran::Done(Err(e.into()));
+                    }
+                }
+                Ran::Done(Err(ServiceError::msg(format!(
+                    "unknown command {:?} for service {} (known: {})",
+                    String::from_utf8_lossy(name),
+                    ctx.label(),
+                    self.names().join(", ")
+                ))))
+            }
         }
     }
 }
 
-/// What [`LuaTable::run_sync`] did: ran the command, or found an async one to await.
-pub(crate) enum Ran<'a, S> {
+/// What running a command did: ran a synchronous one (or refused the message), or
+/// started an asynchronous one, whose future is to be awaited.
+pub(crate) enum Ran {
     /// A synchronous command ran (or the message was refused).
     Done(Packed),
-    /// An asynchronous command, with its arguments.
-    Async(&'a AsyncCommand<S>, Vec<Value>),
+    /// An asynchronous command's work.
+    Async(BoxFuture<'static, Packed>),
 }
