@@ -53,7 +53,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::fnv::FnvBuild;
+use crate::fasthash::FastBuild;
 use crate::lifecycle::{
     dead_address_text, first_addr_for, pusher_node, unix_ms, ConfigReport, Hello, PushOutcome,
     PushRefusal, CLUSTERD_NAME, CONFIG_NAME,
@@ -181,7 +181,7 @@ struct Inner {
     node_name: String,
     registry: Registry,
     settings: ClusterSettings,
-    senders: DashMap<String, Sender, FnvBuild>,
+    senders: DashMap<String, Sender, FastBuild>,
     proxies: DashMap<(String, String), Addr>,
     listening: Mutex<Vec<SocketAddr>>,
     /// Open inbound connections, one counter per listener.
@@ -1268,7 +1268,7 @@ struct Agent {
     addr: Addr,
     peer: SocketAddr,
     /// `"@name"` → address, valid while the registry generation is unchanged.
-    names: Mutex<(u64, HashMap<Bytes, Addr, FnvBuild>)>,
+    names: Mutex<(u64, HashMap<Bytes, Addr, FastBuild>)>,
 }
 
 impl Agent {

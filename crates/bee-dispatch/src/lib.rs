@@ -36,7 +36,7 @@ pub mod cluster;
 pub mod dispatcher;
 pub mod drain;
 pub mod error;
-mod fnv;
+mod fasthash;
 pub mod handle;
 pub mod lifecycle;
 pub mod lua;

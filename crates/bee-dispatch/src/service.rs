@@ -25,7 +25,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::error::{fmt_addr, Addr, CallError, ServiceError};
-use crate::fnv::FnvBuild;
+use crate::fasthash::FastBuild;
 
 /// What a handler returns: `Ok(Some(bytes))` is the reply (a skynet.pack payload),
 /// `Ok(None)` means "no reply values" (a waiting caller gets an empty reply), `Err`
@@ -354,8 +354,8 @@ struct Entry {
 struct Inner {
     name: String,
     config: RuntimeConfig,
-    services: DashMap<Addr, Entry, FnvBuild>,
-    names: DashMap<String, Addr, FnvBuild>,
+    services: DashMap<Addr, Entry, FastBuild>,
+    names: DashMap<String, Addr, FastBuild>,
     /// Bumped on every name change, so caches of name lookups know when to refresh.
     names_generation: AtomicU64,
     /// Carries `names_generation`, for tasks that wait for a name change.
