@@ -40,9 +40,10 @@
 //!    local MariaDB; `bee-bench mysql` measures point selects/s through the cluster, 64
 //!    in flight, next to the same queries issued directly with mysql_async.
 //! 7. Handler API vs raw `Service` (issue 9, `bee-bench api`): a typed `Dispatcher`
-//!    command against a hand-written `Service` doing the same work, local (1 and 64
-//!    callers) and cluster (64 in flight, in-process nodes over loopback), interleaved in
-//!    rounds; 5 s per variant per pair (`--quick`: 0.5 s).
+//!    command against two hand-written `Service`s doing the same work (one unpacks the
+//!    payload, one reads it value by value), local (1 and 64 callers) and cluster (64 in
+//!    flight, in-process nodes over loopback), interleaved in rounds; 5 s per variant per
+//!    set (`--quick`: 0.5 s).
 //! 8. C++ rpc_call vs a Rust caller (issue 10, `bee-bench cpp-rpc`): `bench.so` (built
 //!    from `cservices/bench/` with `make`) and a Rust `NativeEndpoint`, on one bee node,
 //!    each make sequential rpc_calls of `game.Ping` to `lpersistence` on a `bee-demo`
