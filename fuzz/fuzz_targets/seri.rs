@@ -4,10 +4,11 @@
 //! the values succeeds unless tables nest deeper than [`MAX_DEPTH`] (the packer's limit, which
 //! is below the decoder's), and the packed bytes decode again to values that pack to the same
 //! bytes (bytes are compared rather than values because NaN != NaN). Formatting the values
-//! must not panic either.
+//! must not panic either. A [`Reader`] walked value by value (strings taken with
+//! `next_if_string` first) sees the same values as [`unpack`] and fails where it fails.
 #![no_main]
 
-use bee_codec::seri::{pack, unpack, unpack_slice, SeriError, Value, MAX_DEPTH};
+use bee_codec::seri::{pack, unpack, unpack_slice, Reader, SeriError, Value, MAX_DEPTH};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
@@ -28,9 +29,37 @@ fn deepest_around(v: &Value, around: usize) -> usize {
     }
 }
 
+/// Walk `input` with a [`Reader`]: the values, or the first error.
+fn read_all(input: &Bytes) -> Result<Vec<Value>, SeriError> {
+    let mut r = Reader::new(input);
+    let mut out = Vec::new();
+    loop {
+        let at = r.offset();
+        if let Some(s) = r.next_if_string() {
+            out.push(Value::from(s));
+            continue;
+        }
+        assert_eq!(r.offset(), at, "next_if_string moved without a string");
+        match r.next_value() {
+            None => return Ok(out),
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => {
+                assert_eq!(r.offset(), at, "a failed read moved the reader");
+                return Err(e);
+            }
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let input = Bytes::copy_from_slice(data);
     let decoded = unpack(&input);
+    match (&decoded, read_all(&input)) {
+        // Bytes, not values: NaN != NaN.
+        (Ok(a), Ok(b)) => assert_eq!(pack(a).ok(), pack(&b).ok(), "reader and unpack disagree"),
+        (Err(a), Err(b)) => assert_eq!(a, &b, "reader and unpack fail differently"),
+        (a, b) => panic!("unpack {a:?} vs reader {b:?}"),
+    }
     let copied = unpack_slice(data);
     let values = match (decoded, copied) {
         (Ok(values), Ok(copied)) => {
