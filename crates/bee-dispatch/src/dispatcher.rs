@@ -325,23 +325,27 @@ impl<S: Send + 'static> Dispatcher<S> {
 }
 
 impl<S: Send + 'static> Service for Dispatcher<S> {
-    async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        // The hot path, a `"lua"` command, runs without the router's future layers and
-        // reads the command name and its arguments straight off the payload (no
-        // `Vec<Value>`); everything else is unpacked and goes through `route` as for any
-        // router.
+    fn handle(
+        &mut self,
+        ctx: &mut Context,
+        msg: Message,
+    ) -> impl Future<Output = HandleResult> + Send {
+        // The hot path, a `"lua"` command, runs here, before any future exists: the
+        // command name and its arguments are read straight off the payload (no
+        // `Vec<Value>`), a synchronous command runs to the end, and what the node boxes
+        // and polls is just its reply (or an async command's work). Everything else is
+        // unpacked and goes through `route` as for any router.
         let mut r = seri::Reader::new(&msg.payload);
         if r.next_if_string() == Some(b"lua") {
             return match self.lua.run_packed(&mut self.state, ctx, r) {
-                Ran::Done(packed) => Ok(Some(packed?)),
-                Ran::Async(work) => Ok(Some(work.await?)),
+                Ran::Done(packed) => Handled::Ready(Some(packed.map(Some))),
+                Ran::Async(work) => Handled::Lua(work),
             };
         }
-        // Boxed: the router's future would otherwise make this one, boxed and copied for
-        // every message by the node, several times larger than the hot path needs.
-        let incoming = Incoming::from_payload(&msg.payload)?;
-        let routed = Box::pin(self.route(ctx, incoming)).await?;
-        Ok(Some(routed.into_payload()?))
+        Handled::Routed(Box::pin(async move {
+            let incoming = Incoming::from_payload(&msg.payload)?;
+            Ok(Some(self.route(ctx, incoming).await?.into_payload()?))
+        }))
     }
 
     fn export_state(&mut self) -> Option<Vec<u8>> {
@@ -350,6 +354,35 @@ impl<S: Send + 'static> Service for Dispatcher<S> {
 
     fn import_state(&mut self, state: &[u8]) -> Result<(), ServiceError> {
         Router::import_state(self, state)
+    }
+}
+
+/// What [`Dispatcher`]'s `handle` gives the node: the hot path's reply, already made,
+/// or work still to await (`F`: the router path, boxed). A few words, so the box the
+/// node makes for every message stays small.
+enum Handled<F> {
+    /// A synchronous `"lua"` command ran (taken when polled).
+    Ready(Option<HandleResult>),
+    /// An asynchronous `"lua"` command's work.
+    Lua(futures::future::BoxFuture<'static, Result<Bytes, ServiceError>>),
+    /// Any other message, through [`Router::route`].
+    Routed(std::pin::Pin<Box<F>>),
+}
+
+impl<F: Future<Output = HandleResult>> Future for Handled<F> {
+    type Output = HandleResult;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<HandleResult> {
+        match &mut *self {
+            Handled::Ready(reply) => {
+                std::task::Poll::Ready(reply.take().expect("Handled polled after it completed"))
+            }
+            Handled::Lua(work) => work.as_mut().poll(cx).map(|r| r.map(Some)),
+            Handled::Routed(work) => work.as_mut().poll(cx),
+        }
     }
 }
 
