@@ -683,25 +683,18 @@ impl<'a> Reader<'a> {
     /// the reader stays put.
     #[inline]
     pub fn next_if_string(&mut self) -> Option<&'a [u8]> {
+        let start = self.pos;
+        let t = *self.buf.get(start)?;
+        let (ty, cookie) = (t & 7, t >> 3);
+        if ty != TYPE_SHORT_STRING && ty != TYPE_LONG_STRING {
+            return None;
+        }
+        let mut r = *self;
+        r.pos += 1;
+        let span = r.string_span(ty, cookie, start).ok()?;
+        *self = r;
         let buf: &'a [u8] = self.buf;
-        let t = *buf.get(self.pos)?;
-        let (ty, cookie) = (t & 7, usize::from(t >> 3));
-        let (start, len) = match ty {
-            TYPE_SHORT_STRING => (self.pos + 1, cookie),
-            TYPE_LONG_STRING if cookie == 2 => {
-                let l = buf.get(self.pos + 1..self.pos + 3)?;
-                (self.pos + 3, usize::from(u16::from_le_bytes([l[0], l[1]])))
-            }
-            TYPE_LONG_STRING if cookie == 4 => {
-                let l = buf.get(self.pos + 1..self.pos + 5)?;
-                let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
-                (self.pos + 5, usize::try_from(n).ok()?)
-            }
-            _ => return None,
-        };
-        let s = buf.get(start..start.checked_add(len)?)?;
-        self.pos = start + len;
-        Some(s)
+        Some(&buf[span])
     }
 
     /// Every value not yet read.
@@ -758,13 +751,26 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn string(&mut self, len: usize, start: usize) -> Result<Value, SeriError> {
+    /// Read a string's length (after its tag, type `ty` with `cookie`) and move past its
+    /// bytes; their place in the message.
+    #[inline]
+    fn string_span(
+        &mut self,
+        ty: u8,
+        cookie: u8,
+        start: usize,
+    ) -> Result<std::ops::Range<usize>, SeriError> {
+        let len = match (ty, cookie) {
+            (TYPE_SHORT_STRING, _) => usize::from(cookie),
+            (_, 2) => u16::from_le_bytes(self.array(start)?).into(),
+            (_, 4) => u32::from_le_bytes(self.array(start)?) as usize,
+            _ => return Err(Self::invalid(start, "long string cookie is not 2 or 4")),
+        };
         if self.remaining() < len {
             return Err(Self::invalid(start, "string truncated"));
         }
-        let s = self.buf.slice(self.pos..self.pos + len);
         self.pos += len;
-        Ok(Value::String(s))
+        Ok(self.pos - len..self.pos)
     }
 
     /// `depth` is the number of tables already open around this value.
@@ -783,14 +789,9 @@ impl<'a> Reader<'a> {
                 Ok(Value::LightUserData(p))
             }
             TYPE_USERDATA => Err(Self::invalid(start, "userdata cookie is not 0")),
-            TYPE_SHORT_STRING => self.string(cookie.into(), start),
-            TYPE_LONG_STRING => {
-                let len = match cookie {
-                    2 => u16::from_le_bytes(self.array(start)?).into(),
-                    4 => u32::from_le_bytes(self.array(start)?) as usize,
-                    _ => return Err(Self::invalid(start, "long string cookie is not 2 or 4")),
-                };
-                self.string(len, start)
+            TYPE_SHORT_STRING | TYPE_LONG_STRING => {
+                let span = self.string_span(ty, cookie, start)?;
+                Ok(Value::String(self.buf.slice(span)))
             }
             TYPE_TABLE => self.table(cookie, depth + 1, start),
             _ => Err(Self::invalid(start, "unknown type 7")),
