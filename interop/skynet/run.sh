@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Drive a stock skynet v1.6.0 for bee interop checks. SKYNET_DIR names a skynet tree
-# you built yourself (this repository ships none and no way to build one).
+# Drive a stock skynet v1.6.0 for bee interop checks. The skynet tree is SKYNET_DIR when
+# set, else the one `cargo xtask skynet` builds under target/skynet (this repository
+# ships no skynet code; that command builds it from a tarball or a clone).
 #
 #   run.sh node   NAME CLUSTERFILE          start a skynet node named NAME (foreground);
 #                                           it listens on the address CLUSTERFILE gives NAME
@@ -21,8 +22,8 @@
 set -euo pipefail
 
 LAB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-SKY="${SKYNET_DIR:-$LAB/skynet}"
-[ -x "$SKY/skynet" ] || { echo "no skynet binary in $SKY: set SKYNET_DIR to a built stock skynet v1.6.0 tree" >&2; exit 2; }
+SKY="${SKYNET_DIR:-$LAB/../../target/skynet}"
+[ -x "$SKY/skynet" ] || { echo "no skynet binary in $SKY: run \`cargo xtask skynet\` or set SKYNET_DIR to a built stock skynet v1.6.0 tree" >&2; exit 2; }
 
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 

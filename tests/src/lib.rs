@@ -392,6 +392,52 @@ pub fn bee_cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A built stock skynet v1.6.0 tree (a test peer): `SKYNET_DIR` when set, else the one
+/// `cargo xtask skynet` builds under `target/skynet/` (run here once per test process,
+/// under a file lock; it rebuilds only when its source changed). Panics with that
+/// command's error — which names every place the source is looked for — when there is
+/// no skynet to be had: a test that needs skynet fails without one, it does not skip.
+pub fn skynet_dir() -> PathBuf {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SKYNET_DIR") {
+            let dir = PathBuf::from(dir);
+            return if dir.join("skynet").is_file() {
+                Ok(dir)
+            } else {
+                Err(format!(
+                    "SKYNET_DIR={} holds no skynet binary",
+                    dir.display()
+                ))
+            };
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::create_dir_all(root.join("target")).map_err(|e| e.to_string())?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new("flock")
+            .arg(root.join("target/.skynet.lock"))
+            .arg(cargo)
+            .args(["xtask", "skynet"])
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run flock cargo xtask skynet: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match stdout.lines().last().map(PathBuf::from) {
+            Some(dir) if out.status.success() && dir.join("skynet").is_file() => Ok(dir),
+            _ => Err(format!(
+                "`cargo xtask skynet` could not provide stock skynet v1.6.0 ({}):\n{stderr}",
+                out.status
+            )),
+        }
+    });
+    match found {
+        Ok(dir) => dir.clone(),
+        Err(e) => panic!("this test needs stock skynet v1.6.0: {e}"),
+    }
+}
+
 /// `target/cpp/` with the C/C++ service modules built (`make -C cservices modules`),
 /// once per test process; a file lock keeps test binaries running in parallel from
 /// building at the same time.

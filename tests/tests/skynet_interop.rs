@@ -1,10 +1,11 @@
 //! bee and stock skynet v1.6.0 in one cluster, both directions — skynet.pack calls and
 //! pushes, and the game team's frames between a Lua service of ours inside the skynet
-//! node and bee's C++ modules. Ignored by default: it needs a skynet you built yourself
-//! (see `interop/skynet/README.md`):
+//! node and bee's C++ modules. The skynet side is a stock v1.6.0 built by
+//! `cargo xtask skynet` (or the tree `SKYNET_DIR` names); without one these tests fail
+//! with the places skynet's source was looked for (see `interop/skynet/README.md`):
 //!
 //! ```sh
-//! SKYNET_DIR=/path/to/skynet-1.6.0 cargo test -p bee-tests --test skynet_interop -- --ignored
+//! cargo nextest run -p bee-tests --test skynet_interop
 //! ```
 
 use std::net::TcpStream;
@@ -27,9 +28,8 @@ fn runner() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/skynet/run.sh")
 }
 
-fn skynet_dir() -> String {
-    std::env::var("SKYNET_DIR")
-        .expect("set SKYNET_DIR to a built stock skynet v1.6.0 tree (see interop/skynet/README.md)")
+fn skynet_dir() -> PathBuf {
+    bee_tests::skynet_dir()
 }
 
 /// A skynet node process, killed on drop.
@@ -43,7 +43,6 @@ impl Drop for SkynetNode {
 }
 
 #[test]
-#[ignore = "needs a hand-built stock skynet: SKYNET_DIR=... cargo test --test skynet_interop -- --ignored"]
 fn stock_skynet_client_against_a_bee_node() {
     let dir = skynet_dir();
     let layout = Layout::new(&["bee1", "skylab_client"]);
@@ -73,7 +72,6 @@ fn stock_skynet_client_against_a_bee_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a hand-built stock skynet: SKYNET_DIR=... cargo test --test skynet_interop -- --ignored"]
 async fn bee_client_against_a_stock_skynet_node() {
     let dir = skynet_dir();
     let layout = Layout::new(&["sky1"]);
@@ -156,7 +154,6 @@ async fn bee_client_against_a_stock_skynet_node() {
 /// through `interop/skynet/service/bee_config.lua`, which checks the pushed text, calls
 /// `cluster.reload` and acks; an older version is refused with bee's words.
 #[test]
-#[ignore = "needs a hand-built stock skynet: SKYNET_DIR=... cargo test --test skynet_interop -- --ignored"]
 fn bee_status_and_config_push_against_a_stock_skynet_node() {
     let dir = skynet_dir();
     let layout = Layout::new(&["sky1", "bee1"]);
@@ -284,7 +281,6 @@ fn table_int(t: &Table, key: &str) -> i64 {
 /// skynet node) rpc-calls bee's C++ `shop.so` and answers rpcs from bee's C++ (`mail.so`,
 /// `bench.so`) and from a bee `NativeEndpoint` with Lua-style replies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a hand-built stock skynet: SKYNET_DIR=... cargo test --test skynet_interop -- --ignored"]
 async fn team_frames_between_a_skynet_lua_service_and_bee_cpp_modules() {
     let dir = skynet_dir();
     let layout = Layout::new(&["skykkt", "kkt_shop", "kkt_mail", "kkt_bench", "kkt_test"]);

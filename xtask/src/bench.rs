@@ -223,12 +223,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut quick = false;
     // The serving bee node's worker threads: client and node share the machine's cores.
     let mut node_threads = 1usize;
+    // Stock skynet's columns are measured unless asked not to (built by `cargo xtask skynet`).
+    let mut no_skynet = false;
     // Busy polling of the bee client and node: bee's default unless given.
     let mut busy_poll_us: Option<u64> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--no-skynet" => no_skynet = true,
             "--node-threads" => {
                 node_threads = it
                     .next()
@@ -244,18 +247,18 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 );
             }
             other => bail!(
-                "cargo xtask bench: unknown argument {other:?} (flags: --quick, --node-threads N, --busy-poll-us US; env SKYNET_DIR)"
+                "cargo xtask bench: unknown argument {other:?} (flags: --quick, --no-skynet, --node-threads N, --busy-poll-us US; env SKYNET_DIR)"
             ),
         }
     }
-    // The skynet side runs through our runner; SKYNET_DIR (read by it) names the build.
+    // The skynet side runs through our runner; SKYNET_DIR (read by it) names the build:
+    // the tree `cargo xtask skynet` builds under target/skynet unless the caller set one.
     let runner = root.join("interop").join("skynet").join("run.sh");
-    let lab = std::env::var_os("SKYNET_DIR").map(PathBuf::from);
-    if let Some(dir) = &lab {
-        if !dir.join("skynet").is_file() {
-            bail!("SKYNET_DIR={} holds no skynet binary", dir.display());
-        }
-    }
+    let lab = if no_skynet {
+        None
+    } else {
+        Some(crate::skynet::ensure(root)?)
+    };
     // Worker threads of the stock skynet nodes (read by run.sh too).
     let skynet_threads: u32 = match std::env::var("SKYNET_THREADS") {
         Ok(v) => v
@@ -430,11 +433,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "null".to_string(),
         "null".to_string(),
     );
+    // Every skynet-side run that fails (a wrong reply, a lost push, a node that did not
+    // start) fails the benchmark run; its speed never does.
+    let mut skynet_failures: Vec<String> = Vec::new();
     if lab.is_some() {
         // The same skynet client against the bee node: the serving side alone compared.
         match skynet_client(&runner, "beebench", &cluster, quick, bee_node.pid()) {
             Ok(run) => cross = run.bench,
-            Err(e) => eprintln!("skynet client -> bee node failed: {e:#}"),
+            Err(e) => skynet_failures.push(format!("skynet client -> bee node: {e:#}")),
         }
         drop(bee_node);
         eprintln!(
@@ -443,7 +449,6 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         );
         let mut cmd = Command::new("bash");
         cmd.arg(&runner).args(["node", "skybench"]).arg(&cluster);
-        // A failing skynet pair leaves the table on the reference figures (so labelled).
         let pair =
             start_node("skybench", cmd, &dir.join("skybench.log"), "READY").and_then(|sky| {
                 std::thread::sleep(Duration::from_millis(500));
@@ -470,12 +475,18 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 ]
                 .concat();
                 match bee_bench(&bench, &args) {
-                    Ok((run, _)) => bee_to_sky = run,
-                    Err(e) => eprintln!("bee-bench -> skynet node failed: {e:#}"),
+                    Ok((run, ok)) => {
+                        bee_to_sky = run;
+                        if !ok {
+                            skynet_failures
+                                .push("bee-bench -> skynet node: wrong or failed replies".into());
+                        }
+                    }
+                    Err(e) => skynet_failures.push(format!("bee-bench -> skynet node: {e:#}")),
                 }
                 drop(sky);
             }
-            Err(e) => eprintln!("stock skynet pair failed, showing reference figures: {e:#}"),
+            Err(e) => skynet_failures.push(format!("stock skynet pair: {e:#}")),
         }
     } else {
         drop(bee_node);
@@ -515,6 +526,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         || !scale_ok
     {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
+    }
+    if !skynet_failures.is_empty() {
+        bail!(
+            "the runs with stock skynet failed:\n  {}",
+            skynet_failures.join("\n  ")
+        );
     }
     Ok(())
 }

@@ -2,8 +2,10 @@
 //!
 //! - `cargo xtask demo`: set up (MariaDB), build, start the demo cluster and walk through
 //!   every scenario, printing a transcript; exits 0 only if every scenario passed.
-//! - `cargo xtask ci`: set up, then formatting, lints and the whole test suite (what
-//!   `.ci/run` calls).
+//! - `cargo xtask ci`: set up, build stock skynet, then formatting, lints and the whole
+//!   test suite, the skynet interop tests included (what `.ci/run` calls).
+//! - `cargo xtask skynet`: build stock skynet v1.6.0 under `target/skynet/` (a test peer)
+//!   and print where it is.
 //! - `cargo xtask bench`: the benchmarks whose figures go in `BENCHMARKS.md`.
 //! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
 //! - `cargo xtask layers`: fail on an import cycle between the modules of any crate.
@@ -18,6 +20,7 @@ mod fuzz;
 mod layers;
 mod process;
 mod setup;
+mod skynet;
 mod soak;
 
 use std::process::Command;
@@ -41,6 +44,7 @@ fn run() -> Result<()> {
         Some("demo") => demo::run(&root),
         Some("ci") => ci(),
         Some("setup") => setup::ensure_all(),
+        Some("skynet") => skynet::run(&root),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("layers") => layers::run(&root),
         Some("soak") => soak::run(&root, &args[1..]),
@@ -59,7 +63,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | cpp [--asan] | bench [--quick] | soak [--secs N] [--warmup N] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] | soak [--secs N] [--warmup N] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -85,11 +89,16 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// The whole test suite: setup, formatting, lints, doc tests, the C/C++ tests, the
-/// benchmarks' smoke run, then every test with nextest (whose summary line ends the
+/// The whole test suite: setup, stock skynet (built or found), formatting, lints, doc
+/// tests, the C/C++ tests, the benchmarks' smoke run with the skynet columns, then every
+/// test with nextest, the skynet interop tests included (its summary line ends the
 /// output).
 fn ci() -> Result<()> {
     setup::ensure_all()?;
+    // Stock skynet first: the interop tests and the benchmarks' skynet columns need it,
+    // and a CI run without it fails here with where it was looked for.
+    eprintln!("\n== stock skynet v1.6.0: cargo xtask skynet");
+    let skynet = skynet::ensure(&project_root())?;
     step("format", cargo().args(["fmt", "--all", "--check"]))?;
     eprintln!("\n== layers");
     layers::run(&project_root())?;
@@ -116,7 +125,9 @@ fn ci() -> Result<()> {
     bench::run(&project_root(), &["--quick".to_string()])?;
     step(
         "tests",
-        cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),
+        cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .env("SKYNET_DIR", &skynet),
     )
 }
 

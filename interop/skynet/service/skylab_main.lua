@@ -13,6 +13,8 @@ skynet.start(function()
 	cluster.register("sink", sink)
 	-- bee's config lifecycle (bee status, bee config push): see bee_config.lua.
 	cluster.register("bee_config", skynet.newservice("bee_config", name))
+	-- lets a test drive this node's cluster library: see skylab_relay.lua.
+	cluster.register("relay", skynet.newservice "skylab_relay")
 	local addr, port = cluster.open(name)
 	skynet.error(string.format("READY node=%s listen=%s:%s echo=:%08x sink=:%08x",
 		name, tostring(addr), tostring(port), echo, sink))
