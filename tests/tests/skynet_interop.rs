@@ -21,6 +21,7 @@ use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_proto::game::{Ping, Pong};
 use bee_proto::Message as _;
 use bee_registry::Registry;
+use bee_tests::BeeProcess;
 use bee_tests::{demo_bin, Layout};
 use bytes::Bytes;
 
@@ -40,6 +41,44 @@ impl Drop for SkynetNode {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+impl SkynetNode {
+    /// Start `run.sh MODE NAME` (a stock skynet node registering `@echo`, `@sink`,
+    /// `@bee_config` and `@relay` for `node`), its output in `<layout>/<name>.log`, and
+    /// wait until it listens.
+    fn start(layout: &Layout, mode: &str, name: &str) -> SkynetNode {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(layout.dir.path().join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new("bash")
+            .arg(runner())
+            .args([mode, name])
+            .arg(layout.cluster_file())
+            .env("SKYNET_DIR", skynet_dir())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start a skynet node");
+        let node = SkynetNode(child);
+        wait_listening(layout.port(name), "the skynet node");
+        node
+    }
+}
+
+/// A stock skynet node's `@relay` (`interop/skynet/service/skylab_relay.lua`): make the
+/// skynet node act through its own cluster library. Returns the relay's reply values.
+async fn relay(c: &Cluster, sky: &str, args: Vec<Value>) -> Vec<Value> {
+    let mut all = vec![Value::from("lua")];
+    all.extend(args);
+    let reply = c
+        .call(sky, "relay", seri::pack(&all).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("relay on {sky}: {e}"));
+    seri::unpack(&reply).unwrap()
 }
 
 #[test]
@@ -73,27 +112,8 @@ fn stock_skynet_client_against_a_bee_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bee_client_against_a_stock_skynet_node() {
-    let dir = skynet_dir();
     let layout = Layout::new(&["sky1"]);
-    let child = Command::new("bash")
-        .arg(runner())
-        .args(["node", "sky1"])
-        .arg(layout.cluster_file())
-        .env("SKYNET_DIR", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a skynet node");
-    let _sky = SkynetNode(child);
-    let port = layout.port("sky1");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "skynet node did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _sky = SkynetNode::start(&layout, "node", "sky1");
     let (_node, c) = layout.client(Duration::from_secs(20));
 
     let mut t = Table::new();
@@ -155,30 +175,12 @@ async fn bee_client_against_a_stock_skynet_node() {
 /// `cluster.reload` and acks; an older version is refused with bee's words.
 #[test]
 fn bee_status_and_config_push_against_a_stock_skynet_node() {
-    let dir = skynet_dir();
     let layout = Layout::new(&["sky1", "bee1"]);
     let (sky, bee) = (layout.port("sky1"), layout.port("bee1"));
     let v1 = format!("__version = 1\nsky1 = \"127.0.0.1:{sky}\"\nbee1 = \"127.0.0.1:{bee}\"\n");
     std::fs::write(layout.cluster_file(), &v1).unwrap();
     let _bee = layout.start("bee1", "");
-    let child = Command::new("bash")
-        .arg(runner())
-        .args(["node", "sky1"])
-        .arg(layout.cluster_file())
-        .env("SKYNET_DIR", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a skynet node");
-    let _sky = SkynetNode(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", sky)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "skynet node did not listen on {sky}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _sky = SkynetNode::start(&layout, "node", "sky1");
     let cluster = layout.cluster_file();
     let cluster = cluster.to_str().unwrap();
     let line = |out: &str, node: &str| -> String {
@@ -282,7 +284,6 @@ fn table_int(t: &Table, key: &str) -> i64 {
 /// `bench.so`) and from a bee `NativeEndpoint` with Lua-style replies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn team_frames_between_a_skynet_lua_service_and_bee_cpp_modules() {
-    let dir = skynet_dir();
     let layout = Layout::new(&["skykkt", "kkt_shop", "kkt_mail", "kkt_bench", "kkt_test"]);
     let demo = demo_bin();
     let start = |name: &str, body: &str| {
@@ -302,19 +303,7 @@ async fn team_frames_between_a_skynet_lua_service_and_bee_cpp_modules() {
         &cpp_node("shop.so", "shop", "notify=kkt_mail/mail_master"),
     );
     let _bench = start("kkt_bench", &cpp_node("bench.so", "bench", ""));
-    let log = std::fs::File::create(layout.dir.path().join("skykkt.log")).unwrap();
-    let child = Command::new("bash")
-        .arg(runner())
-        .args(["kkt", "skykkt"])
-        .arg(layout.cluster_file())
-        .env("SKYNET_DIR", dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start a skynet node");
-    let _sky = SkynetNode(child);
-    tokio::task::block_in_place(|| wait_listening(layout.port("skykkt"), "the skynet node"));
+    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "kkt", "skykkt"));
     let sky_log =
         || std::fs::read_to_string(layout.dir.path().join("skykkt.log")).unwrap_or_default();
 
@@ -487,4 +476,461 @@ async fn team_frames_between_a_skynet_lua_service_and_bee_cpp_modules() {
         assert_eq!(table_int(stats, k), 0, "{k}: {stats:?}\n{}", sky_log());
     }
     node.shutdown();
+}
+
+/// Every kind of value skynet.pack carries, for the round trips below: nested tables with
+/// mixed keys, nil holes and trailing nils, strings on both sides of the multi-part
+/// threshold (a skynet cluster message above 32 KiB travels in parts), integers at the
+/// widths the format distinguishes, reals, booleans, empty string and table.
+fn every_value_kind() -> Vec<Value> {
+    let mut leaf = Table::new();
+    leaf.push(Value::from("deep"));
+    leaf.insert(Value::from("pi"), Value::Real(3.25));
+    let mut nested = leaf;
+    for depth in 0..6i64 {
+        let mut t = Table::new();
+        t.push(Value::Integer(depth));
+        t.push(Value::Boolean(depth % 2 == 0));
+        t.insert(Value::from("child"), Value::Table(nested));
+        t.insert(Value::Integer(1000 + depth), Value::from("sparse key"));
+        nested = t;
+    }
+    let mut list = Table::new();
+    for i in 0..300i64 {
+        list.push(Value::Integer(i * i));
+    }
+    vec![
+        Value::Integer(1),
+        Value::Nil,
+        Value::Integer(3),
+        Value::Table(nested),
+        Value::Table(list),
+        Value::Table(Table::new()),
+        Value::from(""),
+        Value::String(Bytes::from(vec![b'm'; 100 * 1024])),
+        Value::String(Bytes::from(
+            (0..(1 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+        )),
+        Value::Integer(0),
+        Value::Integer(-1),
+        Value::Integer(255),
+        Value::Integer(65_536),
+        Value::Integer(i64::from(i32::MIN) - 1),
+        Value::Integer(i64::MAX),
+        Value::Real(-1.5e300),
+        Value::Boolean(false),
+        Value::Nil,
+        Value::Nil,
+    ]
+}
+
+/// Whether two values are the same, a table's hash part compared as a set (skynet packs
+/// it in its own iteration order) and reals bit for bit.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Real(x), Value::Real(y)) => x.to_bits() == y.to_bits(),
+        (Value::Table(x), Value::Table(y)) => {
+            x.array.len() == y.array.len()
+                && x.array.iter().zip(&y.array).all(|(p, q)| same_value(p, q))
+                && x.hash.len() == y.hash.len()
+                && x.hash
+                    .iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn assert_same_values(sent: &[Value], got: &[Value], what: &str) {
+    assert_eq!(sent.len(), got.len(), "{what}: value count");
+    for (i, (a, b)) in sent.iter().zip(got).enumerate() {
+        assert!(same_value(a, b), "{what}: value {i}: sent {a:?}, got {b:?}");
+    }
+}
+
+/// `cluster.call` both ways with every value kind: bee calls the skynet node's `@echo`
+/// directly, and the skynet node (its own cluster library, through `@relay`) calls the bee
+/// node's `echo` and hands bee what it got back — skynet decodes bee's reply and
+/// re-encodes it, so both codecs meet on every value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_value_kind_both_ways_between_bee_and_stock_skynet() {
+    let layout = Layout::new(&["sky1", "bee1"]);
+    let _bee = tokio::task::block_in_place(|| {
+        layout.start(
+            "bee1",
+            "[[service]]\nkind = \"echo\"\nname = \"echo\"\n\n[[service]]\nkind = \"sink\"\nname = \"sink\"\n",
+        )
+    });
+    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let (_node, c) = layout.client(Duration::from_secs(30));
+    let values = every_value_kind();
+
+    let reply = c
+        .call("sky1", "echo", seri::pack(&values).unwrap())
+        .await
+        .expect("bee -> skynet echo");
+    assert_same_values(&values, &seri::unpack(&reply).unwrap(), "bee -> skynet");
+
+    let mut args = vec![
+        Value::from("call"),
+        Value::from("bee1"),
+        Value::from("echo"),
+    ];
+    args.extend(values.iter().cloned());
+    let back = relay(&c, "sky1", args).await;
+    assert_eq!(
+        back.first(),
+        Some(&Value::Boolean(true)),
+        "skynet -> bee call failed: {back:?}"
+    );
+    assert_same_values(&values, &back[1..], "skynet -> bee");
+
+    // Pushes from skynet to bee (small ones and one with every value kind), then a call
+    // behind them: bee's sink has counted every one.
+    for i in 0..50i64 {
+        let mut args = vec![
+            Value::from("send"),
+            Value::from("bee1"),
+            Value::from("sink"),
+        ];
+        if i == 25 {
+            args.extend(values.iter().cloned());
+        } else {
+            args.push(Value::Integer(i));
+        }
+        assert_eq!(relay(&c, "sky1", args).await, vec![Value::Boolean(true)]);
+    }
+    let n = c
+        .call("bee1", "sink", seri::pack(&[Value::from("count")]).unwrap())
+        .await
+        .expect("bee sink count");
+    assert_eq!(seri::unpack(&n).unwrap(), vec![Value::Integer(50)]);
+}
+
+/// `cluster.query` and `cluster.register` both ways: a name the skynet node registers at
+/// run time is found by bee's query with the address skynet gave it; a name bee registers
+/// at run time (`bee_clusterd register`) is found by skynet's `cluster.query`; unknown
+/// names fail on both sides with an error, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_and_register_both_ways_between_bee_and_stock_skynet() {
+    let layout = Layout::new(&["sky1", "bee1"]);
+    let _bee = tokio::task::block_in_place(|| {
+        layout.start("bee1", "[[service]]\nkind = \"echo\"\nname = \"echo\"\n")
+    });
+    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let (_node, c) = layout.client(Duration::from_secs(20));
+
+    let reg = relay(
+        &c,
+        "sky1",
+        vec![Value::from("register"), Value::from("late_name")],
+    )
+    .await;
+    let skynet_addr = reg[0].as_int().expect("relay's address") as u32;
+    assert_eq!(
+        c.query("sky1", "late_name")
+            .await
+            .expect("bee queries a skynet name"),
+        skynet_addr
+    );
+    let err = c
+        .query("sky1", "never_registered")
+        .await
+        .expect_err("unknown skynet name");
+    assert!(!err.to_string().is_empty());
+
+    let echo = c.query("bee1", "echo").await.expect("query bee echo");
+    let q = relay(
+        &c,
+        "sky1",
+        vec![
+            Value::from("query"),
+            Value::from("bee1"),
+            Value::from("echo"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        q,
+        vec![Value::Boolean(true), Value::Integer(i64::from(echo))],
+        "skynet queries bee"
+    );
+
+    let r = c
+        .call(
+            "bee1",
+            "bee_clusterd",
+            seri::pack(&[
+                Value::from("register"),
+                Value::from("echo_alias"),
+                Value::Integer(i64::from(echo)),
+            ])
+            .unwrap(),
+        )
+        .await
+        .expect("register on bee1");
+    assert_eq!(
+        seri::unpack(&r).unwrap(),
+        vec![Value::Integer(i64::from(echo))]
+    );
+    let q = relay(
+        &c,
+        "sky1",
+        vec![
+            Value::from("query"),
+            Value::from("bee1"),
+            Value::from("echo_alias"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        q,
+        vec![Value::Boolean(true), Value::Integer(i64::from(echo))],
+        "skynet queries a name bee registered"
+    );
+    let call = relay(
+        &c,
+        "sky1",
+        vec![
+            Value::from("call"),
+            Value::from("bee1"),
+            Value::from("echo_alias"),
+            Value::from("via alias"),
+        ],
+    )
+    .await;
+    assert_eq!(call, vec![Value::Boolean(true), Value::from("via alias")]);
+    let q = relay(
+        &c,
+        "sky1",
+        vec![
+            Value::from("query"),
+            Value::from("bee1"),
+            Value::from("no_such_name"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        q.first(),
+        Some(&Value::Boolean(false)),
+        "skynet's query of an unknown bee name: {q:?}"
+    );
+}
+
+/// A stock skynet node restarts while bee calls it: the calls made while it is gone fail
+/// with a typed error within the call timeout (none hangs), and calls succeed again once
+/// it is back, on a new connection, with nothing to do by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bee_keeps_calling_a_stock_skynet_node_that_restarts() {
+    let layout = Layout::new(&["sky1"]);
+    let mut sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let timeout = Duration::from_secs(2);
+    let (_node, c) = layout.client(timeout);
+    let echo = |i: i64| {
+        let c = c.clone();
+        async move {
+            let started = Instant::now();
+            let r = c
+                .call("sky1", "echo", seri::pack(&[Value::Integer(i)]).unwrap())
+                .await;
+            (r, started.elapsed())
+        }
+    };
+    for i in 0..20 {
+        let (r, _) = echo(i).await;
+        assert_eq!(
+            seri::unpack(&r.expect("before the restart")).unwrap(),
+            vec![Value::Integer(i)]
+        );
+    }
+    drop(sky);
+    let (mut failed, mut longest) = (0, Duration::ZERO);
+    for i in 0..10 {
+        let (r, took) = echo(100 + i).await;
+        longest = longest.max(took);
+        if r.is_err() {
+            failed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed > 0, "calls to a skynet node that is gone must fail");
+    sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut back = None;
+    let mut i = 1000;
+    while Instant::now() < deadline {
+        let (r, took) = echo(i).await;
+        longest = longest.max(took);
+        if let Ok(r) = r {
+            back = Some(seri::unpack(&r).unwrap());
+            break;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        back,
+        Some(vec![Value::Integer(i)]),
+        "no call succeeded after skynet came back"
+    );
+    assert!(
+        longest <= timeout + Duration::from_secs(1),
+        "a call outlived its {timeout:?} timeout: {longest:?}"
+    );
+    for j in 0..20 {
+        let (r, _) = echo(j).await;
+        assert!(r.is_ok(), "after the restart: {r:?}");
+    }
+    drop(sky);
+}
+
+/// A bee node restarts (killed, started again) while a stock skynet node calls it in a
+/// loop through its own cluster library: skynet's calls fail while it is gone and succeed
+/// again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_skynet_node_keeps_calling_a_bee_node_that_restarts() {
+    let layout = Layout::new(&["sky1", "bee1"]);
+    let mut bee = tokio::task::block_in_place(|| {
+        layout.start("bee1", "[[service]]\nkind = \"echo\"\nname = \"echo\"\n")
+    });
+    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let (_node, c) = layout.client(Duration::from_secs(30));
+    let looping = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            relay(
+                &c,
+                "sky1",
+                vec![
+                    Value::from("loop"),
+                    Value::from("bee1"),
+                    Value::from("echo"),
+                    Value::Integer(6),
+                ],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| {
+        bee.kill9();
+        std::thread::sleep(Duration::from_millis(500));
+        bee.restart();
+        wait_listening(layout.port("bee1"), "the restarted bee node");
+    });
+    let stats = looping.await.unwrap();
+    let t = stats[0].as_table().expect("loop stats");
+    let (ok, failed) = (table_int(t, "ok"), table_int(t, "failed"));
+    assert!(ok > 0, "skynet's calls to bee never succeeded: {t:?}");
+    assert!(
+        failed > 0,
+        "skynet's calls to a killed bee node must fail while it is gone: {t:?}"
+    );
+    assert_eq!(
+        t.get_str("recovered"),
+        Some(&Value::Boolean(true)),
+        "skynet's calls did not succeed again after bee came back: {t:?}"
+    );
+    let after = relay(
+        &c,
+        "sky1",
+        vec![
+            Value::from("call"),
+            Value::from("bee1"),
+            Value::from("echo"),
+            Value::from("after"),
+        ],
+    )
+    .await;
+    assert_eq!(after, vec![Value::Boolean(true), Value::from("after")]);
+}
+
+/// skynet's `cluster.reload` moves a bee node: the bee node comes back on another port, a
+/// `bee config push` of the new layout reaches the stock skynet node (its `@bee_config`
+/// calls `cluster.reload`), and skynet's next call reaches the bee node at its new address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_skynet_cluster_reload_moves_a_bee_node() {
+    let layout = Layout::new(&["sky1", "bee1"]);
+    let (sky_port, old_port) = (layout.port("sky1"), layout.port("bee1"));
+    let v1 = format!(
+        "__version = 1\nsky1 = \"127.0.0.1:{sky_port}\"\nbee1 = \"127.0.0.1:{old_port}\"\n"
+    );
+    std::fs::write(layout.cluster_file(), &v1).unwrap();
+    let mut old = tokio::task::block_in_place(|| {
+        layout.start("bee1", "[[service]]\nkind = \"echo\"\nname = \"echo\"\n")
+    });
+    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let (_node, c) = layout.client(Duration::from_secs(20));
+    let call = |tag: &'static str| {
+        let c = c.clone();
+        async move {
+            relay(
+                &c,
+                "sky1",
+                vec![
+                    Value::from("call"),
+                    Value::from("bee1"),
+                    Value::from("echo"),
+                    Value::from(tag),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        call("old").await,
+        vec![Value::Boolean(true), Value::from("old")]
+    );
+
+    // bee1 moves: the old process goes, a new one listens on another port.
+    tokio::task::block_in_place(|| old.kill9());
+    let new_port = bee_tests::free_port();
+    let v2 = layout.dir.path().join("v2.lua");
+    std::fs::write(
+        &v2,
+        format!(
+            "__version = 2\nsky1 = \"127.0.0.1:{sky_port}\"\nbee1 = \"127.0.0.1:{new_port}\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = layout.dir.path().join("bee1-moved.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"bee1\"\ncluster = \"v2.lua\"\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n",
+    )
+    .unwrap();
+    let _moved = tokio::task::block_in_place(|| {
+        let p = BeeProcess::start("bee1", &cfg);
+        wait_listening(new_port, "the moved bee node");
+        p
+    });
+    let before = call("before reload").await;
+    assert_eq!(
+        before.first(),
+        Some(&Value::Boolean(false)),
+        "bee1's old address still answered: {before:?}"
+    );
+
+    let cluster = layout.cluster_file();
+    let (_, out, err) = tokio::task::block_in_place(|| {
+        bee_tests::bee_cli(&[
+            "config",
+            "push",
+            "--cluster",
+            cluster.to_str().unwrap(),
+            v2.to_str().unwrap(),
+        ])
+    });
+    let sky_line = out
+        .lines()
+        .find(|l| l.starts_with("sky1 "))
+        .unwrap_or_else(|| panic!("no line for sky1:\n{out}{err}"));
+    assert!(
+        sky_line.contains("applied") && sky_line.contains("changed bee1"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        call("moved").await,
+        vec![Value::Boolean(true), Value::from("moved")]
+    );
 }

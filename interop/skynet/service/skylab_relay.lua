@@ -6,7 +6,9 @@
 --                                cluster.call(node, "@"..name, ...)
 --   "send", node, name, ...   -> true                    (cluster.send)
 --   "query", node, name       -> true, address           | false, error text
---   "register", name          -> address of this service (cluster.register(name, self))
+--   "register", name          -> address of a new echo service registered as name
+--                                (skynet keeps one cluster name per address, so the
+--                                relay cannot take a second name itself)
 --   "loop", node, name, secs  -> {ok, failed, recovered, longest_ms, first_error}
 --                                calls node's "@"..name with ("lua", "echo", i) for secs
 --                                seconds, one after another; `recovered` is true when a
@@ -32,8 +34,9 @@ function command.query(node, name)
 end
 
 function command.register(name)
-	cluster.register(name, skynet.self())
-	return skynet.self()
+	local echo = skynet.newservice "skylab_echo"
+	cluster.register(name, echo)
+	return echo
 end
 
 function command.loop(node, name, secs)
