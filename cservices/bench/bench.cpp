@@ -1,5 +1,5 @@
 // bench: a native service (skynet C service module, bee C++ SDK) that measures the
-// round trip of its own rpc_calls, for `bee-bench cpp-rpc` (BENCHMARKS.md, issue 10).
+// round trip of its own rpc_calls, for `bee-bench cpp-rpc` (BENCHMARKS.md).
 //
 // Trigger: an rpc request `bench.Run` whose body is plain text
 //     target=NODE/SERVICE calls=N [timeout_ms=T]

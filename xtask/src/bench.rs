@@ -1,12 +1,15 @@
 //! `cargo xtask bench [--quick] [--node-threads N] [--busy-poll-us US]`: the benchmarks
-//! behind `BENCHMARKS.md` (issues 3, 5, 9, 10, 12, 14).
+//! behind `BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo xtask bench            # full run (~1.5 min bee-only, ~3 min with the skynet pair)
+//! cargo xtask bench            # full run, stock skynet v1.6.0 side by side (~3 min)
 //! cargo xtask bench --quick    # a tenth of each measurement, for a smoke check
+//! cargo xtask bench --no-skynet
+//!                              # bee and the tokio floor only (~1.5 min)
 //! SKYNET_DIR=/path/to/skynet-1.6.0 cargo xtask bench
-//!                              # also measure stock skynet v1.6.0 side by side
-//!                              # (SKYNET_THREADS=N: its nodes' `thread`, default 2)
+//!                              # stock skynet from your own build instead of
+//!                              # target/skynet (SKYNET_THREADS=N: its nodes' `thread`,
+//!                              # default 2)
 //! cargo xtask bench --node-threads 2 --busy-poll-us 0
 //!                              # the bee node's worker threads (default 1: the client
 //!                              # and the node share the machine's cores) and the busy-poll
@@ -26,25 +29,27 @@
 //!    the node's CPU during B2 and when idle afterwards. The client runs one runtime
 //!    worker (`bee-bench cluster --threads`, default 1), as the node does, against every
 //!    server alike.
-//! 5. With `SKYNET_DIR` pointing at a stock skynet v1.6.0 you built yourself (nothing of
-//!    it lives in this repo), through `interop/skynet/run.sh`: start a skynet node `skybench`
+//! 5. Stock skynet v1.6.0 (`cargo xtask skynet` builds it under `target/skynet/` unless
+//!    `SKYNET_DIR` names a build; nothing of it lives in this repo), through
+//!    `interop/skynet/run.sh`: start a skynet node `skybench`
 //!    (`run.sh node`), run the skynet reference client against it (`run.sh bench`),
 //!    reading the skynet node's RSS idle, when the client reports B3, and at the end;
 //!    run the same skynet client against the bee node too, and `bee-bench cluster`
-//!    against the skynet node: the three views of issue 14 (bee→bee vs skynet→skynet, the
+//!    against the skynet node: the three views (bee→bee vs skynet→skynet, the
 //!    skynet client against each server, bee-bench against each server — the view the
-//!    issue-14 targets are judged on). Without the lab, the table
-//!    shows the issue's reference figures, labelled "reference, not measured in this
-//!    run".
-//! 6. mysqlpool (issue 5): a second node `beesql` with `mysqlpool` (pool of 8) on the
+//!    targets are judged on). With `--no-skynet`, the
+//!    table shows reference figures, labelled "reference, not measured in this run". A
+//!    skynet-side run that fails (a wrong reply, a lost push, a node that did not start)
+//!    fails the benchmark run.
+//! 6. mysqlpool: a second node `beesql` with `mysqlpool` (pool of 8) on the
 //!    local MariaDB; `bee-bench mysql` measures point selects/s through the cluster, 64
 //!    in flight, next to the same queries issued directly with mysql_async.
-//! 7. Handler API vs raw `Service` (issue 9, `bee-bench api`): a typed `Dispatcher`
+//! 7. Handler API vs raw `Service` (`bee-bench api`): a typed `Dispatcher`
 //!    command against two hand-written `Service`s doing the same work (one unpacks the
 //!    payload, one reads it value by value), local (1 and 64 callers) and cluster (64 in
 //!    flight, in-process nodes over loopback), interleaved in rounds; 5 s per variant per
 //!    set (`--quick`: 0.5 s).
-//! 8. C++ rpc_call vs a Rust caller (issue 10, `bee-bench cpp-rpc`): `bench.so` (built
+//! 8. C++ rpc_call vs a Rust caller (`bee-bench cpp-rpc`): `bench.so` (built
 //!    from `cservices/bench/` with `make`) and a Rust `NativeEndpoint`, on one bee node,
 //!    each make sequential rpc_calls of `game.Ping` to `lpersistence` on a `bee-demo`
 //!    node through the same CServiceProxy, interleaved in 10 rounds; 20,000 calls per
@@ -316,7 +321,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let (cpp_rpc, cpp_ok) = bee_bench(&bench, &cpp_args)?;
     let floor_args: Vec<&str> = [&["tokio-echo"][..], q].concat();
     let (floor, _) = bee_bench(&bench, &floor_args)?;
-    // Busy polling at scale (issue 14): the node's CPU with 1, 8, 32 connections.
+    // Busy polling at scale: the node's CPU with 1, 8, 32 connections.
     let (busypoll, busypoll_ok) = bee_bench(
         &bench,
         &[
@@ -327,11 +332,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             if quick { "0.5" } else { "3" },
         ],
     )?;
-    // Scale (issue 14): connections from several processes, fan-out, idle peers, soak.
+    // Scale: connections from several processes, fan-out, idle peers, soak.
     let bee_bin = release.join("bee").to_string_lossy().to_string();
     let scale_args: Vec<&str> = [&["scale", "--bee", bee_bin.as_str()][..], q].concat();
     let (scale, scale_ok) = bee_bench(&bench, &scale_args)?;
-    // Hot update under load (issue 12): a bee node handed over while a client calls it.
+    // Hot update under load: a bee node handed over while a client calls it.
     let bee_path = release.join("bee").to_string_lossy().to_string();
     let (handover, handover_ok) = bee_bench(
         &bench,

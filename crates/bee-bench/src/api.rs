@@ -1,4 +1,4 @@
-//! Handler API vs raw [`Service`] (issue 9): what the typed command table costs.
+//! Handler API vs raw [`Service`]: what the typed command table costs.
 //!
 //! The same work three ways, on one node:
 //!

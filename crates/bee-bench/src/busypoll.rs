@@ -1,4 +1,4 @@
-//! Busy polling at scale (issue 14): the serving node's CPU with 1, 8 and 32 active
+//! Busy polling at scale: the serving node's CPU with 1, 8 and 32 active
 //! connections at a moderate fixed rate, polling on and off.
 //!
 //! A `bee` process serves `echo` (`threads = 2`). This process opens `conns` connections

@@ -1,4 +1,4 @@
-//! C++ `rpc_call` vs a Rust caller on the same path (issue 10).
+//! C++ `rpc_call` vs a Rust caller on the same path.
 //!
 //! One bee node in this process, `cppbench`, runs the team's native-service shape:
 //! `CServiceProxy`, the C++ module `bench.so` (`cservices/bench/`, loaded by bee-capi

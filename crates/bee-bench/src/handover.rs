@@ -1,4 +1,4 @@
-//! Hot update under load (issue 12): what a caller sees while the node it calls is
+//! Hot update under load: what a caller sees while the node it calls is
 //! handed over to a new process (`bee run --takeover`).
 //!
 //! A `bee` process runs node `hotnode` (`echo`); this process runs node `hotclient`

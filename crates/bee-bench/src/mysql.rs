@@ -1,4 +1,4 @@
-//! The mysqlpool benchmark (issue 5): point selects per second through the cluster
+//! The mysqlpool benchmark: point selects per second through the cluster
 //! (a bee client calling `mysqlpool` on a `bee run` node, pool of 8, `inflight`
 //! concurrent callers) next to the same queries issued directly with mysql_async from
 //! one process (a pool of 8 connections, the same number of concurrent tasks).

@@ -397,9 +397,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     out.push_str(".\n");
     if !measured {
         out.push_str(
-            "\nStock skynet figures are the issue's reference numbers (another run on a 2-core machine), \
-             not measured in this run: the ratios against them are indicative only. \
-             Set SKYNET_DIR to a hand-built stock skynet v1.6.0 to measure the pair side by side.\n",
+            "\nStock skynet figures are reference numbers (another run on a 2-core machine), \
+             not measured in this run (--no-skynet): the ratios against them are indicative only. \
+             Run without --no-skynet (cargo xtask skynet builds stock skynet v1.6.0) to measure the pair side by side.\n",
         );
     }
     if let Some(cross) = results
@@ -422,7 +422,7 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
             _ => "—".into(),
         };
         out.push_str(&format!(
-            "\nmysqlpool (issue 5): point selects on a {}-connection pool, {} in flight, real MariaDB:\n\n\
+            "\nmysqlpool: point selects on a {}-connection pool, {} in flight, real MariaDB:\n\n\
              | path | queries/s |\n|---|---:|\n\
              | through the cluster: client → `mysqlpool` on a bee node | {} |\n\
              | direct: mysql_async from one process | {} |\n\
@@ -457,11 +457,11 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     Ok(out)
 }
 
-/// Handler API vs raw `Service` (issue 9): one row per set; the bar is ≥ 0.95 against
+/// Handler API vs raw `Service`: one row per set; the bar is ≥ 0.95 against
 /// both raw services (the one that unpacks, and the one that reads off the payload).
 fn api_table(api: &Value) -> String {
     let mut out = format!(
-        "\nHandler API vs raw Service (issue 9): `(\"lua\", \"echo\", 16-byte string)`, variants interleaved in {} rounds:\n\n\
+        "\nHandler API vs raw Service: `(\"lua\", \"echo\", 16-byte string)`, variants interleaved in {} rounds:\n\n\
          | call | raw Service, unpacks: calls/s | raw Service, reads off the payload: calls/s | handler API calls/s | api/raw | api/raw reader | within 5 %? |\n\
          |---|---:|---:|---:|---:|---:|---|\n",
         api.get("rounds").map(Value::to_string).unwrap_or_else(|| "?".into())
@@ -502,10 +502,10 @@ fn api_table(api: &Value) -> String {
     out
 }
 
-/// Scale rows (issue 14): connections, fan-out, memory per idle peer, soak.
+/// Scale rows: connections, fan-out, memory per idle peer, soak.
 fn scale_table(sc: &Value) -> String {
     let mut out = String::from(
-        "\nScale (issue 14): one serving node (`threads = 2`, `echo` unpacks and re-packs):\n\n\
+        "\nScale: one serving node (`threads = 2`, `echo` unpacks and re-packs):\n\n\
          | figure | value | target |\n|---|---:|---|\n",
     );
     for row in sc
@@ -568,7 +568,7 @@ fn scale_table(sc: &Value) -> String {
     out
 }
 
-/// Busy polling at scale (issue 14): the serving node's CPU per connection count,
+/// Busy polling at scale: the serving node's CPU per connection count,
 /// polling on and off.
 fn busy_poll_table(b: &Value) -> String {
     let rows: Vec<&Value> = b
@@ -590,7 +590,7 @@ fn busy_poll_table(b: &Value) -> String {
     conns.sort_unstable();
     conns.dedup();
     let mut out = format!(
-        "\nBusy polling at scale (issue 14): {} calls/s on each connection (one in flight), the serving \
+        "\nBusy polling at scale: {} calls/s on each connection (one in flight), the serving \
          node's CPU in % of one core (`threads = 2`, `busy_poll_max = {}`):\n\n\
          | connections | calls/s | node CPU, polling on | node CPU, polling off | added by polling | p50 on / off |\n\
          |---:|---:|---:|---:|---:|---:|\n",
@@ -618,7 +618,7 @@ fn busy_poll_table(b: &Value) -> String {
     out
 }
 
-/// Hot update under load (issue 12): handover time, the caller's longest wait, and call
+/// Hot update under load: handover time, the caller's longest wait, and call
 /// latency during handovers vs steady state.
 fn handover_table(h: &Value) -> String {
     let us = |k: &str| num(Some(h), k).map_or("?".into(), |v| format!("{v:.1} µs"));
@@ -631,7 +631,7 @@ fn handover_table(h: &Value) -> String {
         .map(|t| format!("{t} ms"))
         .collect();
     format!(
-        "\nHot update under load (issue 12): sequential calls (one in flight) to `echo` on a `bee` node \
+        "\nHot update under load: sequential calls (one in flight) to `echo` on a `bee` node \
          handed over {} times to a new process (`bee run --takeover`), the caller with `ride_through`:\n\n\
          | figure | value |\n|---|---:|\n\
          | handover time (new process: sockets asked for → serving; includes the old one's drain) | {} |\n\
@@ -653,7 +653,7 @@ fn handover_table(h: &Value) -> String {
     )
 }
 
-/// C++ rpc_call vs a Rust caller on the same path (issue 10): calls/s and latency of
+/// C++ rpc_call vs a Rust caller on the same path: calls/s and latency of
 /// each, and the ratio C++/Rust.
 fn cpp_rpc_table(cpp: &Value) -> String {
     let side = |k: &str| cpp.get(k);
@@ -671,7 +671,7 @@ fn cpp_rpc_table(cpp: &Value) -> String {
         _ => "?".into(),
     };
     format!(
-        "\nC++ rpc_call vs Rust caller (issue 10): sequential rpc_calls of `game.Ping` (one in flight) to \
+        "\nC++ rpc_call vs Rust caller: sequential rpc_calls of `game.Ping` (one in flight) to \
          `{}` (a Lua-style service in a `bee-demo` process), from one bee node through the same CServiceProxy \
          and connection, interleaved in {} rounds:\n\n\
          | caller | calls | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|\n\
@@ -697,7 +697,7 @@ fn cpp_rpc_table(cpp: &Value) -> String {
 
 /// The same stock skynet client against the bee node and against the skynet node: the
 /// serving side compared with the client held fixed.
-/// The three views of issue 14, each a column pair with its ratio: bee→bee vs
+/// The three views, each a column pair with its ratio: bee→bee vs
 /// skynet→skynet (what a team gets moving both sides), the stock skynet client against
 /// each server, and bee-bench against each server (server capacity; the client is not the
 /// bottleneck) — the view the targets are judged on.
@@ -710,7 +710,7 @@ pub fn three_views_table(results: &Value, threads: &str) -> String {
         part("bee_client_to_skynet"),
     );
     let mut out = format!(
-        "\nThree views (issue 14), stock skynet v1.6.0 with thread = {threads}; every server does the same \
+        "\nThree views, stock skynet v1.6.0 with thread = {threads}; every server does the same \
          work (unpacks the arguments and packs the reply); targets judged on the third view:\n\n\
          | metric | bee→bee | skynet→skynet | ratio | skynet client→bee | skynet client→skynet | ratio | \
          bee-bench→bee | bee-bench→skynet | ratio | target (3rd view) |\n\
@@ -969,7 +969,7 @@ mod tests {
         v["bee_client_to_skynet"] = json!({"b2_p50_us": 90.0, "b3_calls_per_s": 30000.0,
             "b4_pushes_per_s": 50000.0, "b4_lost": 0, "b5_mib_per_s": 20.0});
         let md = render(&v).unwrap();
-        assert!(md.contains("Three views (issue 14)"), "{md}");
+        assert!(md.contains("Three views"), "{md}");
         // B3: bee-bench→bee 150,000 vs bee-bench→skynet 30,000 = 5× ≥ 4×.
         assert!(
             md.contains("| 150,000 | 30,000 | 5.00× | yes (≥ 4×) |"),

@@ -1,4 +1,4 @@
-//! How bee behaves with the many peers a real cluster has (issue 14): one serving node
+//! How bee behaves with the many peers a real cluster has: one serving node
 //! (`echo_values` as `echo`, `sink`; `threads = 2`) and
 //!
 //! - **connections**: 1, 8 and 32 client connections spread over up to 4 client
