@@ -437,7 +437,13 @@ impl SkynetContext {
                     return;
                 }
                 let s = self.new_session();
-                let rpc = if pack { RpcRequest::of(&payload) } else { None };
+                // A frame arrives as TEXT, pushed as ("text", frame) or handed over by
+                // a master (which already made it TEXT).
+                let rpc = if ty == ptype::TEXT {
+                    RpcRequest::of(&payload)
+                } else {
+                    None
+                };
                 pending.insert(
                     s,
                     Pending {

@@ -171,6 +171,21 @@ async fn sessions_and_sources_follow_skynet() {
             skynet_send(ctx, 0, 0, PTYPE_TEXT, 0, c!("x") as *mut c_void, 1),
             -1
         );
+        // Handle 0 with no message: nothing is sent, the session is made and returned
+        // (skynet.genid).
+        let before = skynet_context_newsession(ctx);
+        let genid = skynet_send(
+            ctx,
+            0,
+            0,
+            PTYPE_TAG_ALLOCSESSION,
+            0,
+            std::ptr::null_mut(),
+            0,
+        );
+        assert_eq!(genid, before + 1);
+        assert_eq!(skynet_context_newsession(ctx), before + 2);
+        assert!(next(&mut rx, 100).await.is_none(), "nothing was sent");
         // By name.
         node.set_name(".rec", rec);
         assert_eq!(
