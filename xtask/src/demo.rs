@@ -63,9 +63,9 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
             sql("select * from pppoker.user where uid = 10076447"),
         ),
         (
-            "lobby → activity_master: 20 uids, each sent twice, sharded over 8 workers by uid hash",
+            "lobby → activity_master: 20 uids, each sent twice, sharded over 8 workers by the team's rule (worker 1 + uid % 8; uid 0 to every worker)",
             "activity",
-            vec![Value::from(20i64)],
+            vec![Value::from(20i64), Value::from("modulo")],
         ),
                 (
             "Lua → C++: rpc game.ShopBuy → shop_master → C++ shop.so, which rpc-calls C++ mail.so on another node",
@@ -137,7 +137,7 @@ fn fixed_node_config(name: &str) -> &'static str {
         "lobby" => {
             "[liveness]\nride_through_ms = 5000\n\n[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lobby\"\nname = \"lobby\"\n"
         }
-                _ => "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\n",
+                _ => "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\nrule = \"modulo\"\n",
     }
 }
 
@@ -398,6 +398,7 @@ async fn move_activity(cluster: &Cluster, demo: &mut Demo) -> Result<Vec<String>
                 Value::from("lua"),
                 Value::from("activity"),
                 Value::from(20i64),
+                Value::from("modulo"),
             ])?,
         )
         .await
