@@ -12,7 +12,7 @@
 //! | `sink` | counts pushes, answers `count` / `reset` | |
 //! | `slow` | answers a call `(ms, ...)` with its arguments after `ms` milliseconds (for testing timeouts) | |
 //! | `cservice_proxy` | `CServiceProxy` (also `.CServiceProxy`): pushes native services' frames to the node/service they name | |
-//! | `native_master` | hands `"text"` frames to the native service named `target` (PTYPE_TEXT) and `"rpc_response"` frames as PTYPE_RESPONSE: the team's master in front of a C++ service | `target = "shop"` |
+//! | `native_master` | hands `"text"` frames to the native service named `target` (PTYPE_TEXT) and `"rpc_response"` frames as PTYPE_RESPONSE: the team's master in front of a C++ service; with `targets`, in front of several, each frame to the one its uid picks | `target = "shop"`, or `targets = ["shop1", "shop2"]` with `rule = "modulo"` (default: the team's `1 + uid % n`, uid 0 to all) or `"hash"` |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
 //! | `cservice` | a skynet C service module (`NAME.so`) loaded into the node (bee-capi) | `module = "path/NAME.so"` (relative to the node config), `args = "…"` (the init parameter); the node's `[env]` table is what `skynet_getenv` sees |
 //!
@@ -120,13 +120,7 @@ impl Kinds {
             Ok(Some(s.node.spawn(s.label(), Sequence::default())))
         });
         k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
-        k.add("native_master", |s| {
-            let target = s.option_str("target", "")?;
-            if target.is_empty() {
-                anyhow::bail!("native_master needs target = \"<the native service's name>\"");
-            }
-            Ok(Some(s.node.spawn(s.label(), NativeMaster::new(target))))
-        });
+        k.add("native_master", start_native_master);
         // Keeps the skynet_* functions in the binary for the modules to find.
         bee_capi::link_exports();
         k.add("cservice", start_cservice);
@@ -181,6 +175,59 @@ impl Kinds {
             tracing::info!(node = %node.name(), kind = %entry.kind, name = ?entry.name, addr = %addr.map(bee_dispatch::service::fmt_addr).unwrap_or_else(|| "(self-named)".into()), "service started");
         }
         Ok(())
+    }
+}
+
+/// The `native_master` kind: one `target`, or `targets` picked by uid (a
+/// [`ShardMaster`](bee_dispatch::shard::ShardMaster) whose worker `i` is a master in
+/// front of `targets[i]`; `rule` defaults to the team's `1 + uid % n`).
+fn start_native_master(s: &Spec<'_>) -> Result<Option<Addr>> {
+    if let Some(key) = s
+        .entry
+        .options
+        .keys()
+        .find(|k| !matches!(k.as_str(), "target" | "targets" | "rule"))
+    {
+        anyhow::bail!("native_master: unknown option {key:?} (known: target, targets, rule)");
+    }
+    let targets: Vec<String> = match s.entry.options.get("targets") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("native_master: targets holds {v}, not a service name"))
+            })
+            .collect::<Result<_>>()?,
+        Some(v) => anyhow::bail!("native_master: targets must be a list of names, got {v}"),
+    };
+    let target = s.option_str("target", "")?;
+    match (target.is_empty(), targets.is_empty()) {
+        (false, true) => {
+            if s.entry.options.contains_key("rule") {
+                anyhow::bail!("native_master: rule picks among targets = [...]; one target needs none");
+            }
+            Ok(Some(s.node.spawn(s.label(), NativeMaster::new(target))))
+        }
+        (true, false) => {
+            let rule = bee_dispatch::shard::ShardRule::parse(s.option_str("rule", "modulo")?)
+                .map_err(|e| anyhow!("native_master: {e}"))?;
+            let n = targets.len();
+            let master = bee_dispatch::shard::ShardMaster::new(
+                s.label(),
+                n,
+                Box::new(move |i| -> bee_dispatch::BoxService {
+                    Box::new(NativeMaster::new(&targets[i]))
+                }),
+            )
+            .rule(rule);
+            Ok(Some(master.spawn(s.node, s.label())))
+        }
+        _ => anyhow::bail!(
+            "native_master needs target = \"<the native service's name>\" or targets = [\"<name>\", ...] (not both)"
+        ),
     }
 }
 
