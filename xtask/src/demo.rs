@@ -101,10 +101,11 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
 }
 
 /// The C++ modules' entries: a module behind a redirecting master (`native_master`), its
-/// frames naming the master as their source, as the team's C++ does.
+/// frames naming the master as their source, as the team's C++ does; its parameter
+/// starts with CServiceProxy's handle, as the team's Lua launches it.
 fn cpp_service(module: &Path, name: &str, args: &str) -> String {
     format!(
-        "[[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"{name}\"\nargs = \"service={name}_master {args}\"\n\n\
+        "[[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"{name}\"\nargs = \"{{handle:.CServiceProxy}} service={name}_master {args}\"\n\n\
          [[service]]\nkind = \"native_master\"\nname = \"{name}_master\"\ntarget = \"{name}\"\n\n",
         module.display()
     )
