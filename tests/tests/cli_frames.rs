@@ -71,12 +71,16 @@ fn bee_call_rpc_gets_the_cpp_shops_reply_as_json_and_bad_messages_are_clear_erro
     let (ok, out, err) = frame_cli(
         &layout,
         "call",
-        &["--msg", "game.Ping", r#"{"seq": 9, "sentUnixMs": 5}"#, "--rpc"],
+        &[
+            "--msg",
+            "game.Ping",
+            r#"{"seq": 9, "sentUnixMs": 5}"#,
+            "--rpc",
+        ],
     );
     assert!(ok, "{out}{err}");
     assert_eq!(
-        out,
-        "{\"seq\":9,\"served_by\":\"capi_cli/shop_master\"}\n",
+        out, "{\"seq\":9,\"served_by\":\"capi_cli/shop_master\"}\n",
         "{err}"
     );
 
@@ -86,9 +90,20 @@ fn bee_call_rpc_gets_the_cpp_shops_reply_as_json_and_bad_messages_are_clear_erro
     let (ok, out, err) = frame_cli(
         &layout,
         "send",
-        &["--msg", "game.ShopBuy", buy, "--uid", "1001", "--roomid", "7"],
+        &[
+            "--msg",
+            "game.ShopBuy",
+            buy,
+            "--uid",
+            "1001",
+            "--roomid",
+            "7",
+        ],
     );
-    assert!(ok && err.contains("sent to @shop_master on capi_cli"), "{out}{err}");
+    assert!(
+        ok && err.contains("sent to @shop_master on capi_cli"),
+        "{out}{err}"
+    );
     let mut order = 0;
     for _ in 0..50 {
         let (ok, out, err) = frame_cli(
@@ -104,7 +119,10 @@ fn bee_call_rpc_gets_the_cpp_shops_reply_as_json_and_bad_messages_are_clear_erro
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(order >= 3, "the one-way order reached the shop (last order {order})");
+    assert!(
+        order >= 3,
+        "the one-way order reached the shop (last order {order})"
+    );
 
     // Malformed JSON, a field the message lacks, a wrong type, an unknown message name,
     // --rpc on send: clear errors, nothing on stdout, the node keeps serving.
@@ -114,7 +132,12 @@ fn bee_call_rpc_gets_the_cpp_shops_reply_as_json_and_bad_messages_are_clear_erro
             &["the JSON is not a game.ShopBuy", "line 1"],
         ),
         (
-            &["--msg", "game.ShopBuy", r#"{"uid": 1, "colour": 3}"#, "--rpc"],
+            &[
+                "--msg",
+                "game.ShopBuy",
+                r#"{"uid": 1, "colour": 3}"#,
+                "--rpc",
+            ],
             &["the JSON is not a game.ShopBuy", "colour"],
         ),
         (

@@ -586,10 +586,16 @@ async fn config_etcd_call_send_and_query_find_the_nodes_through_etcd() {
     let (ok, out, err) = bee_cli(&["send", "--cluster", &url, "a", "echo", "x"]);
     assert!(ok && err.contains("sent to @echo on a"), "{out}{err}");
     let (ok, out, err) = bee_cli(&["query", "--cluster", &url, "a", "echo"]);
-    assert!(ok && out.starts_with(':') && out.trim().len() == 9, "{out}{err}");
+    assert!(
+        ok && out.starts_with(':') && out.trim().len() == 9,
+        "{out}{err}"
+    );
     // A prefix that holds no config: the error names the key, nothing is printed.
     let empty = format!("etcd://127.0.0.1:{}/bee/none", etcd.port);
     let (ok, out, err) = bee_cli(&["call", "--cluster", &empty, "a", "echo", "hi"]);
     assert!(!ok && out.is_empty(), "{out}");
-    assert!(err.contains("etcd key /bee/none/config holds no cluster config"), "{err}");
+    assert!(
+        err.contains("etcd key /bee/none/config holds no cluster config"),
+        "{err}"
+    );
 }

@@ -286,7 +286,11 @@ async fn activity_master_with_the_teams_rule_lands_uids_on_1_plus_uid_mod_8() {
         .call(
             "lobby",
             "lobby",
-            lua(&[Value::from("activity"), Value::Integer(20), Value::from("hash")]),
+            lua(&[
+                Value::from("activity"),
+                Value::Integer(20),
+                Value::from("hash"),
+            ]),
         )
         .await
         .expect_err("the hash check fails against a modulo master");

@@ -29,7 +29,10 @@ fn doc_block(doc: &str, name: &str) -> String {
 }
 
 fn replace(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "the doc's block no longer has {from:?}:\n{text}");
+    assert!(
+        text.contains(from),
+        "the doc's block no longer has {from:?}:\n{text}"
+    );
     text.replace(from, to)
 }
 
@@ -96,9 +99,15 @@ fn the_docs_team_layout_runs_as_written() {
         "{\"uid\":1001,\"item_id\":12,\"count\":2,\"order_id\":1,\"handled_by\":\"shop_4/shop2\"}\n"
     );
     let r = buy(&cluster_path, 1002);
-    assert!(r.contains("\"order_id\":1,\"handled_by\":\"shop_4/shop1\""), "{r}");
+    assert!(
+        r.contains("\"order_id\":1,\"handled_by\":\"shop_4/shop1\""),
+        "{r}"
+    );
     let r = buy(&cluster_path, 7);
-    assert!(r.contains("\"order_id\":2,\"handled_by\":\"shop_4/shop2\""), "{r}");
+    assert!(
+        r.contains("\"order_id\":2,\"handled_by\":\"shop_4/shop2\""),
+        "{r}"
+    );
 
     // The logger, configured by [env], writes what it is sent to <log_dir>/<log_name>.log.
     let (ok, out, err) = bee_cli(&[

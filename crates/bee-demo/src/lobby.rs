@@ -428,9 +428,13 @@ async fn activity(c: Cluster, count: i64, rule: String) -> LuaResult {
             )));
         }
         let workers = seri::unpack(
-            &c.call(n, "activity_master", lua_payload(&[Value::from("shard_workers")])?)
-                .await
-                .map_err(failed("shard_workers"))?,
+            &c.call(
+                n,
+                "activity_master",
+                lua_payload(&[Value::from("shard_workers")])?,
+            )
+            .await
+            .map_err(failed("shard_workers"))?,
         )
         .map_err(|e| ServiceError::msg(e.to_string()))?;
         let mut holding = 0;
@@ -445,7 +449,11 @@ async fn activity(c: Cluster, count: i64, rule: String) -> LuaResult {
                     &c.call(
                         n,
                         Target::Addr(addr),
-                        lua_payload(&[Value::from("progress"), Value::Integer(0), Value::Integer(7)])?,
+                        lua_payload(&[
+                            Value::from("progress"),
+                            Value::Integer(0),
+                            Value::Integer(7),
+                        ])?,
                     )
                     .await
                     .map_err(failed("progress of uid 0"))?,

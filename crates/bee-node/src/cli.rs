@@ -44,7 +44,12 @@ pub struct ClientArgs {
     #[arg(long, num_args = 2, value_names = ["NAME", "JSON"], requires = "proto")]
     msg: Option<Vec<String>>,
     /// The frame's uid (the player; the shard key).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, requires = "msg")]
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        requires = "msg"
+    )]
     uid: i64,
     /// The frame's roomid.
     #[arg(long, default_value_t = 0, requires = "msg")]

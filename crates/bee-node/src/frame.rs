@@ -30,8 +30,9 @@ impl Protos {
         let name = path
             .file_name()
             .ok_or_else(|| anyhow!("--proto {}: not a file", path.display()))?;
-        let mut compiler = protox::Compiler::new([&dir])
-            .with_context(|| format!("--proto {}: cannot read {}", path.display(), dir.display()))?;
+        let mut compiler = protox::Compiler::new([&dir]).with_context(|| {
+            format!("--proto {}: cannot read {}", path.display(), dir.display())
+        })?;
         compiler.include_imports(true);
         compiler
             .open_file(name)
@@ -111,7 +112,10 @@ mod tests {
     fn json_becomes_the_same_bytes_as_generated_code_and_back() {
         let p = game();
         let body = p
-            .encode_json("game.ShopBuy", r#"{"uid": 1001, "item_id": 12, "count": 2}"#)
+            .encode_json(
+                "game.ShopBuy",
+                r#"{"uid": 1001, "item_id": 12, "count": 2}"#,
+            )
             .unwrap();
         // uid = 1 varint 1001, item_id = 2 varint 12, count = 3 varint 2.
         assert_eq!(&body[..], &[0x08, 0xe9, 0x07, 0x10, 0x0c, 0x18, 0x02]);
@@ -123,7 +127,10 @@ mod tests {
     fn bad_json_and_unknown_names_say_what_does_not_fit() {
         let p = game();
         let e = p.encode_json("game.Nope", "{}").unwrap_err().to_string();
-        assert!(e.contains("no message \"game.Nope\"") && e.contains("game.ShopBuy"), "{e}");
+        assert!(
+            e.contains("no message \"game.Nope\"") && e.contains("game.ShopBuy"),
+            "{e}"
+        );
         let e = p
             .encode_json("game.ShopBuy", r#"{"uid": 1, "colour": 2}"#)
             .unwrap_err()

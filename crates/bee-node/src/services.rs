@@ -385,8 +385,13 @@ mod tests {
 
     #[test]
     fn unknown_names_and_broken_placeholders_are_errors_that_say_which() {
-        let e = expand_args("a {handle:.shop} b", names).unwrap_err().to_string();
-        assert!(e.contains("{handle:.shop}") && e.contains("file order"), "{e}");
+        let e = expand_args("a {handle:.shop} b", names)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("{handle:.shop}") && e.contains("file order"),
+            "{e}"
+        );
         let e = expand_args("{hex:logger", names).unwrap_err().to_string();
         assert!(e.contains("no closing"), "{e}");
         let e = expand_args("{handle:}", names).unwrap_err().to_string();
