@@ -1,9 +1,12 @@
 /* hello: a skynet C service module written only against skynet's C API (include/), no
  * bee SDK. It proves that a module made for skynet loads into a bee node and answers.
  *
+ *   create: remembers skynet_current_handle(): in skynet, the service that launched
+ *          this one (0 when the node itself started it).
  *   init:  asks its own handle with skynet_command(ctx, "REG", NULL), registers the
  *          local name given as parameter (default ".hello") with skynet_command "REG",
- *          reads skynet_getenv("harbor"), logs one line, installs its callback.
+ *          reads skynet_getenv("harbor"), logs one line (with the launcher's handle as
+ *          create and init saw it), installs its callback.
  *   PTYPE_TEXT with session != 0: answers the source with PTYPE_RESPONSE, the same
  *          session, and the bytes "hello:" followed by the request's bytes (sent with
  *          PTYPE_TAG_DONTCOPY from skynet_malloc).
@@ -26,6 +29,7 @@
 
 struct hello {
 	uint32_t handle;
+	uint32_t launcher_at_create;
 	int answered;
 	int pushed;
 };
@@ -65,8 +69,10 @@ static int hello_cb(struct skynet_context *ctx, void *ud, int type, int session,
 
 HELLO_EXPORT struct hello *hello_create(void) {
 	struct hello *h = skynet_malloc(sizeof(*h));
-	if (h != NULL)
+	if (h != NULL) {
 		memset(h, 0, sizeof(*h));
+		h->launcher_at_create = skynet_current_handle();
+	}
 	return h;
 }
 
@@ -89,7 +95,8 @@ HELLO_EXPORT int hello_init(struct hello *h, struct skynet_context *ctx, const c
 		skynet_error(ctx, "hello: cannot register the name %s", name);
 		return 1;
 	}
-	skynet_error(ctx, "hello: started as %s, named %s, harbor %s", self, name, harbor);
+	skynet_error(ctx, "hello: started as %s, named %s, harbor %s, launched by :%08x (create) :%08x (init)",
+	             self, name, harbor, (unsigned)h->launcher_at_create, (unsigned)skynet_current_handle());
 	skynet_callback(ctx, h, hello_cb);
 	return 0;
 }

@@ -560,3 +560,42 @@ async fn config_etcd_unreachable_at_start_runs_the_fallback_file_then_follows_et
     assert!(store.members().await.unwrap().contains_key("a"));
     drop(etcd);
 }
+
+/// `bee call`, `bee send` and `bee query` take `--cluster etcd://…/PREFIX` as `bee status`
+/// does: the nodes' addresses come from the config key; an etcd with no config there is
+/// an error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_etcd_call_send_and_query_find_the_nodes_through_etcd() {
+    let Some(etcd) = start_etcd().await else {
+        return;
+    };
+    let url = format!("etcd://127.0.0.1:{}/bee/cli", etcd.port);
+    let store = EtcdStore::connect(&url).await.unwrap();
+    let layout = Layout::new(&["a"]);
+    store
+        .put_config_text(
+            &format!("__version = 1\na = \"127.0.0.1:{}\"\n", layout.port("a")),
+            false,
+        )
+        .await
+        .unwrap();
+    let _a = start_etcd_node(&layout, "a", &url);
+    let (ok, out, err) = bee_cli(&["call", "--cluster", &url, "a", "echo", "hi", "42"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out, "\"hi\"\n42\n", "{err}");
+    let (ok, out, err) = bee_cli(&["send", "--cluster", &url, "a", "echo", "x"]);
+    assert!(ok && err.contains("sent to @echo on a"), "{out}{err}");
+    let (ok, out, err) = bee_cli(&["query", "--cluster", &url, "a", "echo"]);
+    assert!(
+        ok && out.starts_with(':') && out.trim().len() == 9,
+        "{out}{err}"
+    );
+    // A prefix that holds no config: the error names the key, nothing is printed.
+    let empty = format!("etcd://127.0.0.1:{}/bee/none", etcd.port);
+    let (ok, out, err) = bee_cli(&["call", "--cluster", &empty, "a", "echo", "hi"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("etcd key /bee/none/config holds no cluster config"),
+        "{err}"
+    );
+}

@@ -119,6 +119,25 @@ fn a_bad_module_or_a_failing_init_stops_the_node_with_a_clear_error() {
             "[[service]]\nkind = \"cservice\"\n".to_string(),
             "needs module =",
         ),
+        // A parameter naming a service nobody starts, or one started only further down
+        // (services start in file order): the error names the entry and the name.
+        (
+            format!(
+                "[[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"shop\"\nargs = \".x {{handle:.CServiceProxy}}\"\n\n\
+                 [[service]]\nkind = \"cservice_proxy\"\n",
+                hello.display()
+            ),
+            "[[service]] #1 (kind \"cservice\", name \"shop\"): args \".x {handle:.CServiceProxy}\": \
+             {handle:.CServiceProxy} names no service started so far",
+        ),
+        (
+            format!(
+                "[[service]]\nkind = \"cservice_proxy\"\n\n\
+                 [[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nargs = \".x {{hex:logger}}\"\n",
+                hello.display()
+            ),
+            "[[service]] #2 (kind \"cservice\"): args \".x {hex:logger}\": {hex:logger} names no service",
+        ),
     ];
     for (body, expected) in cases {
         let path = layout.dir.path().join("capi_bad.toml");
@@ -198,10 +217,20 @@ async fn inbox(rx: &mut mpsc::UnboundedReceiver<(String, KktFrame)>) -> (String,
 
 /// A C++ node of the team's shape: CServiceProxy, the module, and the master in front
 /// of it (frames name the master as their source service, so answers come back there).
+/// The module is told CServiceProxy's handle in its parameter, as the team's Lua master
+/// does (`skynet.launch("shop", string.format("%d", proxy))`): `{handle:NAME}` in
+/// `args` is that handle in decimal, `{hex:NAME}` as `:%08x`. The SDK takes a number
+/// or `:hex` as the proxy's handle without looking any name up, so a wrong or missing
+/// handle would leave every frame of the module undelivered.
 fn cpp_node(module: &str, name: &str, args: &str) -> String {
+    let proxy = if module == "mail.so" {
+        "proxy={hex:CServiceProxy}"
+    } else {
+        "proxy={handle:.CServiceProxy}"
+    };
     format!(
         "[[service]]\nkind = \"cservice_proxy\"\n\n\
-         [[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"{name}\"\nargs = \"service={name}_master {args}\"\n\n\
+         [[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"{name}\"\nargs = \"{proxy} service={name}_master {args}\"\n\n\
          [[service]]\nkind = \"shop_master\"\nname = \"{name}_master\"\ntarget = \"{name}\"\n",
         modules().join(module).display()
     )

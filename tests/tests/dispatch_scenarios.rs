@@ -239,6 +239,64 @@ async fn activity_master_200_uids_stable_workers() {
     assert!(report[200].contains("uids per worker"), "{}", report[200]);
 }
 
+/// The demo's `activity_master` with the team's rule (`rule = "modulo"`, as `cargo
+/// xtask demo` runs it): the lobby's scenario sees every uid land on worker
+/// `1 + uid % 8` twice and uid 0 reach all eight workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_master_with_the_teams_rule_lands_uids_on_1_plus_uid_mod_8() {
+    let layout = Layout::new(&["lobby", "activity_master"]);
+    let _a = start(
+        &layout,
+        "activity_master",
+        "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\nrule = \"modulo\"\n",
+    );
+    let _l = start_demo(&layout, "lobby");
+    let (_node, c) = layout.client(CALL_TIMEOUT);
+    let reply = c
+        .call(
+            "lobby",
+            "lobby",
+            lua(&[
+                Value::from("activity"),
+                Value::Integer(20),
+                Value::from("modulo"),
+            ]),
+        )
+        .await
+        .expect("lobby activity with the team's rule");
+    let report = lines(&reply);
+    assert_eq!(report.len(), 22, "20 uids, the spread, uid 0: {report:#?}");
+    for (i, line) in report[..20].iter().enumerate() {
+        let uid = 10_076_447u64 + i as u64 * 7919;
+        let expect = format!(
+            "uid {uid:>9} → activity {} = 1 + {uid} % 8 (index {}) twice (progress 1 → 2)",
+            1 + uid % 8,
+            uid % 8
+        );
+        assert!(line.contains(&expect), "{line}\nexpected {expect}");
+    }
+    assert!(
+        report[21].contains("uid 0 → every worker (the master reached 8; all 8 hold its progress)"),
+        "{}",
+        report[21]
+    );
+    // The same uids under bee's hash rule are refused by the scenario's check: the
+    // master really applies the rule it was configured with.
+    let err = c
+        .call(
+            "lobby",
+            "lobby",
+            lua(&[
+                Value::from("activity"),
+                Value::Integer(20),
+                Value::from("hash"),
+            ]),
+        )
+        .await
+        .expect_err("the hash check fails against a modulo master");
+    assert!(err.to_string().contains("worker_for(uid, 8) says"), "{err}");
+}
+
 /// `shop_master` redirects a game frame untouched to the native `shop`, and the reply
 /// comes from the shop straight to the caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,9 +63,9 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
             sql("select * from pppoker.user where uid = 10076447"),
         ),
         (
-            "lobby → activity_master: 20 uids, each sent twice, sharded over 8 workers by uid hash",
+            "lobby → activity_master: 20 uids, each sent twice, sharded over 8 workers by the team's rule (worker 1 + uid % 8; uid 0 to every worker)",
             "activity",
-            vec![Value::from(20i64)],
+            vec![Value::from(20i64), Value::from("modulo")],
         ),
                 (
             "Lua → C++: rpc game.ShopBuy → shop_master → C++ shop.so, which rpc-calls C++ mail.so on another node",
@@ -101,10 +101,11 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<Value>)> {
 }
 
 /// The C++ modules' entries: a module behind a redirecting master (`native_master`), its
-/// frames naming the master as their source, as the team's C++ does.
+/// frames naming the master as their source, as the team's C++ does; its parameter
+/// starts with CServiceProxy's handle, as the team's Lua launches it.
 fn cpp_service(module: &Path, name: &str, args: &str) -> String {
     format!(
-        "[[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"{name}\"\nargs = \"service={name}_master {args}\"\n\n\
+        "[[service]]\nkind = \"cservice\"\nmodule = \"{}\"\nname = \"{name}\"\nargs = \"{{handle:.CServiceProxy}} service={name}_master {args}\"\n\n\
          [[service]]\nkind = \"native_master\"\nname = \"{name}_master\"\ntarget = \"{name}\"\n\n",
         module.display()
     )
@@ -137,7 +138,7 @@ fn fixed_node_config(name: &str) -> &'static str {
         "lobby" => {
             "[liveness]\nride_through_ms = 5000\n\n[[service]]\nkind = \"cservice_proxy\"\n\n[[service]]\nkind = \"lobby\"\nname = \"lobby\"\n"
         }
-                _ => "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\n",
+                _ => "[[service]]\nkind = \"activity_master\"\nname = \"activity_master\"\nworkers = 8\nrule = \"modulo\"\n",
     }
 }
 
@@ -398,6 +399,7 @@ async fn move_activity(cluster: &Cluster, demo: &mut Demo) -> Result<Vec<String>
                 Value::from("lua"),
                 Value::from("activity"),
                 Value::from(20i64),
+                Value::from("modulo"),
             ])?,
         )
         .await

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bee_codec::kkt::{KktHeader, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
 use bee_codec::seri::{self, Value};
 use bee_dispatch::service::ptype;
 use bee_dispatch::{Addr, Context, HandleResult, Message, Node, Responder, Service};
@@ -133,6 +134,36 @@ struct Pending {
     responder: Responder,
     /// The request came as `("text", bytes)`: pack the answer as one string value.
     pack: bool,
+    /// The request is an rpc frame (sub_type 18): its session and source node/service,
+    /// which the module's reply frame (sub_type 17, names swapped, sent through
+    /// CServiceProxy) carries back.
+    rpc: Option<RpcRequest>,
+}
+
+/// The identity of an rpc request frame a waiting caller sent.
+struct RpcRequest {
+    session: u64,
+    node: Bytes,
+    service: Bytes,
+}
+
+impl RpcRequest {
+    fn of(frame: &[u8]) -> Option<RpcRequest> {
+        let h = KktHeader::peek(frame).ok()?;
+        (h.sub_type == SUBTYPE_RPC_SERVER && h.session > 0).then(|| RpcRequest {
+            session: h.session,
+            node: Bytes::copy_from_slice(h.source_node),
+            service: Bytes::copy_from_slice(h.source_service),
+        })
+    }
+
+    /// Whether `frame` is the rpc reply to this request.
+    fn answered_by(&self, h: &KktHeader<'_>) -> bool {
+        h.sub_type == SUBTYPE_RPC_CLIENT
+            && h.session == self.session
+            && h.remote_node == self.node
+            && h.remote_service == self.service
+    }
 }
 
 /// `struct skynet_context` as bee defines it: one module instance. C holds pointers to
@@ -151,17 +182,28 @@ pub struct SkynetContext {
     released: AtomicBool,
 }
 
+/// What runs on this thread: the service whose code runs (C API calls without a context
+/// argument act on its node), and the handle `skynet_current_handle()` answers — the
+/// service's own, except inside `NAME_create`/`NAME_init`, where skynet answers the
+/// handle of the service that launched it (0 for the node's own start-up).
+type Current = Option<(Arc<SkynetContext>, Addr)>;
+
 thread_local! {
-    /// The service whose init, callback or release runs on this thread.
-    static CURRENT: RefCell<Option<Arc<SkynetContext>>> = const { RefCell::new(None) };
+    /// The service whose create, init, callback or release runs on this thread.
+    static CURRENT: RefCell<Current> = const { RefCell::new(None) };
 }
 
 /// Marks a service as running on this thread until dropped (then the previous one again).
-pub struct CurrentGuard(Option<Arc<SkynetContext>>);
+pub struct CurrentGuard(Current);
 
 impl CurrentGuard {
     pub(crate) fn enter(ctx: &Arc<SkynetContext>) -> CurrentGuard {
-        CurrentGuard(CURRENT.with(|c| c.replace(Some(ctx.clone()))))
+        Self::enter_as(ctx, ctx.handle())
+    }
+
+    /// `ctx` runs, but `skynet_current_handle()` answers `shown` (a launch).
+    pub(crate) fn enter_as(ctx: &Arc<SkynetContext>, shown: Addr) -> CurrentGuard {
+        CurrentGuard(CURRENT.with(|c| c.replace(Some((ctx.clone(), shown)))))
     }
 }
 
@@ -174,7 +216,12 @@ impl Drop for CurrentGuard {
 
 /// The service running on this thread, if any.
 pub(crate) fn current() -> Option<Arc<SkynetContext>> {
-    CURRENT.with(|c| c.borrow().clone())
+    CURRENT.with(|c| c.borrow().as_ref().map(|(ctx, _)| ctx.clone()))
+}
+
+/// What `skynet_current_handle()` answers on this thread (0 when no service runs).
+pub(crate) fn current_handle() -> Addr {
+    CURRENT.with(|c| c.borrow().as_ref().map_or(0, |(_, shown)| *shown))
 }
 
 /// A message payload owned by a `malloc`ed block (a `PTYPE_TAG_DONTCOPY` send): freed
@@ -343,6 +390,38 @@ impl SkynetContext {
         true
     }
 
+    /// A frame this C service sends (to CServiceProxy, as PTYPE_TEXT): if it is the rpc
+    /// reply to a request whose caller waits on the cluster call itself (it called the
+    /// master instead of pushing), hand the frame to that caller and return true; the
+    /// frame then does not travel on to the request's source node.
+    pub(crate) fn answer_rpc(&self, frame: &Bytes) -> bool {
+        let Ok(h) = KktHeader::peek(frame) else {
+            return false;
+        };
+        if h.sub_type != SUBTYPE_RPC_CLIENT {
+            return false;
+        }
+        let mut pending = lock(&self.pending);
+        let Some(session) = pending
+            .iter()
+            .find(|(_, p)| p.rpc.as_ref().is_some_and(|r| r.answered_by(&h)))
+            .map(|(s, _)| *s)
+        else {
+            return false;
+        };
+        let Some(p) = pending.remove(&session) else {
+            return false;
+        };
+        drop(pending);
+        match seri::pack(&[Value::String(frame.clone())]) {
+            Ok(b) => p.responder.ok(b),
+            Err(e) => p
+                .responder
+                .err(format!("cannot pack the C service's rpc reply: {e}")),
+        }
+        true
+    }
+
     /// Run the C callback for one message (the service's handler).
     fn deliver(self: &Arc<Self>, cx: &mut Context, msg: Message) {
         let (ty, payload, pack) = translate(msg.ptype, msg.payload);
@@ -358,12 +437,20 @@ impl SkynetContext {
                     return;
                 }
                 let s = self.new_session();
+                // A frame arrives as TEXT, pushed as ("text", frame) or handed over by
+                // a master (which already made it TEXT).
+                let rpc = if ty == ptype::TEXT {
+                    RpcRequest::of(&payload)
+                } else {
+                    None
+                };
                 pending.insert(
                     s,
                     Pending {
                         caller: msg.source,
                         responder,
                         pack,
+                        rpc,
                     },
                 );
                 s
@@ -515,6 +602,9 @@ pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError>
     let parm = CString::new(args).map_err(|_| CapiError::Nul {
         what: "the init parameter",
     })?;
+    // As skynet: create and init run on the launcher's thread, which stays the
+    // launcher's (`skynet_current_handle()` is its handle; 0 at the node's start-up).
+    let launcher = current_handle();
     let ctx = Arc::new(SkynetContext::new(host.clone(), module.clone()));
     let (ready_tx, ready_rx) = oneshot::channel();
     let _rt = host.runtime.enter();
@@ -527,7 +617,7 @@ pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError>
     );
     ctx.handle.store(addr, Ordering::Release);
     let code = {
-        let _current = CurrentGuard::enter(&ctx);
+        let _current = CurrentGuard::enter_as(&ctx, launcher);
         let inst = match module.create {
             // SAFETY: NAME_create takes nothing and returns the instance pointer.
             Some(create) => unsafe { create() },

@@ -132,6 +132,14 @@ pub extern "C" fn skynet_send(
     msg: *mut c_void,
     sz: usize,
 ) -> c_int {
+    // skynet's bare session: to nobody, with no message, only the session is made
+    // (skynet.genid is `skynet_send(ctx, 0, 0, ALLOCSESSION, 0, NULL, 0)`).
+    if destination == 0 && msg.is_null() {
+        return match ctx_ref(context) {
+            Some(c) if type_ & PTYPE_TAG_ALLOCSESSION != 0 => c.new_session(),
+            _ => session,
+        };
+    }
     // Own the payload first, so every failure below frees a DONTCOPY block.
     let payload = if msg.is_null() {
         Bytes::new()
@@ -177,6 +185,13 @@ fn send(
             && c.answer_pending(destination, session, ty == PTYPE_ERROR, payload.clone())
         {
             return session;
+        }
+    }
+    if ty == c_int::from(ptype::TEXT) && session != 0 {
+        if let Some(c) = ctx {
+            if c.answer_rpc(&payload) {
+                return session;
+            }
         }
     }
     let Ok(ty) = u8::try_from(ty) else {
@@ -264,10 +279,12 @@ pub extern "C" fn skynet_context_handle(context: *mut SkynetContext) -> u32 {
     ctx_ref(context).map_or(0, |c| c.handle())
 }
 
-/// The handle of the service whose init, callback or release runs on this thread.
+/// The handle of the service whose callback or release runs on this thread; inside
+/// `NAME_create`/`NAME_init`, the handle of the service that launched it (0 when the
+/// node started it from its config), as skynet.
 #[no_mangle]
 pub extern "C" fn skynet_current_handle() -> u32 {
-    current().map_or(0, |c| c.handle())
+    crate::context::current_handle()
 }
 
 /// Hundredths of a second since the node's C host started.

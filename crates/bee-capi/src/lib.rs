@@ -22,6 +22,12 @@
 //!   reply to such a call is packed back as one string value. `("rpc_response", bytes)`
 //!   reaches it as `PTYPE_RESPONSE` with session 0. Every other message reaches the
 //!   callback with its own type, session and bytes.
+//! - An rpc request frame (sub_type 18) whose caller **waits** on the call (e.g. `bee
+//!   call --rpc` through a master): the module's reply frame (sub_type 17, the same
+//!   frame session, names swapped, sent to CServiceProxy as usual) completes that call
+//!   as one string value instead of travelling to the request's source node.
+//! - `skynet_current_handle()` inside `NAME_create`/`NAME_init` is the launching
+//!   service's handle (0 when the node starts the module from its config), as skynet.
 //! - Sends from C use [`Node::post`] (never blocking inside a callback): a dead address
 //!   or a full mailbox makes `skynet_send` return -1, and is logged.
 //!

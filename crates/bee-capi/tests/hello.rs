@@ -33,11 +33,12 @@ async fn hello_registers_its_name_and_answers_a_rust_call_through_the_session_br
     let node = node("hello_call");
     let h = hello(&node, ".greeter");
     assert_eq!(node.resolve(".greeter").unwrap(), h.addr, "REG .greeter");
-    // hello_init logged its own handle (REG with no name) and the harbor.
+    // hello_init logged its own handle (REG with no name), the harbor, and what
+    // skynet_current_handle() said in create and init: started by no service, 0.
     wait_logged(&[
         "hello_call",
         &format!(
-            "hello: started as {}, named .greeter, harbor 0",
+            "hello: started as {}, named .greeter, harbor 0, launched by :00000000 (create) :00000000 (init)",
             bee_capi::fmt_handle(h.addr)
         ),
     ])
@@ -170,6 +171,21 @@ async fn sessions_and_sources_follow_skynet() {
             skynet_send(ctx, 0, 0, PTYPE_TEXT, 0, c!("x") as *mut c_void, 1),
             -1
         );
+        // Handle 0 with no message: nothing is sent, the session is made and returned
+        // (skynet.genid).
+        let before = skynet_context_newsession(ctx);
+        let genid = skynet_send(
+            ctx,
+            0,
+            0,
+            PTYPE_TAG_ALLOCSESSION,
+            0,
+            std::ptr::null_mut(),
+            0,
+        );
+        assert_eq!(genid, before + 1);
+        assert_eq!(skynet_context_newsession(ctx), before + 2);
+        assert!(next(&mut rx, 100).await.is_none(), "nothing was sent");
         // By name.
         node.set_name(".rec", rec);
         assert_eq!(
@@ -407,6 +423,18 @@ async fn context_new_loads_by_name_from_the_module_path() {
     assert!(missing.is_null());
     assert!(failing.is_null(), "init fails: the name is taken");
     wait_logged(&["skynet_context_new failed", "no_such_module"]).await;
+    // Inside the new service's create and init, skynet_current_handle() is the
+    // launcher's handle (skynet's launch semantics), not the new service's own.
+    assert_ne!(addr, h.addr);
+    wait_logged(&[
+        &format!("hello: started as {}", bee_capi::fmt_handle(addr)),
+        &format!(
+            "launched by {0} (create) {0} (init)",
+            bee_capi::fmt_handle(h.addr)
+        ),
+    ])
+    .await;
+
     let reply = node.call(addr, text_call("2")).await.unwrap();
     assert_eq!(seri::unpack(&reply).unwrap(), vec![Value::from("hello:2")]);
 }

@@ -2,9 +2,11 @@
 //! sharded by uid so one player's progress always lives in one worker.
 //!
 //! The master is bee-dispatch's [`ShardMaster`]: it forwards each message untouched to
-//! worker `worker_for(uid, n)` (a documented, stable hash — see
+//! the worker its rule picks — bee's stable hash `worker_for(uid, n)` by default, or
+//! with `rule = "modulo"` the team's own rule, worker `1 + uid % n` (index `uid % n`)
+//! and uid 0 to every worker, which `cargo xtask demo` runs (see
 //! [`bee_dispatch::shard`]). A worker answers `game.ActivityProgress` with
-//! `game.ActivityState`, which says which worker holds the uid.
+//! `game.ActivityState`, which says which worker (0-based index) holds the uid.
 
 use std::collections::HashMap;
 

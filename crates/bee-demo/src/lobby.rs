@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `persistence` | query `lpersistence` on `lpersistence_3`, push a `"text"` LoginReq, call `"lua"` ping, call `"text"` GetUserInfo |
 //! | `sql`, SQL | call `mysqlpool` on `lpersistence_3` with `"lua", "execute", SQL` |
-//! | `activity`, N | N uids to `activity_master`, twice: same uid, same worker |
+//! | `activity`, N [, RULE] | N uids to `activity_master`, twice: same uid, same worker — the one RULE names (`"hash"`: bee's `worker_for`; `"modulo"`: the team's `1 + uid % n`, where uid 0 reaches every worker) |
 //! | `cpp_shop` | rpc game.ShopBuy → `shop_master` → the C++ `shop.so` (Lua → C++ via redirect), which rpc-calls the C++ `mail.so` on `lpersistence_3` (C++ → C++) before it answers |
 //! | `cpp_send` | a one-way ShopBuy from `lobby`: the C++ shop pushes its receipt to `lobby` (C++ → Lua send) and a mail to the C++ mail (C++ → C++ send) |
 //! | `cpp_rpc` | the C++ mail looks a player up at `lpersistence` (C++ → Lua rpc_call); `mail_ghost`'s lookup at a dead node times out in the C++ callback |
@@ -28,7 +28,7 @@ use bee_dispatch::cluster::{Cluster, Target};
 use bee_dispatch::lua::LuaResult;
 use bee_dispatch::native::{spawn_native, NativeEndpoint, NativeHandler};
 use bee_dispatch::service::fmt_addr;
-use bee_dispatch::shard::worker_for;
+use bee_dispatch::shard::{worker_for, ShardRule};
 use bee_dispatch::text::{frame_of, TextReply};
 use bee_dispatch::Handle;
 use bee_dispatch::{Addr, Dispatcher, Node, ServiceError};
@@ -92,8 +92,12 @@ pub fn start(node: &Node, proxy: Addr) -> Result<Addr, ServiceError> {
         .command_async("sql", |h, (statement,): (Option<String>,)| {
             sql(h.state(|s| s.cluster.clone()), statement)
         })
-        .command_async("activity", |h, (n,): (Option<i64>,)| {
-            activity(h.state(|s| s.cluster.clone()), n.unwrap_or(20))
+        .command_async("activity", |h, (n, rule): (Option<i64>, Option<String>)| {
+            activity(
+                h.state(|s| s.cluster.clone()),
+                n.unwrap_or(20),
+                rule.unwrap_or_else(|| "hash".into()),
+            )
         })
         .command_async("cpp_shop", |h, ()| cpp_shop(h.state(|s| s.native.clone())))
         .command_async("cpp_send", |h, ()| cpp_send(h))
@@ -325,7 +329,18 @@ async fn sql(c: Cluster, sql: Option<String>) -> LuaResult {
     t.done()
 }
 
-async fn activity(c: Cluster, count: i64) -> LuaResult {
+/// The worker (0-based) `uid` must land on under the master's rule, and how to say it.
+fn expected_worker(rule: ShardRule, uid: u64, n: usize) -> (i32, String) {
+    match rule {
+        ShardRule::Hash => (worker_for(uid, n) as i32, "worker_for(uid, 8)".into()),
+        // The team numbers workers from 1: worker 1 + uid % n is index uid % n.
+        ShardRule::Modulo => ((uid % n as u64) as i32, format!("1 + uid % {n}")),
+    }
+}
+
+async fn activity(c: Cluster, count: i64, rule: String) -> LuaResult {
+    const WORKERS: usize = 8;
+    let rule = ShardRule::parse(&rule).map_err(ServiceError::msg)?;
     let mut t = Transcript::new();
     let n = ACTIVITY_NODE;
     let uids: Vec<u64> = (0..count.clamp(1, 1000) as u64)
@@ -364,27 +379,103 @@ async fn activity(c: Cluster, count: i64) -> LuaResult {
             seen.push(state);
         }
         let (w0, w1) = (seen[0].worker, seen[1].worker);
-        let expect = worker_for(*uid, 8) as i32;
+        let (expect, how) = expected_worker(rule, *uid, WORKERS);
         if w0 != w1 || w0 != expect {
             return Err(ServiceError::msg(format!(
-                "uid {uid} landed on workers {w0} then {w1}; worker_for says {expect}"
+                "uid {uid} landed on workers {w0} then {w1}; {how} says {expect}"
             )));
         }
         per_worker[w0 as usize % 64] += 1;
-        t.step(
-            t0,
-            format!(
+        let line = match rule {
+            ShardRule::Hash => format!(
                 "uid {uid:>9} → activity[{w0}] twice (progress {} → {})",
                 seen[0].progress, seen[1].progress
             ),
-        );
+            ShardRule::Modulo => format!(
+                "uid {uid:>9} → activity {} = 1 + {uid} % {WORKERS} (index {w0}) twice (progress {} → {})",
+                w0 + 1,
+                seen[0].progress,
+                seen[1].progress
+            ),
+        };
+        t.step(t0, line);
     }
-    let spread: Vec<String> = per_worker[..8]
+    let spread: Vec<String> = per_worker[..WORKERS]
         .iter()
         .enumerate()
         .map(|(i, k)| format!("[{i}]={k}"))
         .collect();
     t.note(format!("uids per worker: {}", spread.join(" ")));
+    if rule == ShardRule::Modulo {
+        // The team's uid 0: a message for every worker. The master pushes it to each and
+        // answers a waiting caller with how many it reached; each worker then holds it.
+        let t0 = Instant::now();
+        let progress = ActivityProgress {
+            uid: 0,
+            activity_id: 7,
+            delta: 1,
+        };
+        let reply = c
+            .call(n, "activity_master", text_payload(frame(0, &progress)?)?)
+            .await
+            .map_err(failed("call activity_master with uid 0"))?;
+        let reached = seri::unpack(&reply)
+            .ok()
+            .and_then(|v| v.first().and_then(Value::as_int));
+        if reached != Some(WORKERS as i64) {
+            return Err(ServiceError::msg(format!(
+                "uid 0 should reach all {WORKERS} workers; the master answered {reached:?}"
+            )));
+        }
+        let workers = seri::unpack(
+            &c.call(
+                n,
+                "activity_master",
+                lua_payload(&[Value::from("shard_workers")])?,
+            )
+            .await
+            .map_err(failed("shard_workers"))?,
+        )
+        .map_err(|e| ServiceError::msg(e.to_string()))?;
+        let mut holding = 0;
+        for w in &workers {
+            let addr = w
+                .as_int()
+                .and_then(|a| u32::try_from(a).ok())
+                .ok_or_else(|| ServiceError::msg(format!("bad worker address {w}")))?;
+            // The pushes may still be on their way: ask each worker a few times.
+            for _ in 0..50 {
+                let r = seri::unpack(
+                    &c.call(
+                        n,
+                        Target::Addr(addr),
+                        lua_payload(&[
+                            Value::from("progress"),
+                            Value::Integer(0),
+                            Value::Integer(7),
+                        ])?,
+                    )
+                    .await
+                    .map_err(failed("progress of uid 0"))?,
+                )
+                .map_err(|e| ServiceError::msg(e.to_string()))?;
+                if r.first().and_then(Value::as_int).unwrap_or(0) > 0 {
+                    holding += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if holding != WORKERS {
+            return Err(ServiceError::msg(format!(
+                "uid 0 reached {holding} of {WORKERS} workers"
+            )));
+        }
+        t.step(
+            t0,
+            format!("uid 0 → every worker (the master reached {WORKERS}; all {holding} hold its progress)"),
+        );
+    }
     t.done()
 }
 

@@ -2,7 +2,9 @@
 //!
 //! - `bee run NODE_CONFIG`: run a node (its services, its listener) until SIGINT/SIGTERM;
 //!   its cluster config comes from a file or from etcd ([`etcd`]).
-//! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell.
+//! - `bee call|send|query --cluster FILE NODE …`: talk to a running cluster from a shell
+//!   (`--cluster etcd://host:port/PREFIX` too; `--proto … --msg …` for game frames,
+//!   [`frame`]).
 //! - `bee status --cluster FILE [NODE…]`: what config every node runs ([`admin`]); the
 //!   nodes may also be read from etcd (`--cluster etcd://host:port/PREFIX`).
 //! - `bee config push --cluster CURRENT NEW`: push a new cluster config to every node,
@@ -36,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod etcd;
 mod etcd_push;
+pub mod frame;
 pub mod handover;
 pub mod ops;
 pub mod services;
@@ -80,15 +83,7 @@ enum Command {
     /// Push a message to a service on a node (no reply).
     Send(cli::ClientArgs),
     /// Ask a node for the address registered under a name.
-    Query {
-        /// The cluster config to find the node in.
-        #[arg(long)]
-        cluster: PathBuf,
-        /// The node to ask.
-        node: String,
-        /// The registered name.
-        name: String,
-    },
+    Query(cli::QueryArgs),
     /// Show what cluster config every node runs (version, hash, uptime, incarnation).
     Status(admin::StatusArgs),
     /// Cluster config commands.
@@ -203,11 +198,7 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
             }
             Command::Call(a) => cli::call(a).await,
             Command::Send(a) => cli::send(a).await,
-            Command::Query {
-                cluster,
-                node,
-                name,
-            } => cli::query(cluster, node, name).await,
+            Command::Query(a) => cli::query(a).await,
             Command::Status(a) => admin::status(a).await,
             Command::Config {
                 command: admin::ConfigCommand::Push(a),

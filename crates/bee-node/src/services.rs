@@ -12,12 +12,20 @@
 //! | `sink` | counts pushes, answers `count` / `reset` | |
 //! | `slow` | answers a call `(ms, ...)` with its arguments after `ms` milliseconds (for testing timeouts) | |
 //! | `cservice_proxy` | `CServiceProxy` (also `.CServiceProxy`): pushes native services' frames to the node/service they name | |
-//! | `native_master` | hands `"text"` frames to the native service named `target` (PTYPE_TEXT) and `"rpc_response"` frames as PTYPE_RESPONSE: the team's master in front of a C++ service | `target = "shop"` |
+//! | `native_master` | hands `"text"` frames to the native service named `target` (PTYPE_TEXT) and `"rpc_response"` frames as PTYPE_RESPONSE: the team's master in front of a C++ service; with `targets`, in front of several, each frame to the one its uid picks | `target = "shop"`, or `targets = ["shop1", "shop2"]` with `rule = "modulo"` (default: the team's `1 + uid % n`, uid 0 to all) or `"hash"` |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
 //! | `cservice` | a skynet C service module (`NAME.so`) loaded into the node (bee-capi) | `module = "path/NAME.so"` (relative to the node config), `args = "…"` (the init parameter); the node's `[env]` table is what `skynet_getenv` sees |
 //!
 //! Each entry may carry `name = "…"`: the service gets that name (cluster-visible
 //! unless it starts with `.`). A kind that names its services itself returns `None`.
+//!
+//! Entries start one after the other, in file order: an entry can rely on every entry
+//! above it (a logger module loaded first, CServiceProxy before the native services
+//! that send through it). In an entry's `args`, `{handle:NAME}` becomes the handle of
+//! the service registered as `NAME` on this node, in decimal (as skynet's `%d`/`%u`
+//! print it: what a module reads with `sscanf("%u")`), and `{hex:NAME}` the same
+//! handle as `:%08x`. A name no earlier entry registered is a config error naming the
+//! entry and the name ([`expand_args`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -112,13 +120,7 @@ impl Kinds {
             Ok(Some(s.node.spawn(s.label(), Sequence::default())))
         });
         k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
-        k.add("native_master", |s| {
-            let target = s.option_str("target", "")?;
-            if target.is_empty() {
-                anyhow::bail!("native_master needs target = \"<the native service's name>\"");
-            }
-            Ok(Some(s.node.spawn(s.label(), NativeMaster::new(target))))
-        });
+        k.add("native_master", start_native_master);
         // Keeps the skynet_* functions in the binary for the modules to find.
         bee_capi::link_exports();
         k.add("cservice", start_cservice);
@@ -146,9 +148,12 @@ impl Kinds {
         self.kinds.keys().map(String::as_str).collect()
     }
 
-    /// Start every service of the config, in order.
+    /// Start every service of the config, in file order; `{handle:NAME}` and
+    /// `{hex:NAME}` in an entry's `args` are replaced first ([`expand_args`]).
     pub fn start_all(&self, node: &Node, cluster: &Cluster, cfg: &NodeConfig) -> Result<()> {
-        for entry in &cfg.services {
+        for (i, entry) in cfg.services.iter().enumerate() {
+            let expanded = expand_entry(node, i, entry)?;
+            let entry = expanded.as_ref().unwrap_or(entry);
             let spec = Spec {
                 node,
                 cluster,
@@ -170,6 +175,141 @@ impl Kinds {
             tracing::info!(node = %node.name(), kind = %entry.kind, name = ?entry.name, addr = %addr.map(bee_dispatch::service::fmt_addr).unwrap_or_else(|| "(self-named)".into()), "service started");
         }
         Ok(())
+    }
+}
+
+/// The `native_master` kind: one `target`, or `targets` picked by uid (a
+/// [`ShardMaster`](bee_dispatch::shard::ShardMaster) whose worker `i` is a master in
+/// front of `targets[i]`; `rule` defaults to the team's `1 + uid % n`).
+fn start_native_master(s: &Spec<'_>) -> Result<Option<Addr>> {
+    if let Some(key) = s
+        .entry
+        .options
+        .keys()
+        .find(|k| !matches!(k.as_str(), "target" | "targets" | "rule"))
+    {
+        anyhow::bail!("native_master: unknown option {key:?} (known: target, targets, rule)");
+    }
+    let targets: Vec<String> = match s.entry.options.get("targets") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("native_master: targets holds {v}, not a service name"))
+            })
+            .collect::<Result<_>>()?,
+        Some(v) => anyhow::bail!("native_master: targets must be a list of names, got {v}"),
+    };
+    let target = s.option_str("target", "")?;
+    match (target.is_empty(), targets.is_empty()) {
+        (false, true) => {
+            if s.entry.options.contains_key("rule") {
+                anyhow::bail!("native_master: rule picks among targets = [...]; one target needs none");
+            }
+            Ok(Some(s.node.spawn(s.label(), NativeMaster::new(target))))
+        }
+        (true, false) => {
+            let rule = bee_dispatch::shard::ShardRule::parse(s.option_str("rule", "modulo")?)
+                .map_err(|e| anyhow!("native_master: {e}"))?;
+            let n = targets.len();
+            let master = bee_dispatch::shard::ShardMaster::new(
+                s.label(),
+                n,
+                Box::new(move |i| -> bee_dispatch::BoxService {
+                    Box::new(NativeMaster::new(&targets[i]))
+                }),
+            )
+            .rule(rule);
+            Ok(Some(master.spawn(s.node, s.label())))
+        }
+        _ => anyhow::bail!(
+            "native_master needs target = \"<the native service's name>\" or targets = [\"<name>\", ...] (not both)"
+        ),
+    }
+}
+
+/// What an entry is called in errors: `[[service]] #2 (kind "cservice", name "shop")`.
+fn describe_entry(index: usize, entry: &ServiceSpec) -> String {
+    match &entry.name {
+        Some(name) => format!(
+            "[[service]] #{} (kind {:?}, name {name:?})",
+            index + 1,
+            entry.kind
+        ),
+        None => format!("[[service]] #{} (kind {:?})", index + 1, entry.kind),
+    }
+}
+
+/// The entry with its `args` expanded, or `None` when it has no `args` string with a
+/// placeholder.
+fn expand_entry(node: &Node, index: usize, entry: &ServiceSpec) -> Result<Option<ServiceSpec>> {
+    let Some(toml::Value::String(args)) = entry.options.get("args") else {
+        return Ok(None);
+    };
+    if !args.contains("{handle:") && !args.contains("{hex:") {
+        return Ok(None);
+    }
+    let expanded = expand_args(args, |name| resolve_local(node, name))
+        .map_err(|e| anyhow!("{}: args {args:?}: {e}", describe_entry(index, entry)))?;
+    let mut entry = entry.clone();
+    entry
+        .options
+        .insert("args".to_string(), toml::Value::String(expanded));
+    Ok(Some(entry))
+}
+
+/// A name of this node's table; `.NAME` also finds a cluster-visible `NAME` (bee keeps
+/// one table: `CServiceProxy` is registered under both spellings, a module's own
+/// `REG .x` under `.x`).
+fn resolve_local(node: &Node, name: &str) -> Option<Addr> {
+    node.resolve(name).ok().or_else(|| {
+        name.strip_prefix('.')
+            .filter(|n| !n.is_empty())
+            .and_then(|n| node.resolve(n).ok())
+    })
+}
+
+/// Replace every `{handle:NAME}` in `args` with `NAME`'s handle in decimal and every
+/// `{hex:NAME}` with it as `:%08x`; `resolve` gives the handle of a name started so far.
+/// Any other text, braces included, is kept as written. A name `resolve` does not know,
+/// an empty name or a placeholder without its closing `}` is an error saying which.
+pub fn expand_args(args: &str, resolve: impl Fn(&str) -> Option<Addr>) -> Result<String> {
+    let mut out = String::with_capacity(args.len());
+    let mut rest = args;
+    loop {
+        let next = ["{handle:", "{hex:"]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|at| (at, *p)))
+            .min_by_key(|(at, _)| *at);
+        let Some((at, prefix)) = next else {
+            out.push_str(rest);
+            return Ok(out);
+        };
+        out.push_str(&rest[..at]);
+        let after = &rest[at + prefix.len()..];
+        let Some(end) = after.find('}') else {
+            anyhow::bail!("{prefix}... has no closing `}}`");
+        };
+        let name = after[..end].trim();
+        if name.is_empty() {
+            anyhow::bail!("{prefix}}} names no service");
+        }
+        let addr = resolve(name).ok_or_else(|| {
+            anyhow!(
+                "{prefix}{name}}} names no service started so far: no service registered as \
+                 {name:?} on this node (services start in file order; name it in an entry above \
+                 this one)"
+            )
+        })?;
+        if prefix == "{hex:" {
+            out.push_str(&bee_dispatch::service::fmt_addr(addr));
+        } else {
+            out.push_str(&addr.to_string());
+        }
+        rest = &after[end + 1..];
     }
 }
 
@@ -212,4 +352,49 @@ fn start_cservice(s: &Spec<'_>) -> Result<Option<Addr>> {
     }
     let started = bee_capi::start(s.node, &path, args)?;
     Ok(Some(started.addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(name: &str) -> Option<Addr> {
+        match name {
+            ".CServiceProxy" | "CServiceProxy" => Some(0x0053_a1c3),
+            "logger" => Some(7),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn placeholders_become_handles_in_decimal_and_hex() {
+        assert_eq!(
+            expand_args("{handle:.CServiceProxy}", names).unwrap(),
+            "5480899"
+        );
+        assert_eq!(
+            expand_args("proxy={hex:CServiceProxy} log={handle:logger} x", names).unwrap(),
+            "proxy=:0053a1c3 log=7 x"
+        );
+        assert_eq!(
+            expand_args("{json} {handle: logger }{", names).unwrap(),
+            "{json} 7{"
+        );
+        assert_eq!(expand_args("", names).unwrap(), "");
+    }
+
+    #[test]
+    fn unknown_names_and_broken_placeholders_are_errors_that_say_which() {
+        let e = expand_args("a {handle:.shop} b", names)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("{handle:.shop}") && e.contains("file order"),
+            "{e}"
+        );
+        let e = expand_args("{hex:logger", names).unwrap_err().to_string();
+        assert!(e.contains("no closing"), "{e}");
+        let e = expand_args("{handle:}", names).unwrap_err().to_string();
+        assert!(e.contains("names no service"), "{e}");
+    }
 }

@@ -19,6 +19,9 @@
 //   service=NAME        the service name frames come from (default: the class's choice)
 //   proxy=NAME          the proxy service, looked up as ".NAME" (default CServiceProxy);
 //                       a number or ":hex" names a handle directly
+//   a first word of decimal digits is the proxy's handle too: the team's launch
+//   parameter (`skynet.launch("shop", string.format("%d", proxy))`, or
+//   `args = "{handle:.CServiceProxy} ..."` in a bee node config)
 //   rpc_timeout_ms=N    timeout of rpc_call when the caller gives none (default 5000)
 //
 // Header-only C++17; needs no protobuf (bodies are bytes). One callback at a time per
@@ -78,7 +81,12 @@ class Service {
             node_ = env;
         }
         if (const std::string *v = find_arg("service")) service_ = *v;
-        if (const std::string *v = find_arg("proxy")) proxy_name_ = *v;
+        if (const std::string *v = find_arg("proxy")) {
+            proxy_name_ = *v;
+        } else if (std::string first = first_word(parm ? parm : "");
+                   !first.empty() && first.find_first_not_of("0123456789") == std::string::npos) {
+            proxy_name_ = first;
+        }
         if (const std::string *v = find_arg("rpc_timeout_ms")) {
             char *end = nullptr;
             unsigned long ms = std::strtoul(v->c_str(), &end, 10);
@@ -394,6 +402,13 @@ class Service {
             f.name.data(), int(f.remote_node.size()), f.remote_node.data(), int(f.remote_service.size()),
             f.remote_service.data(), proxy_name_.c_str());
         return false;
+    }
+
+    static std::string first_word(std::string_view s) {
+        size_t i = s.find_first_not_of(' ');
+        if (i == std::string_view::npos) return std::string();
+        size_t j = s.find(' ', i);
+        return std::string(s.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i));
     }
 
     void parse_args(std::string_view s) {
