@@ -2,8 +2,8 @@
 //! initialises its own datadir in a temp directory (`mariadb-install-db`) and runs its
 //! own `/usr/sbin/mariadbd` child on a free 127.0.0.1 port (see
 //! [`common::PrivateMariaDb`]), so it always runs — in CI too — and never touches the
-//! machine's shared server on 3306. Without the MariaDB server programs it skips with a
-//! loud message, or fails when CI is set.
+//! machine's shared server on 3306. Without the MariaDB server programs it fails, saying
+//! so.
 //!
 //! Each test runs the same story, once with SIGKILL (a crash) and once with SIGTERM (a
 //! clean stop):

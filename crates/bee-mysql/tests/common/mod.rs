@@ -4,7 +4,7 @@
 //!   server, created fresh and dropped at the end. That server is expected at
 //!   127.0.0.1:3306 as root with an empty password (override with BEE_MYSQL_HOST /
 //!   BEE_MYSQL_PORT / BEE_MYSQL_USER / BEE_MYSQL_PASSWORD). When it is unreachable the
-//!   tests skip with a loud message, unless CI is set: then it is a failure.
+//!   tests fail, saying what is missing.
 //! - [`PrivateMariaDb`]: a throw-away `mariadbd` of the test's own (temp datadir, free
 //!   port on 127.0.0.1, own socket), for tests that must crash or stop the server. It
 //!   never touches the shared server; the child is killed and the directory removed when
@@ -43,10 +43,6 @@ pub fn server_config() -> MysqlConfig {
     c
 }
 
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| !v.is_empty()).unwrap_or(false)
-}
-
 /// A test's own database; call `drop_db` at the end.
 pub struct TestDb {
     pub name: String,
@@ -55,8 +51,8 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Create `bee_mysql_test_<name>` afresh. `None` (after a loud message) when MariaDB
-    /// is unreachable outside CI; panics under CI.
+    /// Create `bee_mysql_test_<name>` afresh. Fails the test when MariaDB is
+    /// unreachable.
     pub async fn create(name: &str) -> Option<TestDb> {
         let admin = MysqlPool::new(MysqlConfig {
             pool_size: 1,
@@ -64,14 +60,10 @@ impl TestDb {
         })
         .unwrap();
         if let Err(e) = admin.execute("SELECT 1").await {
-            if in_ci() {
-                panic!("MariaDB is unreachable under CI ({e}); .ci/run must start it first");
-            }
-            eprintln!(
-                "\n!!!!!!!! SKIPPING bee-mysql test {name}: MariaDB unreachable ({e}).\n\
-                 !!!!!!!! Start MariaDB on 127.0.0.1:3306 (root, empty password) to run it.\n"
+            panic!(
+                "bee-mysql test {name} needs MariaDB on 127.0.0.1:3306 (root, empty password; \
+                 cargo xtask setup starts it): {e}"
             );
-            return None;
         }
         let db = format!("bee_mysql_test_{name}");
         ok(&admin
@@ -171,9 +163,8 @@ pub struct PrivateMariaDb {
 }
 
 impl PrivateMariaDb {
-    /// Initialise a datadir and start the server. `None` (after a loud message) when
-    /// `mariadbd` or `mariadb-install-db` is not installed outside CI; panics under CI
-    /// and on any other failure.
+    /// Initialise a datadir and start the server. Fails the test when `mariadbd` or
+    /// `mariadb-install-db` is not installed, and on any other failure.
     pub async fn start(name: &str) -> Option<PrivateMariaDb> {
         let install_db = find_program("mariadb-install-db");
         let missing: Vec<&str> = [
@@ -183,18 +174,11 @@ impl PrivateMariaDb {
         .into_iter()
         .flatten()
         .collect();
-        if !missing.is_empty() {
-            if in_ci() {
-                panic!(
-                    "MariaDB server programs missing under CI: {missing:?}; install mariadb-server"
-                );
-            }
-            eprintln!(
-                "\n!!!!!!!! SKIPPING bee-mysql test {name}: {missing:?} not installed.\n\
-                 !!!!!!!! Install mariadb-server (it provides {MARIADBD} and mariadb-install-db) to run it.\n"
-            );
-            return None;
-        }
+        assert!(
+            missing.is_empty(),
+            "bee-mysql test {name} needs the MariaDB server programs {missing:?} \
+             (install mariadb-server: cargo xtask setup)"
+        );
         let install_db = install_db.expect("checked above");
         let mut server = PrivateMariaDb {
             dir: make_temp_dir(name),
