@@ -1,4 +1,4 @@
-//! `bee cluster upgrade` (issue 12) over the demo's four nodes (`bee-demo` processes on
+//! `bee cluster upgrade` over the demo's four nodes (`bee-demo` processes on
 //! loopback) while a client node keeps calling and pushing: every node is handed over to
 //! a new process in turn, no call fails, every LoginReq push is counted by
 //! `lpersistence` (its counter carried across its upgrade). Then a rollout where one

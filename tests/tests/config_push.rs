@@ -95,7 +95,7 @@ async fn config_push_reports_every_node_with_one_down_and_the_exit_code_says_so(
         );
     }
     assert!(out.starts_with("NODE"), "{out}");
-    // The headline numbers of each node (issue 13: `bee status` shows them).
+    // The headline numbers of each node (`bee status` shows them).
     let header = out.lines().next().unwrap_or_default();
     for column in ["SERVICES", "HANDLED", "QUEUED", "PEERS IN/OUT"] {
         assert!(header.contains(column), "{header}");

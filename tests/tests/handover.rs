@@ -1,4 +1,4 @@
-//! Hot update in place (issue 12): a `bee-demo` node is upgraded three times in a row
+//! Hot update in place: a `bee-demo` node is upgraded three times in a row
 //! with `bee run --takeover` while three client nodes send it sequenced calls and pushes.
 //! Each new process receives the listening socket and the services' state from the old
 //! one, which drains and exits. Checked: no call fails, every push arrives exactly once

@@ -6,7 +6,7 @@
 //! A channel with the secret calls the nodes listed in `plain_nodes` without
 //! authenticating (stock skynet nodes) and refuses other nodes that cannot authenticate.
 //! Also: unknown keys in the new tables are refused at start with a clear error, and a
-//! config push needs an authenticated connection on a node with `[auth]` (issue 11).
+//! config push needs an authenticated connection on a node with `[auth]`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

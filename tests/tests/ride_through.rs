@@ -1,6 +1,6 @@
-//! Replies and pushes ride through a caller's node being briefly away (issue 10's "reply
-//! path that survives the caller's node being briefly away", issue 12's "senders ride
-//! through a restart"): a `bee-demo` node answers a native rpc while its way back to the
+//! Replies and pushes ride through a caller's node being briefly away (a reply path that
+//! survives the caller's node being briefly away, and senders that ride through a
+//! restart): a `bee-demo` node answers a native rpc while its way back to the
 //! caller is cut (a real TCP relay in between, stopped for a moment). With
 //! `[liveness] ride_through_ms` the reply waits in the replying node's parked queue and
 //! arrives when the way is back; without it the reply is refused at once and the caller

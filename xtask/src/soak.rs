@@ -1,4 +1,4 @@
-//! `cargo xtask soak [--secs N] [--warmup N]`: the soak test of issue 13 — two `bee` nodes
+//! `cargo xtask soak [--secs N] [--warmup N]`: the soak test — two `bee` nodes
 //! (release builds) under mixed load for `--secs` seconds (default 600), their resident
 //! memory sampled every second, and a verdict on growth after the warm-up.
 //!

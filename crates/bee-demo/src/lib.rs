@@ -1,7 +1,7 @@
 //! # bee-demo — the services of the demo game backend
 //!
 //! Small, readable services built only on bee-dispatch's public API, one module each,
-//! modelled on the skynet-era backend the mission describes:
+//! modelled on a skynet-era game backend:
 //!
 //! - [`persistence`]: `lpersistence` on node `lpersistence_3` — a `"lua"` command table
 //!   (`ping`, `logins`) and `"text"` protobuf handlers (`LoginReq`, `GetUserInfo`, `Ping`).
