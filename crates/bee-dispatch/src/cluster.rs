@@ -203,7 +203,12 @@ struct Inner {
     agents: DashMap<Addr, AgentInfo>,
     /// The last registry events, with when they happened (ms since 1970), for the console.
     recent: Mutex<std::collections::VecDeque<(u64, String)>>,
+    /// What `bee_clusterd status` answers, when the node program set it.
+    status: Mutex<Option<StatusSource>>,
 }
+
+/// Makes the text `bee_clusterd status` answers (see [`Cluster::set_status`]).
+pub type StatusSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// What a node knows about one accepted connection.
 struct AgentInfo {
@@ -266,6 +271,7 @@ impl Cluster {
                         down_count: std::sync::atomic::AtomicUsize::new(0),
                         agents: DashMap::new(),
                         recent: Mutex::new(std::collections::VecDeque::new()),
+                        status: Mutex::new(None),
                     }),
                 };
                 let addr = node.spawn_named(
@@ -311,6 +317,25 @@ impl Cluster {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Set what `bee_clusterd status` answers: the node program's own description of
+    /// the node (`bee run` answers its status page's JSON, see bee-node's `status`
+    /// module). Without one, `status` is refused with an error saying so.
+    pub fn set_status(&self, source: StatusSource) {
+        *self.inner.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// The nodes membership marked down ([`Cluster::mark_down`]), with why.
+    pub fn down_nodes(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .inner
+            .down
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Tell `peer` that this node's names changed (generation `generation`), trying
@@ -1501,6 +1526,23 @@ impl Service for Clusterd {
                 }
                 vec![Value::Boolean(known)]
             }
+            "status" => {
+                let source = self
+                    .cluster
+                    .inner
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                match source {
+                    Some(f) => vec![Value::from(f())],
+                    None => {
+                        return Err(ServiceError::msg(
+                            "bee_clusterd: this node serves no status (run by `bee run` with metrics_listen)",
+                        ))
+                    }
+                }
+            }
             "events" => self
                 .cluster
                 .recent_events()
@@ -1544,7 +1586,7 @@ impl Service for Clusterd {
             }
             other => {
                 return Err(ServiceError::msg(format!(
-                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, goaway, hello, names_changed, events, ping)"
+                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, goaway, hello, names_changed, events, status, ping)"
                 )))
             }
         };
