@@ -83,6 +83,7 @@ fn node_shape() -> Value {
                              "bytes_out_per_s": "f64", "bytes_in_per_s": "f64"},
                    "p50_ms": "f64?", "p99_ms": "f64?"}],
         "events": [{"at_ms": "u64", "kind": "string", "text": "string"}],
+        "draining": "bool",
         "admin": "bool",
     })
 }
@@ -93,7 +94,8 @@ fn cluster_shape() -> Value {
         "schema": "string", "from": "string", "now_ms": "u64", "took_ms": "u64",
         "timeout_ms": "u64",
         "header": {"up": "u64", "suspect": "u64", "down": "u64", "config_version": "u64",
-                   "config_hash": "string", "config_acked": "u64", "config_source": "string"},
+                   "config_hash": "string", "config_acked": "u64", "config_source": "string",
+                   "draining": ["string"]},
         "nodes": [{"name": "string", "address": "string", "state": "string",
                    "error": "string?", "answered_ms": "u64?", "status": "any?"}],
         "not_answered": ["string"],
@@ -299,4 +301,74 @@ fn the_listener_serves_the_page_metrics_and_clear_errors() {
         text.contains("\"schema\":\"bee.node/1\"") && text.contains("\"node\":\"solo\""),
         "{out}"
     );
+}
+
+#[test]
+fn a_draining_node_is_shown_draining() {
+    let layout = Layout::new(&["alpha", "beta"]);
+    let (pa, pb) = (free_port(), free_port());
+    let _alpha = start(&layout, "alpha", Some(pa));
+    let beta = layout.start_logged(
+        "beta",
+        &format!(
+            "metrics_listen = \"127.0.0.1:{pb}\"\ndrain_timeout_ms = 20000\n\
+             [[service]]\nkind = \"slow\"\nname = \"slow\"\n"
+        ),
+    );
+    // alpha's connection to beta exists before beta stops accepting peers.
+    let view = get_json(pa, "/api/v1/cluster");
+    assert_eq!(view["header"]["up"], 2, "{view:#}");
+    assert_eq!(view["header"]["draining"], json!([]));
+    // A call beta must answer before it may exit, then SIGTERM: beta drains.
+    let cluster = layout.cluster_file();
+    let c = cluster.to_str().unwrap().to_string();
+    let slow =
+        std::thread::spawn(move || bee_cli(&["call", "--cluster", &c, "beta", "slow", "8000"]));
+    std::thread::sleep(Duration::from_millis(500));
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &beta.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // beta's own page, still served while it drains, says so.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let b = get_json(pb, "/api/v1/node");
+        assert_shape("/api/v1/node of a draining node", &b, &node_shape());
+        if b["draining"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "beta never said it drains: {b:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let view = get_json(pa, "/api/v1/cluster");
+        if view["header"]["draining"] == json!(["beta"]) {
+            // beta told alpha goaway: alpha's timeline says so.
+            assert!(
+                view["timeline"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["kind"] == "drain"
+                        && e["node"] == "alpha"
+                        && e["text"].as_str().unwrap().starts_with("beta is draining")),
+                "{:#}",
+                view["timeline"]
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "beta never shown draining: {view:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The call only kept beta draining while the test looked; its outcome is the
+    // drain's business (tests/tests/drain.rs).
+    let _ = slow.join();
 }

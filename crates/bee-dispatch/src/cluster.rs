@@ -338,6 +338,11 @@ impl Cluster {
         v
     }
 
+    /// Add a line to the recent events (`bee_clusterd events`), stamped now.
+    fn note_event(&self, text: String) {
+        push_recent(&self.inner, text);
+    }
+
     /// Tell `peer` that this node's names changed (generation `generation`), trying
     /// [`NAMES_TELL_ATTEMPTS`] times; the peer then says hello to read them.
     async fn tell_names(self, peer: String, generation: u64) {
@@ -1046,6 +1051,12 @@ impl Cluster {
         self.inner.stop_accepting.cancel();
     }
 
+    /// Whether the node is draining: it stopped accepting peers ([`Cluster::stop_accepting`],
+    /// the first step of a drain at SIGTERM or a handover).
+    pub fn draining(&self) -> bool {
+        self.inner.stop_accepting.is_cancelled()
+    }
+
     /// Inbound connections open now, on every listener.
     pub fn inbound_connections(&self) -> usize {
         self.inner
@@ -1130,12 +1141,17 @@ async fn keep_recent_events(
         let Some(inner) = cluster.upgrade() else {
             return;
         };
-        let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == RECENT_EVENTS {
-            recent.pop_front();
-        }
-        recent.push_back((unix_ms(std::time::SystemTime::now()), text));
+        push_recent(&inner, text);
     }
+}
+
+/// Keep `text` among the last [`RECENT_EVENTS`] events, stamped now.
+fn push_recent(inner: &Inner, text: String) {
+    let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+    if recent.len() == RECENT_EVENTS {
+        recent.pop_front();
+    }
+    recent.push_back((unix_ms(std::time::SystemTime::now()), text));
 }
 
 /// When a node's cluster-visible names change, tell every config node that said hello
@@ -1473,6 +1489,7 @@ impl Service for Clusterd {
             "goaway" => {
                 // A peer drains: what we send it next goes on a new connection.
                 let peer = arg(1).ok_or_else(|| ServiceError::msg("goaway needs a node name"))?;
+                self.cluster.note_event(format!("{peer} is draining (said goaway)"));
                 vec![Value::Boolean(self.cluster.retire(&peer))]
             }
             "config_push" => {

@@ -128,6 +128,8 @@ pub struct NodeStatus {
     pub peers: Vec<PeerStatus>,
     /// Its recent registry events, and liveness changes it saw, oldest first.
     pub events: Vec<Event>,
+    /// It is draining (SIGTERM, or a successor taking over): it accepts no new peers.
+    pub draining: bool,
     /// Whether actions (drain, config push) are offered on this page: never (read-only).
     pub admin: bool,
 }
@@ -280,7 +282,7 @@ pub struct PeerRates {
 pub struct Event {
     /// When (ms since 1970).
     pub at_ms: u64,
-    /// `config`, `moved`, `restarted`, `names`, `down`, `up` or `other`.
+    /// `config`, `moved`, `restarted`, `names`, `down`, `up`, `drain` or `other`.
     pub kind: &'static str,
     /// What happened, as the node logged it.
     pub text: String,
@@ -326,6 +328,8 @@ pub struct ClusterHeader {
     pub config_acked: usize,
     /// Where the gathering node's config comes from.
     pub config_source: String,
+    /// Nodes that say they are draining (stopping, or handing over to a successor).
+    pub draining: Vec<String>,
 }
 
 /// One node in the cluster view.
@@ -567,6 +571,8 @@ fn event_kind(text: &str) -> &'static str {
         "down"
     } else if text.ends_with(" is up") {
         "up"
+    } else if text.contains(" is draining") {
+        "drain"
     } else {
         "other"
     }
@@ -785,6 +791,7 @@ impl StatusState {
                 .collect(),
             peers,
             events,
+            draining: cluster.draining(),
             admin: false,
         }
     }
@@ -903,7 +910,7 @@ impl StatusState {
             .unwrap_or_default();
         ClusterStatus {
             schema: CLUSTER_SCHEMA,
-            from: me,
+            from: me.clone(),
             now_ms: unix_ms(),
             took_ms: ms(started.elapsed()),
             timeout_ms: ms(GATHER_TIMEOUT),
@@ -918,6 +925,16 @@ impl StatusState {
                     .count(),
                 config_hash: hash,
                 config_source: self.cluster.report().source,
+                draining: nodes
+                    .iter()
+                    .filter(|n| match &n.status {
+                        Some(s) => s.get("draining").and_then(|d| d.as_bool()) == Some(true),
+                        // Silent: draining if it said goaway to this node and was not
+                        // seen up or restarted since.
+                        None => n.state != "up" && said_goaway(&timeline, &me, &n.name),
+                    })
+                    .map(|n| n.name.clone())
+                    .collect(),
             },
             nodes,
             not_answered,
@@ -990,6 +1007,21 @@ fn entry_address(entry: &bee_registry::NodeEntry) -> String {
         bee_registry::NodeEntry::Up(addr) => addr.clone(),
         bee_registry::NodeEntry::Down => "down (in the config)".to_string(),
     }
+}
+
+/// How long a silent node that said goaway counts as draining (then it is just down).
+const GOAWAY_RECENT_MS: u64 = 60_000;
+
+/// Whether the newest of `gatherer`'s timeline entries about `node` (newest first, in
+/// the last [`GOAWAY_RECENT_MS`]) says it is draining.
+fn said_goaway(timeline: &[ClusterEvent], gatherer: &str, node: &str) -> bool {
+    let since = unix_ms().saturating_sub(GOAWAY_RECENT_MS);
+    timeline
+        .iter()
+        .filter(|e| e.node == gatherer && e.at_ms >= since && e.text.starts_with(node))
+        .filter(|e| e.text[node.len()..].starts_with(' '))
+        .find(|e| matches!(e.kind.as_str(), "drain" | "up" | "restarted"))
+        .is_some_and(|e| e.kind == "drain")
 }
 
 /// What a node answered to `bee_clusterd status`.
@@ -1137,6 +1169,7 @@ bee_node_services 4
         assert_eq!(event_kind("names of lobby changed: added x"), "names");
         assert_eq!(event_kind("shop is down: connection refused"), "down");
         assert_eq!(event_kind("shop is up"), "up");
+        assert_eq!(event_kind("shop is draining (said goaway)"), "drain");
         assert_eq!(shard_worker("activity[3]"), Some(("activity", 3)));
         assert_eq!(shard_worker("bee_clustersender(lobby)"), None);
     }

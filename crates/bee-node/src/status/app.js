@@ -63,10 +63,11 @@ function header(view) {
     el("span", { id: "count-suspect" }, h.suspect + " suspect"),
     el("span", { id: "count-down" }, h.down + " down"),
     el("span", { id: "config" }, "config v" + h.config_version + " (" + (h.config_hash || "no hash") + "), acked by " + h.config_acked + " of " + view.nodes.length),
+    h.draining.length ? el("span", { id: "draining" }, "draining: " + h.draining.join(", ")) : null,
     el("span", {}, "source: " + h.config_source),
     el("span", {}, "gathered in " + view.took_ms + " ms"),
   ];
-  document.getElementById("summary").replaceChildren(...parts);
+  document.getElementById("summary").replaceChildren(...parts.filter((p) => p));
   const notice = document.getElementById("notice");
   if (view.not_answered.length) {
     notice.hidden = false;
@@ -82,7 +83,8 @@ function nodes(view) {
     const b = (name) => s && s.budgets.find((x) => x.name === name);
     return el("tr", { "data-node": n.name, "data-state": n.state, class: n.name === view.from ? "self" : null },
       el("td", {}, n.name),
-      el("td", { title: n.error || "" }, el("span", { class: "state " + n.state }, n.state)),
+      el("td", { title: n.error || "" }, el("span", { class: "state " + n.state }, n.state),
+        s && s.draining ? " draining" : null, n.state === "up" && !s ? " (no status)" : null),
       el("td", {}, s && s.listening.length ? s.listening.join(", ") : n.address),
       el("td", { class: "num" }, s ? s.incarnation : "–"),
       el("td", {}, s ? s.version : "–"),
