@@ -144,6 +144,12 @@ fn node_and_cluster_json_follow_their_schema_and_a_killed_node_is_named() {
         assert!(ok, "{out}{err}");
     }
 
+    // alpha has called nobody yet: no peers to show.
+    let node = get_json(pa, "/api/v1/node");
+    assert_shape("/api/v1/node", &node, &node_shape());
+    assert_eq!(node["peers"], json!([]));
+    // Gathering the cluster view calls every node.
+    get_json(pa, "/api/v1/cluster");
     let node = get_json(pa, "/api/v1/node");
     assert_shape("/api/v1/node", &node, &node_shape());
     assert_eq!(node["schema"], "bee.node/1");

@@ -10,6 +10,8 @@
 //! - `cargo xtask cpp [--asan]`: build the C/C++ service modules (`cservices/`).
 //! - `cargo xtask soak [--secs N] [--warmup N]`: two nodes under mixed load for 10
 //!   minutes (or N s), memory sampled every second (not in CI).
+//! - `cargo xtask status-bench [--nodes N] [--secs S]`: what the status page costs on a
+//!   cluster of N nodes (load time, CPU while open; not in CI).
 
 mod bench;
 mod cpp;
@@ -19,6 +21,7 @@ mod layers;
 mod process;
 mod setup;
 mod soak;
+mod status_bench;
 
 use std::process::Command;
 
@@ -44,6 +47,7 @@ fn run() -> Result<()> {
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("layers") => layers::run(&root),
         Some("soak") => soak::run(&root, &args[1..]),
+        Some("status-bench") => status_bench::run(&root, &args[1..]),
         // The soak's load client, run from the release build by `soak`.
         Some("soak-client") => soak::client(&args[1..]),
         Some("cpp") => {
@@ -59,7 +63,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | cpp [--asan] | bench [--quick] | soak [--secs N] [--warmup N] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | cpp [--asan] | bench [--quick] | soak [--secs N] [--warmup N] | status-bench [--nodes N] [--secs S] [--release] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -124,7 +124,8 @@ pub struct NodeStatus {
     pub services: Vec<ServiceStatus>,
     /// Sharded services: the workers of each master, by label.
     pub shards: Vec<ShardStatus>,
-    /// This node's link to every other node of its config.
+    /// This node's link to every other node of its config it has called (it has a
+    /// channel to) or that membership marked down.
     pub peers: Vec<PeerStatus>,
     /// Its recent registry events, and liveness changes it saw, oldest first.
     pub events: Vec<Event>,
@@ -233,8 +234,8 @@ pub struct PeerStatus {
     pub node: String,
     /// Its address in the config.
     pub address: String,
-    /// As seen from here: `connected`, `disconnected` (a channel, no live connection),
-    /// `marked_down` (membership says gone), `idle` (never called from here).
+    /// As seen from here: `connected`, `disconnected` (a channel, no live connection) or
+    /// `marked_down` (membership says gone).
     pub link: &'static str,
     /// Why membership marked it down.
     pub down_reason: Option<String>,
@@ -602,6 +603,11 @@ impl StatusState {
                 continue;
             }
             let stats = by_node.get(name.as_str());
+            // A node never called from here has nothing to show (and a cluster of many
+            // nodes would repeat it for every pair).
+            if stats.is_none() && !down.contains_key(name) {
+                continue;
+            }
             let bytes_out = series.get("bee_transport_channel_bytes_out_total", name);
             let bytes_in = series.get("bee_transport_channel_bytes_in_total", name);
             let (calls, errors) = stats.map_or((0, 0), |s| (s.calls, s.failures));
@@ -619,8 +625,7 @@ impl StatusState {
             } else {
                 match stats {
                     Some(s) if s.connected => "connected",
-                    Some(_) => "disconnected",
-                    None => "idle",
+                    _ => "disconnected",
                 }
             };
             let (p50, p99) = series.quantiles("bee_transport_channel_call_seconds", name);

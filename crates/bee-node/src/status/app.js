@@ -110,10 +110,7 @@ function links(view) {
     const cells = names.map((to) => {
       const p = peers.get(to);
       if (to === c.name) return el("td", { class: "cell none" }, "·");
-      if (!p) return el("td", { class: "cell none" }, "–");
-      if (p.link === "idle" && p.calls === 0 && p.pushes === 0) {
-        return el("td", { class: "cell none", "data-link": c.name + "->" + to }, "no traffic");
-      }
+      if (!p) return el("td", { class: "cell none" }, "no traffic");
       return el("td", {
         class: "cell",
         "data-link": c.name + "->" + to,
