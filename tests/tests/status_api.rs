@@ -378,3 +378,33 @@ fn a_draining_node_is_shown_draining() {
     // drain's business (tests/tests/drain.rs).
     let _ = slow.join();
 }
+
+#[test]
+fn after_a_hot_update_the_successor_serves_the_page() {
+    let layout = Layout::new(&["solo"]);
+    let port = free_port();
+    let mut solo = start(&layout, "solo", Some(port));
+    let before = get_json(port, "/api/v1/node")["incarnation"].clone();
+    // The successor cannot bind the metrics address while its predecessor serves it; it
+    // binds it once the predecessor is gone.
+    assert!(
+        solo.take_over(None),
+        "the old process did not hand over cleanly"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let now = get_json(port, "/api/v1/node");
+            if now["incarnation"] != before {
+                assert_shape("/api/v1/node after a hot update", &now, &node_shape());
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the successor does not serve the status page:\n{}",
+            solo.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -128,12 +128,24 @@ pub fn cluster_settings(cfg: &NodeConfig) -> Result<(ClusterSettings, Budgets)> 
 /// is up) and start the sampler of the node gauges. Call it inside the node's runtime,
 /// before the cluster opens channels or listeners (their metric handles are taken when
 /// they are created).
-pub fn serve_metrics(addr: &str, node: &Node, budgets: &Budgets) -> Result<status::Listener> {
+///
+/// `takeover`: the predecessor holds the address until it exits; the server binds it
+/// then (see [`status::serve`]).
+pub fn serve_metrics(
+    addr: &str,
+    node: &Node,
+    budgets: &Budgets,
+    takeover: bool,
+) -> Result<status::Listener> {
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("metrics_listen = {addr:?} is not host:port"))?;
     // Bound first: a taken port fails the start before a recorder is installed.
-    let socket = status::Listener::bind_socket(addr)?;
+    let socket = if takeover {
+        None
+    } else {
+        Some(status::Listener::bind_socket(addr)?)
+    };
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), BUCKETS)
         .context("bad histogram buckets")?
@@ -143,7 +155,7 @@ pub fn serve_metrics(addr: &str, node: &Node, budgets: &Budgets) -> Result<statu
     gauge!(INFO, "node" => node.name().to_string(), "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
     tokio::spawn(sample(node.downgrade(), budgets.clone(), handle.clone()));
-    Ok(status::Listener::new(socket, handle))
+    Ok(status::Listener::new(addr, socket, handle))
 }
 
 /// Refresh the node gauges every [`SAMPLE_EVERY`] until the node is gone.

@@ -366,11 +366,17 @@ pub struct ClusterEvent {
 }
 
 /// The node's metrics listener, bound before the node starts (so a taken port fails the
-/// start) and served once the cluster layer is up ([`serve`]).
+/// start) and served once the cluster layer is up ([`serve`]). A successor taking over
+/// (`bee run --takeover`) binds it once its predecessor has let it go.
 pub struct Listener {
-    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    /// Bound now, or (taking over) to be bound when the predecessor is gone.
+    listener: Option<std::net::TcpListener>,
     prometheus: PrometheusHandle,
 }
+
+/// How long a successor keeps trying to bind the metrics address its predecessor holds.
+const REBIND_FOR: Duration = Duration::from_secs(120);
 
 impl Listener {
     /// Bind `addr` for the status server.
@@ -383,17 +389,49 @@ impl Listener {
         Ok(listener)
     }
 
-    /// The bound socket with the installed Prometheus recorder's handle.
-    pub(crate) fn new(listener: std::net::TcpListener, prometheus: PrometheusHandle) -> Listener {
+    /// The socket (bound, or to be bound later at `addr`) with the installed Prometheus
+    /// recorder's handle.
+    pub(crate) fn new(
+        addr: SocketAddr,
+        listener: Option<std::net::TcpListener>,
+        prometheus: PrometheusHandle,
+    ) -> Listener {
         Listener {
+            addr,
             listener,
             prometheus,
         }
     }
 
-    /// The bound address.
+    /// The address served.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        match &self.listener {
+            Some(l) => l.local_addr().ok(),
+            None => Some(self.addr),
+        }
+    }
+}
+
+/// Bind `addr`, retrying while another process (the predecessor of a hot update) holds
+/// it, for at most [`REBIND_FOR`].
+async fn bind_when_free(addr: SocketAddr) -> Option<tokio::net::TcpListener> {
+    let started = Instant::now();
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(%addr, waited_ms = ms(started.elapsed()), "status page and metrics served");
+                return Some(l);
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse && started.elapsed() < REBIND_FOR =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot serve the status page and metrics");
+                return None;
+            }
+        }
     }
 }
 
@@ -450,9 +488,21 @@ pub fn serve(
             state,
             cluster_source,
         }));
-    let listener = tokio::net::TcpListener::from_std(listener.listener)
-        .context("cannot serve the metrics socket")?;
+    let bound = match listener.listener {
+        Some(l) => {
+            Some(tokio::net::TcpListener::from_std(l).context("cannot serve the metrics socket")?)
+        }
+        None => None,
+    };
+    let addr = listener.addr;
     tokio::spawn(async move {
+        let listener = match bound {
+            Some(l) => l,
+            None => match bind_when_free(addr).await {
+                Some(l) => l,
+                None => return,
+            },
+        };
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "the status and metrics server stopped");
         }
