@@ -64,7 +64,6 @@ struct StatusState {
     budgets: Budgets,
     /// Config kind of each named service (`cservice`, `echo`, …).
     kinds: HashMap<String, String>,
-    started: Instant,
     rates: Mutex<Rates>,
     cluster_cache: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
     /// Liveness this node last saw of each peer while gathering, and the changes.
@@ -460,7 +459,6 @@ pub fn serve(
         prometheus: listener.prometheus,
         budgets: budgets.clone(),
         kinds,
-        started: Instant::now(),
         rates: Mutex::new(Rates::default()),
         cluster_cache: tokio::sync::Mutex::new(None),
         seen: Mutex::new((HashMap::new(), VecDeque::new())),
@@ -804,7 +802,7 @@ impl StatusState {
             listening: cluster.listening().iter().map(|a| a.to_string()).collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             incarnation: report.incarnation,
-            uptime_ms: ms(self.started.elapsed()).max(report.uptime_ms),
+            uptime_ms: report.uptime_ms,
             now_ms: unix_ms(),
             config: ConfigStatus {
                 version: report.version,
