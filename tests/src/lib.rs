@@ -378,6 +378,26 @@ impl Drop for BeeProcess {
     }
 }
 
+/// `GET path` from 127.0.0.1:`port` over HTTP/1.0 (a node's `metrics_listen`): the
+/// status code and the body. Panics when the node does not answer within 10 s.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: bee-tests\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("GET {path} from port {port}: {e}"));
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status line in {head:?}"));
+    (status, body.to_string())
+}
+
 /// Run the `bee` binary as a one-shot client; returns (exit ok, stdout, stderr).
 pub fn bee_cli(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bee_bin())

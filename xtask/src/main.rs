@@ -12,6 +12,8 @@
 //! - `cargo xtask cpp [--asan]`: build the C/C++ service modules (`cservices/`).
 //! - `cargo xtask soak [--secs N] [--warmup N]`: two nodes under mixed load for 10
 //!   minutes (or N s), memory sampled every second (not in CI).
+//! - `cargo xtask status-bench [--nodes N] [--secs S]`: what the status page costs on a
+//!   cluster of N nodes (load time, CPU while open; not in CI).
 
 mod bench;
 mod cpp;
@@ -22,6 +24,7 @@ mod process;
 mod setup;
 mod skynet;
 mod soak;
+mod status_bench;
 
 use std::process::Command;
 
@@ -48,6 +51,7 @@ fn run() -> Result<()> {
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("layers") => layers::run(&root),
         Some("soak") => soak::run(&root, &args[1..]),
+        Some("status-bench") => status_bench::run(&root, &args[1..]),
         // The soak's load client, run from the release build by `soak`.
         Some("soak-client") => soak::client(&args[1..]),
         Some("cpp") => {
@@ -63,7 +67,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] | soak [--secs N] [--warmup N] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | soak [--secs N] [--warmup N] | status-bench [--nodes N] [--secs S] [--release] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -1,7 +1,8 @@
 //! Services and tools the tests and the demo need, started (or installed) when missing:
 //! MariaDB ([`ensure_mariadb`]), and `protoc` with the `etcd` server for bee-etcd
-//! ([`ensure_etcd_tools`]), and `ip`/`iptables` for bee-transport's black-hole test
-//! ([`ensure_net_tools`]).
+//! ([`ensure_etcd_tools`]), `ip`/`iptables` for bee-transport's black-hole test
+//! ([`ensure_net_tools`]), and Debian's `chromium` for the status page's browser test
+//! ([`ensure_chromium`]).
 //!
 //! A machine of this kind usually runs MariaDB on 127.0.0.1:3306 (root, empty password).
 //! A fresh machine or CI may not: then the Debian package is installed with apt-get and
@@ -39,6 +40,21 @@ fn sql_as_root_over_tcp(sql: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Make sure Debian's `chromium` is installed: the status page's test loads the page in
+/// headless Chromium.
+pub fn ensure_chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() {
+        eprintln!("setup: chromium is installed");
+        return Ok(());
+    }
+    crate::apt_install(&["chromium"])?;
+    if !Path::new("/usr/bin/chromium").exists() {
+        bail!("chromium installed but /usr/bin/chromium is still missing");
+    }
+    eprintln!("setup: chromium is installed");
+    Ok(())
 }
 
 /// Make sure MariaDB answers on 127.0.0.1:3306 and root can log in there with an empty
@@ -174,6 +190,7 @@ pub fn ensure_net_tools() -> Result<()> {
 pub fn ensure_all() -> Result<()> {
     ensure_etcd_tools()?;
     ensure_net_tools()?;
+    ensure_chromium()?;
     crate::cpp::ensure_packages()?;
     ensure_mariadb()
 }

@@ -203,7 +203,12 @@ struct Inner {
     agents: DashMap<Addr, AgentInfo>,
     /// The last registry events, with when they happened (ms since 1970), for the console.
     recent: Mutex<std::collections::VecDeque<(u64, String)>>,
+    /// What `bee_clusterd status` answers, when the node program set it.
+    status: Mutex<Option<StatusSource>>,
 }
+
+/// Makes the text `bee_clusterd status` answers (see [`Cluster::set_status`]).
+pub type StatusSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// What a node knows about one accepted connection.
 struct AgentInfo {
@@ -266,6 +271,7 @@ impl Cluster {
                         down_count: std::sync::atomic::AtomicUsize::new(0),
                         agents: DashMap::new(),
                         recent: Mutex::new(std::collections::VecDeque::new()),
+                        status: Mutex::new(None),
                     }),
                 };
                 let addr = node.spawn_named(
@@ -311,6 +317,30 @@ impl Cluster {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Set what `bee_clusterd status` answers: the node program's own description of
+    /// the node (`bee run` answers its status page's JSON, see bee-node's `status`
+    /// module). Without one, `status` is refused with an error saying so.
+    pub fn set_status(&self, source: StatusSource) {
+        *self.inner.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// The nodes membership marked down ([`Cluster::mark_down`]), with why.
+    pub fn down_nodes(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .inner
+            .down
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Add a line to the recent events (`bee_clusterd events`), stamped now.
+    fn note_event(&self, text: String) {
+        push_recent(&self.inner, text);
     }
 
     /// Tell `peer` that this node's names changed (generation `generation`), trying
@@ -1021,6 +1051,12 @@ impl Cluster {
         self.inner.stop_accepting.cancel();
     }
 
+    /// Whether the node is draining: it stopped accepting peers ([`Cluster::stop_accepting`],
+    /// the first step of a drain at SIGTERM or a handover).
+    pub fn draining(&self) -> bool {
+        self.inner.stop_accepting.is_cancelled()
+    }
+
     /// Inbound connections open now, on every listener.
     pub fn inbound_connections(&self) -> usize {
         self.inner
@@ -1105,12 +1141,17 @@ async fn keep_recent_events(
         let Some(inner) = cluster.upgrade() else {
             return;
         };
-        let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == RECENT_EVENTS {
-            recent.pop_front();
-        }
-        recent.push_back((unix_ms(std::time::SystemTime::now()), text));
+        push_recent(&inner, text);
     }
+}
+
+/// Keep `text` among the last [`RECENT_EVENTS`] events, stamped now.
+fn push_recent(inner: &Inner, text: String) {
+    let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+    if recent.len() == RECENT_EVENTS {
+        recent.pop_front();
+    }
+    recent.push_back((unix_ms(std::time::SystemTime::now()), text));
 }
 
 /// When a node's cluster-visible names change, tell every config node that said hello
@@ -1448,6 +1489,7 @@ impl Service for Clusterd {
             "goaway" => {
                 // A peer drains: what we send it next goes on a new connection.
                 let peer = arg(1).ok_or_else(|| ServiceError::msg("goaway needs a node name"))?;
+                self.cluster.note_event(format!("{peer} is draining (said goaway)"));
                 vec![Value::Boolean(self.cluster.retire(&peer))]
             }
             "config_push" => {
@@ -1501,6 +1543,23 @@ impl Service for Clusterd {
                 }
                 vec![Value::Boolean(known)]
             }
+            "status" => {
+                let source = self
+                    .cluster
+                    .inner
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                match source {
+                    Some(f) => vec![Value::from(f())],
+                    None => {
+                        return Err(ServiceError::msg(
+                            "bee_clusterd: this node serves no status (run by `bee run` with metrics_listen)",
+                        ))
+                    }
+                }
+            }
             "events" => self
                 .cluster
                 .recent_events()
@@ -1544,7 +1603,7 @@ impl Service for Clusterd {
             }
             other => {
                 return Err(ServiceError::msg(format!(
-                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, goaway, hello, names_changed, events, ping)"
+                    "bee_clusterd: unknown command {other:?} (services, senders, nodes, names, reload, register, unregister, query, config, config_push, goaway, hello, names_changed, events, status, ping)"
                 )))
             }
         };

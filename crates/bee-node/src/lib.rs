@@ -13,7 +13,8 @@
 //!
 //! This crate only composes the library crates: it reads the config ([`config`]),
 //! builds a [`bee_dispatch::Node`], attaches the cluster layer with the limits,
-//! liveness and authentication the config asks for and serves its metrics ([`ops`]),
+//! liveness and authentication the config asks for and serves its metrics ([`ops`])
+//! with its status page and JSON API ([`status`]),
 //! starts the services the config lists ([`services`]), and waits for a signal.
 //!
 //! A game's own node binary is [`App`] with its service kinds added — the console,
@@ -42,6 +43,7 @@ pub mod frame;
 pub mod handover;
 pub mod ops;
 pub mod services;
+pub mod status;
 pub mod upgrade;
 
 pub use services::{Kinds, Spec};
@@ -245,10 +247,19 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     // Before the cluster starts: channels and listeners take their metric handles when
     // they are created.
     let metrics = match &cfg.metrics_listen {
-        Some(addr) => Some(ops::serve_metrics(addr, &node, &budgets)?),
+        Some(addr) => Some(ops::serve_metrics(addr, &node, &budgets, takeover)?),
         None => None,
     };
     let cluster = Cluster::start(&node, registry, settings);
+    // The status page, `/metrics` and the JSON API on the metrics listener.
+    let metrics = match metrics {
+        Some(listener) => {
+            let addr = listener.local_addr();
+            status::serve(listener, &node, &cluster, &cfg, &budgets)?;
+            addr
+        }
+        None => None,
+    };
     let control = handover::socket_path(&cfg);
     // A second process of the same node is a mistake unless it takes over.
     let server = if takeover {

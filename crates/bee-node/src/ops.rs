@@ -3,9 +3,9 @@
 //! connection hygiene, liveness, node authentication) and its Prometheus endpoint.
 //!
 //! The transport records its metrics through the `metrics` facade; [`serve_metrics`]
-//! installs a Prometheus recorder with its own small HTTP listener
-//! (`metrics-exporter-prometheus`), and a sampler task adds what the transport cannot
-//! see: the byte budgets, the services' mailboxes, the process's memory and file
+//! installs a Prometheus recorder (`metrics-exporter-prometheus`, rendered at `/metrics`
+//! by the node's HTTP server in [`crate::status`]), and a sampler task adds what the
+//! transport cannot see: the byte budgets, the services' mailboxes, the process's memory and file
 //! descriptors. Every name, and what to alert on, is in `docs/operations.md`.
 
 use std::collections::BTreeMap;
@@ -17,9 +17,10 @@ use anyhow::{Context as _, Result};
 use bee_dispatch::{ClusterSettings, Node};
 use bee_transport::{telemetry as t, AuthSecret, ByteBudget};
 use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::NodeConfig;
+use crate::status;
 
 /// Bytes held by the node's budgets now, their limit, and refusals so far.
 pub const BUDGET_USED: &str = "bee_node_budget_used_bytes";
@@ -122,29 +123,44 @@ pub fn cluster_settings(cfg: &NodeConfig) -> Result<(ClusterSettings, Budgets)> 
     Ok((s, budgets))
 }
 
-/// Install the Prometheus recorder and serve it over HTTP at `addr` (any path answers
-/// with the text exposition), and start the sampler of the node gauges. Call it inside
-/// the node's runtime, before the cluster opens channels or listeners (their metric
-/// handles are taken when they are created).
-pub fn serve_metrics(addr: &str, node: &Node, budgets: &Budgets) -> Result<SocketAddr> {
+/// Install the Prometheus recorder, bind `addr` for the node's HTTP server (the status
+/// page, `/metrics` and the JSON API: [`crate::status`], served once the cluster layer
+/// is up) and start the sampler of the node gauges. Call it inside the node's runtime,
+/// before the cluster opens channels or listeners (their metric handles are taken when
+/// they are created).
+///
+/// `takeover`: the predecessor holds the address until it exits; the server binds it
+/// then (see [`status::serve`]).
+pub fn serve_metrics(
+    addr: &str,
+    node: &Node,
+    budgets: &Budgets,
+    takeover: bool,
+) -> Result<status::Listener> {
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("metrics_listen = {addr:?} is not host:port"))?;
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    // Bound first: a taken port fails the start before a recorder is installed.
+    let socket = if takeover {
+        None
+    } else {
+        Some(status::Listener::bind_socket(addr)?)
+    };
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), BUCKETS)
         .context("bad histogram buckets")?
-        .install()
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        .install_recorder()
+        .context("cannot install the Prometheus recorder")?;
     describe();
     gauge!(INFO, "node" => node.name().to_string(), "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
-    tokio::spawn(sample(node.downgrade(), budgets.clone()));
-    Ok(addr)
+    tokio::spawn(sample(node.downgrade(), budgets.clone(), handle.clone()));
+    Ok(status::Listener::new(addr, socket, handle))
 }
 
 /// Refresh the node gauges every [`SAMPLE_EVERY`] until the node is gone.
-async fn sample(node: bee_dispatch::service::WeakNode, budgets: Budgets) {
+/// Also runs the recorder's upkeep (histograms' buffers are drained into their buckets).
+async fn sample(node: bee_dispatch::service::WeakNode, budgets: Budgets, handle: PrometheusHandle) {
     let mut labels_seen: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -152,6 +168,7 @@ async fn sample(node: bee_dispatch::service::WeakNode, budgets: Budgets) {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
         sample_once(&node, &budgets, &mut labels_seen);
+        handle.run_upkeep();
     }
 }
 
