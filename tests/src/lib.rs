@@ -414,3 +414,16 @@ pub fn cpp_modules() -> PathBuf {
     })
     .clone()
 }
+
+/// A memory figure of process `pid` from `/proc/PID/status` in KiB: `field` is e.g.
+/// `"VmHWM"` (the resident set's high-water mark) or `"VmRSS"`. Panics when it cannot be
+/// read (the overload tests need it; they run on Linux).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
