@@ -593,13 +593,17 @@ impl Inflow<'_> {
         };
         match budget.try_acquire(n) {
             Some(p) => Ok(Some(p)),
-            None if n > budget.limit() => Err(Shed {
+            None if n > budget.limit() => {
+                // Counted as a rejection too: the connection is closed for it.
+                self.metrics.rejections.increment(1);
+                Err(Shed {
                 text: format!(
                     "a {what} of {n} bytes is larger than the whole node inbound budget ({} bytes)",
                     budget.limit()
                 ),
                 close: true,
-            }),
+            })
+            }
             None => Err(Shed {
                 text: format!(
                     "{OVERLOADED}: node inbound budget exhausted ({} of {} bytes held); a {what} of {n} bytes refused, retry later",

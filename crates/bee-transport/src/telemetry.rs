@@ -60,8 +60,8 @@ pub const LISTENER_BYTES_OUT: &str = "bee_transport_listener_bytes_out_total";
 /// Multi-part messages dropped unfinished after `multipart_timeout`.
 pub const LISTENER_MULTIPART_EXPIRED: &str = "bee_transport_listener_multipart_expired_total";
 /// Requests and pushes refused because the node inbound budget (or the connection's own
-/// bounds) had no room for them: requests answered `Overloaded`, pushes dropped. The
-/// connection stays up.
+/// bounds) had no room for them — requests answered `Overloaded`, pushes dropped, the
+/// connection kept — and connections closed for a message larger than the whole budget.
 pub const LISTENER_REJECTIONS: &str = "bee_transport_listener_budget_rejections_total";
 /// Requests and pushes shed, by `what` (`request`, `push`) and `limit`
 /// (`inbound_budget`, `connection_bytes`, `outstanding`).
