@@ -71,8 +71,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bee_codec::cluster::{
-    decode_request_frame, encode_response, Address, AssemblyError, Limits, Request,
-    RequestAssembler, RequestFrame,
+    decode_request_frame, encode_response, encode_session0_error, Address, AssemblyError, Limits,
+    Request, RequestAssembler, RequestFrame,
 };
 use bee_codec::frame::MAX_BODY;
 use bytes::Bytes;
@@ -728,7 +728,11 @@ async fn read_loop(
             _ = goaway.cancelled(), if bee && !told_goaway => {
                 told_goaway = true;
                 tracing::debug!(%peer, "telling the peer goaway");
-                backlogged |= answer(queue, config, 0, Err(GOAWAY.into())) > config.max_queued_bytes;
+                let mut g = queue.lock();
+                if !g.closed {
+                    encode_session0_error(&mut g.buf, GOAWAY.as_bytes());
+                    backlogged |= queue.defer(g) > config.max_queued_bytes;
+                }
                 continue;
             }
             _ = queue.wait_below(config.max_queued_bytes), if backlogged => {

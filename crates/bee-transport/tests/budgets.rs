@@ -280,3 +280,41 @@ async fn requests_of_calls_that_stopped_waiting_are_not_written() {
     assert_eq!(&survivor.await.unwrap().unwrap()[..], b"fine");
     wait_until("queue drained and budget given back", || budget.used() == 0).await;
 }
+
+/// A listener that stops accepting tells each bee connection `goaway` in-band: the
+/// channel retires it, so its next call opens a new connection (refused here: nobody
+/// listens any more) instead of being served on the old one.
+#[tokio::test]
+async fn stop_accepting_tells_bee_connections_goaway() {
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+    let listener = bee_transport::Listener::bind("127.0.0.1:0", ListenerConfig::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let probe = Arc::new(common::Probe::default());
+    let (stop, shutdown) = (CancellationToken::new(), CancellationToken::new());
+    let task = tokio::spawn(listener.run_until(
+        Arc::new(common::TestAcceptor {
+            probe: probe.clone(),
+        }),
+        stop.clone(),
+        shutdown.clone(),
+    ));
+    let ch = Channel::new("drainer", addr.to_string(), quiet(None));
+    // A bee name marks the connection as a bee peer's.
+    let r = ch.call(name("@bee_hello"), Bytes::new(), None).await;
+    assert!(matches!(r, Err(TransportError::Remote { .. })), "{r:?}");
+    ch.call(name("@echo"), Bytes::from_static(b"a"), None)
+        .await
+        .unwrap();
+    stop.cancel();
+    wait_until("the old connection retired and closed", || {
+        probe.closed_reasons().len() == 1
+    })
+    .await;
+    let r = ch.call(name("@echo"), Bytes::from_static(b"b"), None).await;
+    assert!(matches!(r, Err(TransportError::Connect { .. })), "{r:?}");
+    shutdown.cancel();
+    task.await.unwrap();
+}
