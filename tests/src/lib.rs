@@ -181,12 +181,18 @@ impl Layout {
 
     /// An in-process client node (not listening) that can call the layout's nodes.
     pub fn client(&self, call_timeout: Duration) -> (Node, Cluster) {
+        let mut settings = ClusterSettings::default();
+        settings.channel.call_timeout = call_timeout;
+        self.client_with(settings)
+    }
+
+    /// [`Layout::client`] with its own cluster settings (liveness, limits, ...); it does
+    /// not wait for nodes missing from the config.
+    pub fn client_with(&self, mut settings: ClusterSettings) -> (Node, Cluster) {
         let node = Node::new(
             format!("test-client-{}", free_port()),
             RuntimeConfig::default(),
         );
-        let mut settings = ClusterSettings::default();
-        settings.channel.call_timeout = call_timeout;
         settings.wait_for_node = Some(Duration::ZERO);
         let cluster = Cluster::start(&node, Registry::new(self.config()), settings);
         (node, cluster)
