@@ -575,6 +575,9 @@ struct Inflow<'a> {
     partial: HashMap<u32, Partial>,
     /// Sessions of expired multi-part messages whose late pieces are dropped.
     expired: HashSet<u32>,
+    /// Sessions of multi-part messages shed at their header, whose pieces are dropped as
+    /// they come (the sender writes them right behind it, so this stays small).
+    shed: HashSet<u32>,
     metrics: &'a ListenerMetrics,
 }
 
@@ -668,6 +671,7 @@ async fn read_loop(
         config,
         partial: HashMap::new(),
         expired: HashSet::new(),
+        shed: HashSet::new(),
         metrics,
     };
     let mut later: FuturesUnordered<Pending> = FuturesUnordered::new();
@@ -808,15 +812,22 @@ async fn read_loop(
                     Ok(p) => p,
                     Err(shed) if shed.close => return End::Error(shed.text),
                     Err(shed) => {
-                        // Its pieces are dropped as they come, like those of an expired one.
-                        flow.expired.insert(*session);
+                        // Its pieces are dropped as they come.
+                        flow.shed.insert(*session);
                         backlogged |=
                             flow.shed(queue, *session, *push, "inbound_budget", shed.text);
                         continue;
                     }
                 };
                 flow.expired.remove(session);
+                flow.shed.remove(session);
                 header = Some((*session, *push, permit));
+            }
+            RequestFrame::Piece { session, last, .. } if flow.shed.contains(session) => {
+                if *last {
+                    flow.shed.remove(session);
+                }
+                continue;
             }
             RequestFrame::Piece { session, last, .. } if flow.expired.contains(session) => {
                 if *last {
