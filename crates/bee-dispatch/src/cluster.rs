@@ -44,6 +44,7 @@ use bee_codec::seri::{self, Table, Value};
 use bee_registry::{
     ClusterConfig, ConfigDiff, ConfigSource, Registry, RegistryError, RegistryEvent,
 };
+use bee_transport::throttle::warn_allowed;
 use bee_transport::{
     Acceptor, Channel, ChannelConfig, Dispatched, Inbound, Listener, ListenerConfig, TransportError,
 };
@@ -1379,7 +1380,11 @@ impl Inbound for Agent {
                     Some(a) => a,
                     None => {
                         if req.push {
-                            tracing::warn!(peer = %self.peer, name = %String::from_utf8_lossy(n), "push to unknown name dropped");
+                            if let Some(suppressed) =
+                                warn_allowed("push_unknown_name", &self.peer.ip())
+                            {
+                                tracing::warn!(peer = %self.peer, name = %String::from_utf8_lossy(n), suppressed, "push to unknown name dropped");
+                            }
                             return Dispatched::NoReply;
                         }
                         return Dispatched::Ready(Err("Invalid name".into()));
@@ -1401,10 +1406,14 @@ impl Inbound for Agent {
             };
             if req.push {
                 if let Err(e) = node.send_from(self.addr, target, req.payload).await {
-                    match dead(&e) {
-                        Some(text) => tracing::warn!(peer = %self.peer, "push dropped: {text}"),
-                        None => {
-                            tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, "push dropped")
+                    if let Some(suppressed) = warn_allowed("push_dropped", &self.peer.ip()) {
+                        match dead(&e) {
+                            Some(text) => {
+                                tracing::warn!(peer = %self.peer, suppressed, "push dropped: {text}")
+                            }
+                            None => {
+                                tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, suppressed, "push dropped")
+                            }
                         }
                     }
                 }
