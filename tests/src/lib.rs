@@ -181,12 +181,18 @@ impl Layout {
 
     /// An in-process client node (not listening) that can call the layout's nodes.
     pub fn client(&self, call_timeout: Duration) -> (Node, Cluster) {
+        let mut settings = ClusterSettings::default();
+        settings.channel.call_timeout = call_timeout;
+        self.client_with(settings)
+    }
+
+    /// [`Layout::client`] with its own cluster settings (liveness, limits, ...); it does
+    /// not wait for nodes missing from the config.
+    pub fn client_with(&self, mut settings: ClusterSettings) -> (Node, Cluster) {
         let node = Node::new(
             format!("test-client-{}", free_port()),
             RuntimeConfig::default(),
         );
-        let mut settings = ClusterSettings::default();
-        settings.channel.call_timeout = call_timeout;
         settings.wait_for_node = Some(Duration::ZERO);
         let cluster = Cluster::start(&node, Registry::new(self.config()), settings);
         (node, cluster)
@@ -479,4 +485,17 @@ pub fn cpp_modules() -> PathBuf {
         out.canonicalize().expect("target/cpp")
     })
     .clone()
+}
+
+/// A memory figure of process `pid` from `/proc/PID/status` in KiB: `field` is e.g.
+/// `"VmHWM"` (the resident set's high-water mark) or `"VmRSS"`. Panics when it cannot be
+/// read (the overload tests need it; they run on Linux).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }

@@ -170,7 +170,8 @@ async fn ops_metrics_count_a_node_budget_rejection_and_the_node_keeps_serving() 
     );
     let log = node.log();
     assert!(
-        log.contains("node inbound budget exhausted") && log.contains(&format!("peer={peer}")),
+        log.contains("larger than the whole node inbound budget")
+            && log.contains(&format!("peer={peer}")),
         "one log line naming the peer:\n{log}"
     );
 

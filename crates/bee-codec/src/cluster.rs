@@ -347,6 +347,19 @@ pub fn encode_trace(out: &mut BytesMut, tag: &[u8]) -> Result<(), ClusterError> 
     Ok(())
 }
 
+/// Write an error response on session 0, which answers no call (stock skynet sends one
+/// for a push to an unknown name; bee's listener uses it to tell a peer something about
+/// the connection itself). The text is truncated to [`MAX_ERROR_TEXT`] bytes.
+pub fn encode_session0_error(out: &mut BytesMut, text: &[u8]) {
+    put_response_frame(
+        out,
+        0,
+        RESP_ERR,
+        &text[..text.len().min(MAX_ERROR_TEXT)],
+        true,
+    );
+}
+
 /// Write a response to `out` as complete frames.
 ///
 /// `Ok(reply)` goes whole when `len <= SPLIT`, else as a begin frame and pieces.

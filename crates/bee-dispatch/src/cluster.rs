@@ -35,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,7 @@ use bee_codec::seri::{self, Table, Value};
 use bee_registry::{
     ClusterConfig, ConfigDiff, ConfigSource, Registry, RegistryError, RegistryEvent,
 };
+use bee_transport::throttle::warn_allowed;
 use bee_transport::{
     Acceptor, Channel, ChannelConfig, Dispatched, Inbound, Listener, ListenerConfig, TransportError,
 };
@@ -664,8 +665,28 @@ impl Cluster {
             let addr = self.local_target(&target)?;
             return n.call_from(0, addr, payload, timeout).await;
         }
-        let link = self.channel(node).await?;
-        let result = link.channel.call(target.wire(), payload, timeout).await;
+        // Waiting for the node to appear in the config counts against the call's own
+        // timeout: the call ends by its deadline.
+        let after = timeout.unwrap_or(self.inner.settings.channel.call_timeout);
+        let t0 = std::time::Instant::now();
+        let link = match tokio::time::timeout(after, self.channel(node)).await {
+            Ok(link) => link?,
+            Err(_) => {
+                return Err(CallError::Transport(TransportError::Timeout {
+                    node: node.to_string(),
+                    after,
+                }))
+            }
+        };
+        let left = after.saturating_sub(t0.elapsed());
+        let result = link.channel.call(target.wire(), payload, Some(left)).await;
+        let result = match result {
+            // The timeout the caller gave, not what was left of it.
+            Err(TransportError::Timeout { node, .. }) => {
+                Err(TransportError::Timeout { node, after })
+            }
+            other => other,
+        };
         if matches!(&result, Ok(_) | Err(TransportError::Remote { .. })) {
             self.after_use(node, &link);
         }
@@ -1262,6 +1283,10 @@ impl Service for ProxyService {
     }
 }
 
+/// How the error text begins that a draining node answers a new call from a caller
+/// outside its cluster config with.
+pub const DRAINING: &str = "bee: draining";
+
 /// Creates one `bee_clusteragent` per accepted connection.
 struct AgentFactory {
     cluster: Cluster,
@@ -1287,6 +1312,7 @@ impl Acceptor for AgentFactory {
             addr,
             peer,
             names: Mutex::new((u64::MAX, HashMap::default())),
+            bee: AtomicBool::new(false),
         })
     }
 }
@@ -1310,9 +1336,20 @@ struct Agent {
     peer: SocketAddr,
     /// `"@name"` → address, valid while the registry generation is unchanged.
     names: Mutex<(u64, HashMap<Bytes, Addr, FastBuild>)>,
+    /// The caller called one of bee's own names (`@bee_...`): a bee node.
+    bee: AtomicBool,
 }
 
 impl Agent {
+    /// Whether a node of the cluster config said `hello` on this connection.
+    fn is_config_node(&self) -> bool {
+        self.cluster
+            .inner
+            .agents
+            .get(&self.addr)
+            .is_some_and(|a| a.node.is_some())
+    }
+
     fn resolve_name(&self, wire: &Bytes) -> Option<Addr> {
         let node = self.node.as_ref()?;
         let generation = node.names_generation();
@@ -1353,6 +1390,24 @@ impl Inbound for Agent {
             let Some(node) = self.node.as_ref() else {
                 return Dispatched::Ready(Err("node is shutting down".into()));
             };
+            if !self.bee.load(Ordering::Relaxed)
+                && matches!(&req.address, Address::Name(n) if n.starts_with(b"@bee_"))
+            {
+                self.bee.store(true, Ordering::Relaxed);
+            }
+            // Draining: a bee caller outside the cluster config was told `goaway` and gets
+            // no new call served here; config nodes and stock skynet callers are served
+            // until they have moved away or the node is quiet, as before.
+            if !req.push
+                && self.cluster.inner.stop_accepting.is_cancelled()
+                && self.bee.load(Ordering::Relaxed)
+                && !self.is_config_node()
+            {
+                return Dispatched::Ready(Err(format!(
+                    "{DRAINING}: node {} is draining (stopping or handing over) and takes no new calls from nodes outside its cluster config; call again later",
+                    self.cluster.inner.node_name
+                )));
+            }
             let target = match &req.address {
                 Address::Id(0) => {
                     return if req.push {
@@ -1366,7 +1421,11 @@ impl Inbound for Agent {
                     Some(a) => a,
                     None => {
                         if req.push {
-                            tracing::warn!(peer = %self.peer, name = %String::from_utf8_lossy(n), "push to unknown name dropped");
+                            if let Some(suppressed) =
+                                warn_allowed("push_unknown_name", &self.peer.ip())
+                            {
+                                tracing::warn!(peer = %self.peer, name = %String::from_utf8_lossy(n), suppressed, "push to unknown name dropped");
+                            }
                             return Dispatched::NoReply;
                         }
                         return Dispatched::Ready(Err("Invalid name".into()));
@@ -1388,10 +1447,14 @@ impl Inbound for Agent {
             };
             if req.push {
                 if let Err(e) = node.send_from(self.addr, target, req.payload).await {
-                    match dead(&e) {
-                        Some(text) => tracing::warn!(peer = %self.peer, "push dropped: {text}"),
-                        None => {
-                            tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, "push dropped")
+                    if let Some(suppressed) = warn_allowed("push_dropped", &self.peer.ip()) {
+                        match dead(&e) {
+                            Some(text) => {
+                                tracing::warn!(peer = %self.peer, suppressed, "push dropped: {text}")
+                            }
+                            None => {
+                                tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, suppressed, "push dropped")
+                            }
                         }
                     }
                 }

@@ -118,6 +118,12 @@ impl CallError {
             }
             // skynet's own words for a query that finds nothing.
             CallError::NameNotFound { .. } => "name not found".to_string(),
+            // A full mailbox is overload, not failure: a bee caller gets it back as
+            // `TransportError::Overloaded` (see `bee_transport::OVERLOADED`).
+            CallError::Overloaded { .. }
+            | CallError::Transport(TransportError::Overloaded { .. }) => {
+                format!("{}: {other}", bee_transport::OVERLOADED, other = self)
+            }
             other => other.to_string(),
         }
     }

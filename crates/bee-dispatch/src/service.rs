@@ -1033,7 +1033,11 @@ async fn run_service(
                 }));
             }
             (None, Err(e)) => {
-                tracing::warn!(node = %node.name(), service = %name, error = %e, "handler failed on a message nobody waits for");
+                if let Some(suppressed) =
+                    bee_transport::throttle::warn_allowed("handler_failed", &name)
+                {
+                    tracing::warn!(node = %node.name(), service = %name, error = %e, suppressed, "handler failed on a message nobody waits for");
+                }
             }
             (None, Ok(_)) => {}
         }

@@ -148,15 +148,16 @@ const MIB: u64 = 1024 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Node-wide budget of inbound bytes held by every accepted connection (requests
-    /// being handled, multi-part messages being assembled) and half-assembled multi-part
-    /// responses on channels. A connection whose next message does not fit is closed.
+    /// Node-wide budget of inbound bytes held by every accepted connection (a request
+    /// from the moment it is read until its service has finished with it, multi-part
+    /// messages being assembled) and half-assembled multi-part responses on channels. A
+    /// request that does not fit is answered `Overloaded`; the connection stays up.
     pub inbound_bytes: u64,
     /// Node-wide budget of bytes queued for writing on every channel; past it calls and
     /// pushes fail at once with `Overloaded`.
     pub outbound_bytes: u64,
     /// Per peer: bytes queued to one remote node (channel), and request bytes being
-    /// handled for one connection before it stops reading.
+    /// handled for one connection, past which its requests are answered `Overloaded`.
     pub per_peer_bytes: u64,
     /// Inbound connections served at once (0: no limit).
     pub max_connections: usize,

@@ -2,9 +2,10 @@
 //! and every accepted connection of a node can share ([`ByteBudget`]), and the
 //! [`Permit`] that holds part of it until dropped.
 //!
-//! A node typically makes two: one for **inbound** bytes held (requests dispatched and not
-//! yet answered, pushes not yet handed over, half-assembled multi-part requests and
-//! responses) and one for **outbound** bytes queued for writing on its channels, and puts
+//! A node typically makes two: one for **inbound** bytes held (requests and pushes from
+//! the moment they are read until the service has finished with them — the permit
+//! travels inside the payload, [`Permit::carry`] — and half-assembled multi-part
+//! requests and responses) and one for **outbound** bytes queued for writing on its channels, and puts
 //! clones in every [`ChannelConfig`](crate::ChannelConfig) and
 //! [`ListenerConfig`](crate::ListenerConfig). Per-peer limits
 //! (`max_queued_bytes`, `max_inbound_bytes`) sit below them, so one peer cannot take the
@@ -12,6 +13,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 /// A limit on bytes held, shared by clones (an `Arc` around an atomic counter).
 #[derive(Clone)]
@@ -108,11 +111,40 @@ impl Permit {
         self.n += std::mem::take(&mut other.n);
     }
 
+    /// Make `data` carry this permit: the bytes stay charged until the last clone of the
+    /// returned [`Bytes`] is dropped, wherever it went (a service's mailbox, a task that
+    /// answers later), whatever happened to the connection it came from. With `copy`,
+    /// the bytes are first copied into an allocation of their own, so that a small
+    /// slice does not keep a whole read buffer alive uncharged.
+    pub fn carry(self, data: Bytes, copy: bool) -> Bytes {
+        let data = if copy {
+            Bytes::copy_from_slice(&data)
+        } else {
+            data
+        };
+        Bytes::from_owner(Charged {
+            data,
+            _permit: self,
+        })
+    }
+
     /// Give back `n` of the bytes held now (at most all of them).
     pub(crate) fn release(&mut self, n: usize) {
         let n = n.min(self.n);
         self.n -= n;
         self.budget.inner.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Bytes with the permit that charges them (see [`Permit::carry`]).
+struct Charged {
+    data: Bytes,
+    _permit: Permit,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
     }
 }
 
@@ -144,5 +176,20 @@ mod tests {
         drop(all);
         assert_eq!(b.used(), 0);
         assert!(b.try_acquire(100).is_some());
+    }
+
+    #[test]
+    fn carried_bytes_hold_the_budget_until_the_last_clone_drops() {
+        let b = ByteBudget::new(100);
+        let read = Bytes::from(vec![7u8; 64]);
+        let payload = b.try_acquire(10).unwrap().carry(read.slice(..10), true);
+        let kept = payload.clone();
+        assert_eq!(&payload[..], &[7u8; 10]);
+        drop(payload);
+        assert_eq!(b.used(), 10, "a clone still holds the bytes");
+        drop(read);
+        assert_eq!(b.used(), 10);
+        drop(kept);
+        assert_eq!(b.used(), 0);
     }
 }

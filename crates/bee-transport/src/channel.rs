@@ -47,7 +47,7 @@
 //! dropped silently. Calls whose request was already written when the connection died are
 //! not re-sent (the peer may have handled them): they fail with `NodeDown`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -66,8 +66,10 @@ use crate::auth::{initiate, AuthSecret};
 use crate::budget::{ByteBudget, Permit};
 use crate::connection::{now_ns, run_writer, Connection, ReadError, WriteQueue, WriterEnd};
 use crate::error::TransportError;
+use crate::listener::{GOAWAY, OVERLOADED};
 use crate::liveness::{dial, tune_socket, DialError, PING_NAME};
 use crate::telemetry::ChannelMetrics;
+use crate::throttle::warn_allowed;
 
 /// Settings of a [`Channel`].
 #[derive(Debug, Clone)]
@@ -339,7 +341,9 @@ impl Conn {
             }
         }
         if !pending.is_empty() {
-            tracing::warn!(node = %self.node, waiting = pending.len(), error = %err, "connection lost; failing waiting calls");
+            if let Some(suppressed) = warn_allowed("connection_lost", &self.node) {
+                tracing::warn!(node = %self.node, waiting = pending.len(), error = %err, suppressed, "connection lost; failing waiting calls");
+            }
         }
         for (_, tx) in pending {
             let _ = tx.send(Err(err.clone()));
@@ -355,7 +359,9 @@ impl Conn {
     fn overloaded(&self, limit: &'static str, what: String) -> Refused {
         self.metrics.rejected(limit);
         if !self.overloaded.swap(true, Ordering::Relaxed) {
-            tracing::warn!(node = %self.node, %what, "channel overloaded; refusing calls and pushes until it drains");
+            if let Some(suppressed) = warn_allowed("channel_overloaded", &self.node) {
+                tracing::warn!(node = %self.node, %what, suppressed, "channel overloaded; refusing calls and pushes until it drains");
+            }
         }
         Refused::Error(TransportError::Overloaded {
             node: self.node.clone(),
@@ -517,7 +523,9 @@ impl Conn {
         let n = self.timeouts.fetch_add(1, Ordering::AcqRel) + 1;
         if max > 0 && n >= max {
             self.metrics.dead("timeouts");
-            tracing::warn!(node = %self.node, timeouts = n, "calls keep timing out with nothing received; recycling the connection");
+            if let Some(suppressed) = warn_allowed("timeouts", &self.node) {
+                tracing::warn!(node = %self.node, timeouts = n, suppressed, "calls keep timing out with nothing received; recycling the connection");
+            }
             self.fail(TransportError::PeerUnreachable {
                 node: self.node.clone(),
                 reason: format!("{n} calls in a row timed out with nothing received"),
@@ -641,8 +649,9 @@ impl Channel {
 
     /// Send a request to `to` on the remote node and wait for its reply (the reply's
     /// payload, or the remote's error as [`TransportError::Remote`]). `timeout` overrides
-    /// the configured `call_timeout` for this call; it runs from the moment the request is
-    /// queued (opening the connection first is bounded by `connect_timeout`).
+    /// the configured `call_timeout` for this call; it runs from the moment the call is
+    /// made: opening the connection, waiting for the connect gate, parking and queueing
+    /// all count against it, so the call ends by its deadline.
     pub async fn call(
         &self,
         to: Address,
@@ -795,11 +804,24 @@ impl Channel {
         }
         let mut dead = 0;
         loop {
-            let err = match self.connection().await {
+            // Dialling (and waiting for another caller's dial) ends at the call's deadline.
+            let connected = match tokio::time::timeout_at(deadline.into(), self.connection()).await
+            {
+                Ok(c) => c,
+                Err(_) => {
+                    return Err(TransportError::Timeout {
+                        node: self.shared.node.clone(),
+                        after,
+                    })
+                }
+            };
+            let err = match connected {
                 Ok(conn) => {
                     let (tx, rx) = oneshot::channel();
                     match conn.enqueue_call(config, to, payload, tx) {
-                        Ok(session) => return self.wait_reply(&conn, session, rx, after).await,
+                        Ok(session) => {
+                            return self.wait_reply(&conn, session, rx, deadline, after).await
+                        }
                         // A connection that died between lookup and enqueue is replaced
                         // once at once; after that, as any other absence of the peer.
                         Err(Refused::Dead) => {
@@ -829,6 +851,7 @@ impl Channel {
         conn: &Arc<Conn>,
         session: u32,
         rx: oneshot::Receiver<Result<Bytes, TransportError>>,
+        deadline: Instant,
         after: Duration,
     ) -> Result<Bytes, TransportError> {
         let mut guard = Forget {
@@ -836,7 +859,7 @@ impl Channel {
             session,
             armed: true,
         };
-        match tokio::time::timeout(after, rx).await {
+        match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(result)) => {
                 guard.armed = false;
                 result
@@ -1340,7 +1363,9 @@ impl Channel {
             reason: reason.clone(),
         });
         drop(st);
-        tracing::warn!(node = %shared.node, addr = %shared.addr, %reason, retry_in = ?delay, "cannot connect");
+        if let Some(suppressed) = warn_allowed("cannot_connect", &shared.node) {
+            tracing::warn!(node = %shared.node, addr = %shared.addr, %reason, retry_in = ?delay, suppressed, "cannot connect");
+        }
         TransportError::Connect {
             node: shared.node.clone(),
             addr: shared.addr.clone(),
@@ -1366,6 +1391,7 @@ async fn read_responses(
         responses: ResponseAssembler::new(limits),
         budget,
         held: HashMap::new(),
+        dropped: HashSet::new(),
     };
     let mut ready: Vec<Answer> = Vec::new();
     let mut wake: Vec<(Waiter, Result<Bytes, TransportError>)> = Vec::new();
@@ -1419,12 +1445,16 @@ async fn read_responses(
                 let _ = tx.send(result);
             }
             for session in unknown.drain(..) {
-                tracing::warn!(node = %conn.node, session, "response for an unknown session (the call timed out or was cancelled); dropped");
+                if let Some(suppressed) = warn_allowed("unknown_session", &conn.node) {
+                    tracing::warn!(node = %conn.node, session, suppressed, "response for an unknown session (the call timed out or was cancelled); dropped");
+                }
             }
         }
         if let Step::Fail(err) = step {
             if matches!(err, TransportError::Protocol { .. }) {
-                tracing::warn!(node = %conn.node, error = %err, "closing connection");
+                if let Some(suppressed) = warn_allowed("protocol", &conn.node) {
+                    tracing::warn!(node = %conn.node, error = %err, suppressed, "closing connection");
+                }
             } else {
                 tracing::info!(node = %conn.node, error = %err, "connection ended");
             }
@@ -1443,6 +1473,8 @@ struct Assembly {
     budget: Option<ByteBudget>,
     /// Budget held per response being assembled.
     held: HashMap<u32, Permit>,
+    /// Multi-part responses refused for want of budget: their pieces are dropped.
+    dropped: HashSet<u32>,
 }
 
 fn handle_frame(
@@ -1461,23 +1493,60 @@ fn handle_frame(
         Ok(f) => f,
         Err(e) => return protocol(e.to_string()),
     };
+    if let ResponseFrame::Err {
+        session: 0,
+        message,
+    } = &frame
+    {
+        if message.as_ref() == GOAWAY.as_bytes() {
+            // The peer drains (see `crate::listener::GOAWAY`): new messages go on a new
+            // connection, this one closes once its calls are answered.
+            if let Some(shared) = conn.channel.upgrade() {
+                let current = shared
+                    .lock_state()
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, conn));
+                if current {
+                    Channel { shared }.retire();
+                }
+            }
+            return Step::Continue;
+        }
+    }
+    if let ResponseFrame::Piece { session, last, .. } = &frame {
+        if assembler.dropped.contains(session) {
+            if *last {
+                assembler.dropped.remove(session);
+            }
+            return Step::Continue;
+        }
+    }
     if let (ResponseFrame::Begin { session, total }, Some(budget)) = (&frame, &assembler.budget) {
         match budget.try_acquire(*total as usize) {
             Some(p) => {
                 assembler.held.insert(*session, p);
             }
             None => {
+                // Only this reply is refused; the connection and the other calls stay.
                 let what = format!(
                     "node inbound budget exhausted ({} of {} bytes held) by a multi-part response of {total} bytes",
                     budget.used(),
                     budget.limit()
                 );
-                tracing::warn!(node = %conn.node, %what, "closing connection");
+                if let Some(suppressed) = warn_allowed("overloaded", &conn.node) {
+                    tracing::warn!(node = %conn.node, %what, suppressed, "reply dropped; its call fails with Overloaded");
+                }
                 conn.metrics.rejected("inbound_budget");
-                return Step::Fail(TransportError::Overloaded {
-                    node: conn.node.clone(),
-                    what,
-                });
+                assembler.dropped.insert(*session);
+                ready.push((
+                    *session,
+                    Err(TransportError::Overloaded {
+                        node: conn.node.clone(),
+                        what,
+                    }),
+                ));
+                return Step::Continue;
             }
         }
     }
@@ -1489,10 +1558,7 @@ fn handle_frame(
     }
     match fed {
         Ok(Some(Response { session, result })) => {
-            let result = result.map_err(|text| TransportError::Remote {
-                node: conn.node.clone(),
-                message: String::from_utf8_lossy(&text).into_owned(),
-            });
+            let result = result.map_err(|text| remote_error(&conn.node, &text));
             ready.push((session, result));
         }
         Ok(None) => {}
@@ -1513,11 +1579,29 @@ fn handle_frame(
             ));
         }
         Err(AssemblyError::UnknownSession { session }) => {
-            tracing::warn!(node = %conn.node, session, "response piece for a session with no multi-part response in progress; dropped");
+            if let Some(suppressed) = warn_allowed("unknown_session", &conn.node) {
+                tracing::warn!(node = %conn.node, session, suppressed, "response piece for a session with no multi-part response in progress; dropped");
+            }
         }
         Err(e) => return protocol(e.to_string()),
     }
     Step::Continue
+}
+
+/// The error of an error response: [`TransportError::Overloaded`] when a bee node shed
+/// the request ([`OVERLOADED`]), else the remote's text as [`TransportError::Remote`].
+fn remote_error(node: &str, text: &[u8]) -> TransportError {
+    let message = String::from_utf8_lossy(text).into_owned();
+    match message.strip_prefix(OVERLOADED) {
+        Some(what) => TransportError::Overloaded {
+            node: node.to_string(),
+            what: format!("the node shed the call{what}"),
+        },
+        None => TransportError::Remote {
+            node: node.to_string(),
+            message,
+        },
+    }
 }
 
 /// The error for a socket that failed with `e`: the kernel giving up on the peer
@@ -1577,7 +1661,9 @@ async fn watch(conn: Arc<Conn>, liveness: Duration, heartbeat: Duration) {
                 let since = at.max(conn.queue.activity.unblocked());
                 if now.saturating_sub(since) >= wait_ns {
                     let silent = Duration::from_nanos(now.saturating_sub(received));
-                    tracing::warn!(node = %conn.node, ?silent, "peer does not answer heartbeats; declaring it unreachable");
+                    if let Some(suppressed) = warn_allowed("heartbeat", &conn.node) {
+                        tracing::warn!(node = %conn.node, ?silent, suppressed, "peer does not answer heartbeats; declaring it unreachable");
+                    }
                     conn.metrics.heartbeats_failed.increment(1);
                     conn.metrics.dead("heartbeat");
                     conn.fail(TransportError::PeerUnreachable {

@@ -72,7 +72,10 @@ pub enum TransportError {
         after: Duration,
     },
     /// A bounded queue of the channel is full (too many calls waiting for replies, or too
-    /// many bytes waiting to be written); the message was not sent. Retry later or slow down.
+    /// many bytes waiting to be written) and the message was not sent; or the remote node
+    /// shed the call (its inbound budget or the connection's bounds had no room for it:
+    /// answered at once, the connection stays up); or a multi-part reply did not fit this
+    /// node's inbound budget. Not a sign that the node is down: retry later or slow down.
     #[error("channel to node {node} is overloaded: {what}")]
     Overloaded {
         /// The remote node.

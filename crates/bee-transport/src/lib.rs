@@ -90,6 +90,7 @@
 //! - [`liveness`]: dead-peer detection (TCP keepalive, `TCP_USER_TIMEOUT`, heartbeat
 //!   calls to [`PING_NAME`], redial).
 //! - [`telemetry`]: metric names, emitted through the `metrics` facade.
+//! - [`throttle`]: warnings logged at most once per kind per peer per second, counted.
 //! - [`listener`]: the listening side ([`Listener`], [`ListenerConfig`], [`Inbound`],
 //!   [`Acceptor`], [`Dispatched`]).
 
@@ -101,6 +102,7 @@ pub mod error;
 pub mod listener;
 pub mod liveness;
 pub mod telemetry;
+pub mod throttle;
 
 pub use auth::{AuthSecret, AUTH_NAME};
 pub use bee_codec::cluster::{Address, Request};
@@ -110,6 +112,7 @@ pub use connection::set_max_pollers;
 pub use connection::{Connection, ReadError};
 pub use error::TransportError;
 pub use listener::{
-    Acceptor, Dispatched, Inbound, Listener, ListenerConfig, INVALID_LARGE_REQ, MULTIPART_EXPIRED,
+    Acceptor, Dispatched, Inbound, Listener, ListenerConfig, GOAWAY, INVALID_LARGE_REQ,
+    MULTIPART_EXPIRED, OVERLOADED,
 };
 pub use liveness::PING_NAME;

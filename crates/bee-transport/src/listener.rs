@@ -19,15 +19,24 @@
 //! ok response, in arrival order with the other answers, and never reaches the
 //! [`Inbound`] (see [`crate::liveness`]).
 //!
-//! Back-pressure: at most `max_outstanding` unanswered requests per connection, at most
-//! `max_inbound_bytes` of requests being handled, and at most `max_queued_bytes` of
-//! unwritten responses; past any, the connection stops reading until work drains.
+//! Load shedding, per request: a request past `max_outstanding` unanswered requests of
+//! its connection, past `max_inbound_bytes` of its connection's requests being handled,
+//! or that does not fit the node-wide [`ListenerConfig::inbound_budget`] is answered at
+//! once with an error response beginning [`OVERLOADED`] on its own session (a push is
+//! dropped), counted, and logged at most once a second per peer; the connection stays
+//! up and keeps being read, so heartbeats are answered while the node sheds. Only a
+//! peer that does not read its answers (more than `max_queued_bytes` unwritten) makes
+//! its connection stop reading until they drain. A connection is closed for a message
+//! larger than the whole budget, or a protocol error — never for load.
 //!
-//! Byte budgets: every request being handled (from arrival until its answer is computed,
-//! or its push handed over) and every multi-part message being assembled (its announced
-//! size, from its header on) holds bytes of the node-wide
-//! [`ListenerConfig::inbound_budget`]; a connection whose next message does not fit is
-//! closed with a warning naming the peer. A multi-part message not finished within
+//! Byte budgets: a request's bytes are charged to the inbound budget from the moment
+//! it is complete until its answer is computed **and** the last copy of its payload is
+//! dropped — the permit travels inside the payload ([`Permit::carry`]) into the
+//! service's mailbox and handler, so a service that still holds requests keeps them
+//! charged after their connection went. A whole request is copied out of the read
+//! buffer when it is charged, so what it keeps alive is what it is charged. Every
+//! multi-part message being assembled holds its announced size from its header on. A
+//! multi-part message not finished within
 //! [`ListenerConfig::multipart_timeout`] is dropped (a request is answered
 //! [`MULTIPART_EXPIRED`]) and its late pieces are ignored.
 //!
@@ -62,8 +71,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bee_codec::cluster::{
-    decode_request_frame, encode_response, Address, AssemblyError, Limits, Request,
-    RequestAssembler, RequestFrame,
+    decode_request_frame, encode_response, encode_session0_error, Address, AssemblyError, Limits,
+    Request, RequestAssembler, RequestFrame,
 };
 use bee_codec::frame::MAX_BODY;
 use bytes::Bytes;
@@ -80,6 +89,23 @@ use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
 use crate::liveness::PING_NAME;
 use crate::telemetry::ListenerMetrics;
+use crate::throttle::warn_allowed;
+
+/// How the error text of a request shed under overload begins: a request that does not
+/// fit the node's inbound budget (or its connection's bounds) is answered at once with
+/// an error response `bee: overloaded: <which limit, how full>`, and the connection
+/// stays up. A bee caller gets [`TransportError::Overloaded`]; a stock skynet caller's
+/// call raises an error, as for any error response.
+pub const OVERLOADED: &str = "bee: overloaded";
+
+/// What a draining node tells every bee peer connected to it, as an error response on
+/// session 0 (which no call uses) on each accepted connection, when it stops accepting:
+/// the peer's [`Channel`](crate::Channel) retires that connection (its next messages go
+/// on a new one, to the successor or riding through the absence) and closes it once its
+/// calls are answered. A connection counts as a bee peer's once it authenticated, sent a
+/// heartbeat, or called a name starting with `@bee_` (bee's own services); stock skynet
+/// peers are not told.
+pub const GOAWAY: &str = "bee: goaway";
 
 /// The error text answered for a multi-part request whose pieces do not add up to the
 /// size its header announced (stock skynet's wording).
@@ -129,7 +155,8 @@ pub struct ListenerConfig {
     /// Multi-part requests being assembled at once per connection (default 64); one more
     /// closes the connection.
     pub max_pending_multipart: usize,
-    /// Unanswered requests per connection before it stops reading (default 65536).
+    /// Unanswered requests per connection; more are answered [`OVERLOADED`] (default
+    /// 65536).
     pub max_outstanding: usize,
     /// Bytes of responses waiting to be written per connection before it stops reading
     /// (default 16 MiB).
@@ -137,15 +164,16 @@ pub struct ListenerConfig {
     /// How long a connection's reader busy-polls after the last traffic before it parks
     /// (default zero: off; a `bee run` node uses [`crate::channel::DEFAULT_BUSY_POLL`]).
     pub busy_poll: std::time::Duration,
-    /// Inbound bytes one connection may hold (default 32 MiB): requests being handled
-    /// stop the reading past it (back-pressure), and multi-part messages being assembled
-    /// may announce at most this much together, or `max_message` if larger (one more
-    /// closes the connection).
+    /// Inbound bytes one connection may hold (default 32 MiB): a request past it (with
+    /// others of the connection being handled) is answered [`OVERLOADED`], and multi-part
+    /// messages being assembled may announce at most this much together, or
+    /// `max_message` if larger (one more closes the connection).
     pub max_inbound_bytes: usize,
     /// Node-wide budget of inbound bytes held (requests being handled, multi-part messages
     /// being assembled), shared by every connection of every listener given a clone
-    /// (default `None`). A connection whose next message does not fit is closed, with one
-    /// log line naming the peer.
+    /// (default `None`). A message that does not fit is shed (a request answered
+    /// [`OVERLOADED`], a push dropped); one larger than the whole budget closes its
+    /// connection.
     pub inbound_budget: Option<ByteBudget>,
     /// A multi-part request or push not finished this long after its header is dropped
     /// (a request is answered [`MULTIPART_EXPIRED`]; default 30 s; zero: never).
@@ -297,8 +325,6 @@ impl Listener {
         } = self;
         let mut tasks = JoinSet::new();
         let metrics = Arc::new(ListenerMetrics::new(local.to_string()));
-        let mut refused = Throttle::default();
-        let mut exhausted = Throttle::default();
         loop {
             tokio::select! {
                 biased;
@@ -315,8 +341,8 @@ impl Listener {
                         if config.max_connections > 0 && now_open >= config.max_connections {
                             drop(stream);
                             metrics.refused("max_connections", 1);
-                            if let Some(n) = refused.hit() {
-                                tracing::warn!(%local, %peer, refused = n, open = now_open, max = config.max_connections, "too many connections; refusing new peers (closed at once)");
+                            if let Some(n) = warn_allowed("max_connections", &local) {
+                                tracing::warn!(%local, %peer, suppressed = n, open = now_open, max = config.max_connections, "too many connections; refusing new peers (closed at once)");
                             }
                             continue;
                         }
@@ -329,9 +355,10 @@ impl Listener {
                         let inbound = acceptor.accept(peer);
                         let config = config.clone();
                         let token = shutdown.child_token();
+                        let goaway = stop_accepting.clone();
                         tasks.spawn(async move {
                             let _guard = guard;
-                            serve(stream, peer, inbound, config, token, metrics).await
+                            serve(stream, peer, inbound, config, token, goaway, metrics).await
                         });
                     }
                     Err(e) if is_out_of_fds(&e) => {
@@ -355,8 +382,8 @@ impl Listener {
                             tracing::debug!(%local, "spare descriptor not available");
                         }
                         metrics.refused("out_of_fds", closed);
-                        if let Some(n) = exhausted.hit_n(closed.max(1)) {
-                            tracing::warn!(%local, error = %e, refused = n, open = open.load(Ordering::Acquire), spare = reserve.is_some(), "out of file descriptors; refusing new peers (closed at once)");
+                        if let Some(n) = warn_allowed("out_of_fds", &local) {
+                            tracing::warn!(%local, error = %e, refused = closed, suppressed = n, open = open.load(Ordering::Acquire), spare = reserve.is_some(), "out of file descriptors; refusing new peers (closed at once)");
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -385,32 +412,6 @@ impl Listener {
             }
         }
         tracing::debug!(%local, "listener stopped");
-    }
-}
-
-/// Counts events and says when to log them: at most once per second, with the count
-/// since the last line.
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    count: u64,
-}
-
-impl Throttle {
-    fn hit(&mut self) -> Option<u64> {
-        self.hit_n(1)
-    }
-
-    fn hit_n(&mut self, n: u64) -> Option<u64> {
-        self.count += n;
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.count))
     }
 }
 
@@ -450,6 +451,7 @@ async fn serve(
     inbound: Arc<dyn Inbound>,
     config: ListenerConfig,
     shutdown: CancellationToken,
+    goaway: CancellationToken,
     metrics: Arc<ListenerMetrics>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -480,7 +482,10 @@ async fn serve(
         &*inbound,
         &queue,
         &config,
-        &cancel,
+        Signals {
+            cancel: &cancel,
+            goaway: &goaway,
+        },
         &metrics,
     )
     .await;
@@ -493,14 +498,18 @@ async fn serve(
         }
         End::Error(reason) => {
             metrics.closed("error");
-            tracing::warn!(%peer, %reason, "closing connection");
+            if let Some(suppressed) = warn_allowed("connection_closed", &peer.ip()) {
+                tracing::warn!(%peer, %reason, suppressed, "closing connection");
+            }
             cancel.cancel();
             reason
         }
         End::Refused(reason) => {
             metrics.closed("auth");
             metrics.refused("auth", 1);
-            tracing::warn!(%peer, %reason, "peer refused: not authenticated");
+            if let Some(suppressed) = warn_allowed("auth_refused", &peer.ip()) {
+                tracing::warn!(%peer, %reason, suppressed, "peer refused: not authenticated");
+            }
             queue.close();
             format!("not authenticated: {reason}")
         }
@@ -529,7 +538,9 @@ async fn serve(
         match writer_end {
             Ok(WriterEnd::Failed(e)) => {
                 let r = format!("write failed: {e}");
-                tracing::warn!(%peer, reason = %r, "closing connection");
+                if let Some(suppressed) = warn_allowed("connection_closed", &peer.ip()) {
+                    tracing::warn!(%peer, reason = %r, suppressed, "closing connection");
+                }
                 r
             }
             _ => "connection closed".to_string(),
@@ -564,27 +575,80 @@ struct Inflow<'a> {
     partial: HashMap<u32, Partial>,
     /// Sessions of expired multi-part messages whose late pieces are dropped.
     expired: HashSet<u32>,
+    /// Sessions of multi-part messages shed at their header, whose pieces are dropped as
+    /// they come (the sender writes them right behind it, so this stays small).
+    shed: HashSet<u32>,
     metrics: &'a ListenerMetrics,
+}
+
+/// A message that does not fit: shed it (`close` false), or close the connection when it
+/// could never fit (larger than the whole budget).
+struct Shed {
+    text: String,
+    close: bool,
 }
 
 impl Inflow<'_> {
     /// Charge `n` bytes to the node's inbound budget (`Ok(None)` if there is none).
-    fn charge(&self, n: usize, what: &str) -> Result<Option<Permit>, End> {
+    fn charge(&self, n: usize, what: &str) -> Result<Option<Permit>, Shed> {
         let Some(budget) = &self.config.inbound_budget else {
             return Ok(None);
         };
         match budget.try_acquire(n) {
             Some(p) => Ok(Some(p)),
-            None => {
+            None if n > budget.limit() => {
+                // Counted as a rejection too: the connection is closed for it.
                 self.metrics.rejections.increment(1);
-                Err(End::Error(format!(
-                "node inbound budget exhausted ({} of {} bytes held by all connections) by a {what} of {n} bytes",
-                budget.used(),
-                budget.limit()
-            )))
+                Err(Shed {
+                text: format!(
+                    "a {what} of {n} bytes is larger than the whole node inbound budget ({} bytes)",
+                    budget.limit()
+                ),
+                close: true,
+            })
             }
+            None => Err(Shed {
+                text: format!(
+                    "{OVERLOADED}: node inbound budget exhausted ({} of {} bytes held); a {what} of {n} bytes refused, retry later",
+                    budget.used(),
+                    budget.limit()
+                ),
+                close: false,
+            }),
         }
     }
+
+    /// Refuse one message that does not fit `limit`: a request is answered `text` at
+    /// once, a push is dropped; counted, and logged at most once a second per peer.
+    /// Returns whether the write queue is now past its limit.
+    fn shed(
+        &self,
+        queue: &WriteQueue<()>,
+        session: u32,
+        push: bool,
+        limit: &'static str,
+        text: String,
+    ) -> bool {
+        let peer = self.peer;
+        self.metrics
+            .shed(if push { "push" } else { "request" }, limit);
+        if let Some(suppressed) = warn_allowed("overloaded", &peer.ip()) {
+            let done = if push {
+                "push dropped"
+            } else {
+                "request answered Overloaded"
+            };
+            tracing::warn!(%peer, limit, suppressed, reason = %text, "shedding load: {done}");
+        }
+        !push && answer(queue, self.config, session, Err(text)) > self.config.max_queued_bytes
+    }
+}
+
+/// What a connection's read loop is told from outside: stop (`cancel`), and the node
+/// drains (`goaway`: tell a bee peer, see [`GOAWAY`]).
+struct Signals<'a> {
+    cancel: &'a CancellationToken,
+    goaway: &'a CancellationToken,
 }
 
 async fn read_loop(
@@ -593,7 +657,7 @@ async fn read_loop(
     inbound: &dyn Inbound,
     queue: &WriteQueue<()>,
     config: &ListenerConfig,
-    cancel: &CancellationToken,
+    Signals { cancel, goaway }: Signals<'_>,
     metrics: &ListenerMetrics,
 ) -> End {
     let mut assembler = RequestAssembler::new(Limits {
@@ -607,6 +671,7 @@ async fn read_loop(
         config,
         partial: HashMap::new(),
         expired: HashSet::new(),
+        shed: HashSet::new(),
         metrics,
     };
     let mut later: FuturesUnordered<Pending> = FuturesUnordered::new();
@@ -640,10 +705,14 @@ async fn read_loop(
     let mut last_traffic = Instant::now();
     let mut traffic = false;
     let mut was_reading = true;
+    // Whether the peer is a bee node (it speaks `goaway`), and whether it was told.
+    let mut bee = false;
+    let mut told_goaway = false;
     loop {
         queue.activity.set_outstanding(later.len());
-        let reading =
-            !backlogged && later.len() < config.max_outstanding && held < config.max_inbound_bytes;
+        // Only a peer that does not read its answers stops the reading; past every other
+        // bound, requests are answered `Overloaded` one by one (and heartbeats answered).
+        let reading = !backlogged;
         if reading && !was_reading {
             // Not reading was our choice: the peer's partial frame gets its full time.
             reader.touch_partial();
@@ -657,6 +726,16 @@ async fn read_loop(
                 traffic = true;
                 if let Some((session, result)) = done {
                     backlogged |= answer(queue, config, session, result) > config.max_queued_bytes;
+                }
+                continue;
+            }
+            _ = goaway.cancelled(), if bee && !told_goaway => {
+                told_goaway = true;
+                tracing::debug!(%peer, "telling the peer goaway");
+                let mut g = queue.lock();
+                if !g.closed {
+                    encode_session0_error(&mut g.buf, GOAWAY.as_bytes());
+                    backlogged |= queue.defer(g) > config.max_queued_bytes;
                 }
                 continue;
             }
@@ -731,10 +810,24 @@ async fn read_loop(
             } => {
                 let permit = match flow.charge(*total as usize, "multi-part message") {
                     Ok(p) => p,
-                    Err(end) => return end,
+                    Err(shed) if shed.close => return End::Error(shed.text),
+                    Err(shed) => {
+                        // Its pieces are dropped as they come.
+                        flow.shed.insert(*session);
+                        backlogged |=
+                            flow.shed(queue, *session, *push, "inbound_budget", shed.text);
+                        continue;
+                    }
                 };
                 flow.expired.remove(session);
+                flow.shed.remove(session);
                 header = Some((*session, *push, permit));
+            }
+            RequestFrame::Piece { session, last, .. } if flow.shed.contains(session) => {
+                if *last {
+                    flow.shed.remove(session);
+                }
+                continue;
             }
             RequestFrame::Piece { session, last, .. } if flow.expired.contains(session) => {
                 if *last {
@@ -767,10 +860,15 @@ async fn read_loop(
                 got,
             }) => {
                 let push = flow.partial.remove(&session).is_some_and(|p| p.push);
+                let warn = warn_allowed("size_mismatch", &peer.ip());
                 if push {
-                    tracing::warn!(%peer, session, announced, got, "multi-part push does not add up to its announced size; dropped");
+                    if let Some(suppressed) = warn {
+                        tracing::warn!(%peer, session, announced, got, suppressed, "multi-part push does not add up to its announced size; dropped");
+                    }
                 } else {
-                    tracing::warn!(%peer, session, announced, got, "multi-part request does not add up to its announced size; answered {INVALID_LARGE_REQ:?}");
+                    if let Some(suppressed) = warn {
+                        tracing::warn!(%peer, session, announced, got, suppressed, "multi-part request does not add up to its announced size; answered {INVALID_LARGE_REQ:?}");
+                    }
                     backlogged |= answer(queue, config, session, Err(INVALID_LARGE_REQ.into()))
                         > config.max_queued_bytes;
                 }
@@ -780,13 +878,10 @@ async fn read_loop(
         };
         // Whole or completed: nothing pending under this session any more; a completed
         // multi-part message keeps the budget its header took.
-        let permit = match flow.partial.remove(&req.session) {
-            Some(p) => p.permit,
-            None => match flow.charge(req.payload.len(), "request") {
-                Ok(p) => p,
-                Err(end) => return end,
-            },
-        };
+        let assembled = flow.partial.remove(&req.session).map(|p| p.permit);
+        if !bee && matches!(&req.address, Address::Name(n) if n.starts_with(b"@bee_")) {
+            bee = true;
+        }
         // Node authentication (see `crate::auth`): handled here, never dispatched.
         if is_auth(&req.address) && !req.push {
             match auth.step(&req.payload) {
@@ -825,6 +920,50 @@ async fn read_loop(
         let session = req.session;
         let push = req.push;
         let size = req.payload.len();
+        // A request past this connection's own bounds is shed before it is charged.
+        if !push && !later.is_empty() {
+            let limit = if later.len() >= config.max_outstanding {
+                Some((
+                    "outstanding",
+                    format!("{} requests of this connection unanswered", later.len()),
+                ))
+            } else if held + size > config.max_inbound_bytes {
+                Some((
+                    "connection_bytes",
+                    format!("{held} bytes of this connection's requests held"),
+                ))
+            } else {
+                None
+            };
+            if let Some((limit, why)) = limit {
+                let text =
+                    format!("{OVERLOADED}: {why}; a request of {size} bytes refused, retry later");
+                backlogged |= flow.shed(queue, session, push, limit, text);
+                continue;
+            }
+        }
+        // The request's bytes are charged from here until the last copy of its payload
+        // is dropped and its answer is computed (see `Permit::carry`): wherever the
+        // service keeps it, whatever happens to this connection.
+        let copy = assembled.is_none();
+        let permit = match assembled {
+            Some(p) => p,
+            None => match flow.charge(size, if push { "push" } else { "request" }) {
+                Ok(p) => p,
+                Err(shed) if shed.close => return End::Error(shed.text),
+                Err(shed) => {
+                    backlogged |= flow.shed(queue, session, push, "inbound_budget", shed.text);
+                    continue;
+                }
+            },
+        };
+        let mut req = req;
+        if let Some(permit) = permit {
+            // A whole request is a slice of the read buffer: copied, so that what it
+            // keeps alive is what it is charged.
+            req.payload = permit.carry(std::mem::take(&mut req.payload), copy);
+        }
+        let keep = req.payload.clone();
         // Dispatch in arrival order, while answers of earlier requests keep flowing.
         let dispatched = {
             let dispatch = inbound.dispatch(req);
@@ -856,7 +995,7 @@ async fn read_loop(
                 held += size;
                 later.push(
                     fut.map(move |r| {
-                        drop(permit);
+                        drop(keep);
                         (size, (!push).then_some((session, r)))
                     })
                     .boxed(),
@@ -897,7 +1036,9 @@ fn expire(flow: &mut Inflow<'_>, assembler: &mut RequestAssembler, queue: &Write
         flow.expired.insert(session);
         flow.metrics.expired.increment(1);
         let peer = flow.peer;
-        tracing::warn!(%peer, session, push = p.push, ?timeout, "multi-part message not finished in time; dropped");
+        if let Some(suppressed) = warn_allowed("multipart_expired", &peer.ip()) {
+            tracing::warn!(%peer, session, push = p.push, ?timeout, suppressed, "multi-part message not finished in time; dropped");
+        }
         if !p.push {
             backlogged |= answer(queue, flow.config, session, Err(MULTIPART_EXPIRED.into()))
                 > flow.config.max_queued_bytes;

@@ -31,10 +31,14 @@
 //!    way to notice a skynet process that hangs while its kernel keeps ACKing. The wire
 //!    stays skynet's: a ping is a plain string-address request (type `0x80`).
 //!
-//!    A bee listener that stops reading a connection (back-pressure) for longer than
-//!    `liveness` will be declared dead by the caller — like Erlang's tick, a node too
-//!    busy to read is treated as unreachable. The listener's limits are meant to be far
-//!    from that.
+//!    A bee listener keeps reading a connection under load: requests it has no room for
+//!    are answered `Overloaded` one by one, and heartbeats are answered ahead of any
+//!    charge, so an overloaded peer is not a dead one. It stops reading only when the
+//!    caller does not read its answers; and a write of the caller that went through
+//!    since the ping (the socket drains) also counts as proof of life. A bee node is
+//!    still declared dead when it stops reading for longer than `liveness` with
+//!    nothing draining (a service's full mailbox that blocks delivery for that long, a
+//!    frozen process) — like Erlang's tick.
 //! 3. **Call timeouts**: [`ChannelConfig::max_timeouts`](crate::ChannelConfig::max_timeouts)
 //!    (default 3) calls in a row that time out on one connection, with not one frame
 //!    received in between, recycle the connection.

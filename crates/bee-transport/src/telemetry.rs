@@ -59,8 +59,16 @@ pub const LISTENER_BYTES_IN: &str = "bee_transport_listener_bytes_in_total";
 pub const LISTENER_BYTES_OUT: &str = "bee_transport_listener_bytes_out_total";
 /// Multi-part messages dropped unfinished after `multipart_timeout`.
 pub const LISTENER_MULTIPART_EXPIRED: &str = "bee_transport_listener_multipart_expired_total";
-/// Connections closed because the node inbound budget was exhausted.
+/// Requests and pushes refused because the node inbound budget (or the connection's own
+/// bounds) had no room for them — requests answered `Overloaded`, pushes dropped, the
+/// connection kept — and connections closed for a message larger than the whole budget.
 pub const LISTENER_REJECTIONS: &str = "bee_transport_listener_budget_rejections_total";
+/// Requests and pushes shed, by `what` (`request`, `push`) and `limit`
+/// (`inbound_budget`, `connection_bytes`, `outstanding`).
+pub const LISTENER_SHED: &str = "bee_transport_listener_shed_total";
+/// Warnings, by `kind`, whether logged or suppressed by the throttle (see
+/// [`crate::throttle`]).
+pub const WARNINGS: &str = "bee_transport_warnings_total";
 
 /// Metric handles of one channel.
 #[derive(Debug)]
@@ -151,6 +159,13 @@ impl ListenerMetrics {
     pub fn refused(&self, reason: &'static str, n: u64) {
         counter!(LISTENER_REFUSED, "listener" => self.listener.clone(), "reason" => reason)
             .increment(n);
+    }
+
+    /// Count a request or push shed (answered `Overloaded`, or dropped).
+    pub fn shed(&self, what: &'static str, limit: &'static str) {
+        self.rejections.increment(1);
+        counter!(LISTENER_SHED, "listener" => self.listener.clone(), "what" => what, "limit" => limit)
+            .increment(1);
     }
 
     /// Count a closed connection.

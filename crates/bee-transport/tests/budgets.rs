@@ -10,7 +10,7 @@ use bee_codec::cluster::{encode_request, Address};
 use bee_codec::frame::MAX_BODY;
 use bee_transport::{
     ByteBudget, Channel, ChannelConfig, Connection, ListenerConfig, TransportError,
-    MULTIPART_EXPIRED,
+    MULTIPART_EXPIRED, OVERLOADED, PING_NAME,
 };
 use bytes::{Bytes, BytesMut};
 use common::{expect_closed, name, read_response, wait_until, RawServer, Server};
@@ -84,11 +84,13 @@ async fn slow_consumers_are_held_under_the_node_outbound_budget() {
     assert!(budget.rejected() >= 2);
 }
 
-/// Requests held unanswered by a listener count against the node inbound budget; the
-/// connection whose request does not fit is closed, its bytes are given back, and the
-/// listener keeps serving others.
+/// Requests held unanswered by a listener count against the node inbound budget for as
+/// long as the service keeps them, whatever happens to the connection. A request that
+/// does not fit is answered `Overloaded` at once, on its own session; the connection
+/// stays up and keeps being read (heartbeats answered); a bee caller gets the typed
+/// error. Only a message larger than the whole budget closes the connection.
 #[tokio::test]
-async fn listener_closes_a_connection_past_the_node_inbound_budget() {
+async fn listener_sheds_requests_past_the_node_inbound_budget_and_keeps_the_connection() {
     let budget = ByteBudget::new(64 * 1024);
     let server = Server::start(ListenerConfig {
         inbound_budget: Some(budget.clone()),
@@ -98,34 +100,70 @@ async fn listener_closes_a_connection_past_the_node_inbound_budget() {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let mut out = BytesMut::new();
     for session in 1..=20u32 {
-        encode_request(&mut out, &name("@hold"), session, &[1u8; 8000]).unwrap();
+        encode_request(&mut out, &name("@keep"), session, &[1u8; 8000]).unwrap();
     }
+    encode_request(&mut out, &name(PING_NAME), 21, b"").unwrap();
     stream.write_all(&out).await.unwrap();
-    let reason = server
-        .probe
-        .wait_closed("node inbound budget exhausted")
-        .await;
-    assert!(reason.contains("65536"), "{reason}");
-    expect_closed(&mut stream).await;
-    wait_until("budget given back", || budget.used() == 0).await;
-    // Eight 8000-byte requests fit in 64 KiB; the ninth closed the connection.
-    assert_eq!(
-        server
-            .probe
-            .received
-            .load(std::sync::atomic::Ordering::SeqCst),
-        8
-    );
+    let mut conn = Connection::new(stream, MAX_BODY);
+    // Eight 8000-byte requests fit in 64 KiB; the twelve others are shed one by one,
+    // and the heartbeat after them is answered on the same connection.
+    let mut answers = Vec::new();
+    for _ in 0..13 {
+        let a = tokio::time::timeout(Duration::from_secs(10), read_response(&mut conn))
+            .await
+            .expect("answered")
+            .expect("connection open");
+        answers.push(a);
+    }
+    for (i, (session, result)) in answers.iter().take(12).enumerate() {
+        assert_eq!(*session, 9 + i as u32);
+        let text = String::from_utf8_lossy(result.as_ref().unwrap_err()).into_owned();
+        assert!(text.starts_with(OVERLOADED), "{text}");
+        assert!(text.contains("65536"), "{text}");
+    }
+    assert_eq!(answers[12], (21, Ok(Bytes::new())));
+    assert_eq!(server.probe.kept.lock().unwrap().len(), 8);
+    assert_eq!(budget.used(), 8 * 8000);
+    assert!(server.probe.closed_reasons().is_empty());
+
+    // A bee caller tells overload from a node that is down.
     let ch = server.channel();
     let r = ch
-        .call(
-            name("@echo"),
-            Bytes::from_static(b"others still served"),
-            None,
-        )
+        .call(name("@echo"), Bytes::from(vec![2u8; 8000]), None)
+        .await;
+    assert!(
+        matches!(&r, Err(TransportError::Overloaded { node, what }) if node == "testnode" && what.contains("inbound budget")),
+        "{r:?}"
+    );
+
+    // The connection goes; the service still holds the requests, so their bytes stay
+    // charged until it lets them go.
+    drop(conn);
+    server.probe.wait_closed("peer closed").await;
+    assert_eq!(budget.used(), 8 * 8000);
+    server.probe.kept.lock().unwrap().clear();
+    assert_eq!(budget.used(), 0);
+    let r = ch
+        .call(name("@echo"), Bytes::from_static(b"served again"), None)
         .await
         .unwrap();
-    assert_eq!(&r[..], b"others still served");
+    assert_eq!(&r[..], b"served again");
+
+    // A multi-part message larger than the whole budget can never fit: that connection
+    // is closed.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut header = vec![0x01];
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&7u32.to_le_bytes());
+    header.extend_from_slice(&(100u32 << 10).to_le_bytes());
+    stream.write_all(&frame(&header)).await.unwrap();
+    let reason = server
+        .probe
+        .wait_closed("larger than the whole node inbound budget")
+        .await;
+    assert!(reason.contains("102400"), "{reason}");
+    expect_closed(&mut stream).await;
+    assert_eq!(budget.used(), 0);
     server.stop().await;
 }
 
@@ -241,4 +279,42 @@ async fn requests_of_calls_that_stopped_waiting_are_not_written() {
     conn.reply(next.session, b"fine").await;
     assert_eq!(&survivor.await.unwrap().unwrap()[..], b"fine");
     wait_until("queue drained and budget given back", || budget.used() == 0).await;
+}
+
+/// A listener that stops accepting tells each bee connection `goaway` in-band: the
+/// channel retires it, so its next call opens a new connection (refused here: nobody
+/// listens any more) instead of being served on the old one.
+#[tokio::test]
+async fn stop_accepting_tells_bee_connections_goaway() {
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+    let listener = bee_transport::Listener::bind("127.0.0.1:0", ListenerConfig::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let probe = Arc::new(common::Probe::default());
+    let (stop, shutdown) = (CancellationToken::new(), CancellationToken::new());
+    let task = tokio::spawn(listener.run_until(
+        Arc::new(common::TestAcceptor {
+            probe: probe.clone(),
+        }),
+        stop.clone(),
+        shutdown.clone(),
+    ));
+    let ch = Channel::new("drainer", addr.to_string(), quiet(None));
+    // A bee name marks the connection as a bee peer's.
+    let r = ch.call(name("@bee_hello"), Bytes::new(), None).await;
+    assert!(matches!(r, Err(TransportError::Remote { .. })), "{r:?}");
+    ch.call(name("@echo"), Bytes::from_static(b"a"), None)
+        .await
+        .unwrap();
+    stop.cancel();
+    wait_until("the old connection retired and closed", || {
+        probe.closed_reasons().len() == 1
+    })
+    .await;
+    let r = ch.call(name("@echo"), Bytes::from_static(b"b"), None).await;
+    assert!(matches!(r, Err(TransportError::Connect { .. })), "{r:?}");
+    shutdown.cancel();
+    task.await.unwrap();
 }

@@ -34,6 +34,8 @@ pub struct Probe {
     pub addresses: Mutex<Vec<Address>>,
     /// Reasons given to `Inbound::closed`.
     pub closed: Mutex<Vec<String>>,
+    /// Payloads sent to `@keep`, kept as a service keeps a request it has not finished.
+    pub kept: Mutex<Vec<Bytes>>,
 }
 
 impl Probe {
@@ -81,6 +83,7 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// - `@later`: reply with the payload from a `Later` future;
 /// - `@slow`: wait the milliseconds written in the payload (decimal text), then echo;
 /// - `@hold`: never answer;
+/// - `@keep`: keep the payload in the probe (as a service's mailbox would), never answer;
 /// - `@order`: record the payload, reply "ok" to calls.
 pub struct TestInbound {
     probe: Arc<Probe>,
@@ -131,6 +134,10 @@ impl Inbound for TestInbound {
                     )
                 }
                 b"@hold" => Dispatched::Later(futures::future::pending().boxed()),
+                b"@keep" => {
+                    self.probe.kept.lock().unwrap().push(req.payload);
+                    Dispatched::Later(futures::future::pending().boxed())
+                }
                 b"@order" => {
                     self.probe.order.lock().unwrap().push(req.payload);
                     if req.push {
