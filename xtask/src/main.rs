@@ -10,6 +10,9 @@
 //! - `cargo xtask cpp [--asan]`: build the C/C++ service modules (`cservices/`).
 //! - `cargo xtask soak [--secs N] [--warmup N]`: two nodes under mixed load for 10
 //!   minutes (or N s), memory sampled every second (not in CI).
+//! - `cargo xtask stress TEST… --runs N [--hog] [--secs S]`: run timing-sensitive tests
+//!   again and again beside a CPU hog and report the failures with their output (CI
+//!   runs a short round).
 
 mod bench;
 mod cpp;
@@ -19,6 +22,7 @@ mod layers;
 mod process;
 mod setup;
 mod soak;
+mod stress;
 
 use std::process::Command;
 
@@ -44,6 +48,7 @@ fn run() -> Result<()> {
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("layers") => layers::run(&root),
         Some("soak") => soak::run(&root, &args[1..]),
+        Some("stress") => stress::run(&root, &args[1..]),
         // The soak's load client, run from the release build by `soak`.
         Some("soak-client") => soak::client(&args[1..]),
         Some("cpp") => {
@@ -59,7 +64,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | cpp [--asan] | bench [--quick] | soak [--secs N] [--warmup N] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | layers | cpp [--asan] | bench [--quick] | soak [--secs N] [--warmup N] | stress TEST... --runs N [--hog] [--secs S] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -86,8 +91,8 @@ pub(crate) fn cargo() -> Command {
 }
 
 /// The whole test suite: setup, formatting, lints, doc tests, the C/C++ tests, the
-/// benchmarks' smoke run, then every test with nextest (whose summary line ends the
-/// output).
+/// benchmarks' smoke run, every test with nextest, then a short stress round of the
+/// timing-sensitive tests beside a CPU hog (whose summary ends the output).
 fn ci() -> Result<()> {
     setup::ensure_all()?;
     step("format", cargo().args(["fmt", "--all", "--check"]))?;
@@ -117,7 +122,8 @@ fn ci() -> Result<()> {
     step(
         "tests",
         cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]),
-    )
+    )?;
+    stress::ci_round(&project_root())
 }
 
 /// `apt-get update` then `apt-get install -y` of `packages`, failing with a line that says
