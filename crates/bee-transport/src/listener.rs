@@ -388,18 +388,28 @@ impl Listener {
                 },
             }
         }
-        if !shutdown.is_cancelled() {
-            // Peers whose handshake the kernel completed before the socket closes would
-            // be reset by the close, with whatever they already wrote: serve them.
+        // Peers whose handshake the kernel completed before the socket closes would be
+        // reset by the close, with whatever they already wrote: serve them. Asked of the
+        // socket itself (non-blocking), not of the reactor, which may not have seen them.
+        let listener = listener.into_std();
+        if let (false, Ok(socket)) = (shutdown.is_cancelled(), &listener) {
             let mut late = 0;
             while late < LATE_PEERS {
-                let Some(Ok((stream, peer))) = listener.accept().now_or_never() else {
+                let Ok((stream, peer)) = socket.accept() else {
                     break;
                 };
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(stream) => spawn_serve(
+                        &mut tasks, stream, peer, &*acceptor, &config, &shutdown, &open, &metrics,
+                    ),
+                    Err(e) => {
+                        tracing::warn!(%local, %peer, error = %e, "cannot serve a peer accepted while closing")
+                    }
+                }
                 late += 1;
-                spawn_serve(
-                    &mut tasks, stream, peer, &*acceptor, &config, &shutdown, &open, &metrics,
-                );
             }
             if late > 0 {
                 tracing::debug!(%local, late, "served the peers that were waiting to be accepted");
