@@ -72,10 +72,15 @@ fn target_dir() -> PathBuf {
 }
 
 /// Build the node binaries (`bee` and `bee-demo`) once per test process if they are
-/// missing or stale; returns the directory holding them.
+/// missing or stale; returns the directory holding them. With `BEE_TEST_PREBUILT=1`
+/// (set by `cargo xtask stress`, which built them) cargo is not run: a test run then
+/// never waits for another cargo holding the build directory's lock.
 fn built_bins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if std::env::var_os("BEE_TEST_PREBUILT").is_some_and(|v| v == "1") {
+            return target_dir().join("debug");
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args([

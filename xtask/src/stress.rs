@@ -138,6 +138,9 @@ fn stress(
                     "BEE_LOG",
                     std::env::var("BEE_LOG").unwrap_or_else(|_| "debug".into()),
                 )
+                // Built above: the test does not run cargo itself (which would wait
+                // for any other cargo using the target directory, inside the timing).
+                .env("BEE_TEST_PREBUILT", "1")
                 .current_dir(root.join("tests"))
                 .stdin(Stdio::null())
                 .output()
