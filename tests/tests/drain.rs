@@ -306,24 +306,22 @@ async fn order_per_sender_holds_across_drain_and_restarts() {
     // checker counts exactly one message per sender as out of order — the sender's first
     // there — and must start right after where the previous process ended.
     assert_eq!(seen[0].out_of_order, 0, "{summary}");
-    for k in 1..seen.len() {
+    for (k, p) in seen.iter().enumerate().skip(1) {
         assert_eq!(
-            seen[k].out_of_order,
+            p.out_of_order,
             senders.len() as u64,
             "process {k}: only each sender's first message is unexpected there; {summary}"
         );
     }
     for (i, s) in senders.iter().enumerate() {
         assert_eq!(seen[0].first.get(s), Some(&1), "{s} starts at 1; {summary}");
-        for k in 1..seen.len() {
-            if let Some(first) = seen[k].first.get(s) {
-                assert_eq!(
-                    *first,
-                    seen[k - 1].last.get(s).copied().unwrap_or(0) + 1,
-                    "{s}: process {k} starts right after process {}; {summary}",
-                    k - 1
-                );
-            }
+        for (k, pair) in seen.windows(2).enumerate() {
+            assert_eq!(
+                pair[1].first.get(s).copied(),
+                pair[0].last.get(s).map(|n| n + 1),
+                "{s}: process {} starts right after process {k}; {summary}",
+                k + 1
+            );
         }
         assert_eq!(
             seen.last().unwrap().last.get(s).copied(),
