@@ -14,13 +14,48 @@ use std::time::{Duration, Instant};
 use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::{ClusterConfig, Registry};
 
-/// A free TCP port on 127.0.0.1 (bound then released; the OS will not hand it out again
-/// at once).
+/// A free TCP port on 127.0.0.1 for a node to listen on, reserved for this test process.
+///
+/// Tests run in parallel processes, and a port that is only bound and released (port 0)
+/// can be handed out again — to another test asking the same, to a second node of the
+/// same layout, or as the local port of any outgoing connection (the kernel takes those
+/// from the same ephemeral range) — before the node binds it, which then fails at
+/// start-up. So the port is taken below the ephemeral range (outgoing connections never
+/// use it), checked free by binding it, and reserved with a lock file under the temp
+/// dir held until this process exits (no other test process picks it meanwhile).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u32, low.min(65_536));
+    let dir = std::env::temp_dir().join("bee-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the port reservation dir");
+    // Start somewhere different in each process (pid and clock), then walk the range.
+    let span = to.saturating_sub(from).max(1);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..span {
+        let port = from + (seed.wrapping_add(i.wrapping_mul(7_919))) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        let Ok(lock) = std::fs::File::create(dir.join(format!("{port}.lock"))) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            held.push(lock);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {from}..{to}")
 }
 
 /// The workspace's target directory (where `bee` is built).
@@ -37,10 +72,15 @@ fn target_dir() -> PathBuf {
 }
 
 /// Build the node binaries (`bee` and `bee-demo`) once per test process if they are
-/// missing or stale; returns the directory holding them.
+/// missing or stale; returns the directory holding them. With `BEE_TEST_PREBUILT=1`
+/// (set by `cargo xtask stress`, which built them) cargo is not run: a test run then
+/// never waits for another cargo holding the build directory's lock.
 fn built_bins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if std::env::var_os("BEE_TEST_PREBUILT").is_some_and(|v| v == "1") {
+            return target_dir().join("debug");
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args([

@@ -14,6 +14,9 @@
 //!   minutes (or N s), memory sampled every second (not in CI).
 //! - `cargo xtask status-bench [--nodes N] [--secs S]`: what the status page costs on a
 //!   cluster of N nodes (load time, CPU while open; not in CI).
+//! - `cargo xtask stress TEST… --runs N [--hog] [--secs S]`: run timing-sensitive tests
+//!   again and again beside a CPU hog and report the failures with their output (CI
+//!   runs a short round).
 
 mod bench;
 mod cpp;
@@ -25,6 +28,7 @@ mod setup;
 mod skynet;
 mod soak;
 mod status_bench;
+mod stress;
 
 use std::process::Command;
 
@@ -52,6 +56,7 @@ fn run() -> Result<()> {
         Some("layers") => layers::run(&root),
         Some("soak") => soak::run(&root, &args[1..]),
         Some("status-bench") => status_bench::run(&root, &args[1..]),
+        Some("stress") => stress::run(&root, &args[1..]),
         // The soak's load client, run from the release build by `soak`.
         Some("soak-client") => soak::client(&args[1..]),
         Some("cpp") => {
@@ -67,7 +72,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | soak [--secs N] [--warmup N] | status-bench [--nodes N] [--secs S] [--release] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | soak [--secs N] [--warmup N] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -94,9 +99,9 @@ pub(crate) fn cargo() -> Command {
 }
 
 /// The whole test suite: setup, stock skynet (built or found), formatting, lints, doc
-/// tests, the C/C++ tests, the benchmarks' smoke run with the skynet columns, then every
-/// test with nextest, the skynet interop tests included (its summary line ends the
-/// output).
+/// tests, the C/C++ tests, the benchmarks' smoke run with the skynet columns, a short
+/// stress round of the timing-sensitive tests beside a CPU hog, then every test with
+/// nextest, the skynet interop tests included (its summary line ends the output).
 fn ci() -> Result<()> {
     setup::ensure_all()?;
     // Stock skynet first: the interop tests and the benchmarks' skynet columns need it,
@@ -127,12 +132,16 @@ fn ci() -> Result<()> {
     // call or a lost push, never on speed.
     eprintln!("\n== benchmark smoke test: cargo xtask bench --quick");
     bench::run(&project_root(), &["--quick".to_string()])?;
+    // Timing-sensitive tests again and again beside a CPU hog (a few minutes at most);
+    // its verdict is given after the full run so that nextest's summary ends the output.
+    let stress = stress::ci_round(&project_root());
     step(
         "tests",
         cargo()
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
             .env("SKYNET_DIR", &skynet),
-    )
+    )?;
+    stress
 }
 
 /// `apt-get update` then `apt-get install -y` of `packages`, failing with a line that says

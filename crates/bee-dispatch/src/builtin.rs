@@ -15,9 +15,15 @@
 //!   concurrently: a slow call does not hold up the next one. A first argument that is
 //!   not a delay in `0..=`[`SLOW_MAX_MS`] is answered with an error; pushes are ignored.
 //! - `sequence` checks delivery: each push `(sender, seq)` must carry the sender's next
-//!   number (1, 2, …); a call `("report")` answers `received, out_of_order, senders`,
-//!   `("last", sender)` the sender's last number. Its table crosses a hot update, so a
-//!   check spans every process of the node (exactly once, in order per sender).
+//!   number (1, 2, …); so must a call `("check", sender, seq)`, which answers the number
+//!   it expected — calls and pushes of one sender share one sequence, so a call that
+//!   overtook a push is seen. A call `("report")` answers `received, out_of_order,
+//!   senders`, `("last", sender)` the sender's last number, `("first", sender)` the
+//!   first number this process got from it. Its table crosses a hot update, so a check
+//!   spans every process of the node (exactly once, in order per sender); when the
+//!   service stops it logs its table (`sequence checker stopped first=a:1 b:1
+//!   last=a:12 b:40`),
+//!   so a check can also span a plain restart.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -182,47 +188,88 @@ mod tests {
 #[derive(Debug, Default)]
 pub struct Sequence {
     last: BTreeMap<String, i64>,
+    /// The first number this process got from each sender (not carried over).
+    first: BTreeMap<String, i64>,
     received: u64,
     out_of_order: u64,
+}
+
+impl Sequence {
+    /// Count `seq` from `sender`; returns the number that was expected.
+    fn note(&mut self, sender: &[u8], seq: i64) -> i64 {
+        let sender = String::from_utf8_lossy(sender).into_owned();
+        self.first.entry(sender.clone()).or_insert(seq);
+        let last = self.last.entry(sender.clone()).or_insert(0);
+        let expected = *last + 1;
+        self.received += 1;
+        if seq != expected {
+            self.out_of_order += 1;
+            tracing::warn!(%sender, seq, expected, "sequence: out of order, lost or repeated");
+        }
+        *last = (*last).max(seq);
+        expected
+    }
+}
+
+impl Drop for Sequence {
+    fn drop(&mut self) {
+        let table = |t: &BTreeMap<String, i64>| {
+            t.iter()
+                .map(|(s, n)| format!("{s}:{n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        tracing::info!(
+            received = self.received,
+            out_of_order = self.out_of_order,
+            "sequence checker stopped first={} last={}",
+            table(&self.first),
+            table(&self.last)
+        );
+    }
 }
 
 impl Service for Sequence {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
         let values = seri::unpack(&msg.payload)?;
+        let bytes = |i: usize| values.get(i).and_then(Value::as_bytes);
         if !ctx.wants_reply() {
-            let (Some(sender), Some(seq)) = (
-                values.first().and_then(Value::as_bytes),
-                values.get(1).and_then(Value::as_int),
-            ) else {
+            let (Some(sender), Some(seq)) = (bytes(0), values.get(1).and_then(Value::as_int))
+            else {
                 return Err(ServiceError::msg("sequence takes pushes (sender, seq)"));
             };
-            let sender = String::from_utf8_lossy(sender).into_owned();
-            let last = self.last.entry(sender.clone()).or_insert(0);
-            self.received += 1;
-            if seq != *last + 1 {
-                self.out_of_order += 1;
-                tracing::warn!(%sender, seq, expected = *last + 1, "sequence: out of order, lost or repeated");
-            }
-            *last = (*last).max(seq);
+            self.note(sender, seq);
             return Ok(None);
         }
-        let reply = match values.first().and_then(Value::as_bytes) {
+        let sender = || {
+            bytes(1)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let reply = match bytes(0) {
+            Some(b"check") => {
+                let (Some(sender), Some(seq)) = (bytes(1), values.get(2).and_then(Value::as_int))
+                else {
+                    return Err(ServiceError::msg(
+                        "sequence: \"check\" takes (sender, seq)",
+                    ));
+                };
+                vec![Value::Integer(self.note(sender, seq))]
+            }
+            Some(b"first") => vec![Value::Integer(
+                self.first.get(&sender()).copied().unwrap_or(0),
+            )],
             Some(b"report") => vec![
                 Value::Integer(self.received as i64),
                 Value::Integer(self.out_of_order as i64),
                 Value::Integer(self.last.len() as i64),
             ],
-            Some(b"last") => {
-                let sender = values
-                    .get(1)
-                    .and_then(Value::as_bytes)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                vec![Value::Integer(self.last.get(&sender).copied().unwrap_or(0))]
-            }
+            Some(b"last") => vec![Value::Integer(
+                self.last.get(&sender()).copied().unwrap_or(0),
+            )],
             _ => {
                 return Err(ServiceError::msg(
-                    "sequence: a call must be \"report\" or (\"last\", sender)",
+                    "sequence: a call must be \"report\", (\"last\", sender), (\"first\", sender) or (\"check\", sender, seq)",
                 ))
             }
         };

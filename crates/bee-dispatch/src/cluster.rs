@@ -190,6 +190,9 @@ struct Inner {
     /// A second descriptor of each listening socket, for a hot update's successor;
     /// dropped when the node stops accepting (so the socket really closes).
     listen_fds: Mutex<Vec<(SocketAddr, std::os::fd::OwnedFd)>>,
+    /// Per listener: cancelled once its task closed its descriptor of the listening
+    /// socket ([`bee_transport::Listener::unbound`]).
+    unbound: Mutex<Vec<CancellationToken>>,
     shutdown: CancellationToken,
     /// Cancelled when the node stops accepting peers (drain); a child of `shutdown`.
     stop_accepting: CancellationToken,
@@ -264,6 +267,7 @@ impl Cluster {
                         listening: Mutex::new(Vec::new()),
                         inbound: Mutex::new(Vec::new()),
                         listen_fds: Mutex::new(Vec::new()),
+                        unbound: Mutex::new(Vec::new()),
                         stop_accepting: shutdown.child_token(),
                         shutdown,
                         clusterd: Mutex::new(0),
@@ -455,6 +459,11 @@ impl Cluster {
 
     fn serve_listener(&self, listener: Listener) -> Result<SocketAddr, CallError> {
         let local = listener.local_addr();
+        self.inner
+            .unbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener.unbound());
         match listener.dup_socket() {
             Ok(fd) => self
                 .inner
@@ -1076,6 +1085,21 @@ impl Cluster {
     /// the first step of a drain at SIGTERM or a handover).
     pub fn draining(&self) -> bool {
         self.inner.stop_accepting.is_cancelled()
+    }
+
+    /// Wait (at most `within`) until every listening socket of this node is really
+    /// closed after [`Cluster::stop_accepting`] — its listener task has let go of it, so
+    /// a peer connecting now is refused rather than queued by the kernel and then reset.
+    /// Whether all were closed in time.
+    pub async fn stopped_accepting(&self, within: Duration) -> bool {
+        let tokens = self
+            .inner
+            .unbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let all = futures::future::join_all(tokens.iter().map(|t| t.cancelled()));
+        tokio::time::timeout(within, all).await.is_ok()
     }
 
     /// Inbound connections open now, on every listener.

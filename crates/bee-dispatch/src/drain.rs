@@ -1,9 +1,10 @@
 //! Graceful drain: how a node stops without cutting what it already accepted.
 //!
 //! [`Cluster::drain`] runs the steps in order, bounded by one deadline:
-//! 1. **Stop accepting**: every listening socket is closed, so new peers are refused (a
-//!    peer with `ride_through` holds its messages until the node, or its successor, is
-//!    back). Open connections keep being served.
+//! 1. **Stop accepting**: every listening socket is closed — and the drain waits until
+//!    it is, before step 2 — so new peers are refused (a peer with `ride_through` holds
+//!    its messages until the node, or its successor, is back). Open connections keep
+//!    being served, and so are peers already waiting in a socket's accept queue.
 //! 2. **Say goaway** to every bee peer (nodes that exchanged `hello` with this one):
 //!    each retires its connection to this node — what it sends next goes on a new
 //!    connection — and closes the old one once its calls are answered. Stock skynet
@@ -101,6 +102,16 @@ impl Cluster {
         let handled_at = |n: &crate::Node| n.services().iter().map(|s| s.handled).sum::<u64>();
         let start = handled_at(&node);
         self.stop_accepting();
+        // Peers told goaway reconnect at once: the listening sockets must be closed by
+        // then. A socket still open (its listener task not run yet on a busy machine)
+        // lets the kernel complete their handshakes, and closing it a moment later
+        // resets those connections with the calls and pushes already written on them.
+        if !self
+            .stopped_accepting(end.saturating_duration_since(Instant::now()))
+            .await
+        {
+            tracing::warn!("a listening socket was still open at the drain deadline");
+        }
         let peers = self.bee_peers();
         let told = futures::future::join_all(peers.iter().map(|p| async move {
             let within = GOAWAY_TIMEOUT.min(end.saturating_duration_since(Instant::now()));

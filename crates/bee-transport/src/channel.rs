@@ -720,11 +720,20 @@ impl Channel {
         tokio::spawn(async move {
             let t0 = Instant::now();
             loop {
-                let busy = {
-                    let g = conn.lock();
-                    g.state.pending.len() + g.queued()
+                // Checked and closed under one lock: a caller that took this connection
+                // before it was retired may still queue on it until then; after, it is
+                // told the connection is gone and goes to a new one. (Checked, unlocked,
+                // then closed, such a push was queued in between and thrown away by the
+                // close, or such a call failed.)
+                let idle = {
+                    let mut g = conn.lock();
+                    let idle = g.state.pending.is_empty() && g.queued() == 0;
+                    if idle {
+                        g.closed = true;
+                    }
+                    idle
                 };
-                if busy == 0 || !conn.alive.load(Ordering::Acquire) || t0.elapsed() > most {
+                if idle || !conn.alive.load(Ordering::Acquire) || t0.elapsed() > most {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;

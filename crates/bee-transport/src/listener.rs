@@ -236,6 +236,19 @@ pub struct Listener {
     /// the backlog).
     reserve: Option<std::fs::File>,
     open: Arc<AtomicUsize>,
+    /// Cancelled once this process's descriptor of the listening socket is closed.
+    unbound: Unbound,
+}
+
+/// Cancels its token when dropped: [`Listener::unbound`] is told when the listening
+/// socket is closed, by [`Listener::run_until`] or by dropping a listener never run.
+#[derive(Debug, Default)]
+struct Unbound(CancellationToken);
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl Listener {
@@ -254,6 +267,7 @@ impl Listener {
             config,
             reserve,
             open: Arc::new(AtomicUsize::new(0)),
+            unbound: Unbound::default(),
         })
     }
 
@@ -280,6 +294,7 @@ impl Listener {
             config,
             reserve: std::fs::File::open("/dev/null").ok(),
             open: Arc::new(AtomicUsize::new(0)),
+            unbound: Unbound::default(),
         })
     }
 
@@ -293,6 +308,16 @@ impl Listener {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Cancelled once [`Listener::run_until`] has closed this process's descriptor of the
+    /// listening socket (after `stop_accepting` or `shutdown`; also when the listener is
+    /// dropped without running). Until then the kernel still completes handshakes of new
+    /// peers into the socket's queue, and closing it resets those: a drain waits for
+    /// this before it tells peers to reconnect, so their new connections are refused
+    /// (and ridden through) instead of accepted by the kernel and then reset.
+    pub fn unbound(&self) -> CancellationToken {
+        self.unbound.0.clone()
     }
 
     /// Connections open now (shared counter, valid before and after [`Listener::run`]).
@@ -322,6 +347,7 @@ impl Listener {
             config,
             mut reserve,
             open,
+            unbound,
         } = self;
         let mut tasks = JoinSet::new();
         let metrics = Arc::new(ListenerMetrics::new(local.to_string()));
@@ -346,20 +372,7 @@ impl Listener {
                             }
                             continue;
                         }
-                        tracing::debug!(%local, %peer, "peer connected");
-                        open.fetch_add(1, Ordering::AcqRel);
-                        metrics.accepted.increment(1);
-                        metrics.open.increment(1.0);
-                        let guard = OpenGuard(open.clone(), metrics.clone());
-                        let metrics = metrics.clone();
-                        let inbound = acceptor.accept(peer);
-                        let config = config.clone();
-                        let token = shutdown.child_token();
-                        let goaway = stop_accepting.clone();
-                        tasks.spawn(async move {
-                            let _guard = guard;
-                            serve(stream, peer, inbound, config, token, goaway, metrics).await
-                        });
+                        spawn_serve(&mut tasks, stream, peer, &*acceptor, &config, &shutdown, &stop_accepting, &open, &metrics);
                     }
                     Err(e) if is_out_of_fds(&e) => {
                         // Give up the spare descriptor to accept and close the waiting
@@ -401,8 +414,44 @@ impl Listener {
                 },
             }
         }
+        // Peers whose handshake the kernel completed before the socket closes would be
+        // reset by the close, with whatever they already wrote: serve them. Asked of the
+        // socket itself (non-blocking), not of the reactor, which may not have seen them.
+        let listener = listener.into_std();
+        if let (false, Ok(socket)) = (shutdown.is_cancelled(), &listener) {
+            let mut late = 0;
+            while late < LATE_PEERS {
+                let Ok((stream, peer)) = socket.accept() else {
+                    break;
+                };
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(stream) => spawn_serve(
+                        &mut tasks,
+                        stream,
+                        peer,
+                        &*acceptor,
+                        &config,
+                        &shutdown,
+                        &stop_accepting,
+                        &open,
+                        &metrics,
+                    ),
+                    Err(e) => {
+                        tracing::warn!(%local, %peer, error = %e, "cannot serve a peer accepted while closing")
+                    }
+                }
+                late += 1;
+            }
+            if late > 0 {
+                tracing::debug!(%local, late, "served the peers that were waiting to be accepted");
+            }
+        }
         drop(reserve);
         drop(listener);
+        drop(unbound);
         if !shutdown.is_cancelled() {
             tracing::info!(%local, open = open.load(Ordering::Acquire), "stopped accepting; serving the open connections until their peers close them");
         }
@@ -413,6 +462,39 @@ impl Listener {
         }
         tracing::debug!(%local, "listener stopped");
     }
+}
+
+/// At most this many peers already waiting in the accept queue when accepting stops are
+/// still served (the rest are reset by the close, as by any closed socket).
+const LATE_PEERS: usize = 1024;
+
+/// Start serving an accepted connection (counted open until its task ends).
+#[allow(clippy::too_many_arguments)]
+fn spawn_serve(
+    tasks: &mut JoinSet<()>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &dyn Acceptor,
+    config: &ListenerConfig,
+    shutdown: &CancellationToken,
+    stop_accepting: &CancellationToken,
+    open: &Arc<AtomicUsize>,
+    metrics: &Arc<ListenerMetrics>,
+) {
+    tracing::debug!(%peer, "peer connected");
+    open.fetch_add(1, Ordering::AcqRel);
+    metrics.accepted.increment(1);
+    metrics.open.increment(1.0);
+    let guard = OpenGuard(open.clone(), metrics.clone());
+    let metrics = metrics.clone();
+    let inbound = acceptor.accept(peer);
+    let config = config.clone();
+    let token = shutdown.child_token();
+    let goaway = stop_accepting.clone();
+    tasks.spawn(async move {
+        let _guard = guard;
+        serve(stream, peer, inbound, config, token, goaway, metrics).await
+    });
 }
 
 /// Decrements the count of open connections when a connection task ends.
