@@ -351,6 +351,10 @@ impl Listener {
         } = self;
         let mut tasks = JoinSet::new();
         let metrics = Arc::new(ListenerMetrics::new(local.to_string()));
+        // Open connections are told goaway once the listening socket is really closed,
+        // not when accepting stops: a peer told earlier would reconnect into the kernel's
+        // accept queue of a socket about to close, and be reset.
+        let closed = unbound.0.clone();
         loop {
             tokio::select! {
                 biased;
@@ -372,7 +376,7 @@ impl Listener {
                             }
                             continue;
                         }
-                        spawn_serve(&mut tasks, stream, peer, &*acceptor, &config, &shutdown, &stop_accepting, &open, &metrics);
+                        spawn_serve(&mut tasks, stream, peer, &*acceptor, &config, &shutdown, &closed, &open, &metrics);
                     }
                     Err(e) if is_out_of_fds(&e) => {
                         // Give up the spare descriptor to accept and close the waiting
@@ -429,14 +433,7 @@ impl Listener {
                     .and_then(|()| TcpStream::from_std(stream));
                 match stream {
                     Ok(stream) => spawn_serve(
-                        &mut tasks,
-                        stream,
-                        peer,
-                        &*acceptor,
-                        &config,
-                        &shutdown,
-                        &stop_accepting,
-                        &open,
+                        &mut tasks, stream, peer, &*acceptor, &config, &shutdown, &closed, &open,
                         &metrics,
                     ),
                     Err(e) => {
@@ -477,7 +474,7 @@ fn spawn_serve(
     acceptor: &dyn Acceptor,
     config: &ListenerConfig,
     shutdown: &CancellationToken,
-    stop_accepting: &CancellationToken,
+    goaway: &CancellationToken,
     open: &Arc<AtomicUsize>,
     metrics: &Arc<ListenerMetrics>,
 ) {
@@ -490,7 +487,7 @@ fn spawn_serve(
     let inbound = acceptor.accept(peer);
     let config = config.clone();
     let token = shutdown.child_token();
-    let goaway = stop_accepting.clone();
+    let goaway = goaway.clone();
     tasks.spawn(async move {
         let _guard = guard;
         serve(stream, peer, inbound, config, token, goaway, metrics).await
