@@ -69,6 +69,11 @@ impl SkynetNode {
     }
 }
 
+/// Strings as packed values, for the relay's requests.
+fn words(ws: &[&str]) -> Vec<Value> {
+    ws.iter().map(|w| Value::from(*w)).collect()
+}
+
 /// A stock skynet node's `@relay` (`interop/skynet/service/skylab_relay.lua`): make the
 /// skynet node act through its own cluster library. Returns the relay's reply values.
 async fn relay(c: &Cluster, sky: &str, args: Vec<Value>) -> Vec<Value> {
@@ -571,11 +576,7 @@ async fn every_value_kind_both_ways_between_bee_and_stock_skynet() {
         .expect("bee -> skynet echo");
     assert_same_values(&values, &seri::unpack(&reply).unwrap(), "bee -> skynet");
 
-    let mut args = vec![
-        Value::from("call"),
-        Value::from("bee1"),
-        Value::from("echo"),
-    ];
+    let mut args = words(&["call", "bee1", "echo"]);
     args.extend(values.iter().cloned());
     let back = relay(&c, "sky1", args).await;
     assert_eq!(
@@ -588,11 +589,7 @@ async fn every_value_kind_both_ways_between_bee_and_stock_skynet() {
     // Pushes from skynet to bee (small ones and one with every value kind), then a call
     // behind them: bee's sink has counted every one.
     for i in 0..50i64 {
-        let mut args = vec![
-            Value::from("send"),
-            Value::from("bee1"),
-            Value::from("sink"),
-        ];
+        let mut args = words(&["send", "bee1", "sink"]);
         if i == 25 {
             args.extend(values.iter().cloned());
         } else {
@@ -620,12 +617,7 @@ async fn query_and_register_both_ways_between_bee_and_stock_skynet() {
     let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
     let (_node, c) = layout.client(Duration::from_secs(20));
 
-    let reg = relay(
-        &c,
-        "sky1",
-        vec![Value::from("register"), Value::from("late_name")],
-    )
-    .await;
+    let reg = relay(&c, "sky1", words(&["register", "late_name"])).await;
     let skynet_addr = reg[0].as_int().expect("relay's address") as u32;
     assert_eq!(
         c.query("sky1", "late_name")
@@ -640,16 +632,7 @@ async fn query_and_register_both_ways_between_bee_and_stock_skynet() {
     assert!(!err.to_string().is_empty());
 
     let echo = c.query("bee1", "echo").await.expect("query bee echo");
-    let q = relay(
-        &c,
-        "sky1",
-        vec![
-            Value::from("query"),
-            Value::from("bee1"),
-            Value::from("echo"),
-        ],
-    )
-    .await;
+    let q = relay(&c, "sky1", words(&["query", "bee1", "echo"])).await;
     assert_eq!(
         q,
         vec![Value::Boolean(true), Value::Integer(i64::from(echo))],
@@ -673,16 +656,7 @@ async fn query_and_register_both_ways_between_bee_and_stock_skynet() {
         seri::unpack(&r).unwrap(),
         vec![Value::Integer(i64::from(echo))]
     );
-    let q = relay(
-        &c,
-        "sky1",
-        vec![
-            Value::from("query"),
-            Value::from("bee1"),
-            Value::from("echo_alias"),
-        ],
-    )
-    .await;
+    let q = relay(&c, "sky1", words(&["query", "bee1", "echo_alias"])).await;
     assert_eq!(
         q,
         vec![Value::Boolean(true), Value::Integer(i64::from(echo))],
@@ -691,25 +665,11 @@ async fn query_and_register_both_ways_between_bee_and_stock_skynet() {
     let call = relay(
         &c,
         "sky1",
-        vec![
-            Value::from("call"),
-            Value::from("bee1"),
-            Value::from("echo_alias"),
-            Value::from("via alias"),
-        ],
+        words(&["call", "bee1", "echo_alias", "via alias"]),
     )
     .await;
     assert_eq!(call, vec![Value::Boolean(true), Value::from("via alias")]);
-    let q = relay(
-        &c,
-        "sky1",
-        vec![
-            Value::from("query"),
-            Value::from("bee1"),
-            Value::from("no_such_name"),
-        ],
-    )
-    .await;
+    let q = relay(&c, "sky1", words(&["query", "bee1", "no_such_name"])).await;
     assert_eq!(
         q.first(),
         Some(&Value::Boolean(false)),
@@ -831,17 +791,7 @@ async fn a_stock_skynet_node_keeps_calling_a_bee_node_that_restarts() {
         Some(&Value::Boolean(true)),
         "skynet's calls did not succeed again after bee came back: {t:?}"
     );
-    let after = relay(
-        &c,
-        "sky1",
-        vec![
-            Value::from("call"),
-            Value::from("bee1"),
-            Value::from("echo"),
-            Value::from("after"),
-        ],
-    )
-    .await;
+    let after = relay(&c, "sky1", words(&["call", "bee1", "echo", "after"])).await;
     assert_eq!(after, vec![Value::Boolean(true), Value::from("after")]);
 }
 
