@@ -295,6 +295,11 @@ pub extern "C" fn skynet_sendname(
     match dest {
         Some(d) => skynet_send(context, source, d, type_, session, msg, sz),
         None => {
+            if let (Some(c), Some(name)) = (ctx, str_arg(destination)) {
+                if is_global_name(name) && c.host.harbor() != 0 {
+                    return send_global(c, source, name, type_, session, msg, sz);
+                }
+            }
             if type_ & PTYPE_TAG_DONTCOPY != 0 && !msg.is_null() {
                 // SAFETY: DONTCOPY: the block is ours now, and nobody else frees it.
                 unsafe { libc::free(msg) };
@@ -303,6 +308,76 @@ pub extern "C" fn skynet_sendname(
             tracing::warn!(service = %me, module = %module, to = ?str_arg(destination), "skynet_sendname: no such name; not sent");
             -1
         }
+    }
+}
+
+/// A skynet global name: neither `.local` nor `:hex`.
+fn is_global_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.starts_with(':')
+}
+
+/// skynet's `struct remote_message` (kernel → harbor service) on LP64, 48 bytes: the
+/// destination's global name (16 bytes, zero-padded) at 0, its handle at 16 (0 here),
+/// the payload pointer (owned by the harbor service from then on) at 24, its size at 32,
+/// its type at 40.
+fn remote_message(name: &str, message: *const c_void, sz: usize, type_: c_int) -> [u8; 48] {
+    let mut env = [0u8; 48];
+    let n = name.len().min(16);
+    env[..n].copy_from_slice(&name.as_bytes()[..n]);
+    env[24..32].copy_from_slice(&(message as usize as u64).to_ne_bytes());
+    env[32..40].copy_from_slice(&(sz as u64).to_ne_bytes());
+    env[40..44].copy_from_slice(&type_.to_ne_bytes());
+    env
+}
+
+/// A send to a global name, as skynet's kernel does it: an envelope to the harbor
+/// service, which resolves the name (the node's `.cslave` registers them) and delivers.
+fn send_global(
+    c: &SkynetContext,
+    source: u32,
+    name: &str,
+    type_: c_int,
+    session: c_int,
+    msg: *mut c_void,
+    sz: usize,
+) -> c_int {
+    let session = if type_ & PTYPE_TAG_ALLOCSESSION != 0 {
+        c.new_session()
+    } else {
+        session
+    };
+    let data = if msg.is_null() || type_ & PTYPE_TAG_DONTCOPY != 0 {
+        msg
+    } else {
+        // SAFETY: plain malloc; the copy below writes `sz` bytes into it.
+        let p = unsafe { libc::malloc(sz.max(1)) };
+        if p.is_null() {
+            return -1;
+        }
+        // SAFETY: without DONTCOPY `msg` holds `sz` readable bytes; `p` has room for them.
+        unsafe { std::ptr::copy_nonoverlapping(msg.cast::<u8>(), p.cast::<u8>(), sz) };
+        p
+    };
+    let env = remote_message(name, data, sz, type_ & 0xff);
+    let source = if source == 0 { c.handle() } else { source };
+    let sent = c.node().is_some_and(|node| {
+        node.post(
+            c.host.harbor(),
+            Message {
+                source,
+                ptype: 4, // PTYPE_SYSTEM
+                session,
+                payload: Bytes::copy_from_slice(&env),
+            },
+        )
+        .is_ok()
+    });
+    if sent {
+        session
+    } else {
+        // SAFETY: the payload never reached the harbor service: it is still ours.
+        unsafe { libc::free(data) };
+        -1
     }
 }
 
@@ -379,23 +454,22 @@ pub extern "C" fn skynet_timeout(handle: u32, time: c_int, session: c_int) -> c_
         tracing::warn!(to = %fmt_handle(handle), "skynet_timeout for an unknown handle; refused");
         return -1;
     }
-    let weak = node.downgrade();
     if time <= 0 {
         match node.post(handle, timer_message(session)) {
             Ok(()) => return session,
-            Err(CallError::Overloaded { .. }) => {} // retried below, from a task
+            Err(CallError::Overloaded { .. }) => {
+                host.runtime
+                    .spawn(fire_timer(node.downgrade(), handle, session));
+                return session;
+            }
             Err(_) => return -1,
         }
     }
-    let after = Duration::from_millis(u64::try_from(time.max(0)).unwrap_or(0) * 10);
-    host.runtime.spawn(async move {
-        tokio::time::sleep(after).await;
-        fire_timer(weak, handle, session).await;
-    });
+    host.add_timer(handle, u64::try_from(time).unwrap_or(0), session);
     session
 }
 
-fn timer_message(session: c_int) -> Message {
+pub(crate) fn timer_message(session: c_int) -> Message {
     Message {
         source: 0,
         ptype: ptype::RESPONSE,
@@ -406,7 +480,7 @@ fn timer_message(session: c_int) -> Message {
 
 /// Deliver a timer; a full mailbox is retried (a timer is never dropped while its
 /// service lives) for up to a minute, then logged.
-async fn fire_timer(node: bee_dispatch::service::WeakNode, handle: u32, session: c_int) {
+pub(crate) async fn fire_timer(node: bee_dispatch::service::WeakNode, handle: u32, session: c_int) {
     for _ in 0..60_000 {
         let Some(node) = node.upgrade() else { return };
         match node.post(handle, timer_message(session)) {

@@ -38,6 +38,7 @@
 mod context;
 mod ffi;
 mod lua;
+mod timer;
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -136,9 +137,12 @@ pub struct Host {
     contexts: Mutex<HashMap<Addr, Weak<SkynetContext>>>,
     /// The exit monitor (skynet's `MONITOR` command), 0 for none.
     monitor: AtomicU32,
+    /// skynet's C harbor service (`skynet_harbor_start`), 0 for none: global names.
+    harbor: AtomicU32,
     /// Where `skynet_error` lines go when the node hosts skynet's Lua layer: skynet's
     /// logger format on stdout or in a file, instead of the node's own log.
     skynet_log: Mutex<Option<SkynetLog>>,
+    timers: timer::Timers,
 }
 
 /// The destination of skynet-format log lines.
@@ -178,7 +182,9 @@ impl Host {
                 module_dirs: Mutex::new(Vec::new()),
                 contexts: Mutex::new(HashMap::new()),
                 monitor: AtomicU32::new(0),
+                harbor: AtomicU32::new(0),
                 skynet_log: Mutex::new(None),
+                timers: timer::Timers::default(),
             })
         });
         let mut hosts = lock(&HOSTS);
@@ -290,6 +296,14 @@ impl Host {
         self.monitor.load(Ordering::Acquire)
     }
 
+    pub(crate) fn harbor(&self) -> Addr {
+        self.harbor.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_harbor(&self, addr: Addr) {
+        self.harbor.store(addr, Ordering::Release);
+    }
+
     pub(crate) fn set_monitor(&self, addr: Addr) {
         self.monitor.store(addr, Ordering::Release);
     }
@@ -343,6 +357,11 @@ impl Host {
                 .collect::<Vec<_>>()
                 .join(";"),
         })
+    }
+
+    /// Milliseconds since the host started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Hundredths of a second since the host started.

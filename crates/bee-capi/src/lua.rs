@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 
+use crate::context::SkynetContext;
 use crate::{lock, CapiError};
 
 /// The Lua library loaded into this process (one per process: every Lua state and every
@@ -91,11 +92,16 @@ pub extern "C" fn skynet_isremote(_ctx: *mut c_void, handle: u32, harbor: *mut c
     c_int::from(h != 0)
 }
 
-/// skynet's C `harbor` service registers itself with this. A bee node has no harbors:
-/// the service runs (the bootstrap of single-node mode starts one) but nothing is ever
-/// routed to it as remote traffic.
+/// skynet's C `harbor` service registers itself with this. A bee node has no other
+/// harbors: the service (which the bootstrap of single-node mode starts) only resolves
+/// the node's global names (`DATACENTER`, `SERVICE`, …), which `skynet_sendname` hands it.
 #[no_mangle]
-pub extern "C" fn skynet_harbor_start(_ctx: *mut c_void) {}
+pub extern "C" fn skynet_harbor_start(ctx: *mut SkynetContext) {
+    // SAFETY: a context pointer this crate gave the harbor module (or NULL).
+    if let Some(c) = unsafe { ctx.as_ref() } {
+        c.host.set_harbor(c.handle());
+    }
+}
 
 // The allocator statistics of skynet's build without jemalloc: nothing is counted.
 
