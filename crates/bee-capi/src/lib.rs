@@ -9,6 +9,11 @@
 //! `skynet_context_handle`, `skynet_current_handle`, `skynet_handle_retire`,
 //! `skynet_context_new`, `skynet_queryname`, `skynet_now`.
 //!
+//! It also hosts skynet's Lua layer (`docs/lua.md`): [`load_lua`] loads a skynet tree's
+//! own Lua library for `snlua.so` and the Lua C modules, and the `lua` module adds the
+//! kernel functions they need beyond the C service API. A Lua service's request to a
+//! Rust service becomes a bee call whose answer returns to Lua as skynet's response.
+//!
 //! Each loaded module instance is an ordinary bee service ([`bee_dispatch::Service`]):
 //! its handler runs the module's C callback for one message at a time. The bridge to
 //! bee's own calls:
