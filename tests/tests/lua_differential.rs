@@ -354,3 +354,9 @@ fn testping() {
 fn testdatasheet() {
     differential("testdatasheet", 6, Order::Same, Order::Any);
 }
+
+/// A coroutine that sleeps 0 ticks forever: not an endless loop (it yields every time).
+#[test]
+fn testdeadloop() {
+    differential("testdeadloop", 5, Order::Same, Order::Same);
+}

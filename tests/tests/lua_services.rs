@@ -155,3 +155,33 @@ async fn lua_services_call_lua_and_rust_and_errors_reach_the_caller() {
         other => panic!("sleep answered {other:?}"),
     }
 }
+
+/// A Lua service busy in one message for more than 5 s is reported as skynet reports it
+/// (`maybe in an endless loop`, with the busy service's address), and its
+/// `skynet.endless()` is true once, then false (read and cleared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_lua_service_is_reported_as_a_possible_endless_loop() {
+    let skynet = skynet_dir();
+    let layout = Layout::new(&["luaendless"]);
+    let log = layout.dir.path().join("skynet.log");
+    let body = lua_node_body(&skynet, "endless", &log);
+    let _node = tokio::task::block_in_place(|| layout.start("luaendless", &body));
+    let text = tokio::task::block_in_place(|| wait_for_log(&log, "endless flag"));
+    assert!(
+        text.contains("] endless flag true then false"),
+        "skynet.endless() while busy, then again: {text}"
+    );
+    let launched = text
+        .lines()
+        .find(|l| l.ends_with("LAUNCH snlua endless"))
+        .and_then(|l| l.get(2..10))
+        .expect("the endless service's LAUNCH line");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("[:00000000] A message from [ :")
+                && l.contains(&format!(
+                    "] to [ :{launched} ] maybe in an endless loop (version = "
+                ))),
+        "the kernel's report names the busy service :{launched}: {text}"
+    );
+}

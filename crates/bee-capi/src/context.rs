@@ -149,6 +149,8 @@ pub struct SkynetContext {
     released: AtomicBool,
     /// Messages dispatched to the callback (skynet's `STAT message`).
     messages: AtomicU64,
+    /// What the endless-loop monitor reads.
+    pub(crate) probe: crate::monitor::Probe,
 }
 
 thread_local! {
@@ -235,6 +237,7 @@ impl SkynetContext {
             retire_self: AtomicBool::new(false),
             released: AtomicBool::new(false),
             messages: AtomicU64::new(0),
+            probe: crate::monitor::Probe::default(),
         }
     }
 
@@ -423,6 +426,7 @@ impl SkynetContext {
             };
             (p, payload.len())
         };
+        self.probe.enter(msg.source);
         let keep = {
             let _current = CurrentGuard::enter(self);
             // SAFETY: `cb` and `ud` were installed by this module with skynet_callback;
@@ -441,6 +445,7 @@ impl SkynetContext {
                 )
             }
         };
+        self.probe.leave();
         if keep == 0 {
             // SAFETY: `data` is ours again (the callback returned 0); freed once.
             unsafe { libc::free(data) };

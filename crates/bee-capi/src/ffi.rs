@@ -662,7 +662,7 @@ pub extern "C" fn skynet_command(
                     .map_or(0, |s| s.queued)
                     .to_string(),
                 "message" => c.messages().to_string(),
-                "endless" => "0".to_string(),
+                "endless" => if c.probe.take_endless() { "1" } else { "0" }.to_string(),
                 "cpu" => "0.000000".to_string(),
                 "time" => "0".to_string(),
                 _ => String::new(),

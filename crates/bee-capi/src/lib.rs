@@ -43,6 +43,7 @@
 mod context;
 mod ffi;
 mod lua;
+mod monitor;
 mod timer;
 
 use std::collections::HashMap;
@@ -148,6 +149,7 @@ pub struct Host {
     /// logger format on stdout or in a file, instead of the node's own log.
     skynet_log: Mutex<Option<SkynetLog>>,
     timers: timer::Timers,
+    monitor_started: std::sync::atomic::AtomicBool,
 }
 
 /// The destination of skynet-format log lines.
@@ -190,6 +192,7 @@ impl Host {
                 harbor: AtomicU32::new(0),
                 skynet_log: Mutex::new(None),
                 timers: timer::Timers::default(),
+                monitor_started: std::sync::atomic::AtomicBool::new(false),
             })
         });
         let mut hosts = lock(&HOSTS);
@@ -282,10 +285,13 @@ impl Host {
         }
     }
 
-    pub(crate) fn add_context(&self, addr: Addr, ctx: &Arc<SkynetContext>) {
-        let mut map = lock(&self.contexts);
-        map.retain(|_, w| w.strong_count() > 0);
-        map.insert(addr, Arc::downgrade(ctx));
+    pub(crate) fn add_context(self: &Arc<Self>, addr: Addr, ctx: &Arc<SkynetContext>) {
+        {
+            let mut map = lock(&self.contexts);
+            map.retain(|_, w| w.strong_count() > 0);
+            map.insert(addr, Arc::downgrade(ctx));
+        }
+        monitor::ensure_started(self, &self.monitor_started);
     }
 
     pub(crate) fn remove_context(&self, addr: Addr) {
