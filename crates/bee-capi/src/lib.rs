@@ -370,9 +370,9 @@ impl Host {
         })
     }
 
-    /// Milliseconds since the host started.
-    pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// Microseconds since the host started.
+    pub(crate) fn now_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Hundredths of a second since the host started.

@@ -15,7 +15,7 @@ use bee_dispatch::{Addr, CallError};
 use crate::ffi::{fire_timer, timer_message};
 use crate::{lock, Host};
 
-/// The pending timers of one host, by (expiry in ms since the host started, order set).
+/// The pending timers of one host, by (expiry in µs since the host started, order set).
 #[derive(Default)]
 pub(crate) struct Timers {
     queue: Mutex<BTreeMap<(u64, u64), (Addr, c_int)>>,
@@ -27,7 +27,11 @@ impl Host {
     /// `handle` gets the timer message of `session` once `ticks` hundredths of a second
     /// have passed.
     pub(crate) fn add_timer(self: &Arc<Self>, handle: Addr, ticks: u64, session: c_int) {
-        let expire = self.now_ms().saturating_add(ticks.saturating_mul(10));
+        // Rounded up: the timer never fires before `ticks` full hundredths have passed.
+        let expire = self
+            .now_us()
+            .saturating_add(1)
+            .saturating_add(ticks.saturating_mul(10_000));
         let seq = self.timers.seq.fetch_add(1, Ordering::Relaxed);
         lock(&self.timers.queue).insert((expire, seq), (handle, session));
         if !self.timers.running.swap(true, Ordering::AcqRel) {
@@ -47,7 +51,7 @@ fn run(host: &Weak<Host>) {
     loop {
         std::thread::sleep(Duration::from_micros(2500));
         let Some(h) = host.upgrade() else { return };
-        let now = h.now_ms();
+        let now = h.now_us();
         let due = {
             let mut q = lock(&h.timers.queue);
             let later = q.split_off(&(now.saturating_add(1), 0));
