@@ -5,4 +5,15 @@
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=skynet_*");
+    // What skynet's Lua C modules (luaclib/skynet.so) also need from their host.
+    for sym in [
+        "socket_info_release",
+        "malloc_*",
+        "mallctl_*",
+        "memory_info_dump",
+        "dump_c_mem",
+        "dump_mem_lua",
+    ] {
+        println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol={sym}");
+    }
 }

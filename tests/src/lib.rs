@@ -262,7 +262,14 @@ impl BeeProcess {
 
     /// Start `BIN run CONFIG`, its stderr into `log` (appended) or inherited.
     fn spawn(bin: &Path, name: &str, config: &Path, log: Option<&Path>) -> BeeProcess {
-        Self::spawn_with(bin, name, config, log, &[])
+        Self::spawn_with(bin, name, config, log, &[], None)
+    }
+
+    /// Start `BIN run CONFIG` with every line it writes to stdout also appended to
+    /// `stdout` (what skynet's Lua layer prints: `print` and, without an `[env] logger`
+    /// file, its log lines).
+    pub fn start_capturing(bin: &Path, name: &str, config: &Path, stdout: &Path) -> BeeProcess {
+        Self::spawn_with(bin, name, config, None, &[], Some(stdout))
     }
 
     fn spawn_with(
@@ -271,6 +278,7 @@ impl BeeProcess {
         config: &Path,
         log: Option<&Path>,
         extra: &[&str],
+        capture: Option<&Path>,
     ) -> BeeProcess {
         let stderr = match log {
             Some(path) => Stdio::from(
@@ -297,10 +305,21 @@ impl BeeProcess {
             .expect("cannot start bee");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let mut capture = capture.map(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .expect("open the stdout capture file")
+        });
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(f) = capture.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if !sent && line.contains("listening on") {
                     let _ = tx.send(line.clone());
                     sent = true;
@@ -351,6 +370,7 @@ impl BeeProcess {
             &self.config,
             self.log.as_deref(),
             &["--takeover"],
+            None,
         );
         let mut old = std::mem::replace(self, new);
         match old.child.take() {

@@ -45,6 +45,7 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
             );
         }
         eprintln!("skynet: using SKYNET_DIR={}", dir.display());
+        ensure_liblua(&dir)?;
         return Ok(dir);
     }
     let out = root.join("target").join("skynet");
@@ -54,6 +55,7 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
         && fs::read_to_string(out.join(STAMP)).ok().as_deref() == Some(stamp.as_str())
     {
         eprintln!("skynet: up to date in {} ({stamp})", out.display());
+        ensure_liblua(&out)?;
         return Ok(out);
     }
     ensure_build_tools()?;
@@ -88,6 +90,7 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
             bail!("the skynet build finished without {needed}");
         }
     }
+    ensure_liblua(&staging)?;
     fs::write(staging.join(STAMP), &stamp)?;
     if out.exists() {
         fs::remove_dir_all(&out).with_context(|| format!("cannot remove {}", out.display()))?;
@@ -95,6 +98,63 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
     fs::rename(&staging, &out)
         .with_context(|| format!("cannot move {} to {}", staging.display(), out.display()))?;
     eprintln!("skynet: built {}", out.display());
+    Ok(out)
+}
+
+/// The tree's own patched Lua 5.4 (`3rd/lua`), as the shared library `liblua.so` at the
+/// top of the tree: a bee node hosting Lua services loads it before `snlua.so` (stock
+/// skynet links the same sources into its executable; see `docs/lua.md`). Built with
+/// `-fPIC` from the tree's sources when missing or older than them.
+pub fn ensure_liblua(tree: &Path) -> Result<PathBuf> {
+    let lua = tree.join("3rd").join("lua");
+    let out = tree.join("liblua.so");
+    let mut sources = Vec::new();
+    for entry in fs::read_dir(&lua).with_context(|| format!("cannot read {}", lua.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // The library: every .c of the tree's Lua except the two programs, the
+        // single-file amalgamation and Lua's internal test hooks.
+        if name.ends_with(".c") && !["lua.c", "luac.c", "onelua.c", "ltests.c"].contains(&name) {
+            sources.push(path);
+        }
+    }
+    if sources.is_empty() {
+        bail!(
+            "{} holds no Lua sources (not a skynet tree?)",
+            lua.display()
+        );
+    }
+    sources.sort();
+    let built = fs::metadata(&out).and_then(|m| m.modified()).ok();
+    let newest = sources
+        .iter()
+        .filter_map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max();
+    if let (Some(built), Some(newest)) = (built, newest) {
+        if built >= newest {
+            return Ok(out);
+        }
+    }
+    crate::step(
+        "skynet liblua.so",
+        Command::new("cc")
+            .args([
+                "-std=gnu99",
+                "-O2",
+                "-g",
+                "-fPIC",
+                "-shared",
+                "-DLUA_USE_LINUX",
+            ])
+            .arg("-I")
+            .arg(tree.join("skynet-src"))
+            .arg("-I")
+            .arg(&lua)
+            .args(&sources)
+            .arg("-o")
+            .arg(&out)
+            .args(["-lm", "-ldl"]),
+    )?;
     Ok(out)
 }
 

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bee_codec::kkt::{KktHeader, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
@@ -51,8 +51,6 @@ pub(crate) struct Module {
     create: Option<CreateFn>,
     init: InitFn,
     release: Option<ReleaseFn>,
-    #[allow(dead_code)]
-    // kept for SIGNAL support; the symbol is looked up to say whether it exists
     signal: Option<SignalFn>,
     _lib: Library,
 }
@@ -180,6 +178,10 @@ pub struct SkynetContext {
     pending: Mutex<HashMap<i32, Pending>>,
     retire_self: AtomicBool,
     released: AtomicBool,
+    /// Messages dispatched to the callback (skynet's `STAT message`).
+    messages: AtomicU64,
+    /// What the endless-loop monitor reads.
+    pub(crate) probe: crate::monitor::Probe,
 }
 
 /// What runs on this thread: the service whose code runs (C API calls without a context
@@ -281,6 +283,8 @@ impl SkynetContext {
             pending: Mutex::new(HashMap::new()),
             retire_self: AtomicBool::new(false),
             released: AtomicBool::new(false),
+            messages: AtomicU64::new(0),
+            probe: crate::monitor::Probe::default(),
         }
     }
 
@@ -330,6 +334,31 @@ impl SkynetContext {
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// Whether this is an instance of skynet's Lua service module.
+    pub(crate) fn is_lua(&self) -> bool {
+        self.module.name == "snlua"
+    }
+
+    /// Messages dispatched so far (the one being handled included).
+    pub(crate) fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// `NAME_signal(inst, n)`, on the calling thread (as skynet's SIGNAL command, which
+    /// runs it concurrently with the service). False when the module has none.
+    pub(crate) fn signal(&self, n: c_int) -> bool {
+        let Some(signal) = self.module.signal else {
+            return false;
+        };
+        if self.released.load(Ordering::Acquire) {
+            return false;
+        }
+        // SAFETY: the module's own signal function with its own instance; the module
+        // contract (as in skynet) is that signal may run concurrently with the callback.
+        unsafe { signal(self.instance.load(Ordering::Acquire), n) };
+        true
     }
 
     pub(crate) fn set_callback(&self, cb: Option<CallbackFn>, ud: *mut c_void) {
@@ -458,6 +487,7 @@ impl SkynetContext {
             None => msg.session,
         };
         let cb = *lock(&self.callback);
+        self.messages.fetch_add(1, Ordering::Relaxed);
         let Some((cb, ud)) = cb else {
             tracing::warn!(service = %crate::fmt_handle(self.handle()), module = %self.module.name, "message dropped: the module installed no callback");
             if let Some(p) = lock(&self.pending).remove(&session) {
@@ -483,6 +513,7 @@ impl SkynetContext {
             };
             (p, payload.len())
         };
+        self.probe.enter(msg.source);
         let keep = {
             let _current = CurrentGuard::enter(self);
             // SAFETY: `cb` and `ud` were installed by this module with skynet_callback;
@@ -501,6 +532,7 @@ impl SkynetContext {
                 )
             }
         };
+        self.probe.leave();
         if keep == 0 {
             // SAFETY: `data` is ours again (the callback returned 0); freed once.
             unsafe { libc::free(data) };
@@ -513,6 +545,7 @@ impl SkynetContext {
             return;
         }
         *lock(&self.callback) = None;
+        self.host.remove_context(self.handle());
         let gone: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for p in gone {
             p.responder.err(format!(
@@ -616,6 +649,7 @@ pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError>
         }),
     );
     ctx.handle.store(addr, Ordering::Release);
+    host.add_context(addr, &ctx);
     let code = {
         let _current = CurrentGuard::enter_as(&ctx, launcher);
         let inst = match module.create {
@@ -640,6 +674,9 @@ pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError>
             code,
         });
     }
+    // skynet's kernel line for every started service, written before the service handles
+    // its first message (where skynet's log goes to its logger format).
+    host.write_skynet_log(addr, &format!("LAUNCH {} {args}", module.name));
     let _ = ready_tx.send(());
     if ctx.retire_self.load(Ordering::Acquire) {
         node.kill(addr);

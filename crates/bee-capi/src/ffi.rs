@@ -48,8 +48,10 @@ pub fn link_exports() -> usize {
         skynet_now as *const c_void,
         bee_capi_log as *const c_void,
     ];
+    let lua = crate::lua::exports();
     std::hint::black_box(&table)
         .iter()
+        .chain(std::hint::black_box(&lua).iter())
         .filter(|p| !p.is_null())
         .count()
 }
@@ -114,10 +116,14 @@ pub extern "C" fn bee_capi_log(context: *mut SkynetContext, text: *const c_char,
         unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) }
     };
     let line = String::from_utf8_lossy(bytes);
+    let host = host_for(ctx);
+    if let Some(h) = &host {
+        if h.write_skynet_log(ctx.map_or(0, SkynetContext::handle), &line) {
+            return;
+        }
+    }
     let (service, module) = log_tag(ctx);
-    let node = host_for(ctx)
-        .map(|h| h.node_name().to_string())
-        .unwrap_or_default();
+    let node = host.map(|h| h.node_name().to_string()).unwrap_or_default();
     tracing::info!(target: "skynet", node = %node, service = %service, module = %module, "{line}");
 }
 
@@ -132,14 +138,6 @@ pub extern "C" fn skynet_send(
     msg: *mut c_void,
     sz: usize,
 ) -> c_int {
-    // skynet's bare session: to nobody, with no message, only the session is made
-    // (skynet.genid is `skynet_send(ctx, 0, 0, ALLOCSESSION, 0, NULL, 0)`).
-    if destination == 0 && msg.is_null() {
-        return match ctx_ref(context) {
-            Some(c) if type_ & PTYPE_TAG_ALLOCSESSION != 0 => c.new_session(),
-            _ => session,
-        };
-    }
     // Own the payload first, so every failure below frees a DONTCOPY block.
     let payload = if msg.is_null() {
         Bytes::new()
@@ -199,6 +197,10 @@ fn send(
         return -1;
     };
     if destination == 0 {
+        if payload.is_empty() {
+            // skynet's way to allocate a bare session (Lua's `genid`): nothing is sent.
+            return session;
+        }
         tracing::warn!(service = %me, module = %module, "skynet_send to handle 0; not sent");
         return -1;
     }
@@ -216,6 +218,18 @@ fn send(
         session,
         payload,
     };
+    if let Some(c) = ctx {
+        if c.is_lua()
+            && session > 0
+            && c_int::from(ty) != PTYPE_RESPONSE
+            && c_int::from(ty) != PTYPE_ERROR
+            && c.host.context(destination).is_none()
+            && node.is_alive(destination)
+        {
+            call_for_lua(c, &node, destination, msg);
+            return session;
+        }
+    }
     match node.post(destination, msg) {
         Ok(()) => session,
         Err(e) => {
@@ -223,6 +237,50 @@ fn send(
             -1
         }
     }
+}
+
+/// A Lua service's request (a session to answer) to a service that is not a module
+/// instance (a Rust service answers through a reply slot, not with a message): make it a
+/// bee call, and bring its answer back to the Lua service as skynet would, a
+/// `PTYPE_RESPONSE` (or `PTYPE_ERROR`) with the request's session from the callee.
+fn call_for_lua(c: &SkynetContext, node: &Node, destination: Addr, msg: Message) {
+    let node = node.clone();
+    let (caller, session) = (msg.source, msg.session);
+    c.host.runtime.spawn(async move {
+        let reply = match node.call_message(destination, msg, None).await {
+            Ok(payload) => Message {
+                source: destination,
+                ptype: ptype::RESPONSE,
+                session,
+                payload,
+            },
+            Err(e) => {
+                tracing::warn!(node = %node.name(), from = %fmt_handle(caller), to = %fmt_handle(destination), session, error = %e, "a Lua service's call failed");
+                Message {
+                    source: destination,
+                    ptype: ptype::ERROR,
+                    session,
+                    payload: Bytes::new(),
+                }
+            }
+        };
+        post_retrying(node.downgrade(), caller, reply).await;
+    });
+}
+
+/// Post `msg`, retrying while the mailbox is full (for up to a minute, then logged).
+async fn post_retrying(node: bee_dispatch::service::WeakNode, to: Addr, msg: Message) {
+    for _ in 0..60_000 {
+        let Some(n) = node.upgrade() else { return };
+        match n.post(to, msg.clone()) {
+            Ok(()) => return,
+            Err(CallError::Overloaded { .. }) => {}
+            Err(_) => return, // the service is gone: nobody waits
+        }
+        drop(n);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracing::error!(to = %fmt_handle(to), session = msg.session, "message dropped: the service's mailbox stayed full for a minute");
 }
 
 /// [`skynet_send`] to a name: `.local`, a cluster-visible name, or `:hex`.
@@ -244,6 +302,11 @@ pub extern "C" fn skynet_sendname(
     match dest {
         Some(d) => skynet_send(context, source, d, type_, session, msg, sz),
         None => {
+            if let (Some(c), Some(name)) = (ctx, str_arg(destination)) {
+                if is_global_name(name) && c.host.harbor() != 0 {
+                    return send_global(c, source, name, type_, session, msg, sz);
+                }
+            }
             if type_ & PTYPE_TAG_DONTCOPY != 0 && !msg.is_null() {
                 // SAFETY: DONTCOPY: the block is ours now, and nobody else frees it.
                 unsafe { libc::free(msg) };
@@ -252,6 +315,76 @@ pub extern "C" fn skynet_sendname(
             tracing::warn!(service = %me, module = %module, to = ?str_arg(destination), "skynet_sendname: no such name; not sent");
             -1
         }
+    }
+}
+
+/// A skynet global name: neither `.local` nor `:hex`.
+fn is_global_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.starts_with(':')
+}
+
+/// skynet's `struct remote_message` (kernel → harbor service) on LP64, 48 bytes: the
+/// destination's global name (16 bytes, zero-padded) at 0, its handle at 16 (0 here),
+/// the payload pointer (owned by the harbor service from then on) at 24, its size at 32,
+/// its type at 40.
+fn remote_message(name: &str, message: *const c_void, sz: usize, type_: c_int) -> [u8; 48] {
+    let mut env = [0u8; 48];
+    let n = name.len().min(16);
+    env[..n].copy_from_slice(&name.as_bytes()[..n]);
+    env[24..32].copy_from_slice(&(message as usize as u64).to_ne_bytes());
+    env[32..40].copy_from_slice(&(sz as u64).to_ne_bytes());
+    env[40..44].copy_from_slice(&type_.to_ne_bytes());
+    env
+}
+
+/// A send to a global name, as skynet's kernel does it: an envelope to the harbor
+/// service, which resolves the name (the node's `.cslave` registers them) and delivers.
+fn send_global(
+    c: &SkynetContext,
+    source: u32,
+    name: &str,
+    type_: c_int,
+    session: c_int,
+    msg: *mut c_void,
+    sz: usize,
+) -> c_int {
+    let session = if type_ & PTYPE_TAG_ALLOCSESSION != 0 {
+        c.new_session()
+    } else {
+        session
+    };
+    let data = if msg.is_null() || type_ & PTYPE_TAG_DONTCOPY != 0 {
+        msg
+    } else {
+        // SAFETY: plain malloc; the copy below writes `sz` bytes into it.
+        let p = unsafe { libc::malloc(sz.max(1)) };
+        if p.is_null() {
+            return -1;
+        }
+        // SAFETY: without DONTCOPY `msg` holds `sz` readable bytes; `p` has room for them.
+        unsafe { std::ptr::copy_nonoverlapping(msg.cast::<u8>(), p.cast::<u8>(), sz) };
+        p
+    };
+    let env = remote_message(name, data, sz, type_ & 0xff);
+    let source = if source == 0 { c.handle() } else { source };
+    let sent = c.node().is_some_and(|node| {
+        node.post(
+            c.host.harbor(),
+            Message {
+                source,
+                ptype: 4, // PTYPE_SYSTEM
+                session,
+                payload: Bytes::copy_from_slice(&env),
+            },
+        )
+        .is_ok()
+    });
+    if sent {
+        session
+    } else {
+        // SAFETY: the payload never reached the harbor service: it is still ours.
+        unsafe { libc::free(data) };
+        -1
     }
 }
 
@@ -330,23 +463,22 @@ pub extern "C" fn skynet_timeout(handle: u32, time: c_int, session: c_int) -> c_
         tracing::warn!(to = %fmt_handle(handle), "skynet_timeout for an unknown handle; refused");
         return -1;
     }
-    let weak = node.downgrade();
     if time <= 0 {
         match node.post(handle, timer_message(session)) {
             Ok(()) => return session,
-            Err(CallError::Overloaded { .. }) => {} // retried below, from a task
+            Err(CallError::Overloaded { .. }) => {
+                host.runtime
+                    .spawn(fire_timer(node.downgrade(), handle, session));
+                return session;
+            }
             Err(_) => return -1,
         }
     }
-    let after = Duration::from_millis(u64::try_from(time.max(0)).unwrap_or(0) * 10);
-    host.runtime.spawn(async move {
-        tokio::time::sleep(after).await;
-        fire_timer(weak, handle, session).await;
-    });
+    host.add_timer(handle, u64::try_from(time).unwrap_or(0), session);
     session
 }
 
-fn timer_message(session: c_int) -> Message {
+pub(crate) fn timer_message(session: c_int) -> Message {
     Message {
         source: 0,
         ptype: ptype::RESPONSE,
@@ -357,7 +489,7 @@ fn timer_message(session: c_int) -> Message {
 
 /// Deliver a timer; a full mailbox is retried (a timer is never dropped while its
 /// service lives) for up to a minute, then logged.
-async fn fire_timer(node: bee_dispatch::service::WeakNode, handle: u32, session: c_int) {
+pub(crate) async fn fire_timer(node: bee_dispatch::service::WeakNode, handle: u32, session: c_int) {
     for _ in 0..60_000 {
         let Some(node) = node.upgrade() else { return };
         match node.post(handle, timer_message(session)) {
@@ -491,12 +623,74 @@ pub extern "C" fn skynet_command(
             Err(_) => bad(c, cmd, parm, "not a number of hundredths of a second"),
         },
         "EXIT" => {
+            kernel_log(c, "KILL self");
+            notify_monitor(c, &node, me);
             skynet_handle_retire(me);
             std::ptr::null()
         }
         "KILL" => {
-            if let Some(a) = resolve_name(&node, parm) {
-                skynet_handle_retire(a);
+            match resolve_name(&node, parm) {
+                Some(a) => {
+                    kernel_log(c, &format!("KILL :{a:x}"));
+                    notify_monitor(c, &node, a);
+                    skynet_handle_retire(a);
+                }
+                None => kernel_log(c, &format!("Can't convert {parm} to handle")),
+            }
+            std::ptr::null()
+        }
+        "LAUNCH" => launch(c, &node, parm),
+        "ABORT" => {
+            tracing::warn!(node = %node.name(), service = %fmt_handle(me), "ABORT: every service stops and the process exits");
+            node.shutdown();
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(0)
+        }
+        "MONITOR" => {
+            if parm.is_empty() {
+                return match c.host.monitor() {
+                    0 => std::ptr::null(),
+                    m => c.command_result(format!(":{m:x}")),
+                };
+            }
+            match resolve_name(&node, parm) {
+                Some(a) => c.host.set_monitor(a),
+                None => {
+                    kernel_log(c, &format!("Can't convert {parm} to handle"));
+                    c.host.set_monitor(0);
+                }
+            }
+            std::ptr::null()
+        }
+        "STAT" => {
+            let v = match parm {
+                "mqlen" => node
+                    .services()
+                    .iter()
+                    .find(|s| s.addr == me)
+                    .map_or(0, |s| s.queued)
+                    .to_string(),
+                "message" => c.messages().to_string(),
+                "endless" => if c.probe.take_endless() { "1" } else { "0" }.to_string(),
+                "cpu" => "0.000000".to_string(),
+                "time" => "0".to_string(),
+                _ => String::new(),
+            };
+            c.command_result(v)
+        }
+        "SIGNAL" => {
+            let (target, n) = parm.split_once(' ').unwrap_or((parm, "0"));
+            let n = parse_c_int(n.trim());
+            let handle = target
+                .strip_prefix(':')
+                .and_then(|h| u32::from_str_radix(h, 16).ok());
+            match handle.and_then(|h| c.host.context(h)) {
+                Some(t) => {
+                    if !t.signal(n) {
+                        tracing::info!(service = %fmt_handle(t.handle()), "SIGNAL: the module has no signal function");
+                    }
+                }
+                None => tracing::info!(parm, "SIGNAL: no such module instance"),
             }
             std::ptr::null()
         }
@@ -514,6 +708,75 @@ pub extern "C" fn skynet_command(
             std::ptr::null()
         }
         _ => bad(c, cmd, parm, "command not supported by bee"),
+    }
+}
+
+/// A line of the kernel's own (skynet's `skynet_error` from the kernel), from `c`.
+fn kernel_log(c: &SkynetContext, text: &str) {
+    bee_capi_log(
+        std::ptr::from_ref(c).cast_mut(),
+        text.as_ptr().cast(),
+        text.len(),
+    );
+}
+
+/// Tell the exit monitor (if any) that `dying` stops: `PTYPE_CLIENT`, session 0, no data,
+/// from the dying handle.
+fn notify_monitor(c: &SkynetContext, node: &Node, dying: Addr) {
+    let m = c.host.monitor();
+    if m != 0 {
+        let msg = Message {
+            source: dying,
+            ptype: ptype::CLIENT,
+            session: 0,
+            payload: Bytes::new(),
+        };
+        if let Err(e) = node.post(m, msg) {
+            tracing::warn!(monitor = %fmt_handle(m), error = %e, "the exit monitor was not told");
+        }
+    }
+}
+
+/// An integer as C's `strtol(s, NULL, 0)` reads it (decimal, `0x` hex, `0` octal); 0 if none.
+fn parse_c_int(s: &str) -> c_int {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let v = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        i64::from_str_radix(h, 16).unwrap_or(0)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i64::from_str_radix(&digits[1..], 8).unwrap_or(0)
+    } else {
+        digits.parse().unwrap_or(0)
+    };
+    c_int::try_from(if neg { -v } else { v }).unwrap_or(0)
+}
+
+/// skynet's `LAUNCH "<module> <args>"`: start an instance of the module found through
+/// `cpath`, answer its handle as `":%08X"`, or NULL when it did not start (logged).
+fn launch(c: &SkynetContext, node: &Node, parm: &str) -> *const c_char {
+    let (module, args) = match parm.find([' ', '\t', '\r', '\n']) {
+        Some(i) => {
+            let rest = &parm[i + 1..];
+            (&parm[..i], rest.split(['\r', '\n']).next().unwrap_or(""))
+        }
+        None => (parm, ""),
+    };
+    let _rt = c.host.runtime.enter();
+    match c
+        .host
+        .find_module(module)
+        .and_then(|path| crate::start(node, &path, args))
+    {
+        Ok(started) => c.command_result(format!(":{:08X}", started.addr)),
+        Err(e) => {
+            tracing::error!(node = %node.name(), module, args, error = %e, "LAUNCH failed");
+            std::ptr::null()
+        }
     }
 }
 

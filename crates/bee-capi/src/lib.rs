@@ -9,6 +9,11 @@
 //! `skynet_context_handle`, `skynet_current_handle`, `skynet_handle_retire`,
 //! `skynet_context_new`, `skynet_queryname`, `skynet_now`.
 //!
+//! It also hosts skynet's Lua layer (`docs/lua.md`): [`load_lua`] loads a skynet tree's
+//! own Lua library for `snlua.so` and the Lua C modules, and the `lua` module adds the
+//! kernel functions they need beyond the C service API. A Lua service's request to a
+//! Rust service becomes a bee call whose answer returns to Lua as skynet's response.
+//!
 //! Each loaded module instance is an ordinary bee service ([`bee_dispatch::Service`]):
 //! its handler runs the module's C callback for one message at a time. The bridge to
 //! bee's own calls:
@@ -43,10 +48,15 @@
 
 mod context;
 mod ffi;
+mod lua;
+mod monitor;
+mod timer;
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,6 +64,7 @@ use bee_dispatch::{Addr, Node};
 
 pub use context::{start, CurrentGuard, SkynetContext, Started};
 pub use ffi::link_exports;
+pub use lua::load_lua;
 
 /// What can go wrong when a module is loaded and started.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +144,24 @@ pub struct Host {
     // pointer skynet_getenv gave it.
     replaced_env: Mutex<Vec<CString>>,
     module_dirs: Mutex<Vec<PathBuf>>,
+    /// Every module instance of the node by handle (SIGNAL, and telling C/Lua services
+    /// from Rust ones).
+    contexts: Mutex<HashMap<Addr, Weak<SkynetContext>>>,
+    /// The exit monitor (skynet's `MONITOR` command), 0 for none.
+    monitor: AtomicU32,
+    /// skynet's C harbor service (`skynet_harbor_start`), 0 for none: global names.
+    harbor: AtomicU32,
+    /// Where `skynet_error` lines go when the node hosts skynet's Lua layer: skynet's
+    /// logger format on stdout or in a file, instead of the node's own log.
+    skynet_log: Mutex<Option<SkynetLog>>,
+    timers: timer::Timers,
+    monitor_started: std::sync::atomic::AtomicBool,
+}
+
+/// The destination of skynet-format log lines.
+enum SkynetLog {
+    Stdout,
+    File(std::fs::File),
 }
 
 static HOSTS: Mutex<Vec<Weak<Host>>> = Mutex::new(Vec::new());
@@ -164,6 +193,12 @@ impl Host {
                 env: Mutex::new(env),
                 replaced_env: Mutex::new(Vec::new()),
                 module_dirs: Mutex::new(Vec::new()),
+                contexts: Mutex::new(HashMap::new()),
+                monitor: AtomicU32::new(0),
+                harbor: AtomicU32::new(0),
+                skynet_log: Mutex::new(None),
+                timers: timer::Timers::default(),
+                monitor_started: std::sync::atomic::AtomicBool::new(false),
             })
         });
         let mut hosts = lock(&HOSTS);
@@ -217,9 +252,102 @@ impl Host {
         }
     }
 
-    /// Where `skynet_context_new(name, …)` finds `name`: the directories of the env value
-    /// `cservice_path` (`;`-separated) first, then those of the modules loaded so far.
+    /// Write `skynet_error` lines as skynet's logger does (`[:0000000a] text`), to
+    /// `file` (appended) or, without one, to stdout, instead of the node's log.
+    pub fn log_like_skynet(&self, file: Option<&Path>) -> Result<(), CapiError> {
+        let sink = match file {
+            None => SkynetLog::Stdout,
+            Some(p) => SkynetLog::File(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| CapiError::Load {
+                        path: p.to_path_buf(),
+                        reason: format!("cannot open the log file: {e}"),
+                    })?,
+            ),
+        };
+        *lock(&self.skynet_log) = Some(sink);
+        Ok(())
+    }
+
+    /// One `skynet_error` line from `source`: true if written in skynet's format.
+    pub(crate) fn write_skynet_log(&self, source: Addr, line: &str) -> bool {
+        let mut slot = lock(&self.skynet_log);
+        let text = format!("[:{source:08x}] {line}\n");
+        match slot.as_mut() {
+            None => false,
+            Some(SkynetLog::Stdout) => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+                true
+            }
+            Some(SkynetLog::File(f)) => {
+                let _ = f.write_all(text.as_bytes());
+                true
+            }
+        }
+    }
+
+    pub(crate) fn add_context(self: &Arc<Self>, addr: Addr, ctx: &Arc<SkynetContext>) {
+        {
+            let mut map = lock(&self.contexts);
+            map.retain(|_, w| w.strong_count() > 0);
+            map.insert(addr, Arc::downgrade(ctx));
+        }
+        monitor::ensure_started(self, &self.monitor_started);
+    }
+
+    pub(crate) fn remove_context(&self, addr: Addr) {
+        lock(&self.contexts).remove(&addr);
+    }
+
+    /// The live module instance at `addr`, if that address is one.
+    pub(crate) fn context(&self, addr: Addr) -> Option<Arc<SkynetContext>> {
+        lock(&self.contexts).get(&addr).and_then(Weak::upgrade)
+    }
+
+    pub(crate) fn monitor(&self) -> Addr {
+        self.monitor.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn harbor(&self) -> Addr {
+        self.harbor.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_harbor(&self, addr: Addr) {
+        self.harbor.store(addr, Ordering::Release);
+    }
+
+    pub(crate) fn set_monitor(&self, addr: Addr) {
+        self.monitor.store(addr, Ordering::Release);
+    }
+
+    /// Where `skynet_context_new(name, …)` finds `name`: the templates of the env value
+    /// `cpath` (skynet's `;`-separated list, `?` standing for the name), then the
+    /// directories of `cservice_path` (`;`-separated), then those of the modules loaded
+    /// so far.
     pub fn find_module(&self, name: &str) -> Result<PathBuf, CapiError> {
+        let safe = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+        let templates: Vec<String> = self
+            .env("cpath")
+            .map(|p| {
+                p.split(';')
+                    .filter(|s| s.contains('?'))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if safe {
+            for t in &templates {
+                let p = PathBuf::from(t.replacen('?', name, 1));
+                if p.is_file() {
+                    return Ok(p);
+                }
+            }
+        }
         let mut dirs: Vec<PathBuf> = self
             .env("cservice_path")
             .map(|p| {
@@ -230,7 +358,7 @@ impl Host {
             })
             .unwrap_or_default();
         dirs.extend(lock(&self.module_dirs).iter().cloned());
-        if !name.is_empty() && !name.contains('/') && name != "." && name != ".." {
+        if safe {
             for d in &dirs {
                 let p = d.join(format!("{name}.so"));
                 if p.is_file() {
@@ -240,12 +368,17 @@ impl Host {
         }
         Err(CapiError::NotFound {
             name: name.to_string(),
-            dirs: dirs
-                .iter()
-                .map(|d| d.display().to_string())
+            dirs: templates
+                .into_iter()
+                .chain(dirs.iter().map(|d| d.display().to_string()))
                 .collect::<Vec<_>>()
                 .join(";"),
         })
+    }
+
+    /// Microseconds since the host started.
+    pub(crate) fn now_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Hundredths of a second since the host started.

@@ -15,6 +15,7 @@
 //! | `native_master` | hands `"text"` frames to the native service named `target` (PTYPE_TEXT) and `"rpc_response"` frames as PTYPE_RESPONSE: the team's master in front of a C++ service; with `targets`, in front of several, each frame to the one its uid picks | `target = "shop"`, or `targets = ["shop1", "shop2"]` with `rule = "modulo"` (default: the team's `1 + uid % n`, uid 0 to all) or `"hash"` |
 //! | `mysqlpool` | a pool of MySQL/MariaDB connections answering `"lua", "execute", sql` | the node's `[mysql]` table |
 //! | `cservice` | a skynet C service module (`NAME.so`) loaded into the node (bee-capi) | `module = "path/NAME.so"` (relative to the node config), `args = "…"` (the init parameter); the node's `[env]` table is what `skynet_getenv` sees |
+//! | `snlua` | skynet's Lua layer (`docs/lua.md`): loads a skynet tree's Lua library, then starts skynet's `snlua` module (found through `[env] cpath`) with `args`; skynet's log lines go to stdout (or the file `[env] logger`) in skynet's format | `liblua = "path/liblua.so"` (relative to the node config), `args = "bootstrap"` (the default); `[env]` holds skynet's config keys (`cpath`, `lua_path`, `lua_cpath`, `luaservice`, `lualoader`, `start`, …) |
 //!
 //! Each entry may carry `name = "…"`: the service gets that name (cluster-visible
 //! unless it starts with `.`). A kind that names its services itself returns `None`.
@@ -124,6 +125,7 @@ impl Kinds {
         // Keeps the skynet_* functions in the binary for the modules to find.
         bee_capi::link_exports();
         k.add("cservice", start_cservice);
+        k.add("snlua", start_snlua);
         k.add("mysqlpool", |s| {
             let mysql: bee_mysql::MysqlConfig = s
                 .section("mysql")
@@ -336,6 +338,13 @@ fn start_cservice(s: &Spec<'_>) -> Result<Option<Addr>> {
     };
     let args = s.option_str("args", "")?;
     let host = bee_capi::Host::of(s.node)?;
+    set_env(s, &host)?;
+    let started = bee_capi::start(s.node, &path, args)?;
+    Ok(Some(started.addr))
+}
+
+/// The node config's `[env]` table into the node's C host (what `skynet_getenv` sees).
+fn set_env(s: &Spec<'_>, host: &bee_capi::Host) -> Result<()> {
     if let toml::Value::Table(env) = s.section("env") {
         for (key, value) in env {
             let text = match value {
@@ -350,7 +359,47 @@ fn start_cservice(s: &Spec<'_>) -> Result<Option<Addr>> {
             host.set_env(&key, &text)?;
         }
     }
-    let started = bee_capi::start(s.node, &path, args)?;
+    Ok(())
+}
+
+/// The `snlua` kind: skynet's Lua layer in the node. Loads the Lua library `liblua`
+/// (a skynet tree's own patched Lua, built by `cargo xtask skynet`), sends skynet log
+/// lines where skynet's logger would (stdout, or the file `[env] logger`), and starts
+/// skynet's `snlua` module — found through `[env] cpath` as skynet finds C services —
+/// with `args` (default `bootstrap`: skynet's own bootstrap, which starts the launcher,
+/// the service manager and the `[env] start` script).
+fn start_snlua(s: &Spec<'_>) -> Result<Option<Addr>> {
+    if let Some(key) = s
+        .entry
+        .options
+        .keys()
+        .find(|k| !matches!(k.as_str(), "liblua" | "args"))
+    {
+        anyhow::bail!("snlua: unknown option {key:?} (known: liblua, args)");
+    }
+    let liblua = s.option_str("liblua", "")?;
+    if liblua.is_empty() {
+        anyhow::bail!(
+            "snlua: the entry needs liblua = \"path/to/liblua.so\" (a skynet tree's Lua, built by `cargo xtask skynet`)"
+        );
+    }
+    let liblua = std::path::Path::new(liblua);
+    let liblua = if liblua.is_absolute() {
+        liblua.to_path_buf()
+    } else {
+        s.config.dir.join(liblua)
+    };
+    let args = s.option_str("args", "bootstrap")?;
+    let host = bee_capi::Host::of(s.node)?;
+    set_env(s, &host)?;
+    if host.env("cpath").is_none() {
+        anyhow::bail!("snlua: [env] needs cpath (where skynet's C services are, e.g. \"skynet/cservice/?.so\")");
+    }
+    bee_capi::load_lua(&liblua)?;
+    let log = host.env("logger").map(std::path::PathBuf::from);
+    host.log_like_skynet(log.as_deref())?;
+    let snlua = host.find_module("snlua")?;
+    let started = bee_capi::start(s.node, &snlua, args)?;
     Ok(Some(started.addr))
 }
 

@@ -1,0 +1,362 @@
+//! Differential tests of skynet's Lua layer: scripts of stock skynet v1.6.0's own
+//! `test/` directory run as the `start` service on stock skynet (its executable and a
+//! config written here) and on a `bee` process hosting the same tree's Lua layer
+//! (`kind = "snlua"`), side by side for the same time; their stdout must agree once
+//! normalised.
+//!
+//! Normalised: bee's own stdout line (`bee node … listening on …`) is dropped; skynet
+//! log lines (`[:0000000a] text`) are compared per service that wrote them, each
+//! service's lines in order, and `print` lines as one sequence (skynet's logger writes
+//! asynchronously and services run at once, so how services' lines interleave is not
+//! fixed even on stock skynet); service addresses, pointers and every number (times
+//! in ticks, handles printed in decimal, rates) are replaced by placeholders.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bee_tests::{bee_bin, free_port, skynet_dir, BeeProcess, TempDir};
+
+/// The keys both configs share: the stock tree's services, Lua libraries and tests.
+fn shared_keys(skynet: &Path, script: &str) -> String {
+    let s = skynet.display();
+    format!(
+        "cpath = \"{s}/cservice/?.so\"\n\
+         lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
+         lua_cpath = \"{s}/luaclib/?.so\"\n\
+         luaservice = \"{s}/service/?.lua;{s}/test/?.lua\"\n\
+         lualoader = \"{s}/lualib/loader.lua\"\n\
+         snax = \"{s}/test/?.lua\"\n\
+         start = \"{script}\"\n"
+    )
+}
+
+/// Stock skynet running `script` for `run`; its stdout.
+fn run_stock(skynet: &Path, dir: &Path, script: &str, run: Duration) -> String {
+    let config = dir.join("skynet.config");
+    std::fs::write(
+        &config,
+        format!(
+            "thread = 2\nharbor = 0\nbootstrap = \"snlua bootstrap\"\n{}",
+            shared_keys(skynet, script)
+        ),
+    )
+    .expect("write the skynet config");
+    let out = dir.join("skynet.out");
+    let mut child = Command::new(skynet.join("skynet"))
+        .arg(&config)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            std::fs::File::create(&out).expect("create skynet.out"),
+        ))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start stock skynet");
+    std::thread::sleep(run);
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::read_to_string(&out).unwrap_or_default()
+}
+
+/// A bee node hosting the stock tree's Lua layer, running `script` for `run`; its stdout.
+fn run_bee(skynet: &Path, dir: &Path, script: &str, run: Duration) -> String {
+    let name = format!("diff_{script}");
+    std::fs::write(
+        dir.join("cluster.lua"),
+        format!("{name} = \"127.0.0.1:{}\"\n", free_port()),
+    )
+    .expect("write cluster.lua");
+    let config = dir.join("bee.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"{name}\"\ncluster = \"cluster.lua\"\n\n[env]\n{}\n\
+             [[service]]\nkind = \"snlua\"\nliblua = \"{}/liblua.so\"\n",
+            shared_keys(skynet, script),
+            skynet.display()
+        ),
+    )
+    .expect("write the bee config");
+    let out = dir.join("bee.out");
+    let started = Instant::now();
+    let node = BeeProcess::start_capturing(&bee_bin(), &name, &config, &out);
+    std::thread::sleep(run.saturating_sub(started.elapsed()));
+    drop(node);
+    std::fs::read_to_string(&out).unwrap_or_default()
+}
+
+/// Replace service addresses (`:` + up to 8 hex digits, and the bare hex source of the
+/// kernel's `lua call [<source> to …` error line), pointers (`0x…`) and numbers.
+fn normalise_line(line: &str) -> String {
+    let line = match line.find("lua call [") {
+        Some(at) => {
+            let rest = &line[at + 10..];
+            match rest.find(" to ") {
+                Some(end) if rest[..end].bytes().all(|c| c.is_ascii_hexdigit()) => {
+                    format!("{}lua call [ADDR{}", &line[..at], &rest[end..])
+                }
+                _ => line.to_string(),
+            }
+        }
+        None => line.to_string(),
+    };
+    let line = line.as_str();
+    let b = line.as_bytes();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let hex = b[i + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        if c == b':' && (1..=8).contains(&hex) {
+            out.push_str(":ADDR");
+            i += 1 + hex;
+        } else if c == b'0' && b.get(i + 1) == Some(&b'x') {
+            out.push_str("PTR");
+            i += 2;
+            while i < b.len() && b[i].is_ascii_hexdigit() {
+                i += 1;
+            }
+        } else if c.is_ascii_digit() {
+            out.push('N');
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+        } else {
+            let ch = line[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+/// (skynet log lines grouped by the service that wrote them, print lines), normalised.
+/// The groups are sorted: which service logged first varies on stock skynet too, the
+/// order of one service's lines does not.
+fn normalise(stdout: &str) -> (Vec<Vec<String>>, Vec<String>) {
+    let mut sources: Vec<&str> = Vec::new();
+    let mut log: Vec<Vec<String>> = Vec::new();
+    let mut print = Vec::new();
+    for line in stdout.lines() {
+        if line.starts_with("bee node ") && line.contains(" listening on ") {
+            continue;
+        }
+        match line.strip_prefix("[:").and_then(|r| r.split_once("] ")) {
+            Some((source, text)) => {
+                let at = match sources.iter().position(|s| *s == source) {
+                    Some(at) => at,
+                    None => {
+                        sources.push(source);
+                        log.push(Vec::new());
+                        sources.len() - 1
+                    }
+                };
+                log[at].push(normalise_line(text));
+            }
+            None => print.push(normalise_line(line)),
+        }
+    }
+    log.sort();
+    (log, print)
+}
+
+/// How a sequence of lines (one service's log lines, printed lines) is compared.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    /// Same lines in the same order.
+    Same,
+    /// Same lines, in any order: for scripts whose lines come from services running at
+    /// once, or from timers expiring in the same tick, or from iterating a Lua hash
+    /// table (string hashes are seeded per state): orders that vary on stock skynet too.
+    Any,
+}
+
+/// Run `script` on both for `secs` seconds and compare log lines and printed lines.
+fn differential(script: &str, secs: u64, logs: Order, prints: Order) {
+    let skynet = skynet_dir();
+    let _ = bee_bin(); // built before the clock starts
+    let run = Duration::from_secs(secs);
+    let stock_dir = TempDir::new(&format!("stock-{script}"));
+    let bee_dir = TempDir::new(&format!("bee-{script}"));
+    let (stock, bee) = std::thread::scope(|s| {
+        let stock = s.spawn(|| run_stock(&skynet, stock_dir.path(), script, run));
+        let bee = s.spawn(|| run_bee(&skynet, bee_dir.path(), script, run));
+        (
+            stock.join().expect("stock run"),
+            bee.join().expect("bee run"),
+        )
+    });
+    let (mut stock_log, mut stock_print) = normalise(&stock);
+    let (mut bee_log, mut bee_print) = normalise(&bee);
+    assert!(
+        stock_log
+            .iter()
+            .flatten()
+            .any(|l| l == &format!("LAUNCH snlua {script}")),
+        "stock skynet did not start {script}:\n{stock}"
+    );
+    if logs == Order::Any {
+        for group in stock_log.iter_mut().chain(bee_log.iter_mut()) {
+            group.sort();
+        }
+        stock_log.sort();
+        bee_log.sort();
+    }
+    if prints == Order::Any {
+        stock_print.sort();
+        bee_print.sort();
+    }
+    assert_eq!(
+        stock_log, bee_log,
+        "{script}: log lines differ\n--- stock skynet:\n{stock}\n--- bee:\n{bee}"
+    );
+    assert_eq!(
+        stock_print, bee_print,
+        "{script}: printed lines differ\n--- stock skynet:\n{stock}\n--- bee:\n{bee}"
+    );
+}
+
+#[test]
+fn normalising_strips_addresses_pointers_and_numbers() {
+    let (log, print) = normalise(
+        "[:00000008] LAUNCH harbor 0 4\nbee node x listening on 127.0.0.1:1\n\
+         begin\tthread: 0x55d0c2a8\tfalse\n[:0069654d] KILL :a1b2c3d4\n1\tcall\t28\n\
+         [:00000009] lua call [8 to :9 : 2 msgsz = 0] error : x\n",
+    );
+    assert_eq!(
+        log,
+        [
+            vec!["KILL :ADDR"],
+            vec!["LAUNCH harbor N N"],
+            vec!["lua call [ADDR to :ADDR : N msgsz = N] error : x"]
+        ]
+    );
+    assert_eq!(print, ["begin\tthread: PTR\tfalse", "N\tcall\tN"]);
+}
+
+#[test]
+fn testresponse() {
+    differential("testresponse", 3, Order::Same, Order::Same);
+}
+
+#[test]
+fn testtimeout() {
+    differential("testtimeout", 7, Order::Same, Order::Same);
+}
+
+#[test]
+fn testcoroutine() {
+    differential("testcoroutine", 8, Order::Same, Order::Same);
+}
+
+/// `test timeout 10` lands between the ninth and tenth one-tick sleep or after it,
+/// depending on the tick the script started in.
+#[test]
+fn testtimer() {
+    differential("testtimer", 14, Order::Same, Order::Any);
+}
+
+/// snax's `pingserver` with `skynet.queue`.
+#[test]
+fn testqueue() {
+    differential("testqueue", 12, Order::Same, Order::Same);
+}
+
+/// 100,000 calls in a row, then 100,000 from ten coroutines; the rates are numbers, so
+/// only the lines are compared.
+#[test]
+fn testecho() {
+    differential("testecho", 25, Order::Same, Order::Same);
+}
+
+#[test]
+fn testsha() {
+    differential("testsha", 6, Order::Same, Order::Same);
+}
+
+#[test]
+fn testcrypt() {
+    differential("testcrypt", 5, Order::Same, Order::Same);
+}
+
+#[test]
+fn testbson() {
+    differential("testbson", 5, Order::Same, Order::Any);
+}
+
+#[test]
+fn time() {
+    differential("time", 5, Order::Same, Order::Same);
+}
+
+#[test]
+fn testterm() {
+    differential("testterm", 6, Order::Same, Order::Same);
+}
+
+#[test]
+fn testtobeclosed() {
+    differential("testtobeclosed", 6, Order::Same, Order::Same);
+}
+
+#[test]
+fn testselect() {
+    differential("testselect", 6, Order::Same, Order::Same);
+}
+
+#[test]
+fn testsm() {
+    differential("testsm", 6, Order::Same, Order::Same);
+}
+
+#[test]
+fn testdeadcall() {
+    differential("testdeadcall", 6, Order::Same, Order::Same);
+}
+
+#[test]
+fn testmemlimit() {
+    differential("testmemlimit", 5, Order::Same, Order::Same);
+}
+
+/// `DATACENTER` is a global name: resolved by skynet's C harbor service, as in skynet.
+#[test]
+fn testdatacenter() {
+    differential("testdatacenter", 5, Order::Same, Order::Same);
+}
+
+#[test]
+fn testsharetable() {
+    differential("testsharetable", 6, Order::Same, Order::Any);
+}
+
+#[test]
+fn teststm() {
+    differential("teststm", 8, Order::Same, Order::Any);
+}
+
+#[test]
+fn testmulticast() {
+    differential("testmulticast", 6, Order::Same, Order::Same);
+}
+
+/// snax's `pingserver`, with `skynet.trace`.
+#[test]
+fn testping() {
+    differential("testping", 8, Order::Same, Order::Any);
+}
+
+#[test]
+fn testdatasheet() {
+    differential("testdatasheet", 6, Order::Same, Order::Any);
+}
+
+/// A coroutine that sleeps 0 ticks forever: not an endless loop (it yields every time).
+#[test]
+fn testdeadloop() {
+    differential("testdeadloop", 5, Order::Same, Order::Same);
+}
