@@ -247,7 +247,9 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     // Before the cluster starts: channels and listeners take their metric handles when
     // they are created.
     let metrics = match &cfg.metrics_listen {
-        Some(addr) => Some(ops::serve_metrics(addr, &node, &budgets, takeover)?),
+        Some(addr) => Some(status::Listener::open(addr, takeover, || {
+            ops::install_metrics(&node, &budgets)
+        })?),
         None => None,
     };
     let cluster = Cluster::start(&node, registry, settings);

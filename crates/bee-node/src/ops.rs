@@ -2,9 +2,9 @@
 //! (the node-wide [`ByteBudget`]s shared by every channel and listener, per-peer bounds,
 //! connection hygiene, liveness, node authentication) and its Prometheus endpoint.
 //!
-//! The transport records its metrics through the `metrics` facade; [`serve_metrics`]
+//! The transport records its metrics through the `metrics` facade; [`install_metrics`]
 //! installs a Prometheus recorder (`metrics-exporter-prometheus`, rendered at `/metrics`
-//! by the node's HTTP server in [`crate::status`]), and a sampler task adds what the
+//! by the node's HTTP server, the status module), and a sampler task adds what the
 //! transport cannot see: the byte budgets, the services' mailboxes, the process's memory and file
 //! descriptors. Every name, and what to alert on, is in `docs/operations.md`.
 
@@ -20,7 +20,6 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit}
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::NodeConfig;
-use crate::status;
 
 /// Bytes held by the node's budgets now, their limit, and refusals so far.
 pub const BUDGET_USED: &str = "bee_node_budget_used_bytes";
@@ -123,29 +122,11 @@ pub fn cluster_settings(cfg: &NodeConfig) -> Result<(ClusterSettings, Budgets)> 
     Ok((s, budgets))
 }
 
-/// Install the Prometheus recorder, bind `addr` for the node's HTTP server (the status
-/// page, `/metrics` and the JSON API: [`crate::status`], served once the cluster layer
-/// is up) and start the sampler of the node gauges. Call it inside the node's runtime,
-/// before the cluster opens channels or listeners (their metric handles are taken when
-/// they are created).
-///
-/// `takeover`: the predecessor holds the address until it exits; the server binds it
-/// then (see [`status::serve`]).
-pub fn serve_metrics(
-    addr: &str,
-    node: &Node,
-    budgets: &Budgets,
-    takeover: bool,
-) -> Result<status::Listener> {
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("metrics_listen = {addr:?} is not host:port"))?;
-    // Bound first: a taken port fails the start before a recorder is installed.
-    let socket = if takeover {
-        None
-    } else {
-        Some(status::Listener::bind_socket(addr)?)
-    };
+/// Install the Prometheus recorder and start the sampler of the node gauges; the
+/// returned handle renders `/metrics` for the node's HTTP server. Call it inside the
+/// node's runtime, before the cluster opens channels or listeners (their metric handles
+/// are taken when they are created), once the HTTP address is known to be free.
+pub fn install_metrics(node: &Node, budgets: &Budgets) -> Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), BUCKETS)
         .context("bad histogram buckets")?
@@ -155,7 +136,7 @@ pub fn serve_metrics(
     gauge!(INFO, "node" => node.name().to_string(), "version" => env!("CARGO_PKG_VERSION"))
         .set(1.0);
     tokio::spawn(sample(node.downgrade(), budgets.clone(), handle.clone()));
-    Ok(status::Listener::new(addr, socket, handle))
+    Ok(handle)
 }
 
 /// Refresh the node gauges every [`SAMPLE_EVERY`] until the node is gone.

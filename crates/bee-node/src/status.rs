@@ -379,7 +379,7 @@ const REBIND_FOR: Duration = Duration::from_secs(120);
 
 impl Listener {
     /// Bind `addr` for the status server.
-    pub(crate) fn bind_socket(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    fn bind_socket(addr: SocketAddr) -> Result<std::net::TcpListener> {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         listener
@@ -388,18 +388,28 @@ impl Listener {
         Ok(listener)
     }
 
-    /// The socket (bound, or to be bound later at `addr`) with the installed Prometheus
-    /// recorder's handle.
-    pub(crate) fn new(
-        addr: SocketAddr,
-        listener: Option<std::net::TcpListener>,
-        prometheus: PrometheusHandle,
-    ) -> Listener {
-        Listener {
+    /// The server's socket: `addr` bound now, or — `takeover`: the predecessor of a hot
+    /// update holds it until it exits — bound later by [`serve`]. `prometheus` installs
+    /// the recorder whose handle renders `/metrics`; it runs once the address is known
+    /// to be free, so a taken port fails the start before a recorder is installed.
+    pub(crate) fn open(
+        addr: &str,
+        takeover: bool,
+        prometheus: impl FnOnce() -> Result<PrometheusHandle>,
+    ) -> Result<Listener> {
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("metrics_listen = {addr:?} is not host:port"))?;
+        let listener = if takeover {
+            None
+        } else {
+            Some(Listener::bind_socket(addr)?)
+        };
+        Ok(Listener {
             addr,
             listener,
-            prometheus,
-        }
+            prometheus: prometheus()?,
+        })
     }
 
     /// The address served.
