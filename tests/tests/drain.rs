@@ -1,4 +1,4 @@
-//! Graceful drain and riding through a restart (issue 12): a `bee` node serving three
+//! Graceful drain and riding through a restart: a `bee` node serving three
 //! steady streams of sequenced calls and pushes from another node is stopped with SIGTERM
 //! and started again. The stopped node refuses new peers, tells its bee peers `goaway`,
 //! answers what it accepted and exits; the caller (with `ride_through`) holds what it

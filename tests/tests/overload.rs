@@ -40,6 +40,49 @@ struct Tally {
     overloaded: AtomicU64,
     down: AtomicU64,
     other: AtomicU64,
+    /// The first few errors other than `Overloaded`, for the assert messages.
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+/// One caller: call the server's `slow` with `payload` until `end`, each reply checked to
+/// be the request, and count how each call ended. A caller told to slow down (or failed)
+/// waits `pause` before its next call.
+async fn call_until(
+    client: bee_dispatch::Cluster,
+    payload: bytes::Bytes,
+    end: Instant,
+    tally: Arc<Tally>,
+    pause: Duration,
+) {
+    while Instant::now() < end {
+        match client.call("server", "slow", payload.clone()).await {
+            Ok(reply) => {
+                assert_eq!(reply, payload, "the reply is the request");
+                tally.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(CallError::Transport(TransportError::Overloaded { .. })) => {
+                tally.overloaded.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => {
+                let down = matches!(
+                    e,
+                    CallError::Transport(
+                        TransportError::NodeDown { .. } | TransportError::PeerUnreachable { .. }
+                    )
+                );
+                let t = if down { &tally.down } else { &tally.other };
+                t.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut errors = tally.errors.lock().unwrap();
+                    if errors.len() < 5 {
+                        errors.push(e.to_string());
+                    }
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +100,6 @@ async fn eight_mib_budget_sheds_what_does_not_fit_and_keeps_memory_bounded() {
     ])
     .expect("pack");
     let tally = Arc::new(Tally::default());
-    let first_errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| layout.client(Duration::from_secs(20)))
         .collect();
@@ -65,45 +107,13 @@ async fn eight_mib_budget_sheds_what_does_not_fit_and_keeps_memory_bounded() {
     let mut tasks = Vec::new();
     for (_node, client) in &clients {
         for _ in 0..IN_FLIGHT {
-            let (client, payload, tally, errors) = (
+            tasks.push(tokio::spawn(call_until(
                 client.clone(),
                 payload.clone(),
+                end,
                 tally.clone(),
-                first_errors.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                while Instant::now() < end {
-                    match client.call("server", "slow", payload.clone()).await {
-                        Ok(reply) => {
-                            assert_eq!(reply, payload, "the reply is the request");
-                            tally.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(CallError::Transport(TransportError::Overloaded { .. })) => {
-                            tally.overloaded.fetch_add(1, Ordering::Relaxed);
-                            // A caller told to slow down does.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => {
-                            let down = matches!(
-                                e,
-                                CallError::Transport(
-                                    TransportError::NodeDown { .. }
-                                        | TransportError::PeerUnreachable { .. }
-                                )
-                            );
-                            let t = if down { &tally.down } else { &tally.other };
-                            t.fetch_add(1, Ordering::Relaxed);
-                            {
-                                let mut errors = errors.lock().unwrap();
-                                if errors.len() < 5 {
-                                    errors.push(e.to_string());
-                                }
-                            }
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                    }
-                }
-            }));
+                Duration::from_millis(200),
+            )));
         }
     }
     for t in tasks {
@@ -122,7 +132,7 @@ async fn eight_mib_budget_sheds_what_does_not_fit_and_keeps_memory_bounded() {
         BUDGET >> 20,
         SLACK >> 20
     );
-    let errors = first_errors.lock().unwrap().clone();
+    let errors = tally.errors.lock().unwrap().clone();
     assert_eq!(down, 0, "no call may see the node as down: {errors:?}");
     assert_eq!(other, 0, "only Overloaded may fail a call: {errors:?}");
     assert!(ok > 0, "some calls are served");
@@ -168,47 +178,16 @@ async fn slow_consumer_past_its_connection_bound_is_not_declared_dead() {
     ])
     .expect("pack");
     let tally = Arc::new(Tally::default());
-    let first_errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let end = Instant::now() + Duration::from_secs(8);
     let tasks: Vec<_> = (0..64)
         .map(|_| {
-            let (client, payload, tally, errors) = (
+            tokio::spawn(call_until(
                 client.clone(),
                 payload.clone(),
+                end,
                 tally.clone(),
-                first_errors.clone(),
-            );
-            tokio::spawn(async move {
-                while Instant::now() < end {
-                    match client.call("server", "slow", payload.clone()).await {
-                        Ok(_) => {
-                            tally.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(CallError::Transport(TransportError::Overloaded { .. })) => {
-                            tally.overloaded.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => {
-                            let down = matches!(
-                                e,
-                                CallError::Transport(
-                                    TransportError::NodeDown { .. }
-                                        | TransportError::PeerUnreachable { .. }
-                                )
-                            );
-                            let t = if down { &tally.down } else { &tally.other };
-                            t.fetch_add(1, Ordering::Relaxed);
-                            {
-                                let mut errors = errors.lock().unwrap();
-                                if errors.len() < 5 {
-                                    errors.push(e.to_string());
-                                }
-                            }
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            })
+                Duration::from_millis(100),
+            ))
         })
         .collect();
     for t in tasks {
@@ -222,7 +201,7 @@ async fn slow_consumer_past_its_connection_bound_is_not_declared_dead() {
     );
     let stats = client.senders();
     println!("served {ok}, overloaded {overloaded}, down {down}, other {other}; senders {stats:?}");
-    let errors = first_errors.lock().unwrap().clone();
+    let errors = tally.errors.lock().unwrap().clone();
     assert_eq!(down, 0, "the live node was declared down: {errors:?}");
     assert_eq!(other, 0, "only Overloaded may fail a call: {errors:?}");
     assert!(ok > 0, "some calls are served");

@@ -24,7 +24,7 @@
 //!    not a dead one). So a peer that freezes is declared dead at most about
 //!    `liveness + heartbeat/4` after the last frame it sent.
 //!
-//!    *Choice*: pings continue to stock skynet peers too (the brief allowed stopping them
+//!    *Choice*: pings continue to stock skynet peers too (they could be stopped
 //!    after the first `Invalid name`). The price is one small request and one small error
 //!    response per `heartbeat` on an **idle** link only (a link that carries replies never
 //!    pings), stock skynet answers an unknown name without logging, and it is the only
