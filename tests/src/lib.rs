@@ -413,6 +413,15 @@ impl BeeProcess {
         exits_cleanly(c, Duration::from_secs(10))
     }
 
+    /// Wait (at most `within`) for the process to exit by itself (a drain asked for
+    /// over the status listener, say); whether it exited 0. Killed after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        match self.child.take() {
+            Some(c) => exits_cleanly(c, within),
+            None => false,
+        }
+    }
+
     /// Start the same node again from its config (after a kill).
     pub fn restart(&mut self) {
         self.kill9();
@@ -447,14 +456,35 @@ impl Drop for BeeProcess {
 /// `GET path` from 127.0.0.1:`port` over HTTP/1.0 (a node's `metrics_listen`): the
 /// status code and the body. Panics when the node does not answer within 10 s.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_request(port, "GET", path, &[], b"")
+}
+
+/// `METHOD path` with `headers` and `body` to 127.0.0.1:`port` over HTTP/1.0: the
+/// status code and the body. Panics when the node does not answer within 10 s.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
         .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: bee-tests\r\n\r\n").unwrap();
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: bee-tests\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method != "GET" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text)
-        .unwrap_or_else(|e| panic!("GET {path} from port {port}: {e}"));
+        .unwrap_or_else(|e| panic!("{method} {path} to port {port}: {e}"));
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     let status = head
         .split_whitespace()

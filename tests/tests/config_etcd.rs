@@ -587,3 +587,64 @@ async fn config_etcd_call_send_and_query_find_the_nodes_through_etcd() {
         "{err}"
     );
 }
+
+/// In etcd mode the cluster view's header says whether etcd answers (and how many nodes
+/// are registered in it), on the status page's JSON and in `bee status --json`; with
+/// etcd stopped it says unreachable, with the error, and the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_etcd_status_header_shows_etcd_health() {
+    let Some(etcd) = start_etcd().await else {
+        return;
+    };
+    let url = format!("etcd://127.0.0.1:{}/bee/h", etcd.port);
+    let store = EtcdStore::connect(&url).await.unwrap();
+    let layout = Layout::new(&["a"]);
+    store
+        .put_config_text(
+            &format!("__version = 1\na = \"127.0.0.1:{}\"\n", layout.port("a")),
+            false,
+        )
+        .await
+        .unwrap();
+    let metrics = free_port();
+    let path = layout.dir.path().join("a-etcd.toml");
+    std::fs::write(
+        &path,
+        format!("name = \"a\"\ncluster = \"{url}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n"),
+    )
+    .unwrap();
+    let _a = BeeProcess::start("a", &path);
+    let header = |what: &str| {
+        let (code, body) = bee_tests::http_get(metrics, "/api/v1/cluster");
+        assert_eq!(code, 200, "{what}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["header"]["etcd"].clone()
+    };
+    let h = header("etcd up");
+    assert_eq!(h["healthy"], true, "{h}");
+    assert_eq!(h["members"], 1, "{h}");
+    assert_eq!(h["url"], url.as_str(), "{h}");
+    let (ok, out, err) = bee_cli(&["status", "--json", "--cluster", &url]);
+    assert!(ok, "bee status --json: {out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["header"]["etcd"]["healthy"], true, "{out}");
+    assert_eq!(v["nodes"][0]["state"], "up", "{out}");
+
+    // etcd gone: the header says so (after the probe's cache of a few seconds).
+    drop(store);
+    drop(etcd);
+    let started = Instant::now();
+    let h = loop {
+        let h = header("etcd down");
+        if h["healthy"] == false {
+            break h;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "etcd stopped, the header still says healthy: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(h["error"].as_str().is_some_and(|e| !e.is_empty()), "{h}");
+    assert!(h["members"].is_null(), "{h}");
+}

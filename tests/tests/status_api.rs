@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use bee_tests::{bee_cli, free_port, http_get, BeeProcess, Layout};
+use bee_tests::{bee_cli, free_port, http_get, http_request, BeeProcess, Layout};
 use serde_json::{json, Value};
 
 /// Check `v` against `shape`: a string names a type (`string`, `u64`, `f64`, `bool`,
@@ -85,6 +85,7 @@ fn node_shape() -> Value {
         "events": [{"at_ms": "u64", "kind": "string", "text": "string"}],
         "draining": "bool",
         "admin": "bool",
+        "admin_needs_secret": "bool",
     })
 }
 
@@ -95,7 +96,9 @@ fn cluster_shape() -> Value {
         "timeout_ms": "u64",
         "header": {"up": "u64", "suspect": "u64", "down": "u64", "config_version": "u64",
                    "config_hash": "string", "config_acked": "u64", "config_source": "string",
-                   "draining": ["string"]},
+                   "draining": ["string"],
+                   // Null in file mode; its shape is checked by config_etcd.rs.
+                   "etcd": "any?"},
         "nodes": [{"name": "string", "address": "string", "state": "string",
                    "error": "string?", "answered_ms": "u64?", "status": "any?"}],
         "not_answered": ["string"],
@@ -407,4 +410,192 @@ fn after_a_hot_update_the_successor_serves_the_page() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `bee status --json` prints the cluster view `/api/v1/cluster` serves (same schema),
+/// gathered by the client itself: every node's status, a stopped node `down` with the
+/// error; the exit status fails (after printing) when a node did not answer.
+#[test]
+fn bee_status_json_is_the_cluster_view() {
+    let layout = Layout::new(&["alpha", "beta", "gamma"]);
+    let _alpha = start(&layout, "alpha", Some(free_port()));
+    let _beta = start(&layout, "beta", Some(free_port()));
+    let cluster = layout.cluster_file();
+    let c = cluster.to_str().unwrap();
+    // gamma is in the config but not running.
+    let (ok, out, err) = bee_cli(&["status", "--json", "--cluster", c]);
+    assert!(!ok, "a node did not answer: the command must fail\n{out}");
+    assert!(err.contains("did not answer: gamma"), "{err}");
+    let view: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_shape("bee status --json", &view, &cluster_shape());
+    assert_eq!(view["schema"], "bee.cluster/1");
+    assert_eq!(view["not_answered"], json!(["gamma"]));
+    let states: Vec<(&str, &str)> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("alpha", "up"), ("beta", "up"), ("gamma", "down")]);
+    for n in ["alpha", "beta"] {
+        let node = view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap();
+        assert_shape(&format!("status of {n}"), &node["status"], &node_shape());
+        assert_eq!(node["status"]["node"], n);
+    }
+    assert_eq!(
+        (
+            view["header"]["up"].as_u64(),
+            view["header"]["down"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert!(view["header"]["etcd"].is_null(), "file mode: no etcd");
+    // Only the named nodes: all answer, exit 0.
+    let (ok, out, err) = bee_cli(&["status", "--json", "--cluster", c, "alpha", "beta"]);
+    assert!(ok, "{out}{err}");
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["not_answered"], json!([]));
+}
+
+/// Actions on the status listener: off by default (403, the page says read-only); with
+/// `[admin] enabled = true` and `[auth]`, refused without or with a wrong secret (401);
+/// with the secret a config push reaches every node (200, one row each) and a bad
+/// config is refused before anything is sent (400); a drain makes the node drain and
+/// exit cleanly, as SIGTERM does.
+#[test]
+fn admin_actions_are_off_by_default_and_need_the_secret() {
+    let layout = Layout::new(&["alpha", "beta"]);
+    // Off by default.
+    let p = free_port();
+    let mut plain = start(&layout, "alpha", Some(p));
+    let (code, body) = http_request(p, "POST", "/api/v1/admin/drain", &[], b"");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("[admin] enabled = true"), "{body}");
+    assert!(plain.terminate());
+
+    let secret = "page-secret-1";
+    let conf = |metrics: u16| {
+        format!(
+            "metrics_listen = \"127.0.0.1:{metrics}\"\n[admin]\nenabled = true\n[auth]\nsecret = \"{secret}\"\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n"
+        )
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let mut alpha = layout.start_logged("alpha", &conf(pa));
+    let _beta = layout.start_logged("beta", &conf(pb));
+    let node = get_json(pa, "/api/v1/node");
+    assert_eq!(
+        (
+            node["admin"].as_bool(),
+            node["admin_needs_secret"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+
+    let bearer = format!("Bearer {secret}");
+    let (code, body) = http_request(pa, "POST", "/api/v1/admin/drain", &[], b"");
+    assert_eq!(code, 401, "no secret: {body}");
+    let (code, body) = http_request(
+        pa,
+        "POST",
+        "/api/v1/admin/drain",
+        &[("Authorization", "Bearer nope")],
+        b"",
+    );
+    assert_eq!(code, 401, "wrong secret: {body}");
+    assert!(
+        alpha.log().contains("wrong secret was refused"),
+        "{}",
+        alpha.log()
+    );
+
+    // A bad config: nothing sent.
+    let (code, body) = http_request(
+        pa,
+        "POST",
+        "/api/v1/admin/config",
+        &[("Authorization", &bearer)],
+        b"this is not a config",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("nothing was pushed"), "{body}");
+
+    // Version 2 of the same cluster, pushed from alpha's page to both nodes.
+    let new = format!(
+        "__version = 2\nalpha = \"127.0.0.1:{}\"\nbeta = \"127.0.0.1:{}\"\ngamma = false\n",
+        layout.port("alpha"),
+        layout.port("beta")
+    );
+    let (code, body) = http_request(
+        pa,
+        "POST",
+        "/api/v1/admin/config",
+        &[("Authorization", &bearer)],
+        new.as_bytes(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let pushed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            pushed["ok"].as_bool(),
+            pushed["applied"].as_u64(),
+            pushed["version"].as_u64()
+        ),
+        (Some(true), Some(2), Some(2)),
+        "{body}"
+    );
+    for port in [pa, pb] {
+        let n = get_json(port, "/api/v1/node");
+        assert_eq!(n["config"]["version"], 2, "{n}");
+        assert!(
+            n["config"]["source"]
+                .as_str()
+                .unwrap()
+                .contains("status page of alpha"),
+            "{n}"
+        );
+    }
+    // The same config again changes nothing and is applied (idempotent); an older
+    // version is refused by every node (409), which still run version 2.
+    let (code, body) = http_request(
+        pa,
+        "POST",
+        "/api/v1/admin/config",
+        &[("Authorization", &bearer)],
+        new.as_bytes(),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("no change"), "{body}");
+    let old = new.replace("__version = 2", "__version = 1");
+    let (code, body) = http_request(
+        pa,
+        "POST",
+        "/api/v1/admin/config",
+        &[("Authorization", &bearer)],
+        old.as_bytes(),
+    );
+    assert_eq!(code, 409, "{body}");
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refused["ok"], false, "{body}");
+    assert_eq!(refused["nodes"][0]["result"], "rejected", "{body}");
+    assert_eq!(get_json(pb, "/api/v1/node")["config"]["version"], 2);
+
+    // Drain: answered at once, then the node drains and exits 0.
+    let (code, body) = http_request(
+        pa,
+        "POST",
+        "/api/v1/admin/drain",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(code, 202, "{body}");
+    assert!(
+        alpha.wait_exit(Duration::from_secs(30)),
+        "alpha did not drain and exit cleanly:\n{}",
+        alpha.log()
+    );
 }

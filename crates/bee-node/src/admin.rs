@@ -34,6 +34,10 @@ pub struct StatusArgs {
     /// How long each node may take to answer, in milliseconds.
     #[arg(long, default_value_t = 3_000)]
     timeout_ms: u64,
+    /// Print the cluster view as JSON (the `/api/v1/cluster` document, gathered from
+    /// here: each node's `bee_clusterd status`) instead of the table.
+    #[arg(long)]
+    json: bool,
     /// Only these nodes (default: every node of the config).
     nodes: Vec<String>,
 }
@@ -80,7 +84,7 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    fn word(&self) -> &'static str {
+    pub(crate) fn word(&self) -> &'static str {
         match self {
             Answer::Applied(_) => "applied",
             Answer::Rejected(_) => "rejected",
@@ -90,7 +94,7 @@ impl Answer {
         }
     }
 
-    fn detail(&self) -> &str {
+    pub(crate) fn detail(&self) -> &str {
         match self {
             Answer::Applied(s)
             | Answer::Rejected(s)
@@ -117,6 +121,18 @@ pub(crate) async fn ask(
     timeout: Duration,
     secret: Option<&AuthSecret>,
 ) -> Result<Vec<Value>, TransportError> {
+    ask_service(node, addr, CONFIG_NAME, values, timeout, secret).await
+}
+
+/// One cluster call to `@service` on `node` at `addr`, on a connection of its own.
+async fn ask_service(
+    node: &str,
+    addr: &str,
+    service: &str,
+    values: &[Value],
+    timeout: Duration,
+    secret: Option<&AuthSecret>,
+) -> Result<Vec<Value>, TransportError> {
     let config = ChannelConfig {
         call_timeout: timeout,
         connect_timeout: timeout.min(Duration::from_secs(3)),
@@ -127,7 +143,7 @@ pub(crate) async fn ask(
     let payload = seri::pack(values).map_err(|e| TransportError::Codec(e.to_string()))?;
     let result = channel
         .call(
-            Address::Name(Bytes::from(format!("@{CONFIG_NAME}"))),
+            Address::Name(Bytes::from(format!("@{service}"))),
             payload,
             Some(timeout),
         )
@@ -218,6 +234,9 @@ pub async fn status(a: StatusArgs) -> Result<()> {
     let timeout = Duration::from_millis(a.timeout_ms);
     let secret = crate::ops::client_secret()?;
     let secret = &secret;
+    if a.json {
+        return status_json(&a, &cfg, &names, timeout, secret.as_ref()).await;
+    }
     let asks = names.iter().map(|name| {
         let entry = cfg.nodes.get(name).cloned();
         async move {
@@ -296,6 +315,73 @@ pub async fn status(a: StatusArgs) -> Result<()> {
     print!("{}", table(&rows));
     if bad > 0 {
         bail!("{bad} node(s) could not report their config");
+    }
+    Ok(())
+}
+
+/// `bee status --json`: ask every node for `bee_clusterd status` (all at once, each
+/// within the timeout) and print the cluster view as `/api/v1/cluster` would. Fails
+/// (after printing) when a node did not answer.
+async fn status_json(
+    a: &StatusArgs,
+    cfg: &ClusterConfig,
+    names: &[String],
+    timeout: Duration,
+    secret: Option<&AuthSecret>,
+) -> Result<()> {
+    use crate::status::{Answer as Said, Gathered};
+    let asks = names.iter().map(|name| {
+        let entry = cfg.nodes.get(name).cloned().unwrap_or(NodeEntry::Down);
+        async move {
+            let t0 = std::time::Instant::now();
+            let NodeEntry::Up(addr) = entry else {
+                return Gathered {
+                    name: name.clone(),
+                    address: "down".into(),
+                    answer: Said::None("marked down in the cluster config".into()),
+                    took: t0.elapsed(),
+                };
+            };
+            let values = [Value::from("status")];
+            let got = ask_service(name, &addr, "bee_clusterd", &values, timeout, secret).await;
+            let answer = match got {
+                Ok(values) => match values.first().and_then(Value::as_str) {
+                    Some(text) => match serde_json::from_str(text) {
+                        Ok(v) => Said::Status(v),
+                        Err(e) => Said::Error(format!("bee_clusterd status: not JSON: {e}")),
+                    },
+                    None => Said::Error("bee_clusterd status: the answer is not a text".into()),
+                },
+                // It answered, without a status (a stock skynet node, say).
+                Err(e @ (TransportError::Remote { .. } | TransportError::Protocol { .. })) => {
+                    Said::Error(e.to_string())
+                }
+                // Connected, but no answer in time.
+                Err(e @ TransportError::Timeout { .. }) => Said::Silent(e.to_string()),
+                Err(e) => Said::None(e.to_string()),
+            };
+            Gathered {
+                name: name.clone(),
+                address: addr,
+                answer,
+                took: t0.elapsed(),
+            }
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let source = a.cluster.display().to_string();
+    let mut view = crate::status::assemble("bee status", answers, source.clone());
+    view.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    if crate::etcd::is_url(&a.cluster) {
+        view.header.etcd = Some(crate::etcd::Probe::new(source).check().await);
+    }
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    if !view.not_answered.is_empty() {
+        bail!(
+            "{} node(s) did not answer: {}",
+            view.not_answered.len(),
+            view.not_answered.join(", ")
+        );
     }
     Ok(())
 }
@@ -431,9 +517,8 @@ pub(crate) async fn push_to_nodes(
     force: bool,
     from: &str,
     timeout: Duration,
-) -> Result<Vec<(String, String, Answer)>> {
-    let secret = crate::ops::client_secret()?;
-    let secret = &secret;
+    secret: Option<&AuthSecret>,
+) -> Vec<(String, String, Answer)> {
     let values = [
         Value::from("lua"),
         Value::from("config_push"),
@@ -444,7 +529,7 @@ pub(crate) async fn push_to_nodes(
     let asks = targets.iter().map(|(name, addr)| {
         let values = &values;
         async move {
-            let answer = match ask(name, addr, values, timeout, secret.as_ref()).await {
+            let answer = match ask(name, addr, values, timeout, secret).await {
                 Ok(values) => match PushOutcome::from_values(&values) {
                     Ok(PushOutcome::Applied {
                         version,
@@ -464,7 +549,7 @@ pub(crate) async fn push_to_nodes(
             (name.clone(), addr.clone(), answer)
         }
     });
-    Ok(futures::future::join_all(asks).await)
+    futures::future::join_all(asks).await
 }
 
 /// `bee config push` to files: check NEW, send it to every node of CURRENT ∪ NEW (each
@@ -475,6 +560,7 @@ pub async fn push(a: PushArgs) -> Result<()> {
     let (text, new) = read_new(&a.new)?;
     let (targets, skipped) = targets(&[&current, &new]);
     let timeout = Duration::from_millis(a.timeout_ms);
-    let answers = push_to_nodes(&targets, &text, a.force, &who(), timeout).await?;
+    let secret = crate::ops::client_secret()?;
+    let answers = push_to_nodes(&targets, &text, a.force, &who(), timeout, secret.as_ref()).await;
     finish(&answers, &skipped, &new, a.require_all)
 }

@@ -54,6 +54,10 @@
 //! timeout_ms = 5000              # time a peer has to authenticate
 //! plain_nodes = ["skynet_gate"]  # nodes this node calls without authenticating (skynet)
 //!
+//! [admin]                        # optional: actions on the status listener
+//! enabled = false                # POST /api/v1/admin/drain, /api/v1/admin/config
+//!                                # (with [auth]: `Authorization: Bearer SECRET`)
+//!
 //! [[service]]
 //! kind = "echo"                  # what to start (see `services.rs`)
 //! name = "echo"                  # optional: register it in the cluster as "@echo"
@@ -111,6 +115,9 @@ pub struct NodeConfig {
     pub liveness: Liveness,
     /// Node authentication (off when absent).
     pub auth: Option<Auth>,
+    /// Actions on the status listener (off by default: read-only).
+    #[serde(default)]
+    pub admin: Admin,
     /// Services to start, in order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSpec>,
@@ -217,6 +224,14 @@ impl Default for Liveness {
     }
 }
 
+/// The `[admin]` table: actions (drain, config push) on the status listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Serve `POST /api/v1/admin/drain` and `/api/v1/admin/config` (see `actions.rs`).
+    pub enabled: bool,
+}
+
 /// The `[auth]` table: node authentication with a shared secret.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,7 +306,7 @@ impl NodeConfig {
         // Sections other than the known ones are typos: say so instead of ignoring them.
         if let Some(key) = cfg.extra.keys().find(|k| !sections.contains(k)) {
             anyhow::bail!(
-                "node config {}: unknown key {key:?} (known: name, cluster, cluster_fallback, etcd_start_retry_ms, listen, call_timeout_ms, threads, busy_poll_us, busy_poll_max, drain_timeout_ms, handover_socket, metrics_listen, limits, liveness, auth, service, {})",
+                "node config {}: unknown key {key:?} (known: name, cluster, cluster_fallback, etcd_start_retry_ms, listen, call_timeout_ms, threads, busy_poll_us, busy_poll_max, drain_timeout_ms, handover_socket, metrics_listen, limits, liveness, auth, admin, service, {})",
                 path.display(),
                 sections.join(", ")
             );

@@ -24,6 +24,102 @@ use bee_registry::{ConfigSource, NodeEntry, Registry};
 
 use crate::config::NodeConfig;
 
+/// How long the status page's probe waits for etcd.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// A probe younger than this is reported again instead of asking etcd anew.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// etcd as a node sees it (the status page's cluster header).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    /// The node config's `cluster` URL.
+    pub url: String,
+    /// It answered a read of the membership keys within [`PROBE_TIMEOUT`].
+    pub healthy: bool,
+    /// How long that read took.
+    pub answered_ms: Option<u64>,
+    /// Nodes registered in its membership keys.
+    pub members: Option<u64>,
+    /// Why it is not healthy.
+    pub error: Option<String>,
+}
+
+/// The status page's etcd probe: its own connection (made on first use, dropped after a
+/// failure) and the last result, reused for [`PROBE_EVERY`] so that open pages cost etcd
+/// one read every few seconds.
+pub struct Probe {
+    url: String,
+    store: tokio::sync::Mutex<Option<EtcdStore>>,
+    last: std::sync::Mutex<Option<(Instant, Health)>>,
+}
+
+impl Probe {
+    /// A probe of `url` (nothing is sent until [`Probe::check`]).
+    pub fn new(url: String) -> Probe {
+        Probe {
+            url,
+            store: tokio::sync::Mutex::new(None),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Read the membership keys, within [`PROBE_TIMEOUT`] (connecting included).
+    pub async fn check(&self) -> Health {
+        if let Some((at, h)) = self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if at.elapsed() < PROBE_EVERY {
+                return h.clone();
+            }
+        }
+        let mut store = self.store.lock().await;
+        let t0 = Instant::now();
+        let read = tokio::time::timeout(PROBE_TIMEOUT, async {
+            if store.is_none() {
+                let options = EtcdOptions {
+                    connect_timeout: PROBE_TIMEOUT,
+                    request_timeout: PROBE_TIMEOUT,
+                };
+                *store = Some(EtcdStore::connect_with(&self.url, options).await?);
+            }
+            match store.as_ref() {
+                Some(s) => s.members().await,
+                None => unreachable!("connected just above"),
+            }
+        })
+        .await;
+        let took = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let health = match read {
+            Ok(Ok(members)) => Health {
+                url: self.url.clone(),
+                healthy: true,
+                answered_ms: Some(took),
+                members: Some(members.len() as u64),
+                error: None,
+            },
+            Ok(Err(e)) => {
+                *store = None;
+                self.unhealthy(e.to_string())
+            }
+            Err(_) => {
+                *store = None;
+                self.unhealthy(format!("no answer within {PROBE_TIMEOUT:?}"))
+            }
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), health.clone()));
+        health
+    }
+
+    fn unhealthy(&self, error: String) -> Health {
+        Health {
+            url: self.url.clone(),
+            healthy: false,
+            answered_ms: None,
+            members: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// How long a node's membership key outlives its last keep-alive.
 pub const MEMBER_TTL: Duration = Duration::from_secs(2);
 

@@ -34,6 +34,7 @@
 //! }
 //! ```
 
+pub mod actions;
 pub mod admin;
 pub mod cli;
 pub mod config;
@@ -253,11 +254,14 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
         None => None,
     };
     let cluster = Cluster::start(&node, registry, settings);
+    // Notified by a drain asked for on the status listener (`[admin]`): as SIGTERM.
+    let drain_asked = Arc::new(tokio::sync::Notify::new());
     // The status page, `/metrics` and the JSON API on the metrics listener.
     let metrics = match metrics {
         Some(listener) => {
             let addr = listener.local_addr();
-            status::serve(listener, &node, &cluster, &cfg, &budgets)?;
+            let actions = actions::router(&cfg, &cluster, drain_asked.clone())?;
+            status::serve(listener, &node, &cluster, &cfg, &budgets, actions)?;
             addr
         }
         None => None,
@@ -297,6 +301,7 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     loop {
         let stream = tokio::select! {
             _ = wait_for_signal() => break,
+            _ = drain_asked.notified() => break,
             s = server.next() => match s {
                 Some(s) => s,
                 None => break,

@@ -50,6 +50,8 @@ const CLUSTER_CACHE: Duration = Duration::from_millis(1000);
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// Liveness changes this node saw while gathering, kept for the timeline.
 const LIVENESS_EVENTS: usize = 64;
+/// The cluster view's timeline keeps the newest this many events.
+const TIMELINE: usize = 200;
 
 /// The `schema` field of `/api/v1/node`.
 pub const NODE_SCHEMA: &str = "bee.node/1";
@@ -68,6 +70,12 @@ struct StatusState {
     cluster_cache: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
     /// Liveness this node last saw of each peer while gathering, and the changes.
     seen: Mutex<(HashMap<String, &'static str>, VecDeque<Event>)>,
+    /// In etcd mode: etcd's health for the cluster header.
+    etcd: Option<crate::etcd::Probe>,
+    /// `[admin] enabled`.
+    admin: bool,
+    /// `[auth]` is on.
+    needs_secret: bool,
 }
 
 /// The previous sample of the link counters, and the rates computed from it.
@@ -130,8 +138,11 @@ pub struct NodeStatus {
     pub events: Vec<Event>,
     /// It is draining (SIGTERM, or a successor taking over): it accepts no new peers.
     pub draining: bool,
-    /// Whether actions (drain, config push) are offered on this page: never (read-only).
+    /// Whether actions (drain, config push) are offered: the node config's
+    /// `[admin] enabled` (`actions.rs`); read-only otherwise.
     pub admin: bool,
+    /// Actions need the cluster secret (`Authorization: Bearer …`): `[auth]` is on.
+    pub admin_needs_secret: bool,
 }
 
 /// The config a node runs.
@@ -330,6 +341,9 @@ pub struct ClusterHeader {
     pub config_source: String,
     /// Nodes that say they are draining (stopping, or handing over to a successor).
     pub draining: Vec<String>,
+    /// In etcd mode (`cluster = "etcd://…"`): whether etcd answered the gathering node
+    /// just now; null otherwise.
+    pub etcd: Option<crate::etcd::Health>,
 }
 
 /// One node in the cluster view.
@@ -452,6 +466,7 @@ pub fn serve(
     cluster: &Cluster,
     cfg: &NodeConfig,
     budgets: &Budgets,
+    actions: Router,
 ) -> Result<()> {
     let kinds = cfg
         .services
@@ -472,6 +487,9 @@ pub fn serve(
         rates: Mutex::new(Rates::default()),
         cluster_cache: tokio::sync::Mutex::new(None),
         seen: Mutex::new((HashMap::new(), VecDeque::new())),
+        etcd: crate::etcd::url_of(cfg).map(crate::etcd::Probe::new),
+        admin: cfg.admin.enabled,
+        needs_secret: cfg.auth.is_some(),
     });
     let cluster_source = cfg.cluster.display().to_string();
     {
@@ -491,11 +509,12 @@ pub fn serve(
         .route("/metrics", get(prometheus_text))
         .route("/api/v1/node", get(api_node))
         .route("/api/v1/cluster", get(api_cluster))
-        .fallback(not_found)
         .with_state(Arc::new(Served {
             state,
             cluster_source,
-        }));
+        }))
+        .merge(actions)
+        .fallback(not_found);
     let bound = match listener.listener {
         Some(l) => {
             Some(tokio::net::TcpListener::from_std(l).context("cannot serve the metrics socket")?)
@@ -855,7 +874,8 @@ impl StatusState {
             peers,
             events,
             draining: cluster.draining(),
-            admin: false,
+            admin: self.admin,
+            admin_needs_secret: self.admin && self.needs_secret,
         }
     }
 
@@ -865,12 +885,30 @@ impl StatusState {
         let started = Instant::now();
         let config = self.cluster.registry().config();
         let me = self.cluster.node_name().to_string();
+        let connected: HashMap<String, bool> = self
+            .cluster
+            .senders()
+            .into_iter()
+            .map(|(n, s, _)| (n, s.connected))
+            .collect();
+        let connected = &connected;
         // The others first, then this node: its links then show this round's calls.
         let asks = config.nodes.iter().filter(|(name, _)| **name != me).map(
             |(name, address)| async move {
                 let t0 = Instant::now();
-                let answer = self.ask(name).await;
-                (name.clone(), entry_address(address), answer, t0.elapsed())
+                let answer = match self.ask(name).await {
+                    // Silent over a live connection: suspect, not down.
+                    Answer::None(e) if connected.get(name).copied().unwrap_or(false) => {
+                        Answer::Silent(e)
+                    }
+                    a => a,
+                };
+                Gathered {
+                    name: name.clone(),
+                    address: entry_address(address),
+                    answer,
+                    took: t0.elapsed(),
+                }
             },
         );
         let mut answers = futures::future::join_all(asks).await;
@@ -880,70 +918,28 @@ impl StatusState {
                 Ok(v) => Answer::Status(v),
                 Err(e) => Answer::Error(e.to_string()),
             };
-            answers.push((me.clone(), entry_address(entry), answer, t0.elapsed()));
-        }
-        answers.sort_by(|a, b| a.0.cmp(&b.0));
-        let connected: HashMap<String, bool> = self
-            .cluster
-            .senders()
-            .into_iter()
-            .map(|(n, s, _)| (n, s.connected))
-            .collect();
-        let mut nodes = Vec::new();
-        let mut not_answered = Vec::new();
-        let mut timeline = Vec::new();
-        for (name, address, answer, took) in answers {
-            let (state, error, status) = match answer {
-                Answer::Status(v) => ("up", None, Some(v)),
-                Answer::Error(e) => ("up", Some(e), None),
-                Answer::None(e) => {
-                    not_answered.push(name.clone());
-                    let live = connected.get(&name).copied().unwrap_or(false);
-                    (if live { "suspect" } else { "down" }, Some(e), None)
-                }
-            };
-            self.saw(&name, state, error.as_deref());
-            if let Some(events) = status
-                .as_ref()
-                .and_then(|s| s.get("events"))
-                .and_then(|e| e.as_array())
-            {
-                for e in events {
-                    timeline.push(ClusterEvent {
-                        node: name.clone(),
-                        at_ms: e.get("at_ms").and_then(|v| v.as_u64()).unwrap_or(0),
-                        kind: e
-                            .get("kind")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("other")
-                            .to_string(),
-                        text: e
-                            .get("text")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("")
-                            .to_string(),
-                    });
-                }
-            }
-            nodes.push(ClusterNode {
-                name,
-                address,
-                state,
-                answered_ms: (state == "up").then(|| ms(took)),
-                error,
-                status,
+            answers.push(Gathered {
+                name: me.clone(),
+                address: entry_address(entry),
+                answer,
+                took: t0.elapsed(),
             });
+        }
+        let mut view = assemble(&me, answers, self.cluster.report().source);
+        for n in &view.nodes {
+            self.saw(&n.name, n.state, n.error.as_deref());
         }
         // This node's own liveness changes, seen just now, are in its status only from
         // the next gathering on: add the newest ones here.
         {
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             for e in &seen.1 {
-                let dup = timeline
+                let dup = view
+                    .timeline
                     .iter()
                     .any(|t| t.node == me && t.at_ms == e.at_ms && t.text == e.text);
                 if !dup {
-                    timeline.push(ClusterEvent {
+                    view.timeline.push(ClusterEvent {
                         node: me.clone(),
                         at_ms: e.at_ms,
                         kind: e.kind.to_string(),
@@ -952,57 +948,14 @@ impl StatusState {
                 }
             }
         }
-        timeline.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
-        timeline.truncate(200);
-        let count = |s: &str| nodes.iter().filter(|n| n.state == s).count();
-        let configs: Vec<(u64, String)> = nodes
-            .iter()
-            .filter_map(|n| {
-                let c = n.status.as_ref()?.get("config")?;
-                Some((
-                    c.get("version")?.as_u64()?,
-                    c.get("hash")?.as_str()?.to_string(),
-                ))
-            })
-            .collect();
-        let newest = configs.iter().map(|c| c.0).max().unwrap_or(0);
-        let hash = configs
-            .iter()
-            .find(|c| c.0 == newest)
-            .map(|c| c.1.clone())
-            .unwrap_or_default();
-        ClusterStatus {
-            schema: CLUSTER_SCHEMA,
-            from: me.clone(),
-            now_ms: unix_ms(),
-            took_ms: ms(started.elapsed()),
-            timeout_ms: ms(GATHER_TIMEOUT),
-            header: ClusterHeader {
-                up: count("up"),
-                suspect: count("suspect"),
-                down: count("down"),
-                config_version: newest,
-                config_acked: configs
-                    .iter()
-                    .filter(|c| c.0 == newest && c.1 == hash)
-                    .count(),
-                config_hash: hash,
-                config_source: self.cluster.report().source,
-                draining: nodes
-                    .iter()
-                    .filter(|n| match &n.status {
-                        Some(s) => s.get("draining").and_then(|d| d.as_bool()) == Some(true),
-                        // Silent: draining if it said goaway to this node and was not
-                        // seen up or restarted since.
-                        None => n.state != "up" && said_goaway(&timeline, &me, &n.name),
-                    })
-                    .map(|n| n.name.clone())
-                    .collect(),
-            },
-            nodes,
-            not_answered,
-            timeline,
-        }
+        view.timeline.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+        view.timeline.truncate(TIMELINE);
+        view.header.etcd = match &self.etcd {
+            Some(p) => Some(p.check().await),
+            None => None,
+        };
+        view.took_ms = ms(started.elapsed());
+        view
     }
 
     /// `bee_clusterd status` on `node`, parsed.
@@ -1088,13 +1041,136 @@ fn said_goaway(timeline: &[ClusterEvent], gatherer: &str, node: &str) -> bool {
 }
 
 /// What a node answered to `bee_clusterd status`.
-enum Answer {
+pub(crate) enum Answer {
     /// Its status.
     Status(serde_json::Value),
     /// An answer, but no status (an error from the node, or a reply that is not one).
     Error(String),
-    /// No answer: why.
+    /// No answer and no connection: why.
     None(String),
+    /// No answer over a live connection: why.
+    Silent(String),
+}
+
+/// One node's answer while gathering.
+pub(crate) struct Gathered {
+    pub name: String,
+    pub address: String,
+    pub answer: Answer,
+    pub took: Duration,
+}
+
+/// The cluster view from every node's answer (any order), as gathered by `from`:
+/// states, the header, the merged timeline. Shared by `/api/v1/cluster` and
+/// `bee status --json`.
+pub(crate) fn assemble(
+    from: &str,
+    mut answers: Vec<Gathered>,
+    config_source: String,
+) -> ClusterStatus {
+    answers.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut nodes = Vec::new();
+    let mut not_answered = Vec::new();
+    let mut timeline = Vec::new();
+    for Gathered {
+        name,
+        address,
+        answer,
+        took,
+    } in answers
+    {
+        let (state, error, status) = match answer {
+            Answer::Status(v) => ("up", None, Some(v)),
+            Answer::Error(e) => ("up", Some(e), None),
+            Answer::None(e) => ("down", Some(e), None),
+            Answer::Silent(e) => ("suspect", Some(e), None),
+        };
+        if state != "up" {
+            not_answered.push(name.clone());
+        }
+        if let Some(events) = status
+            .as_ref()
+            .and_then(|s| s.get("events"))
+            .and_then(|e| e.as_array())
+        {
+            for e in events {
+                timeline.push(ClusterEvent {
+                    node: name.clone(),
+                    at_ms: e.get("at_ms").and_then(|v| v.as_u64()).unwrap_or(0),
+                    kind: e
+                        .get("kind")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("other")
+                        .to_string(),
+                    text: e
+                        .get("text")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                });
+            }
+        }
+        nodes.push(ClusterNode {
+            name,
+            address,
+            state,
+            answered_ms: (state == "up").then(|| ms(took)),
+            error,
+            status,
+        });
+    }
+    timeline.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+    timeline.truncate(TIMELINE);
+    let count = |s: &str| nodes.iter().filter(|n| n.state == s).count();
+    let configs: Vec<(u64, String)> = nodes
+        .iter()
+        .filter_map(|n| {
+            let c = n.status.as_ref()?.get("config")?;
+            Some((
+                c.get("version")?.as_u64()?,
+                c.get("hash")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let newest = configs.iter().map(|c| c.0).max().unwrap_or(0);
+    let hash = configs
+        .iter()
+        .find(|c| c.0 == newest)
+        .map(|c| c.1.clone())
+        .unwrap_or_default();
+    ClusterStatus {
+        schema: CLUSTER_SCHEMA,
+        from: from.to_string(),
+        now_ms: unix_ms(),
+        took_ms: 0,
+        timeout_ms: ms(GATHER_TIMEOUT),
+        header: ClusterHeader {
+            up: count("up"),
+            suspect: count("suspect"),
+            down: count("down"),
+            config_version: newest,
+            config_acked: configs
+                .iter()
+                .filter(|c| c.0 == newest && c.1 == hash)
+                .count(),
+            config_hash: hash,
+            config_source,
+            draining: nodes
+                .iter()
+                .filter(|n| match &n.status {
+                    Some(s) => s.get("draining").and_then(|d| d.as_bool()) == Some(true),
+                    // Silent: draining if it said goaway to the gatherer and was not
+                    // seen up or restarted since.
+                    None => n.state != "up" && said_goaway(&timeline, from, &n.name),
+                })
+                .map(|n| n.name.clone())
+                .collect(),
+            etcd: None,
+        },
+        nodes,
+        not_answered,
+        timeline,
+    }
 }
 
 /// `activity[3]` → (`activity`, 3).

@@ -64,6 +64,8 @@ function header(view) {
     el("span", { id: "count-down" }, h.down + " down"),
     el("span", { id: "config" }, "config v" + h.config_version + " (" + (h.config_hash || "no hash") + "), acked by " + h.config_acked + " of " + view.nodes.length),
     h.draining.length ? el("span", { id: "draining" }, "draining: " + h.draining.join(", ")) : null,
+    h.etcd ? el("span", { id: "etcd", class: h.etcd.healthy ? "ok" : "bad", title: h.etcd.url },
+      h.etcd.healthy ? "etcd healthy (" + h.etcd.members + " members, " + h.etcd.answered_ms + " ms)" : "etcd unreachable: " + h.etcd.error) : null,
     el("span", {}, "source: " + h.config_source),
     el("span", {}, "gathered in " + view.took_ms + " ms"),
   ];
@@ -177,10 +179,48 @@ function timeline(view) {
   fill(document.querySelector("#timeline tbody"), rows);
 }
 
+// Actions, when this node's config turns them on.
+function admin(view) {
+  const me = view.nodes.find((n) => n.name === view.from);
+  const s = me && me.status;
+  const on = !!(s && s.admin);
+  document.getElementById("admin").hidden = !on;
+  document.getElementById("secret-row").hidden = !(on && s.admin_needs_secret);
+  document.getElementById("mode").textContent = on ? "actions on" : "read-only";
+}
+
+async function act(path, body) {
+  const out = document.getElementById("admin-result");
+  const headers = {};
+  const secret = document.getElementById("secret").value;
+  if (secret) headers["Authorization"] = "Bearer " + secret;
+  out.textContent = "…";
+  try {
+    const r = await fetch(path, { method: "POST", headers, body });
+    const text = await r.text();
+    let shown = text;
+    try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch (_) { /* not JSON */ }
+    out.textContent = "HTTP " + r.status + "\n" + shown;
+  } catch (e) {
+    out.textContent = "no answer: " + e.message;
+  }
+}
+
+document.getElementById("drain").addEventListener("click", () => {
+  if (confirm("Drain this node? It stops accepting peers, answers what it accepted, and exits.")) {
+    act("api/v1/admin/drain", "");
+  }
+});
+document.getElementById("push").addEventListener("click", () => {
+  const force = document.getElementById("force").checked;
+  act("api/v1/admin/config" + (force ? "?force=true" : ""), document.getElementById("new-config").value);
+});
+
 function draw(view) {
   const now = Date.now();
   const dt = previous ? (now - previous.at) / 1000 : 0;
   header(view);
+  admin(view);
   nodes(view);
   links(view);
   services(view, dt);
