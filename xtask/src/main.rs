@@ -10,8 +10,9 @@
 //! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
 //! - `cargo xtask layers`: fail on an import cycle between the modules of any crate.
 //! - `cargo xtask cpp [--asan]`: build the C/C++ service modules (`cservices/`).
-//! - `cargo xtask soak [--secs N] [--warmup N]`: two nodes under mixed load for 10
-//!   minutes (or N s), memory sampled every second (not in CI).
+//! - `cargo xtask soak [--secs N] [--warmup N] [--overload-secs N] [--overload-only]`:
+//!   two nodes under mixed load for 10 minutes (or N s), then nodes loaded far past their
+//!   budgets (75 s, or N), memory sampled every second (not in CI).
 //! - `cargo xtask status-bench [--nodes N] [--secs S]`: what the status page costs on a
 //!   cluster of N nodes (load time, CPU while open; not in CI).
 //! - `cargo xtask stress TEST… --runs N [--hog] [--secs S]`: run timing-sensitive tests
@@ -27,6 +28,7 @@ mod process;
 mod setup;
 mod skynet;
 mod soak;
+mod soak_overload;
 mod status_bench;
 mod stress;
 
@@ -59,6 +61,8 @@ fn run() -> Result<()> {
         Some("stress") => stress::run(&root, &args[1..]),
         // The soak's load client, run from the release build by `soak`.
         Some("soak-client") => soak::client(&args[1..]),
+        // The overload phase's load client, run from the release build by `soak`.
+        Some("soak-overload-client") => soak_overload::client(&args[1..]),
         Some("cpp") => {
             let dir = cpp::build(&root, args.iter().any(|a| a == "--asan"))?;
             eprintln!("C/C++ modules built in {}", dir.display());
@@ -72,7 +76,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | soak [--secs N] [--warmup N] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | soak [--secs N] [--warmup N] [--overload-secs N] [--overload-only] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -125,3 +125,34 @@ impl Drop for Adopted {
         eprintln!("  killed {} (did not stop within 5 s)", self.name);
     }
 }
+
+/// `VmRSS` of a process, KiB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`, …).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|r| r.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Least-squares slope of (seconds, KiB) in KiB per minute.
+pub fn slope_per_min(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    if sxx == 0.0 {
+        0.0
+    } else {
+        60.0 * sxy / sxx
+    }
+}

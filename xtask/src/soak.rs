@@ -1,10 +1,13 @@
-//! `cargo xtask soak [--secs N] [--warmup N]`: the soak test — two `bee` nodes
-//! (release builds) under mixed load for `--secs` seconds (default 600), their resident
-//! memory sampled every second, and a verdict on growth after the warm-up.
+//! `cargo xtask soak [--secs N] [--warmup N] [--overload-secs N] [--overload-only]`: the
+//! soak test — two `bee` nodes (release builds) under mixed load for `--secs` seconds
+//! (default 600), their resident memory sampled every second, and a verdict on growth
+//! after the warm-up; then the overload phase (`soak_overload.rs`, `--overload-secs`,
+//! default 75, 0 skips it): nodes loaded far past their budgets, their RSS curve.
 //!
 //! ```text
-//! cargo xtask soak              # 10 minutes (not in CI)
-//! cargo xtask soak --secs 30    # a short run, to see it works
+//! cargo xtask soak                  # 10 minutes, then 95 s of overload (not in CI)
+//! cargo xtask soak --secs 30        # a short run, to see it works
+//! cargo xtask soak --overload-only  # the overload phase alone
 //! ```
 //!
 //! Steps:
@@ -56,6 +59,8 @@ const NODES: [&str; 2] = ["soak_a", "soak_b"];
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut secs = 600u64;
     let mut warmup: Option<u64> = None;
+    let mut overload_secs = 75u64;
+    let mut mixed = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |flag: &str| -> Result<u64> {
@@ -67,13 +72,27 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         match a.as_str() {
             "--secs" => secs = num("--secs")?,
             "--warmup" => warmup = Some(num("--warmup")?),
+            "--overload-secs" => {
+                overload_secs = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .context("--overload-secs needs a number of seconds (0 skips the phase)")?
+            }
+            "--overload-only" => mixed = false,
             other => {
-                bail!("cargo xtask soak: unknown argument {other:?} (flags: --secs N, --warmup N)")
+                bail!("cargo xtask soak: unknown argument {other:?} (flags: --secs N, --warmup N, --overload-secs N, --overload-only)")
             }
         }
     }
+    if !mixed && overload_secs == 0 {
+        bail!("cargo xtask soak: --overload-only with --overload-secs 0 runs nothing");
+    }
     let warmup = warmup.unwrap_or((secs / 10).max(5)).min(secs);
-    let command = format!("cargo xtask soak --secs {secs} --warmup {warmup}");
+    let command = if mixed {
+        format!("cargo xtask soak --secs {secs} --warmup {warmup} --overload-secs {overload_secs}")
+    } else {
+        format!("cargo xtask soak --overload-only --overload-secs {overload_secs}")
+    };
     let started_at = date();
     crate::step(
         "build (release)",
@@ -96,6 +115,43 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         .join("release");
     let dir = root.join("target").join("soak");
     std::fs::create_dir_all(&dir)?;
+    let mut md = String::new();
+    if mixed {
+        md.push_str(&mixed_phase(
+            &release,
+            &dir,
+            secs,
+            warmup,
+            &started_at,
+            &command,
+        )?);
+    }
+    if overload_secs > 0 {
+        let o = crate::soak_overload::run(&release, &dir, overload_secs)?;
+        std::fs::write(dir.join("overload.md"), &o)?;
+        if md.is_empty() {
+            md = format!(
+                "Run {started_at} on {}; command `{command}` (release build; the nodes and the client on one machine).\n\n",
+                machine()
+            );
+        }
+        md.push_str("\n### Overload phase\n\n");
+        md.push_str(&o);
+    }
+    std::fs::write(dir.join("results.md"), &md)?;
+    eprintln!("\n== soak result (target/soak/results.md)\n\n{md}");
+    Ok(())
+}
+
+/// The mixed load on two nodes (see the module doc); its Markdown report.
+fn mixed_phase(
+    release: &Path,
+    dir: &Path,
+    secs: u64,
+    warmup: u64,
+    started_at: &str,
+    command: &str,
+) -> Result<String> {
     let secret = dir.join("cluster.secret");
     std::fs::write(
         &secret,
@@ -158,7 +214,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             break;
         }
         if Instant::now() >= next {
-            let rss: Vec<u64> = pids.iter().map(|p| rss_kb(*p).unwrap_or(0)).collect();
+            let rss: Vec<u64> = pids
+                .iter()
+                .map(|p| crate::process::rss_kb(*p).unwrap_or(0))
+                .collect();
             if rss.contains(&0) {
                 bail!("a node died during the soak; see {}", dir.display());
             }
@@ -222,7 +281,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .copied()
             .filter(|(t, _)| *t >= warmup as f64)
             .collect();
-        let slope = slope_per_min(&after);
+        let slope = crate::process::slope_per_min(&after);
         md.push_str(&format!(
             "| {n} | {} | {} | {} | {} | {:+.1} MiB ({:+.1} %) | {:+.0} KiB/min |\n",
             mib(start),
@@ -236,12 +295,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     md.push('\n');
     md.push_str(&report);
-    std::fs::write(dir.join("results.md"), &md)?;
-    eprintln!("\n== soak result (target/soak/results.md)\n\n{md}");
     if !status.success() {
+        eprintln!("{md}");
         bail!("the soak failed: see the client's lines above");
     }
-    Ok(())
+    Ok(md)
 }
 
 fn date() -> String {
@@ -273,32 +331,6 @@ fn machine() -> String {
 
 fn mib(kb: f64) -> String {
     format!("{:.1} MiB", kb / 1024.0)
-}
-
-/// Least-squares slope of (seconds, KiB) in KiB per minute.
-fn slope_per_min(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    if n < 2.0 {
-        return 0.0;
-    }
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
-    if sxx == 0.0 {
-        0.0
-    } else {
-        60.0 * sxy / sxx
-    }
-}
-
-/// `VmRSS` of a process, KiB.
-fn rss_kb(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|r| r.trim().strip_suffix("kB"))
-        .and_then(|n| n.trim().parse().ok())
 }
 
 /// Counters of the client's loads.
