@@ -320,7 +320,10 @@ impl BeeProcess {
                     use std::io::Write;
                     let _ = writeln!(f, "{line}");
                 }
-                if !sent && line.contains("listening on") {
+                // A node config's node listens; a skynet config's node says it is ready.
+                if !sent
+                    && (line.contains("listening on") || line.contains(" ready: skynet config "))
+                {
                     let _ = tx.send(line.clone());
                     sent = true;
                 }

@@ -1,10 +1,10 @@
 //! Differential tests of skynet's Lua layer: scripts of stock skynet v1.6.0's own
 //! `test/` directory run as the `start` service on stock skynet (its executable and a
-//! config written here) and on a `bee` process hosting the same tree's Lua layer
-//! (`kind = "snlua"`), side by side for the same time; their stdout must agree once
-//! normalised.
+//! config written here) and on `bee run` of the same config file (the same tree's Lua
+//! layer on bee), side by side for the same time; their stdout must agree once
+//! normalised. (`tests/tests/lua_services.rs` runs the same layer from a bee node config.)
 //!
-//! Normalised: bee's own stdout line (`bee node … listening on …`) is dropped; skynet
+//! Normalised: bee's own stdout line (`bee node … ready: skynet config …`) is dropped; skynet
 //! log lines (`[:0000000a] text`) are compared per service that wrote them, each
 //! service's lines in order, and `print` lines as one sequence (skynet's logger writes
 //! asynchronously and services run at once, so how services' lines interleave is not
@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bee_tests::{bee_bin, free_port, skynet_dir, BeeProcess, TempDir};
+use bee_tests::{bee_bin, skynet_dir, BeeProcess, TempDir};
 
 /// The keys both configs share: the stock tree's services, Lua libraries and tests.
 fn shared_keys(skynet: &Path, script: &str) -> String {
@@ -31,8 +31,9 @@ fn shared_keys(skynet: &Path, script: &str) -> String {
     )
 }
 
-/// Stock skynet running `script` for `run`; its stdout.
-fn run_stock(skynet: &Path, dir: &Path, script: &str, run: Duration) -> String {
+/// The skynet config both run: stock skynet (`skynet skynet.config`) and bee (`bee run
+/// skynet.config`, the same file).
+fn skynet_config(skynet: &Path, dir: &Path, script: &str) -> std::path::PathBuf {
     let config = dir.join("skynet.config");
     std::fs::write(
         &config,
@@ -42,6 +43,12 @@ fn run_stock(skynet: &Path, dir: &Path, script: &str, run: Duration) -> String {
         ),
     )
     .expect("write the skynet config");
+    config
+}
+
+/// Stock skynet running `script` for `run`; its stdout.
+fn run_stock(skynet: &Path, dir: &Path, script: &str, run: Duration) -> String {
+    let config = skynet_config(skynet, dir, script);
     let out = dir.join("skynet.out");
     let mut child = Command::new(skynet.join("skynet"))
         .arg(&config)
@@ -59,28 +66,13 @@ fn run_stock(skynet: &Path, dir: &Path, script: &str, run: Duration) -> String {
     std::fs::read_to_string(&out).unwrap_or_default()
 }
 
-/// A bee node hosting the stock tree's Lua layer, running `script` for `run`; its stdout.
+/// bee running the same skynet config (`bee run skynet.config`: the tree's Lua layer on
+/// bee, single node) for `run`; its stdout.
 fn run_bee(skynet: &Path, dir: &Path, script: &str, run: Duration) -> String {
-    let name = format!("diff_{script}");
-    std::fs::write(
-        dir.join("cluster.lua"),
-        format!("{name} = \"127.0.0.1:{}\"\n", free_port()),
-    )
-    .expect("write cluster.lua");
-    let config = dir.join("bee.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"{name}\"\ncluster = \"cluster.lua\"\n\n[env]\n{}\n\
-             [[service]]\nkind = \"snlua\"\nliblua = \"{}/liblua.so\"\n",
-            shared_keys(skynet, script),
-            skynet.display()
-        ),
-    )
-    .expect("write the bee config");
+    let config = skynet_config(skynet, dir, script);
     let out = dir.join("bee.out");
     let started = Instant::now();
-    let node = BeeProcess::start_capturing(&bee_bin(), &name, &config, &out);
+    let node = BeeProcess::start_capturing(&bee_bin(), &format!("diff_{script}"), &config, &out);
     std::thread::sleep(run.saturating_sub(started.elapsed()));
     drop(node);
     std::fs::read_to_string(&out).unwrap_or_default()
@@ -142,7 +134,7 @@ fn normalise(stdout: &str) -> (Vec<Vec<String>>, Vec<String>) {
     let mut log: Vec<Vec<String>> = Vec::new();
     let mut print = Vec::new();
     for line in stdout.lines() {
-        if line.starts_with("bee node ") && line.contains(" listening on ") {
+        if line.starts_with("bee node ") && line.contains(" ready: skynet config ") {
             continue;
         }
         match line.strip_prefix("[:").and_then(|r| r.split_once("] ")) {
@@ -223,7 +215,7 @@ fn differential(script: &str, secs: u64, logs: Order, prints: Order) {
 #[test]
 fn normalising_strips_addresses_pointers_and_numbers() {
     let (log, print) = normalise(
-        "[:00000008] LAUNCH harbor 0 4\nbee node x listening on 127.0.0.1:1\n\
+        "[:00000008] LAUNCH harbor 0 4\nbee node x ready: skynet config /tmp/skynet.config, single node, no cluster listener\n\
          begin\tthread: 0x55d0c2a8\tfalse\n[:0069654d] KILL :a1b2c3d4\n1\tcall\t28\n\
          [:00000009] lua call [8 to :9 : 2 msgsz = 0] error : x\n",
     );

@@ -50,6 +50,7 @@ mod context;
 mod ffi;
 mod lua;
 mod monitor;
+mod skynet_config;
 mod timer;
 
 use std::collections::HashMap;
@@ -65,10 +66,19 @@ use bee_dispatch::{Addr, Node};
 pub use context::{start, CurrentGuard, SkynetContext, Started};
 pub use ffi::link_exports;
 pub use lua::load_lua;
+pub use skynet_config::read_skynet_config;
 
 /// What can go wrong when a module is loaded and started.
 #[derive(Debug, thiserror::Error)]
 pub enum CapiError {
+    /// A skynet config file could not be read (see [`read_skynet_config`]).
+    #[error("skynet config {path}: {reason}")]
+    Config {
+        /// The config's path.
+        path: PathBuf,
+        /// What went wrong (the Lua error, or the missing variable).
+        reason: String,
+    },
     /// The shared object could not be opened (missing file, unresolved symbol, …).
     #[error("cannot load C service module {path}: {reason}")]
     Load {

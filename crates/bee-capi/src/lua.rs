@@ -67,6 +67,11 @@ pub fn load_lua(path: &Path) -> Result<(), CapiError> {
     Ok(())
 }
 
+/// `f` with the loaded Lua library, or `None` when none is loaded.
+pub(crate) fn with_lua<R>(f: impl FnOnce(&Library) -> R) -> Option<R> {
+    lock(&LUA).as_ref().map(|(_, lib)| f(lib))
+}
+
 /// The Lua allocator snlua wraps: `nsize` 0 frees and returns NULL, else `realloc`.
 #[no_mangle]
 pub extern "C" fn skynet_lalloc(ptr: *mut c_void, _osize: usize, nsize: usize) -> *mut c_void {

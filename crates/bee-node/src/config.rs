@@ -127,6 +127,10 @@ pub struct NodeConfig {
     /// The directory of the config file (paths in service entries are relative to it).
     #[serde(skip)]
     pub dir: PathBuf,
+    /// Built from this skynet config (`bee run SKYNET_CONFIG`): skynet's single-node
+    /// mode, no cluster listener.
+    #[serde(skip)]
+    pub skynet_config: Option<PathBuf>,
 }
 
 fn default_etcd_start_retry() -> u64 {

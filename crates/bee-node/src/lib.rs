@@ -44,6 +44,7 @@ pub mod frame;
 pub mod handover;
 pub mod ops;
 pub mod services;
+pub mod skynet_mode;
 pub mod status;
 pub mod upgrade;
 
@@ -71,9 +72,11 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node from its config file (TOML).
+    /// Run one node from its config file (TOML), or a skynet config file as `skynet`
+    /// takes it (skynet's Lua layer in single-node mode; see docs/lua.md).
     Run {
-        /// The node config (name, listen address, cluster config path, services).
+        /// The node config (name, listen address, cluster config path, services), or a
+        /// skynet config.
         config: PathBuf,
         /// Hot update: take over from the running process of this node (its listening
         /// sockets and its services' state, over its handover socket), which drains and
@@ -184,8 +187,20 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
     builder.enable_all();
     // A node reads its config first: it says how many worker threads to run.
     let node_cfg = match &args.command {
-        Command::Run { config, .. } => {
-            let cfg = config::NodeConfig::load(config, &app.sections)?;
+        Command::Run { config, takeover } => {
+            let text = std::fs::read_to_string(config)
+                .with_context(|| format!("cannot read node config {}", config.display()))?;
+            let cfg = if skynet_mode::is_skynet_config(&text) {
+                if *takeover {
+                    anyhow::bail!(
+                        "--takeover is for bee node configs; {} is a skynet config",
+                        config.display()
+                    );
+                }
+                skynet_mode::node_config(config, &text)?
+            } else {
+                config::NodeConfig::load(config, &app.sections)?
+            };
             if let Some(n) = cfg.threads {
                 builder.worker_threads(n);
             }
@@ -216,8 +231,42 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
     })
 }
 
+/// A node from a skynet config ([`skynet_mode`]): its services (skynet's bootstrap), no
+/// cluster listener, until a signal.
+async fn run_single(app: &App, cfg: config::NodeConfig) -> Result<()> {
+    let node = Node::new(
+        &cfg.name,
+        RuntimeConfig {
+            call_timeout: Duration::from_millis(cfg.call_timeout_ms),
+            ..RuntimeConfig::default()
+        },
+    );
+    let (settings, _budgets) = ops::cluster_settings(&cfg)?;
+    let cluster = Cluster::start(
+        &node,
+        Registry::new(bee_registry::ClusterConfig::default()),
+        settings,
+    );
+    app.kinds.start_all(&node, &cluster, &cfg)?;
+    let from = cfg.skynet_config.as_deref().unwrap_or(&cfg.dir);
+    tracing::info!(node = %cfg.name, config = %from.display(), services = node.services().len(), "node ready (skynet config, single node)");
+    // A line for scripts and tests waiting for the node to come up.
+    println!(
+        "bee node {} ready: skynet config {}, single node, no cluster listener",
+        cfg.name,
+        from.display()
+    );
+    wait_for_signal().await;
+    tracing::info!(node = %cfg.name, "shutting down");
+    node.shutdown();
+    Ok(())
+}
+
 /// Run a node until a signal, or until a successor takes over.
 async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
+    if cfg.skynet_config.is_some() {
+        return run_single(app, cfg).await;
+    }
     // Checked like every later config, and told which node it belongs to (a push that
     // drops this node is refused).
     // `cluster = "etcd://host:port/PREFIX"`: the config lives in etcd (see [`etcd`]).
