@@ -50,6 +50,7 @@ mod context;
 mod ffi;
 mod lua;
 mod monitor;
+pub mod socket;
 mod timer;
 
 use std::collections::HashMap;
