@@ -10,6 +10,7 @@ local gate
 skynet.register_protocol {
 	name = "text",
 	id = skynet.PTYPE_TEXT,
+	pack = function(text) return text end,
 	unpack = skynet.tostring,
 }
 
