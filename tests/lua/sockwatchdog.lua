@@ -13,6 +13,8 @@ function SOCKET.open(fd, addr)
 end
 
 function SOCKET.close(fd)
+	-- A peer's EOF only half-closes the socket (it stays writable): free it.
+	socket.close_fd(fd)
 	skynet.error("gate close")
 end
 

@@ -208,3 +208,82 @@ fn skynets_mysql_driver_talks_to_mariadb() {
     let (_node, log) = start_node(&layout, &format!("mysql_db = \"{db}\""));
     wait_for_log(&log, "mysql result skynet");
 }
+
+/// One framed echo through the Lua gate on a fresh connection.
+fn gate_echo_works(port: u16) {
+    let mut s = connect(port);
+    assert_eq!(
+        framed_round_trip(&mut s, &[b"alive"]),
+        [b"echo:alive".to_vec()]
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_is_closed_at_the_send_limit_and_the_node_keeps_serving() {
+    let layout = Layout::new(&["sockets"]);
+    let port = free_port();
+    let env = format!("gate_port = \"{port}\"\nsocket_send_limit = \"1048576\"");
+    let (_node, log) = start_node(&layout, &env);
+    wait_for_log(&log, "lua gate listening");
+    // 400 frames of 60 000 bytes, each echoed back, and nothing is ever read: far more
+    // than the 1 MiB send limit plus what the kernel's socket buffers hold.
+    let mut s = connect(port);
+    let frame = vec![b'z'; 60_000];
+    let mut batch = Vec::new();
+    batch.extend_from_slice(&u16::try_from(frame.len()).unwrap().to_be_bytes());
+    batch.extend_from_slice(&frame);
+    for _ in 0..400 {
+        if s.write_all(&batch).is_err() {
+            break; // the node closed the connection
+        }
+    }
+    wait_for_log(&log, "gate close");
+    gate_echo_works(port);
+}
+
+#[test]
+fn a_flood_of_connections_beyond_the_socket_limit_is_refused_and_the_node_keeps_serving() {
+    let layout = Layout::new(&["sockets"]);
+    let port = free_port();
+    let env = format!("gate_port = \"{port}\"\nsocket_max = \"32\"");
+    let (_node, log) = start_node(&layout, &env);
+    wait_for_log(&log, "lua gate listening");
+    let clients: Vec<TcpStream> = (0..100).map(|_| connect(port)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut refused, mut held) = (0, 0);
+    for c in &clients {
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        match (&*c).read(&mut b) {
+            Ok(0) => refused += 1,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                held += 1
+            }
+            Ok(_) => panic!("the gate sent unasked data"),
+            Err(_) => refused += 1, // reset
+        }
+    }
+    assert!(held > 0 && held < 32, "held {held}, refused {refused}");
+    assert_eq!(held + refused, 100);
+    drop(clients);
+    // Once they are gone the slots are free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches("gate close").count() >= held {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the held connections did not close:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    gate_echo_works(port);
+}
