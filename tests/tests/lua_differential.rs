@@ -182,8 +182,36 @@ fn differential(script: &str, secs: u64, logs: Order, prints: Order) {
             bee.join().expect("bee run"),
         )
     });
-    let (mut stock_log, mut stock_print) = normalise(&stock);
-    let (mut bee_log, mut bee_print) = normalise(&bee);
+    compare(script, &stock, &bee, logs, prints);
+}
+
+/// [`differential`] for scripts that listen on fixed ports: stock skynet first, then
+/// bee, each for `secs` seconds while `client` (if any) talks to it from another thread.
+fn differential_in_turn(script: &str, secs: u64, logs: Order, prints: Order, client: Option<fn()>) {
+    let skynet = skynet_dir();
+    let _ = bee_bin();
+    let run = Duration::from_secs(secs);
+    let stock_dir = TempDir::new(&format!("stock-{script}"));
+    let bee_dir = TempDir::new(&format!("bee-{script}"));
+    let with_client = |f: &dyn Fn() -> String| {
+        std::thread::scope(|s| {
+            let c = client.map(|c| s.spawn(c));
+            let out = f();
+            if let Some(c) = c {
+                c.join().expect("the client failed");
+            }
+            out
+        })
+    };
+    let stock = with_client(&|| run_stock(&skynet, stock_dir.path(), script, run));
+    let bee = with_client(&|| run_bee(&skynet, bee_dir.path(), script, run));
+    compare(script, &stock, &bee, logs, prints);
+}
+
+/// Compare the two runs' normalised output.
+fn compare(script: &str, stock: &str, bee: &str, logs: Order, prints: Order) {
+    let (mut stock_log, mut stock_print) = normalise(stock);
+    let (mut bee_log, mut bee_print) = normalise(bee);
     assert!(
         stock_log
             .iter()
@@ -351,4 +379,47 @@ fn testdatasheet() {
 #[test]
 fn testdeadloop() {
     differential("testdeadloop", 5, Order::Same, Order::Same);
+}
+
+/// A client of testsocket's echo server on 127.0.0.1:8001: the greeting, one echo.
+fn echo_client_8001() {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", 8001)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "testsocket does not listen: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut hello = [0u8; 13];
+    s.read_exact(&mut hello).expect("the greeting");
+    assert_eq!(&hello, b"Hello Skynet\n");
+    s.write_all(b"bee\n").expect("send");
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).expect("the echo");
+    assert_eq!(&echo, b"bee\n");
+}
+
+/// The echo server on a fixed port (8001): an agent service per connection.
+#[test]
+fn testsocket() {
+    differential_in_turn(
+        "testsocket",
+        4,
+        Order::Same,
+        Order::Same,
+        Some(echo_client_8001),
+    );
+}
+
+/// UDP on a fixed port (8765): 20 datagrams each way with their senders' addresses.
+/// Which of server and client prints first varies on stock skynet.
+#[test]
+fn testudp() {
+    differential_in_turn("testudp", 3, Order::Same, Order::Any, None);
 }

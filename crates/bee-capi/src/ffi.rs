@@ -49,9 +49,11 @@ pub fn link_exports() -> usize {
         bee_capi_log as *const c_void,
     ];
     let lua = crate::lua::exports();
+    let sockets = crate::socket::exports();
     std::hint::black_box(&table)
         .iter()
         .chain(std::hint::black_box(&lua).iter())
+        .chain(std::hint::black_box(&sockets).iter())
         .filter(|p| !p.is_null())
         .count()
 }

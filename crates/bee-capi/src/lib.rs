@@ -51,6 +51,7 @@ mod ffi;
 mod lua;
 mod monitor;
 mod skynet_config;
+pub mod socket;
 mod timer;
 
 use std::collections::HashMap;

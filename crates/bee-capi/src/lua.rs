@@ -3,9 +3,7 @@
 //! `luaclib/skynet.so` resolve their `lua_*` symbols, including the patch's
 //! `lua_sharefunction`/`lua_sharestring`/`lua_clonetable`), `skynet_lalloc`,
 //! `skynet_isremote`, `skynet_harbor_start`, the allocator-statistics functions of
-//! skynet's no-jemalloc build, and the `skynet_socket_*` entry points — which fail for
-//! now (bee gives Lua services no sockets yet), but must exist because Lua's `require`
-//! opens `skynet.so` with `RTLD_NOW`.
+//! skynet's no-jemalloc build. The `skynet_socket_*` entry points are in `crate::socket`.
 //!
 //! See `docs/lua.md`.
 
@@ -171,158 +169,8 @@ pub extern "C" fn dump_mem_lua(l: *mut c_void) -> c_int {
     1
 }
 
-// Sockets: not given to Lua services yet. Each entry point fails as skynet's does for a
-// request it cannot carry out (-1 / nothing), and logs why.
-
-fn no_sockets(what: &str) {
-    tracing::warn!(target: "skynet", "{what}: sockets are not available to services in a bee node yet");
-}
-
-/// `struct socket_sendbuffer` (skynet_socket.h).
-#[repr(C)]
-pub struct SocketSendBuffer {
-    id: c_int,
-    kind: c_int,
-    buffer: *const c_void,
-    sz: usize,
-}
-
-/// A send that cannot happen: a `SOCKET_BUFFER_MEMORY` (0) block is ours to free, as
-/// skynet's socket server frees it when the socket is invalid.
-fn drop_buffer(buffer: *mut SocketSendBuffer) {
-    // SAFETY: the caller passes a valid socket_sendbuffer for the duration of the call.
-    if let Some(b) = unsafe { buffer.as_ref() } {
-        if b.kind == 0 {
-            // SAFETY: type MEMORY means a malloc'ed block handed over with the send.
-            unsafe { libc::free(b.buffer.cast_mut()) };
-        }
-    }
-}
-
-/// Not available yet: -1.
-#[no_mangle]
-pub extern "C" fn skynet_socket_sendbuffer(_ctx: *mut c_void, b: *mut SocketSendBuffer) -> c_int {
-    drop_buffer(b);
-    no_sockets("skynet_socket_sendbuffer");
-    -1
-}
-/// Not available yet: -1.
-#[no_mangle]
-pub extern "C" fn skynet_socket_sendbuffer_lowpriority(
-    _ctx: *mut c_void,
-    b: *mut SocketSendBuffer,
-) -> c_int {
-    drop_buffer(b);
-    no_sockets("skynet_socket_sendbuffer_lowpriority");
-    -1
-}
-/// Not available yet: -1.
-#[no_mangle]
-pub extern "C" fn skynet_socket_listen(
-    _ctx: *mut c_void,
-    _host: *const c_char,
-    _port: c_int,
-    _backlog: c_int,
-) -> c_int {
-    no_sockets("skynet_socket_listen");
-    -1
-}
-/// Not available yet: -1.
-#[no_mangle]
-pub extern "C" fn skynet_socket_connect(
-    _ctx: *mut c_void,
-    _host: *const c_char,
-    _port: c_int,
-) -> c_int {
-    no_sockets("skynet_socket_connect");
-    -1
-}
-/// Not available yet: -1.
-#[no_mangle]
-pub extern "C" fn skynet_socket_bind(_ctx: *mut c_void, _fd: c_int) -> c_int {
-    no_sockets("skynet_socket_bind");
-    -1
-}
-/// Not available yet: does nothing.
-#[no_mangle]
-pub extern "C" fn skynet_socket_close(_ctx: *mut c_void, _id: c_int) {
-    no_sockets("skynet_socket_close");
-}
-/// Not available yet: does nothing.
-#[no_mangle]
-pub extern "C" fn skynet_socket_shutdown(_ctx: *mut c_void, _id: c_int) {
-    no_sockets("skynet_socket_shutdown");
-}
-/// Not available yet: does nothing.
-#[no_mangle]
-pub extern "C" fn skynet_socket_start(_ctx: *mut c_void, _id: c_int) {
-    no_sockets("skynet_socket_start");
-}
-/// Not available yet: does nothing.
-#[no_mangle]
-pub extern "C" fn skynet_socket_pause(_ctx: *mut c_void, _id: c_int) {
-    no_sockets("skynet_socket_pause");
-}
-/// Not available yet: does nothing.
-#[no_mangle]
-pub extern "C" fn skynet_socket_nodelay(_ctx: *mut c_void, _id: c_int) {
-    no_sockets("skynet_socket_nodelay");
-}
-/// Not available yet: -1.
-#[no_mangle]
-pub extern "C" fn skynet_socket_udp(
-    _ctx: *mut c_void,
-    _addr: *const c_char,
-    _port: c_int,
-) -> c_int {
-    no_sockets("skynet_socket_udp");
-    -1
-}
-/// Not available yet: -1.
-#[no_mangle]
-pub extern "C" fn skynet_socket_udp_connect(
-    _ctx: *mut c_void,
-    _id: c_int,
-    _addr: *const c_char,
-    _port: c_int,
-) -> c_int {
-    no_sockets("skynet_socket_udp_connect");
-    -1
-}
-/// Not available yet: -1.
-#[no_mangle]
-pub extern "C" fn skynet_socket_udp_sendbuffer(
-    _ctx: *mut c_void,
-    _address: *const c_char,
-    b: *mut SocketSendBuffer,
-) -> c_int {
-    drop_buffer(b);
-    no_sockets("skynet_socket_udp_sendbuffer");
-    -1
-}
-/// Not available yet: NULL (no address).
-#[no_mangle]
-pub extern "C" fn skynet_socket_udp_address(
-    _msg: *const c_void,
-    addrsz: *mut c_int,
-) -> *const c_char {
-    if !addrsz.is_null() {
-        // SAFETY: a non-null out-parameter points at an int the caller owns.
-        unsafe { *addrsz = 0 };
-    }
-    std::ptr::null()
-}
-/// No sockets: an empty list (NULL).
-#[no_mangle]
-pub extern "C" fn skynet_socket_info() -> *mut c_void {
-    std::ptr::null_mut()
-}
-/// Releases a list from [`skynet_socket_info`]: there is never one.
-#[no_mangle]
-pub extern "C" fn socket_info_release(_si: *mut c_void) {}
-
 /// The functions of this module, for [`crate::link_exports`].
-pub(crate) fn exports() -> [*const c_void; 28] {
+pub(crate) fn exports() -> [*const c_void; 12] {
     [
         skynet_lalloc as *const c_void,
         skynet_isremote as *const c_void,
@@ -336,21 +184,5 @@ pub(crate) fn exports() -> [*const c_void; 28] {
         mallctl_bool as *const c_void,
         dump_c_mem as *const c_void,
         dump_mem_lua as *const c_void,
-        skynet_socket_sendbuffer as *const c_void,
-        skynet_socket_sendbuffer_lowpriority as *const c_void,
-        skynet_socket_listen as *const c_void,
-        skynet_socket_connect as *const c_void,
-        skynet_socket_bind as *const c_void,
-        skynet_socket_close as *const c_void,
-        skynet_socket_shutdown as *const c_void,
-        skynet_socket_start as *const c_void,
-        skynet_socket_pause as *const c_void,
-        skynet_socket_nodelay as *const c_void,
-        skynet_socket_udp as *const c_void,
-        skynet_socket_udp_connect as *const c_void,
-        skynet_socket_udp_sendbuffer as *const c_void,
-        skynet_socket_udp_address as *const c_void,
-        skynet_socket_info as *const c_void,
-        socket_info_release as *const c_void,
     ]
 }

@@ -1,0 +1,508 @@
+//! The `skynet_socket_*` entry points with skynet v1.6.0's C signatures, as
+//! `luaclib/skynet.so` (socketdriver, netpack) and `cservice/gate.so` call them, and
+//! `skynet_socket_info`/`socket_info_release` for `socketdriver.info` (netstat).
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{
+    all, alloc, decode_udp_addr, emit_now, ev, get, tcp, udp, Cmd, Event, Kind, Origin, State,
+};
+use crate::context::SkynetContext;
+use crate::Host;
+
+/// `struct socket_sendbuffer` (skynet_socket.h).
+#[repr(C)]
+pub struct SocketSendBuffer {
+    id: c_int,
+    kind: c_int,
+    buffer: *const c_void,
+    sz: usize,
+}
+
+const BUFFER_MEMORY: c_int = 0;
+const BUFFER_RAWPOINTER: c_int = 2;
+
+/// `struct socket_info` (socket_info.h).
+#[repr(C)]
+pub struct SocketInfo {
+    id: c_int,
+    kind: c_int,
+    opaque: u64,
+    read: u64,
+    write: u64,
+    rtime: u64,
+    wtime: u64,
+    wbuffer: i64,
+    reading: u8,
+    writing: u8,
+    name: [c_char; 128],
+    next: *mut SocketInfo,
+}
+
+/// The calling service's host and handle.
+fn caller(ctx: *mut SkynetContext) -> Option<(Arc<Host>, u32)> {
+    // SAFETY: a non-null context pointer is one this crate handed to C; it stays valid
+    // while the service's code runs, which is when C calls us with it.
+    let c = unsafe { ctx.as_ref() }?;
+    Some((c.host.clone(), c.handle()))
+}
+
+fn str_arg<'a>(p: *const c_char) -> Option<&'a str> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null C string argument, NUL-terminated, valid for the call.
+    unsafe { CStr::from_ptr(p) }.to_str().ok()
+}
+
+/// The bytes of a send buffer, taking over (freeing) a MEMORY block in every case, as
+/// skynet's socket layer does. None for OBJECT buffers (no user-object callbacks exist).
+fn take_buffer(b: *mut SocketSendBuffer) -> Option<(c_int, Bytes)> {
+    // SAFETY: the caller passes a valid socket_sendbuffer for the duration of the call.
+    let b = unsafe { b.as_ref() }?;
+    let bytes = |p: *const c_void, n: usize| {
+        if p.is_null() || n == 0 {
+            Bytes::new()
+        } else {
+            // SAFETY: the buffer holds `sz` readable bytes (the socket_sendbuffer contract).
+            Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) })
+        }
+    };
+    match b.kind {
+        BUFFER_MEMORY => {
+            let data = bytes(b.buffer, b.sz);
+            // SAFETY: a MEMORY buffer is a malloc'ed block handed over with the send.
+            unsafe { libc::free(b.buffer.cast_mut()) };
+            Some((b.id, data))
+        }
+        BUFFER_RAWPOINTER => Some((b.id, bytes(b.buffer, b.sz))),
+        _ => {
+            tracing::warn!(
+                socket = b.id,
+                "socket send of a user object: not supported, refused"
+            );
+            None
+        }
+    }
+}
+
+fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no address for {host}"),
+        )
+    })
+}
+
+fn any_host(host: Option<&str>) -> &str {
+    match host {
+        None | Some("") => "0.0.0.0",
+        Some(h) => h,
+    }
+}
+
+/// Listen on `host:port` now (bind and listen); the listen-open CONNECT follows.
+#[no_mangle]
+pub extern "C" fn skynet_socket_listen(
+    ctx: *mut SkynetContext,
+    host: *const c_char,
+    port: c_int,
+    backlog: c_int,
+) -> c_int {
+    let Some((h, handle)) = caller(ctx) else {
+        return -1;
+    };
+    let Ok(port) = u16::try_from(port) else {
+        return -1;
+    };
+    let addr = match resolve(any_host(str_arg(host)), port) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(target: "skynet", error = %e, "socket listen: cannot resolve the address");
+            return -1;
+        }
+    };
+    let listener = (|| -> std::io::Result<std::net::TcpListener> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(backlog.max(1))?;
+        s.set_nonblocking(true)?;
+        Ok(s.into())
+    })();
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(target: "skynet", %addr, error = %e, "socket listen failed");
+            return -1;
+        }
+    };
+    let _rt = h.runtime.enter();
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return -1;
+    };
+    let origin = Origin::of(&h);
+    let Some(new) = alloc(&origin, Kind::Listen, handle, State::PListen) else {
+        return -1;
+    };
+    let id = new.shared.id;
+    h.runtime
+        .spawn(tcp::run_listener(new.shared, listener, new.rx, origin));
+    id
+}
+
+/// Connect to `host:port` later; CONNECT or ERROR follows.
+#[no_mangle]
+pub extern "C" fn skynet_socket_connect(
+    ctx: *mut SkynetContext,
+    host: *const c_char,
+    port: c_int,
+) -> c_int {
+    let Some((h, handle)) = caller(ctx) else {
+        return -1;
+    };
+    let Some(host) = str_arg(host) else { return -1 };
+    if host.len() >= 232 {
+        return -1;
+    }
+    let Ok(port) = u16::try_from(port) else {
+        return -1;
+    };
+    let Some(new) = alloc(&Origin::of(&h), Kind::Tcp, handle, State::Connecting) else {
+        return -1;
+    };
+    let id = new.shared.id;
+    h.runtime
+        .spawn(tcp::run_connect(new.shared, host.to_string(), port, new.rx));
+    id
+}
+
+/// Wrapping an outside fd (stdin) is not provided: -1.
+#[no_mangle]
+pub extern "C" fn skynet_socket_bind(_ctx: *mut SkynetContext, fd: c_int) -> c_int {
+    tracing::warn!(target: "skynet", fd, "socket bind (wrapping an outside fd) is not supported in a bee node");
+    -1
+}
+
+/// Start reading (accepting) and take the socket over; an unknown id gives the caller
+/// ERROR "invalid socket".
+#[no_mangle]
+pub extern "C" fn skynet_socket_start(ctx: *mut SkynetContext, id: c_int) {
+    let Some((h, handle)) = caller(ctx) else {
+        return;
+    };
+    match get(id) {
+        Some(s) if s.command(Cmd::Start(handle)) => {}
+        _ => emit_now(
+            &h.node,
+            handle,
+            Event::text(ev::ERROR, id, 0, b"invalid socket"),
+            &h.runtime,
+        ),
+    }
+}
+
+fn command(id: c_int, cmd: Cmd) {
+    if let Some(s) = get(id) {
+        s.command(cmd);
+    }
+}
+
+/// Stop reading.
+#[no_mangle]
+pub extern "C" fn skynet_socket_pause(_ctx: *mut SkynetContext, id: c_int) {
+    command(id, Cmd::Pause);
+}
+
+/// Graceful close: what is queued is still sent.
+#[no_mangle]
+pub extern "C" fn skynet_socket_close(_ctx: *mut SkynetContext, id: c_int) {
+    if let Some(s) = get(id) {
+        s.closing.store(true, std::sync::atomic::Ordering::Release);
+        s.command(Cmd::Close);
+    }
+}
+
+/// Forced close: what is queued is thrown away.
+#[no_mangle]
+pub extern "C" fn skynet_socket_shutdown(_ctx: *mut SkynetContext, id: c_int) {
+    if let Some(s) = get(id) {
+        s.closing.store(true, std::sync::atomic::Ordering::Release);
+        s.command(Cmd::Shutdown);
+    }
+}
+
+/// TCP_NODELAY on.
+#[no_mangle]
+pub extern "C" fn skynet_socket_nodelay(_ctx: *mut SkynetContext, id: c_int) {
+    command(id, Cmd::Nodelay);
+}
+
+fn send(b: *mut SocketSendBuffer, high: bool) -> c_int {
+    let Some((id, data)) = take_buffer(b) else {
+        return -1;
+    };
+    let Some(s) = get(id) else { return -1 };
+    if high && !tcp::accepts_high(&s) {
+        return -1;
+    }
+    s.queue_send(data, |data| Cmd::Send { data, high })
+}
+
+/// High-priority send: 0, or -1 for an unknown or closing socket.
+#[no_mangle]
+pub extern "C" fn skynet_socket_sendbuffer(
+    _ctx: *mut SkynetContext,
+    b: *mut SocketSendBuffer,
+) -> c_int {
+    send(b, true)
+}
+
+/// Low-priority send: 0, or -1 for an unknown socket.
+#[no_mangle]
+pub extern "C" fn skynet_socket_sendbuffer_lowpriority(
+    _ctx: *mut SkynetContext,
+    b: *mut SocketSendBuffer,
+) -> c_int {
+    send(b, false)
+}
+
+/// A UDP socket, bound when an address or port is given.
+#[no_mangle]
+pub extern "C" fn skynet_socket_udp(
+    ctx: *mut SkynetContext,
+    addr: *const c_char,
+    port: c_int,
+) -> c_int {
+    let Some((h, handle)) = caller(ctx) else {
+        return -1;
+    };
+    let Ok(port) = u16::try_from(port) else {
+        return -1;
+    };
+    let host = str_arg(addr);
+    let bind = if port != 0 || host.is_some() {
+        match resolve(any_host(host), port) {
+            Ok(a) => a,
+            Err(_) => return -1,
+        }
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    };
+    let sock = (|| -> std::io::Result<std::net::UdpSocket> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::DGRAM,
+            None,
+        )?;
+        s.set_reuse_address(true)?;
+        s.bind(&bind.into())?;
+        s.set_nonblocking(true)?;
+        Ok(s.into())
+    })();
+    let sock = match sock {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(target: "skynet", %bind, error = %e, "udp socket failed");
+            return -1;
+        }
+    };
+    let _rt = h.runtime.enter();
+    let Ok(sock) = tokio::net::UdpSocket::from_std(sock) else {
+        return -1;
+    };
+    let Some(new) = alloc(
+        &Origin::of(&h),
+        Kind::Udp { v6: bind.is_ipv6() },
+        handle,
+        State::Connected,
+    ) else {
+        return -1;
+    };
+    let id = new.shared.id;
+    h.runtime.spawn(udp::run_udp(new.shared, sock, new.rx));
+    id
+}
+
+/// Set a UDP socket's default destination (resolved now).
+#[no_mangle]
+pub extern "C" fn skynet_socket_udp_connect(
+    _ctx: *mut SkynetContext,
+    id: c_int,
+    addr: *const c_char,
+    port: c_int,
+) -> c_int {
+    let Some(s) = get(id).filter(|s| matches!(s.kind, Kind::Udp { .. })) else {
+        return -1;
+    };
+    let (Some(host), Ok(port)) = (str_arg(addr), u16::try_from(port)) else {
+        return -1;
+    };
+    match resolve(host, port) {
+        Ok(a) if s.command(Cmd::UdpConnect(a)) => 0,
+        _ => -1,
+    }
+}
+
+/// Send one datagram to `address` (skynet's 7- or 19-byte form).
+#[no_mangle]
+pub extern "C" fn skynet_socket_udp_sendbuffer(
+    _ctx: *mut SkynetContext,
+    address: *const c_char,
+    b: *mut SocketSendBuffer,
+) -> c_int {
+    let Some((id, data)) = take_buffer(b) else {
+        return -1;
+    };
+    if address.is_null() {
+        return -1;
+    }
+    // SAFETY: `address` points at an address of the form skynet's UDP messages carry:
+    // its first byte says how long it is (7 or 19 bytes).
+    let len = match unsafe { *address.cast::<u8>() } {
+        1 => 7,
+        2 => 19,
+        _ => return -1,
+    };
+    // SAFETY: as above, `len` bytes are readable.
+    let raw = unsafe { std::slice::from_raw_parts(address.cast::<u8>(), len) };
+    let Some(to) = decode_udp_addr(raw) else {
+        return -1;
+    };
+    let Some(s) = get(id).filter(|s| matches!(s.kind, Kind::Udp { .. })) else {
+        return -1;
+    };
+    s.queue_send(data, |data| Cmd::SendTo { data, to })
+}
+
+/// The sender's address of a UDP message (after its payload), with its size.
+#[no_mangle]
+pub extern "C" fn skynet_socket_udp_address(
+    msg: *const c_void,
+    addrsz: *mut c_int,
+) -> *const c_char {
+    let set = |n: c_int| {
+        if !addrsz.is_null() {
+            // SAFETY: a non-null out-parameter points at an int the caller owns.
+            unsafe { *addrsz = n };
+        }
+    };
+    set(0);
+    if msg.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: `msg` is a `struct skynet_socket_message` (24 bytes) this layer sent.
+    let (ty, ud, buffer) = unsafe {
+        let p = msg.cast::<u8>();
+        (
+            p.cast::<i32>().read_unaligned(),
+            p.add(8).cast::<i32>().read_unaligned(),
+            p.add(16).cast::<*const u8>().read_unaligned(),
+        )
+    };
+    if ty != ev::UDP || buffer.is_null() || ud < 0 {
+        return std::ptr::null();
+    }
+    // SAFETY: a UDP message's buffer holds `ud` payload bytes then the address.
+    let addr = unsafe { buffer.add(ud as usize) };
+    // SAFETY: the address's first byte is inside the block.
+    let n = match unsafe { *addr } {
+        1 => 7,
+        2 => 19,
+        _ => return std::ptr::null(),
+    };
+    set(n);
+    addr.cast()
+}
+
+/// Every listed socket (skynet's netstat), highest slot first; free it with
+/// [`socket_info_release`].
+#[no_mangle]
+pub extern "C" fn skynet_socket_info() -> *mut SocketInfo {
+    let mut head: *mut SocketInfo = std::ptr::null_mut();
+    for s in all() {
+        let st = s.state();
+        let kind = match (s.kind, st) {
+            (Kind::Listen, State::Listen) => 1,
+            (Kind::Listen, _) => continue,
+            (Kind::Tcp, State::Connected) => 2,
+            (Kind::Tcp, State::HalfCloseRead | State::HalfCloseWrite) => 5,
+            (Kind::Tcp, _) => continue,
+            (Kind::Udp { .. }, _) => 3,
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut name = [0 as c_char; 128];
+        let text = crate::lock(&s.name).clone();
+        for (d, b) in name.iter_mut().zip(text.bytes().take(127)) {
+            *d = b as c_char;
+        }
+        let info = SocketInfo {
+            id: s.id,
+            kind,
+            opaque: u64::from(s.owner()),
+            read: s.read.load(Relaxed),
+            write: s.write.load(Relaxed),
+            rtime: s.rtime.load(Relaxed),
+            wtime: s.wtime.load(Relaxed),
+            wbuffer: s.wbuffer.load(Relaxed),
+            reading: u8::from(s.reading.load(Relaxed)),
+            writing: u8::from(s.writing.load(Relaxed)),
+            name,
+            next: head,
+        };
+        // SAFETY: malloc of one SocketInfo; null is checked; the block is initialised by
+        // the write before anyone reads it.
+        let p = unsafe { libc::malloc(std::mem::size_of::<SocketInfo>()) }.cast::<SocketInfo>();
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: `p` is a fresh, suitably aligned (malloc) block for one SocketInfo.
+        unsafe { p.write(info) };
+        head = p;
+    }
+    head
+}
+
+/// Free a list from [`skynet_socket_info`].
+#[no_mangle]
+pub extern "C" fn socket_info_release(mut si: *mut SocketInfo) {
+    while !si.is_null() {
+        // SAFETY: every node of the list was malloc'ed by skynet_socket_info and is
+        // freed once, here.
+        let next = unsafe { (*si).next };
+        // SAFETY: as above.
+        unsafe { libc::free(si.cast()) };
+        si = next;
+    }
+}
+
+/// The functions of this module, for [`crate::link_exports`].
+pub(crate) fn exports() -> [*const c_void; 16] {
+    [
+        skynet_socket_sendbuffer as *const c_void,
+        skynet_socket_sendbuffer_lowpriority as *const c_void,
+        skynet_socket_listen as *const c_void,
+        skynet_socket_connect as *const c_void,
+        skynet_socket_bind as *const c_void,
+        skynet_socket_close as *const c_void,
+        skynet_socket_shutdown as *const c_void,
+        skynet_socket_start as *const c_void,
+        skynet_socket_pause as *const c_void,
+        skynet_socket_nodelay as *const c_void,
+        skynet_socket_udp as *const c_void,
+        skynet_socket_udp_connect as *const c_void,
+        skynet_socket_udp_sendbuffer as *const c_void,
+        skynet_socket_udp_address as *const c_void,
+        skynet_socket_info as *const c_void,
+        socket_info_release as *const c_void,
+    ]
+}
