@@ -884,3 +884,123 @@ async fn stock_skynet_cluster_reload_moves_a_bee_node() {
         vec![Value::Boolean(true), Value::from("moved")]
     );
 }
+
+/// skynet's own cluster Lua (`skynet.cluster`: clusterd, clustersender, clusteragent and
+/// the gate, unchanged) in a Lua service on a bee node (`bee run` of a skynet config),
+/// over bee's socket API: a bee client and a stock skynet node call it by its cluster
+/// name, and it calls a bee node and the stock skynet node with `cluster.call`, and
+/// pushes to them with `cluster.send`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skynet_cluster_lua_on_bee_talks_to_bee_and_stock_skynet() {
+    let layout = Layout::new(&["luanode", "bee1", "sky1"]);
+    let sky = skynet_dir();
+    let lua_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua");
+    let config = layout.dir.path().join("luanode.config");
+    std::fs::write(
+        &config,
+        format!(
+            "thread = 2\nharbor = 0\n\
+             cpath = \"{s}/cservice/?.so\"\n\
+             lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
+             lua_cpath = \"{s}/luaclib/?.so\"\n\
+             luaservice = \"{s}/service/?.lua;{l}/?.lua\"\n\
+             lualoader = \"{s}/lualib/loader.lua\"\n\
+             start = \"clusterlua\"\n\
+             cluster = \"{c}\"\n\
+             lua_node_name = \"luanode\"\n",
+            s = sky.display(),
+            l = lua_dir.display(),
+            c = layout.cluster_file().display()
+        ),
+    )
+    .unwrap();
+    let _bee = tokio::task::block_in_place(|| {
+        layout.start(
+            "bee1",
+            "[[service]]\nkind = \"echo\"\nname = \"echo\"\n\n[[service]]\nkind = \"sink\"\nname = \"sink\"\n",
+        )
+    });
+    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let _lua = tokio::task::block_in_place(|| {
+        let p = BeeProcess::start("luanode", &config);
+        wait_listening(layout.port("luanode"), "the Lua node's cluster gate");
+        p
+    });
+    let (_node, c) = layout.client(Duration::from_secs(20));
+    let call = |node: &'static str, service: &'static str, args: Vec<Value>| {
+        let c = c.clone();
+        async move {
+            let reply = c
+                .call(node, service, seri::pack(&args).unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("call {service} on {node}: {e}"));
+            seri::unpack(&reply).unwrap()
+        }
+    };
+
+    // bee -> Lua, through skynet's clusteragent on bee sockets.
+    assert_eq!(
+        call("luanode", "luaecho", words(&["ping", "a", "b"])).await,
+        words(&["lua-pong", "a", "b"])
+    );
+    // Lua -> bee and Lua -> stock skynet, through skynet's clustersender.
+    assert_eq!(
+        call(
+            "luanode",
+            "luaecho",
+            words(&["callout", "bee1", "@echo", "to bee"])
+        )
+        .await,
+        vec![Value::Boolean(true), Value::from("to bee")]
+    );
+    assert_eq!(
+        call(
+            "luanode",
+            "luaecho",
+            words(&["callout", "sky1", "@echo", "to skynet"])
+        )
+        .await,
+        vec![Value::Boolean(true), Value::from("to skynet")]
+    );
+    // A call to a name nobody registered fails in Lua, readably, and the service lives on.
+    let failed = call(
+        "luanode",
+        "luaecho",
+        words(&["callout", "bee1", "@nobody", "x"]),
+    )
+    .await;
+    assert_eq!(failed.first(), Some(&Value::Boolean(false)), "{failed:?}");
+    // Lua pushes to bee: counted by the sink.
+    let pushed = || async { call("bee1", "sink", words(&["count"])).await[0].as_int() };
+    let before = pushed().await.expect("a count");
+    for _ in 0..20 {
+        call(
+            "luanode",
+            "luaecho",
+            words(&["sendout", "bee1", "@sink", "hit"]),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pushed().await.expect("a count") < before + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "Lua's cluster.send pushes did not all arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stock skynet -> Lua on bee.
+    assert_eq!(
+        relay(
+            &c,
+            "sky1",
+            words(&["call", "luanode", "luaecho", "from skynet"])
+        )
+        .await,
+        vec![
+            Value::Boolean(true),
+            Value::from("lua"),
+            Value::from("from skynet")
+        ]
+    );
+}
