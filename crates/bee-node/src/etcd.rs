@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use bee_dispatch::Cluster;
+use bee_cluster::Cluster;
 use bee_etcd::{ConfigUpdate, EtcdError, EtcdOptions, EtcdStore, MemberEvent, MemberRegistration};
 use bee_registry::{ConfigSource, NodeEntry, Registry};
 

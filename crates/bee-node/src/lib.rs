@@ -12,7 +12,7 @@
 //!   through etcd and reads the nodes' acks (`etcd_push.rs`).
 //!
 //! This crate only composes the library crates: it reads the config ([`config`]),
-//! builds a [`bee_dispatch::Node`], attaches the cluster layer with the limits,
+//! builds a [`bee_runtime::Node`], attaches the cluster layer with the limits,
 //! liveness and authentication the config asks for and serves its metrics ([`ops`])
 //! with its status page and JSON API ([`status`]),
 //! starts the services the config lists ([`services`]), and waits for a signal.
@@ -21,7 +21,7 @@
 //! config loading, logging, signals and the client commands come with it:
 //!
 //! ```no_run
-//! use bee_dispatch::Dispatcher;
+//! use bee_runtime::Dispatcher;
 //!
 //! fn main() {
 //!     bee_node::App::new()
@@ -52,8 +52,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use bee_dispatch::{Cluster, Node, RuntimeConfig};
+use bee_cluster::Cluster;
 use bee_registry::Registry;
+use bee_runtime::{Node, RuntimeConfig};
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
@@ -128,7 +129,7 @@ impl App {
     pub fn kind(
         mut self,
         kind: &str,
-        start: impl Fn(&Spec<'_>) -> Result<Option<bee_dispatch::Addr>> + Send + Sync + 'static,
+        start: impl Fn(&Spec<'_>) -> Result<Option<bee_runtime::Addr>> + Send + Sync + 'static,
     ) -> App {
         self.kinds.add(kind, start);
         self

@@ -32,9 +32,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
-use bee_dispatch::builtin::{Echo, EchoValues, Sequence, Sink, Slow};
-use bee_dispatch::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
-use bee_dispatch::{Addr, Cluster, Node};
+use bee_cluster::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
+use bee_cluster::Cluster;
+use bee_runtime::builtin::{Echo, EchoValues, Sequence, Sink, Slow};
+use bee_runtime::{Addr, Node};
 
 use crate::config::{NodeConfig, ServiceSpec};
 
@@ -174,14 +175,14 @@ impl Kinds {
             if let (Some(name), Some(addr)) = (&entry.name, addr) {
                 node.set_name(name, addr);
             }
-            tracing::info!(node = %node.name(), kind = %entry.kind, name = ?entry.name, addr = %addr.map(bee_dispatch::service::fmt_addr).unwrap_or_else(|| "(self-named)".into()), "service started");
+            tracing::info!(node = %node.name(), kind = %entry.kind, name = ?entry.name, addr = %addr.map(bee_runtime::service::fmt_addr).unwrap_or_else(|| "(self-named)".into()), "service started");
         }
         Ok(())
     }
 }
 
 /// The `native_master` kind: one `target`, or `targets` picked by uid (a
-/// [`ShardMaster`](bee_dispatch::shard::ShardMaster) whose worker `i` is a master in
+/// [`ShardMaster`](bee_runtime::shard::ShardMaster) whose worker `i` is a master in
 /// front of `targets[i]`; `rule` defaults to the team's `1 + uid % n`).
 fn start_native_master(s: &Spec<'_>) -> Result<Option<Addr>> {
     if let Some(key) = s
@@ -214,13 +215,13 @@ fn start_native_master(s: &Spec<'_>) -> Result<Option<Addr>> {
             Ok(Some(s.node.spawn(s.label(), NativeMaster::new(target))))
         }
         (true, false) => {
-            let rule = bee_dispatch::shard::ShardRule::parse(s.option_str("rule", "modulo")?)
+            let rule = bee_runtime::shard::ShardRule::parse(s.option_str("rule", "modulo")?)
                 .map_err(|e| anyhow!("native_master: {e}"))?;
             let n = targets.len();
-            let master = bee_dispatch::shard::ShardMaster::new(
+            let master = bee_runtime::shard::ShardMaster::new(
                 s.label(),
                 n,
-                Box::new(move |i| -> bee_dispatch::BoxService {
+                Box::new(move |i| -> bee_runtime::BoxService {
                     Box::new(NativeMaster::new(&targets[i]))
                 }),
             )
@@ -307,7 +308,7 @@ pub fn expand_args(args: &str, resolve: impl Fn(&str) -> Option<Addr>) -> Result
             )
         })?;
         if prefix == "{hex:" {
-            out.push_str(&bee_dispatch::service::fmt_addr(addr));
+            out.push_str(&bee_runtime::service::fmt_addr(addr));
         } else {
             out.push_str(&addr.to_string());
         }
