@@ -8,7 +8,8 @@
 //!   and print where it is.
 //! - `cargo xtask bench`: the benchmarks whose figures go in `BENCHMARKS.md`.
 //! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
-//! - `cargo xtask layers`: fail on an import cycle between the modules of any crate.
+//! - `cargo xtask layers`: fail on a crate dependency the layering does not allow, or an
+//!   import cycle between the modules of any crate.
 //! - `cargo xtask cpp [--asan]`: build the C/C++ service modules (`cservices/`).
 //! - `cargo xtask soak [--secs N] [--warmup N]`: two nodes under mixed load for 10
 //!   minutes (or N s), memory sampled every second (not in CI).
