@@ -146,9 +146,7 @@ impl Cluster {
                 };
                 let addr = node.spawn_named(
                     CLUSTERD_NAME,
-                    Clusterd {
-                        cluster: cluster.clone(),
-                    },
+                    Clusterd::new(cluster.clone()),
                 );
                 node.set_name(CONFIG_NAME, addr);
                 *cluster

@@ -229,6 +229,7 @@ pub struct Context {
     addr: Addr,
     label: Arc<str>,
     reply: Option<ReplySender>,
+    source: Addr,
     exit: bool,
 }
 
@@ -241,6 +242,13 @@ impl Context {
     /// This service's address.
     pub fn addr(&self) -> Addr {
         self.addr
+    }
+
+    /// The address of the service that sent the message being handled (0 when it did
+    /// not come from a service: a remote peer, a tool, the node itself), as skynet's
+    /// `source`.
+    pub fn source(&self) -> Addr {
+        self.source
     }
 
     /// This service's label (its kind, e.g. `echo`).
@@ -494,6 +502,7 @@ impl Node {
             addr,
             label,
             reply: None,
+            source: 0,
             exit: false,
         };
         tokio::spawn(run_service(ctx, service, rx, handled));
@@ -1040,6 +1049,7 @@ async fn run_service(
             continue;
         }
         ctx.reply = reply;
+        ctx.source = msg.source;
         // `handle` itself runs inside the guarded future too: a service that panics
         // before returning its future is caught like one that panics while it runs.
         let outcome = AssertUnwindSafe(async { service.handle_dyn(&mut ctx, msg).await })
