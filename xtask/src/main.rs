@@ -123,6 +123,20 @@ fn ci() -> Result<()> {
             "warnings",
         ]),
     )?;
+    // An embedder's bee-node: without etcd, MySQL and the C host.
+    step(
+        "lints, bee-node without default features",
+        cargo().args([
+            "clippy",
+            "-p",
+            "bee-node",
+            "--no-default-features",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     step(
         "doc tests",
         cargo().args(["test", "--workspace", "--doc", "-q"]),

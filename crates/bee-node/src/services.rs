@@ -107,7 +107,8 @@ pub struct Kinds {
 }
 
 impl Kinds {
-    /// The built-in kinds of the production `bee` binary.
+    /// The built-in kinds of the production `bee` binary (`cservice` and `snlua` with the
+    /// `capi` feature, `mysqlpool` with `mysql`).
     pub fn builtin() -> Kinds {
         let mut k = Kinds::default();
         k.add("echo", |s| Ok(Some(s.node.spawn(s.label(), Echo))));
@@ -123,10 +124,14 @@ impl Kinds {
         });
         k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
         k.add("native_master", start_native_master);
-        // Keeps the skynet_* functions in the binary for the modules to find.
-        bee_capi::link_exports();
-        k.add("cservice", start_cservice);
-        k.add("snlua", start_snlua);
+        #[cfg(feature = "capi")]
+        {
+            // Keeps the skynet_* functions in the binary for the modules to find.
+            bee_capi::link_exports();
+            k.add("cservice", start_cservice);
+            k.add("snlua", start_snlua);
+        }
+        #[cfg(feature = "mysql")]
         k.add("mysqlpool", |s| {
             let mysql: bee_mysql::MysqlConfig = s
                 .section("mysql")
@@ -318,6 +323,7 @@ pub fn expand_args(args: &str, resolve: impl Fn(&str) -> Option<Addr>) -> Result
 
 /// The `cservice` kind: load `module` (relative to the node config's directory unless
 /// absolute), give the node's C host the `[env]` values, start an instance with `args`.
+#[cfg(feature = "capi")]
 fn start_cservice(s: &Spec<'_>) -> Result<Option<Addr>> {
     if let Some(key) = s
         .entry
@@ -345,6 +351,7 @@ fn start_cservice(s: &Spec<'_>) -> Result<Option<Addr>> {
 }
 
 /// The node config's `[env]` table into the node's C host (what `skynet_getenv` sees).
+#[cfg(feature = "capi")]
 fn set_env(s: &Spec<'_>, host: &bee_capi::Host) -> Result<()> {
     if let toml::Value::Table(env) = s.section("env") {
         for (key, value) in env {
@@ -369,6 +376,7 @@ fn set_env(s: &Spec<'_>, host: &bee_capi::Host) -> Result<()> {
 /// skynet's `snlua` module — found through `[env] cpath` as skynet finds C services —
 /// with `args` (default `bootstrap`: skynet's own bootstrap, which starts the launcher,
 /// the service manager and the `[env] start` script).
+#[cfg(feature = "capi")]
 fn start_snlua(s: &Spec<'_>) -> Result<Option<Addr>> {
     if let Some(key) = s
         .entry
