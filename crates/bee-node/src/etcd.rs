@@ -28,7 +28,6 @@ use crate::config::NodeConfig;
 pub const MEMBER_TTL: Duration = Duration::from_secs(2);
 
 pub use crate::config::{etcd_url_of as url_of, is_etcd_url as is_url};
-pub(crate) use crate::etcd_push::push;
 
 /// The cluster config stored at `URL`'s config key, for the admin tools (`bee status
 /// --cluster etcd://…`): an error naming the URL when etcd does not answer within

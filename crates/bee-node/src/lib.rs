@@ -219,7 +219,13 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
             Command::Status(a) => admin::status(a).await,
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
-            } if etcd::is_url(&a.cluster) => etcd::push(a).await,
+            } if etcd::is_url(&a.cluster) => {
+                #[cfg(feature = "etcd")]
+                let pushed = etcd_push::push(a).await;
+                #[cfg(not(feature = "etcd"))]
+                let pushed = Err(etcd::unsupported(&a.cluster.to_string_lossy()));
+                pushed
+            }
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
             } => admin::push(a).await,

@@ -8,23 +8,18 @@ use anyhow::{anyhow, Result};
 use bee_cluster::Cluster;
 use bee_registry::{ClusterConfig, Registry};
 
-use crate::admin::PushArgs;
 use crate::config::NodeConfig;
 
 pub use crate::config::{etcd_url_of as url_of, is_etcd_url as is_url};
 
-fn unsupported(url: &str) -> anyhow::Error {
+/// The error for anything that would reach etcd at `url`.
+pub fn unsupported(url: &str) -> anyhow::Error {
     anyhow!("{url}: this bee was built without etcd support (cargo feature `etcd` of bee-node); use a cluster config file")
 }
 
 /// Always an error: no etcd in this build.
 pub async fn read_cluster(url: &str, _timeout: Duration) -> Result<ClusterConfig> {
     Err(unsupported(url))
-}
-
-/// Always an error: no etcd in this build.
-pub(crate) async fn push(a: PushArgs) -> Result<()> {
-    Err(unsupported(&a.cluster.to_string_lossy()))
 }
 
 /// A node whose cluster config is a file: nothing to follow.
