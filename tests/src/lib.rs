@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::{Node, RuntimeConfig};
 
 /// A free TCP port on 127.0.0.1 for a node to listen on, reserved for this test process.
 ///

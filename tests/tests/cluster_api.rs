@@ -7,10 +7,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::builtin::{Echo, Sink};
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig, Target};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::builtin::{Echo, Sink};
+use bee_runtime::{Node, RuntimeConfig, Target};
 use bee_tests::Layout;
 use bytes::Bytes;
 
@@ -196,7 +197,7 @@ async fn names_register_query_unregister_across_nodes() {
         .await
         .expect_err("c has no name 'shared'");
     assert!(
-        matches!(err, bee_dispatch::CallError::NameNotFound { ref node, ref name } if node == "c" && name == "shared"),
+        matches!(err, bee_runtime::CallError::NameNotFound { ref node, ref name } if node == "c" && name == "shared"),
         "{err:?}"
     );
     assert_eq!(err.remote_text(), "name not found");

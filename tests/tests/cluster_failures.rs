@@ -7,9 +7,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use bee_cluster::{CallErrorExt, Cluster};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{CallError, Cluster, Target};
 use bee_registry::RegistryError;
+use bee_runtime::{CallError, Target};
 use bee_tests::Layout;
 use bee_transport::TransportError;
 use bytes::Bytes;
@@ -118,7 +119,7 @@ async fn unknown_node_error_names_the_known_nodes() {
     .await
     .expect_err("send to an unknown node");
     assert!(
-        matches!(err, CallError::Registry(RegistryError::UnknownNode { ref node, .. }) if node == "nosuchnode"),
+        matches!(err.registry(), Some(RegistryError::UnknownNode { node, .. }) if node == "nosuchnode"),
         "send error: {err:?}"
     );
     assert!(
@@ -168,7 +169,7 @@ async fn node_in_config_but_not_up_fails_promptly() {
     .await
     .expect_err("push to a node that is not up");
     assert!(
-        matches!(err, CallError::Transport(TransportError::Connect { ref node, .. }) if node == "down"),
+        matches!(err.transport(), Some(TransportError::Connect { node, .. }) if node == "down"),
         "send error: {err:?}"
     );
     assert!(err.is_node_down(), "{err:?}");
@@ -495,7 +496,7 @@ async fn call_timeouts() {
     .expect_err("the reply comes after 1.5 s");
     let took = first.elapsed();
     assert!(
-        matches!(err, CallError::Transport(TransportError::Timeout { ref node, after }) if node == "a" && after == Duration::from_millis(200)),
+        matches!(err.transport(), Some(TransportError::Timeout { node, after }) if node == "a" && *after == Duration::from_millis(200)),
         "{err:?}"
     );
     assert!(err.is_timeout());
@@ -592,7 +593,7 @@ async fn sigterm_exits_zero_promptly() {
     assert!(err.is_node_down(), "{err:?}");
     let (kind, err) = fails_with(&client, "a", "@echo", pack(&[]), Duration::from_secs(2)).await;
     assert!(
-        matches!(kind, CallError::Transport(TransportError::Connect { .. })),
+        matches!(kind.transport(), Some(TransportError::Connect { .. })),
         "{kind:?}"
     );
     assert!(err.contains("cannot connect to node a"), "{err}");

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use bee_cluster::Cluster;
 use bee_codec::seri::{self, Value};
-use bee_dispatch::Cluster;
 use bee_tests::Layout;
 use bytes::Bytes;
 

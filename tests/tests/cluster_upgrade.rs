@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bee_cluster::Cluster;
 use bee_codec::seri::Value;
-use bee_dispatch::Cluster;
 use bee_proto::game::LoginReq;
 use bee_tests::{bee_bin, demo_bin, Layout};
 use bytes::Bytes;
@@ -85,7 +85,7 @@ async fn incarnation(c: &Cluster, node: &str) -> i64 {
         .call(node, "bee_config", lua(&[Value::from("config")]))
         .await
         .unwrap_or_else(|e| panic!("{node} answers: {e}"));
-    let report = bee_dispatch::lifecycle::ConfigReport::from_values(&values(&r)).unwrap();
+    let report = bee_cluster::lifecycle::ConfigReport::from_values(&values(&r)).unwrap();
     report.incarnation as i64
 }
 

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use bee_cluster::Cluster;
 use bee_codec::seri::{self, Table, Value};
-use bee_dispatch::Cluster;
 use bee_tests::Layout;
 use bytes::Bytes;
 

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bee_cluster::lifecycle::{ConfigReport, Hello};
+use bee_cluster::Cluster;
 use bee_codec::seri::{self, Value};
-use bee_dispatch::lifecycle::{ConfigReport, Hello};
-use bee_dispatch::Cluster;
 use bee_etcd::{EtcdOptions, EtcdStore};
 use bee_tests::{bee_cli, free_port, BeeProcess, Layout, TempDir};
 

@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::{Registry, RegistryEvent};
+use bee_runtime::{Node, RuntimeConfig};
 use bee_tests::{bee_cli, free_port, BeeProcess, Layout};
 use tokio::sync::broadcast;
 
@@ -33,7 +34,7 @@ async fn next_event(rx: &mut broadcast::Receiver<RegistryEvent>) -> RegistryEven
 async fn echo(
     client: &Cluster,
     node: &str,
-    target: impl Into<bee_dispatch::Target>,
+    target: impl Into<bee_runtime::Target>,
 ) -> Result<(), String> {
     let payload = seri::pack(&[Value::from("hi")]).unwrap();
     match client.call(node, target, payload.clone()).await {

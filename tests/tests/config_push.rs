@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bee_cluster::lifecycle::{ConfigReport, Hello, PushOutcome};
+use bee_cluster::Cluster;
 use bee_codec::seri::{self, Value};
-use bee_dispatch::lifecycle::{ConfigReport, Hello, PushOutcome};
-use bee_dispatch::Cluster;
 use bee_tests::{bee_cli, free_port, BeeProcess, Layout};
 
 const SERVICES: &str = "[[service]]\nkind = \"echo\"\nname = \"echo\"\n";
@@ -343,7 +343,7 @@ async fn config_push_moves_a_node_and_peers_reach_it_within_a_second() {
                 seri::pack(&[Value::from("lua"), Value::from("ping"), Value::from(node)]).unwrap();
             let reply = client.call("a", "@bee_clusterd", payload).await?;
             let values = seri::unpack(&reply).unwrap();
-            Ok::<Hello, bee_dispatch::CallError>(Hello::from_values(&values).unwrap())
+            Ok::<Hello, bee_runtime::CallError>(Hello::from_values(&values).unwrap())
         }
     };
     let first = ping("c").await.expect("a reaches c");

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use bee_codec::kkt::{KktFrame, SUBTYPE_RPC_SERVER};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::text::frame_of;
 use bee_proto::game::{Ping, ShopBuy};
 use bee_proto::mail;
 use bee_proto::Message as _;
+use bee_runtime::text::frame_of;
 use bee_tests::{bee_bin, Layout};
 use bytes::Bytes;
 use dispatch_common::{listening_node, start_proxy, start_test_native};

@@ -14,12 +14,13 @@
 use std::process::Command;
 use std::time::Duration;
 
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::kkt::{KktFrame, SUBTYPE_PROTOBUF, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{Cluster, ClusterSettings, Context, HandleResult, Message, Node, RuntimeConfig};
 use bee_proto::game::{Ping, Pong, ShopBuy, ShopReceipt};
 use bee_proto::Message as _;
 use bee_registry::Registry;
+use bee_runtime::{Context, HandleResult, Message, Node, RuntimeConfig};
 use bee_tests::{bee_bin, demo_bin, Layout};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -168,19 +169,19 @@ use bee_proto::mail;
 /// `(kind, frame)` (`"text"` or `"rpc_response"`).
 struct Inbox(mpsc::UnboundedSender<(String, KktFrame)>);
 
-impl bee_dispatch::Service for Inbox {
+impl bee_runtime::Service for Inbox {
     async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
         let values = seri::unpack(&msg.payload)?;
         match values.as_slice() {
             [Value::String(kind), Value::String(frame)] => {
                 let frame = KktFrame::decode(frame)
-                    .map_err(|e| bee_dispatch::ServiceError::msg(e.to_string()))?;
+                    .map_err(|e| bee_runtime::ServiceError::msg(e.to_string()))?;
                 let _ = self
                     .0
                     .send((String::from_utf8_lossy(kind).into_owned(), frame));
                 Ok(None)
             }
-            _ => Err(bee_dispatch::ServiceError::msg("Inbox takes (kind, frame)")),
+            _ => Err(bee_runtime::ServiceError::msg("Inbox takes (kind, frame)")),
         }
     }
 }

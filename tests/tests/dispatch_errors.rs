@@ -8,9 +8,10 @@
 
 mod dispatch_common;
 
+use bee_cluster::Cluster;
 use bee_codec::seri::Value;
-use bee_dispatch::{CallError, Cluster};
 use bee_proto::game::{GetUserInfo, Ping, Pong, ShopBuy, UserInfo};
+use bee_runtime::CallError;
 use bee_tests::{bee_cli, BeeProcess, Layout};
 use bytes::Bytes;
 use dispatch_common::*;
@@ -189,7 +190,7 @@ async fn game_frame_with_garbage_protobuf_body() {
 }
 
 /// An in-process node `tfaulty` serving [`faulty_service`] as `@faulty`.
-async fn faulty_node(layout: &Layout) -> bee_dispatch::Node {
+async fn faulty_node(layout: &Layout) -> bee_runtime::Node {
     let (node, cluster) = listening_node(layout, "tfaulty").await;
     let addr = node.spawn("faulty", faulty_service());
     cluster.register("faulty", addr).unwrap();

@@ -6,12 +6,12 @@ mod dispatch_common;
 use std::collections::{BTreeMap, HashSet};
 
 use bee_codec::seri::Value;
-use bee_dispatch::shard::worker_for;
-use bee_dispatch::Target;
 use bee_proto::game::{
     ActivityProgress, ActivityState, GetUserInfo, LoginReq, LoginResp, ShopBuy, ShopReceipt,
     UserInfo,
 };
+use bee_runtime::shard::worker_for;
+use bee_runtime::Target;
 use bee_tests::Layout;
 use dispatch_common::*;
 use futures::future::join_all;

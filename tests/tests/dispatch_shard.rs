@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bee_cluster::Cluster;
 use bee_codec::seri::Value;
-use bee_dispatch::shard::{worker_for, ShardMaster, WorkerFactory};
-use bee_dispatch::{Addr, Cluster, Dispatcher, Node, ServiceError};
+use bee_runtime::shard::{worker_for, ShardMaster, WorkerFactory};
+use bee_runtime::{Addr, Dispatcher, Node, ServiceError};
 use bee_tests::Layout;
 use dispatch_common::*;
 

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bee_cluster::Cluster;
 use bee_codec::seri::Value;
-use bee_dispatch::Cluster;
 use bee_tests::Layout;
 use dispatch_common::{pack, riding_node, values};
 

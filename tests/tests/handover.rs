@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bee_cluster::Cluster;
 use bee_codec::seri::Value;
-use bee_dispatch::{Cluster, Node};
 use bee_proto::game::LoginReq;
+use bee_runtime::Node;
 use bee_tests::{demo_bin, Layout};
 use dispatch_common::{frame, pack, riding_node, text, values};
 

@@ -14,8 +14,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
+use bee_cluster::Cluster;
 use bee_codec::seri::{Table, Value};
-use bee_dispatch::Cluster;
 use bee_tests::Layout;
 use dispatch_common::*;
 use futures::future::join_all;

@@ -9,16 +9,16 @@ mod dispatch_common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bee_cluster::native::{NativeEndpoint, RpcError};
 use bee_codec::kkt::{KktFrame, SUBTYPE_RPC_CLIENT};
 use bee_codec::seri::Value;
-use bee_dispatch::native::{NativeEndpoint, RpcError};
-use bee_dispatch::service::{ptype, Message};
-use bee_dispatch::shard::worker_for;
-use bee_dispatch::text::frame_of;
 use bee_proto::game::{
     ActivityProgress, ActivityState, GetUserInfo, LoginReq, Ping, Pong, ShopBuy, ShopReceipt,
     UserInfo,
 };
+use bee_runtime::service::{ptype, Message};
+use bee_runtime::shard::worker_for;
+use bee_runtime::text::frame_of;
 use bee_tests::Layout;
 use dispatch_common::*;
 use futures::future::join_all;
@@ -26,7 +26,7 @@ use futures::future::join_all;
 const UID: i64 = 10076447;
 const RPC: Duration = Duration::from_secs(5);
 
-async fn logins(c: &bee_dispatch::Cluster) -> i64 {
+async fn logins(c: &bee_cluster::Cluster) -> i64 {
     let r = c
         .call(
             "lpersistence_3",

@@ -14,10 +14,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bee_cluster::lifecycle::PushOutcome;
+use bee_cluster::{CallErrorExt, Cluster, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::lifecycle::PushOutcome;
-use bee_dispatch::{CallError, Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::Registry;
+use bee_runtime::{Node, RuntimeConfig};
 use bee_tests::{bee_bin, Layout};
 use bee_transport::{AuthSecret, TransportError};
 
@@ -113,7 +114,7 @@ async fn ops_auth_refuses_nodes_without_the_secret_and_serves_nodes_with_it() {
     // A wrong secret: the channel finds out the node does not prove *its* secret.
     let (_n3, wrong) = client(&layout, Some("not-the-secret"));
     match wrong.call("guarded", "echo", hello()).await {
-        Err(CallError::Transport(TransportError::AuthFailed { .. })) => {}
+        Err(ref e) if matches!(e.transport(), Some(TransportError::AuthFailed { .. })) => {}
         other => panic!("wrong secret: expected AuthFailed, got {other:?}"),
     }
 
@@ -279,7 +280,7 @@ async fn ops_auth_plain_nodes_are_called_without_authenticating() {
     // With a secret, a channel insists on authentication: the open node cannot.
     let (_n, strict) = with(&[]);
     match strict.call("open", "echo", hello()).await {
-        Err(CallError::Transport(TransportError::AuthFailed { .. })) => {}
+        Err(ref e) if matches!(e.transport(), Some(TransportError::AuthFailed { .. })) => {}
         other => panic!("expected AuthFailed from a node without auth, got {other:?}"),
     }
     // Listed in plain_nodes: called without authenticating, served.

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bee_cluster::{CallErrorExt, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{CallError, ClusterSettings};
 use bee_tests::{proc_status_kib, Layout};
 use bee_transport::TransportError;
 
@@ -48,7 +48,7 @@ struct Tally {
 /// be the request, and count how each call ended. A caller told to slow down (or failed)
 /// waits `pause` before its next call.
 async fn call_until(
-    client: bee_dispatch::Cluster,
+    client: bee_cluster::Cluster,
     payload: bytes::Bytes,
     end: Instant,
     tally: Arc<Tally>,
@@ -60,16 +60,14 @@ async fn call_until(
                 assert_eq!(reply, payload, "the reply is the request");
                 tally.ok.fetch_add(1, Ordering::Relaxed);
             }
-            Err(CallError::Transport(TransportError::Overloaded { .. })) => {
+            Err(ref e) if matches!(e.transport(), Some(TransportError::Overloaded { .. })) => {
                 tally.overloaded.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(pause).await;
             }
             Err(e) => {
                 let down = matches!(
-                    e,
-                    CallError::Transport(
-                        TransportError::NodeDown { .. } | TransportError::PeerUnreachable { .. }
-                    )
+                    e.transport(),
+                    Some(TransportError::NodeDown { .. } | TransportError::PeerUnreachable { .. })
                 );
                 let t = if down { &tally.down } else { &tally.other };
                 t.fetch_add(1, Ordering::Relaxed);

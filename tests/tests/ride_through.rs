@@ -11,9 +11,9 @@ mod dispatch_common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bee_dispatch::native::RpcError;
-use bee_dispatch::text::frame_of;
+use bee_cluster::native::RpcError;
 use bee_proto::game::{Ping, Pong};
+use bee_runtime::text::frame_of;
 use bee_tests::{free_port, Layout};
 use dispatch_common::*;
 use tokio::net::{TcpListener, TcpStream};

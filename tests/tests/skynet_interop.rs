@@ -13,14 +13,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bee_cluster::native::{spawn_native, CServiceProxy, NativeEndpoint, NativeHandler};
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::kkt::{KktFrame, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
 use bee_codec::seri::{self, Table, Value};
-use bee_dispatch::native::{spawn_native, CServiceProxy, NativeEndpoint, NativeHandler};
-use bee_dispatch::text::TextReply;
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_proto::game::{Ping, Pong};
 use bee_proto::Message as _;
 use bee_registry::Registry;
+use bee_runtime::text::TextReply;
+use bee_runtime::{Node, RuntimeConfig};
 use bee_tests::BeeProcess;
 use bee_tests::{demo_bin, Layout};
 use bytes::Bytes;
@@ -232,7 +233,7 @@ fn bee_status_and_config_push_against_a_stock_skynet_node() {
     );
 }
 
-async fn count(c: &bee_dispatch::Cluster) -> i64 {
+async fn count(c: &bee_cluster::Cluster) -> i64 {
     let r = c
         .call("sky1", "sink", seri::pack(&[Value::from("count")]).unwrap())
         .await

@@ -25,9 +25,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::{Node, RuntimeConfig};
 
 use crate::process::{self, free_port, NodeProcess};
 

@@ -1,11 +1,19 @@
-//! `cargo xtask layers`: no import cycle between the modules of any crate.
+//! `cargo xtask layers`: which workspace crate may depend on which, and no import cycle
+//! between the modules of any crate.
 //!
-//! Every crate is meant to read top-down: a module uses the ones below it, never one
-//! that uses it back (bee-dispatch's runtime knows nothing of its cluster layer, the
-//! cluster layer nothing of the routers built on it). For each crate this check reads
-//! the top-level modules of `src/` (a `name.rs` file, or a `name/` folder), collects the
-//! `crate::other` paths each one names in code (comments and `#[cfg(test)]` sections
-//! left out), and fails naming every cycle it finds.
+//! **Crates.** [`CRATE_RULES`] is the one place the crate layering is written down: for
+//! each workspace crate, the workspace crates it may name in its `Cargo.toml`
+//! (`[dependencies]`, `[build-dependencies]` and `[dev-dependencies]`; a dev-dependency
+//! may also be `bee-proto`, the test messages). The check reads every member's
+//! `Cargo.toml` and fails naming each dependency the table does not allow, and each
+//! member the table does not list. The local runtime (bee-runtime) knows nothing of
+//! sockets or the cluster; bee-capi and bee-mysql sit on the runtime alone.
+//!
+//! **Modules.** Every crate is meant to read top-down: a module uses the ones below it,
+//! never one that uses it back. For each crate this check reads the top-level modules
+//! of `src/` (a `name.rs` file, or a `name/` folder), collects the `crate::other` paths
+//! each one names in code (comments and `#[cfg(test)]` sections left out), and fails
+//! naming every cycle it finds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,8 +23,81 @@ use anyhow::{bail, Context, Result};
 /// Module name → the modules it names.
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// Check every crate of the workspace; fails with the cycles found.
+/// What a crate may depend on among the workspace's crates.
+#[derive(Debug, Clone, Copy)]
+pub enum May {
+    /// Only these crates.
+    Use(&'static [&'static str]),
+    /// Any library crate of the workspace, never a tool (benchmarks, tests, examples,
+    /// xtask: nothing depends on those).
+    AnyLibrary,
+}
+
+/// The crate layering, bottom up: each workspace crate and what it may depend on.
+pub const CRATE_RULES: &[(&str, May)] = &[
+    // Bytes, config, messages: no workspace crate below them.
+    ("bee-codec", May::Use(&[])),
+    ("bee-registry", May::Use(&[])),
+    ("bee-proto", May::Use(&[])),
+    // Connections; the etcd config store.
+    ("bee-transport", May::Use(&["bee-codec"])),
+    ("bee-etcd", May::Use(&["bee-registry"])),
+    // The local service runtime: no sockets, no cluster.
+    ("bee-runtime", May::Use(&["bee-codec"])),
+    // Services on the runtime alone.
+    ("bee-capi", May::Use(&["bee-codec", "bee-runtime"])),
+    ("bee-mysql", May::Use(&["bee-codec", "bee-runtime"])),
+    // skynet's cluster on the runtime.
+    (
+        "bee-cluster",
+        May::Use(&["bee-codec", "bee-runtime", "bee-transport", "bee-registry"]),
+    ),
+    // The node program and library around them.
+    (
+        "bee-node",
+        May::Use(&[
+            "bee-codec",
+            "bee-runtime",
+            "bee-cluster",
+            "bee-transport",
+            "bee-registry",
+            "bee-etcd",
+            "bee-capi",
+            "bee-mysql",
+        ]),
+    ),
+    (
+        "bee-demo",
+        May::Use(&[
+            "bee-codec",
+            "bee-runtime",
+            "bee-cluster",
+            "bee-node",
+            "bee-proto",
+        ]),
+    ),
+    // Tools.
+    ("bee-bench", May::AnyLibrary),
+    ("bee-tests", May::AnyLibrary),
+    ("bee-example-greeter", May::AnyLibrary),
+    ("xtask", May::AnyLibrary),
+];
+
+/// A dev-dependency every crate's tests may use besides its own rule.
+const TEST_MESSAGES: &str = "bee-proto";
+
+/// Check every crate of the workspace; fails with the crate-rule violations and the
+/// module cycles found.
 pub fn run(root: &Path) -> Result<()> {
+    let members = workspace_members(root)?;
+    let violations = crate_violations(CRATE_RULES, &members);
+    if !violations.is_empty() {
+        bail!(
+            "crate dependencies the layering does not allow (table: CRATE_RULES in xtask/src/layers.rs):\n  {}",
+            violations.join("\n  ")
+        );
+    }
+    eprintln!("layers: {} crates keep to the crate rules", members.len());
     let mut crates: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
         .context("cannot read crates/")?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -45,6 +126,94 @@ pub fn run(root: &Path) -> Result<()> {
     }
     eprintln!("layers: {checked} modules, no import cycle");
     Ok(())
+}
+
+/// One workspace member: its package name, and the workspace crates (`bee-*`, `xtask`)
+/// its `Cargo.toml` names, as (name, section).
+#[derive(Debug, Clone)]
+pub struct Member {
+    name: String,
+    deps: Vec<(String, &'static str)>,
+}
+
+/// Every member of the workspace at `root`, read from the manifests.
+fn workspace_members(root: &Path) -> Result<Vec<Member>> {
+    let text =
+        std::fs::read_to_string(root.join("Cargo.toml")).context("cannot read Cargo.toml")?;
+    let manifest: toml::Table = text.parse().context("Cargo.toml is not TOML")?;
+    let paths = manifest
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(|m| m.as_array())
+        .context("Cargo.toml has no [workspace] members")?;
+    let mut out = Vec::new();
+    for p in paths.iter().filter_map(|p| p.as_str()) {
+        let path = root.join(p).join("Cargo.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        out.push(parse_member(&text).with_context(|| format!("in {}", path.display()))?);
+    }
+    Ok(out)
+}
+
+/// A member's name and workspace dependencies from its `Cargo.toml` text.
+fn parse_member(text: &str) -> Result<Member> {
+    let manifest: toml::Table = text.parse()?;
+    let name = manifest
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .context("no [package] name")?
+        .to_string();
+    let mut deps = Vec::new();
+    for section in ["dependencies", "build-dependencies", "dev-dependencies"] {
+        if let Some(t) = manifest.get(section).and_then(|t| t.as_table()) {
+            for dep in t.keys() {
+                if dep.starts_with("bee-") || dep == "xtask" {
+                    deps.push((dep.clone(), section));
+                }
+            }
+        }
+    }
+    Ok(Member { name, deps })
+}
+
+/// Every dependency of `members` that `rules` does not allow, and every member `rules`
+/// does not list, as lines of text.
+fn crate_violations(rules: &[(&str, May)], members: &[Member]) -> Vec<String> {
+    let rule = |name: &str| rules.iter().find(|(n, _)| *n == name).map(|(_, m)| *m);
+    let is_library = |name: &str| matches!(rule(name), Some(May::Use(_)));
+    let mut out = Vec::new();
+    for m in members {
+        let Some(may) = rule(&m.name) else {
+            out.push(format!(
+                "{}: not in the table; add it with what it may depend on",
+                m.name
+            ));
+            continue;
+        };
+        for (dep, section) in &m.deps {
+            let allowed = match may {
+                May::AnyLibrary => is_library(dep),
+                May::Use(list) => {
+                    list.contains(&dep.as_str())
+                        || (*section == "dev-dependencies" && dep == TEST_MESSAGES)
+                }
+            };
+            if !allowed {
+                let may_text = match may {
+                    May::Use([]) => "no workspace crate".to_string(),
+                    May::Use(list) => list.join(", "),
+                    May::AnyLibrary => "any library crate, no tool".to_string(),
+                };
+                out.push(format!(
+                    "{} depends on {dep} ([{section}]); it may use: {may_text}",
+                    m.name
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The module graph of one crate's `src/`.
@@ -248,6 +417,72 @@ mod tests {
             ("text", &["cluster", "service"]),
         ]);
         assert!(cycles(&g).is_empty());
+    }
+
+    fn member(name: &str, deps: &[(&str, &'static str)]) -> Member {
+        Member {
+            name: name.to_string(),
+            deps: deps.iter().map(|(d, s)| (d.to_string(), *s)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_crate_rule_violation_is_named_with_what_is_allowed() {
+        let rules = [
+            ("bee-codec", May::Use(&[])),
+            ("bee-runtime", May::Use(&["bee-codec"])),
+            ("bee-cluster", May::Use(&["bee-codec", "bee-runtime"])),
+            ("bee-proto", May::Use(&[])),
+            ("tool", May::AnyLibrary),
+        ];
+        let ok = [
+            member("bee-codec", &[]),
+            member(
+                "bee-runtime",
+                &[
+                    ("bee-codec", "dependencies"),
+                    ("bee-proto", "dev-dependencies"),
+                ],
+            ),
+            member("tool", &[("bee-cluster", "dependencies")]),
+        ];
+        assert!(crate_violations(&rules, &ok).is_empty());
+        let bad = [
+            member("bee-runtime", &[("bee-cluster", "dependencies")]),
+            member("bee-codec", &[("bee-proto", "dependencies")]),
+            member("bee-cluster", &[("tool", "dev-dependencies")]),
+            member("tool", &[("tool", "dependencies")]),
+            member("bee-new", &[]),
+        ];
+        let v = crate_violations(&rules, &bad);
+        assert_eq!(
+            v,
+            [
+                "bee-runtime depends on bee-cluster ([dependencies]); it may use: bee-codec",
+                "bee-codec depends on bee-proto ([dependencies]); it may use: no workspace crate",
+                "bee-cluster depends on tool ([dev-dependencies]); it may use: bee-codec, bee-runtime",
+                "tool depends on tool ([dependencies]); it may use: any library crate, no tool",
+                "bee-new: not in the table; add it with what it may depend on",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_manifest_is_read_for_its_workspace_dependencies() {
+        let m = parse_member(
+            "[package]\nname = \"bee-mysql\"\n[features]\nservice = [\"dep:bee-runtime\"]\n\
+             [dependencies]\nbee-runtime = { workspace = true, optional = true }\ntokio.workspace = true\n\
+             [dev-dependencies]\nbee-proto.workspace = true\n",
+        )
+        .unwrap();
+        assert_eq!(m.name, "bee-mysql");
+        assert_eq!(
+            m.deps,
+            [
+                ("bee-runtime".to_string(), "dependencies"),
+                ("bee-proto".to_string(), "dev-dependencies")
+            ]
+        );
     }
 
     #[test]

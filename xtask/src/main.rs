@@ -8,7 +8,8 @@
 //!   and print where it is.
 //! - `cargo xtask bench`: the benchmarks whose figures go in `BENCHMARKS.md`.
 //! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
-//! - `cargo xtask layers`: fail on an import cycle between the modules of any crate.
+//! - `cargo xtask layers`: fail on a crate dependency the layering does not allow, or an
+//!   import cycle between the modules of any crate.
 //! - `cargo xtask cpp [--asan]`: build the C/C++ service modules (`cservices/`).
 //! - `cargo xtask soak [--secs N] [--warmup N] [--overload-secs N] [--overload-only]`:
 //!   two nodes under mixed load for 10 minutes (or N s), then nodes loaded far past their
@@ -120,6 +121,20 @@ fn ci() -> Result<()> {
         cargo().args([
             "clippy",
             "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    // An embedder's bee-node: without etcd, MySQL and the C host.
+    step(
+        "lints, bee-node without default features",
+        cargo().args([
+            "clippy",
+            "-p",
+            "bee-node",
+            "--no-default-features",
             "--all-targets",
             "--",
             "-D",

@@ -46,9 +46,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bee_cluster::{CallErrorExt, Cluster, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{CallError, Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::{Node, RuntimeConfig};
 use bee_transport::{AuthSecret, TransportError};
 
 use crate::process::{free_port, start_node};
@@ -500,7 +501,7 @@ async fn load(
                     .call_timeout(node, "slow", late, Some(Duration::from_millis(20)))
                     .await
                 {
-                    Err(CallError::Transport(TransportError::Timeout { .. })) => {
+                    Err(ref e) if matches!(e.transport(), Some(TransportError::Timeout { .. })) => {
                         counts.timeouts.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => counts.error("timed call", "answered before its timeout"),

@@ -20,13 +20,14 @@
 
 use std::time::Duration;
 
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::handle::pack_lua;
-use bee_dispatch::{
-    Addr, Cluster, ClusterSettings, Context, Dispatcher, HandleResult, Message, Node,
-    RuntimeConfig, Service, ServiceError, Str,
-};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::handle::pack_lua;
+use bee_runtime::{
+    Addr, Context, Dispatcher, HandleResult, Message, Node, RuntimeConfig, Service, ServiceError,
+    Str,
+};
 use bytes::Bytes;
 use serde::Serialize;
 

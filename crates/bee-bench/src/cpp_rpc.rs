@@ -32,15 +32,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bee_codec::kkt::{KktFrame, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
-use bee_dispatch::native::{
+use bee_cluster::native::{
     spawn_native, CServiceProxy, NativeEndpoint, NativeHandler, NativeMaster,
 };
-use bee_dispatch::text::TextReply;
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_cluster::{Cluster, ClusterSettings};
+use bee_codec::kkt::{KktFrame, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
 use bee_proto::game::{Ping, Pong};
 use bee_proto::Message as _;
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::text::TextReply;
+use bee_runtime::{Node, RuntimeConfig};
 use serde::Serialize;
 
 use crate::stats::Latencies;

@@ -3,8 +3,8 @@
 //! callers with a 16-byte string; calls per second, every reply checked.
 
 use bee_codec::seri::{self, Value};
-use bee_dispatch::builtin::Echo;
-use bee_dispatch::{Addr, Node, RuntimeConfig};
+use bee_runtime::builtin::Echo;
+use bee_runtime::{Addr, Node, RuntimeConfig};
 use serde::Serialize;
 
 use crate::load::{drive, Load};

@@ -9,9 +9,10 @@
 
 use std::path::PathBuf;
 
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::{Node, RuntimeConfig};
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
@@ -66,7 +67,7 @@ fn point_select(uid: u64) -> String {
 
 /// A pseudo-random uid in 1..=ROWS for request `i` of task `w` (SplitMix64 of both).
 fn uid_for(w: usize, i: u64) -> u64 {
-    bee_dispatch::shard::mix(((w as u64) << 40) ^ i) % ROWS + 1
+    bee_runtime::shard::mix(((w as u64) << 40) ^ i) % ROWS + 1
 }
 
 /// Create and fill `bee_bench.user` (idempotent).

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use bee_bench::cluster::{run, ClusterParams};
-use bee_dispatch::builtin::{Echo, Sink};
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::builtin::{Echo, Sink};
+use bee_runtime::{Node, RuntimeConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_client_measures_and_checks() {

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use bee_codec::kkt::{KktHeader, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::service::ptype;
-use bee_dispatch::{Addr, Context, HandleResult, Message, Node, Responder, Service};
+use bee_runtime::service::ptype;
+use bee_runtime::{Addr, Context, HandleResult, Message, Node, Responder, Service};
 use bytes::Bytes;
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 use tokio::sync::oneshot;
@@ -593,7 +593,7 @@ impl Service for CService {
         if let Some(ready) = self.ready.take() {
             if ready.await.is_err() {
                 cx.exit();
-                return Err(bee_dispatch::ServiceError::msg(format!(
+                return Err(bee_runtime::ServiceError::msg(format!(
                     "C service {} did not start",
                     self.ctx.module.name
                 )));

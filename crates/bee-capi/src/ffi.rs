@@ -8,8 +8,8 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bee_dispatch::service::ptype;
-use bee_dispatch::{Addr, CallError, Message, Node};
+use bee_runtime::service::ptype;
+use bee_runtime::{Addr, CallError, Message, Node};
 use bytes::Bytes;
 
 use crate::context::{current, CallbackFn, MallocBlock, SkynetContext};
@@ -271,7 +271,7 @@ fn call_for_lua(c: &SkynetContext, node: &Node, destination: Addr, msg: Message)
 }
 
 /// Post `msg`, retrying while the mailbox is full (for up to a minute, then logged).
-async fn post_retrying(node: bee_dispatch::service::WeakNode, to: Addr, msg: Message) {
+async fn post_retrying(node: bee_runtime::service::WeakNode, to: Addr, msg: Message) {
     for _ in 0..60_000 {
         let Some(n) = node.upgrade() else { return };
         match n.post(to, msg.clone()) {
@@ -491,7 +491,7 @@ pub(crate) fn timer_message(session: c_int) -> Message {
 
 /// Deliver a timer; a full mailbox is retried (a timer is never dropped while its
 /// service lives) for up to a minute, then logged.
-pub(crate) async fn fire_timer(node: bee_dispatch::service::WeakNode, handle: u32, session: c_int) {
+pub(crate) async fn fire_timer(node: bee_runtime::service::WeakNode, handle: u32, session: c_int) {
     for _ in 0..60_000 {
         let Some(node) = node.upgrade() else { return };
         match node.post(handle, timer_message(session)) {

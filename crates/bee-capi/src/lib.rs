@@ -14,7 +14,7 @@
 //! kernel functions they need beyond the C service API. A Lua service's request to a
 //! Rust service becomes a bee call whose answer returns to Lua as skynet's response.
 //!
-//! Each loaded module instance is an ordinary bee service ([`bee_dispatch::Service`]):
+//! Each loaded module instance is an ordinary bee service ([`bee_runtime::Service`]):
 //! its handler runs the module's C callback for one message at a time. The bridge to
 //! bee's own calls:
 //!
@@ -62,7 +62,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bee_dispatch::{Addr, Node};
+use bee_runtime::{Addr, Node};
 
 pub use context::{start, CurrentGuard, SkynetContext, Started};
 pub use ffi::link_exports;
@@ -145,7 +145,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// are loaded from (`skynet_context_new`), its start time (`skynet_now`). One per node,
 /// attached to it as an extension; created by the first module started on the node.
 pub struct Host {
-    node: bee_dispatch::service::WeakNode,
+    node: bee_runtime::service::WeakNode,
     node_name: String,
     runtime: tokio::runtime::Handle,
     started: Instant,
@@ -414,5 +414,5 @@ impl Host {
 
 /// The address printed as skynet does (`:0000000a`).
 pub fn fmt_handle(addr: Addr) -> String {
-    bee_dispatch::service::fmt_addr(addr)
+    bee_runtime::service::fmt_addr(addr)
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bee_dispatch::Addr;
+use bee_runtime::Addr;
 
 use crate::{lock, Host};
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bee_dispatch::{Addr, CallError};
+use bee_runtime::{Addr, CallError};
 
 use crate::ffi::{fire_timer, timer_message};
 use crate::{lock, Host};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bee_capi::{start, CapiError};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::service::ptype;
-use bee_dispatch::{CallError, Message, Node, RuntimeConfig};
+use bee_runtime::service::ptype;
+use bee_runtime::{CallError, Message, Node, RuntimeConfig};
 use bytes::Bytes;
 use common::*;
 use tokio::sync::mpsc;
@@ -67,7 +67,7 @@ async fn hello_registers_its_name_and_answers_a_rust_call_through_the_session_br
         assert_eq!(skynet_queryname(ctx, c!(".greeter")), h.addr);
         assert_eq!(skynet_queryname(ctx, c!(".nobody")), 0);
         // REG of a taken name fails; NAME points a second name at a handle.
-        let other = node.spawn("other", bee_dispatch::builtin::Echo);
+        let other = node.spawn("other", bee_runtime::builtin::Echo);
         node.set_name(".taken", other);
         assert!(skynet_command(ctx, c!("REG"), c!(".taken")).is_null());
         let hex =
@@ -531,12 +531,12 @@ async fn dontcopy_blocks_change_owner_and_are_freed() {
 /// Never finishes its first message: its mailbox fills.
 struct Stuck;
 
-impl bee_dispatch::Service for Stuck {
+impl bee_runtime::Service for Stuck {
     async fn handle(
         &mut self,
-        _ctx: &mut bee_dispatch::Context,
+        _ctx: &mut bee_runtime::Context,
         _msg: Message,
-    ) -> bee_dispatch::HandleResult {
+    ) -> bee_runtime::HandleResult {
         std::future::pending::<()>().await;
         Ok(None)
     }

@@ -8,10 +8,10 @@ mod common;
 
 use bee_capi::start;
 use bee_codec::kkt::{KktFrame, SUBTYPE_PROTOBUF, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
-use bee_dispatch::service::ptype;
-use bee_dispatch::{Addr, Message, Node, RuntimeConfig};
 use bee_proto::game::{Ping, Pong, ShopBuy, ShopReceipt};
 use bee_proto::Message as _;
+use bee_runtime::service::ptype;
+use bee_runtime::{Addr, Message, Node, RuntimeConfig};
 use bytes::Bytes;
 use common::*;
 use tokio::sync::mpsc;

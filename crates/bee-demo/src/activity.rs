@@ -1,19 +1,19 @@
 //! `activity_master` and its `activity` workers: progress in a timed activity,
 //! sharded by uid so one player's progress always lives in one worker.
 //!
-//! The master is bee-dispatch's [`ShardMaster`]: it forwards each message untouched to
+//! The master is bee-runtime's [`ShardMaster`]: it forwards each message untouched to
 //! the worker its rule picks — bee's stable hash `worker_for(uid, n)` by default, or
 //! with `rule = "modulo"` the team's own rule, worker `1 + uid % n` (index `uid % n`)
 //! and uid 0 to every worker, which `cargo xtask demo` runs (see
-//! [`bee_dispatch::shard`]). A worker answers `game.ActivityProgress` with
+//! [`bee_runtime::shard`]). A worker answers `game.ActivityProgress` with
 //! `game.ActivityState`, which says which worker (0-based index) holds the uid.
 
 use std::collections::HashMap;
 
-use bee_dispatch::native::RpcServer;
-use bee_dispatch::shard::{ShardMaster, ShardRule};
-use bee_dispatch::{Addr, BoxService, Dispatcher, Node, ServiceError};
+use bee_cluster::native::RpcServer;
 use bee_proto::game::{ActivityProgress, ActivityState};
+use bee_runtime::shard::{ShardMaster, ShardRule};
+use bee_runtime::{Addr, BoxService, Dispatcher, Node, ServiceError};
 
 /// One worker's state: progress per (uid, activity).
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
 //! # bee-demo — the services of the demo game backend
 //!
-//! Small, readable services built only on bee-dispatch's public API, one module each,
+//! Small, readable services built only on bee-runtime's and bee-cluster's public API, one module each,
 //! modelled on a skynet-era game backend:
 //!
 //! - [`persistence`]: `lpersistence` on node `lpersistence_3` — a `"lua"` command table
@@ -38,20 +38,20 @@ pub fn app() -> bee_node::App {
             Ok(Some(s.node.spawn(s.label(), persistence::service())))
         })
         .kind("activity_master", |s| {
-            let workers = s.option_usize("workers", bee_dispatch::shard::DEFAULT_WORKERS)?;
-            let rule = bee_dispatch::shard::ShardRule::parse(s.option_str("rule", "hash")?)
+            let workers = s.option_usize("workers", bee_runtime::shard::DEFAULT_WORKERS)?;
+            let rule = bee_runtime::shard::ShardRule::parse(s.option_str("rule", "hash")?)
                 .map_err(anyhow::Error::msg)?;
             Ok(Some(activity::start(s.node, workers, rule)))
         })
         .kind("shop_master", |s| {
             let target = s.option_str("target", "shop")?;
-            let master = bee_dispatch::native::NativeMaster::new(target);
+            let master = bee_cluster::native::NativeMaster::new(target);
             Ok(Some(s.node.spawn(s.label(), master)))
         })
         .kind("native_shop", |s| {
             let name = s.entry.name.as_deref().unwrap_or("shop");
             let handler = shop::NativeShop::new(&format!("{}/{name}", s.node.name()));
-            bee_dispatch::native::spawn_native(s.node, s.proxy()?, name, handler)
+            bee_cluster::native::spawn_native(s.node, s.proxy()?, name, handler)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(None)
         })
@@ -62,13 +62,13 @@ pub fn app() -> bee_node::App {
 }
 
 use bee_codec::kkt::KktFrame;
-use bee_dispatch::ServiceError;
+use bee_runtime::ServiceError;
 use bytes::Bytes;
 
 /// Encode a prost message as a one-way game frame (sub_type 16, no names) for `uid`:
 /// what a Lua service or a client puts on the wire.
 pub fn frame<M: prost::Message + prost::Name>(uid: i64, msg: &M) -> Result<Bytes, ServiceError> {
-    bee_dispatch::text::encode_frame(&bee_dispatch::text::frame_of(uid, msg))
+    bee_runtime::text::encode_frame(&bee_runtime::text::frame_of(uid, msg))
 }
 
 /// Decode game-frame bytes expected to hold a message of type `M`.

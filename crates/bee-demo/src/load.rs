@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bee_cluster::{Cluster, Target};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::cluster::{Cluster, Target};
-use bee_dispatch::lua::LuaResult;
-use bee_dispatch::ServiceError;
 use bee_proto::game::{GetUserInfo, LoginReq};
+use bee_runtime::lua::LuaResult;
+use bee_runtime::ServiceError;
 
 use crate::frame;
 

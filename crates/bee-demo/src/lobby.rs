@@ -22,21 +22,21 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bee_cluster::native::{spawn_native, NativeEndpoint, NativeHandler};
+use bee_cluster::{Cluster, Target};
 use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
-use bee_dispatch::cluster::{Cluster, Target};
-use bee_dispatch::lua::LuaResult;
-use bee_dispatch::native::{spawn_native, NativeEndpoint, NativeHandler};
-use bee_dispatch::service::fmt_addr;
-use bee_dispatch::shard::{worker_for, ShardRule};
-use bee_dispatch::text::{frame_of, TextReply};
-use bee_dispatch::Handle;
-use bee_dispatch::{Addr, Dispatcher, Node, ServiceError};
 use bee_proto::game::{
     ActivityProgress, ActivityState, GetUserInfo, LoginReq, LoginResp, Ping, Pong, ShopBuy,
     ShopReceipt, UserInfo,
 };
 use bee_proto::mail;
+use bee_runtime::lua::LuaResult;
+use bee_runtime::service::fmt_addr;
+use bee_runtime::shard::{worker_for, ShardRule};
+use bee_runtime::text::{frame_of, TextReply};
+use bee_runtime::Handle;
+use bee_runtime::{Addr, Dispatcher, Node, ServiceError};
 use bytes::Bytes;
 
 use crate::{frame, unframe};
@@ -168,7 +168,7 @@ fn lua_payload(args: &[Value]) -> Result<Bytes, ServiceError> {
     pack(&v)
 }
 
-fn failed(what: &str) -> impl Fn(bee_dispatch::CallError) -> ServiceError + '_ {
+fn failed(what: &str) -> impl Fn(bee_runtime::CallError) -> ServiceError + '_ {
     move |e| ServiceError::msg(format!("{what}: {e}"))
 }
 
@@ -520,7 +520,7 @@ async fn native_send(c: Cluster, ep: NativeEndpoint) -> LuaResult {
     t.done()
 }
 
-fn rpc_failed(e: bee_dispatch::native::RpcError) -> ServiceError {
+fn rpc_failed(e: bee_cluster::native::RpcError) -> ServiceError {
     ServiceError::msg(e.to_string())
 }
 

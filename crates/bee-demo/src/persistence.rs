@@ -11,9 +11,9 @@
 //! requests from native callers (`"text"` frames with sub_type 18) are answered by
 //! wrapping the dispatcher in [`RpcServer`].
 
-use bee_dispatch::native::RpcServer;
-use bee_dispatch::{Dispatcher, ServiceError};
+use bee_cluster::native::RpcServer;
 use bee_proto::game::{GetUserInfo, LoginReq, LoginResp, Ping, Pong, UserInfo};
+use bee_runtime::{Dispatcher, ServiceError};
 
 /// The state of `lpersistence`.
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
 //! `shop_master` and `shop`.
 //!
-//! `shop_master` is bee-dispatch's [`bee_dispatch::native::NativeMaster`]: it hands the
+//! `shop_master` is bee-cluster's [`bee_cluster::native::NativeMaster`]: it hands the
 //! game frames it receives, untouched, to the native `shop` service of the same node
 //! (the team's `skynet.redirect(cpp, source, "text", session, frame)`), with the caller
 //! attached, so the shop's reply goes straight back to whoever called shop_master.
@@ -12,10 +12,10 @@
 //! `game.Ping` rpc requests with `game.Pong`. (The C++ modules under `cservices/` do the
 //! same through skynet's C API.)
 
+use bee_cluster::native::{NativeEndpoint, NativeHandler};
 use bee_codec::kkt::KktFrame;
-use bee_dispatch::native::{NativeEndpoint, NativeHandler};
-use bee_dispatch::text::TextReply;
 use bee_proto::game::{Ping, Pong, ShopBuy, ShopReceipt};
+use bee_runtime::text::TextReply;
 
 /// The native `shop`: frames in, frames out.
 #[derive(Debug)]

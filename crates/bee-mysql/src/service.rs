@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{Addr, Context, HandleResult, Message, Node, Responder, Service, ServiceError};
+use bee_runtime::{Addr, Context, HandleResult, Message, Node, Responder, Service, ServiceError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -123,11 +123,11 @@ async fn run_push(pool: &MysqlPool, source: Addr, sql: &[u8]) {
         Ok(Value::Table(t)) if t.get_str("badresult").is_some() => {
             let err = t.get_str("err").map(|v| v.to_string()).unwrap_or_default();
             let errno = t.get_str("errno").and_then(Value::as_int).unwrap_or(0);
-            tracing::warn!(source = %bee_dispatch::service::fmt_addr(source), errno, err = %err, sql = %prefix(), "mysqlpool push failed with an SQL error");
+            tracing::warn!(source = %bee_runtime::service::fmt_addr(source), errno, err = %err, sql = %prefix(), "mysqlpool push failed with an SQL error");
         }
         Ok(_) => {}
         Err(e) => {
-            tracing::error!(source = %bee_dispatch::service::fmt_addr(source), error = %e, sql = %prefix(), "mysqlpool push failed; the statement may not have run");
+            tracing::error!(source = %bee_runtime::service::fmt_addr(source), error = %e, sql = %prefix(), "mysqlpool push failed; the statement may not have run");
         }
     }
 }

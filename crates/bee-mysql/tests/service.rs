@@ -5,8 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{Addr, CallError, Node, RuntimeConfig};
 use bee_mysql::{MysqlConfig, MysqlPool, COMMANDS};
+use bee_runtime::{Addr, CallError, Node, RuntimeConfig};
 use bytes::Bytes;
 use common::{field, ok, rows, table, TestDb};
 

@@ -3,7 +3,7 @@
 //!
 //! Both talk to each node's `@bee_config` service (`bee_clusterd` on a bee node,
 //! `interop/skynet/service/bee_config.lua` on a stock skynet node) with ordinary cluster
-//! calls; the messages are in [`bee_dispatch::lifecycle`] and `docs/config.md`. Each node
+//! calls; the messages are in [`bee_cluster::lifecycle`] and `docs/config.md`. Each node
 //! is reached on its own connection, all at once, each bounded by `--timeout-ms`.
 //! Against nodes with node authentication they use the secret in `BEE_AUTH_SECRET_FILE`,
 //! as `bee call` does.
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use bee_cluster::lifecycle::{ConfigReport, PushOutcome, CONFIG_NAME};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::lifecycle::{ConfigReport, PushOutcome, CONFIG_NAME};
 use bee_registry::{ClusterConfig, ConfigForm, NodeEntry};
 use bee_transport::{Address, AuthSecret, Channel, ChannelConfig, TransportError};
 use bytes::Bytes;

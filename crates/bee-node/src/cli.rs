@@ -20,10 +20,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::kkt::{KktFrame, SUBTYPE_PROTOBUF, SUBTYPE_RPC_SERVER};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig, Target};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::{Node, RuntimeConfig, Target};
 
 use crate::frame::{msg_arg, Protos};
 
@@ -270,6 +271,6 @@ pub async fn query(a: QueryArgs) -> Result<()> {
         .query(&a.node, &a.name)
         .await
         .with_context(|| format!("query of {} on {} failed", a.name, a.node))?;
-    println!("{}", bee_dispatch::service::fmt_addr(addr));
+    println!("{}", bee_runtime::service::fmt_addr(addr));
     Ok(())
 }

@@ -375,3 +375,17 @@ impl NodeConfig {
         Ok(())
     }
 }
+
+/// The etcd URL of a node config's `cluster` setting, when it is one. (The node config
+/// turns a relative `cluster` into a path under the config's directory; an `etcd://` URL
+/// is found inside it.)
+pub fn etcd_url_of(cfg: &NodeConfig) -> Option<String> {
+    let text = cfg.cluster.to_string_lossy();
+    text.find("etcd://").map(|i| text[i..].to_string())
+}
+
+/// Whether a `--cluster` argument names an etcd URL (`etcd://host:port/PREFIX`) rather
+/// than a file.
+pub fn is_etcd_url(cluster: &std::path::Path) -> bool {
+    cluster.to_string_lossy().starts_with("etcd://")
+}

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use bee_dispatch::Cluster;
+use bee_cluster::Cluster;
 use bee_etcd::{ConfigUpdate, EtcdError, EtcdOptions, EtcdStore, MemberEvent, MemberRegistration};
 use bee_registry::{ConfigSource, NodeEntry, Registry};
 
@@ -123,19 +123,7 @@ impl Probe {
 /// How long a node's membership key outlives its last keep-alive.
 pub const MEMBER_TTL: Duration = Duration::from_secs(2);
 
-/// The etcd URL of a node config's `cluster` setting, when it is one. (The node config
-/// turns a relative `cluster` into a path under the config's directory; an `etcd://` URL
-/// is found inside it.)
-pub fn url_of(cfg: &NodeConfig) -> Option<String> {
-    let text = cfg.cluster.to_string_lossy();
-    text.find("etcd://").map(|i| text[i..].to_string())
-}
-
-/// Whether a `--cluster` argument names an etcd URL (`etcd://host:port/PREFIX`) rather
-/// than a file.
-pub fn is_url(cluster: &std::path::Path) -> bool {
-    cluster.to_string_lossy().starts_with("etcd://")
-}
+pub use crate::config::{etcd_url_of as url_of, is_etcd_url as is_url};
 
 /// The cluster config stored at `URL`'s config key, for the admin tools (`bee status
 /// --cluster etcd://…`): an error naming the URL when etcd does not answer within
@@ -250,6 +238,84 @@ async fn load(store: EtcdStore, url: &str, name: &str) -> Result<(EtcdStore, Reg
     let registry = Registry::with_source(name, stored.config, ConfigSource::Etcd { key })
         .with_context(|| format!("node {name}: the cluster config at {url}"))?;
     Ok((store, registry))
+}
+
+/// Where a node's cluster config comes from when it lives in etcd: what
+/// [`Source::start`] found (the store, or the fallback file with etcd to follow later),
+/// made into the running [`Followers`] once the node listens. The default is a node
+/// whose config is a file: nothing to follow.
+#[derive(Default)]
+pub struct Source {
+    store: Option<EtcdStore>,
+    later: Option<String>,
+}
+
+impl Source {
+    /// A node whose cluster config is a file: nothing to follow.
+    pub fn file() -> Source {
+        Source::default()
+    }
+
+    /// Load the node's registry from etcd at `url` (or from its fallback file when etcd
+    /// does not answer within the start retry; see [`start`]).
+    pub async fn start(url: &str, cfg: &NodeConfig) -> Result<(Registry, Source)> {
+        let retry = Duration::from_millis(cfg.etcd_start_retry_ms);
+        Ok(
+            match start(url, &cfg.name, retry, cfg.cluster_fallback.as_ref()).await? {
+                Start::Etcd(store, registry) => (
+                    registry,
+                    Source {
+                        store: Some(*store),
+                        later: None,
+                    },
+                ),
+                Start::Fallback(registry) => (
+                    registry,
+                    Source {
+                        store: None,
+                        later: Some(url.to_string()),
+                    },
+                ),
+            },
+        )
+    }
+
+    /// Start following etcd (at once, or once it answers when the node started from its
+    /// fallback file). `listening` is where the node listens.
+    pub async fn follow(
+        self,
+        cluster: &Cluster,
+        listening: std::net::SocketAddr,
+    ) -> Result<Followers> {
+        let following = match self.store {
+            Some(store) => Some(follow(store, cluster, listening).await?),
+            None => None,
+        };
+        let later = self
+            .later
+            .map(|url| follow_later(url, cluster.clone(), listening));
+        Ok(Followers { following, later })
+    }
+}
+
+/// The running etcd side of a node, whichever way it started.
+pub struct Followers {
+    following: Option<Following>,
+    later: Option<Later>,
+}
+
+impl Followers {
+    /// Stop following etcd and remove the membership key (peers see the node go at once).
+    pub async fn stop(self) {
+        if let Some(f) = self.following {
+            f.stop().await;
+        }
+        if let Some(later) = self.later {
+            if let Some(f) = later.lock().await.take() {
+                f.stop().await;
+            }
+        }
+    }
 }
 
 /// The etcd side of a node started from its fallback file: filled in once etcd answers.

@@ -9,7 +9,7 @@
 //! 2. old → new: `listeners N incarnation=INC\n` with the N listening sockets attached
 //!    (`SCM_RIGHTS`). From here the new process holds the sockets: peers connecting now
 //!    wait in the socket's accept queue — they are never refused.
-//! 3. The old process drains ([`bee_dispatch::drain`]): it stops accepting (closes its own
+//! 3. The old process drains ([`bee_cluster::drain`]): it stops accepting (closes its own
 //!    descriptors), tells its bee peers `goaway`, answers what it accepted, delivers what
 //!    is in its mailboxes and flushes its queues. Then it exports each service's state.
 //! 4. old → new: `state K\n`, then K times `KEYLEN STATELEN\n` + key + state bytes, then
@@ -31,8 +31,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use bee_dispatch::drain::DrainReport;
-use bee_dispatch::{Cluster, Node};
+use bee_cluster::drain::DrainReport;
+use bee_cluster::Cluster;
+use bee_runtime::Node;
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -44,7 +45,7 @@ use crate::config::NodeConfig;
 /// The handover protocol's version; both processes must speak the same.
 pub const VERSION: u32 = 1;
 
-/// Services' states by [`bee_dispatch::service::ServiceInfo::state_key`].
+/// Services' states by [`bee_runtime::service::ServiceInfo::state_key`].
 pub type States = Vec<(String, Vec<u8>)>;
 
 /// Most listening sockets one node hands over.

@@ -12,16 +12,25 @@
 //!   through etcd and reads the nodes' acks (`etcd_push.rs`).
 //!
 //! This crate only composes the library crates: it reads the config ([`config`]),
-//! builds a [`bee_dispatch::Node`], attaches the cluster layer with the limits,
+//! builds a [`bee_runtime::Node`], attaches the cluster layer with the limits,
 //! liveness and authentication the config asks for and serves its metrics ([`ops`])
 //! with its status page and JSON API ([`status`]),
 //! starts the services the config lists ([`services`]), and waits for a signal.
+//!
+//! ## Cargo features (all on by default, as the `bee` binary is built)
+//! - `etcd`: the cluster config in etcd ([`etcd`]; building it needs `protoc`). Off,
+//!   configs come from files and an `etcd://` URL is refused with an error saying so.
+//! - `mysql`: the `mysqlpool` service kind (bee-mysql).
+//! - `capi`: the C host — the `cservice` and `snlua` service kinds (bee-capi).
+//!
+//! An embedder that wants none of them depends on
+//! `bee-node = { …, default-features = false }` and turns on the ones it needs.
 //!
 //! A game's own node binary is [`App`] with its service kinds added — the console,
 //! config loading, logging, signals and the client commands come with it:
 //!
 //! ```no_run
-//! use bee_dispatch::Dispatcher;
+//! use bee_runtime::Dispatcher;
 //!
 //! fn main() {
 //!     bee_node::App::new()
@@ -38,7 +47,12 @@ pub mod actions;
 pub mod admin;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(not(feature = "etcd"))]
+#[path = "no_etcd.rs"]
+pub mod etcd;
+#[cfg(feature = "etcd")]
 mod etcd_push;
 pub mod frame;
 pub mod handover;
@@ -54,8 +68,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use bee_dispatch::{Cluster, Node, RuntimeConfig};
+use bee_cluster::Cluster;
 use bee_registry::Registry;
+use bee_runtime::{Node, RuntimeConfig};
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
@@ -132,7 +147,7 @@ impl App {
     pub fn kind(
         mut self,
         kind: &str,
-        start: impl Fn(&Spec<'_>) -> Result<Option<bee_dispatch::Addr>> + Send + Sync + 'static,
+        start: impl Fn(&Spec<'_>) -> Result<Option<bee_runtime::Addr>> + Send + Sync + 'static,
     ) -> App {
         self.kinds.add(kind, start);
         self
@@ -220,7 +235,13 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
             Command::Status(a) => admin::status(a).await,
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
-            } if etcd::is_url(&a.cluster) => etcd_push::push(a).await,
+            } if etcd::is_url(&a.cluster) => {
+                #[cfg(feature = "etcd")]
+                let pushed = etcd_push::push(a).await;
+                #[cfg(not(feature = "etcd"))]
+                let pushed = Err(etcd::unsupported(&a.cluster.to_string_lossy()));
+                pushed
+            }
             Command::Config {
                 command: admin::ConfigCommand::Push(a),
             } => admin::push(a).await,
@@ -270,20 +291,13 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     // Checked like every later config, and told which node it belongs to (a push that
     // drops this node is refused).
     // `cluster = "etcd://host:port/PREFIX"`: the config lives in etcd (see [`etcd`]).
-    let (registry, store, later) = match etcd::url_of(&cfg) {
-        Some(url) => {
-            let retry = Duration::from_millis(cfg.etcd_start_retry_ms);
-            match etcd::start(&url, &cfg.name, retry, cfg.cluster_fallback.as_ref()).await? {
-                etcd::Start::Etcd(store, registry) => (registry, Some(*store), None),
-                etcd::Start::Fallback(registry) => (registry, None, Some(url)),
-            }
-        }
+    let (registry, source) = match etcd::url_of(&cfg) {
+        Some(url) => etcd::Source::start(&url, &cfg).await?,
         None => (
             Registry::load_file(&cfg.name, &cfg.cluster).with_context(|| {
                 format!("cannot load the cluster config {}", cfg.cluster.display())
             })?,
-            None,
-            None,
+            etcd::Source::file(),
         ),
     };
     let node = Node::new(
@@ -338,12 +352,7 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     };
     tracing::info!(node = %cfg.name, listen = %local, services = node.services().len(), threads = ?cfg.threads, busy_poll_us = cfg.busy_poll_us, metrics = ?metrics, auth = cfg.auth.is_some(), inbound_bytes = cfg.limits.inbound_bytes, outbound_bytes = cfg.limits.outbound_bytes, "node ready");
     // A line for scripts and tests waiting for the node to come up.
-    let following = match store {
-        Some(store) => Some(etcd::follow(store, &cluster, local).await?),
-        None => None,
-    };
-    // Started from the fallback file: follow etcd once it answers.
-    let later = later.map(|url| etcd::follow_later(url, cluster.clone(), local));
+    let following = source.follow(&cluster, local).await?;
     println!("bee node {} listening on {local}", cfg.name);
     let deadline = Duration::from_millis(cfg.drain_timeout_ms);
     // A successor asking to take over, until a signal.
@@ -360,14 +369,7 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
         match handover::give(stream, &cluster, &node, deadline).await {
             Ok(g) => {
                 tracing::info!(node = %cfg.name, successor = %g.pid, took_ms = g.took.as_millis() as u64, states = g.states, errors = ?g.errors, handled = %g.drain.handled_line(), "handed over: {}", g.drain);
-                if let Some(f) = following {
-                    f.stop().await;
-                }
-                if let Some(later) = later {
-                    if let Some(f) = later.lock().await.take() {
-                        f.stop().await;
-                    }
-                }
+                following.stop().await;
                 node.shutdown();
                 return Ok(());
             }
@@ -378,14 +380,7 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     }
     tracing::info!(node = %cfg.name, ?deadline, "draining: refusing new peers, answering what was accepted (a second signal stops at once)");
     // Leave etcd first: peers learn at once that this run is going.
-    if let Some(f) = following {
-        f.stop().await;
-    }
-    if let Some(later) = later {
-        if let Some(f) = later.lock().await.take() {
-            f.stop().await;
-        }
-    }
+    following.stop().await;
     tokio::select! {
         report = cluster.drain(deadline) => match report {
             Ok(r) if r.complete => {

@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use bee_dispatch::{ClusterSettings, Node};
+use bee_cluster::ClusterSettings;
+use bee_runtime::Node;
 use bee_transport::{telemetry as t, AuthSecret, ByteBudget};
 use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -141,7 +142,7 @@ pub fn install_metrics(node: &Node, budgets: &Budgets) -> Result<PrometheusHandl
 
 /// Refresh the node gauges every [`SAMPLE_EVERY`] until the node is gone.
 /// Also runs the recorder's upkeep (histograms' buffers are drained into their buckets).
-async fn sample(node: bee_dispatch::service::WeakNode, budgets: Budgets, handle: PrometheusHandle) {
+async fn sample(node: bee_runtime::service::WeakNode, budgets: Budgets, handle: PrometheusHandle) {
     let mut labels_seen: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -32,9 +32,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
-use bee_dispatch::builtin::{Echo, EchoValues, Sequence, Sink, Slow};
-use bee_dispatch::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
-use bee_dispatch::{Addr, Cluster, Node};
+use bee_cluster::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
+use bee_cluster::Cluster;
+use bee_runtime::builtin::{Echo, EchoValues, Sequence, Sink, Slow};
+use bee_runtime::{Addr, Node};
 
 use crate::config::{NodeConfig, ServiceSpec};
 
@@ -106,7 +107,8 @@ pub struct Kinds {
 }
 
 impl Kinds {
-    /// The built-in kinds of the production `bee` binary.
+    /// The built-in kinds of the production `bee` binary (`cservice` and `snlua` with the
+    /// `capi` feature, `mysqlpool` with `mysql`).
     pub fn builtin() -> Kinds {
         let mut k = Kinds::default();
         k.add("echo", |s| Ok(Some(s.node.spawn(s.label(), Echo))));
@@ -122,10 +124,14 @@ impl Kinds {
         });
         k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
         k.add("native_master", start_native_master);
-        // Keeps the skynet_* functions in the binary for the modules to find.
-        bee_capi::link_exports();
-        k.add("cservice", start_cservice);
-        k.add("snlua", start_snlua);
+        #[cfg(feature = "capi")]
+        {
+            // Keeps the skynet_* functions in the binary for the modules to find.
+            bee_capi::link_exports();
+            k.add("cservice", start_cservice);
+            k.add("snlua", start_snlua);
+        }
+        #[cfg(feature = "mysql")]
         k.add("mysqlpool", |s| {
             let mysql: bee_mysql::MysqlConfig = s
                 .section("mysql")
@@ -174,14 +180,14 @@ impl Kinds {
             if let (Some(name), Some(addr)) = (&entry.name, addr) {
                 node.set_name(name, addr);
             }
-            tracing::info!(node = %node.name(), kind = %entry.kind, name = ?entry.name, addr = %addr.map(bee_dispatch::service::fmt_addr).unwrap_or_else(|| "(self-named)".into()), "service started");
+            tracing::info!(node = %node.name(), kind = %entry.kind, name = ?entry.name, addr = %addr.map(bee_runtime::service::fmt_addr).unwrap_or_else(|| "(self-named)".into()), "service started");
         }
         Ok(())
     }
 }
 
 /// The `native_master` kind: one `target`, or `targets` picked by uid (a
-/// [`ShardMaster`](bee_dispatch::shard::ShardMaster) whose worker `i` is a master in
+/// [`ShardMaster`](bee_runtime::shard::ShardMaster) whose worker `i` is a master in
 /// front of `targets[i]`; `rule` defaults to the team's `1 + uid % n`).
 fn start_native_master(s: &Spec<'_>) -> Result<Option<Addr>> {
     if let Some(key) = s
@@ -214,13 +220,13 @@ fn start_native_master(s: &Spec<'_>) -> Result<Option<Addr>> {
             Ok(Some(s.node.spawn(s.label(), NativeMaster::new(target))))
         }
         (true, false) => {
-            let rule = bee_dispatch::shard::ShardRule::parse(s.option_str("rule", "modulo")?)
+            let rule = bee_runtime::shard::ShardRule::parse(s.option_str("rule", "modulo")?)
                 .map_err(|e| anyhow!("native_master: {e}"))?;
             let n = targets.len();
-            let master = bee_dispatch::shard::ShardMaster::new(
+            let master = bee_runtime::shard::ShardMaster::new(
                 s.label(),
                 n,
-                Box::new(move |i| -> bee_dispatch::BoxService {
+                Box::new(move |i| -> bee_runtime::BoxService {
                     Box::new(NativeMaster::new(&targets[i]))
                 }),
             )
@@ -307,7 +313,7 @@ pub fn expand_args(args: &str, resolve: impl Fn(&str) -> Option<Addr>) -> Result
             )
         })?;
         if prefix == "{hex:" {
-            out.push_str(&bee_dispatch::service::fmt_addr(addr));
+            out.push_str(&bee_runtime::service::fmt_addr(addr));
         } else {
             out.push_str(&addr.to_string());
         }
@@ -317,6 +323,7 @@ pub fn expand_args(args: &str, resolve: impl Fn(&str) -> Option<Addr>) -> Result
 
 /// The `cservice` kind: load `module` (relative to the node config's directory unless
 /// absolute), give the node's C host the `[env]` values, start an instance with `args`.
+#[cfg(feature = "capi")]
 fn start_cservice(s: &Spec<'_>) -> Result<Option<Addr>> {
     if let Some(key) = s
         .entry
@@ -344,6 +351,7 @@ fn start_cservice(s: &Spec<'_>) -> Result<Option<Addr>> {
 }
 
 /// The node config's `[env]` table into the node's C host (what `skynet_getenv` sees).
+#[cfg(feature = "capi")]
 fn set_env(s: &Spec<'_>, host: &bee_capi::Host) -> Result<()> {
     if let toml::Value::Table(env) = s.section("env") {
         for (key, value) in env {
@@ -368,6 +376,7 @@ fn set_env(s: &Spec<'_>, host: &bee_capi::Host) -> Result<()> {
 /// skynet's `snlua` module — found through `[env] cpath` as skynet finds C services —
 /// with `args` (default `bootstrap`: skynet's own bootstrap, which starts the launcher,
 /// the service manager and the `[env] start` script).
+#[cfg(feature = "capi")]
 fn start_snlua(s: &Spec<'_>) -> Result<Option<Addr>> {
     if let Some(key) = s
         .entry

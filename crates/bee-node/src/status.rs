@@ -27,8 +27,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bee_cluster::Cluster;
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{CallError, Cluster, Node, Target};
+use bee_runtime::{CallError, Node, Target};
 use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
@@ -60,7 +61,7 @@ pub const CLUSTER_SCHEMA: &str = "bee.cluster/1";
 
 /// What the status server needs of the running node.
 struct StatusState {
-    node: bee_dispatch::service::WeakNode,
+    node: bee_runtime::service::WeakNode,
     cluster: Cluster,
     prometheus: PrometheusHandle,
     budgets: Budgets,
@@ -628,7 +629,7 @@ async fn api_cluster(State(s): Shared) -> Response {
 }
 
 fn unix_ms() -> u64 {
-    bee_dispatch::lifecycle::unix_ms(SystemTime::now())
+    bee_cluster::lifecycle::unix_ms(SystemTime::now())
 }
 
 fn ms(d: Duration) -> u64 {
@@ -773,7 +774,7 @@ impl StatusState {
                     .or_default()
                     .push(ShardWorker {
                         index,
-                        addr: bee_dispatch::error::fmt_addr(s.addr),
+                        addr: bee_runtime::error::fmt_addr(s.addr),
                         handled: s.handled,
                         queued: s.queued as u64,
                     });
@@ -797,7 +798,7 @@ impl StatusState {
                 "rust"
             };
             service_rows.push(ServiceStatus {
-                addr: bee_dispatch::error::fmt_addr(s.addr),
+                addr: bee_runtime::error::fmt_addr(s.addr),
                 label: s.label.clone(),
                 kind,
                 runtime,

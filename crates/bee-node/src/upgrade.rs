@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use bee_cluster::lifecycle::ConfigReport;
 use bee_codec::seri::Value;
-use bee_dispatch::lifecycle::ConfigReport;
 use bee_registry::NodeEntry;
 use bee_transport::AuthSecret;
 

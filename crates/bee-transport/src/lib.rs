@@ -29,7 +29,7 @@
 //!
 //! ## What it must never know
 //! Payload formats (skynet.pack values, game frames), service names
-//! and their registry, sub-types, handlers. Those belong to `bee-dispatch` and
+//! and their registry, sub-types, handlers. Those belong to `bee-runtime`/`bee-cluster` and
 //! `bee-registry`, which sit above and plug in through [`Inbound`] / [`Acceptor`]; this
 //! crate depends on neither.
 //!

@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
-use bee_dispatch::handle::pack_lua;
-use bee_dispatch::{CallError, Cluster, ClusterSettings, FromArgs, IntoValues, Node};
 use bee_example_greeter::proto::{Greet, Welcome};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::handle::pack_lua;
+use bee_runtime::{CallError, FromArgs, IntoValues, Node};
 use bytes::Bytes;
 use prost::{Message, Name};
 
@@ -143,8 +144,8 @@ async fn lua<R: FromArgs>(
 
 /// A `"text"` request as a client sends it: `("text", game frame of msg)`.
 fn text_request(msg: &Greet) -> Bytes {
-    let frame = bee_dispatch::text::frame_of(msg.uid as _, msg);
-    let frame = bee_dispatch::text::encode_frame(&frame).expect("frame encodes");
+    let frame = bee_runtime::text::frame_of(msg.uid as _, msg);
+    let frame = bee_runtime::text::encode_frame(&frame).expect("frame encodes");
     seri::pack(&[Value::from("text"), Value::String(frame)]).expect("payload packs")
 }
 

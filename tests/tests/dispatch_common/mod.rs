@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bee_cluster::native::{spawn_native, CServiceProxy, NativeEndpoint, NativeHandler, RpcServer};
+use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
-use bee_dispatch::native::{spawn_native, CServiceProxy, NativeEndpoint, NativeHandler, RpcServer};
-use bee_dispatch::text::TextReply;
-use bee_dispatch::{Cluster, ClusterSettings, Dispatcher, Node, RuntimeConfig, ServiceError};
 use bee_proto::game::{Ping, Pong};
 use bee_registry::Registry;
+use bee_runtime::text::TextReply;
+use bee_runtime::{Dispatcher, Node, RuntimeConfig, ServiceError};
 use bee_tests::{BeeProcess, Layout};
 use bytes::Bytes;
 
@@ -188,7 +189,7 @@ pub fn faulty_service() -> RpcServer<Dispatcher<Faulty>> {
 }
 
 /// Start CServiceProxy on an in-process node; returns its address.
-pub fn start_proxy(node: &Node) -> bee_dispatch::Addr {
+pub fn start_proxy(node: &Node) -> bee_runtime::Addr {
     CServiceProxy::spawn(node)
 }
 
@@ -219,7 +220,7 @@ impl NativeHandler for TestNative {
 /// CServiceProxy at `proxy`; returns its endpoint and frame counter.
 pub fn start_test_native(
     node: &Node,
-    proxy: bee_dispatch::Addr,
+    proxy: bee_runtime::Addr,
     service: &str,
 ) -> (NativeEndpoint, Arc<AtomicUsize>) {
     let frames = Arc::new(AtomicUsize::new(0));

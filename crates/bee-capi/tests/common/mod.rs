@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use bee_dispatch::{Context, HandleResult, Message, Service};
+use bee_runtime::{Context, HandleResult, Message, Service};
 use tokio::sync::mpsc;
 
 extern "C" {

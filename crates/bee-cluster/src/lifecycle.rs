@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bee_codec::seri::{Table, Value};
 
-use crate::error::{fmt_addr, Addr};
+use bee_runtime::error::{fmt_addr, Addr};
 
 /// The cluster name the config commands (`config`, `config_push`) are sent to.
 pub const CONFIG_NAME: &str = "bee_config";

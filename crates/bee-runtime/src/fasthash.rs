@@ -9,7 +9,7 @@
 //! gets its own random seed.
 
 /// Builds the hashers of those tables (for `HashMap`/`DashMap`).
-pub(crate) type FastBuild = foldhash::fast::RandomState;
+pub type FastBuild = foldhash::fast::RandomState;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@
 //! rpc callers, [`crate::native::RpcServer`]) wrap a router instead of living inside it.
 //!
 //! ```
-//! use bee_dispatch::{Dispatcher, ServiceError};
+//! use bee_runtime::{Dispatcher, ServiceError};
 //!
 //! #[derive(Default)]
 //! struct Counter { hits: i64 }

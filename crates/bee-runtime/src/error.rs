@@ -1,16 +1,77 @@
 //! Errors of the service layer, as types a caller can `match` on.
 //!
-//! - [`CallError`]: what the *caller* of a local or cluster call/send gets. The
-//!   transport's and the registry's own error types are kept whole (through `#[from]`),
-//!   so a caller tells a timeout from a node that is down without parsing text; the
-//!   `Display` text stays the one a log or the CLI prints.
+//! - [`CallError`]: what the *caller* of a local or cluster call/send gets. This crate
+//!   knows nothing of sockets: the layer that reaches other nodes (bee-cluster) wraps its
+//!   own error (the transport's or the registry's) whole in a [`LinkError`] with a
+//!   [`LinkKind`], so a caller tells a timeout from a node that is down without parsing
+//!   text, and can still [`LinkError::downcast_ref`] to the original type; the `Display`
+//!   text stays the one a log or the CLI prints.
 //! - [`ServiceError`]: what a *handler* returns; its text travels to the caller.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bee_registry::RegistryError;
-use bee_transport::TransportError;
+/// The text a bee node puts first in an error reply that means "overloaded, try again"
+/// (a full mailbox or channel), so a bee caller can tell overload from failure. The
+/// transport reads the same words off the wire.
+pub const OVERLOADED: &str = "bee: overloaded";
+
+/// What kind of failure a [`LinkError`] is, for callers that decide on it (retry, mark
+/// a node down) without knowing the layer that produced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkKind {
+    /// No reply within the allowed time.
+    Timeout,
+    /// The node could not be reached or went away (connect failed, node down, marked
+    /// down in the config, channel closed).
+    NodeDown,
+    /// The peer or the channel refused for load; the caller may retry later.
+    Overloaded,
+    /// Anything else (unknown node, refused authentication, message too large, …).
+    Other,
+}
+
+/// An error from the layer that reaches other nodes, kept whole: its kind, and the
+/// original error (reachable with [`LinkError::downcast_ref`]).
+#[derive(Debug, Clone)]
+pub struct LinkError {
+    kind: LinkKind,
+    source: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl LinkError {
+    /// Wrap `source` as a link failure of `kind`.
+    pub fn new(kind: LinkKind, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        LinkError {
+            kind,
+            source: Arc::new(source),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> LinkKind {
+        self.kind
+    }
+
+    /// The original error, if it is a `T` (e.g. `bee_transport::TransportError`).
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.source.downcast_ref::<T>()
+    }
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for LinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
+}
 
 /// A service address, as skynet's: 32 bits, top 8 bits a harbor id (always 0 in bee).
 pub type Addr = u32;
@@ -92,13 +153,11 @@ pub enum CallError {
         /// What was wrong.
         reason: String,
     },
-    /// The connection layer could not deliver or complete the call: timeout, node down,
-    /// cannot connect, overloaded channel, message too large, …
+    /// The layer that reaches other nodes could not deliver or complete the call:
+    /// timeout, node down, cannot connect, unknown node, overloaded channel, message too
+    /// large, … (the transport's or the registry's error, kept whole).
     #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// The cluster config or name registry refused: unknown node, node marked down, …
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Link(#[from] LinkError),
     /// The arguments could not be packed or a reply could not be unpacked.
     #[error("{0}")]
     Codec(#[from] bee_codec::seri::SeriError),
@@ -119,10 +178,10 @@ impl CallError {
             // skynet's own words for a query that finds nothing.
             CallError::NameNotFound { .. } => "name not found".to_string(),
             // A full mailbox is overload, not failure: a bee caller gets it back as
-            // `TransportError::Overloaded` (see `bee_transport::OVERLOADED`).
-            CallError::Overloaded { .. }
-            | CallError::Transport(TransportError::Overloaded { .. }) => {
-                format!("{}: {other}", bee_transport::OVERLOADED, other = self)
+            // overload (see [`OVERLOADED`]).
+            CallError::Overloaded { .. } => format!("{OVERLOADED}: {self}"),
+            CallError::Link(l) if l.kind() == LinkKind::Overloaded => {
+                format!("{OVERLOADED}: {self}")
             }
             other => other.to_string(),
         }
@@ -130,23 +189,17 @@ impl CallError {
 
     /// Whether the call ran out of time (locally or on the wire).
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            CallError::Timeout { .. } | CallError::Transport(TransportError::Timeout { .. })
-        )
+        match self {
+            CallError::Timeout { .. } => true,
+            CallError::Link(l) => l.kind() == LinkKind::Timeout,
+            _ => false,
+        }
     }
 
     /// Whether the target node could not be reached or went away (connect failed, node
     /// down, marked down in the config, channel closed).
     pub fn is_node_down(&self) -> bool {
-        matches!(
-            self,
-            CallError::Transport(
-                TransportError::Connect { .. }
-                    | TransportError::NodeDown { .. }
-                    | TransportError::Closed { .. }
-            ) | CallError::Registry(RegistryError::NodeDown { .. })
-        )
+        matches!(self, CallError::Link(l) if l.kind() == LinkKind::NodeDown)
     }
 }
 
@@ -191,26 +244,25 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for ServiceError {
 mod tests {
     use super::*;
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("db did not answer")]
+    struct Slow;
+
     #[test]
-    fn transport_and_registry_errors_keep_their_kind_and_text() {
-        let t = TransportError::Timeout {
-            node: "db".into(),
-            after: Duration::from_millis(5),
-        };
-        let text = t.to_string();
-        let e = CallError::from(t);
+    fn link_errors_keep_their_kind_text_and_type() {
+        let e = CallError::from(LinkError::new(LinkKind::Timeout, Slow));
         assert!(e.is_timeout());
         assert!(!e.is_node_down());
-        assert_eq!(e.to_string(), text);
-        assert!(matches!(
-            e,
-            CallError::Transport(TransportError::Timeout { ref node, .. }) if node == "db"
-        ));
+        assert_eq!(e.to_string(), "db did not answer");
+        let CallError::Link(l) = &e else {
+            panic!("not a link error: {e:?}")
+        };
+        assert!(l.downcast_ref::<Slow>().is_some());
 
-        let r = RegistryError::NodeDown { node: "x".into() };
-        let e = CallError::from(r.clone());
+        let e = CallError::from(LinkError::new(LinkKind::NodeDown, Slow));
         assert!(e.is_node_down());
-        assert_eq!(e.to_string(), r.to_string());
+        let e = CallError::from(LinkError::new(LinkKind::Overloaded, Slow));
+        assert_eq!(e.remote_text(), format!("{OVERLOADED}: db did not answer"));
     }
 
     #[test]

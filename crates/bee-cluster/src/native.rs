@@ -40,12 +40,14 @@ use bytes::Bytes;
 use futures::FutureExt;
 use tokio::sync::oneshot;
 
-use crate::cluster::{ClusterExt, Target};
-use crate::dispatcher::{Incoming, Reply, Router};
-use crate::service::{
+use bee_runtime::dispatcher::{Incoming, Reply, Router};
+use bee_runtime::service::{
     ptype, Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError,
 };
-use crate::text::TextReply;
+use bee_runtime::text::TextReply;
+use bee_runtime::Target;
+
+use crate::cluster::ClusterExt;
 
 /// The conventional name of the proxy service (native services also find it as
 /// `.CServiceProxy`, the local name the team's C++ looks up).
@@ -190,7 +192,7 @@ impl<R: Router> Router for RpcServer<R> {
 
 impl<R: Router> Service for RpcServer<R> {
     async fn handle(&mut self, ctx: &mut Context, msg: Message) -> HandleResult {
-        crate::dispatcher::serve(self, ctx, msg).await
+        bee_runtime::dispatcher::serve(self, ctx, msg).await
     }
 
     fn export_state(&mut self) -> Option<Vec<u8>> {

@@ -12,7 +12,7 @@ use bee_codec::seri::{self, Value};
 use bytes::Bytes;
 
 use crate::args::{FromArgs, IntoValues};
-use crate::cluster::{Cluster, Target};
+use crate::remote::Target;
 use crate::service::{Addr, CallError, Context, Node};
 
 /// An async handler's view of its service: state, node, calls.
@@ -67,21 +67,17 @@ impl<S> Handle<S> {
 
     /// Call `target` (an address, or a name — `"@name"` or `"name"`) on `node` with a
     /// packed payload; returns the packed reply. `node` may be this node's own name: the
-    /// call is then local. Remote nodes need the cluster layer started.
+    /// call is then local. Other nodes are reached through the node's installed
+    /// [`crate::Remote`] (the cluster layer).
     pub async fn call(
         &self,
         node: &str,
         target: impl Into<Target>,
         payload: Bytes,
     ) -> Result<Bytes, CallError> {
-        let target = target.into();
-        match Cluster::of(&self.node) {
-            Some(c) => c.call(node, target, payload).await,
-            None => {
-                let to = self.local(node, &target)?;
-                self.node.call_from(self.addr, to, payload, None).await
-            }
-        }
+        self.node
+            .call_on_from(self.addr, node, target.into(), payload)
+            .await
     }
 
     /// Push a packed payload to `target` on `node` (this node or another); no reply.
@@ -91,14 +87,9 @@ impl<S> Handle<S> {
         target: impl Into<Target>,
         payload: Bytes,
     ) -> Result<(), CallError> {
-        let target = target.into();
-        match Cluster::of(&self.node) {
-            Some(c) => c.send(node, target, payload).await,
-            None => {
-                let to = self.local(node, &target)?;
-                self.node.send_from(self.addr, to, payload).await
-            }
-        }
+        self.node
+            .send_on_from(self.addr, node, target.into(), payload)
+            .await
     }
 
     /// Call a `"lua"` command: packs `("lua", command, args…)`, unpacks the reply into
@@ -126,19 +117,6 @@ impl<S> Handle<S> {
         args: impl IntoValues,
     ) -> Result<(), CallError> {
         self.send(node, target, pack_lua(command, args)?).await
-    }
-
-    fn local(&self, node: &str, target: &Target) -> Result<Addr, CallError> {
-        if node != self.node.name() {
-            return Err(CallError::Unavailable(format!(
-                "cannot reach node {node}: the cluster layer is not started on {}",
-                self.node.name()
-            )));
-        }
-        match target {
-            Target::Addr(a) => Ok(*a),
-            Target::Name(n) => self.node.resolve(n),
-        }
     }
 }
 

@@ -122,7 +122,7 @@ impl Responder {
 /// Implement it with an `async fn`, no lifetimes to write:
 ///
 /// ```
-/// use bee_dispatch::{Context, HandleResult, Message, Service};
+/// use bee_runtime::{Context, HandleResult, Message, Service};
 ///
 /// struct Counter(u64);
 ///
@@ -229,6 +229,7 @@ pub struct Context {
     addr: Addr,
     label: Arc<str>,
     reply: Option<ReplySender>,
+    source: Addr,
     exit: bool,
 }
 
@@ -241,6 +242,13 @@ impl Context {
     /// This service's address.
     pub fn addr(&self) -> Addr {
         self.addr
+    }
+
+    /// The address of the service that sent the message being handled (0 when it did
+    /// not come from a service: a remote peer, a tool, the node itself), as skynet's
+    /// `source`.
+    pub fn source(&self) -> Addr {
+        self.source
     }
 
     /// This service's label (its kind, e.g. `echo`).
@@ -494,6 +502,7 @@ impl Node {
             addr,
             label,
             reply: None,
+            source: 0,
             exit: false,
         };
         tokio::spawn(run_service(ctx, service, rx, handled));
@@ -980,6 +989,35 @@ fn panic_text(p: &(dyn Any + Send)) -> String {
 }
 
 /// The task behind every service: one message at a time, answer, repeat.
+/// The metric that counts warning events (logged or not), by `kind`; the transport
+/// counts its own warnings under the same name, so one counter shows every flood.
+pub const WARNINGS: &str = "bee_transport_warnings_total";
+
+/// One service's "handler failed on a message nobody waits for" warnings: at most one
+/// log line a second, carrying how many were left out since the last; every event is
+/// counted in [`WARNINGS`] (kind `handler_failed`).
+#[derive(Default)]
+struct WarnThrottle {
+    last: Option<std::time::Instant>,
+    left_out: u64,
+}
+
+impl WarnThrottle {
+    /// One event; `Some(left_out)` when a line may be logged now.
+    fn hit(&mut self) -> Option<u64> {
+        metrics::counter!(WARNINGS, "kind" => "handler_failed").increment(1);
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+        {
+            self.left_out += 1;
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.left_out))
+    }
+}
+
 async fn run_service(
     mut ctx: Context,
     mut service: BoxService,
@@ -989,6 +1027,7 @@ async fn run_service(
     let node = ctx.node.clone();
     let addr = ctx.addr;
     let name = service_name(&ctx.label, addr);
+    let mut failures = WarnThrottle::default();
     while let Some(Envelope { msg, reply }) = rx.recv().await {
         if !node.is_alive(addr) {
             // Killed while this message waited: answer it below with the others.
@@ -1010,6 +1049,7 @@ async fn run_service(
             continue;
         }
         ctx.reply = reply;
+        ctx.source = msg.source;
         // `handle` itself runs inside the guarded future too: a service that panics
         // before returning its future is caught like one that panics while it runs.
         let outcome = AssertUnwindSafe(async { service.handle_dyn(&mut ctx, msg).await })
@@ -1033,9 +1073,7 @@ async fn run_service(
                 }));
             }
             (None, Err(e)) => {
-                if let Some(suppressed) =
-                    bee_transport::throttle::warn_allowed("handler_failed", &name)
-                {
+                if let Some(suppressed) = failures.hit() {
                     tracing::warn!(node = %node.name(), service = %name, error = %e, suppressed, "handler failed on a message nobody waits for");
                 }
             }

@@ -20,8 +20,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::cluster::Cluster;
-use crate::error::CallError;
+use bee_codec::seri::{self, Value};
+use bee_runtime::{CallError, Node};
+
+use crate::lifecycle::CLUSTERD_NAME;
+use crate::state::Cluster;
 
 /// With inbound connections still open (stock skynet peers never close theirs), the
 /// node counts as drained once nothing was handled for this long.
@@ -94,12 +97,12 @@ impl DrainReport {
 
 impl Cluster {
     /// Drain this node (see the module doc) within `deadline`. The node keeps running
-    /// afterwards: shut it down with [`crate::Node::shutdown`].
+    /// afterwards: shut it down with [`Node::shutdown`].
     pub async fn drain(&self, deadline: Duration) -> Result<DrainReport, CallError> {
         let t0 = Instant::now();
         let end = t0 + deadline;
         let node = self.node()?;
-        let handled_at = |n: &crate::Node| n.services().iter().map(|s| s.handled).sum::<u64>();
+        let handled_at = |n: &Node| n.services().iter().map(|s| s.handled).sum::<u64>();
         let start = handled_at(&node);
         self.stop_accepting();
         // Peers told goaway reconnect at once: the listening sockets must be closed by
@@ -164,5 +167,82 @@ impl Cluster {
         report.drained = handled_at(&node).saturating_sub(start);
         report.elapsed = t0.elapsed();
         Ok(report)
+    }
+}
+
+impl Cluster {
+    /// Close every listening socket: new peers are refused (or, after a handover, reach
+    /// the successor); open connections keep being served. The first step of a drain.
+    pub fn stop_accepting(&self) {
+        self.inner
+            .listen_fds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.inner.stop_accepting.cancel();
+    }
+
+    /// Whether the node is draining: it stopped accepting peers ([`Cluster::stop_accepting`],
+    /// the first step of a drain at SIGTERM or a handover).
+    pub fn draining(&self) -> bool {
+        self.inner.stop_accepting.is_cancelled()
+    }
+
+    /// Wait (at most `within`) until every listening socket of this node is really
+    /// closed after [`Cluster::stop_accepting`] — its listener task has let go of it, so
+    /// a peer connecting now is refused rather than queued by the kernel and then reset.
+    /// Whether all were closed in time.
+    pub async fn stopped_accepting(&self, within: Duration) -> bool {
+        let tokens = self
+            .inner
+            .unbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let all = futures::future::join_all(tokens.iter().map(|t| t.cancelled()));
+        tokio::time::timeout(within, all).await.is_ok()
+    }
+
+    /// `node` said it is going away: retire the connection to it (new messages open a
+    /// new one; see [`Channel::retire`]). Whether there was a channel to retire.
+    pub fn retire(&self, node: &str) -> bool {
+        match self.inner.senders.get(node) {
+            Some(s) => {
+                s.channel.retire();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The bee nodes of the config this node has exchanged `hello` with (so they speak
+    /// `goaway`), itself excluded.
+    pub fn bee_peers(&self) -> Vec<String> {
+        let registry = &self.inner.registry;
+        registry
+            .config()
+            .nodes
+            .keys()
+            .filter(|n| **n != self.inner.node_name && registry.peer_incarnation(n).is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Tell `peer` this node is going away (`goaway` to its `bee_clusterd`), so it sends
+    /// new messages on a new connection.
+    pub async fn say_goaway(&self, peer: &str, timeout: Duration) -> Result<(), CallError> {
+        let payload = seri::pack(&[
+            Value::from("lua"),
+            Value::from("goaway"),
+            Value::from(self.inner.node_name.as_str()),
+        ])?;
+        self.call_timeout(
+            peer,
+            format!("@{CLUSTERD_NAME}").as_str(),
+            payload,
+            Some(timeout),
+        )
+        .await
+        .map(|_| ())
     }
 }

@@ -1,0 +1,219 @@
+//! `bee_clusteragent(<peer>)`, one per accepted connection: reads that peer's requests,
+//! resolves `"@name"`, numeric addresses and name queries, delivers to local services
+//! and writes their replies back; while the node drains, refuses new calls from bee
+//! nodes outside the cluster config ([`DRAINING`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bee_codec::cluster::{Address, Request};
+use bee_codec::seri::{self, Value};
+use bee_runtime::fasthash::FastBuild;
+use bee_runtime::service::fmt_addr;
+use bee_runtime::{Addr, CallError, Context, HandleResult, Message, Node, Service};
+use bee_transport::throttle::warn_allowed;
+use bee_transport::{Acceptor, Dispatched, Inbound};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::lifecycle::dead_address_text;
+use crate::state::{AgentInfo, Cluster};
+
+/// How the error text begins that a draining node answers a new call from a caller
+/// outside its cluster config with.
+pub const DRAINING: &str = "bee: draining";
+
+/// Creates one `bee_clusteragent` per accepted connection.
+pub(crate) struct AgentFactory {
+    pub(crate) cluster: Cluster,
+}
+
+impl Acceptor for AgentFactory {
+    fn accept(&self, peer: SocketAddr) -> Arc<dyn Inbound> {
+        let node = self.cluster.node().ok();
+        let addr = node
+            .as_ref()
+            .map(|n| n.spawn(&format!("bee_clusteragent({peer})"), AgentService { peer }))
+            .unwrap_or(0);
+        tracing::info!(node = %self.cluster.inner.node_name, %peer, agent = %fmt_addr(addr), "cluster peer connected");
+        if addr != 0 {
+            self.cluster
+                .inner
+                .agents
+                .insert(addr, AgentInfo { peer, node: None });
+        }
+        Arc::new(Agent {
+            cluster: self.cluster.clone(),
+            node,
+            addr,
+            peer,
+            names: Mutex::new((u64::MAX, HashMap::default())),
+            bee: AtomicBool::new(false),
+        })
+    }
+}
+
+/// The visible face of an agent in the service list; answers `"lua", "peer"`.
+struct AgentService {
+    peer: SocketAddr,
+}
+
+impl Service for AgentService {
+    async fn handle(&mut self, _ctx: &mut Context, _msg: Message) -> HandleResult {
+        Ok(Some(seri::pack(&[Value::from(self.peer.to_string())])?))
+    }
+}
+
+/// The per-connection request handler behind `bee_clusteragent`.
+struct Agent {
+    cluster: Cluster,
+    node: Option<Node>,
+    addr: Addr,
+    peer: SocketAddr,
+    /// `"@name"` → address, valid while the registry generation is unchanged.
+    names: Mutex<(u64, HashMap<Bytes, Addr, FastBuild>)>,
+    /// The caller called one of bee's own names (`@bee_...`): a bee node.
+    bee: AtomicBool,
+}
+
+impl Agent {
+    /// Whether a node of the cluster config said `hello` on this connection.
+    fn is_config_node(&self) -> bool {
+        self.cluster
+            .inner
+            .agents
+            .get(&self.addr)
+            .is_some_and(|a| a.node.is_some())
+    }
+
+    fn resolve_name(&self, wire: &Bytes) -> Option<Addr> {
+        let node = self.node.as_ref()?;
+        let generation = node.names_generation();
+        let mut cache = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != generation {
+            cache.0 = generation;
+            cache.1.clear();
+        }
+        if let Some(a) = cache.1.get(wire) {
+            return Some(*a);
+        }
+        let name = std::str::from_utf8(wire).ok()?.strip_prefix('@')?;
+        let addr = node.resolve_public(name)?;
+        cache.1.insert(wire.clone(), addr);
+        Some(addr)
+    }
+
+    fn answer_query(&self, payload: &Bytes) -> Result<Bytes, String> {
+        let values = seri::unpack(payload).map_err(|e| e.to_string())?;
+        let name = values
+            .first()
+            .and_then(Value::as_str)
+            .ok_or_else(|| "name not found".to_string())?;
+        let node = self
+            .node
+            .as_ref()
+            .ok_or_else(|| "node is shutting down".to_string())?;
+        match node.resolve_public(name.trim_start_matches('@')) {
+            Some(addr) => seri::pack(&[Value::Integer(addr as i64)]).map_err(|e| e.to_string()),
+            None => Err("name not found".to_string()),
+        }
+    }
+}
+
+impl Inbound for Agent {
+    fn dispatch(&self, req: Request) -> BoxFuture<'_, Dispatched> {
+        Box::pin(async move {
+            let Some(node) = self.node.as_ref() else {
+                return Dispatched::Ready(Err("node is shutting down".into()));
+            };
+            if !self.bee.load(Ordering::Relaxed)
+                && matches!(&req.address, Address::Name(n) if n.starts_with(b"@bee_"))
+            {
+                self.bee.store(true, Ordering::Relaxed);
+            }
+            // Draining: a bee caller outside the cluster config was told `goaway` and gets
+            // no new call served here; config nodes and stock skynet callers are served
+            // until they have moved away or the node is quiet, as before.
+            if !req.push
+                && self.cluster.inner.stop_accepting.is_cancelled()
+                && self.bee.load(Ordering::Relaxed)
+                && !self.is_config_node()
+            {
+                return Dispatched::Ready(Err(format!(
+                    "{DRAINING}: node {} is draining (stopping or handing over) and takes no new calls from nodes outside its cluster config; call again later",
+                    self.cluster.inner.node_name
+                )));
+            }
+            let target = match &req.address {
+                Address::Id(0) => {
+                    return if req.push {
+                        Dispatched::NoReply
+                    } else {
+                        Dispatched::Ready(self.answer_query(&req.payload))
+                    }
+                }
+                Address::Id(a) => *a,
+                Address::Name(n) => match self.resolve_name(n) {
+                    Some(a) => a,
+                    None => {
+                        if req.push {
+                            if let Some(suppressed) =
+                                warn_allowed("push_unknown_name", &self.peer.ip())
+                            {
+                                tracing::warn!(peer = %self.peer, name = %String::from_utf8_lossy(n), suppressed, "push to unknown name dropped");
+                            }
+                            return Dispatched::NoReply;
+                        }
+                        return Dispatched::Ready(Err("Invalid name".into()));
+                    }
+                },
+            };
+            // No service at the address: say whether it is from an earlier run of this
+            // node (one table lookup per message: the delivery's own).
+            let dead = |e: &CallError| {
+                matches!(e, CallError::NoSuchService { .. }).then(|| {
+                    dead_address_text(
+                        node.name(),
+                        target,
+                        node.handed_out(target),
+                        self.cluster.incarnation(),
+                        self.cluster.uptime(),
+                    )
+                })
+            };
+            if req.push {
+                if let Err(e) = node.send_from(self.addr, target, req.payload).await {
+                    if let Some(suppressed) = warn_allowed("push_dropped", &self.peer.ip()) {
+                        match dead(&e) {
+                            Some(text) => {
+                                tracing::warn!(peer = %self.peer, suppressed, "push dropped: {text}")
+                            }
+                            None => {
+                                tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, suppressed, "push dropped")
+                            }
+                        }
+                    }
+                }
+                Dispatched::NoReply
+            } else {
+                match node.start_call(self.addr, target, req.payload).await {
+                    Ok(reply) => {
+                        Dispatched::Later(reply.map(|r| r.map_err(|e| e.remote_text())).boxed())
+                    }
+                    Err(e) => Dispatched::Ready(Err(dead(&e).unwrap_or_else(|| e.remote_text()))),
+                }
+            }
+        })
+    }
+
+    fn closed(&self, reason: &str) {
+        tracing::info!(node = %self.cluster.inner.node_name, peer = %self.peer, reason, "cluster peer disconnected");
+        self.cluster.inner.agents.remove(&self.addr);
+        if let Some(n) = &self.node {
+            n.kill(self.addr);
+        }
+    }
+}
