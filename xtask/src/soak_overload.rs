@@ -30,9 +30,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bee_cluster::{CallErrorExt, Cluster, ClusterSettings};
 use bee_codec::seri::{self, Value};
-use bee_dispatch::{CallError, Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::{ClusterConfig, Registry};
+use bee_runtime::{Node, RuntimeConfig};
 use bee_transport::TransportError;
 
 use crate::process::{free_port, start_node};
@@ -296,15 +297,13 @@ async fn call_until(
                 tally.other.fetch_add(1, Ordering::Relaxed);
                 note(&tally, "a reply that is not the request".into());
             }
-            Err(CallError::Transport(TransportError::Overloaded { .. })) => {
+            Err(ref e) if matches!(e.transport(), Some(TransportError::Overloaded { .. })) => {
                 tally.overloaded.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 let down = matches!(
-                    e,
-                    CallError::Transport(
-                        TransportError::NodeDown { .. } | TransportError::PeerUnreachable { .. }
-                    )
+                    e.transport(),
+                    Some(TransportError::NodeDown { .. } | TransportError::PeerUnreachable { .. })
                 );
                 let t = if down { &tally.down } else { &tally.other };
                 t.fetch_add(1, Ordering::Relaxed);

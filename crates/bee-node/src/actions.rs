@@ -31,7 +31,7 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use bee_dispatch::Cluster;
+use bee_cluster::Cluster;
 use bee_registry::ClusterConfig;
 use bee_transport::AuthSecret;
 use serde::Serialize;

@@ -373,7 +373,8 @@ async fn status_json(
     let mut view = crate::status::assemble("bee status", answers, source.clone());
     view.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     if crate::etcd::is_url(&a.cluster) {
-        view.header.etcd = Some(crate::etcd::Probe::new(source).check().await);
+        view.header.etcd =
+            Some(crate::status::EtcdHealth::of(&crate::etcd::Probe::new(source)).await);
     }
     println!("{}", serde_json::to_string_pretty(&view)?);
     if !view.not_answered.is_empty() {

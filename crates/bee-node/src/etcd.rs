@@ -29,20 +29,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// A probe younger than this is reported again instead of asking etcd anew.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
-/// etcd as a node sees it (the status page's cluster header).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Health {
-    /// The node config's `cluster` URL.
-    pub url: String,
-    /// It answered a read of the membership keys within [`PROBE_TIMEOUT`].
-    pub healthy: bool,
-    /// How long that read took.
-    pub answered_ms: Option<u64>,
-    /// Nodes registered in its membership keys.
-    pub members: Option<u64>,
-    /// Why it is not healthy.
-    pub error: Option<String>,
-}
+/// What the status page's probe found: the nodes registered in etcd's membership keys
+/// and how long the read took, or why it failed.
+pub type ProbeResult = std::result::Result<(u64, Duration), String>;
 
 /// The status page's etcd probe: its own connection (made on first use, dropped after a
 /// failure) and the last result, reused for [`PROBE_EVERY`] so that open pages cost etcd
@@ -50,7 +39,7 @@ pub struct Health {
 pub struct Probe {
     url: String,
     store: tokio::sync::Mutex<Option<EtcdStore>>,
-    last: std::sync::Mutex<Option<(Instant, Health)>>,
+    last: std::sync::Mutex<Option<(Instant, ProbeResult)>>,
 }
 
 impl Probe {
@@ -63,11 +52,16 @@ impl Probe {
         }
     }
 
+    /// The URL probed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Read the membership keys, within [`PROBE_TIMEOUT`] (connecting included).
-    pub async fn check(&self) -> Health {
-        if let Some((at, h)) = self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+    pub async fn check(&self) -> ProbeResult {
+        if let Some((at, r)) = self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             if at.elapsed() < PROBE_EVERY {
-                return h.clone();
+                return r.clone();
             }
         }
         let mut store = self.store.lock().await;
@@ -86,37 +80,17 @@ impl Probe {
             }
         })
         .await;
-        let took = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let health = match read {
-            Ok(Ok(members)) => Health {
-                url: self.url.clone(),
-                healthy: true,
-                answered_ms: Some(took),
-                members: Some(members.len() as u64),
-                error: None,
-            },
-            Ok(Err(e)) => {
-                *store = None;
-                self.unhealthy(e.to_string())
-            }
-            Err(_) => {
-                *store = None;
-                self.unhealthy(format!("no answer within {PROBE_TIMEOUT:?}"))
-            }
+        let result = match read {
+            Ok(Ok(members)) => Ok((members.len() as u64, t0.elapsed())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
         };
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), health.clone()));
-        health
-    }
-
-    fn unhealthy(&self, error: String) -> Health {
-        Health {
-            url: self.url.clone(),
-            healthy: false,
-            answered_ms: None,
-            members: None,
-            error: Some(error),
+        if result.is_err() {
+            *store = None;
         }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), result.clone()));
+        result
     }
 }
 

@@ -53,3 +53,28 @@ impl Followers {
     /// Nothing to stop.
     pub async fn stop(self) {}
 }
+
+/// What the status page's probe would find.
+pub type ProbeResult = std::result::Result<(u64, Duration), String>;
+
+/// The status page's etcd probe: in this build, always the "no etcd" error.
+pub struct Probe {
+    url: String,
+}
+
+impl Probe {
+    /// A probe of `url`.
+    pub fn new(url: String) -> Probe {
+        Probe { url }
+    }
+
+    /// The URL probed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Always an error: no etcd in this build.
+    pub async fn check(&self) -> ProbeResult {
+        Err(unsupported(&self.url).to_string())
+    }
+}

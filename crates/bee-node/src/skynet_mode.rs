@@ -94,8 +94,7 @@ pub fn node_config(path: &Path, text: &str) -> Result<NodeConfig> {
                 .join(", ")
         );
     };
-    bee_capi::load_lua(liblua)?;
-    let pairs = bee_capi::read_skynet_config(path)?;
+    let pairs = read_with_lua(liblua, path)?;
     let get = |k: &str| {
         pairs
             .iter()
@@ -172,6 +171,22 @@ pub fn node_config(path: &Path, text: &str) -> Result<NodeConfig> {
     cfg.dir = std::env::current_dir().unwrap_or_default();
     cfg.skynet_config = Some(path.to_path_buf());
     Ok(cfg)
+}
+
+/// The config's pairs, read with the tree's Lua library.
+#[cfg(feature = "capi")]
+fn read_with_lua(liblua: &Path, path: &Path) -> Result<Vec<(String, String)>> {
+    bee_capi::load_lua(liblua)?;
+    Ok(bee_capi::read_skynet_config(path)?)
+}
+
+/// Without the C host there is no Lua to read (or run) a skynet config with.
+#[cfg(not(feature = "capi"))]
+fn read_with_lua(_liblua: &Path, path: &Path) -> Result<Vec<(String, String)>> {
+    bail!(
+        "{} is a skynet config, and this bee was built without the C host (cargo feature `capi` of bee-node) that runs skynet's Lua",
+        path.display()
+    )
 }
 
 #[cfg(test)]

@@ -344,7 +344,39 @@ pub struct ClusterHeader {
     pub draining: Vec<String>,
     /// In etcd mode (`cluster = "etcd://…"`): whether etcd answered the gathering node
     /// just now; null otherwise.
-    pub etcd: Option<crate::etcd::Health>,
+    pub etcd: Option<EtcdHealth>,
+}
+
+/// etcd as the gathering node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EtcdHealth {
+    /// The node config's `cluster` URL.
+    pub url: String,
+    /// It answered a read of the membership keys within a second.
+    pub healthy: bool,
+    /// How long that read took.
+    pub answered_ms: Option<u64>,
+    /// Nodes registered in its membership keys.
+    pub members: Option<u64>,
+    /// Why it is not healthy.
+    pub error: Option<String>,
+}
+
+impl EtcdHealth {
+    /// What `probe` finds now.
+    pub(crate) async fn of(probe: &crate::etcd::Probe) -> EtcdHealth {
+        let (healthy, answered_ms, members, error) = match probe.check().await {
+            Ok((members, took)) => (true, Some(ms(took)), Some(members), None),
+            Err(e) => (false, None, None, Some(e)),
+        };
+        EtcdHealth {
+            url: probe.url().to_string(),
+            healthy,
+            answered_ms,
+            members,
+            error,
+        }
+    }
 }
 
 /// One node in the cluster view.
@@ -952,7 +984,7 @@ impl StatusState {
         view.timeline.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
         view.timeline.truncate(TIMELINE);
         view.header.etcd = match &self.etcd {
-            Some(p) => Some(p.check().await),
+            Some(p) => Some(EtcdHealth::of(p).await),
             None => None,
         };
         view.took_ms = ms(started.elapsed());

@@ -31,8 +31,8 @@ use std::sync::atomic::{
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bee_dispatch::service::WeakNode;
-use bee_dispatch::{Addr, CallError, Message};
+use bee_runtime::service::WeakNode;
+use bee_runtime::{Addr, CallError, Message};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
