@@ -1,4 +1,4 @@
-//! Issue 13, node authentication from the node config, across real `bee` processes on
+//! Node authentication from the node config, across real `bee` processes on
 //! loopback: a node with `[auth]` refuses a bee client without the secret (or with a wrong
 //! one) and logs the peer's address, serves one with the secret (in-process client node
 //! and the `bee call` process with `BEE_AUTH_SECRET_FILE`), and serves a skynet-like raw

@@ -1,4 +1,4 @@
-//! Issue 13, the node's Prometheus endpoint and its byte budgets, across real `bee`
+//! The node's Prometheus endpoint and its byte budgets, across real `bee`
 //! processes on loopback: the metrics are scraped over HTTP from the `bee` process
 //! (`metrics_listen`) and checked for the counters the test just moved — requests and
 //! bytes on the listener, the node budgets' gauges, and a budget rejection provoked by a

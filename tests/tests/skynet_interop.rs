@@ -175,7 +175,7 @@ async fn bee_client_against_a_stock_skynet_node() {
     assert!(err.remote_text().contains("call failed"), "{err}");
 }
 
-/// Issue 11 against stock skynet: `bee status` and `bee config push` reach a skynet node
+/// The config commands against stock skynet: `bee status` and `bee config push` reach a skynet node
 /// through `interop/skynet/service/bee_config.lua`, which checks the pushed text, calls
 /// `cluster.reload` and acks; an older version is refused with bee's words.
 #[test]
