@@ -16,7 +16,7 @@ use bee_testkit::{NodeProcess, Start};
 use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_registry::{ClusterConfig, Registry};
 
-pub use bee_testkit::{eventually, free_port, wait_until, wait_until_async, TempDir};
+pub use bee_testkit::{eventually, free_port, wait_for, wait_until, wait_until_async, TempDir};
 
 /// Build the node binaries (`bee` and `bee-demo`) once per test process if they are
 /// missing or stale; returns the directory holding them. With `BEE_TEST_PREBUILT=1`

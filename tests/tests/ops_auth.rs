@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bee_codec::seri::{self, Value};
 use bee_dispatch::lifecycle::PushOutcome;
@@ -55,15 +55,14 @@ fn hello() -> bytes::Bytes {
 
 /// Wait (at most 5 s) until `cond` holds for the node's log; returns the log.
 fn wait_log(p: &bee_tests::BeeProcess, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    bee_tests::wait_for(what, Duration::from_secs(5), || {
         let log = p.log();
         if cond(&log) {
-            return log;
+            Ok(log)
+        } else {
+            Err(log)
         }
-        assert!(Instant::now() < deadline, "{what}; node log:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 fn bee_call(layout: &Layout, secret_file: Option<&Path>) -> (bool, String, String) {

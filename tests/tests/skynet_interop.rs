@@ -242,11 +242,11 @@ async fn count(c: &bee_dispatch::Cluster) -> i64 {
 
 /// Wait (≤ 20 s) until something listens on `port`.
 fn wait_listening(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    bee_tests::wait_until(
+        &format!("{what} to listen on {port}"),
+        Duration::from_secs(20),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 }
 
 use bee_tests::cpp_modules as modules;

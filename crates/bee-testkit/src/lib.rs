@@ -1,6 +1,6 @@
 //! Test support shared by every test crate of the workspace and the examples' tests:
 //! loopback ports no other test process takes ([`free_port`]), waiting on a condition
-//! with a bound ([`wait_until`], [`wait_until_async`], [`eventually`]), temporary
+//! with a bound ([`wait_until`], [`wait_for`], [`wait_until_async`], [`eventually`]), temporary
 //! directories removed on drop ([`TempDir`]), and node processes started from a workspace
 //! binary and killed on drop ([`NodeProcess`], [`workspace_bin`]).
 //!
@@ -70,6 +70,27 @@ pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
             Instant::now() < deadline,
             "timed out after {within:?} waiting for {what}"
         );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Block until `probe` answers `Ok(value)`, asking every 10 ms, and return the value;
+/// panics naming `what` with the last `Err` (what was seen instead: a log, a scrape)
+/// when it does not within `within`.
+pub fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}; last seen:\n{last}"
+            ),
+        }
         std::thread::sleep(POLL);
     }
 }
