@@ -73,21 +73,29 @@ fn figure(cell: &str) -> Option<f64> {
 
 /// The headline rows of the first B1..B6 results table in `text` (markdown).
 pub fn parse(text: &str) -> Result<Vec<Bars>> {
+    // The table: from its header row to the first line that is not a table row (the
+    // report's other tables have rows of the same names).
+    let table: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("| metric | bee | tokio floor |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    if table.is_empty() {
+        bail!("no results table (a header row \"| metric | bee | tokio floor | ...\")");
+    }
     let mut rows = Vec::new();
     for (prefix, title, unit, lower) in PANELS {
-        let line = text
-            .lines()
-            .map(str::trim)
+        let line = table
+            .iter()
             .find(|l| l.starts_with(&format!("| {prefix}")))
             .with_context(|| format!("no table row starting \"| {prefix}\""))?;
         let cells: Vec<&str> = line.trim_matches('|').split('|').collect();
         if cells.len() < 4 {
             bail!("the row {line:?} has fewer than 4 cells (metric, bee, floor, skynet)");
         }
+        // A figure a run could not take ("—") is drawn as "not measured".
         let values = [figure(cells[1]), figure(cells[2]), figure(cells[3])];
-        if values[0].is_none() {
-            bail!("the row {line:?} has no figure for bee");
-        }
         rows.push(Bars {
             title,
             unit,
@@ -266,6 +274,15 @@ mod tests {
             [Some(2_178_895.0), Some(26_514_164.0), Some(78_862.0)]
         );
         assert_eq!(rows[5].values, [Some(8.5), None, Some(14.3)]);
+    }
+
+    #[test]
+    fn only_the_first_results_table_is_read() {
+        let text = format!(
+            "intro\n\n{TABLE}\n| metric | bee node | skynet node | ratio |\n|---|---:|---:|---:|\n| B4 pushes/s | 1 | 2 | 0.5× |\n"
+        );
+        assert_eq!(parse(&text).unwrap(), parse(TABLE).unwrap());
+        assert!(parse("| B2 cluster call latency p50 | 1 µs | 2 µs | 3 µs |").is_err());
     }
 
     #[test]
