@@ -3,74 +3,21 @@
 //!
 //! Every node gets a free port on 127.0.0.1 and its own temporary directory. A
 //! [`BeeProcess`] is killed when dropped, so a failing test leaves nothing running.
+//! Ports, waits, temporary directories and process start-up come from `bee-testkit`,
+//! re-exported here.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bee_testkit::{NodeProcess, Start};
 
 use bee_cluster::{Cluster, ClusterSettings};
 use bee_registry::{ClusterConfig, Registry};
 use bee_runtime::{Node, RuntimeConfig};
 
-/// A free TCP port on 127.0.0.1 for a node to listen on, reserved for this test process.
-///
-/// Tests run in parallel processes, and a port that is only bound and released (port 0)
-/// can be handed out again — to another test asking the same, to a second node of the
-/// same layout, or as the local port of any outgoing connection (the kernel takes those
-/// from the same ephemeral range) — before the node binds it, which then fails at
-/// start-up. So the port is taken below the ephemeral range (outgoing connections never
-/// use it), checked free by binding it, and reserved with a lock file under the temp
-/// dir held until this process exits (no other test process picks it meanwhile).
-pub fn free_port() -> u16 {
-    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let (from, to) = (10_000u32, low.min(65_536));
-    let dir = std::env::temp_dir().join("bee-test-ports");
-    std::fs::create_dir_all(&dir).expect("create the port reservation dir");
-    // Start somewhere different in each process (pid and clock), then walk the range.
-    let span = to.saturating_sub(from).max(1);
-    let seed = std::process::id().wrapping_mul(2_654_435_761)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    for i in 0..span {
-        let port = from + (seed.wrapping_add(i.wrapping_mul(7_919))) % span;
-        let Ok(port) = u16::try_from(port) else {
-            continue;
-        };
-        let Ok(lock) = std::fs::File::create(dir.join(format!("{port}.lock"))) else {
-            continue;
-        };
-        if lock.try_lock().is_err() {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            held.push(lock);
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1 in {from}..{to}")
-}
-
-/// The workspace's target directory (where `bee` is built).
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    // This test binary lives in <target>/<profile>/deps/.
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n == "target"))
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
+pub use bee_testkit::{eventually, free_port, wait_for, wait_until, wait_until_async, TempDir};
 
 /// Build the node binaries (`bee` and `bee-demo`) once per test process if they are
 /// missing or stale; returns the directory holding them. With `BEE_TEST_PREBUILT=1`
@@ -79,19 +26,10 @@ fn target_dir() -> PathBuf {
 fn built_bins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        if std::env::var_os("BEE_TEST_PREBUILT").is_some_and(|v| v == "1") {
-            return target_dir().join("debug");
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build", "--quiet", "-p", "bee-node", "-p", "bee-demo", "--bins",
-            ])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("cannot run cargo build for the node binaries");
-        assert!(status.success(), "building the node binaries failed");
-        target_dir().join("debug")
+        bee_testkit::build_bins(
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+            &["-p", "bee-node", "-p", "bee-demo", "--bins"],
+        )
     })
 }
 
@@ -109,36 +47,6 @@ pub fn bee_bin() -> PathBuf {
 /// Path of the `bee-demo` binary: `bee` plus the demo game's service kinds.
 pub fn demo_bin() -> PathBuf {
     bin("bee-demo")
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A new empty directory under the system temp dir.
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "bee-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A cluster layout for a test: node names with their loopback ports, written as a
@@ -244,7 +152,7 @@ impl Layout {
 pub struct BeeProcess {
     /// The node's name.
     pub name: String,
-    child: Option<Child>,
+    process: NodeProcess,
     config: PathBuf,
     log: Option<PathBuf>,
     bin: PathBuf,
@@ -281,75 +189,29 @@ impl BeeProcess {
         extra: &[&str],
         capture: Option<&Path>,
     ) -> BeeProcess {
-        let stderr = match log {
-            Some(path) => Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .expect("open node log"),
-            ),
-            None => Stdio::inherit(),
-        };
-        let mut child = Command::new(bin)
-            .arg("run")
-            .arg(config)
-            .args(extra)
-            .env(
-                "BEE_LOG",
-                std::env::var("BEE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("cannot start bee");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut capture = capture.map(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .expect("open the stdout capture file")
-        });
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(f) = capture.as_mut() {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{line}");
-                }
-                // A node config's node listens; a skynet config's node says it is ready.
-                if !sent
-                    && (line.contains("listening on") || line.contains(" ready: skynet config "))
-                {
-                    let _ = tx.send(line.clone());
-                    sent = true;
-                }
-                println!("[bee stdout] {line}");
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(_line) = rx.recv_timeout(Duration::from_millis(50)) {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = log
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                    .unwrap_or_default();
-                panic!("bee node {name} exited before listening: {status}\n{log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "bee node {name} did not start within 30 s"
-            );
-        }
+        let mut cmd = Command::new(bin);
+        cmd.arg("run").arg(config).args(extra).env(
+            "BEE_LOG",
+            std::env::var("BEE_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        let process = NodeProcess::start(
+            cmd,
+            Start {
+                log,
+                capture,
+                // A node config's node listens; a skynet config's (`*.config`, not
+                // `*.toml`) says it is ready.
+                ready: if config.extension().is_some_and(|e| e == "toml") {
+                    "listening on"
+                } else {
+                    " ready: skynet config "
+                },
+                ..Start::listening(name)
+            },
+        );
         BeeProcess {
             name: name.to_string(),
-            child: Some(child),
+            process,
             config: config.to_path_buf(),
             log: log.map(Path::to_path_buf),
             bin: bin.to_path_buf(),
@@ -377,8 +239,8 @@ impl BeeProcess {
             None,
         );
         let mut old = std::mem::replace(self, new);
-        match old.child.take() {
-            Some(c) => exits_cleanly(c, Duration::from_secs(30)),
+        match old.process.take() {
+            Some(c) => bee_testkit::exits_cleanly(c, Duration::from_secs(30)),
             None => false,
         }
     }
@@ -386,42 +248,29 @@ impl BeeProcess {
     /// What the node wrote to stderr so far (empty unless started with a log, e.g. by
     /// [`Layout::start_logged`]).
     pub fn log(&self) -> String {
-        self.log
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default()
+        self.process.log()
     }
 
     /// The OS process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.process.pid()
     }
 
     /// Kill with SIGKILL (a crash, no clean shutdown) and reap it.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 
     /// Stop with SIGTERM and wait for a clean exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
-        let Some(c) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        exits_cleanly(c, Duration::from_secs(10))
+        self.process.terminate(Duration::from_secs(10))
     }
 
     /// Wait (at most `within`) for the process to exit by itself (a drain asked for
     /// over the status listener, say); whether it exited 0. Killed after `within`.
     pub fn wait_exit(&mut self, within: Duration) -> bool {
-        match self.child.take() {
-            Some(c) => exits_cleanly(c, within),
+        match self.process.take() {
+            Some(c) => bee_testkit::exits_cleanly(c, within),
             None => false,
         }
     }
@@ -432,28 +281,6 @@ impl BeeProcess {
         let bin = self.bin.clone();
         let again = BeeProcess::spawn(&bin, &self.name, &self.config, self.log.as_deref());
         *self = again;
-    }
-}
-
-/// Wait (at most `within`) for `c` to exit; whether it exited 0. Killed after `within`.
-fn exits_cleanly(mut c: Child, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(Some(s)) = c.try_wait() {
-            return s.success();
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let _ = c.wait();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-impl Drop for BeeProcess {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

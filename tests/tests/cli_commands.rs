@@ -1,4 +1,4 @@
-//! Issue 3, the command line: `bee call` prints the reply values readably, `bee send`
+//! The command line: `bee call` prints the reply values readably, `bee send`
 //! pushes, `bee query` prints an address usable by `bee call`, and bad arguments, unknown
 //! nodes, names and services give a non-zero exit status with a readable message.
 

@@ -1,4 +1,4 @@
-//! Issue 3, the cluster API end to end: three real `bee` nodes on loopback and in-process
+//! The cluster API end to end: three real `bee` nodes on loopback and in-process
 //! client nodes using every part of `skynet.cluster`'s API — `call`, `send`, `query`,
 //! `register`/`unregister` (through `bee_clusterd`'s commands and through a client's
 //! [`Cluster`]), `open`, `reload` and `proxy` — addressing services by `"@name"` and by

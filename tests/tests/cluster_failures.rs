@@ -1,4 +1,4 @@
-//! Issue 3, failure behaviour: every way a cluster call can fail gives the caller a prompt,
+//! Failure behaviour: every way a cluster call can fail gives the caller a prompt,
 //! readable error, and the nodes keep serving. Unknown node, a node in the config that is
 //! not up, a peer killed with SIGKILL while 64 calls wait (then restarted on the same
 //! port, reached again by the same caller), unknown names, a dead service, a handler
@@ -357,7 +357,7 @@ async fn call_to_a_dead_service() {
         Duration::from_secs(2),
     )
     .await;
-    // (Issue 11: the node says this run never had it, e.g. it is from before a restart.)
+    // (The node says this run never had it, e.g. it is from before a restart.)
     assert!(
         err.starts_with("no service at address :00abcdef on node a: this run of a (up "),
         "{err}"

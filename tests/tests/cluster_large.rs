@@ -1,4 +1,4 @@
-//! Issue 3: large payloads both ways through a real `bee` node — 1 MiB and 64 MiB as a
+//! Large payloads both ways through a real `bee` node — 1 MiB and 64 MiB as a
 //! call's argument (request direction, multi-part request) and as its reply (response
 //! direction, multi-part response) through `echo`, and as pushes (multi-part pushes) to
 //! `sink`, whose count must then include every one.

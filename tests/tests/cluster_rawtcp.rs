@@ -1,4 +1,4 @@
-//! Issue 3, hostile peers: a raw TCP client (`std::net::TcpStream`, frames built by hand
+//! Hostile peers: a raw TCP client (`std::net::TcpStream`, frames built by hand
 //! from the wire spec) sends garbage, a truncated frame, a multi-part header announcing
 //! more than the maximum, and a multi-part stream that never ends. Each time the node
 //! closes that connection (or answers it), holds no more than bounded memory, and keeps

@@ -1,4 +1,4 @@
-//! Issue 3: `reload` while traffic runs. A client keeps calling nodes `a` and `b` while its
+//! `reload` while traffic runs. A client keeps calling nodes `a` and `b` while its
 //! cluster config is reloaded: adding `c` makes calls to `c` work; marking `c` down
 //! (`c = false`) makes them fail fast with a readable error; bringing it back makes them
 //! work again — and not one call to `a` or `b` fails meanwhile.

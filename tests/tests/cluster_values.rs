@@ -1,4 +1,4 @@
-//! Issue 3: every skynet.pack value kind travels through a real `bee` node's `echo`
+//! Every skynet.pack value kind travels through a real `bee` node's `echo`
 //! unchanged, as an argument (request direction) and as a reply (response direction):
 //! nil, booleans, integers in every encoded width up to i64 min/max, reals including
 //! -0.0, ±inf and NaN, light userdata, empty/short/long and binary strings (NUL bytes,

@@ -1,4 +1,4 @@
-//! Issue 11, etcd mode: `bee` nodes whose config says `cluster = "etcd://…/PREFIX"` read
+//! etcd mode: `bee` nodes whose config says `cluster = "etcd://…/PREFIX"` read
 //! the cluster config from etcd at start, apply each new version and ack it (an older one
 //! is refused in the ack), register under a lease, and mark a peer down when its lease
 //! expires — until it registers again. A private etcd on free loopback ports, as in

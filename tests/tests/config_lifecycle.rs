@@ -1,4 +1,4 @@
-//! Issue 11: what other nodes learn when a node restarts or moves. A numeric address
+//! What other nodes learn when a node restarts or moves. A numeric address
 //! obtained by `query` before a node restarted is refused afterwards with an error saying
 //! the node restarted (never delivered to whatever now has that number); the client's
 //! channel learns the new incarnation on reconnect; `Cluster::watch` gives "moved" and

@@ -1,4 +1,4 @@
-//! Issue 11: `bee config push` and `bee status` against real `bee` processes on loopback.
+//! `bee config push` and `bee status` against real `bee` processes on loopback.
 //! Every node reports what it runs; a push is answered per node (applied, rejected with
 //! the reason, unreachable) and the exit code says whether every reachable node applied
 //! it; an older, malformed or self-dropping config is refused by the node and the running

@@ -1,4 +1,4 @@
-//! Issue 10: the game team's kind of C/C++ services (skynet C service modules, built from
+//! The game team's kind of C/C++ services (skynet C service modules, built from
 //! `cservices/` by `make`) loaded into `bee` processes with `kind = "cservice"` entries,
 //! talking across nodes — every flow of kkt-frames.md "How frames travel" with a C++
 //! module at one end:

@@ -1,4 +1,4 @@
-//! Issue 4's errors, between real nodes: what a caller reads when a message cannot be
+//! Errors, between real nodes: what a caller reads when a message cannot be
 //! routed or decoded, or when the handler fails or panics — and that the service keeps
 //! answering afterwards.
 //!

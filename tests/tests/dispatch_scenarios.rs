@@ -1,4 +1,4 @@
-//! Issue 4 between real nodes: the demo's game services as `bee` processes, called from
+//! The dispatch layer between real nodes: the demo's game services as `bee` processes, called from
 //! an in-process client node and through the `lobby` service's scenario commands.
 
 mod dispatch_common;

@@ -85,14 +85,22 @@ async fn restart_under_load(ride_through_ms: u64) -> (Arc<Load>, Option<u64>, u6
     let streams: Vec<_> = (1..=3)
         .map(|id| tokio::spawn(stream(cluster.clone(), load.clone(), id)))
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = load.calls.load(Ordering::Relaxed);
-    assert!(before > 10, "the load runs: {before} calls");
+    bee_tests::wait_until_async("the load running", Duration::from_secs(30), || {
+        load.calls.load(Ordering::Relaxed) > 10
+    })
+    .await;
     // SIGTERM: waits until the old process has drained and exited; then a new one.
     let clean = tokio::task::block_in_place(|| target.terminate());
     assert!(clean, "the drained node exits cleanly:\n{}", target.log());
     tokio::task::block_in_place(|| target.restart());
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The load goes on against the new process before it stops.
+    let restarted = load.calls.load(Ordering::Relaxed);
+    bee_tests::wait_until_async(
+        "calls against the new process",
+        Duration::from_secs(30),
+        || load.calls.load(Ordering::Relaxed) > restarted + 50,
+    )
+    .await;
     load.stop.store(true, Ordering::Relaxed);
     for s in streams {
         s.await.unwrap();
@@ -161,7 +169,12 @@ async fn without_ride_through_the_same_restart_fails_calls() {
 /// One sender's stream for the ordering test: numbers 1, 2, … in one sequence, every
 /// third a call `("check", sender, n)` and the others pushes `(sender, n)`, until told to
 /// stop. Returns the last number issued (every one was accepted: a refusal fails).
-async fn sequenced(c: Cluster, stop: Arc<AtomicBool>, sender: String) -> i64 {
+async fn sequenced(
+    c: Cluster,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    sender: String,
+) -> i64 {
     let mut n = 0i64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -181,6 +194,7 @@ async fn sequenced(c: Cluster, stop: Arc<AtomicBool>, sender: String) -> i64 {
             // Answered: the number the checker expected (n, or 1 from a process that has
             // not heard of this sender yet — checked with the tables below).
             assert_eq!(values(&r).len(), 1, "{sender} {n}: {:?}", values(&r));
+            answered.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(1)).await;
         } else {
             c.send(
@@ -249,19 +263,39 @@ async fn order_per_sender_holds_across_drain_and_restarts() {
     let (node, cluster) =
         riding_node(&layout, "client", "client", Duration::from_millis(5_000)).await;
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
     let senders: Vec<String> = (1..=3).map(|i| format!("s{i}")).collect();
     let streams: Vec<_> = senders
         .iter()
-        .map(|s| tokio::spawn(sequenced(cluster.clone(), stop.clone(), s.clone())))
+        .map(|s| {
+            tokio::spawn(sequenced(
+                cluster.clone(),
+                stop.clone(),
+                answered.clone(),
+                s.clone(),
+            ))
+        })
         .collect();
     const RESTARTS: usize = 2;
-    for _ in 0..RESTARTS {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    // Checks answered by the running process, at least `n` more than `from`.
+    let checks_answered = |from: u64, what: &str| {
+        let (answered, what) = (answered.clone(), what.to_string());
+        async move {
+            bee_tests::wait_until_async(&what, Duration::from_secs(30), || {
+                answered.load(Ordering::Relaxed) >= from + 30
+            })
+            .await
+        }
+    };
+    for round in 0..RESTARTS {
+        let from = answered.load(Ordering::Relaxed);
+        checks_answered(from, &format!("checks answered before restart {round}")).await;
         let clean = tokio::task::block_in_place(|| target.terminate());
         assert!(clean, "the drained node exits cleanly:\n{}", target.log());
         tokio::task::block_in_place(|| target.restart());
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let from = answered.load(Ordering::Relaxed);
+    checks_answered(from, "checks answered by the last process").await;
     stop.store(true, Ordering::Relaxed);
     let mut issued = Vec::new();
     for s in streams {

@@ -114,7 +114,13 @@ async fn three_handovers_under_load_lose_nothing_and_carry_state() {
             tokio::spawn(stream(cluster.clone(), name.clone(), load.clone()))
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Every stream is under way before the first handover.
+    bee_tests::wait_until_async(
+        "calls flowing before the handovers",
+        Duration::from_secs(30),
+        || load.calls.load(Ordering::Relaxed) > 50,
+    )
+    .await;
     for round in 1..=3 {
         let before = load.calls.load(Ordering::Relaxed);
         let clean = tokio::task::block_in_place(|| target.take_over(None));
@@ -123,11 +129,12 @@ async fn three_handovers_under_load_lose_nothing_and_carry_state() {
             "round {round}: the old process exits cleanly:\n{}",
             target.log()
         );
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(
-            load.calls.load(Ordering::Relaxed) > before + 50,
-            "round {round}: calls flow after the handover"
-        );
+        bee_tests::wait_until_async(
+            &format!("round {round}: calls flowing after the handover"),
+            Duration::from_secs(30),
+            || load.calls.load(Ordering::Relaxed) > before + 50,
+        )
+        .await;
     }
     load.stop.store(true, Ordering::Relaxed);
     let mut sent = Vec::new();

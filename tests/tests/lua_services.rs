@@ -5,7 +5,7 @@
 //! Lua error reaches its caller while the service keeps serving.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bee_codec::seri::{self, Value};
 use bee_tests::{skynet_dir, Layout};
@@ -44,18 +44,15 @@ fn lua_node_body(skynet: &Path, start: &str, log: &Path) -> String {
 
 /// Wait (at most 20 s) until the skynet log at `path` holds a line containing `what`.
 fn wait_for_log(path: &Path, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let what_line = format!("a log line with {what:?}");
+    bee_tests::wait_for(&what_line, Duration::from_secs(20), || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         if text.lines().any(|l| l.contains(what)) {
-            return text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {what:?} within 20 s; the log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

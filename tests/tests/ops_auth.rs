@@ -1,4 +1,4 @@
-//! Issue 13, node authentication from the node config, across real `bee` processes on
+//! Node authentication from the node config, across real `bee` processes on
 //! loopback: a node with `[auth]` refuses a bee client without the secret (or with a wrong
 //! one) and logs the peer's address, serves one with the secret (in-process client node
 //! and the `bee call` process with `BEE_AUTH_SECRET_FILE`), and serves a skynet-like raw
@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bee_cluster::lifecycle::PushOutcome;
 use bee_cluster::{CallErrorExt, Cluster, ClusterSettings};
@@ -56,15 +56,14 @@ fn hello() -> bytes::Bytes {
 
 /// Wait (at most 5 s) until `cond` holds for the node's log; returns the log.
 fn wait_log(p: &bee_tests::BeeProcess, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    bee_tests::wait_for(what, Duration::from_secs(5), || {
         let log = p.log();
         if cond(&log) {
-            return log;
+            Ok(log)
+        } else {
+            Err(log)
         }
-        assert!(Instant::now() < deadline, "{what}; node log:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 fn bee_call(layout: &Layout, secret_file: Option<&Path>) -> (bool, String, String) {

@@ -1,4 +1,4 @@
-//! Issue 13, the node's Prometheus endpoint and its byte budgets, across real `bee`
+//! The node's Prometheus endpoint and its byte budgets, across real `bee`
 //! processes on loopback: the metrics are scraped over HTTP from the `bee` process
 //! (`metrics_listen`) and checked for the counters the test just moved — requests and
 //! bytes on the listener, the node budgets' gauges, and a budget rejection provoked by a
@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bee_codec::seri::{self, Value};
 use bee_tests::{free_port, BeeProcess, Layout};
@@ -36,18 +36,14 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 /// Scrape until `series` satisfies `cond` (at most 5 s: node gauges refresh every
 /// second); returns its value.
 fn wait_sample(port: u16, series: &str, cond: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let body = scrape(port);
-        if let Some(v) = sample(&body, series).filter(|v| cond(*v)) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never met the condition; last scrape:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    bee_tests::wait_for(
+        &format!("{series} to meet the condition"),
+        Duration::from_secs(5),
+        || {
+            let body = scrape(port);
+            sample(&body, series).filter(|v| cond(*v)).ok_or(body)
+        },
+    )
 }
 
 fn start(layout: &Layout, name: &str, metrics: u16, extra: &str) -> BeeProcess {

@@ -176,7 +176,7 @@ async fn bee_client_against_a_stock_skynet_node() {
     assert!(err.remote_text().contains("call failed"), "{err}");
 }
 
-/// Issue 11 against stock skynet: `bee status` and `bee config push` reach a skynet node
+/// The config commands against stock skynet: `bee status` and `bee config push` reach a skynet node
 /// through `interop/skynet/service/bee_config.lua`, which checks the pushed text, calls
 /// `cluster.reload` and acks; an older version is refused with bee's words.
 #[test]
@@ -243,11 +243,11 @@ async fn count(c: &bee_cluster::Cluster) -> i64 {
 
 /// Wait (≤ 20 s) until something listens on `port`.
 fn wait_listening(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    bee_tests::wait_until(
+        &format!("{what} to listen on {port}"),
+        Duration::from_secs(20),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 }
 
 use bee_tests::cpp_modules as modules;

@@ -54,7 +54,7 @@
 //!    each make sequential rpc_calls of `game.Ping` to `lpersistence` on a `bee-demo`
 //!    node through the same CServiceProxy, interleaved in 10 rounds; 20,000 calls per
 //!    side (`--quick`: 2,000).
-//! 9. Issue 12 and 14 rows: `bee-bench busy-poll` (the serving node's CPU with 1, 8 and
+//! 9. Busy polling, scale and hot update: `bee-bench busy-poll` (the serving node's CPU with 1, 8 and
 //!    32 connections at 200 calls/s each, polling on and off), `bee-bench scale` (1/8/32
 //!    connections over several client processes, fan-out to 16 nodes, memory per idle
 //!    peer connection with 1,000 peers, a 60 s soak with the node's RSS every second) and
@@ -63,6 +63,9 @@
 //! 10. Write the raw JSON to `target/bench/results.json`, print the markdown table
 //!     (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it
 //!     to `target/bench/results.md`. Node logs are in `target/bench/*.log`.
+//! 11. Draw the chart of that table's headline rows (`crate::chart`): `bench/chart.svg`
+//!     after a full run, `target/bench/chart.svg` after `--quick` (a smoke run's figures
+//!     do not replace the recorded chart).
 //!
 //! The run fails (non-zero exit) if a bee reply was wrong or a push was lost; missed
 //! speed targets are reported in the table, not turned into a failure.
@@ -521,6 +524,21 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .arg("--md")
             .arg(&md_path),
     )?;
+    let chart = if quick {
+        dir.join("chart.svg")
+    } else {
+        root.join("bench").join("chart.svg")
+    };
+    let table = std::fs::read_to_string(&md_path)
+        .with_context(|| format!("cannot read {}", md_path.display()))?;
+    let caption = format!(
+        "{}, {} ({})",
+        started_at,
+        crate::git_head(root),
+        if quick { "--quick" } else { "full run" }
+    );
+    crate::chart::draw(&crate::chart::parse(&table)?, &caption, &chart)?;
+    eprintln!("chart: {}", chart.display());
     if !local_ok
         || !cluster_ok
         || !mysql_ok

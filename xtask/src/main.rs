@@ -7,6 +7,8 @@
 //! - `cargo xtask skynet`: build stock skynet v1.6.0 under `target/skynet/` (a test peer)
 //!   and print where it is.
 //! - `cargo xtask bench`: the benchmarks whose figures go in `BENCHMARKS.md`.
+//! - `cargo xtask bench-chart [TABLE.md]`: draw `bench/chart.svg` from a recorded results
+//!   table (default: the summary in `BENCHMARKS.md`).
 //! - `cargo xtask fuzz [TARGET] [--secs N]`: run the codec fuzz targets.
 //! - `cargo xtask layers`: fail on a crate dependency the layering does not allow, or an
 //!   import cycle between the modules of any crate.
@@ -21,6 +23,7 @@
 //!   runs a short round).
 
 mod bench;
+mod chart;
 mod cpp;
 mod demo;
 mod fuzz;
@@ -51,6 +54,7 @@ fn run() -> Result<()> {
     std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
     match args.first().map(String::as_str) {
         Some("bench") => bench::run(&root, &args[1..]),
+        Some("bench-chart") => chart::run(&root, &args[1..]),
         Some("demo") => demo::run(&root),
         Some("ci") => ci(),
         Some("setup") => setup::ensure_all(),
@@ -77,7 +81,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | soak [--secs N] [--warmup N] [--overload-secs N] [--overload-only] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | bench-chart [TABLE.md] | soak [--secs N] [--warmup N] [--overload-secs N] [--overload-only] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -196,4 +200,16 @@ pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The checked-out commit, short (`unknown` outside a git checkout).
+pub(crate) fn git_head(root: &std::path::Path) -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -127,7 +127,7 @@ pub struct ApiPair {
     pub reader_calls_per_s: f64,
     /// Handler API: calls per second.
     pub api_calls_per_s: f64,
-    /// `api / raw`: 1.0 is "costs nothing"; the bar is ≥ 0.95.
+    /// `api / raw`: 1.0 is "costs nothing"; the bar is ≥ 0.95.
     pub ratio: f64,
     /// `api / raw reader`: against the fastest hand-written service; same bar.
     pub ratio_reader: f64,

@@ -44,6 +44,7 @@ use bee_runtime::text::TextReply;
 use bee_runtime::{Node, RuntimeConfig};
 use serde::Serialize;
 
+use crate::nodeproc::free_port;
 use crate::stats::Latencies;
 use crate::BenchError;
 
@@ -163,12 +164,6 @@ fn setup(what: &str, reason: impl std::fmt::Display) -> BenchError {
         what: what.to_string(),
         reason: reason.to_string(),
     }
-}
-
-fn free_port() -> Result<u16, BenchError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Start `bee-demo run` for `lpersistence_3` in `dir` and wait (≤ 30 s) until it listens.

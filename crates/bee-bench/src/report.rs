@@ -3,16 +3,16 @@
 //! metric | bee | tokio floor | stock skynet | ratio | target met?
 //!
 //! The ratio is bee ÷ stock skynet — of this run when the skynet pair was measured,
-//! otherwise of the reference figures from the issue (labelled as such). Targets come
-//! from the issue: throughput ≥ 3× skynet, p50 latency ≤ 0.5×, 1 MiB echo ≥ 2×,
-//! memory ≤ 0.5×, no push lost, no wrong reply.
+//! otherwise of the reference figures (labelled as such). The targets: throughput
+//! ≥ 3× skynet, p50 latency ≤ 0.5×, 1 MiB echo ≥ 2×, memory ≤ 0.5×, no push lost, no
+//! wrong reply.
 
 use serde_json::Value;
 
 use crate::BenchError;
 
 /// Stock skynet v1.6.0 on a 2-core machine (skynet node calling a skynet node,
-/// thread = 2 each), from the issue: not measured by this crate.
+/// thread = 2 each), as first measured for this project: not measured by this crate.
 pub mod reference {
     /// B2 p50, µs.
     pub const B2_P50_US: f64 = 78.0;

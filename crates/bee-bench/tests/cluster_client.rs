@@ -65,12 +65,8 @@ async fn unreachable_node_is_a_readable_error() {
     let dir = std::env::temp_dir().join(format!("bee-bench-test-down-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cluster.lua");
-    // A port nobody listens on: bind, note it, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on (reserved for this process, below the ephemeral range).
+    let port = bee_testkit::free_port();
     std::fs::write(&file, format!("down = \"127.0.0.1:{port}\"\n")).unwrap();
     let err = run(&ClusterParams::quick(file, "down".into()))
         .await

@@ -2,7 +2,6 @@
 //! ports with its own data dir under `target/`, and kills it at the end. Without the etcd
 //! binary the tests say so and pass, unless CI is set (then they fail).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,13 +28,7 @@ fn etcd_binary() -> Option<PathBuf> {
         .map(|_| PathBuf::from("etcd"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free loopback port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use bee_testkit::free_port;
 
 /// One etcd server for one test.
 struct EtcdServer {

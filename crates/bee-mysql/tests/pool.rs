@@ -434,19 +434,30 @@ async fn a_full_queue_refuses_at_once() {
     let mut holders = Vec::new();
     let p = pool.clone();
     holders.push(tokio::spawn(
-        async move { p.execute("SELECT SLEEP(1)").await },
+        async move { p.execute("SELECT SLEEP(5)").await },
     ));
-    wait_for(|| pool.stats().running == 1).await;
+    bee_testkit::wait_until_async("one query running", Duration::from_secs(5), || {
+        pool.stats().running == 1
+    })
+    .await;
     for _ in 0..2 {
         let p = pool.clone();
         holders.push(tokio::spawn(async move { p.execute("SELECT 1").await }));
     }
-    wait_for(|| pool.stats().waiting == 2).await;
+    bee_testkit::wait_until_async("two callers waiting", Duration::from_secs(5), || {
+        pool.stats().waiting == 2
+    })
+    .await;
 
     let started = Instant::now();
     let err = pool.execute("SELECT 2").await.unwrap_err();
     assert_eq!(err, PoolError::QueueFull { limit: 2 });
-    assert!(started.elapsed() < Duration::from_millis(100));
+    // Long before the running SLEEP(5) frees the connection: refused, not queued.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("queue_limit"), "{err}");
 
     for h in holders {
@@ -459,7 +470,10 @@ async fn a_full_queue_refuses_at_once() {
     // A caller that gives up while queued frees its place.
     let p = pool.clone();
     let busy = tokio::spawn(async move { p.execute("SELECT SLEEP(0.5)").await });
-    wait_for(|| pool.stats().running == 1).await;
+    bee_testkit::wait_until_async("one query running", Duration::from_secs(5), || {
+        pool.stats().running == 1
+    })
+    .await;
     let gave_up = tokio::time::timeout(Duration::from_millis(50), pool.execute("SELECT 4")).await;
     assert!(gave_up.is_err());
     assert_eq!(pool.stats().waiting, 0);
@@ -522,12 +536,4 @@ async fn init_sql_and_charset_apply_to_every_connection() {
     assert_eq!(field(row, "rs"), &s("utf8mb4"));
     pool.close().await;
     db.drop_db().await;
-}
-
-async fn wait_for(mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "condition not reached in 5 s");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

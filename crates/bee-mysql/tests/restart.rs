@@ -126,15 +126,15 @@ async fn in_flight_when_stopped(pool: &MysqlPool, server: &mut PrivateMariaDb, h
     }
     // Wait until four run and four queue, then give the four queries time to reach the
     // server.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = pool.stats();
-        if s.running == 4 && s.waiting == 4 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "callers never queued: {s:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    bee_testkit::wait_until_async(
+        "four callers running and four queued",
+        Duration::from_secs(5),
+        || {
+            let s = pool.stats();
+            s.running == 4 && s.waiting == 4
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let stopped_at = Instant::now();

@@ -1,70 +1,8 @@
-//! The node config file (TOML):
+//! The node config file (TOML): what `bee run FILE` reads, checked before the node starts.
 //!
-//! ```toml
-//! name = "lobby"                 # this node's name in the cluster
-//! cluster = "cluster.lua"        # the cluster config (skynet clustername form or TOML),
-//!                                # relative to this file; or "etcd://host:port/PREFIX"
-//! cluster_fallback = "cluster.lua"  # optional, etcd only: when etcd cannot be reached
-//!                                # at start, run this file and keep trying etcd
-//! etcd_start_retry_ms = 10000    # optional, etcd only: how long to keep trying etcd at
-//!                                # start (back-off 200 ms doubling to 2 s)
-//! listen = "127.0.0.1:2528"      # optional: default is this node's entry in the cluster config
-//! call_timeout_ms = 30000        # optional: default timeout of calls
-//! threads = 4                    # optional: worker threads (default: one per CPU core),
-//!                                # as skynet's `thread`
-//! busy_poll_us = 100             # optional: how long a connection keeps polling its
-//!                                # socket after traffic before it sleeps (default 100,
-//!                                # 0 = never); lower latency for a little CPU
-//! busy_poll_max = 1              # optional: at most this many connections poll at once
-//!                                # (the CPU polling may take, in cores; default 1)
-//!
-//! drain_timeout_ms = 10000       # optional: on SIGTERM/Ctrl-C (or a handover) the node
-//!                                # stops accepting, answers what it accepted and flushes
-//!                                # its queues for at most this long (a second signal
-//!                                # stops at once)
-//! handover_socket = "lobby.handover.sock"  # optional: where `bee run --takeover` asks this
-//!                                # node for its sockets (default <name>.handover.sock,
-//!                                # relative to this file)
-//!
-//! metrics_listen = "127.0.0.1:9100"  # optional: serve Prometheus text at
-//!                                # http://ADDR/metrics (default: no metrics endpoint)
-//!
-//! [limits]                       # optional, every key too (defaults shown)
-//! inbound_bytes = 1073741824     # node-wide: inbound bytes held by all connections
-//! outbound_bytes = 1073741824    # node-wide: bytes queued for writing on all channels
-//! per_peer_bytes = 67108864      # one peer: bytes queued to it / held from one connection
-//! max_connections = 10000        # inbound connections served at once (0: no limit)
-//! read_timeout_ms = 30000        # a partial frame then silence this long closes (0: never)
-//! idle_timeout_ms = 0            # an idle inbound connection is closed (0: never)
-//! multipart_timeout_ms = 30000   # an unfinished multi-part message is dropped (0: never)
-//! parked_bytes = 16777216        # one peer: pushes parked while it is away (ride_through)
-//!
-//! [liveness]                     # optional (defaults shown)
-//! bound_ms = 4000                # a dead peer is noticed within this (0: off)
-//! heartbeat_ms = 1000            # heartbeat after this long without traffic (0: off)
-//! max_timeouts = 3               # calls timing out in a row recycle a connection (0: off)
-//! accepted_bound_ms = 10000      # keepalive/TCP_USER_TIMEOUT of accepted sockets
-//! ride_through_ms = 0            # calls/pushes wait this long for a peer that is away
-//!                                # (restart, handover) before failing (0: fail at once)
-//!
-//! [auth]                         # optional: node authentication (off without it)
-//! secret_file = "cluster.secret" # the shared secret (or `secret = "..."`), relative
-//!                                # to this file; trailing newlines are not part of it
-//! allow = ["10.0.0.7"]           # peer IPs served without authentication (stock skynet)
-//! timeout_ms = 5000              # time a peer has to authenticate
-//! plain_nodes = ["skynet_gate"]  # nodes this node calls without authenticating (skynet)
-//!
-//! [admin]                        # optional: actions on the status listener
-//! enabled = false                # POST /api/v1/admin/drain, /api/v1/admin/config
-//!                                # (with [auth]: `Authorization: Bearer SECRET`)
-//!
-//! [[service]]
-//! kind = "echo"                  # what to start (see `services.rs`)
-//! name = "echo"                  # optional: register it in the cluster as "@echo"
-//! ```
-//!
-//! How these map onto the transport's settings, and what to alert on, is in
-//! `docs/operations.md`.
+//! Every key, its default and what it does: `docs/node-config.md` (a test below fails
+//! when a key this parser accepts is missing there). How the limits and liveness keys
+//! map onto the transport's settings, and what to alert on: `docs/operations.md`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -388,4 +326,149 @@ pub fn etcd_url_of(cfg: &NodeConfig) -> Option<String> {
 /// than a file.
 pub fn is_etcd_url(cluster: &std::path::Path) -> bool {
     cluster.to_string_lossy().starts_with("etcd://")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The reference page every key must be listed in.
+    const REFERENCE: &str = include_str!("../../../docs/node-config.md");
+
+    /// The keys the reference documents, as `table.key` (`key` at the top level): every
+    /// `key = ...` line, commented out or not, in its ```toml blocks.
+    fn documented() -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        let (mut in_toml, mut table) = (false, String::new());
+        for line in REFERENCE.lines() {
+            if line.starts_with("```") {
+                in_toml = line == "```toml";
+                table.clear();
+                continue;
+            }
+            if !in_toml {
+                continue;
+            }
+            let code = line.trim_start().trim_start_matches('#').trim_start();
+            if let Some(head) = code.strip_prefix('[') {
+                table = head.trim_matches(|c| c == '[' || c == ']').to_string();
+                table = table.split(']').next().unwrap_or_default().to_string();
+                keys.insert(table.clone());
+                continue;
+            }
+            let Some((key, _)) = code.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                keys.insert(if table.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{table}.{key}")
+                });
+            }
+        }
+        keys
+    }
+
+    /// The field names in a value's pretty `Debug` output, as `parent.field` (`field`
+    /// at the top), read from the derive: every field shows there, `None` ones too.
+    fn fields(debug: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen: Vec<(usize, String)> = Vec::new();
+        for line in debug.lines() {
+            let indent = line.len() - line.trim_start().len();
+            let Some((name, _)) = line.trim_start().split_once(": ") else {
+                continue;
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                continue; // a map key ("k": ...) or a value, not a field
+            }
+            let parent = seen
+                .iter()
+                .rev()
+                .find(|(i, _)| *i < indent)
+                .map(|(_, n)| n.clone());
+            seen.push((indent, name.to_string()));
+            out.push(match parent {
+                Some(p) => format!("{p}.{name}"),
+                None => name.to_string(),
+            });
+        }
+        out
+    }
+
+    /// Every key the parser accepts: the fields of a config with every table present.
+    fn accepted() -> BTreeSet<String> {
+        let dir = std::env::temp_dir().join(format!("bee-node-config-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            "name = \"a\"\ncluster = \"cluster.lua\"\n[auth]\nsecret = \"s\"\n[[service]]\nkind = \"echo\"\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::load(&path, &[]).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut keys = BTreeSet::new();
+        for f in fields(&format!("{cfg:#?}")) {
+            // `extra` holds the tables a binary's kinds read; `dir` is not read from the
+            // file; a service entry's other keys belong to its kind.
+            if f == "extra" || f == "dir" || f == "skynet_config" || f.ends_with(".options") {
+                continue;
+            }
+            keys.insert(match f.strip_prefix("services") {
+                Some(rest) => format!("service{rest}"),
+                None => f,
+            });
+        }
+        // The tables the `bee` binary's kinds read (`App::new`).
+        keys.extend(["mysql".to_string(), "env".to_string()]);
+        #[cfg(feature = "mysql")]
+        for f in fields(&format!("{:#?}", bee_mysql::MysqlConfig::default())) {
+            keys.insert(format!("mysql.{f}"));
+        }
+        keys
+    }
+
+    #[test]
+    fn every_key_the_parser_accepts_is_in_the_reference() {
+        let (documented, accepted) = (documented(), accepted());
+        assert!(accepted.contains("limits.inbound_bytes"), "{accepted:?}");
+        assert!(accepted.contains("auth.plain_nodes"), "{accepted:?}");
+        assert!(accepted.contains("service.kind"), "{accepted:?}");
+        let missing: Vec<_> = accepted.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "docs/node-config.md does not list {missing:?}: add them to its toml block"
+        );
+        let unknown: Vec<_> = documented.difference(&accepted).collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/node-config.md lists {unknown:?}, which the parser does not accept"
+        );
+    }
+
+    #[test]
+    fn the_references_example_loads() {
+        // The uncommented lines of the reference's toml block are a config a node
+        // accepts (the cluster file need not exist for the check).
+        let block = REFERENCE
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block in docs/node-config.md");
+        let dir = std::env::temp_dir().join(format!("bee-node-config-ref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        std::fs::write(&path, block).unwrap();
+        std::fs::write(dir.join("cluster.secret"), "s3cret\n").unwrap();
+        let loaded = NodeConfig::load(&path, &["mysql".to_string(), "env".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = loaded.unwrap();
+        assert_eq!(cfg.limits.per_peer_bytes, Limits::default().per_peer_bytes);
+        assert_eq!(cfg.liveness.bound_ms, Liveness::default().bound_ms);
+        assert_eq!(cfg.services.len(), 1);
+    }
 }

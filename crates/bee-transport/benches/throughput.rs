@@ -2,7 +2,7 @@
 //! pushes, against a listener whose inbound echoes (calls) or counts (pushes).
 //!
 //! Run: `cargo bench -p bee-transport --bench throughput` (prints calls/s and pushes/s).
-//! Targets from the project brief on a 2-core machine: > 150k calls/s, > 600k pushes/s.
+//! Targets on a 2-core machine: > 150k calls/s, > 600k pushes/s.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

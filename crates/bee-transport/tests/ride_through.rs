@@ -88,7 +88,7 @@ async fn calls_and_pushes_ride_through_a_restart_in_order() {
 #[tokio::test]
 async fn past_the_bound_calls_fail_and_parked_pushes_are_counted_as_refused() {
     let server = Server::start(ListenerConfig::default()).await;
-    let ch = server.channel_with(riding(300));
+    let ch = server.channel_with(riding(2_000));
     ch.call(name("@echo"), seq(0), None).await.unwrap();
     server.stop().await;
     gone(&ch).await;
@@ -103,7 +103,7 @@ async fn past_the_bound_calls_fail_and_parked_pushes_are_counted_as_refused() {
         .expect_err("the peer stays away");
     let waited = t0.elapsed();
     assert!(
-        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        waited >= Duration::from_millis(1_900) && waited < Duration::from_secs(15),
         "the call waits about ride_through, not its 30 s timeout: {waited:?}"
     );
     assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
@@ -127,8 +127,9 @@ async fn past_the_bound_calls_fail_and_parked_pushes_are_counted_as_refused() {
         .push(name("@order"), seq(7))
         .await
         .expect_err("still away");
+    // Well under the 2 s ride-through: it did not wait again.
     assert!(
-        t0.elapsed() < Duration::from_millis(200),
+        t0.elapsed() < Duration::from_millis(1_500),
         "{:?}",
         t0.elapsed()
     );

@@ -12,7 +12,7 @@
 //!
 //! `src/main.rs` is `app().main()`: the whole `bee` command line (`run`, `call`, …) with
 //! these kinds added. `config/` holds the two node configs and the cluster config; the
-//! README's "Write your own service" walks through it, and `tests/two_nodes.rs` runs it.
+//! `docs/services.md` walks through it, and `tests/two_nodes.rs` runs it.
 
 use std::collections::HashMap;
 

@@ -10,11 +10,9 @@
 //! The node processes are killed when the test ends (pass or fail); every wait is
 //! bounded.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use bee_cluster::{Cluster, ClusterSettings};
 use bee_codec::kkt::KktFrame;
@@ -23,110 +21,30 @@ use bee_example_greeter::proto::{Greet, Welcome};
 use bee_registry::{ClusterConfig, Registry};
 use bee_runtime::handle::pack_lua;
 use bee_runtime::{CallError, FromArgs, IntoValues, Node};
+use bee_testkit::{free_port, NodeProcess, Start, TempDir};
 use bytes::Bytes;
 use prost::{Message, Name};
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
 
-/// Build the `greeter` binary (once; cargo skips it when fresh) and return its path.
+/// The `greeter` binary, built if missing or stale.
 fn greeter_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "bee-example-greeter",
-            "--bin",
-            "greeter",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cannot run cargo build");
-    assert!(status.success(), "building the greeter binary failed");
-    let target = match std::env::var("CARGO_TARGET_DIR") {
-        Ok(dir) => PathBuf::from(dir),
-        // This test binary lives in <target>/debug/deps/.
-        Err(_) => std::env::current_exe()
-            .expect("current_exe")
-            .ancestors()
-            .find(|p| p.file_name().is_some_and(|n| n == "target"))
-            .map(Path::to_path_buf)
-            .expect("test binary is not under a target directory"),
-    };
-    let bin = target.join("debug").join("greeter");
-    assert!(
-        bin.exists(),
-        "greeter binary not found at {}",
-        bin.display()
-    );
-    bin
+    bee_testkit::workspace_bin(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        "bee-example-greeter",
+        "greeter",
+    )
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
-
-/// A temporary directory holding the node configs, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running `greeter run CONFIG`, killed on drop.
-struct NodeProcess(Child);
-
-impl NodeProcess {
-    /// Start the node and wait (at most 30 s) until it prints that it listens.
-    fn start(bin: &Path, config: &Path) -> NodeProcess {
-        let mut child = Command::new(bin)
-            .arg("run")
-            .arg(config)
-            .env("BEE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start greeter");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-                println!("[greeter stdout] {line}");
-            }
-        });
-        let mut node = NodeProcess(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                return node;
-            }
-            if let Ok(Some(status)) = node.0.try_wait() {
-                panic!("{} exited before listening: {status}", config.display());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start within 30 s",
-                config.display()
-            );
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Start `greeter run CONFIG` and wait (at most 30 s) until it listens.
+fn start_node(bin: &Path, config: &Path) -> NodeProcess {
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg(config).env("BEE_LOG", "warn");
+    let name = config
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .unwrap_or("greeter");
+    NodeProcess::start(cmd, Start::listening(name))
 }
 
 /// Call a `"lua"` command and convert the reply to `R` (as `Handle::call_lua` does inside
@@ -177,19 +95,17 @@ fn assert_remote<T: std::fmt::Debug>(r: Result<T, CallError>, node: &str, needle
 #[test]
 fn greeter_calls_the_wallet_on_the_other_node() {
     let bin = greeter_bin();
-    let dir = TempDir(std::env::temp_dir().join(format!("bee-greeter-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).expect("create temp dir");
+    let dir = TempDir::new("greeter");
     // The shipped node configs, unchanged; a cluster config with free ports, plus a node
     // `down` that nobody serves.
     for node in ["hall", "bank"] {
         std::fs::copy(
             Path::new(CONFIG).join(format!("{node}.toml")),
-            dir.0.join(format!("{node}.toml")),
+            dir.path().join(format!("{node}.toml")),
         )
         .expect("copy node config");
     }
-    let cluster_file = dir.0.join("cluster.lua");
+    let cluster_file = dir.path().join("cluster.lua");
     std::fs::write(
         &cluster_file,
         format!(
@@ -200,8 +116,8 @@ fn greeter_calls_the_wallet_on_the_other_node() {
         ),
     )
     .expect("write cluster.lua");
-    let bank = NodeProcess::start(&bin, &dir.0.join("bank.toml"));
-    let _hall = NodeProcess::start(&bin, &dir.0.join("hall.toml"));
+    let bank = start_node(&bin, &dir.path().join("bank.toml"));
+    let _hall = start_node(&bin, &dir.path().join("hall.toml"));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -237,20 +237,5 @@ pub fn start_test_native(
     (ep, frames)
 }
 
-/// Poll `f` every 10 ms until it is true or `within` passes; returns the last answer.
-pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+#[allow(unused_imports)] // not every test file that includes this module waits
+pub use bee_tests::eventually;

@@ -113,11 +113,8 @@ pub fn logged(needles: &[&str]) -> bool {
 
 /// Wait (up to 5 s) until a log line contains every needle.
 pub async fn wait_logged(needles: &[&str]) {
-    for _ in 0..500 {
-        if logged(needles) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if bee_testkit::eventually(Duration::from_secs(5), || async { logged(needles) }).await {
+        return;
     }
     let text = String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
     panic!("no log line with {needles:?} in:\n{text}");

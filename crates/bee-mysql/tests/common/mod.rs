@@ -13,7 +13,6 @@
 #![allow(dead_code)]
 
 use std::fs::OpenOptions;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -480,13 +479,7 @@ fn current_user() -> String {
         .unwrap_or_else(|| "root".to_string())
 }
 
-/// A port on 127.0.0.1 the OS had free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
+use bee_testkit::free_port;
 
 /// A new, empty, short-named directory under the system temp dir (the unix socket path
 /// inside it must stay under 108 bytes).

@@ -65,15 +65,8 @@ impl Probe {
 }
 
 /// Poll `cond` every 10 ms; panic if it is not true within 10 s.
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+pub async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    bee_testkit::wait_until_async(what, Duration::from_secs(10), cond).await;
 }
 
 /// The test service behind every address:
