@@ -4,7 +4,7 @@
 //! **Crates.** [`CRATE_RULES`] is the one place the crate layering is written down: for
 //! each workspace crate, the workspace crates it may name in its `Cargo.toml`
 //! (`[dependencies]`, `[build-dependencies]` and `[dev-dependencies]`; a dev-dependency
-//! may also be `bee-proto`, the test messages). The check reads every member's
+//! may also be `bee-proto`, the test messages, and `bee-testkit`, the test support). The check reads every member's
 //! `Cargo.toml` and fails naming each dependency the table does not allow, and each
 //! member the table does not list. The local runtime (bee-runtime) knows nothing of
 //! sockets or the cluster; bee-capi and bee-mysql sit on the runtime alone.
@@ -39,6 +39,8 @@ pub const CRATE_RULES: &[(&str, May)] = &[
     ("bee-codec", May::Use(&[])),
     ("bee-registry", May::Use(&[])),
     ("bee-proto", May::Use(&[])),
+    // Test support (a dev-dependency of any crate; see TEST_SUPPORT).
+    ("bee-testkit", May::Use(&[])),
     // Connections; the etcd config store.
     ("bee-transport", May::Use(&["bee-codec"])),
     ("bee-etcd", May::Use(&["bee-registry"])),
@@ -83,8 +85,9 @@ pub const CRATE_RULES: &[(&str, May)] = &[
     ("xtask", May::AnyLibrary),
 ];
 
-/// A dev-dependency every crate's tests may use besides its own rule.
-const TEST_MESSAGES: &str = "bee-proto";
+/// Dev-dependencies every crate's tests may use besides its own rule: the test messages
+/// and the test support (ports, waits, node processes).
+const TEST_SUPPORT: &[&str] = &["bee-proto", "bee-testkit"];
 
 /// Check every crate of the workspace; fails with the crate-rule violations and the
 /// module cycles found.
@@ -197,7 +200,7 @@ fn crate_violations(rules: &[(&str, May)], members: &[Member]) -> Vec<String> {
                 May::AnyLibrary => is_library(dep),
                 May::Use(list) => {
                     list.contains(&dep.as_str())
-                        || (*section == "dev-dependencies" && dep == TEST_MESSAGES)
+                        || (*section == "dev-dependencies" && TEST_SUPPORT.contains(&dep.as_str()))
                 }
             };
             if !allowed {
