@@ -17,6 +17,9 @@
 //! - `cargo xtask stress TEST… --runs N [--hog] [--secs S]`: run timing-sensitive tests
 //!   again and again beside a CPU hog and report the failures with their output (CI
 //!   runs a short round).
+//! - `cargo xtask cluster-sim [--quick] [--nodes N]`: N bee nodes (default 50), etcd and
+//!   two stock skynet nodes in network namespaces with netem delay and loss; scenarios
+//!   with p50/p99 (root; `--quick` runs in CI).
 
 mod bench;
 mod cpp;
@@ -25,6 +28,7 @@ mod fuzz;
 mod layers;
 mod process;
 mod setup;
+mod sim;
 mod skynet;
 mod soak;
 mod status_bench;
@@ -57,6 +61,9 @@ fn run() -> Result<()> {
         Some("soak") => soak::run(&root, &args[1..]),
         Some("status-bench") => status_bench::run(&root, &args[1..]),
         Some("stress") => stress::run(&root, &args[1..]),
+        Some("cluster-sim") => sim::run(&root, &args[1..]),
+        // The cluster simulation's driver, run by `cluster-sim` inside its namespace.
+        Some("cluster-sim-driver") => sim::driver_main(&args[1..]),
         // The soak's load client, run from the release build by `soak`.
         Some("soak-client") => soak::client(&args[1..]),
         Some("cpp") => {
@@ -72,7 +79,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | soak [--secs N] [--warmup N] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | soak [--secs N] [--warmup N] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | cluster-sim [--quick] [--nodes N] [--repeats R] [--no-netem] [--release] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));

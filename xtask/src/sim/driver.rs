@@ -1,0 +1,865 @@
+//! The driver of `cargo xtask cluster-sim`, run by it inside the `ctl` namespace
+//! (`xtask cluster-sim-driver …`): starts etcd, the two stock skynet nodes and the bee
+//! nodes in their namespaces, runs the scenarios, and writes `results.md` (the table)
+//! into the run's directory. It exits non-zero when a check failed: a hung call, a lost
+//! or duplicated push, a missing ack — never because something was slow.
+//!
+//! Every bee node runs in etcd mode (`cluster = "etcd://…"`) with nothing else changed
+//! from the defaults of `docs/operations.md`, and the services `echo`, `sink`, `slow`.
+//! A node's view of another is read through the node itself: `bee_clusterd ping PEER`
+//! makes the node say hello to PEER over its own channel and answers PEER's incarnation,
+//! or the node's error for PEER (refused, down, marked down by etcd membership).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bee_codec::seri::{self, Value};
+use bee_dispatch::lifecycle::Hello;
+use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
+use bee_etcd::{ConfigUpdate, EtcdOptions, EtcdStore};
+use bee_registry::{ClusterConfig, Registry};
+
+use super::net::{hosts, node_name, Host};
+use super::report::{Report, Row};
+
+const ETCD_IP: &str = "10.213.0.2";
+const PREFIX_URL: &str = "/bee/sim";
+/// The bound on any one call the driver makes; a call without an answer by then is hung.
+const HUNG: Duration = Duration::from_secs(30);
+/// The bound on waiting for a state the cluster must reach (all see all, all acks, …).
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// What the driver was asked to do.
+pub struct Opts {
+    /// bee nodes.
+    pub nodes: usize,
+    /// Repeats of each scenario.
+    pub repeats: usize,
+    /// Short scenarios (CI).
+    pub quick: bool,
+    /// The `bee` binary.
+    pub bee: PathBuf,
+    /// The repository (for `interop/skynet/run.sh`).
+    pub root: PathBuf,
+    /// The run's directory (configs, logs, etcd data, `results.md`).
+    pub dir: PathBuf,
+}
+
+/// A process started in a namespace; killed (SIGKILL) when dropped unless stopped.
+struct Proc {
+    name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status();
+    }
+
+    /// SIGKILL and reap.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `bound` for the exit (SIGKILL after that).
+    fn stop(&mut self, bound: Duration) -> Result<()> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if c.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        bail!("{} did not stop within {bound:?} of SIGTERM", self.name)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn_in(host: &Host, program: &Path, args: &[&str], log: &Path) -> Result<Proc> {
+    let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &host.ns()])
+        .arg(program)
+        .args(args)
+        .env("BEE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out.try_clone()?))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .with_context(|| format!("cannot start {} in {}", program.display(), host.ns()))?;
+    Ok(Proc {
+        name: host.tag.clone(),
+        child: Some(child),
+    })
+}
+
+/// The outcome of one `ping` through a node.
+enum Ping {
+    Ok(Hello),
+    Err(String),
+    Hung,
+}
+
+async fn ping(c: &Cluster, from: &str, to: &str) -> Ping {
+    let payload = seri::pack(&[Value::from("lua"), Value::from("ping"), Value::from(to)])
+        .expect("plain values pack");
+    match tokio::time::timeout(HUNG, c.call(from, "@bee_clusterd", payload)).await {
+        Err(_) => Ping::Hung,
+        Ok(Err(e)) => Ping::Err(e.to_string()),
+        Ok(Ok(reply)) => match seri::unpack(&reply) {
+            Ok(v) => match Hello::from_values(&v) {
+                Ok(h) => Ping::Ok(h),
+                Err(e) => Ping::Err(format!("bad hello: {e}")),
+            },
+            Err(e) => Ping::Err(format!("bad reply: {e}")),
+        },
+    }
+}
+
+async fn call_values(c: &Cluster, node: &str, target: &str, args: &[Value]) -> Result<Vec<Value>> {
+    let payload = seri::pack(args)?;
+    let reply = tokio::time::timeout(HUNG, c.call(node, target, payload))
+        .await
+        .with_context(|| format!("HUNG: call to {node} {target} had no answer in {HUNG:?}"))?
+        .with_context(|| format!("call to {node} {target}"))?;
+    Ok(seri::unpack(&reply)?)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The simulated cluster: who runs where, and the processes.
+struct Sim {
+    opts: Opts,
+    hosts: Vec<Host>,
+    bee: BTreeMap<String, Proc>,
+    sky: Vec<Proc>,
+    etcd: Option<Proc>,
+    version: u64,
+    client: Cluster,
+    _client_node: Node,
+    store: EtcdStore,
+    url: String,
+}
+
+impl Sim {
+    fn host(&self, tag: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.tag == tag)
+            .expect("every tag has a host")
+    }
+
+    fn names(&self) -> Vec<String> {
+        (1..=self.opts.nodes).map(node_name).collect()
+    }
+
+    fn text(hosts: &[Host], nodes: usize, version: u64) -> String {
+        let mut t = format!("-- written by cargo xtask cluster-sim\n__version = {version}\n");
+        for h in hosts.iter().filter(|h| h.tag.starts_with("sky")) {
+            t.push_str(&format!("{} = \"{}:2528\"\n", h.tag, h.ip));
+        }
+        for i in 1..=nodes {
+            let h = &hosts[3 + i];
+            t.push_str(&format!("{} = \"{}:2528\"\n", h.tag, h.ip));
+        }
+        t
+    }
+
+    fn start_bee(&self, name: &str) -> Result<Proc> {
+        let cfg = self.opts.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{name}\"\ncluster = \"{}\"\n\n\
+                 [[service]]\nkind = \"echo\"\nname = \"echo\"\n\n\
+                 [[service]]\nkind = \"sink\"\nname = \"sink\"\n\n\
+                 [[service]]\nkind = \"slow\"\nname = \"slow\"\n",
+                self.url
+            ),
+        )?;
+        let log = self.opts.dir.join(format!("{name}.log"));
+        spawn_in(
+            self.host(name),
+            &self.opts.bee,
+            &["run", cfg.to_str().context("utf-8 path")?],
+            &log,
+        )
+    }
+
+    /// Wait until every node in `from` reaches every node in `to` (hello with an
+    /// incarnation, other than `not` for that peer when given). Returns per pair the time
+    /// from `t0`; fails on a hung ping or when `SETTLE` passes.
+    async fn until_all_see(
+        &self,
+        from: &[String],
+        to: &[String],
+        t0: Instant,
+        not: &BTreeMap<String, u64>,
+    ) -> Result<Vec<f64>> {
+        let mut tasks = Vec::new();
+        for a in from {
+            for b in to {
+                if a == b {
+                    continue;
+                }
+                let (c, a, b) = (self.client.clone(), a.clone(), b.clone());
+                let old = not.get(&b).copied();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        match ping(&c, &a, &b).await {
+                            Ping::Ok(h) if h.incarnation != 0 && Some(h.incarnation) != old => {
+                                return Ok(ms(t0.elapsed()));
+                            }
+                            Ping::Hung => bail!("HUNG: ping {a} -> {b} had no answer in {HUNG:?}"),
+                            _ if t0.elapsed() > SETTLE => {
+                                bail!("{a} did not reach {b} within {SETTLE:?}")
+                            }
+                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
+                    }
+                }));
+            }
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await??);
+        }
+        Ok(out)
+    }
+
+    /// Each of `nodes`' incarnation as node `via` sees it.
+    async fn incarnations(&self, via: &str, nodes: &[String]) -> Result<BTreeMap<String, u64>> {
+        let mut m = BTreeMap::new();
+        for n in nodes {
+            match ping(&self.client, via, n).await {
+                Ping::Ok(h) => {
+                    m.insert(n.clone(), h.incarnation);
+                }
+                Ping::Err(e) => bail!("{via} cannot reach {n}: {e}"),
+                Ping::Hung => bail!("HUNG: ping {via} -> {n}"),
+            }
+        }
+        Ok(m)
+    }
+
+    /// Each stock skynet node calls `echo` on every bee node through its own cluster
+    /// library (`@relay`), until all answer; the time from `t0`.
+    async fn skynet_reaches_all(&self, t0: Instant) -> Result<f64> {
+        for sky in ["sky1", "sky2"] {
+            for n in self.names() {
+                loop {
+                    let r = call_values(
+                        &self.client,
+                        sky,
+                        "@relay",
+                        &[
+                            Value::from("call"),
+                            Value::from(n.as_str()),
+                            Value::from("echo"),
+                            Value::from("x"),
+                        ],
+                    )
+                    .await;
+                    match r {
+                        Ok(v) if v.first() == Some(&Value::Boolean(true)) => break,
+                        Err(e) if format!("{e:#}").contains("HUNG") => return Err(e),
+                        _ if t0.elapsed() > SETTLE => {
+                            bail!("{sky} did not reach {n} within {SETTLE:?}: {r:?}")
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }
+        Ok(ms(t0.elapsed()))
+    }
+
+    /// `pushes` pushes to every bee node's `sink`, then its count must be exactly that
+    /// (less: a lost push; more: a duplicate). Returns the problems found.
+    async fn check_pushes(&self, pushes: usize) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for n in self.names() {
+            call_values(&self.client, &n, "@sink", &[Value::from("reset")]).await?;
+            for i in 0..pushes {
+                let payload = seri::pack(&[Value::from(i as i64)])?;
+                self.client
+                    .send(&n, "@sink", payload)
+                    .await
+                    .with_context(|| format!("push to {n}"))?;
+            }
+        }
+        for n in self.names() {
+            // Pushes and the count call share the connection: the count answers after
+            // every push before it was handled.
+            let v = call_values(&self.client, &n, "@sink", &[Value::from("count")]).await?;
+            let got = v.first().and_then(Value::as_int).unwrap_or(-1);
+            if got < pushes as i64 {
+                problems.push(format!("LOST PUSH: {n} counted {got} of {pushes} pushes"));
+            } else if got > pushes as i64 {
+                problems.push(format!(
+                    "DUPLICATE: {n} counted {got} pushes, {pushes} were sent"
+                ));
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// `xtask cluster-sim-driver`: see the module doc.
+pub async fn run(opts: Opts, report: &mut Report) -> Result<()> {
+    let hosts = hosts(opts.nodes);
+    let url = format!("etcd://{ETCD_IP}:2379{PREFIX_URL}");
+
+    // etcd, in its own namespace.
+    let etcd_host = hosts[1].clone();
+    let data = opts.dir.join("etcd-data");
+    let client_url = format!("http://{ETCD_IP}:2379");
+    let etcd = spawn_in(
+        &etcd_host,
+        Path::new("/usr/bin/etcd"),
+        &[
+            "--name",
+            "sim",
+            "--data-dir",
+            data.to_str().context("utf-8 path")?,
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "sim=http://127.0.0.1:2380",
+            "--initial-cluster-state",
+            "new",
+            "--log-level",
+            "warn",
+        ],
+        &opts.dir.join("etcd.log"),
+    )?;
+    let options = EtcdOptions {
+        connect_timeout: Duration::from_millis(500),
+        ..EtcdOptions::default()
+    };
+    let started = Instant::now();
+    let store = loop {
+        match EtcdStore::connect_with(&url, options).await {
+            Ok(s) => break s,
+            Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                bail!("etcd did not answer within 30 s: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let version = 1;
+    let text = Sim::text(&hosts, opts.nodes, version);
+    store.put_config_text(&text, false).await?;
+    let file = opts.dir.join("cluster.lua");
+    std::fs::write(&file, &text)?;
+
+    // The driver's own client node (in the ctl namespace).
+    let client_node = Node::new("sim-driver".to_string(), RuntimeConfig::default());
+    let mut settings = ClusterSettings {
+        wait_for_node: Some(Duration::ZERO),
+        ..ClusterSettings::default()
+    };
+    settings.channel.call_timeout = HUNG;
+    let client = Cluster::start(
+        &client_node,
+        Registry::new(ClusterConfig::load(&file)?),
+        settings,
+    );
+
+    let mut sim = Sim {
+        opts,
+        hosts,
+        bee: BTreeMap::new(),
+        sky: Vec::new(),
+        etcd: Some(etcd),
+        version,
+        client,
+        _client_node: client_node,
+        store,
+        url,
+    };
+
+    // The two stock skynet nodes.
+    let run_sh = sim.opts.root.join("interop").join("skynet").join("run.sh");
+    for tag in ["sky1", "sky2"] {
+        let p = spawn_in(
+            sim.host(tag),
+            &run_sh,
+            &["node", tag, file.to_str().context("utf-8 path")?],
+            &sim.opts.dir.join(format!("{tag}.log")),
+        )?;
+        sim.sky.push(p);
+    }
+
+    let names = sim.names();
+    let n = sim.opts.nodes;
+    let repeats = sim.opts.repeats;
+
+    // 1. Cold start: every node up and every node has said hello to every other (and
+    //    learnt its incarnation); both skynet nodes reach every bee node.
+    let mut cold = Vec::new();
+    let mut sky_cold = Vec::new();
+    for r in 0..repeats {
+        for p in sim.bee.values_mut() {
+            p.stop(Duration::from_secs(15))?;
+        }
+        sim.bee.clear();
+        let t0 = Instant::now();
+        for name in &names {
+            let p = sim.start_bee(name)?;
+            sim.bee.insert(name.clone(), p);
+        }
+        let pairs = sim
+            .until_all_see(&names, &names, t0, &BTreeMap::new())
+            .await
+            .context("cold start")?;
+        let all = pairs.iter().copied().fold(0.0, f64::max);
+        cold.push(all);
+        let sky = sim.skynet_reaches_all(t0).await.context("cold start")?;
+        sky_cold.push(sky);
+        eprintln!(
+            "  cold start {}/{repeats}: all {n} nodes see each other in {all:.0} ms; skynet reaches all in {sky:.0} ms",
+            r + 1
+        );
+    }
+    report.push(Row::new(
+        "1 cold start",
+        &format!("all {n} bee nodes up, every pair said hello (incarnation known)"),
+        cold,
+        "",
+    ));
+    report.push(Row::new(
+        "1 cold start",
+        "both skynet nodes' calls reach every bee node",
+        sky_cold,
+        "",
+    ));
+    let pushes = if sim.opts.quick { 200 } else { 1000 };
+    for p in sim.check_pushes(pushes).await? {
+        report.fail(p);
+    }
+
+    // 2. kill -9 of 10 % with calls in flight from every live node.
+    kill_scenario(&mut sim, report).await?;
+
+    // 3. A node leaves (SIGTERM) and joins again.
+    leave_join(&mut sim, report).await?;
+
+    // 4. Config push: file (`bee config push`) and etcd (a write of the key).
+    config_push(&mut sim, report).await?;
+
+    // 5. etcd put -> watch latency.
+    let counts: &[usize] = if sim.opts.quick {
+        &[10, 50]
+    } else {
+        &[50, 1000]
+    };
+    for &w in counts {
+        watch_latency(&sim, report, w).await?;
+    }
+
+    // After everything: no push lost or doubled.
+    for p in sim.check_pushes(pushes).await? {
+        report.fail(p);
+    }
+
+    for name in [
+        "6 rolling upgrade under load",
+        "7 hub with 1000 peers",
+        "8 partition 40/10",
+    ] {
+        report.not_run(name);
+    }
+
+    for p in sim.bee.values_mut() {
+        let _ = p.stop(Duration::from_secs(15));
+    }
+    drop(sim.sky.drain(..));
+    drop(sim.etcd.take());
+    Ok(())
+}
+
+async fn kill_scenario(sim: &mut Sim, report: &mut Report) -> Result<()> {
+    let names = sim.names();
+    let k = (names.len() / 10).max(1);
+    let mut to_error = Vec::new();
+    let mut to_view = Vec::new();
+    let mut to_etcd = Vec::new();
+    let mut hung = 0usize;
+    for r in 0..sim.opts.repeats {
+        // Victims: a different tenth each round.
+        let victims: Vec<String> = (0..k)
+            .map(|i| names[(r * k + i * 10 + 3) % names.len()].clone())
+            .collect();
+        let live: Vec<String> = names
+            .iter()
+            .filter(|n| !victims.contains(n))
+            .cloned()
+            .collect();
+        // Freeze the victims so that the calls to them stay in flight, then call.
+        for v in &victims {
+            sim.bee[v].signal("-STOP");
+        }
+        let t_kill = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let mut pending = Vec::new();
+        for a in &live {
+            for v in &victims {
+                let (c, a, v, t) = (sim.client.clone(), a.clone(), v.clone(), t_kill.clone());
+                pending.push(tokio::spawn(async move {
+                    let res = ping(&c, &a, &v).await;
+                    let at = t.get().map(|t| ms(t.elapsed()));
+                    (a, v, res, at)
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = t_kill.set(Instant::now());
+        let t0 = *t_kill.get().expect("just set");
+        for v in &victims {
+            if let Some(mut p) = sim.bee.remove(v) {
+                p.kill9();
+            }
+        }
+        // etcd membership: the victims' keys gone.
+        let store = sim.store.clone();
+        let vs = victims.clone();
+        let etcd_task = tokio::spawn(async move {
+            loop {
+                let m = store.members().await?;
+                if vs.iter().all(|v| !m.contains_key(v)) {
+                    return Ok::<f64, anyhow::Error>(ms(t0.elapsed()));
+                }
+                if t0.elapsed() > SETTLE {
+                    bail!("etcd still lists a killed node after {SETTLE:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        for p in pending {
+            let (a, v, res, at) = p.await?;
+            match res {
+                Ping::Hung => {
+                    hung += 1;
+                    report.fail(format!("HUNG: {a}'s call to killed {v} got no answer"));
+                }
+                Ping::Ok(h) => report.fail(format!(
+                    "{a}'s call to {v} was answered although {v} was stopped (incarnation {}, {} ms after the kill)",
+                    h.incarnation,
+                    at.map_or("before".into(), |x| format!("{x:.0}"))
+                )),
+                Ping::Err(_) => to_error.push(at.unwrap_or(0.0)),
+            }
+        }
+        // Every live node's view marks every victim down (etcd membership gone: calls
+        // fail at once saying so).
+        let mut tasks = Vec::new();
+        for a in &live {
+            for v in &victims {
+                let (c, a, v) = (sim.client.clone(), a.clone(), v.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        match ping(&c, &a, &v).await {
+                            Ping::Err(e) if e.contains("membership") => {
+                                return Ok(ms(t0.elapsed()))
+                            }
+                            Ping::Hung => bail!("HUNG: ping {a} -> killed {v}"),
+                            _ if t0.elapsed() > SETTLE => {
+                                bail!("{a} still does not mark {v} down after {SETTLE:?}")
+                            }
+                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            match t.await? {
+                Ok(x) => to_view.push(x),
+                Err(e) => report.fail(format!("{e:#}")),
+            }
+        }
+        match etcd_task.await? {
+            Ok(x) => to_etcd.push(x),
+            Err(e) => report.fail(format!("{e:#}")),
+        }
+        // Bring the victims back (a new incarnation each) before the next round.
+        let t1 = Instant::now();
+        for v in &victims {
+            let p = sim.start_bee(v)?;
+            sim.bee.insert(v.clone(), p);
+        }
+        sim.until_all_see(&names, &victims, t1, &BTreeMap::new())
+            .await
+            .context("restarted victims")?;
+        eprintln!(
+            "  kill -9 {}/{}: {k} killed with {} calls in flight; {hung} hung so far",
+            r + 1,
+            sim.opts.repeats,
+            live.len() * k
+        );
+    }
+    let what = format!("{}% of nodes", 10);
+    report.push(Row::new(
+        "2 kill -9",
+        &format!("{what}: call in flight -> typed error (per caller/victim pair)"),
+        to_error,
+        "p99 <= 3000 ms",
+    ));
+    report.push(Row::new(
+        "2 kill -9",
+        "every live node's view marks them down (etcd membership)",
+        to_view,
+        "p99 <= 3000 ms",
+    ));
+    report.push(Row::new(
+        "2 kill -9",
+        "etcd membership keys gone",
+        to_etcd,
+        "",
+    ));
+    report.note(format!("kill -9: {hung} hung calls (target 0)"));
+    Ok(())
+}
+
+async fn leave_join(sim: &mut Sim, report: &mut Report) -> Result<()> {
+    let names = sim.names();
+    let mut leave = Vec::new();
+    let mut join = Vec::new();
+    for r in 0..sim.opts.repeats {
+        let who = names[(7 * r + 1) % names.len()].clone();
+        let others: Vec<String> = names.iter().filter(|n| **n != who).cloned().collect();
+        let old = sim
+            .incarnations(&others[0], std::slice::from_ref(&who))
+            .await?;
+        let t0 = Instant::now();
+        if let Some(mut p) = sim.bee.remove(&who) {
+            p.stop(Duration::from_secs(15))?;
+        }
+        // Left: every other node's call to it fails at once saying it is down.
+        let mut tasks = Vec::new();
+        for a in &others {
+            let (c, a, w) = (sim.client.clone(), a.clone(), who.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match ping(&c, &a, &w).await {
+                        Ping::Err(e) if e.contains("down") => return Ok(ms(t0.elapsed())),
+                        Ping::Hung => bail!("HUNG: ping {a} -> {w} after it left"),
+                        _ if t0.elapsed() > SETTLE => {
+                            bail!("{a} does not see {w} gone after {SETTLE:?}")
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            }));
+        }
+        let mut all = 0.0f64;
+        for t in tasks {
+            match t.await? {
+                Ok(x) => all = all.max(x),
+                Err(e) => report.fail(format!("{e:#}")),
+            }
+        }
+        leave.push(all);
+        // Joins again: every node reaches its new incarnation.
+        let t1 = Instant::now();
+        let p = sim.start_bee(&who)?;
+        sim.bee.insert(who.clone(), p);
+        let pairs = sim
+            .until_all_see(&others, std::slice::from_ref(&who), t1, &old)
+            .await
+            .context("join")?;
+        join.push(pairs.iter().copied().fold(0.0, f64::max));
+        eprintln!(
+            "  leave/join {}/{}: {who} seen gone by all in {all:.0} ms, back in {:.0} ms",
+            r + 1,
+            sim.opts.repeats,
+            join.last().copied().unwrap_or(0.0)
+        );
+    }
+    report.push(Row::new(
+        "3 leave/join",
+        "graceful leave (SIGTERM) seen by all (calls fail: down)",
+        leave,
+        "p99 <= 1000 ms",
+    ));
+    report.push(Row::new(
+        "3 leave/join",
+        "join (process start) seen by all (new incarnation)",
+        join,
+        "p99 <= 1000 ms (from process start; includes its start-up)",
+    ));
+    Ok(())
+}
+
+async fn config_push(sim: &mut Sim, report: &mut Report) -> Result<()> {
+    let names = sim.names();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut file_ms = Vec::new();
+    let mut etcd_ms = Vec::new();
+    let total = sim.opts.nodes + 2;
+    for r in 0..sim.opts.repeats {
+        // File mode: `bee config push --cluster CURRENT NEW` to every node, skynet's too.
+        let current = sim.opts.dir.join("cluster.lua");
+        sim.version += 1;
+        let next = sim.opts.dir.join(format!("cluster-v{}.lua", sim.version));
+        std::fs::write(&next, Sim::text(&sim.hosts, sim.opts.nodes, sim.version))?;
+        let t0 = Instant::now();
+        let out = Command::new(&sim.opts.bee)
+            .args(["config", "push", "--cluster"])
+            .arg(&current)
+            .arg(&next)
+            .args(["--require-all", "--timeout-ms", "10000"])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run bee config push")?;
+        let took = ms(t0.elapsed());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary = stdout.lines().last().unwrap_or("").to_string();
+        let want = format!("{total} applied");
+        if !out.status.success() || !summary.contains(&want) {
+            report.fail(format!(
+                "MISSING ACK: bee config push: {summary} {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        } else {
+            file_ms.push(took);
+        }
+        std::fs::copy(&next, &current)?;
+
+        // etcd mode: a write of the key, then every node's ack of that version.
+        sim.version += 1;
+        let text = Sim::text(&sim.hosts, sim.opts.nodes, sim.version);
+        let t0 = Instant::now();
+        sim.store.put_config_text(&text, false).await?;
+        let acks = sim
+            .store
+            .wait_acks(&refs, sim.version, Duration::from_secs(10))
+            .await?;
+        let took = ms(t0.elapsed());
+        if acks.all_applied() {
+            etcd_ms.push(took);
+        } else {
+            report.fail(format!(
+                "MISSING ACK: etcd version {}: {} applied, failed {:?}, missing {:?}",
+                sim.version,
+                acks.applied.len(),
+                acks.failed.keys().collect::<Vec<_>>(),
+                acks.missing
+            ));
+        }
+        std::fs::write(&current, &text)?;
+        eprintln!(
+            "  config push {}/{}: file {:.0} ms, etcd {took:.0} ms",
+            r + 1,
+            sim.opts.repeats,
+            file_ms.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    report.push(Row::new(
+        "4 config push",
+        &format!(
+            "file: `bee config push` to {total} nodes (2 skynet), all applied (whole command)"
+        ),
+        file_ms,
+        "p99 <= 500 ms",
+    ));
+    report.push(Row::new(
+        "4 config push",
+        &format!("etcd: key written -> {} acks", sim.opts.nodes),
+        etcd_ms,
+        "p99 <= 500 ms",
+    ));
+    Ok(())
+}
+
+async fn watch_latency(sim: &Sim, report: &mut Report, watchers: usize) -> Result<()> {
+    let url = format!("etcd://{ETCD_IP}:2379/bee/watchbench{watchers}");
+    let writer = EtcdStore::connect(&url).await?;
+    // Connect the watchers (each its own etcd client), a few at a time.
+    let mut stores = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        stores.push(EtcdStore::connect(&url).await.context("watcher connect")?);
+    }
+    let mut watches: Vec<_> = stores.iter().map(|s| s.watch_config()).collect();
+    let mut lat = Vec::new();
+    let rounds = sim.opts.repeats.max(3);
+    for r in 1..=rounds as u64 {
+        let text = format!("__version = {r}\nw = \"10.213.0.9:1\"\n");
+        let t0 = Instant::now();
+        writer.put_config_text(&text, false).await?;
+        let marker = format!("__version = {r}\n");
+        let mut tasks = Vec::new();
+        for mut w in watches.drain(..) {
+            let marker = marker.clone();
+            tasks.push(tokio::spawn(async move {
+                let deadline = Instant::now() + SETTLE;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match w.next_within(left).await {
+                        Some(ConfigUpdate::Config(c)) if c.text.contains(&marker) => {
+                            return (w, Some(ms(t0.elapsed())));
+                        }
+                        Some(_) => continue,
+                        None => return (w, None),
+                    }
+                }
+            }));
+        }
+        let mut missed = 0;
+        for t in tasks {
+            let (w, got) = t.await?;
+            watches.push(w);
+            match got {
+                Some(x) => lat.push(x),
+                None => missed += 1,
+            }
+        }
+        if missed > 0 {
+            report.fail(format!(
+                "MISSING: {missed} of {watchers} etcd watchers never saw version {r}"
+            ));
+        }
+    }
+    report.push(Row::new(
+        "5 etcd put->watch",
+        &format!("{watchers} watchers (own client each), {rounds} writes"),
+        lat,
+        "reported (no target)",
+    ));
+    Ok(())
+}
