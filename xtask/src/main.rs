@@ -139,6 +139,10 @@ fn ci() -> Result<()> {
     // call or a lost push, never on speed.
     eprintln!("\n== benchmark smoke test: cargo xtask bench --quick");
     bench::run(&project_root(), &["--quick".to_string()])?;
+    // Ten nodes in network namespaces (root): fails on a hung call, a lost or doubled
+    // push or a missing ack, never on speed.
+    eprintln!("\n== cluster simulation: cargo xtask cluster-sim --quick");
+    sim::run(&project_root(), &["--quick".to_string()])?;
     // Timing-sensitive tests again and again beside a CPU hog (a few minutes at most);
     // its verdict is given after the full run so that nextest's summary ends the output.
     let stress = stress::ci_round(&project_root());
