@@ -498,11 +498,13 @@ pub async fn run(opts: Opts, report: &mut Report) -> Result<()> {
         report.fail(p);
     }
 
-    for name in [
-        "6 rolling upgrade under load",
-        "7 hub with 1000 peers",
-        "8 partition 40/10",
-    ] {
+    // 8. A partition: a fifth of the nodes cut off, then healed.
+    partition(&mut sim, report).await?;
+    for p in sim.check_pushes(pushes).await? {
+        report.fail(p);
+    }
+
+    for name in ["6 rolling upgrade under load", "7 hub with 1000 peers"] {
         report.not_run(name);
     }
 
@@ -860,6 +862,135 @@ async fn watch_latency(sim: &Sim, report: &mut Report, watchers: usize) -> Resul
         &format!("{watchers} watchers (own client each), {rounds} writes"),
         lat,
         "reported (no target)",
+    ));
+    Ok(())
+}
+
+async fn partition(sim: &mut Sim, report: &mut Report) -> Result<()> {
+    let names = sim.names();
+    let n = names.len();
+    let cut: Vec<usize> = ((n - n / 5 + 1)..=n).collect();
+    let minority: Vec<String> = cut.iter().map(|&i| node_name(i)).collect();
+    let majority: Vec<String> = names
+        .iter()
+        .filter(|x| !minority.contains(x))
+        .cloned()
+        .collect();
+    let hold = Duration::from_secs(if sim.opts.quick { 6 } else { 20 });
+    let mut fail_ms = Vec::new();
+    let mut recover_ms = Vec::new();
+    for r in 0..sim.opts.repeats {
+        for x in &names {
+            call_values(&sim.client, x, "@sink", &[Value::from("reset")]).await?;
+        }
+        // A steady stream of pushes from the driver to every node, counted per node.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stream = {
+            let (c, names, stop) = (sim.client.clone(), names.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut sent: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+                let mut hung = 0u64;
+                let mut i = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for x in &names {
+                        i += 1;
+                        let payload = seri::pack(&[Value::from(i)]).expect("plain values pack");
+                        let e = sent.entry(x.clone()).or_default();
+                        e.0 += 1;
+                        match tokio::time::timeout(HUNG, c.send(x, "@sink", payload)).await {
+                            Ok(Ok(())) => e.1 += 1,
+                            Ok(Err(_)) => {}
+                            Err(_) => hung += 1,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (sent, hung)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t0 = Instant::now();
+        super::net::partition(&cut)?;
+        // Calls across, started as the cut happens: each must fail (typed) in time.
+        let mut tasks = Vec::new();
+        for a in &majority {
+            for m in &minority {
+                let (c, a, m) = (sim.client.clone(), a.clone(), m.clone());
+                tasks.push(tokio::spawn(async move {
+                    let res = ping(&c, &a, &m).await;
+                    (a, m, res, ms(t0.elapsed()))
+                }));
+            }
+        }
+        for t in tasks {
+            let (a, m, res, at) = t.await?;
+            match res {
+                Ping::Err(_) => fail_ms.push(at),
+                Ping::Hung => report.fail(format!(
+                    "HUNG: {a}'s call to {m} across the partition got no answer"
+                )),
+                Ping::Ok(_) => report.fail(format!(
+                    "{a}'s call to {m} was answered across the partition ({at:.0} ms after the cut)"
+                )),
+            }
+        }
+        let left = hold.saturating_sub(t0.elapsed());
+        tokio::time::sleep(left).await;
+        let t1 = Instant::now();
+        super::net::heal(&cut)?;
+        // Recovered: every majority node reaches every minority node, and the minority
+        // nodes reach each other and the majority again.
+        let pairs = sim
+            .until_all_see(&names, &names, t1, &BTreeMap::new())
+            .await
+            .context("after the heal")?;
+        let rec = pairs.iter().copied().fold(0.0, f64::max);
+        recover_ms.push(rec);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (sent, hung) = stream.await?;
+        if hung > 0 {
+            report.fail(format!(
+                "HUNG: {hung} pushes during the partition did not return"
+            ));
+        }
+        let mut lost = 0u64;
+        for x in &names {
+            let (attempted, accepted) = sent.get(x).copied().unwrap_or_default();
+            let v = call_values(&sim.client, x, "@sink", &[Value::from("count")]).await?;
+            let got = v.first().and_then(Value::as_int).unwrap_or(-1).max(0) as u64;
+            if got > attempted {
+                report.fail(format!(
+                    "DUPLICATE: {x} counted {got} pushes of {attempted} sent during the partition"
+                ));
+            }
+            lost += accepted.saturating_sub(got);
+        }
+        report.note(format!(
+            "partition {}/{}: {} of {} nodes cut off for {hold:?}; pushes accepted by the driver's channel but never counted: {lost} (to the cut-off nodes, lost with their connection)",
+            r + 1,
+            sim.opts.repeats,
+            minority.len(),
+            n
+        ));
+        eprintln!(
+            "  partition {}/{}: calls across failed by {:.0} ms; all reach all {rec:.0} ms after the heal; {lost} pushes lost",
+            r + 1,
+            sim.opts.repeats,
+            fail_ms.iter().copied().fold(0.0, f64::max)
+        );
+    }
+    report.push(Row::new(
+        "8 partition",
+        &format!("{}/{} split: call across -> typed error", n - n / 5, n / 5),
+        fail_ms,
+        "p99 <= 5000 ms (liveness 4 s + heartbeat 1 s)",
+    ));
+    report.push(Row::new(
+        "8 partition",
+        "heal -> every node reaches every node again",
+        recover_ms,
+        "p99 <= 1000 ms",
     ));
     Ok(())
 }

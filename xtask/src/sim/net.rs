@@ -252,3 +252,43 @@ pub fn hosts(nodes: usize) -> Vec<Host> {
 pub fn node_name(i: usize) -> String {
     format!("n{i:02}")
 }
+
+/// The bridge port of bee node `i` (1-based): hosts are the driver, etcd, two skynet
+/// nodes, then the bee nodes, and host `k` is on port `p{k}`.
+fn node_port(i: usize) -> String {
+    format!("p{}", 3 + i)
+}
+
+/// Cut bee nodes `nodes` (1-based) off the others: their ports move to a second bridge,
+/// so they reach each other but nothing else (etcd and the driver stay with the rest).
+pub fn partition(nodes: &[usize]) -> Result<()> {
+    if ip(&["-n", CORE, "link", "show", "br1"]).is_err() {
+        ip(&["-n", CORE, "link", "add", "br1", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            CORE,
+            "link",
+            "set",
+            "br1",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
+        ip(&["-n", CORE, "link", "set", "br1", "up"])?;
+    }
+    for &i in nodes {
+        ip(&["-n", CORE, "link", "set", &node_port(i), "master", "br1"])?;
+    }
+    Ok(())
+}
+
+/// Undo [`partition`]: the ports go back to the one bridge.
+pub fn heal(nodes: &[usize]) -> Result<()> {
+    for &i in nodes {
+        ip(&["-n", CORE, "link", "set", &node_port(i), "master", BRIDGE])?;
+    }
+    Ok(())
+}
