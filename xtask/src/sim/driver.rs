@@ -152,6 +152,18 @@ async fn call_values(c: &Cluster, node: &str, target: &str, args: &[Value]) -> R
     Ok(seri::unpack(&reply)?)
 }
 
+/// The `State:` of a process (`T (stopped)`, `S (sleeping)`, …).
+fn proc_state(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("State:"))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "gone".into())
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -225,6 +237,23 @@ impl Sim {
         t0: Instant,
         not: &BTreeMap<String, u64>,
     ) -> Result<Vec<f64>> {
+        Ok(self
+            .until_all_see_why(from, to, t0, not)
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect())
+    }
+
+    /// [`Sim::until_all_see`] with, per pair, `a -> b` and the last error before it
+    /// succeeded (to say what the slowest pair waited for).
+    async fn until_all_see_why(
+        &self,
+        from: &[String],
+        to: &[String],
+        t0: Instant,
+        not: &BTreeMap<String, u64>,
+    ) -> Result<Vec<(f64, String)>> {
         let mut tasks = Vec::new();
         for a in from {
             for b in to {
@@ -234,10 +263,15 @@ impl Sim {
                 let (c, a, b) = (self.client.clone(), a.clone(), b.clone());
                 let old = not.get(&b).copied();
                 tasks.push(tokio::spawn(async move {
+                    let mut last = String::new();
                     loop {
                         match ping(&c, &a, &b).await {
                             Ping::Ok(h) if h.incarnation != 0 && Some(h.incarnation) != old => {
-                                return Ok(ms(t0.elapsed()));
+                                return Ok((ms(t0.elapsed()), format!("{a} -> {b}: {last}")));
+                            }
+                            Ping::Err(e) if t0.elapsed() <= SETTLE => {
+                                last = e;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
                             }
                             Ping::Hung => bail!("HUNG: ping {a} -> {b} had no answer in {HUNG:?}"),
                             _ if t0.elapsed() > SETTLE => {
@@ -536,6 +570,19 @@ async fn kill_scenario(sim: &mut Sim, report: &mut Report) -> Result<()> {
         // Freeze the victims so that the calls to them stay in flight, then call.
         for v in &victims {
             sim.bee[v].signal("-STOP");
+        }
+        for v in &victims {
+            let pid = sim.bee[v].pid();
+            let t = Instant::now();
+            while !proc_state(pid).starts_with('T') {
+                if t.elapsed() > Duration::from_secs(5) {
+                    bail!(
+                        "{v} (pid {pid}) did not stop on SIGSTOP: state {}",
+                        proc_state(pid)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         let t_kill = Arc::new(std::sync::OnceLock::<Instant>::new());
         let mut pending = Vec::new();
@@ -941,10 +988,14 @@ async fn partition(sim: &mut Sim, report: &mut Report) -> Result<()> {
         // Recovered: every majority node reaches every minority node, and the minority
         // nodes reach each other and the majority again.
         let pairs = sim
-            .until_all_see(&names, &names, t1, &BTreeMap::new())
+            .until_all_see_why(&names, &names, t1, &BTreeMap::new())
             .await
             .context("after the heal")?;
-        let rec = pairs.iter().copied().fold(0.0, f64::max);
+        let (rec, why) = pairs
+            .into_iter()
+            .max_by(|x, y| x.0.total_cmp(&y.0))
+            .unwrap_or_default();
+        eprintln!("  slowest after the heal: {why} ({rec:.0} ms)");
         recover_ms.push(rec);
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
