@@ -23,6 +23,7 @@ use bee_dispatch::lifecycle::Hello;
 use bee_dispatch::{Cluster, ClusterSettings, Node, RuntimeConfig};
 use bee_etcd::{ConfigUpdate, EtcdOptions, EtcdStore};
 use bee_registry::{ClusterConfig, Registry};
+use bee_transport::{Address, Channel, ChannelConfig};
 
 use super::net::{hosts, node_name, Host};
 use super::report::{Report, Row};
@@ -538,9 +539,10 @@ pub async fn run(opts: Opts, report: &mut Report) -> Result<()> {
         report.fail(p);
     }
 
-    for name in ["6 rolling upgrade under load", "7 hub with 1000 peers"] {
-        report.not_run(name);
-    }
+    // 7. A hub with many connected peers.
+    hub(&sim, report, if sim.opts.quick { 200 } else { 1000 }).await?;
+
+    report.not_run("6 rolling upgrade under load");
 
     for p in sim.bee.values_mut() {
         let _ = p.stop(Duration::from_secs(15));
@@ -1042,6 +1044,139 @@ async fn partition(sim: &mut Sim, report: &mut Report) -> Result<()> {
         "heal -> every node reaches every node again",
         recover_ms,
         "p99 <= 1000 ms",
+    ));
+    Ok(())
+}
+
+/// `VmRSS` of a process, KiB.
+fn rss_kb(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|r| r.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// CPU time (user + system) of a process, seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = text.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of the line, utime 14 and stime 15.
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    Some(ticks / hz)
+}
+
+async fn hub(sim: &Sim, report: &mut Report, peers: usize) -> Result<()> {
+    let hub = node_name(1);
+    let pid = sim.bee[&hub].pid();
+    let addr = format!("{}:2528", sim.host(&hub).ip);
+    let window = Duration::from_secs(if sim.opts.quick { 5 } else { 10 });
+    let echo = Address::Name(bytes::Bytes::from_static(b"@echo"));
+    let payload = seri::pack(&[Value::from("hub"), Value::Integer(7)])?;
+    // Baseline: the hub's memory and CPU before the peers come.
+    let rss0 = rss_kb(pid).context("hub RSS")?;
+    let c0 = cpu_secs(pid).context("hub CPU")?;
+    tokio::time::sleep(window).await;
+    let idle = (cpu_secs(pid).context("hub CPU")? - c0) / window.as_secs_f64();
+    // The peers: one channel each (heartbeat after 1 s without traffic, the default),
+    // each connected by a first call.
+    let channels: Vec<Channel> = (0..peers)
+        .map(|i| Channel::new(&format!("peer{i}"), addr.clone(), ChannelConfig::default()))
+        .collect();
+    for batch in channels.chunks(100) {
+        let mut tasks = Vec::new();
+        for ch in batch {
+            let (ch, echo, payload) = (ch.clone(), echo.clone(), payload.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::timeout(HUNG, ch.call(echo, payload, None)).await
+            }));
+        }
+        for t in tasks {
+            match t.await? {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => report.fail(format!("hub: a peer's first call failed: {e}")),
+                Err(_) => report.fail("HUNG: hub: a peer's first call".into()),
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss1 = rss_kb(pid).context("hub RSS")?;
+    // Heartbeats only: every peer idle, each pinging the hub every second.
+    let c1 = cpu_secs(pid).context("hub CPU")?;
+    tokio::time::sleep(window).await;
+    let beat = (cpu_secs(pid).context("hub CPU")? - c1) / window.as_secs_f64();
+    // Calls through the hub: every peer makes 10 calls to its echo, all at once.
+    let mut tasks = Vec::new();
+    for ch in &channels {
+        let (ch, echo, payload) = (ch.clone(), echo.clone(), payload.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = Vec::new();
+            for _ in 0..10 {
+                let t = Instant::now();
+                match tokio::time::timeout(HUNG, ch.call(echo.clone(), payload.clone(), None)).await
+                {
+                    Ok(Ok(r)) if r == payload => lat.push(ms(t.elapsed())),
+                    Ok(Ok(_)) => errors.push("a wrong reply".to_string()),
+                    Ok(Err(e)) => errors.push(e.to_string()),
+                    Err(_) => errors.push("HUNG".to_string()),
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        let (l, errors) = t.await?;
+        lat.extend(l);
+        for e in errors {
+            report.fail(format!("hub: a call through the hub failed: {e}"));
+        }
+    }
+    for ch in &channels {
+        ch.close();
+    }
+    let per_peer = (rss1 - rss0).max(0.0) / peers as f64;
+    let hb = 100.0 * (beat - idle).max(0.0);
+    eprintln!(
+        "  hub: {peers} peers, RSS {rss0:.0} -> {rss1:.0} KiB ({per_peer:.1} KiB/peer), heartbeat CPU {hb:.2} % of a core (idle {:.2} %)",
+        100.0 * idle
+    );
+    report.push(
+        Row::new(
+            "7 hub",
+            &format!("{peers} connected peers: hub RSS per peer"),
+            vec![per_peer],
+            "p99 <= 32 KiB",
+        )
+        .in_unit("KiB"),
+    );
+    report.push(
+        Row::new(
+            "7 hub",
+            &format!("{peers} peers' heartbeats (1/s each): hub CPU above idle"),
+            vec![hb],
+            "p99 <= 5 % of a core",
+        )
+        .in_unit("%"),
+    );
+    report.push(Row::new(
+        "7 hub",
+        &format!("calls to the hub's echo, {peers} peers x 10 at once"),
+        lat,
+        "",
     ));
     Ok(())
 }

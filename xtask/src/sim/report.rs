@@ -18,6 +18,8 @@ pub struct Row {
     pub samples: Vec<f64>,
     /// The target, or empty.
     pub target: String,
+    /// The samples' unit (`ms` unless set).
+    pub unit: String,
 }
 
 impl Row {
@@ -28,7 +30,14 @@ impl Row {
             what: what.into(),
             samples,
             target: target.into(),
+            unit: "ms".into(),
         }
+    }
+
+    /// The same row with samples in `unit`.
+    pub fn in_unit(mut self, unit: &str) -> Row {
+        self.unit = unit.into();
+        self
     }
 
     /// The `q` quantile (nearest rank), `None` without samples.
@@ -101,10 +110,11 @@ impl Report {
         for r in &self.rows {
             let samples: Vec<String> = r.samples.iter().map(|x| format!("{x:.3}")).collect();
             s.push_str(&format!(
-                "row\t{}\t{}\t{}\t{}\n",
+                "row\t{}\t{}\t{}\t{}\t{}\n",
                 r.scenario,
                 r.what,
                 r.target,
+                r.unit,
                 samples.join(",")
             ));
         }
@@ -126,13 +136,14 @@ impl Report {
         for line in text.lines() {
             let f: Vec<&str> = line.split('\t').collect();
             match f.as_slice() {
-                ["row", scenario, what, target, samples] => {
+                ["row", scenario, what, target, unit, samples] => {
                     let samples = samples
                         .split(',')
                         .filter(|x| !x.is_empty())
                         .map(|x| x.parse::<f64>().context("a sample"))
                         .collect::<Result<Vec<f64>>>()?;
-                    r.rows.push(Row::new(scenario, what, samples, target));
+                    r.rows
+                        .push(Row::new(scenario, what, samples, target).in_unit(unit));
                 }
                 ["notrun", x] => r.not_run.push(x.to_string()),
                 ["note", x] => r.notes.push(x.to_string()),
@@ -148,8 +159,16 @@ impl Report {
         let mut md = String::from(
             "| scenario | measured | samples | p50 | p99 | target | holds? |\n|---|---|---|---|---|---|---|\n",
         );
-        let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.0} ms"));
         for r in &self.rows {
+            let f = |x: Option<f64>| {
+                x.map_or("—".to_string(), |v| {
+                    if v.abs() < 10.0 && v.fract() != 0.0 {
+                        format!("{v:.2} {}", r.unit)
+                    } else {
+                        format!("{v:.0} {}", r.unit)
+                    }
+                })
+            };
             md.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} |\n",
                 r.scenario,
