@@ -256,29 +256,37 @@ impl Sim {
         not: &BTreeMap<String, u64>,
     ) -> Result<Vec<(f64, String)>> {
         let mut tasks = Vec::new();
+        // At most this many pings at once, each pair retried every 100 ms: the driver
+        // must not be the storm it measures.
+        let gate = Arc::new(tokio::sync::Semaphore::new(128));
         for a in from {
             for b in to {
                 if a == b {
                     continue;
                 }
-                let (c, a, b) = (self.client.clone(), a.clone(), b.clone());
+                let (c, a, b, gate) = (self.client.clone(), a.clone(), b.clone(), gate.clone());
                 let old = not.get(&b).copied();
                 tasks.push(tokio::spawn(async move {
                     let mut last = String::new();
                     loop {
-                        match ping(&c, &a, &b).await {
+                        let permit = gate.acquire().await;
+                        let res = ping(&c, &a, &b).await;
+                        drop(permit);
+                        match res {
                             Ping::Ok(h) if h.incarnation != 0 && Some(h.incarnation) != old => {
                                 return Ok((ms(t0.elapsed()), format!("{a} -> {b}: {last}")));
                             }
                             Ping::Err(e) if t0.elapsed() <= SETTLE => {
                                 last = e;
-                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                             Ping::Hung => bail!("HUNG: ping {a} -> {b} had no answer in {HUNG:?}"),
                             _ if t0.elapsed() > SETTLE => {
-                                bail!("{a} did not reach {b} within {SETTLE:?}")
+                                bail!(
+                                    "{a} did not reach {b} within {SETTLE:?} (last error: {last})"
+                                )
                             }
-                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                            _ => tokio::time::sleep(Duration::from_millis(50)).await,
                         }
                     }
                 }));
@@ -652,7 +660,7 @@ async fn kill_scenario(sim: &mut Sim, report: &mut Report) -> Result<()> {
                             _ if t0.elapsed() > SETTLE => {
                                 bail!("{a} still does not mark {v} down after {SETTLE:?}")
                             }
-                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                            _ => tokio::time::sleep(Duration::from_millis(50)).await,
                         }
                     }
                 }));
@@ -733,7 +741,7 @@ async fn leave_join(sim: &mut Sim, report: &mut Report) -> Result<()> {
                         _ if t0.elapsed() > SETTLE => {
                             bail!("{a} does not see {w} gone after {SETTLE:?}")
                         }
-                        _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
                 }
             }));

@@ -57,6 +57,18 @@ impl Host {
     pub fn ns(&self) -> String {
         format!("{PREFIX}{}", self.tag)
     }
+
+    /// The MAC address of its `eth0`: locally administered, from its IP.
+    pub fn mac(&self) -> String {
+        let o: Vec<u8> = self.ip.split('.').filter_map(|x| x.parse().ok()).collect();
+        format!(
+            "02:00:{:02x}:{:02x}:{:02x}:{:02x}",
+            o.first().copied().unwrap_or(0),
+            o.get(1).copied().unwrap_or(0),
+            o.get(2).copied().unwrap_or(0),
+            o.get(3).copied().unwrap_or(0)
+        )
+    }
 }
 
 /// The namespaces made by [`Net::create`]; all removed (with their processes) on drop.
@@ -187,9 +199,10 @@ impl Net {
             let port = format!("p{i}");
             ip(&["netns", "add", &ns])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            let mac = h.mac();
             ip(&[
-                "-n", CORE, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
+                "-n", CORE, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "address", &mac, "netns", &ns,
             ])?;
             ip(&["-n", CORE, "link", "set", &port, "master", BRIDGE])?;
             ip(&["-n", CORE, "link", "set", &port, "up"])?;
@@ -207,6 +220,24 @@ impl Net {
                 tc(&ns, "eth0", n)?;
             }
         }
+        // Every host knows every other's MAC address: no ARP. With tens of hosts
+        // dialling each other at once, the broadcasts (one copy per bridge port) overflow
+        // the kernel's per-CPU backlog and the lost ARP answers look like dials timing out.
+        let mut table = String::new();
+        for h in hosts {
+            table.push_str(&format!(
+                "neigh replace {} lladdr {} dev eth0 nud permanent\n",
+                h.ip,
+                h.mac()
+            ));
+        }
+        let batch = std::env::temp_dir().join(format!("{PREFIX}neigh-{}", std::process::id()));
+        std::fs::write(&batch, table)?;
+        let path = batch.to_str().context("temp path")?.to_string();
+        for h in hosts {
+            ip(&["-n", &h.ns(), "-batch", &path])?;
+        }
+        let _ = std::fs::remove_file(&batch);
         Ok(net)
     }
 }
