@@ -512,6 +512,24 @@ pub async fn run(opts: Opts, report: &mut Report) -> Result<()> {
         sky_cold,
         "",
     ));
+    // What the "every pair" figures cost to measure: the same sweep on a settled cluster.
+    let mut floor = Vec::new();
+    for _ in 0..repeats {
+        let t0 = Instant::now();
+        sim.until_all_see(&names, &names, t0, &BTreeMap::new())
+            .await
+            .context("settled sweep")?;
+        floor.push(ms(t0.elapsed()));
+    }
+    report.push(Row::new(
+        "1 cold start",
+        &format!(
+            "measuring floor: one all-pairs sweep ({} pings) on the settled cluster",
+            n * (n - 1)
+        ),
+        floor,
+        "",
+    ));
     let pushes = if sim.opts.quick { 200 } else { 1000 };
     for p in sim.check_pushes(pushes).await? {
         report.fail(p);
