@@ -571,6 +571,10 @@ pub async fn run(opts: Opts, report: &mut Report) -> Result<()> {
     // 6. Rolling upgrade of every node under load (last: the nodes are new processes
     //    afterwards, started by `bee cluster upgrade`, not by the driver).
     rolling_upgrade(&mut sim, report).await?;
+    // The successors take pushes without loss or duplicates too.
+    for p in sim.check_pushes(pushes).await? {
+        report.fail(p);
+    }
 
     for p in sim.bee.values_mut() {
         let _ = p.stop(Duration::from_secs(15));
