@@ -21,6 +21,9 @@
 //! - `cargo xtask stress TEST… --runs N [--hog] [--secs S]`: run timing-sensitive tests
 //!   again and again beside a CPU hog and report the failures with their output (CI
 //!   runs a short round).
+//! - `cargo xtask cluster-sim [--quick] [--nodes N]`: N bee nodes (default 50), etcd and
+//!   two stock skynet nodes in network namespaces with netem delay and loss; scenarios
+//!   with p50/p99 (root; `--quick` runs in CI).
 
 mod bench;
 mod chart;
@@ -30,6 +33,7 @@ mod fuzz;
 mod layers;
 mod process;
 mod setup;
+mod sim;
 mod skynet;
 mod soak;
 mod soak_overload;
@@ -64,6 +68,9 @@ fn run() -> Result<()> {
         Some("soak") => soak::run(&root, &args[1..]),
         Some("status-bench") => status_bench::run(&root, &args[1..]),
         Some("stress") => stress::run(&root, &args[1..]),
+        Some("cluster-sim") => sim::run(&root, &args[1..]),
+        // The cluster simulation's driver, run by `cluster-sim` inside its namespace.
+        Some("cluster-sim-driver") => sim::driver_main(&args[1..]),
         // The soak's load client, run from the release build by `soak`.
         Some("soak-client") => soak::client(&args[1..]),
         // The overload phase's load client, run from the release build by `soak`.
@@ -81,7 +88,7 @@ fn run() -> Result<()> {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | bench-chart [TABLE.md] | soak [--secs N] [--warmup N] [--overload-secs N] [--overload-only] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
+const USAGE: &str = "usage: cargo xtask <demo | ci | setup | skynet | layers | cpp [--asan] | bench [--quick] [--no-skynet] | bench-chart [TABLE.md] | soak [--secs N] [--warmup N] [--overload-secs N] [--overload-only] | status-bench [--nodes N] [--secs S] [--release] | stress TEST... --runs N [--hog] [--secs S] | cluster-sim [--quick] [--nodes N] [--repeats R] [--no-netem] [--release] | fuzz [TARGET|all] [--secs N] [--jobs J] [--repro FILE]>";
 
 fn project_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -155,6 +162,10 @@ fn ci() -> Result<()> {
     // call or a lost push, never on speed.
     eprintln!("\n== benchmark smoke test: cargo xtask bench --quick");
     bench::run(&project_root(), &["--quick".to_string()])?;
+    // Ten nodes in network namespaces (root): fails on a hung call, a lost or doubled
+    // push or a missing ack, never on speed.
+    eprintln!("\n== cluster simulation: cargo xtask cluster-sim --quick");
+    sim::run(&project_root(), &["--quick".to_string()])?;
     // Timing-sensitive tests again and again beside a CPU hog (a few minutes at most);
     // its verdict is given after the full run so that nextest's summary ends the output.
     let stress = stress::ci_round(&project_root());

@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::EtcdError;
-use crate::store::{timed, watch_ended, EtcdStore, MAX_BACKOFF, MIN_BACKOFF, WATCH_CAPACITY};
+use crate::store::{
+    timed, watch_ended, EtcdOptions, EtcdStore, MAX_BACKOFF, MIN_BACKOFF, WATCH_CAPACITY,
+};
 
 /// Largest member value bee reads.
 const MAX_MEMBER_BYTES: usize = 64 * 1024;
@@ -333,55 +335,64 @@ impl EtcdStore {
 }
 
 /// Keep the lease alive; register again if it was lost.
+///
+/// A keep-alive unanswered within half the TTL counts as failed. After a failure the
+/// next attempt goes out on a fresh connection, dialled at least every third of the TTL
+/// until etcd answers: the
+/// old connection may sit in TCP's retransmission back-off for seconds after the network
+/// came back (a healed partition), and a node must be registered again well within a
+/// TTL of etcd being reachable, or its peers keep it marked down.
 async fn keep_alive_loop(
-    store: EtcdStore,
+    mut store: EtcdStore,
     key: String,
     value: String,
     ttl_secs: i64,
     lease_id: Arc<AtomicI64>,
 ) {
     let interval = Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(300));
+    let answer_wait = store
+        .options
+        .request_timeout
+        .min(Duration::from_millis(ttl_secs as u64 * 500).max(interval));
     let mut backoff = MIN_BACKOFF;
     loop {
         let lease = lease_id.load(Ordering::Acquire);
         let mut client = store.client.clone();
-        let timeout = store.options.request_timeout;
         let lost = match timed(
             "lease keep-alive",
             &key,
-            timeout,
+            answer_wait,
             client.lease_keep_alive(lease),
         )
         .await
         {
-            Ok((mut keeper, mut stream)) => {
-                backoff = MIN_BACKOFF;
-                loop {
-                    tokio::time::sleep(interval).await;
-                    if let Err(e) = keeper.keep_alive().await {
-                        tracing::warn!("membership {key}: keep-alive not sent: {e}");
+            Ok((mut keeper, mut stream)) => loop {
+                // The first keep-alive at once: after a reconnect it tells whether the
+                // lease outlived the outage.
+                if let Err(e) = keeper.keep_alive().await {
+                    tracing::warn!("membership {key}: keep-alive not sent: {e}");
+                    break false;
+                }
+                match tokio::time::timeout(answer_wait, stream.message()).await {
+                    Ok(Ok(Some(resp))) if resp.ttl() > 0 => backoff = MIN_BACKOFF,
+                    Ok(Ok(Some(_))) => break true,
+                    Ok(Ok(None)) => {
+                        tracing::warn!("membership {key}: keep-alive stream ended");
                         break false;
                     }
-                    match tokio::time::timeout(timeout, stream.message()).await {
-                        Ok(Ok(Some(resp))) if resp.ttl() > 0 => {}
-                        Ok(Ok(Some(_))) => break true,
-                        Ok(Ok(None)) => {
-                            tracing::warn!("membership {key}: keep-alive stream ended");
-                            break false;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!("membership {key}: keep-alive failed: {e}");
-                            break false;
-                        }
-                        Err(_) => {
-                            tracing::warn!(
-                                "membership {key}: no keep-alive answer within {timeout:?}"
-                            );
-                            break false;
-                        }
+                    Ok(Err(e)) => {
+                        tracing::warn!("membership {key}: keep-alive failed: {e}");
+                        break false;
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "membership {key}: no keep-alive answer within {answer_wait:?}"
+                        );
+                        break false;
                     }
                 }
-            }
+                tokio::time::sleep(interval).await;
+            },
             // etcd-client says "lease not found" when the lease expired meanwhile.
             Err(EtcdError::Request { reason, .. }) if reason.contains("lease not found") => true,
             Err(e) => {
@@ -401,8 +412,28 @@ async fn keep_alive_loop(
                 Err(e) => tracing::warn!("membership {key}: registering again failed: {e}"),
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // A fresh connection before the next keep-alive: dials bounded by half the
+        // keep-alive interval, one at least every interval, until one answers.
+        let pace = interval / 2;
+        let options = EtcdOptions {
+            connect_timeout: pace,
+            ..store.options
+        };
+        let url = store.url.to_string();
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(pace);
+            match EtcdStore::connect_with(&url, options).await {
+                Ok(fresh) => {
+                    store = EtcdStore {
+                        options: store.options,
+                        ..fresh
+                    };
+                    break;
+                }
+                Err(e) => tracing::debug!("membership {key}: reconnect failed: {e}"),
+            }
+        }
     }
 }
 
