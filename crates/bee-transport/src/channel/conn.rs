@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard, Weak};
 
-use bee_codec::cluster::{encode_push, encode_request, is_multipart_request, next_session, Address};
+use bee_codec::cluster::{
+    encode_push, encode_request, is_multipart_request, next_session, Address,
+};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;

@@ -50,7 +50,6 @@
 //!   charged to the inbound budget, waking the callers;
 //! - [`ride_through`]: the parked queue and its flusher.
 
-
 mod conn;
 mod reader;
 pub mod ride_through;
@@ -449,7 +448,6 @@ impl Channel {
             reason: reason.to_string(),
         }
     }
-
 
     async fn call_inner(
         &self,

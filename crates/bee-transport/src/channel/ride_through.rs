@@ -409,5 +409,4 @@ impl Channel {
     fn is_closed(&self) -> bool {
         self.shared.lock_state().closed
     }
-
 }
