@@ -37,14 +37,16 @@
 //! peer is pipelining), or while part of a frame is buffered (the rest is on its way;
 //! large frames are read in large reads). Every few tries the poller also yields its
 //! thread, so a thread that needs the CPU is not kept waiting for a preemption. And at
-//! most [`set_max_pollers`] connections of the process poll at once (default 1): with
-//! many connections carrying traffic the others park in epoll, so polling costs at most
-//! about that many cores, not one per connection.
+//! most [`PollerCap::max`] connections under one [`PollerCap`] poll at once (the
+//! process's cap by default, maximum 1: [`set_max_pollers`](crate::set_max_pollers)):
+//! with many connections carrying traffic the others park in epoll, so polling costs at
+//! most about that many cores, not one per connection. The polling loop, the activity
+//! stamps it reads and the cap live in [`crate::busy_poll`].
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bee_codec::frame::{FrameDecoder, FrameError};
@@ -55,6 +57,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::Permit;
+pub use crate::busy_poll::set_max_pollers;
+#[cfg(test)]
+use crate::busy_poll::SPIN_MAX_OUTSTANDING;
+pub(crate) use crate::busy_poll::{now_ns, Activity};
+use crate::busy_poll::{Polled, PollerCap, Spin, SPIN_CHUNK};
 use metrics::{Counter, Gauge};
 
 /// Bytes asked of the socket per read.
@@ -62,150 +69,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A writer's spare buffer larger than this is released after its batch went out (so one
 /// 64 MiB message does not pin 64 MiB for the life of the connection).
 const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
-/// Bytes asked of the socket per busy-poll read (the latency path carries small frames;
-/// a larger burst is read in several tries or by the normal path).
-const SPIN_CHUNK: usize = 16 * 1024;
-
-/// Nanoseconds on a monotonic clock private to this process (activity stamps).
-pub(crate) fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// Busy polling stops while more requests than this are outstanding on the connection:
-/// with a deep pipeline the next frame comes soon anyway, and a spinning reader would
-/// only take CPU time from the work (and, on a small machine, from the peer).
-const SPIN_MAX_OUTSTANDING: usize = 4;
-
-/// Every this many polls without data, the poller also yields its thread to the kernel.
-const SPIN_SHARE_EVERY: u64 = 8;
-
-/// Connections of this process busy-polling at once (see [`set_max_pollers`]).
-static POLLERS: AtomicUsize = AtomicUsize::new(0);
-/// At most this many connections of this process busy-poll at once (default 1).
-static MAX_POLLERS: AtomicUsize = AtomicUsize::new(1);
-
-/// Bound the CPU busy polling may take, process-wide: at most `n` connections poll at
-/// once (default 1, so polling costs at most about one core however many connections
-/// carry traffic); the others park in epoll as without polling. 0 turns polling off for
-/// every connection.
-pub fn set_max_pollers(n: usize) {
-    MAX_POLLERS.store(n, Ordering::Relaxed);
-}
-
-/// A poller's slot under [`set_max_pollers`]; given back when dropped.
-struct PollerSlot;
-
-impl PollerSlot {
-    fn take() -> Option<PollerSlot> {
-        let max = MAX_POLLERS.load(Ordering::Relaxed);
-        POLLERS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| PollerSlot)
-    }
-}
-
-impl Drop for PollerSlot {
-    fn drop(&mut self) {
-        POLLERS.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Busy polling stops after a read that brought more frames than this (see
-/// [`SPIN_MAX_OUTSTANDING`]; the listening side cannot see the caller's pipeline, only its
-/// frames arriving together).
-const SPIN_MAX_BATCH: usize = 1;
-
-/// What a busy-polling reader needs to know of its connection's other side: when frames
-/// were last queued for writing, and how many requests await their answers (calls in
-/// flight for a channel, requests being handled for a listener's connection).
-#[derive(Debug, Default)]
-pub(crate) struct Activity {
-    last: AtomicU64,
-    outstanding: AtomicUsize,
-    /// When a frame was last received (see [`now_ns`]); kept by the owner's reader, read
-    /// by the liveness monitor.
-    received: AtomicU64,
-    /// When a write last went through after the socket had been full ([`now_ns`]): the
-    /// peer's kernel acknowledged data and its application read some (it opened its
-    /// receive window), so the peer is alive even if it has not answered yet.
-    unblocked: AtomicU64,
-}
-
-impl Activity {
-    /// Record traffic now.
-    fn stamp(&self) {
-        self.last.store(now_ns(), Ordering::Relaxed);
-    }
-
-    /// When traffic was last recorded (see [`now_ns`]).
-    fn last(&self) -> u64 {
-        self.last.load(Ordering::Relaxed)
-    }
-
-    /// Record how many requests await answers now.
-    pub fn set_outstanding(&self, n: usize) {
-        self.outstanding.store(n, Ordering::Relaxed);
-    }
-
-    /// Record that a frame was received now.
-    pub fn stamp_received(&self) {
-        self.received.store(now_ns(), Ordering::Relaxed);
-    }
-
-    /// When a frame was last received (see [`now_ns`]; 0: never).
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-
-    /// When a write last went through after the socket had been full (0: never).
-    pub fn unblocked(&self) -> u64 {
-        self.unblocked.load(Ordering::Relaxed)
-    }
-
-    /// Whether the pipeline is shallow enough for busy polling to pay.
-    fn shallow(&self) -> bool {
-        self.outstanding.load(Ordering::Relaxed) <= SPIN_MAX_OUTSTANDING
-    }
-}
-
-/// The busy-poll state of a reader (see the module docs).
-struct Spin<R> {
-    /// A plain non-blocking read of the socket under `R`, bypassing the runtime's
-    /// readiness cache (which only the runtime's epoll pass refreshes).
-    raw_read: fn(&R, &mut [u8]) -> io::Result<usize>,
-    /// How long after the last traffic to keep polling, in nanoseconds.
-    window: u64,
-    /// Traffic on the write side, and the requests outstanding.
-    activity: Arc<Activity>,
-    /// When this side last received a frame (taken when the reader comes back for more).
-    received: u64,
-    /// Frames decoded since the last read of the socket that brought data.
-    frames: usize,
-    /// Where a polled read lands before it is appended to the read buffer.
-    scratch: Box<[u8]>,
-}
-
-impl<R> std::fmt::Debug for Spin<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spin")
-            .field("window_ns", &self.window)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What one busy-poll pass ended with.
-enum Polled {
-    /// Bytes were appended to the read buffer.
-    Data,
-    /// The peer closed its side.
-    Eof,
-    /// The window passed without data, or polling would not pay: park.
-    Idle,
-}
 
 /// Why [`Connection::read_frame`] could not return a frame.
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +171,15 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         Ok(body)
     }
 
+    /// Busy-poll the socket (see [`Spin::poll`]); `Idle` at once when busy polling is off.
+    /// Cancel safe: bytes read are in the buffer before any await.
+    async fn poll_socket(&mut self) -> io::Result<Polled> {
+        match &mut self.spin {
+            Some(spin) => spin.poll(&self.reader, &mut self.buffer).await,
+            None => Ok(Polled::Idle),
+        }
+    }
+
     /// Count the bytes read on `counter` (a metric).
     pub(crate) fn count_bytes(mut self, counter: Counter) -> Self {
         self.bytes_in = counter;
@@ -331,64 +203,6 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             self.partial_since = Some(Instant::now());
         }
     }
-
-    /// Busy-poll the socket while the window since the last traffic lasts (see the module
-    /// docs); `Idle` at once when busy polling is off or the window has passed.
-    /// Cancel safe: bytes read are in the buffer before any await.
-    async fn poll_socket(&mut self) -> io::Result<Polled> {
-        let Some(spin) = &mut self.spin else {
-            return Ok(Polled::Idle);
-        };
-        // Several frames came in the last read: the peer is pipelining and the next ones
-        // come soon without help. Part of a frame is buffered: the rest is on its way,
-        // and a large frame is best read in large reads straight into the buffer.
-        // The count stays until the next read brings data: an owner that drops this
-        // future (a `select!` taking another branch) and calls again must not start
-        // polling a pipelining peer.
-        let frames = spin.frames;
-        if frames > SPIN_MAX_BATCH || !self.buffer.is_empty() {
-            return Ok(Polled::Idle);
-        }
-        // The reader comes back for more right after handling what it read: if that
-        // brought a frame, now is when the last one arrived (one clock read per socket
-        // read, not per frame).
-        if frames > 0 {
-            spin.received = now_ns();
-            spin.frames = 0;
-        }
-        // Other connections poll already (as many as allowed): park like without polling.
-        let Some(_slot) = PollerSlot::take() else {
-            return Ok(Polled::Idle);
-        };
-        let mut spins = 0u64;
-        loop {
-            match (spin.raw_read)(&self.reader, &mut spin.scratch) {
-                Ok(0) => return Ok(Polled::Eof),
-                Ok(n) => {
-                    self.buffer.extend_from_slice(&spin.scratch[..n]);
-                    return Ok(Polled::Data);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let last = spin.received.max(spin.activity.last());
-                    if now_ns().saturating_sub(last) >= spin.window || !spin.activity.shallow() {
-                        return Ok(Polled::Idle);
-                    }
-                    // Every other task of this runtime runs before the next try.
-                    tokio::task::yield_now().await;
-                    spins += 1;
-                    if spins.is_multiple_of(SPIN_SHARE_EVERY) {
-                        // Now and then give the CPU to any other thread that wants it: a
-                        // runtime worker woken for a task, the peer process on a small
-                        // machine. Without this they wait for the kernel to preempt the
-                        // poller, and that wait shows in the tail latency.
-                        std::thread::yield_now();
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
 }
 
 impl Connection<OwnedReadHalf> {
@@ -406,7 +220,16 @@ impl Connection<OwnedReadHalf> {
             received: now_ns(),
             frames: 0,
             scratch: vec![0; SPIN_CHUNK].into_boxed_slice(),
+            cap: PollerCap::process(),
         });
+        self
+    }
+
+    /// Poll under `cap` instead of the process's cap (see [`PollerCap`]).
+    pub(crate) fn poller_cap(mut self, cap: PollerCap) -> Self {
+        if let Some(spin) = &mut self.spin {
+            spin.cap = cap;
+        }
         self
     }
 }

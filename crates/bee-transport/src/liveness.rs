@@ -77,7 +77,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::now_ns;
+use crate::busy_poll::now_ns;
 use crate::error::TransportError;
 use crate::telemetry::ChannelMetrics;
 use crate::throttle::warn_allowed;

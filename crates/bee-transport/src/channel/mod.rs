@@ -67,6 +67,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{initiate, AuthSecret};
 use crate::budget::ByteBudget;
+use crate::busy_poll::PollerCap;
 use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
 use crate::liveness::{dial, tune_socket, watch, DialError, TimeoutStreak};
@@ -106,6 +107,9 @@ pub struct ChannelConfig {
     /// is what a `bee run` node uses). Trades CPU time while traffic flows for lower
     /// round-trip latency; see [`crate::connection`].
     pub busy_poll: Duration,
+    /// How many connections may busy-poll at once, shared with every channel and listener
+    /// given a clone (default: the process's cap, [`PollerCap::process`]).
+    pub busy_poll_cap: PollerCap,
     /// Bound on noticing a dead peer (default 4 s; zero turns dead-peer detection off):
     /// `TCP_USER_TIMEOUT` and keepalive on the socket, and how long an unanswered
     /// heartbeat may stay unanswered (see [`crate::liveness`]). Calls waiting on a peer
@@ -158,6 +162,7 @@ impl Default for ChannelConfig {
             backoff_max: Duration::from_millis(500),
             max_message: 65 * 1024 * 1024,
             busy_poll: Duration::ZERO,
+            busy_poll_cap: PollerCap::process(),
             liveness: Duration::from_secs(4),
             heartbeat: Duration::from_secs(1),
             max_timeouts: 3,
@@ -540,8 +545,6 @@ impl Channel {
         }
     }
 
-    /// Wait for the reply of a parked call (sent by the flusher once the peer is back,
-
     async fn push_inner(&self, to: &Address, payload: &Bytes) -> Result<(), TransportError> {
         self.check_size(payload.len())?;
         let config = &self.shared.config;
@@ -571,8 +574,6 @@ impl Channel {
             return Err(self.away_too_long(err));
         }
     }
-
-    /// Whether `err` says the peer is away and the ride-through window (counted from the
 
     /// The live connection, if any; `Err` when closed or backing off.
     fn current(&self) -> Result<Option<Arc<Conn>>, TransportError> {
@@ -717,6 +718,7 @@ impl Channel {
         }
         let reader = Connection::new(rd, MAX_BODY)
             .busy_poll(config.busy_poll, conn.queue.activity.clone())
+            .poller_cap(config.busy_poll_cap.clone())
             .count_bytes(shared.metrics.bytes_in.clone());
         let limits = Limits {
             max_message: config.max_message,

@@ -40,9 +40,12 @@ use crate::liveness::{is_ping, ping_reply};
 use crate::telemetry::ListenerMetrics;
 use crate::throttle::warn_allowed;
 
-/// A running `Later` answer with the inbound bytes it holds: `None` for pushes (run for
-/// their effect, nothing to send).
-type Pending = BoxFuture<'static, (usize, Option<(u32, Result<Bytes, String>)>)>;
+/// A `Later` answer computed, with the inbound bytes its request held: `None` for pushes
+/// (run for their effect, nothing to send).
+type Answered = (usize, Option<(u32, Result<Bytes, String>)>);
+
+/// A running `Later` answer.
+type Pending = BoxFuture<'static, Answered>;
 
 /// How the agent of a connection ended.
 pub(super) enum End {
@@ -266,7 +269,7 @@ impl<'a> Agent<'a> {
 
     /// A request handled later has its answer (a push: its handling is done); its bytes
     /// are no longer held.
-    fn answered(&mut self, (bytes, done): (usize, Option<(u32, Result<Bytes, String>)>)) {
+    fn answered(&mut self, (bytes, done): Answered) {
         self.held -= bytes;
         if let Some((session, result)) = done {
             self.queue_answer(session, result);

@@ -95,6 +95,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthSecret;
 use crate::budget::ByteBudget;
+use crate::busy_poll::PollerCap;
 use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
 use crate::telemetry::ListenerMetrics;
@@ -175,6 +176,9 @@ pub struct ListenerConfig {
     /// How long a connection's reader busy-polls after the last traffic before it parks
     /// (default zero: off; a `bee run` node uses [`crate::channel::DEFAULT_BUSY_POLL`]).
     pub busy_poll: std::time::Duration,
+    /// How many connections may busy-poll at once, shared with every channel and listener
+    /// given a clone (default: the process's cap, [`PollerCap::process`]).
+    pub busy_poll_cap: PollerCap,
     /// Inbound bytes one connection may hold (default 32 MiB): a request past it (with
     /// others of the connection being handled) is answered [`OVERLOADED`], and multi-part
     /// messages being assembled may announce at most this much together, or
@@ -222,6 +226,7 @@ impl Default for ListenerConfig {
             max_outstanding: 65536,
             max_queued_bytes: 16 * 1024 * 1024,
             busy_poll: std::time::Duration::ZERO,
+            busy_poll_cap: PollerCap::process(),
             max_inbound_bytes: 32 * 1024 * 1024,
             inbound_budget: None,
             multipart_timeout: Duration::from_secs(30),
@@ -551,6 +556,7 @@ async fn serve(
     };
     let reader = Connection::new(rd, MAX_BODY)
         .busy_poll(config.busy_poll, queue.activity.clone())
+        .poller_cap(config.busy_poll_cap.clone())
         .count_bytes(metrics.bytes_in.clone());
     let end = Agent::new(reader, peer, &*inbound, &queue, &config, &metrics)
         .run(Signals {
