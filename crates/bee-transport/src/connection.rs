@@ -38,7 +38,7 @@
 //! large frames are read in large reads). Every few tries the poller also yields its
 //! thread, so a thread that needs the CPU is not kept waiting for a preemption. And at
 //! most [`PollerCap::max`] connections under one [`PollerCap`] poll at once (the
-//! process's cap by default, maximum 1: [`set_max_pollers`](crate::set_max_pollers)):
+//! process's cap by default, maximum 1: [`set_max_pollers`]):
 //! with many connections carrying traffic the others park in epoll, so polling costs at
 //! most about that many cores, not one per connection. The polling loop, the activity
 //! stamps it reads and the cap live in [`crate::busy_poll`].

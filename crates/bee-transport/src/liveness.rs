@@ -44,7 +44,7 @@
 //!    received in between, recycle the connection.
 //!
 //! When a connection is declared dead every call waiting on it fails at once with
-//! [`TransportError::PeerUnreachable`](crate::TransportError::PeerUnreachable) (not a
+//! [`TransportError::PeerUnreachable`] (not a
 //! timeout), and the next call dials afresh.
 //!
 //! **Reconnecting**: a dial does not wait on one SYN for the whole `connect_timeout`: a new
@@ -56,11 +56,11 @@
 //! already took `connect_timeout`), so the next call after the network heals dials at
 //! once.
 //!
-//! Everything of it lives here: the socket options ([`tune_socket`]), the dial with
-//! redials ([`dial`]), the heartbeat monitor of a channel's connection ([`watch`], over
-//! the [`Watched`] view a channel gives of its connection), the rule for calls timing out
-//! in a row ([`TimeoutStreak`]), and the listening side's answer to a heartbeat
-//! ([`is_ping`], [`ping_reply`]).
+//! Everything of it lives here: the socket options (`tune_socket`), the dial with
+//! redials (`dial`), the heartbeat monitor of a channel's connection (`watch`, over
+//! the `Watched` view a channel gives of its connection), the rule for calls timing out
+//! in a row (`TimeoutStreak`), and the listening side's answer to a heartbeat
+//! (`is_ping`, `ping_reply`).
 
 use std::future::Future;
 use std::io;
@@ -146,7 +146,7 @@ pub(crate) async fn dial(
 }
 
 /// Whether `req` is a heartbeat call to [`PING_NAME`] (a listener answers it itself with
-/// [`ping_reply`], in arrival order with its other answers, and never dispatches it).
+/// `ping_reply`, in arrival order with its other answers, and never dispatches it).
 pub(crate) fn is_ping(req: &Request) -> bool {
     matches!(&req.address, Address::Name(n) if n.as_ref() == PING_NAME.as_bytes())
 }
@@ -181,7 +181,7 @@ pub(crate) trait Watched: Send + Sync + 'static {
     fn node(&self) -> &str;
     /// Cancelled when the connection ends.
     fn cancel(&self) -> &CancellationToken;
-    /// When a frame was last received ([`now_ns`]; 0: never).
+    /// When a frame was last received (`now_ns`; 0: never).
     fn received(&self) -> u64;
     /// When a write last went through after the socket had been full (0: never).
     fn unblocked(&self) -> u64;

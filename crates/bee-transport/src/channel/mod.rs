@@ -12,7 +12,7 @@
 //!   to the socket by the caller (non-blocking, no lock held during the syscall), saving
 //!   the hop to the writer task; only what does not fit is left to the writer;
 //! - the **reader** decodes response frames, reassembles multi-part responses
-//!   ([`ResponseAssembler`]) and wakes the waiting callers, taking the session-table lock
+//!   ([`ResponseAssembler`](bee_codec::cluster::ResponseAssembler)) and wakes the waiting callers, taking the session-table lock
 //!   once per batch of frames read together.
 //!
 //! A caller allocates its session, records itself in the session table and appends its

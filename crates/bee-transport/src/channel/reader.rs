@@ -1,4 +1,4 @@
-//! The reader task of one connection of a [`Channel`](super::Channel): decodes response
+//! The reader task of one connection of a [`Channel`]: decodes response
 //! frames, reassembles multi-part responses (charged to the node's inbound budget from
 //! their first frame), and wakes the waiting callers, taking the session-table lock once
 //! per batch of frames read together. A `goaway` from the peer retires the connection.

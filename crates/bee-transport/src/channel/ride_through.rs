@@ -1,14 +1,14 @@
 //! Riding through a peer's restart
 //! ([`ChannelConfig::ride_through`](super::ChannelConfig::ride_through), off by default):
-//! the parked queue a [`Channel`] owns ([`RideThrough`]), and the channel's side of it.
+//! the parked queue a [`Channel`] owns (`RideThrough`), and the channel's side of it.
 //!
 //! While the peer is away — connects refused, timing out or backing off — calls wait for
 //! it (up to the bound and their own timeout) instead of failing at once, and pushes are
 //! *parked* in a byte-bounded queue
 //! ([`ChannelConfig::max_parked_bytes`](super::ChannelConfig::max_parked_bytes), also charged
 //! to the node's outbound budget) and accepted. One flusher task per channel
-//! ([`Channel::flush_parked`]) sends them, in order, as soon as a connection is back;
-//! calls and pushes issued meanwhile go behind them ([`Channel::park_behind`]), so the
+//! (`Channel::flush_parked`) sends them, in order, as soon as a connection is back;
+//! calls and pushes issued meanwhile go behind them (`Channel::park_behind`), so the
 //! order of one channel's messages is kept. A peer away for longer than the bound makes
 //! calls fail with the connect error and the parked pushes be refused: counted
 //! ([`ChannelStats::pushes_refused`](super::ChannelStats::pushes_refused), the
@@ -104,7 +104,7 @@ pub(super) type ParkedCall = (
     Arc<SentAs>,
 );
 
-/// Errors that mean "the peer is away", which [`ChannelConfig::ride_through`] waits out.
+/// Errors that mean "the peer is away", which [`ChannelConfig::ride_through`](super::ChannelConfig::ride_through) waits out.
 fn is_away(e: &TransportError) -> bool {
     matches!(
         e,
@@ -216,7 +216,7 @@ impl Channel {
 
     /// Park a call or push that failed with `err` when that says the peer is away and the
     /// ride-through window is open, starting the flusher; `Ok(None)` otherwise (the
-    /// caller fails with [`Channel::away_too_long`]).
+    /// caller fails with `Channel::away_too_long`).
     pub(super) fn park_away(
         &self,
         err: &TransportError,
