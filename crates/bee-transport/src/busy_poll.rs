@@ -291,3 +291,29 @@ impl<R> Spin<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cap_bounds_its_pollers_and_its_clones_share_it() {
+        let cap = PollerCap::new(1);
+        let clone = cap.clone();
+        let slot = cap.take().expect("room for one poller");
+        assert!(clone.take().is_none(), "a clone shares the bound");
+        assert_eq!(clone.polling(), 1);
+        // Another cap is another bound.
+        assert!(PollerCap::new(1).take().is_some());
+        drop(slot);
+        assert_eq!(cap.polling(), 0);
+        let slot = clone.take().expect("the slot was given back");
+        cap.set_max(2);
+        let second = cap.take().expect("room for a second poller");
+        assert!(cap.take().is_none());
+        drop((slot, second));
+        cap.set_max(0);
+        assert!(cap.take().is_none(), "a maximum of 0 turns polling off");
+        assert_eq!(cap.polling(), 0);
+    }
+}
