@@ -19,7 +19,8 @@
 //!   off by default, [`DEFAULT_BUSY_POLL`] in a `bee run` node), after traffic a
 //!   connection's reader busy-polls its socket for a short window before it parks, so a
 //!   one-call-in-flight round trip does not wait for sleeping threads to wake; at most
-//!   [`set_max_pollers`] connections of the process poll at once (see [`connection`]).
+//!   [`PollerCap::max`] connections under one [`PollerCap`] poll at once (the process's
+//!   cap by default, [`set_max_pollers`]; see [`connection`] and [`busy_poll`]).
 //!
 //! - **Hardening** (operator's view in `docs/operations.md`): dead peers detected within
 //!   [`ChannelConfig::liveness`] ([`liveness`]); node-wide [`ByteBudget`]s for inbound and
@@ -82,20 +83,26 @@
 //! - [`auth`]: node authentication ([`AuthSecret`], HMAC-SHA256 challenge–response in
 //!   calls to [`AUTH_NAME`]).
 //! - [`budget`]: [`ByteBudget`], node-wide byte limits shared by channels and listeners.
+//! - [`busy_poll`]: busy polling of a connection's reader, and [`PollerCap`], the bound
+//!   on how many connections poll at once, shared by channels and listeners.
 //! - [`error`]: [`TransportError`], every way a call can fail, naming the node.
 //! - [`connection`]: the read half of a connection ([`Connection`]: buffer + frame
 //!   decoder, telling a clean EOF from EOF mid-frame) and the batching write queue and
 //!   writer task shared by both sides.
-//! - [`channel`]: the sending side ([`Channel`], [`ChannelConfig`], [`ChannelStats`]).
-//! - [`liveness`]: dead-peer detection (TCP keepalive, `TCP_USER_TIMEOUT`, heartbeat
-//!   calls to [`PING_NAME`], redial).
+//! - [`channel`]: the sending side ([`Channel`], [`ChannelConfig`], [`ChannelStats`]);
+//!   riding through a peer's restart in [`channel::ride_through`].
+//! - [`liveness`]: dead-peer detection, all of it (TCP keepalive, `TCP_USER_TIMEOUT`,
+//!   the heartbeat monitor and its calls to [`PING_NAME`], the listener's answer to them,
+//!   calls timing out in a row, redial).
 //! - [`telemetry`]: metric names, emitted through the `metrics` facade.
 //! - [`throttle`]: warnings logged at most once per kind per peer per second, counted.
 //! - [`listener`]: the listening side ([`Listener`], [`ListenerConfig`], [`Inbound`],
-//!   [`Acceptor`], [`Dispatched`]).
+//!   [`Acceptor`], [`Dispatched`]); one agent per accepted connection, its concerns as
+//!   separate steps.
 
 pub mod auth;
 pub mod budget;
+pub mod busy_poll;
 pub mod channel;
 pub mod connection;
 pub mod error;
@@ -107,8 +114,8 @@ pub mod throttle;
 pub use auth::{AuthSecret, AUTH_NAME};
 pub use bee_codec::cluster::{Address, Request};
 pub use budget::{ByteBudget, Permit};
+pub use busy_poll::{set_max_pollers, PollerCap};
 pub use channel::{Channel, ChannelConfig, ChannelStats, DEFAULT_BUSY_POLL};
-pub use connection::set_max_pollers;
 pub use connection::{Connection, ReadError};
 pub use error::TransportError;
 pub use listener::{

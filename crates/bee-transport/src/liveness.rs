@@ -44,7 +44,7 @@
 //!    received in between, recycle the connection.
 //!
 //! When a connection is declared dead every call waiting on it fails at once with
-//! [`TransportError::PeerUnreachable`](crate::TransportError::PeerUnreachable) (not a
+//! [`TransportError::PeerUnreachable`] (not a
 //! timeout), and the next call dials afresh.
 //!
 //! **Reconnecting**: a dial does not wait on one SYN for the whole `connect_timeout`: a new
@@ -55,16 +55,32 @@
 //! After a dial that timed out the channel backs off only `backoff_min` (the dial itself
 //! already took `connect_timeout`), so the next call after the network heals dials at
 //! once.
+//!
+//! Everything of it lives here: the socket options (`tune_socket`), the dial with
+//! redials (`dial`), the heartbeat monitor of a channel's connection (`watch`, over
+//! the `Watched` view a channel gives of its connection), the rule for calls timing out
+//! in a row (`TimeoutStreak`), and the listening side's answer to a heartbeat
+//! (`is_ping`, `ping_reply`).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bee_codec::cluster::{Address, Request};
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::busy_poll::now_ns;
+use crate::error::TransportError;
+use crate::telemetry::ChannelMetrics;
+use crate::throttle::warn_allowed;
 
 /// The name a channel's heartbeat calls (an ordinary cluster request with an empty
 /// payload). A bee listener answers it itself with an empty ok response.
@@ -124,6 +140,113 @@ pub(crate) async fn dial(
             _ = tokio::time::sleep_until(next), if !redial.is_zero() => {
                 attempts.push(start(addr.to_string()));
                 next += redial;
+            }
+        }
+    }
+}
+
+/// Whether `req` is a heartbeat call to [`PING_NAME`] (a listener answers it itself with
+/// `ping_reply`, in arrival order with its other answers, and never dispatches it).
+pub(crate) fn is_ping(req: &Request) -> bool {
+    matches!(&req.address, Address::Name(n) if n.as_ref() == PING_NAME.as_bytes())
+}
+
+/// The answer to a heartbeat call: an empty ok response.
+pub(crate) fn ping_reply() -> Result<Bytes, String> {
+    Ok(Bytes::new())
+}
+
+/// Calls in a row that timed out on one connection with nothing received in between
+/// (layer 3 above): reset by every frame received.
+#[derive(Debug, Default)]
+pub(crate) struct TimeoutStreak(AtomicU32);
+
+impl TimeoutStreak {
+    /// A frame was received: the streak is over.
+    pub(crate) fn reset(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+
+    /// One more call timed out; `Some(n)` (the streak's length) once `max` calls in a
+    /// row did (`max` zero: never).
+    pub(crate) fn note(&self, max: u32) -> Option<u32> {
+        let n = self.0.fetch_add(1, Ordering::AcqRel) + 1;
+        (max > 0 && n >= max).then_some(n)
+    }
+}
+
+/// What the heartbeat monitor sees of one connection of a channel.
+pub(crate) trait Watched: Send + Sync + 'static {
+    /// The remote node's name (for logs and errors).
+    fn node(&self) -> &str;
+    /// Cancelled when the connection ends.
+    fn cancel(&self) -> &CancellationToken;
+    /// When a frame was last received (`now_ns`; 0: never).
+    fn received(&self) -> u64;
+    /// When a write last went through after the socket had been full (0: never).
+    fn unblocked(&self) -> u64;
+    /// The channel's metrics.
+    fn metrics(&self) -> &ChannelMetrics;
+    /// Queue a heartbeat call to [`PING_NAME`]; its answer is not needed (any frame
+    /// received is proof of life), nor whether it could be queued.
+    fn ping(&self);
+    /// The peer is dead: fail every waiting call with `err` and end the connection.
+    fn declare_dead(self: &Arc<Self>, err: TransportError);
+}
+
+/// The liveness monitor of one connection: pings after `heartbeat` of silence, declares
+/// the peer dead when a ping stays unanswered too long (layer 2 above).
+pub(crate) async fn watch<W: Watched>(conn: Arc<W>, liveness: Duration, heartbeat: Duration) {
+    let tick = (heartbeat.min(liveness) / 4).max(Duration::from_millis(10));
+    let wait = if liveness > heartbeat {
+        liveness - heartbeat
+    } else {
+        liveness
+    };
+    let heartbeat_ns = heartbeat.as_nanos() as u64;
+    let wait_ns = wait.as_nanos() as u64;
+    // When the unanswered ping was sent (or tried), if one is.
+    let mut pinged: Option<u64> = None;
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A fresh connection counts as having just heard from the peer.
+    let opened = now_ns();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = conn.cancel().cancelled() => return,
+        }
+        let now = now_ns();
+        let received = conn.received().max(opened);
+        if pinged.is_some_and(|at| received >= at) {
+            pinged = None;
+        }
+        match pinged {
+            None if now.saturating_sub(received) >= heartbeat_ns => {
+                conn.metrics().heartbeats.increment(1);
+                conn.ping();
+                pinged = Some(now);
+            }
+            None => {}
+            Some(at) => {
+                let since = at.max(conn.unblocked());
+                if now.saturating_sub(since) >= wait_ns {
+                    let silent = Duration::from_nanos(now.saturating_sub(received));
+                    let node = conn.node().to_string();
+                    if let Some(suppressed) = warn_allowed("heartbeat", &node) {
+                        tracing::warn!(%node, ?silent, suppressed, "peer does not answer heartbeats; declaring it unreachable");
+                    }
+                    conn.metrics().heartbeats_failed.increment(1);
+                    conn.metrics().dead("heartbeat");
+                    conn.declare_dead(TransportError::PeerUnreachable {
+                        node,
+                        reason: format!(
+                            "nothing received for {} ms, heartbeat unanswered",
+                            silent.as_millis()
+                        ),
+                    });
+                    return;
+                }
             }
         }
     }

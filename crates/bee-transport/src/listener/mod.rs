@@ -3,8 +3,9 @@
 //!
 //! Per accepted connection:
 //! - the connection task reads frames ([`Connection`]), decodes them
-//!   ([`decode_request_frame`]), reassembles multi-part requests with a bounded
-//!   [`RequestAssembler`], and hands each complete request to [`Inbound::dispatch`]
+//!   ([`decode_request_frame`](bee_codec::cluster::decode_request_frame)), reassembles
+//!   multi-part requests with a bounded
+//!   [`RequestAssembler`](bee_codec::cluster::RequestAssembler), and hands each complete request to [`Inbound::dispatch`]
 //!   **in arrival order** (the next request is dispatched only after the previous
 //!   dispatch returned), so services see messages in the order the peer sent them;
 //! - a [`Dispatched::Ready`] answer is queued at once; [`Dispatched::Later`] futures run
@@ -15,7 +16,8 @@
 //!   that cost more throughput under load, as the connection task then does every write
 //!   itself instead of a second core batching them, than it saved latency.)
 //!
-//! Heartbeats: a request to [`PING_NAME`] (`@bee_ping`) is answered here with an empty
+//! Heartbeats: a request to [`PING_NAME`](crate::PING_NAME) (`@bee_ping`) is answered
+//! here with an empty
 //! ok response, in arrival order with the other answers, and never reaches the
 //! [`Inbound`] (see [`crate::liveness`]).
 //!
@@ -31,7 +33,7 @@
 //!
 //! Byte budgets: a request's bytes are charged to the inbound budget from the moment
 //! it is complete until its answer is computed **and** the last copy of its payload is
-//! dropped — the permit travels inside the payload ([`Permit::carry`]) into the
+//! dropped — the permit travels inside the payload ([`Permit::carry`](crate::Permit::carry)) into the
 //! service's mailbox and handler, so a service that still holds requests keeps them
 //! charged after their connection went. A whole request is copied out of the read
 //! buffer when it is charged, so what it keeps alive is what it is charged. Every
@@ -63,33 +65,43 @@
 //! frame closes THAT connection with a warning naming the peer and the reason, and
 //! [`Inbound::closed`] is told why. A multi-part request whose pieces do not add up to the
 //! announced size is answered `Invalid large req`, as stock skynet does.
+//!
+//! ## Layout
+//! - this module: the [`Listener`] and its settings, accepting (the connection limit,
+//!   running out of descriptors, peers accepted while closing), and serving one
+//!   connection (its writer task, how it ended);
+//! - `agent`: the agent of one connection, reading and dispatching, one step per
+//!   concern (authentication gate, heartbeats, budgets, multi-part expiry, timeouts,
+//!   back-pressure, dispatch);
+//! - `inflow`: the inbound bytes of a connection — charging the node's budget, shedding
+//!   what does not fit, multi-part expiry, queueing answers.
 
-use std::collections::{HashMap, HashSet};
+mod agent;
+mod inflow;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bee_codec::cluster::{
-    decode_request_frame, encode_response, encode_session0_error, Address, AssemblyError, Limits,
-    Request, RequestAssembler, RequestFrame,
-};
+use bee_codec::cluster::Request;
 use bee_codec::frame::MAX_BODY;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{is_auth, AuthSecret, Responder, Step as AuthStep, REQUIRED as AUTH_REQUIRED};
-use crate::budget::{ByteBudget, Permit};
+use crate::auth::AuthSecret;
+use crate::budget::ByteBudget;
+use crate::busy_poll::PollerCap;
 use crate::connection::{run_writer, Connection, WriteQueue, WriterEnd};
 use crate::error::TransportError;
-use crate::liveness::PING_NAME;
 use crate::telemetry::ListenerMetrics;
 use crate::throttle::warn_allowed;
+
+use agent::{Agent, End, Signals};
 
 /// How the error text of a request shed under overload begins: a request that does not
 /// fit the node's inbound budget (or its connection's bounds) is answered at once with
@@ -164,6 +176,9 @@ pub struct ListenerConfig {
     /// How long a connection's reader busy-polls after the last traffic before it parks
     /// (default zero: off; a `bee run` node uses [`crate::channel::DEFAULT_BUSY_POLL`]).
     pub busy_poll: std::time::Duration,
+    /// How many connections may busy-poll at once, shared with every channel and listener
+    /// given a clone (default: the process's cap, [`PollerCap::process`]).
+    pub busy_poll_cap: PollerCap,
     /// Inbound bytes one connection may hold (default 32 MiB): a request past it (with
     /// others of the connection being handled) is answered [`OVERLOADED`], and multi-part
     /// messages being assembled may announce at most this much together, or
@@ -211,6 +226,7 @@ impl Default for ListenerConfig {
             max_outstanding: 65536,
             max_queued_bytes: 16 * 1024 * 1024,
             busy_poll: std::time::Duration::ZERO,
+            busy_poll_cap: PollerCap::process(),
             max_inbound_bytes: 32 * 1024 * 1024,
             inbound_budget: None,
             multipart_timeout: Duration::from_secs(30),
@@ -509,21 +525,6 @@ fn is_out_of_fds(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23) | Some(24))
 }
 
-/// How the read loop of a connection ended.
-enum End {
-    /// The peer closed cleanly between frames (answers not computed yet are dropped).
-    Clean,
-    /// The connection is closed for this reason (logged as a warning).
-    Error(String),
-    /// The connection's token was cancelled (shutdown or write failure).
-    Cancelled,
-    /// Nothing happened for `idle_timeout`; closed after flushing.
-    Idle,
-    /// The peer failed to authenticate; closed after flushing the answers (logged as a
-    /// warning naming the peer).
-    Refused(String),
-}
-
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -553,21 +554,16 @@ async fn serve(
             end
         })
     };
-    let end = read_loop(
-        Connection::new(rd, MAX_BODY)
-            .busy_poll(config.busy_poll, queue.activity.clone())
-            .count_bytes(metrics.bytes_in.clone()),
-        peer,
-        &*inbound,
-        &queue,
-        &config,
-        Signals {
+    let reader = Connection::new(rd, MAX_BODY)
+        .busy_poll(config.busy_poll, queue.activity.clone())
+        .poller_cap(config.busy_poll_cap.clone())
+        .count_bytes(metrics.bytes_in.clone());
+    let end = Agent::new(reader, peer, &*inbound, &queue, &config, &metrics)
+        .run(Signals {
             cancel: &cancel,
             goaway: &goaway,
-        },
-        &metrics,
-    )
-    .await;
+        })
+        .await;
     let reason = match end {
         End::Clean => {
             metrics.closed("peer");
@@ -630,540 +626,6 @@ async fn serve(
     inbound.closed(&reason);
 }
 
-/// A running `Later` answer with the inbound bytes it holds: `None` for pushes (run for
-/// their effect, nothing to send).
-type Pending = BoxFuture<'static, (usize, Option<(u32, Result<Bytes, String>)>)>;
-
 /// The error answered for a multi-part request that did not complete within
 /// [`ListenerConfig::multipart_timeout`].
 pub const MULTIPART_EXPIRED: &str = "multi-part request expired before its last piece";
-
-/// A multi-part request or push being assembled.
-struct Partial {
-    started: Instant,
-    push: bool,
-    /// Node inbound budget held for its announced size.
-    permit: Option<Permit>,
-}
-
-/// Inbound bytes of one connection: multi-part messages being assembled, and what they
-/// hold of the node's inbound budget.
-struct Inflow<'a> {
-    peer: SocketAddr,
-    config: &'a ListenerConfig,
-    partial: HashMap<u32, Partial>,
-    /// Sessions of expired multi-part messages whose late pieces are dropped.
-    expired: HashSet<u32>,
-    /// Sessions of multi-part messages shed at their header, whose pieces are dropped as
-    /// they come (the sender writes them right behind it, so this stays small).
-    shed: HashSet<u32>,
-    metrics: &'a ListenerMetrics,
-}
-
-/// A message that does not fit: shed it (`close` false), or close the connection when it
-/// could never fit (larger than the whole budget).
-struct Shed {
-    text: String,
-    close: bool,
-}
-
-impl Inflow<'_> {
-    /// Charge `n` bytes to the node's inbound budget (`Ok(None)` if there is none).
-    fn charge(&self, n: usize, what: &str) -> Result<Option<Permit>, Shed> {
-        let Some(budget) = &self.config.inbound_budget else {
-            return Ok(None);
-        };
-        match budget.try_acquire(n) {
-            Some(p) => Ok(Some(p)),
-            None if n > budget.limit() => {
-                // Counted as a rejection too: the connection is closed for it.
-                self.metrics.rejections.increment(1);
-                Err(Shed {
-                text: format!(
-                    "a {what} of {n} bytes is larger than the whole node inbound budget ({} bytes)",
-                    budget.limit()
-                ),
-                close: true,
-            })
-            }
-            None => Err(Shed {
-                text: format!(
-                    "{OVERLOADED}: node inbound budget exhausted ({} of {} bytes held); a {what} of {n} bytes refused, retry later",
-                    budget.used(),
-                    budget.limit()
-                ),
-                close: false,
-            }),
-        }
-    }
-
-    /// Refuse one message that does not fit `limit`: a request is answered `text` at
-    /// once, a push is dropped; counted, and logged at most once a second per peer.
-    /// Returns whether the write queue is now past its limit.
-    fn shed(
-        &self,
-        queue: &WriteQueue<()>,
-        session: u32,
-        push: bool,
-        limit: &'static str,
-        text: String,
-    ) -> bool {
-        let peer = self.peer;
-        self.metrics
-            .shed(if push { "push" } else { "request" }, limit);
-        if let Some(suppressed) = warn_allowed("overloaded", &peer.ip()) {
-            let done = if push {
-                "push dropped"
-            } else {
-                "request answered Overloaded"
-            };
-            tracing::warn!(%peer, limit, suppressed, reason = %text, "shedding load: {done}");
-        }
-        !push && answer(queue, self.config, session, Err(text)) > self.config.max_queued_bytes
-    }
-}
-
-/// What a connection's read loop is told from outside: stop (`cancel`), and the node
-/// drains (`goaway`: tell a bee peer, see [`GOAWAY`]).
-struct Signals<'a> {
-    cancel: &'a CancellationToken,
-    goaway: &'a CancellationToken,
-}
-
-async fn read_loop(
-    mut reader: Connection<tokio::net::tcp::OwnedReadHalf>,
-    peer: SocketAddr,
-    inbound: &dyn Inbound,
-    queue: &WriteQueue<()>,
-    config: &ListenerConfig,
-    Signals { cancel, goaway }: Signals<'_>,
-    metrics: &ListenerMetrics,
-) -> End {
-    let mut assembler = RequestAssembler::new(Limits {
-        max_message: config.max_message,
-        max_pending: config.max_pending_multipart,
-        // One message of the largest size is always allowed.
-        max_pending_bytes: config.max_inbound_bytes.max(config.max_message),
-    });
-    let mut flow = Inflow {
-        peer,
-        config,
-        partial: HashMap::new(),
-        expired: HashSet::new(),
-        shed: HashSet::new(),
-        metrics,
-    };
-    let mut later: FuturesUnordered<Pending> = FuturesUnordered::new();
-    // Bytes held by requests being handled (`later`).
-    let mut held = 0usize;
-    let mut backlogged = false;
-    let expire_every = (config.multipart_timeout / 4).max(Duration::from_millis(50));
-    let mut expiry = tokio::time::interval(expire_every);
-    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let expiring = !config.multipart_timeout.is_zero();
-    let mut auth = Responder::new(config.auth_secret.clone(), &config.auth_allow, peer.ip());
-    let connected = Instant::now();
-    // Partial-frame, idle and authentication timeouts, checked every quarter of the
-    // shortest.
-    let auth_timeout = if auth.done {
-        Duration::ZERO
-    } else {
-        config.auth_timeout
-    };
-    let timeouts = [config.read_timeout, config.idle_timeout, auth_timeout]
-        .into_iter()
-        .filter(|t| !t.is_zero())
-        .min();
-    let mut check = tokio::time::interval(timeouts.map_or(Duration::from_secs(3600), |t| {
-        (t / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
-    }));
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // When traffic was last seen, refreshed at each check from `traffic` (set per
-    // frame without reading the clock): the idle timeout may fire up to one check
-    // period late, never early.
-    let mut last_traffic = Instant::now();
-    let mut traffic = false;
-    let mut was_reading = true;
-    // Whether the peer is a bee node (it speaks `goaway`), and whether it was told.
-    let mut bee = false;
-    let mut told_goaway = false;
-    loop {
-        queue.activity.set_outstanding(later.len());
-        // Only a peer that does not read its answers stops the reading; past every other
-        // bound, requests are answered `Overloaded` one by one (and heartbeats answered).
-        let reading = !backlogged;
-        if reading && !was_reading {
-            // Not reading was our choice: the peer's partial frame gets its full time.
-            reader.touch_partial();
-        }
-        was_reading = reading;
-        let read = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return End::Cancelled,
-            Some((bytes, done)) = later.next(), if !later.is_empty() => {
-                held -= bytes;
-                traffic = true;
-                if let Some((session, result)) = done {
-                    backlogged |= answer(queue, config, session, result) > config.max_queued_bytes;
-                }
-                continue;
-            }
-            _ = goaway.cancelled(), if bee && !told_goaway => {
-                told_goaway = true;
-                tracing::debug!(%peer, "telling the peer goaway");
-                let mut g = queue.lock();
-                if !g.closed {
-                    encode_session0_error(&mut g.buf, GOAWAY.as_bytes());
-                    backlogged |= queue.defer(g) > config.max_queued_bytes;
-                }
-                continue;
-            }
-            _ = queue.wait_below(config.max_queued_bytes), if backlogged => {
-                backlogged = false;
-                continue;
-            }
-            _ = expiry.tick(), if expiring && !flow.partial.is_empty() => {
-                backlogged |= expire(&mut flow, &mut assembler, queue);
-                if flow.expired.len() > EXPIRED_KEPT {
-                    return End::Error(format!("more than {EXPIRED_KEPT} multi-part messages expired unfinished"));
-                }
-                continue;
-            }
-            _ = check.tick(), if timeouts.is_some() => {
-                if std::mem::take(&mut traffic) {
-                    last_traffic = Instant::now();
-                }
-                if !auth.done && !auth_timeout.is_zero() && connected.elapsed() >= auth_timeout {
-                    return End::Refused(format!("did not authenticate within {auth_timeout:?}"));
-                }
-                if let Some(since) = reader.partial_since() {
-                    if reading && !config.read_timeout.is_zero() && since.elapsed() >= config.read_timeout {
-                        return End::Error(format!(
-                            "part of a frame arrived and then nothing for {} ms (read_timeout)",
-                            since.elapsed().as_millis()
-                        ));
-                    }
-                } else if !config.idle_timeout.is_zero()
-                    && last_traffic.elapsed() >= config.idle_timeout
-                    && later.is_empty()
-                    && flow.partial.is_empty()
-                    && queue.lock().queued() == 0
-                {
-                    return End::Idle;
-                }
-                continue;
-            }
-            read = reader.read_frame(), if reading => read,
-        };
-        traffic = true;
-        let body = match read {
-            Ok(Some(body)) => body,
-            Ok(None) if !auth.done => {
-                return End::Refused("closed the connection before authenticating".into());
-            }
-            Ok(None) => {
-                // Answers already queued are still flushed; ones not computed yet have
-                // nobody to go to.
-                if !later.is_empty() {
-                    tracing::debug!(%peer, abandoned = later.len(), "peer closed with requests unanswered");
-                }
-                return End::Clean;
-            }
-            // EOF mid-frame, a socket error: the reason says which.
-            Err(e) => return End::Error(e.to_string()),
-        };
-        let frame = match decode_request_frame(body) {
-            Ok(frame) => frame,
-            Err(e) => return End::Error(format!("undecodable request frame: {e}")),
-        };
-        if !auth.done && matches!(frame, RequestFrame::Header { .. }) {
-            return End::Refused("multi-part message before authenticating".into());
-        }
-        let mut header = None;
-        match &frame {
-            RequestFrame::Header {
-                session,
-                push,
-                total,
-                ..
-            } => {
-                let permit = match flow.charge(*total as usize, "multi-part message") {
-                    Ok(p) => p,
-                    Err(shed) if shed.close => return End::Error(shed.text),
-                    Err(shed) => {
-                        // Its pieces are dropped as they come.
-                        flow.shed.insert(*session);
-                        backlogged |=
-                            flow.shed(queue, *session, *push, "inbound_budget", shed.text);
-                        continue;
-                    }
-                };
-                flow.expired.remove(session);
-                flow.shed.remove(session);
-                header = Some((*session, *push, permit));
-            }
-            RequestFrame::Piece { session, last, .. } if flow.shed.contains(session) => {
-                if *last {
-                    flow.shed.remove(session);
-                }
-                continue;
-            }
-            RequestFrame::Piece { session, last, .. } if flow.expired.contains(session) => {
-                if *last {
-                    flow.expired.remove(session);
-                }
-                tracing::debug!(%peer, session, "piece of an expired multi-part message dropped");
-                continue;
-            }
-            _ => {}
-        }
-        let fed = assembler.feed(frame);
-        if let Some((session, push, permit)) = header {
-            if matches!(fed, Ok(None)) {
-                flow.partial.insert(
-                    session,
-                    Partial {
-                        started: Instant::now(),
-                        push,
-                        permit,
-                    },
-                );
-            }
-        }
-        let req = match fed {
-            Ok(Some(req)) => req,
-            Ok(None) => continue,
-            Err(AssemblyError::SizeMismatch {
-                session,
-                announced,
-                got,
-            }) => {
-                let push = flow.partial.remove(&session).is_some_and(|p| p.push);
-                let warn = warn_allowed("size_mismatch", &peer.ip());
-                if push {
-                    if let Some(suppressed) = warn {
-                        tracing::warn!(%peer, session, announced, got, suppressed, "multi-part push does not add up to its announced size; dropped");
-                    }
-                } else {
-                    if let Some(suppressed) = warn {
-                        tracing::warn!(%peer, session, announced, got, suppressed, "multi-part request does not add up to its announced size; answered {INVALID_LARGE_REQ:?}");
-                    }
-                    backlogged |= answer(queue, config, session, Err(INVALID_LARGE_REQ.into()))
-                        > config.max_queued_bytes;
-                }
-                continue;
-            }
-            Err(e) => return End::Error(format!("bad multi-part request: {e}")),
-        };
-        // Whole or completed: nothing pending under this session any more; a completed
-        // multi-part message keeps the budget its header took.
-        let assembled = flow.partial.remove(&req.session).map(|p| p.permit);
-        if !bee && matches!(&req.address, Address::Name(n) if n.starts_with(b"@bee_")) {
-            bee = true;
-        }
-        // Node authentication (see `crate::auth`): handled here, never dispatched.
-        if is_auth(&req.address) && !req.push {
-            match auth.step(&req.payload) {
-                AuthStep::Answer(result) => {
-                    backlogged |=
-                        answer(queue, config, req.session, result) > config.max_queued_bytes;
-                    if auth.done {
-                        tracing::debug!(%peer, "peer authenticated");
-                    }
-                }
-                AuthStep::Refuse(text, why) => {
-                    answer(queue, config, req.session, Err(text));
-                    return End::Refused(why);
-                }
-            }
-            continue;
-        }
-        if !auth.done {
-            if !req.push {
-                answer(queue, config, req.session, Err(AUTH_REQUIRED.into()));
-            }
-            return End::Refused(format!(
-                "{} before authenticating",
-                if req.push { "push" } else { "request" }
-            ));
-        }
-        // A caller's heartbeat (see `crate::liveness`): answered here, never dispatched.
-        if is_ping(&req) {
-            if !req.push {
-                backlogged |=
-                    answer(queue, config, req.session, Ok(Bytes::new())) > config.max_queued_bytes;
-            }
-            continue;
-        }
-        metrics.requests.increment(1);
-        let session = req.session;
-        let push = req.push;
-        let size = req.payload.len();
-        // A request past this connection's own bounds is shed before it is charged.
-        if !push && !later.is_empty() {
-            let limit = if later.len() >= config.max_outstanding {
-                Some((
-                    "outstanding",
-                    format!("{} requests of this connection unanswered", later.len()),
-                ))
-            } else if held + size > config.max_inbound_bytes {
-                Some((
-                    "connection_bytes",
-                    format!("{held} bytes of this connection's requests held"),
-                ))
-            } else {
-                None
-            };
-            if let Some((limit, why)) = limit {
-                let text =
-                    format!("{OVERLOADED}: {why}; a request of {size} bytes refused, retry later");
-                backlogged |= flow.shed(queue, session, push, limit, text);
-                continue;
-            }
-        }
-        // The request's bytes are charged from here until the last copy of its payload
-        // is dropped and its answer is computed (see `Permit::carry`): wherever the
-        // service keeps it, whatever happens to this connection.
-        let copy = assembled.is_none();
-        let permit = match assembled {
-            Some(p) => p,
-            None => match flow.charge(size, if push { "push" } else { "request" }) {
-                Ok(p) => p,
-                Err(shed) if shed.close => return End::Error(shed.text),
-                Err(shed) => {
-                    backlogged |= flow.shed(queue, session, push, "inbound_budget", shed.text);
-                    continue;
-                }
-            },
-        };
-        let mut req = req;
-        if let Some(permit) = permit {
-            // A whole request is a slice of the read buffer: copied, so that what it
-            // keeps alive is what it is charged.
-            req.payload = permit.carry(std::mem::take(&mut req.payload), copy);
-        }
-        let keep = req.payload.clone();
-        // Dispatch in arrival order, while answers of earlier requests keep flowing.
-        let dispatched = {
-            let dispatch = inbound.dispatch(req);
-            tokio::pin!(dispatch);
-            loop {
-                tokio::select! {
-                    biased;
-                    d = &mut dispatch => break d,
-                    _ = cancel.cancelled() => return End::Cancelled,
-                    Some((bytes, done)) = later.next(), if !later.is_empty() => {
-                        held -= bytes;
-                        if let Some((s, result)) = done {
-                            backlogged |= answer(queue, config, s, result) > config.max_queued_bytes;
-                        }
-                    }
-                }
-            }
-        };
-        match dispatched {
-            Dispatched::Ready(result) if !push => {
-                backlogged |= answer(queue, config, session, result) > config.max_queued_bytes;
-            }
-            Dispatched::Ready(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "push failed on the receiving side");
-            }
-            Dispatched::Ready(Ok(_)) | Dispatched::NoReply => {}
-            Dispatched::Later(fut) => {
-                // The request's bytes stay held until its answer is computed.
-                held += size;
-                later.push(
-                    fut.map(move |r| {
-                        drop(keep);
-                        (size, (!push).then_some((session, r)))
-                    })
-                    .boxed(),
-                );
-            }
-        }
-    }
-}
-
-/// Expired multi-part sessions remembered per connection (their late pieces are dropped);
-/// past this many the connection is closed.
-const EXPIRED_KEPT: usize = 1024;
-
-/// Drop the multi-part messages older than the timeout: their budget is given back, a
-/// request is answered [`MULTIPART_EXPIRED`], late pieces will be dropped. Returns whether
-/// the write queue is now past its limit.
-fn expire(flow: &mut Inflow<'_>, assembler: &mut RequestAssembler, queue: &WriteQueue<()>) -> bool {
-    let timeout = flow.config.multipart_timeout;
-    let old: Vec<u32> = flow
-        .partial
-        .iter()
-        .filter(|(_, p)| p.started.elapsed() >= timeout)
-        .map(|(s, _)| *s)
-        .collect();
-    let mut backlogged = false;
-    for session in old {
-        let Some(p) = flow.partial.remove(&session) else {
-            continue;
-        };
-        // A whole message under the same session ends the partial one; it is not
-        // dispatched (the assembler's only way to drop a partial message).
-        let _ = assembler.feed(RequestFrame::Whole(Request {
-            address: Address::Id(0),
-            session,
-            push: true,
-            payload: Bytes::new(),
-        }));
-        flow.expired.insert(session);
-        flow.metrics.expired.increment(1);
-        let peer = flow.peer;
-        if let Some(suppressed) = warn_allowed("multipart_expired", &peer.ip()) {
-            tracing::warn!(%peer, session, push = p.push, ?timeout, suppressed, "multi-part message not finished in time; dropped");
-        }
-        if !p.push {
-            backlogged |= answer(queue, flow.config, session, Err(MULTIPART_EXPIRED.into()))
-                > flow.config.max_queued_bytes;
-        }
-    }
-    backlogged
-}
-
-/// Whether `req` is a heartbeat call to [`PING_NAME`].
-fn is_ping(req: &Request) -> bool {
-    matches!(&req.address, Address::Name(n) if n.as_ref() == PING_NAME.as_bytes())
-}
-
-/// Queue the response of `session`; returns the bytes now waiting to be written.
-fn answer(
-    queue: &WriteQueue<()>,
-    config: &ListenerConfig,
-    session: u32,
-    result: Result<Bytes, String>,
-) -> usize {
-    let too_large;
-    let result: Result<&[u8], &[u8]> = match &result {
-        Ok(reply) if reply.len() > config.max_message => {
-            too_large = format!(
-                "reply of {} bytes is larger than the maximum of {} bytes",
-                reply.len(),
-                config.max_message
-            );
-            tracing::warn!(session, %too_large, "reply not sent");
-            Err(too_large.as_bytes())
-        }
-        Ok(reply) => Ok(reply),
-        Err(text) => Err(text.as_bytes()),
-    };
-    let mut g = queue.lock();
-    if g.closed {
-        return 0;
-    }
-    let mark = g.buf.len();
-    if let Err(e) = encode_response(&mut g.buf, session, result) {
-        g.buf.truncate(mark);
-        let text = format!("cannot encode reply: {e}");
-        tracing::warn!(session, %text, "reply not sent");
-        if encode_response(&mut g.buf, session, Err(text.as_bytes())).is_err() {
-            g.buf.truncate(mark);
-        }
-    }
-    queue.defer(g)
-}

@@ -37,14 +37,16 @@
 //! peer is pipelining), or while part of a frame is buffered (the rest is on its way;
 //! large frames are read in large reads). Every few tries the poller also yields its
 //! thread, so a thread that needs the CPU is not kept waiting for a preemption. And at
-//! most [`set_max_pollers`] connections of the process poll at once (default 1): with
-//! many connections carrying traffic the others park in epoll, so polling costs at most
-//! about that many cores, not one per connection.
+//! most [`PollerCap::max`] connections under one [`PollerCap`] poll at once (the
+//! process's cap by default, maximum 1: [`set_max_pollers`]):
+//! with many connections carrying traffic the others park in epoll, so polling costs at
+//! most about that many cores, not one per connection. The polling loop, the activity
+//! stamps it reads and the cap live in [`crate::busy_poll`].
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bee_codec::frame::{FrameDecoder, FrameError};
@@ -55,6 +57,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::Permit;
+pub use crate::busy_poll::set_max_pollers;
+#[cfg(test)]
+use crate::busy_poll::SPIN_MAX_OUTSTANDING;
+pub(crate) use crate::busy_poll::{now_ns, Activity};
+use crate::busy_poll::{Polled, PollerCap, Spin, SPIN_CHUNK};
 use metrics::{Counter, Gauge};
 
 /// Bytes asked of the socket per read.
@@ -62,150 +69,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A writer's spare buffer larger than this is released after its batch went out (so one
 /// 64 MiB message does not pin 64 MiB for the life of the connection).
 const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
-/// Bytes asked of the socket per busy-poll read (the latency path carries small frames;
-/// a larger burst is read in several tries or by the normal path).
-const SPIN_CHUNK: usize = 16 * 1024;
-
-/// Nanoseconds on a monotonic clock private to this process (activity stamps).
-pub(crate) fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// Busy polling stops while more requests than this are outstanding on the connection:
-/// with a deep pipeline the next frame comes soon anyway, and a spinning reader would
-/// only take CPU time from the work (and, on a small machine, from the peer).
-const SPIN_MAX_OUTSTANDING: usize = 4;
-
-/// Every this many polls without data, the poller also yields its thread to the kernel.
-const SPIN_SHARE_EVERY: u64 = 8;
-
-/// Connections of this process busy-polling at once (see [`set_max_pollers`]).
-static POLLERS: AtomicUsize = AtomicUsize::new(0);
-/// At most this many connections of this process busy-poll at once (default 1).
-static MAX_POLLERS: AtomicUsize = AtomicUsize::new(1);
-
-/// Bound the CPU busy polling may take, process-wide: at most `n` connections poll at
-/// once (default 1, so polling costs at most about one core however many connections
-/// carry traffic); the others park in epoll as without polling. 0 turns polling off for
-/// every connection.
-pub fn set_max_pollers(n: usize) {
-    MAX_POLLERS.store(n, Ordering::Relaxed);
-}
-
-/// A poller's slot under [`set_max_pollers`]; given back when dropped.
-struct PollerSlot;
-
-impl PollerSlot {
-    fn take() -> Option<PollerSlot> {
-        let max = MAX_POLLERS.load(Ordering::Relaxed);
-        POLLERS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| PollerSlot)
-    }
-}
-
-impl Drop for PollerSlot {
-    fn drop(&mut self) {
-        POLLERS.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Busy polling stops after a read that brought more frames than this (see
-/// [`SPIN_MAX_OUTSTANDING`]; the listening side cannot see the caller's pipeline, only its
-/// frames arriving together).
-const SPIN_MAX_BATCH: usize = 1;
-
-/// What a busy-polling reader needs to know of its connection's other side: when frames
-/// were last queued for writing, and how many requests await their answers (calls in
-/// flight for a channel, requests being handled for a listener's connection).
-#[derive(Debug, Default)]
-pub(crate) struct Activity {
-    last: AtomicU64,
-    outstanding: AtomicUsize,
-    /// When a frame was last received (see [`now_ns`]); kept by the owner's reader, read
-    /// by the liveness monitor.
-    received: AtomicU64,
-    /// When a write last went through after the socket had been full ([`now_ns`]): the
-    /// peer's kernel acknowledged data and its application read some (it opened its
-    /// receive window), so the peer is alive even if it has not answered yet.
-    unblocked: AtomicU64,
-}
-
-impl Activity {
-    /// Record traffic now.
-    fn stamp(&self) {
-        self.last.store(now_ns(), Ordering::Relaxed);
-    }
-
-    /// When traffic was last recorded (see [`now_ns`]).
-    fn last(&self) -> u64 {
-        self.last.load(Ordering::Relaxed)
-    }
-
-    /// Record how many requests await answers now.
-    pub fn set_outstanding(&self, n: usize) {
-        self.outstanding.store(n, Ordering::Relaxed);
-    }
-
-    /// Record that a frame was received now.
-    pub fn stamp_received(&self) {
-        self.received.store(now_ns(), Ordering::Relaxed);
-    }
-
-    /// When a frame was last received (see [`now_ns`]; 0: never).
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-
-    /// When a write last went through after the socket had been full (0: never).
-    pub fn unblocked(&self) -> u64 {
-        self.unblocked.load(Ordering::Relaxed)
-    }
-
-    /// Whether the pipeline is shallow enough for busy polling to pay.
-    fn shallow(&self) -> bool {
-        self.outstanding.load(Ordering::Relaxed) <= SPIN_MAX_OUTSTANDING
-    }
-}
-
-/// The busy-poll state of a reader (see the module docs).
-struct Spin<R> {
-    /// A plain non-blocking read of the socket under `R`, bypassing the runtime's
-    /// readiness cache (which only the runtime's epoll pass refreshes).
-    raw_read: fn(&R, &mut [u8]) -> io::Result<usize>,
-    /// How long after the last traffic to keep polling, in nanoseconds.
-    window: u64,
-    /// Traffic on the write side, and the requests outstanding.
-    activity: Arc<Activity>,
-    /// When this side last received a frame (taken when the reader comes back for more).
-    received: u64,
-    /// Frames decoded since the last read of the socket that brought data.
-    frames: usize,
-    /// Where a polled read lands before it is appended to the read buffer.
-    scratch: Box<[u8]>,
-}
-
-impl<R> std::fmt::Debug for Spin<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spin")
-            .field("window_ns", &self.window)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What one busy-poll pass ended with.
-enum Polled {
-    /// Bytes were appended to the read buffer.
-    Data,
-    /// The peer closed its side.
-    Eof,
-    /// The window passed without data, or polling would not pay: park.
-    Idle,
-}
 
 /// Why [`Connection::read_frame`] could not return a frame.
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +171,15 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         Ok(body)
     }
 
+    /// Busy-poll the socket (see [`Spin::poll`]); `Idle` at once when busy polling is off.
+    /// Cancel safe: bytes read are in the buffer before any await.
+    async fn poll_socket(&mut self) -> io::Result<Polled> {
+        match &mut self.spin {
+            Some(spin) => spin.poll(&self.reader, &mut self.buffer).await,
+            None => Ok(Polled::Idle),
+        }
+    }
+
     /// Count the bytes read on `counter` (a metric).
     pub(crate) fn count_bytes(mut self, counter: Counter) -> Self {
         self.bytes_in = counter;
@@ -331,64 +203,6 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             self.partial_since = Some(Instant::now());
         }
     }
-
-    /// Busy-poll the socket while the window since the last traffic lasts (see the module
-    /// docs); `Idle` at once when busy polling is off or the window has passed.
-    /// Cancel safe: bytes read are in the buffer before any await.
-    async fn poll_socket(&mut self) -> io::Result<Polled> {
-        let Some(spin) = &mut self.spin else {
-            return Ok(Polled::Idle);
-        };
-        // Several frames came in the last read: the peer is pipelining and the next ones
-        // come soon without help. Part of a frame is buffered: the rest is on its way,
-        // and a large frame is best read in large reads straight into the buffer.
-        // The count stays until the next read brings data: an owner that drops this
-        // future (a `select!` taking another branch) and calls again must not start
-        // polling a pipelining peer.
-        let frames = spin.frames;
-        if frames > SPIN_MAX_BATCH || !self.buffer.is_empty() {
-            return Ok(Polled::Idle);
-        }
-        // The reader comes back for more right after handling what it read: if that
-        // brought a frame, now is when the last one arrived (one clock read per socket
-        // read, not per frame).
-        if frames > 0 {
-            spin.received = now_ns();
-            spin.frames = 0;
-        }
-        // Other connections poll already (as many as allowed): park like without polling.
-        let Some(_slot) = PollerSlot::take() else {
-            return Ok(Polled::Idle);
-        };
-        let mut spins = 0u64;
-        loop {
-            match (spin.raw_read)(&self.reader, &mut spin.scratch) {
-                Ok(0) => return Ok(Polled::Eof),
-                Ok(n) => {
-                    self.buffer.extend_from_slice(&spin.scratch[..n]);
-                    return Ok(Polled::Data);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let last = spin.received.max(spin.activity.last());
-                    if now_ns().saturating_sub(last) >= spin.window || !spin.activity.shallow() {
-                        return Ok(Polled::Idle);
-                    }
-                    // Every other task of this runtime runs before the next try.
-                    tokio::task::yield_now().await;
-                    spins += 1;
-                    if spins.is_multiple_of(SPIN_SHARE_EVERY) {
-                        // Now and then give the CPU to any other thread that wants it: a
-                        // runtime worker woken for a task, the peer process on a small
-                        // machine. Without this they wait for the kernel to preempt the
-                        // poller, and that wait shows in the tail latency.
-                        std::thread::yield_now();
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
 }
 
 impl Connection<OwnedReadHalf> {
@@ -406,7 +220,16 @@ impl Connection<OwnedReadHalf> {
             received: now_ns(),
             frames: 0,
             scratch: vec![0; SPIN_CHUNK].into_boxed_slice(),
+            cap: PollerCap::process(),
         });
+        self
+    }
+
+    /// Poll under `cap` instead of the process's cap (see [`PollerCap`]).
+    pub(crate) fn poller_cap(mut self, cap: PollerCap) -> Self {
+        if let Some(spin) = &mut self.spin {
+            spin.cap = cap;
+        }
         self
     }
 }
@@ -850,295 +673,4 @@ pub(crate) async fn run_writer<S>(queue: &WriteQueue<S>, cancel: &CancellationTo
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// A queue over one end of a loopback connection, and the other end.
-    async fn pair() -> (WriteQueue<()>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dial = TcpStream::connect(listener.local_addr().unwrap());
-        let (ours, theirs) = tokio::join!(dial, listener.accept());
-        let (_rd, wr) = ours.unwrap().into_split();
-        // Our read half is dropped: only writes matter here.
-        (WriteQueue::new(wr, ()), theirs.unwrap().0)
-    }
-
-    /// Append `bytes` and submit them, as the channel and the listener do.
-    fn send(queue: &WriteQueue<()>, bytes: &[u8]) -> usize {
-        let mut g = queue.lock();
-        let before = g.buf.len();
-        g.buf.extend_from_slice(bytes);
-        queue.submit(g, before)
-    }
-
-    async fn read_exactly(peer: &mut TcpStream, n: usize) -> Vec<u8> {
-        let mut got = vec![0u8; n];
-        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut got))
-            .await
-            .expect("bytes did not arrive")
-            .unwrap();
-        got
-    }
-
-    /// Wait until the socket is known writable (its first readiness event arrived).
-    async fn writable(queue: &WriteQueue<()>) {
-        queue.sock.writable().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn idle_queue_writes_directly_without_a_writer_task() {
-        let (queue, mut peer) = pair().await;
-        writable(&queue).await;
-        assert_eq!(send(&queue, b"hello"), 0, "nothing should stay queued");
-        assert_eq!(send(&queue, b" world"), 0);
-        assert_eq!(read_exactly(&mut peer, 11).await, b"hello world");
-    }
-
-    #[tokio::test]
-    async fn no_direct_write_while_the_writer_is_writing() {
-        let (queue, mut peer) = pair().await;
-        writable(&queue).await;
-        // The writer has taken 3 bytes and is writing them (not yet on the wire).
-        queue.lock().writing = 3;
-        assert_eq!(send(&queue, b"late"), 3 + 4);
-        assert_eq!(
-            &queue.lock().buf[..],
-            b"late",
-            "must wait behind the writer"
-        );
-        // The writer's bytes go first, then the writer takes what was queued behind.
-        queue.sock.try_write(b"abc").unwrap();
-        let cancel = CancellationToken::new();
-        queue.lock().writing = 0;
-        let writer = run_writer(&queue, &cancel);
-        let read = read_exactly(&mut peer, 7);
-        tokio::pin!(writer);
-        let got = tokio::select! {
-            got = read => got,
-            end = &mut writer => panic!("writer ended early: {end:?}"),
-        };
-        assert_eq!(got, b"abclate");
-        assert_eq!(queue.lock().queued(), 0);
-    }
-
-    #[tokio::test]
-    async fn writer_waits_while_a_caller_writes_directly() {
-        let (queue, mut peer) = pair().await;
-        writable(&queue).await;
-        // A caller has taken "early" and is writing it outside the lock.
-        {
-            let mut g = queue.lock();
-            g.direct = true;
-            g.writing = 5;
-        }
-        assert_eq!(
-            send(&queue, b"late"),
-            5 + 4,
-            "queued behind the direct write"
-        );
-        let cancel = CancellationToken::new();
-        let writer = run_writer(&queue, &cancel);
-        tokio::pin!(writer);
-        // Woken by the send, the writer must not take "late" yet.
-        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), &mut writer);
-        assert!(idle.await.is_err(), "writer ended early");
-        assert_eq!(&queue.lock().buf[..], b"late");
-        // The caller's write completes; it then hands over and wakes the writer.
-        queue.sock.try_write(b"early").unwrap();
-        {
-            let mut g = queue.lock();
-            g.direct = false;
-            g.writing = 0;
-        }
-        queue.wake.notify_one();
-        let got = tokio::select! {
-            got = read_exactly(&mut peer, 9) => got,
-            end = &mut writer => panic!("writer ended early: {end:?}"),
-        };
-        assert_eq!(got, b"earlylate");
-    }
-
-    #[tokio::test]
-    async fn no_direct_write_behind_queued_bytes() {
-        let (queue, mut peer) = pair().await;
-        writable(&queue).await;
-        queue.lock().buf.extend_from_slice(b"first ");
-        // Queued bytes exist (the writer was woken but has not run): append behind them.
-        assert_eq!(send(&queue, b"second"), 12);
-        assert_eq!(&queue.lock().buf[..], b"first second");
-        let cancel = CancellationToken::new();
-        let writer = run_writer(&queue, &cancel);
-        tokio::pin!(writer);
-        let got = tokio::select! {
-            got = read_exactly(&mut peer, 12) => got,
-            end = &mut writer => panic!("writer ended early: {end:?}"),
-        };
-        assert_eq!(got, b"first second");
-    }
-
-    #[tokio::test]
-    async fn what_does_not_fit_is_finished_by_the_writer_in_order() {
-        let (queue, mut peer) = pair().await;
-        writable(&queue).await;
-        // Far more than the loopback socket buffers hold while nobody reads.
-        let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
-        let left = send(&queue, &big);
-        assert!(left > 0 && left < big.len(), "left {left} of {}", big.len());
-        // The writer is busy with the rest: a small message must queue behind it.
-        let cancel = CancellationToken::new();
-        let writer = run_writer(&queue, &cancel);
-        tokio::pin!(writer);
-        let mut got = Vec::new();
-        let mut sent_tail = false;
-        let mut chunk = vec![0u8; 256 * 1024];
-        while got.len() < big.len() + 4 {
-            tokio::select! {
-                n = peer.read(&mut chunk) => {
-                    let n = n.unwrap();
-                    assert!(n > 0, "connection closed early");
-                    got.extend_from_slice(&chunk[..n]);
-                }
-                end = &mut writer => panic!("writer ended early: {end:?}"),
-            }
-            if !sent_tail && got.len() > big.len() / 2 {
-                send(&queue, b"tail");
-                sent_tail = true;
-            }
-        }
-        assert!(got[..big.len()] == big[..], "the large write was cut into");
-        assert_eq!(&got[big.len()..], b"tail");
-    }
-
-    /// A busy-polling reader over one end of a loopback connection, its activity, and
-    /// the other end (to write frames with).
-    async fn polling_pair(
-        window: Duration,
-    ) -> (Connection<OwnedReadHalf>, Arc<Activity>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dial = TcpStream::connect(listener.local_addr().unwrap());
-        let (ours, theirs) = tokio::join!(dial, listener.accept());
-        let (rd, wr) = ours.unwrap().into_split();
-        // The write half stays open with the test: dropping it would shut our side down.
-        std::mem::forget(wr);
-        let activity = Arc::new(Activity::default());
-        let conn = Connection::new(rd, 1024).busy_poll(window, activity.clone());
-        (conn, activity, theirs.unwrap().0)
-    }
-
-    async fn write_all(peer: &mut TcpStream, bytes: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        peer.write_all(bytes).await.unwrap();
-        peer.flush().await.unwrap();
-    }
-
-    /// Bounded wait for something that must finish promptly.
-    async fn soon<F: std::future::Future>(f: F) -> F::Output {
-        tokio::time::timeout(Duration::from_secs(5), f)
-            .await
-            .expect("did not finish")
-    }
-
-    /// Poll (bounded) and expect the poller to give up without data.
-    async fn expect_idle(conn: &mut Connection<OwnedReadHalf>) {
-        assert!(matches!(
-            soon(conn.poll_socket()).await.unwrap(),
-            Polled::Idle
-        ));
-    }
-
-    #[tokio::test]
-    async fn busy_polling_reader_reads_frames_then_a_clean_eof() {
-        let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
-        write_all(&mut peer, b"\x00\x03abc").await;
-        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"abc");
-        // Written while the reader spins (it is inside its window): picked up by polling.
-        let late = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            write_all(&mut peer, b"\x00\x02de").await;
-            peer
-        });
-        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"de");
-        drop(late.await.unwrap());
-        assert!(
-            soon(conn.read_frame()).await.unwrap().is_none(),
-            "clean EOF"
-        );
-    }
-
-    #[tokio::test]
-    async fn busy_polling_reader_reports_eof_mid_frame() {
-        let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
-        write_all(&mut peer, b"\x00\x05ab").await;
-        drop(peer);
-        match soon(conn.read_frame()).await {
-            Err(ReadError::EofMidFrame { buffered }) => assert_eq!(buffered, 4),
-            other => panic!("expected EOF mid-frame, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn polling_finds_data_written_while_it_spins() {
-        let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
-        let writer = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            write_all(&mut peer, b"\x00\x01z").await;
-            peer
-        });
-        assert!(matches!(
-            soon(conn.poll_socket()).await.unwrap(),
-            Polled::Data
-        ));
-        assert_eq!(&conn.buffered_frame().unwrap().unwrap()[..], b"z");
-        drop(writer.await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn polling_stops_when_the_window_has_passed() {
-        let (mut conn, _activity, _peer) = polling_pair(Duration::from_millis(1)).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        expect_idle(&mut conn).await;
-    }
-
-    #[tokio::test]
-    async fn no_polling_while_many_requests_are_outstanding() {
-        // A window of 10 s: were the gate ignored, `soon` would give up first.
-        let (mut conn, activity, _peer) = polling_pair(Duration::from_secs(10)).await;
-        activity.set_outstanding(SPIN_MAX_OUTSTANDING + 1);
-        expect_idle(&mut conn).await;
-    }
-
-    #[tokio::test]
-    async fn no_polling_after_a_read_that_brought_several_frames() {
-        let (mut conn, _activity, mut peer) = polling_pair(Duration::from_secs(10)).await;
-        write_all(&mut peer, b"\x00\x01a\x00\x01b").await;
-        // Let both frames land in the socket buffer, so one read takes them together.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"a");
-        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"b");
-        assert_eq!(conn.spin.as_ref().unwrap().frames, 2);
-        expect_idle(&mut conn).await;
-        // Asked again without new data (the owner's `select!` dropped the read and made
-        // a new one): still no polling, the count holds until a read brings data.
-        expect_idle(&mut conn).await;
-        // A read that brings one frame counts afresh.
-        write_all(&mut peer, b"\x00\x01c").await;
-        assert_eq!(&soon(conn.read_frame()).await.unwrap().unwrap()[..], b"c");
-        assert_eq!(conn.spin.as_ref().unwrap().frames, 1);
-    }
-
-    #[tokio::test]
-    async fn queued_frames_extend_the_window() {
-        let (mut conn, activity, _peer) = polling_pair(Duration::from_millis(200)).await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        activity.stamp();
-        let t0 = Instant::now();
-        expect_idle(&mut conn).await;
-        assert!(
-            t0.elapsed() >= Duration::from_millis(150),
-            "stopped polling {:?} after a frame was queued",
-            t0.elapsed()
-        );
-    }
-}
+mod tests;
