@@ -38,7 +38,7 @@ fn factory(counter: Arc<AtomicI64>) -> WorkerFactory {
             hits: HashMap::new(),
         };
         let d = Dispatcher::new(state)
-            .command("hit", |s, _ctx, (uid,): (i64,)| {
+            .command("hit", |s, uid: i64| {
                 let h = s.hits.entry(uid).or_default();
                 *h += 1;
                 Ok((s.index, s.instance, *h))
@@ -47,7 +47,7 @@ fn factory(counter: Arc<AtomicI64>) -> WorkerFactory {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok::<_, ServiceError>(h.state(|s| (s.index, s.instance)))
             })
-            .command("quit", |_s, ctx, (_uid,): (i64,)| {
+            .command_ctx("quit", |_s, ctx, _uid: i64| {
                 ctx.exit();
                 Ok("bye")
             });

@@ -8,7 +8,7 @@
 //! - **raw reader**: the same checks, reading the values one at a time off the payload
 //!   ([`seri::Reader`], no `Vec<Value>`) — the fastest a hand-written service gets;
 //! - **api**: a [`Dispatcher`] with one `"lua"` command,
-//!   `.command("echo", |_s, _ctx, (s,): (Str,)| Ok(s))`.
+//!   `.command("echo", |_s, s: Str| Ok(s))`.
 //!
 //! All get `("lua", "echo", "0123456789abcdef")` and must answer the packed string; every
 //! reply is compared byte for byte. Three sets are measured: a local call with 1 caller,
@@ -83,7 +83,7 @@ impl Service for RawReaderEcho {
 pub fn api_echo() -> Dispatcher<()> {
     // `Str`: the zero-copy string argument (a `String` costs an allocation and a copy
     // per call that the raw service does not make).
-    Dispatcher::new(()).command("echo", |_s, _ctx, (s,): (Str,)| Ok(s))
+    Dispatcher::new(()).command("echo", |_s, s: Str| Ok(s))
 }
 
 /// How long to measure.

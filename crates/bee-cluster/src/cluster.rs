@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use bee_codec::seri::{self, Value};
 use bee_registry::{Registry, RegistryError};
-use bee_runtime::{Addr, CallError, Context, Node, Remote, Target};
+use bee_runtime::remote::{pack_lua, unpack_reply};
+use bee_runtime::{Addr, CallError, Context, FromArgs, IntoValues, Node, Remote, Target};
 use bee_transport::TransportError;
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -254,6 +255,30 @@ impl Cluster {
             self.after_use(node, &link);
         }
         result.map_err(transport_error)
+    }
+
+    /// Call a `"lua"` command of `target` on `node`: packs `("lua", command, args…)`,
+    /// unpacks the reply into `R` (one type, a tuple of types, or `Vec<Value>`).
+    pub async fn call_lua<R: FromArgs>(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        command: &str,
+        args: impl IntoValues,
+    ) -> Result<R, CallError> {
+        let reply = self.call(node, target, pack_lua(command, args)?).await?;
+        unpack_reply(node, command, &reply)
+    }
+
+    /// Push a `"lua"` command to `target` on `node`: `("lua", command, args…)`, no reply.
+    pub async fn send_lua(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        command: &str,
+        args: impl IntoValues,
+    ) -> Result<(), CallError> {
+        self.send(node, target, pack_lua(command, args)?).await
     }
 
     /// Ask `node` for the address registered there as `name`.

@@ -89,7 +89,7 @@ fn int(n: u64) -> Value {
 /// Every command of `bee_clusterd`.
 fn commands() -> LuaTable<Cluster> {
     LuaTable::new()
-        .command("services", |_c: &mut Cluster, ctx, ()| {
+        .command_ctx("services", |_c: &mut Cluster, ctx, ()| {
             Ok(ctx
                 .node()
                 .services()
@@ -105,7 +105,7 @@ fn commands() -> LuaTable<Cluster> {
                 })
                 .collect::<Vec<Value>>())
         })
-        .command("senders", |c: &mut Cluster, _ctx, ()| {
+        .command("senders", |c: &mut Cluster, ()| {
             Ok(c.senders()
                 .into_iter()
                 .map(|(n, s, _)| {
@@ -116,10 +116,10 @@ fn commands() -> LuaTable<Cluster> {
                 })
                 .collect::<Vec<Value>>())
         })
-        .command("nodes", |c: &mut Cluster, _ctx, ()| {
+        .command("nodes", |c: &mut Cluster, ()| {
             Ok(c.registry().config().to_lua_string())
         })
-        .command("names", |_c: &mut Cluster, ctx, ()| {
+        .command_ctx("names", |_c: &mut Cluster, ctx, ()| {
             Ok(ctx
                 .node()
                 .names()
@@ -127,11 +127,11 @@ fn commands() -> LuaTable<Cluster> {
                 .map(|(n, a)| Value::from(format!("{n} = {}", fmt_addr(a))))
                 .collect::<Vec<Value>>())
         })
-        .command("reload", |c: &mut Cluster, _ctx, text: (String,)| {
-            let cfg = ClusterConfig::parse_lua(&text.0)?;
+        .command("reload", |c: &mut Cluster, text: String| {
+            let cfg = ClusterConfig::parse_lua(&text)?;
             Ok(c.reload(cfg).to_string())
         })
-        .command(
+        .command_ctx(
             "register",
             |c: &mut Cluster, ctx, (name, addr): (String, Option<i64>)| {
                 let addr = match addr {
@@ -143,17 +143,17 @@ fn commands() -> LuaTable<Cluster> {
                 Ok(i64::from(addr))
             },
         )
-        .command("unregister", |c: &mut Cluster, _ctx, name: (String,)| {
-            Ok(c.unregister(&name.0).map(i64::from))
+        .command("unregister", |c: &mut Cluster, name: String| {
+            Ok(c.unregister(&name).map(i64::from))
         })
-        .command("query", |_c: &mut Cluster, ctx, name: (String,)| {
-            match ctx.node().resolve_public(&name.0) {
+        .command_ctx("query", |_c: &mut Cluster, ctx, name: String| {
+            match ctx.node().resolve_public(&name) {
                 Some(a) => Ok(i64::from(a)),
                 None => Err(ServiceError::msg("name not found")),
             }
         })
-        .command("config", |c: &mut Cluster, _ctx, ()| Ok(c.report().to_value()))
-        .command(
+        .command("config", |c: &mut Cluster, ()| Ok(c.report().to_value()))
+        .command_ctx(
             "config_push",
             |c: &mut Cluster, ctx, (text, force, from): (String, Option<bool>, Option<String>)| {
                 let from = from.unwrap_or_else(|| fmt_addr(ctx.source()));
@@ -163,7 +163,7 @@ fn commands() -> LuaTable<Cluster> {
                     .to_values())
             },
         )
-        .command(
+        .command_ctx(
             "hello",
             |c: &mut Cluster, ctx, (peer, inc): (Option<String>, Option<i64>)| {
                 // The caller may say who it is: a node of the config that says hello with
@@ -186,7 +186,7 @@ fn commands() -> LuaTable<Cluster> {
         )
         .command(
             "names_changed",
-            |c: &mut Cluster, _ctx, (peer, inc, generation): (String, Option<i64>, Option<i64>)| {
+            |c: &mut Cluster, (peer, inc, generation): (String, Option<i64>, Option<i64>)| {
                 // A peer says its names changed: say hello to it to read them (in the
                 // background; the hello answer is the one source of a peer's names).
                 let number = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
@@ -207,19 +207,18 @@ fn commands() -> LuaTable<Cluster> {
                 Ok(known)
             },
         )
-        .command("goaway", |c: &mut Cluster, _ctx, peer: (String,)| {
+        .command("goaway", |c: &mut Cluster, peer: String| {
             // A peer drains: what we send it next goes on a new connection.
-            let peer = peer.0;
             c.note_event(format!("{peer} is draining (said goaway)"));
             Ok(c.retire(&peer))
         })
-        .command("events", |c: &mut Cluster, _ctx, ()| {
+        .command("events", |c: &mut Cluster, ()| {
             Ok(c.recent_events()
                 .into_iter()
                 .map(|(at, e)| Value::from(format!("{at} {e}")))
                 .collect::<Vec<Value>>())
         })
-        .command("status", |c: &mut Cluster, _ctx, ()| {
+        .command("status", |c: &mut Cluster, ()| {
             let source = c
                 .inner
                 .status
@@ -233,12 +232,12 @@ fn commands() -> LuaTable<Cluster> {
                 )),
             }
         })
-        .command("ping", |c: &mut Cluster, ctx, peer: (String,)| {
+        .command_ctx("ping", |c: &mut Cluster, ctx, peer: String| {
             // Answer from a task: clusterd keeps serving while the peer answers.
             let Some(reply) = ctx.take_reply() else {
                 return Ok(());
             };
-            let (cluster, peer) = (c.clone(), peer.0);
+            let cluster = c.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
                 match cluster.hello(&peer).await {

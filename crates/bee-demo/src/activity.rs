@@ -31,7 +31,7 @@ pub fn worker(index: usize) -> BoxService {
     // Hot update: each worker's progress table survives `bee run --takeover`.
     .carry(export_progress, import_progress)
     // ("lua", "progress", uid, activity_id) → progress, worker index
-    .command("progress", |s, _ctx, (uid, act): (i64, i32)| {
+    .command("progress", |s, (uid, act): (i64, i32)| {
         let p = s.progress.get(&(uid as u64, act)).copied().unwrap_or(0);
         Ok((p, s.index))
     })

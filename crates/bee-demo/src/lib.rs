@@ -34,9 +34,7 @@ pub mod shop;
 /// | `lobby` | the scenario driver, with the native `lobby_native` | needs `cservice_proxy` first |
 pub fn app() -> bee_node::App {
     bee_node::App::new()
-        .kind("lpersistence", |s| {
-            Ok(Some(s.node.spawn(s.label(), persistence::service())))
-        })
+        .service("lpersistence", persistence::service)
         .kind("activity_master", |s| {
             let workers = s.option_usize("workers", bee_runtime::shard::DEFAULT_WORKERS)?;
             let rule = bee_runtime::shard::ShardRule::parse(s.option_str("rule", "hash")?)

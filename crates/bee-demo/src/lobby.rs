@@ -89,7 +89,7 @@ pub fn start(node: &Node, proxy: Addr) -> Result<Addr, ServiceError> {
         .command_async("persistence", |h, ()| {
             persistence(h.state(|s| s.cluster.clone()))
         })
-        .command_async("sql", |h, (statement,): (Option<String>,)| {
+        .command_async("sql", |h, statement: Option<String>| {
             sql(h.state(|s| s.cluster.clone()), statement)
         })
         .command_async("activity", |h, (n, rule): (Option<i64>, Option<String>)| {

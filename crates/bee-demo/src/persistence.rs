@@ -35,10 +35,10 @@ pub fn service() -> RpcServer<Dispatcher<Persistence>> {
                 Ok(())
             },
         )
-        .command("ping", |_s, ctx, ()| {
+        .command_ctx("ping", |_s, ctx, ()| {
             Ok(("pong", format!("{}/{}", ctx.node().name(), ctx.label())))
         })
-        .command("logins", |s, _ctx, ()| Ok(s.logins))
+        .command("logins", |s, ()| Ok(s.logins))
         .on(|s, _ctx, _frame, m: LoginReq| {
             s.logins += 1;
             tracing::info!(uid = m.uid, device = %m.device, "login");

@@ -34,10 +34,8 @@
 //!
 //! fn main() {
 //!     bee_node::App::new()
-//!         .kind("greeter", |spec| {
-//!             let svc = Dispatcher::new(())
-//!                 .command("hello", |_s, _ctx, (who,): (String,)| Ok(format!("hello {who}")));
-//!             Ok(Some(spec.node.spawn(spec.label(), svc)))
+//!         .service("greeter", || {
+//!             Dispatcher::new(()).command("hello", |_s, who: String| Ok(format!("hello {who}")))
 //!         })
 //!         .main()
 //! }
@@ -150,6 +148,18 @@ impl App {
         start: impl Fn(&Spec<'_>) -> Result<Option<bee_runtime::Addr>> + Send + Sync + 'static,
     ) -> App {
         self.kinds.add(kind, start);
+        self
+    }
+
+    /// Add a service kind whose every `[[service]]` entry is one service made by `make`
+    /// (`App::new().service("shop", shop)` with `fn shop() -> Dispatcher<Shop>`); a kind
+    /// that reads the entry's options or starts several services uses [`App::kind`].
+    pub fn service<S: bee_runtime::Service>(
+        mut self,
+        kind: &str,
+        make: impl Fn() -> S + Send + Sync + 'static,
+    ) -> App {
+        self.kinds.service(kind, make);
         self
     }
 

@@ -35,7 +35,7 @@ use anyhow::{anyhow, Context as _, Result};
 use bee_cluster::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
 use bee_cluster::Cluster;
 use bee_runtime::builtin::{Echo, EchoValues, Sequence, Sink, Slow};
-use bee_runtime::{Addr, Node};
+use bee_runtime::{Addr, Node, Service};
 
 use crate::config::{NodeConfig, ServiceSpec};
 
@@ -111,17 +111,11 @@ impl Kinds {
     /// `capi` feature, `mysqlpool` with `mysql`).
     pub fn builtin() -> Kinds {
         let mut k = Kinds::default();
-        k.add("echo", |s| Ok(Some(s.node.spawn(s.label(), Echo))));
-        k.add("echo_values", |s| {
-            Ok(Some(s.node.spawn(s.label(), EchoValues)))
-        });
-        k.add("sink", |s| {
-            Ok(Some(s.node.spawn(s.label(), Sink::default())))
-        });
-        k.add("slow", |s| Ok(Some(s.node.spawn(s.label(), Slow))));
-        k.add("sequence", |s| {
-            Ok(Some(s.node.spawn(s.label(), Sequence::default())))
-        });
+        k.service("echo", || Echo);
+        k.service("echo_values", || EchoValues);
+        k.service("sink", Sink::default);
+        k.service("slow", || Slow);
+        k.service("sequence", Sequence::default);
         k.add("cservice_proxy", |s| Ok(Some(CServiceProxy::spawn(s.node))));
         k.add("native_master", start_native_master);
         #[cfg(feature = "capi")]
@@ -149,6 +143,16 @@ impl Kinds {
         start: impl Fn(&Spec<'_>) -> Result<Option<Addr>> + Send + Sync + 'static,
     ) {
         self.kinds.insert(kind.to_string(), Arc::new(start));
+    }
+
+    /// Add (or replace) a kind whose every entry is one service made by `make`, spawned
+    /// under the entry's label: the common case of [`Kinds::add`].
+    pub fn service<S: Service>(
+        &mut self,
+        kind: &str,
+        make: impl Fn() -> S + Send + Sync + 'static,
+    ) {
+        self.add(kind, move |s| Ok(Some(s.node.spawn(s.label(), make()))));
     }
 
     /// The kind names, sorted.

@@ -1,7 +1,8 @@
 //! Typed arguments and replies for `"lua"` commands.
 //!
 //! A `"lua"` message carries skynet.pack values. A command handler names the types it
-//! wants — `|state, ctx, (uid, act): (i64, String)|` — and the values are converted
+//! wants — `|state, (uid, act): (i64, String)|`, or `|state, uid: i64|` for one
+//! argument — and the values are converted
 //! before it runs ([`FromArgs`]); a missing, extra or mistyped argument is answered with
 //! an error that names the command's signature, e.g.
 //! `command progress takes (integer, string), got 1 value: argument 2 is missing`.
@@ -316,6 +317,20 @@ tuple_from_args!(6; A 0, B 1, C 2, D 3, E 4, F 5);
 tuple_from_args!(7; A 0, B 1, C 2, D 3, E 4, F 5, G 6);
 tuple_from_args!(8; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 
+/// One argument needs no tuple: `uid: i64` takes exactly what `(uid,): (i64,)` takes,
+/// with the same errors.
+impl<T: FromValue> FromArgs for T {
+    fn signature() -> String {
+        <(T,)>::signature()
+    }
+    fn from_args(args: Vec<Value>) -> Result<Self, ArgsError> {
+        <(T,)>::from_args(args).map(|(t,)| t)
+    }
+    fn from_reader(r: Reader<'_>) -> Result<Self, ReadArgsError> {
+        <(T,)>::from_reader(r).map(|(t,)| t)
+    }
+}
+
 /// One reply value.
 pub trait IntoValue {
     /// Convert.
@@ -445,6 +460,25 @@ mod tests {
         assert!(e.problem.contains("1 extra value"), "{e}");
         let e = <()>::from_args(vec![Value::Nil]).unwrap_err();
         assert!(e.problem.contains("no arguments"), "{e}");
+    }
+
+    #[test]
+    fn one_argument_needs_no_tuple_and_fails_as_the_tuple_does() {
+        assert_eq!(i64::from_args(vec![Value::Integer(7)]), Ok(7));
+        assert_eq!(i64::signature(), "integer");
+        let packed = seri::pack(&[Value::Integer(9)]).unwrap();
+        assert_eq!(i64::from_reader(Reader::new(&packed)).unwrap(), 9);
+        for bad in [
+            vec![],
+            vec![Value::from("x")],
+            vec![Value::Integer(1), Value::Integer(2)],
+        ] {
+            assert_eq!(
+                i64::from_args(bad.clone()).unwrap_err(),
+                <(i64,)>::from_args(bad).unwrap_err()
+            );
+        }
+        assert_eq!(Option::<String>::from_args(vec![]), Ok(None));
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //! struct Counter { hits: i64 }
 //!
 //! let service = Dispatcher::new(Counter::default())
-//!     .command("hit", |s, _ctx, (n,): (i64,)| {
+//!     .command("hit", |s, n: i64| {
 //!         s.hits += n;
 //!         Ok(s.hits)
 //!     })
@@ -221,9 +221,21 @@ impl<S: Send + 'static> Dispatcher<S> {
     where
         A: FromArgs,
         R: IntoValues,
-        F: Fn(&mut S, &mut Context, A) -> Result<R, ServiceError> + Send + Sync + 'static,
+        F: Fn(&mut S, A) -> Result<R, ServiceError> + Send + Sync + 'static,
     {
         self.lua = self.lua.command(name, f);
+        self
+    }
+
+    /// Add a synchronous `"lua"` command that gets the message's [`Context`] (see
+    /// [`LuaTable::command_ctx`]).
+    pub fn command_ctx<A, R, F>(mut self, name: &str, f: F) -> Self
+    where
+        A: FromArgs,
+        R: IntoValues,
+        F: Fn(&mut S, &mut Context, A) -> Result<R, ServiceError> + Send + Sync + 'static,
+    {
+        self.lua = self.lua.command_ctx(name, f);
         self
     }
 
@@ -403,7 +415,7 @@ mod tests {
 
     fn counter() -> Dispatcher<i64> {
         Dispatcher::new(0)
-            .command("add", |s, _ctx, (n, note): (i64, Option<String>)| {
+            .command("add", |s, (n, note): (i64, Option<String>)| {
                 *s += n;
                 Ok((*s, note))
             })

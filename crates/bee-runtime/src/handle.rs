@@ -8,11 +8,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use bee_codec::seri::{self, Value};
 use bytes::Bytes;
 
 use crate::args::{FromArgs, IntoValues};
-use crate::remote::Target;
+pub use crate::remote::pack_lua;
+use crate::remote::{unpack_reply, Target};
 use crate::service::{Addr, CallError, Context, Node};
 
 /// An async handler's view of its service: state, node, calls.
@@ -93,7 +93,7 @@ impl<S> Handle<S> {
     }
 
     /// Call a `"lua"` command: packs `("lua", command, args…)`, unpacks the reply into
-    /// `R` (a tuple of types, or `Vec<Value>`).
+    /// `R` (one type, a tuple of types, or `Vec<Value>`).
     pub async fn call_lua<R: FromArgs>(
         &self,
         node: &str,
@@ -102,10 +102,7 @@ impl<S> Handle<S> {
         args: impl IntoValues,
     ) -> Result<R, CallError> {
         let reply = self.call(node, target, pack_lua(command, args)?).await?;
-        R::from_args(seri::unpack(&reply)?).map_err(|e| CallError::BadReply {
-            node: node.to_string(),
-            reason: format!("reply to {command}: {e}"),
-        })
+        unpack_reply(node, command, &reply)
     }
 
     /// Push a `"lua"` command: `("lua", command, args…)`, no reply.
@@ -118,11 +115,4 @@ impl<S> Handle<S> {
     ) -> Result<(), CallError> {
         self.send(node, target, pack_lua(command, args)?).await
     }
-}
-
-/// `skynet.pack("lua", command, args…)`.
-pub fn pack_lua(command: &str, args: impl IntoValues) -> Result<Bytes, CallError> {
-    let mut values = vec![Value::from("lua"), Value::from(command)];
-    values.extend(args.into_values());
-    Ok(seri::pack(&values)?)
 }

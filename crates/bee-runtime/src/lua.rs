@@ -7,7 +7,9 @@
 //!
 //! Two kinds of handler:
 //! - [`LuaTable::command`]: synchronous, with `&mut` access to the service state — most
-//!   game logic: `|s, ctx, (uid, act): (i64, i32)| Ok(s.progress(uid, act))`.
+//!   game logic: `|s, (uid, act): (i64, i32)| Ok(s.progress(uid, act))`, or
+//!   `|s, uid: i64| …` for one argument; [`LuaTable::command_ctx`] when the handler
+//!   needs the message's [`Context`].
 //! - [`LuaTable::command_async`]: gets a [`Handle`] (the state, the node, calls to any
 //!   service on any node) and returns a future; the state stays reachable after every
 //!   `await` through [`Handle::state`].
@@ -81,9 +83,22 @@ impl<S: Send + 'static> LuaTable<S> {
         Self::default()
     }
 
-    /// Add a synchronous command taking arguments `A` (a tuple of types, `()` or
-    /// `Vec<Value>`) and replying with `R` (`()`, a value, a tuple or `Vec<Value>`).
-    pub fn command<A, R, F>(mut self, name: &str, f: F) -> Self
+    /// Add a synchronous command taking arguments `A` (one type, a tuple of types, `()`
+    /// or `Vec<Value>`) and replying with `R` (`()`, a value, a tuple or `Vec<Value>`):
+    /// `|s, uid: i64| Ok(s.coins(uid))`. A handler that needs its [`Context`] (the node,
+    /// the sender, the reply) is added with [`LuaTable::command_ctx`].
+    pub fn command<A, R, F>(self, name: &str, f: F) -> Self
+    where
+        A: FromArgs,
+        R: IntoValues,
+        F: Fn(&mut S, A) -> Result<R, ServiceError> + Send + Sync + 'static,
+    {
+        self.command_ctx(name, move |s, _ctx, a| f(s, a))
+    }
+
+    /// [`LuaTable::command`] for a handler that also gets the message's [`Context`]:
+    /// `|s, ctx, name: String| …ctx.node()…`.
+    pub fn command_ctx<A, R, F>(mut self, name: &str, f: F) -> Self
     where
         A: FromArgs,
         R: IntoValues,

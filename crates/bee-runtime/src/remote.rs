@@ -11,9 +11,11 @@
 use std::sync::Arc;
 
 use bee_codec::cluster::Address;
+use bee_codec::seri::{self, Value};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use crate::args::{FromArgs, IntoValues};
 use crate::error::{fmt_addr, Addr, CallError};
 use crate::service::Node;
 
@@ -119,6 +121,32 @@ impl Node {
         self.send_on_from(0, node, target.into(), payload).await
     }
 
+    /// Call a `"lua"` command of `target` on `node`: packs `("lua", command, args…)`
+    /// (`args` one value, a tuple or `Vec<Value>`), unpacks the reply into `R` (one
+    /// type, a tuple of types, or `Vec<Value>`): `node.call_lua::<i64>("bank", "@wallet",
+    /// "balance", uid)`.
+    pub async fn call_lua<R: FromArgs>(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        command: &str,
+        args: impl IntoValues,
+    ) -> Result<R, CallError> {
+        let reply = self.call_on(node, target, pack_lua(command, args)?).await?;
+        unpack_reply(node, command, &reply)
+    }
+
+    /// Push a `"lua"` command to `target` on `node`: `("lua", command, args…)`, no reply.
+    pub async fn send_lua(
+        &self,
+        node: &str,
+        target: impl Into<Target>,
+        command: &str,
+        args: impl IntoValues,
+    ) -> Result<(), CallError> {
+        self.send_on(node, target, pack_lua(command, args)?).await
+    }
+
     pub(crate) async fn call_on_from(
         &self,
         from: Addr,
@@ -162,5 +190,79 @@ impl Node {
             Target::Addr(a) => Ok(*a),
             Target::Name(n) => self.resolve(n),
         }
+    }
+}
+
+/// `skynet.pack("lua", command, args…)`.
+pub fn pack_lua(command: &str, args: impl IntoValues) -> Result<Bytes, CallError> {
+    let mut values = vec![Value::from("lua"), Value::from(command)];
+    values.extend(args.into_values());
+    Ok(seri::pack(&values)?)
+}
+
+/// A `"lua"` command's packed reply from `node` as `R`; a reply that does not fit is a
+/// [`CallError::BadReply`] naming the command.
+pub fn unpack_reply<R: FromArgs>(node: &str, command: &str, reply: &Bytes) -> Result<R, CallError> {
+    R::from_args(seri::unpack(reply)?).map_err(|e| CallError::BadReply {
+        node: node.to_string(),
+        reason: format!("reply to {command}: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::RuntimeConfig;
+    use crate::Dispatcher;
+
+    fn node_with_adder() -> Node {
+        let node = Node::new("solo", RuntimeConfig::default());
+        let adder = Dispatcher::new(0i64)
+            .command("add", |total, n: i64| {
+                *total += n;
+                Ok(*total)
+            })
+            .command("pair", |_s, (a, b): (i64, String)| Ok((b, a)));
+        let addr = node.spawn("adder", adder);
+        node.set_name("adder", addr);
+        node
+    }
+
+    #[tokio::test]
+    async fn typed_lua_calls_on_the_node_itself_need_no_cluster() {
+        let node = node_with_adder();
+        let total: i64 = node.call_lua("solo", "@adder", "add", 2).await.unwrap();
+        assert_eq!(total, 2);
+        node.send_lua("solo", "adder", "add", 3).await.unwrap();
+        let total: i64 = node.call_lua("solo", "adder", "add", 0).await.unwrap();
+        assert_eq!(total, 5);
+        let (s, n): (String, i64) = node
+            .call_lua("solo", "adder", "pair", (7, "x"))
+            .await
+            .unwrap();
+        assert_eq!((s.as_str(), n), ("x", 7));
+        // A reply of another shape is a BadReply naming the command.
+        let e = node
+            .call_lua::<String>("solo", "adder", "add", 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, CallError::BadReply { reason, .. } if reason.starts_with("reply to add:")),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_node_without_a_remote_is_unavailable() {
+        let node = node_with_adder();
+        let e = node
+            .call_lua::<i64>("elsewhere", "adder", "add", 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, CallError::Unavailable(t) if t.contains("cluster layer is not started")),
+            "{e:?}"
+        );
+        assert!(node.remote().is_none());
     }
 }

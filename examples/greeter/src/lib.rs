@@ -36,7 +36,7 @@ pub struct Wallet {
 pub fn wallet() -> Dispatcher<Wallet> {
     Dispatcher::new(Wallet::default())
         // ("lua", "deposit", uid, amount) → the new balance
-        .command("deposit", |s, _ctx, (uid, amount): (i64, i64)| {
+        .command("deposit", |s, (uid, amount): (i64, i64)| {
             if amount <= 0 {
                 return Err(ServiceError::msg(format!(
                     "deposit of {amount} coins: the amount must be positive"
@@ -47,7 +47,7 @@ pub fn wallet() -> Dispatcher<Wallet> {
             Ok(*coins)
         })
         // ("lua", "balance", uid) → coins
-        .command("balance", |s, _ctx, (uid,): (i64,)| {
+        .command("balance", |s, uid: i64| {
             Ok(s.coins.get(&uid).copied().unwrap_or(0))
         })
 }
@@ -66,18 +66,16 @@ pub fn greeter(bank: &str) -> Dispatcher<Greeter> {
         visits: HashMap::new(),
     })
     // ("lua", "hello", name) → "hello, <name>"
-    .command("hello", |_s, _ctx, (name,): (String,)| {
-        Ok(format!("hello, {name}"))
-    })
+    .command("hello", |_s, name: String| Ok(format!("hello, {name}")))
     // ("lua", "visits", uid) → how many Greet messages this uid sent
-    .command("visits", |s, _ctx, (uid,): (i64,)| {
+    .command("visits", |s, uid: i64| {
         Ok(s.visits.get(&uid).copied().unwrap_or(0))
     })
     // ("text", frame of greeter.Greet) → frame of greeter.Welcome
     .on_async(|h, _frame, m: Greet| async move {
         let bank = h.state(|s| s.bank.clone());
         // A call to a service on another node; the state is not held across it.
-        let (coins,): (i64,) = h.call_lua(&bank, "@wallet", "balance", (m.uid,)).await?;
+        let coins: i64 = h.call_lua(&bank, "@wallet", "balance", m.uid).await?;
         // After the await: the state is ours again.
         let visits = h.state(|s| {
             let v = s.visits.entry(m.uid).or_default();
@@ -97,9 +95,7 @@ pub fn greeter(bank: &str) -> Dispatcher<Greeter> {
 /// `bank = "<node>"`, default `"bank"`).
 pub fn app() -> bee_node::App {
     bee_node::App::new()
-        .kind("wallet", |spec| {
-            Ok(Some(spec.node.spawn(spec.label(), wallet())))
-        })
+        .service("wallet", wallet)
         .kind("greeter", |spec| {
             let bank = spec.option_str("bank", "bank")?;
             Ok(Some(spec.node.spawn(spec.label(), greeter(bank))))

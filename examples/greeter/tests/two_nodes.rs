@@ -19,8 +19,7 @@ use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
 use bee_example_greeter::proto::{Greet, Welcome};
 use bee_registry::{ClusterConfig, Registry};
-use bee_runtime::handle::pack_lua;
-use bee_runtime::{CallError, FromArgs, IntoValues, Node};
+use bee_runtime::{CallError, Node};
 use bee_testkit::{free_port, NodeProcess, Start, TempDir};
 use bytes::Bytes;
 use prost::{Message, Name};
@@ -45,19 +44,6 @@ fn start_node(bin: &Path, config: &Path) -> NodeProcess {
         .and_then(|n| n.to_str())
         .unwrap_or("greeter");
     NodeProcess::start(cmd, Start::listening(name))
-}
-
-/// Call a `"lua"` command and convert the reply to `R` (as `Handle::call_lua` does inside
-/// a service).
-async fn lua<R: FromArgs>(
-    c: &Cluster,
-    node: &str,
-    service: &str,
-    command: &str,
-    args: impl IntoValues,
-) -> Result<R, CallError> {
-    let reply = c.call(node, service, pack_lua(command, args)?).await?;
-    Ok(R::from_args(seri::unpack(&reply)?).expect("reply of the expected shape"))
 }
 
 /// A `"text"` request as a client sends it: `("text", game frame of msg)`.
@@ -142,15 +128,18 @@ async fn scenario(cluster_file: &Path, bank: NodeProcess) {
     const UID: i64 = 10076447;
 
     // "lua" commands with typed arguments, on each node.
-    let (hello,): (String,) = lua(&c, "hall", "@greeter", "hello", ("Ann",))
+    let hello: String = c
+        .call_lua("hall", "@greeter", "hello", "Ann")
         .await
         .unwrap();
     assert_eq!(hello, "hello, Ann");
-    let (coins,): (i64,) = lua(&c, "bank", "@wallet", "deposit", (UID, 250))
+    let coins: i64 = c
+        .call_lua("bank", "@wallet", "deposit", (UID, 250))
         .await
         .unwrap();
     assert_eq!(coins, 250);
-    let (coins,): (i64,) = lua(&c, "bank", "@wallet", "deposit", (UID, 50))
+    let coins: i64 = c
+        .call_lua("bank", "@wallet", "deposit", (UID, 50))
         .await
         .unwrap();
     assert_eq!(coins, 300);
@@ -181,24 +170,24 @@ async fn scenario(cluster_file: &Path, bank: NodeProcess) {
             .unwrap(),
     );
     assert_eq!((w.uid, w.visits, w.coins), (7, 1, 0));
-    let (visits,): (u32,) = lua(&c, "hall", "@greeter", "visits", (UID,)).await.unwrap();
+    let visits: u32 = c.call_lua("hall", "@greeter", "visits", UID).await.unwrap();
     assert_eq!(visits, 2);
 
     // Errors, matched on their variant. Wrong arity and wrong type name the signature.
-    let r: Result<(String,), _> = lua(&c, "hall", "@greeter", "hello", ("Ann", 2)).await;
+    let r: Result<String, _> = c.call_lua("hall", "@greeter", "hello", ("Ann", 2)).await;
     assert_remote(r, "hall", "command hello takes (string), got 2 values");
-    let r: Result<(String,), _> = lua(&c, "hall", "@greeter", "hello", (42,)).await;
+    let r: Result<String, _> = c.call_lua("hall", "@greeter", "hello", 42).await;
     assert_remote(r, "hall", "command hello takes (string)");
     // A handler's own error, in its own words.
-    let r: Result<(i64,), _> = lua(&c, "bank", "@wallet", "deposit", (UID, -5)).await;
+    let r: Result<i64, _> = c.call_lua("bank", "@wallet", "deposit", (UID, -5)).await;
     assert_remote(r, "bank", "the amount must be positive");
-    let r: Result<(i64,), _> = lua(&c, "bank", "@wallet", "withdraw", (UID, 5)).await;
+    let r: Result<i64, _> = c.call_lua("bank", "@wallet", "withdraw", (UID, 5)).await;
     assert_remote(r, "bank", "unknown command \"withdraw\"");
     // The balance is untouched by the failed calls.
-    let (coins,): (i64,) = lua(&c, "bank", "@wallet", "balance", (UID,)).await.unwrap();
+    let coins: i64 = c.call_lua("bank", "@wallet", "balance", UID).await.unwrap();
     assert_eq!(coins, 300);
     // A node in the config that nobody serves.
-    let r: Result<(String,), _> = lua(&c, "down", "@greeter", "hello", ("Ann",)).await;
+    let r: Result<String, _> = c.call_lua("down", "@greeter", "hello", ("Ann",)).await;
     match r {
         Err(e) => assert!(e.is_node_down(), "expected a node-down error, got {e:?}"),
         Ok(v) => panic!("a call to a node nobody serves answered {v:?}"),
@@ -209,7 +198,8 @@ async fn scenario(cluster_file: &Path, bank: NodeProcess) {
     drop(bank);
     let r = c.call("hall", "@greeter", text_request(&greet)).await;
     assert_remote(r, "hall", "bank");
-    let (hello,): (String,) = lua(&c, "hall", "@greeter", "hello", ("Ann",))
+    let hello: String = c
+        .call_lua("hall", "@greeter", "hello", "Ann")
         .await
         .unwrap();
     assert_eq!(hello, "hello, Ann");

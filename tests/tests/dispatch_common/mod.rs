@@ -157,20 +157,20 @@ pub struct Faulty {
 /// - `"text"` `game.Ping{seq}` → `game.Pong{seq}`; seq 13 panics, seq 66 fails.
 pub fn faulty_service() -> RpcServer<Dispatcher<Faulty>> {
     let d = Dispatcher::new(Faulty::default())
-        .command("ping", |s, _ctx, ()| {
+        .command("ping", |s, ()| {
             s.served += 1;
             Ok(("pong", s.served))
         })
-        .command("fail", |_s, _ctx, (text,): (Option<String>,)| {
+        .command("fail", |_s, text: Option<String>| {
             Err::<(), _>(ServiceError::msg(text.unwrap_or_else(|| "failed".into())))
         })
         .command(
             "panic",
-            |_s, _ctx, (text,): (Option<String>,)| -> Result<(), ServiceError> {
+            |_s, text: Option<String>| -> Result<(), ServiceError> {
                 panic!("{}", text.unwrap_or_else(|| "panicked".into()))
             },
         )
-        .command_async("slow", |_h, (ms,): (u64,)| async move {
+        .command_async("slow", |_h, ms: u64| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, ServiceError>("slept")
         })
