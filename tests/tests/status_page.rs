@@ -189,10 +189,13 @@ fn the_page_shows_the_demo_cluster_a_config_push_and_a_killed_node() {
             "lobby -> {n} shows no calls or latency: {text}"
         );
     }
-    // activity_master's eight workers are its shard map.
+    // activity_master's eight workers are its shard map, with its master and rule (this
+    // layout's activity_master keeps the default, bee's hash).
     let shards = section(&page, "table", "shards");
     assert!(
-        shards.contains("<td>activity_master</td><td>activity</td>") && shards.contains("7: "),
+        shards.contains("<td>activity_master</td><td>activity (master :")
+            && shards.contains("<td>bee's hash</td>")
+            && shards.contains("7: "),
         "{shards}"
     );
 

@@ -316,6 +316,12 @@ impl Host {
     }
 
     /// The live module instance at `addr`, if that address is one.
+    /// Whether `addr` is a C service of this host (a skynet module: `snlua`, `gate`, a
+    /// team's `NAME.so`), for status pages.
+    pub fn is_c_service(&self, addr: Addr) -> bool {
+        self.context(addr).is_some()
+    }
+
     pub(crate) fn context(&self, addr: Addr) -> Option<Arc<SkynetContext>> {
         lock(&self.contexts).get(&addr).and_then(Weak::upgrade)
     }

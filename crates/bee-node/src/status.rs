@@ -204,12 +204,15 @@ pub struct ServiceStatus {
     /// The kind the node config started it as, `cluster` for the cluster layer's own
     /// services, or empty when unknown (services a service started).
     pub kind: String,
-    /// `rust`, `c` or `cluster`.
+    /// `rust`, `c` (a C/C++ module), `lua` (skynet's snlua) or `cluster`.
     pub runtime: &'static str,
     /// Its local names.
     pub names: Vec<String>,
     /// Messages handled so far.
     pub handled: u64,
+    /// Time spent handling them, in milliseconds (a C or Lua service: the time its
+    /// callback ran).
+    pub busy_ms: u64,
     /// Messages waiting in its mailbox.
     pub queued: u64,
     /// How long it has run.
@@ -221,6 +224,11 @@ pub struct ServiceStatus {
 pub struct ShardStatus {
     /// The workers' label before `[i]`.
     pub label: String,
+    /// How its master picks a worker (`hash`: bee's stable hash; `modulo`: the team's
+    /// `uid % n`, uid 0 to every worker), when the master runs here.
+    pub rule: Option<&'static str>,
+    /// The master's address, when it runs here.
+    pub master: Option<String>,
     /// Worker index, address, handled, queued.
     pub workers: Vec<ShardWorker>,
 }
@@ -690,6 +698,20 @@ fn event_kind(text: &str) -> &'static str {
 }
 
 impl StatusState {
+    /// Whether `addr` is one of the node's C services (skynet modules).
+    fn is_c_service(&self, addr: bee_runtime::Addr) -> bool {
+        #[cfg(feature = "capi")]
+        if let Some(host) = self
+            .node
+            .upgrade()
+            .and_then(|n| n.extension::<bee_capi::Host>())
+        {
+            return host.is_c_service(addr);
+        }
+        let _ = addr;
+        false
+    }
+
     /// This node now.
     fn node_status(&self, cluster_source: &str) -> NodeStatus {
         let cluster = &self.cluster;
@@ -824,7 +846,9 @@ impl StatusState {
             };
             let runtime = if cluster_layer {
                 "cluster"
-            } else if kind == "cservice" {
+            } else if s.label == "snlua" || kind == "snlua" {
+                "lua"
+            } else if kind == "cservice" || self.is_c_service(s.addr) {
                 "c"
             } else {
                 "rust"
@@ -836,6 +860,7 @@ impl StatusState {
                 runtime,
                 names: s.names.clone(),
                 handled: s.handled,
+                busy_ms: ms(s.busy),
                 queued: s.queued as u64,
                 uptime_ms: ms(s.uptime),
             });
@@ -897,13 +922,26 @@ impl StatusState {
                     .map(|d| d.count() as u64),
             },
             services: service_rows,
-            shards: shards
-                .into_iter()
-                .map(|(label, mut workers)| {
-                    workers.sort_by_key(|w| w.index);
-                    ShardStatus { label, workers }
-                })
-                .collect(),
+            shards: {
+                let maps = self
+                    .node
+                    .upgrade()
+                    .map(|n| bee_runtime::shard::shard_maps(&n))
+                    .unwrap_or_default();
+                shards
+                    .into_iter()
+                    .map(|(label, mut workers)| {
+                        workers.sort_by_key(|w| w.index);
+                        let map = maps.iter().find(|m| m.workers_label == label);
+                        ShardStatus {
+                            rule: map.map(|m| m.rule.name()),
+                            master: map.map(|m| bee_runtime::error::fmt_addr(m.master)),
+                            label,
+                            workers,
+                        }
+                    })
+                    .collect()
+            },
             peers,
             events,
             draining: cluster.draining(),

@@ -335,6 +335,9 @@ pub struct ServiceInfo {
     pub names: Vec<String>,
     /// Messages handled so far.
     pub handled: u64,
+    /// Time spent in its handler so far (an async handler's awaits included: the
+    /// service takes no other message meanwhile).
+    pub busy: Duration,
     /// Messages waiting in its mailbox.
     pub queued: usize,
     /// How long it has run.
@@ -356,7 +359,15 @@ struct Entry {
     tx: mpsc::Sender<Envelope>,
     label: Arc<str>,
     started: Instant,
-    handled: Arc<AtomicU64>,
+    stats: Arc<Stats>,
+}
+
+/// What a service's task counts, read by [`Node::services`].
+#[derive(Default)]
+struct Stats {
+    handled: AtomicU64,
+    /// Nanoseconds spent in the handler.
+    busy_ns: AtomicU64,
 }
 
 struct Inner {
@@ -486,14 +497,14 @@ impl Node {
         };
         let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
         let label: Arc<str> = Arc::from(label);
-        let handled = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(Stats::default());
         self.inner.services.insert(
             addr,
             Entry {
                 tx,
                 label: label.clone(),
                 started: Instant::now(),
-                handled: handled.clone(),
+                stats: stats.clone(),
             },
         );
         tracing::debug!(node = %self.name(), service = %service_name(&label, addr), "service started");
@@ -505,7 +516,7 @@ impl Node {
             source: 0,
             exit: false,
         };
-        tokio::spawn(run_service(ctx, service, rx, handled));
+        tokio::spawn(run_service(ctx, service, rx, stats));
         addr
     }
 
@@ -630,7 +641,8 @@ impl Node {
                     addr: *e.key(),
                     label: e.label.to_string(),
                     names: ns,
-                    handled: e.handled.load(Ordering::Relaxed),
+                    handled: e.stats.handled.load(Ordering::Relaxed),
+                    busy: Duration::from_nanos(e.stats.busy_ns.load(Ordering::Relaxed)),
                     queued: e.tx.max_capacity() - e.tx.capacity(),
                     uptime: e.started.elapsed(),
                 }
@@ -1022,7 +1034,7 @@ async fn run_service(
     mut ctx: Context,
     mut service: BoxService,
     mut rx: mpsc::Receiver<Envelope>,
-    handled: Arc<AtomicU64>,
+    stats: Arc<Stats>,
 ) {
     let node = ctx.node.clone();
     let addr = ctx.addr;
@@ -1052,6 +1064,7 @@ async fn run_service(
         ctx.source = msg.source;
         // `handle` itself runs inside the guarded future too: a service that panics
         // before returning its future is caught like one that panics while it runs.
+        let started = Instant::now();
         let outcome = AssertUnwindSafe(async { service.handle_dyn(&mut ctx, msg).await })
             .catch_unwind()
             .await
@@ -1060,7 +1073,9 @@ async fn run_service(
                 tracing::error!(node = %node.name(), service = %name, panic = %text, "handler panicked; service keeps running");
                 Err(ServiceError::msg(format!("handler panicked: {text}")))
             });
-        handled.fetch_add(1, Ordering::Relaxed);
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        stats.busy_ns.fetch_add(took, Ordering::Relaxed);
+        stats.handled.fetch_add(1, Ordering::Relaxed);
         match (ctx.reply.take(), outcome) {
             (Some(tx), Ok(reply)) => {
                 let _ = tx.send(Ok(reply.unwrap_or_default()));

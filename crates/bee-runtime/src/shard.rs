@@ -28,6 +28,7 @@
 
 use bee_codec::kkt;
 use bee_codec::seri::{self, Value};
+use std::sync::{Arc, Mutex};
 
 use crate::service::{
     fmt_addr, Addr, BoxService, Context, HandleResult, Message, Service, ServiceError,
@@ -144,6 +145,47 @@ fn random_below(n: usize) -> usize {
     (h.finish() % n as u64) as usize
 }
 
+/// One sharded service of a node, as [`shard_maps`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMap {
+    /// The master's address.
+    pub master: Addr,
+    /// The workers' label before `[i]`.
+    pub workers_label: String,
+    /// How many workers.
+    pub workers: usize,
+    /// How the master picks a worker.
+    pub rule: ShardRule,
+}
+
+/// The node's sharded services (a node extension, filled by [`ShardMaster::spawn`]).
+struct ShardMaps(Mutex<Vec<ShardMap>>);
+
+/// The sharded services of `node` whose master still runs, in the order they started.
+pub fn shard_maps(node: &crate::service::Node) -> Vec<ShardMap> {
+    match node.extension::<ShardMaps>() {
+        Some(maps) => maps
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|m| node.is_alive(m.master))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+impl ShardRule {
+    /// The config word for the rule (`hash`, `modulo`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ShardRule::Hash => "hash",
+            ShardRule::Modulo => "modulo",
+        }
+    }
+}
+
 /// Makes worker number `i` (called at start and to restart a worker that stopped).
 pub type WorkerFactory = Box<dyn Fn(usize) -> BoxService + Send + Sync>;
 
@@ -173,12 +215,25 @@ impl ShardMaster {
         self
     }
 
-    /// Spawn the workers and the master on `node`; returns the master's address.
+    /// Spawn the workers and the master on `node`; returns the master's address. The
+    /// master is listed in [`shard_maps`] (what the status page shows).
     pub fn spawn(mut self, node: &crate::service::Node, master_label: &str) -> Addr {
         for i in 0..self.workers.len() {
             self.workers[i] = node.spawn_boxed(&format!("{}[{i}]", self.label), (self.factory)(i));
         }
-        node.spawn(master_label, self)
+        let map = ShardMap {
+            workers_label: self.label.clone(),
+            workers: self.workers.len(),
+            rule: self.rule,
+            master: 0,
+        };
+        let master = node.spawn(master_label, self);
+        let maps = node.extension_or_insert_with(|| Arc::new(ShardMaps(Mutex::new(Vec::new()))));
+        maps.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ShardMap { master, ..map });
+        master
     }
 
     fn worker(&mut self, ctx: &Context, i: usize) -> Addr {

@@ -136,7 +136,7 @@ function services(view, dt) {
   if (previous) {
     for (const n of previous.view.nodes) {
       if (!n.status) continue;
-      for (const s of n.status.services) before.set(n.name + s.addr, s.handled);
+      for (const s of n.status.services) before.set(n.name + s.addr, s);
     }
   }
   const rows = [];
@@ -144,13 +144,18 @@ function services(view, dt) {
     if (!n.status) continue;
     for (const s of n.status.services) {
       if (s.runtime === "cluster") continue;
-      const h0 = before.get(n.name + s.addr);
-      const per_s = h0 !== undefined && dt > 0 ? rate(Math.max(0, s.handled - h0) / dt) : "–";
+      const s0 = before.get(n.name + s.addr);
+      const per_s = s0 !== undefined && dt > 0 ? rate(Math.max(0, s.handled - s0.handled) / dt) : "–";
+      // Share of the last poll's time spent in its handler (100 %: always busy).
+      const busy = s0 !== undefined && dt > 0
+        ? Math.min(100, Math.max(0, s.busy_ms - s0.busy_ms) / (10 * dt)).toFixed(1) + " %" : "–";
       rows.push(el("tr", { "data-node": n.name },
         el("td", {}, n.name), el("td", {}, s.label + " " + s.addr), el("td", {}, s.names.join(", ")),
         el("td", {}, s.kind || "–"), el("td", {}, s.runtime),
         el("td", { class: "num" }, s.queued), el("td", { class: "num" }, s.handled),
-        el("td", { class: "num" }, per_s), el("td", {}, duration(s.uptime_ms))));
+        el("td", { class: "num" }, per_s),
+        el("td", { class: "num", title: s.busy_ms + " ms in its handler since start" }, busy),
+        el("td", {}, duration(s.uptime_ms))));
     }
   }
   fill(document.querySelector("#services tbody"), rows);
@@ -162,7 +167,8 @@ function shards(view) {
     if (!n.status) continue;
     for (const sh of n.status.shards) {
       rows.push(el("tr", { "data-node": n.name },
-        el("td", {}, n.name), el("td", {}, sh.label),
+        el("td", {}, n.name), el("td", {}, sh.label + (sh.master ? " (master " + sh.master + ")" : "")),
+        el("td", {}, sh.rule === "modulo" ? "uid % " + sh.workers.length + " (uid 0: all)" : sh.rule === "hash" ? "bee's hash" : "–"),
         el("td", {}, sh.workers.map((w) => w.index + ": " + w.handled + " / " + w.queued).join("  ·  "))));
     }
   }
