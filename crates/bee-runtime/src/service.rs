@@ -1167,6 +1167,32 @@ mod tests {
         assert!(!fresh.handed_out(1), "nothing handed out yet");
     }
 
+    /// Sleeps the milliseconds its payload names, then answers.
+    struct Sleepy;
+
+    impl Service for Sleepy {
+        async fn handle(&mut self, _ctx: &mut Context, msg: Message) -> HandleResult {
+            let ms: u64 = std::str::from_utf8(&msg.payload).unwrap().parse().unwrap();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Some(msg.payload))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_counts_the_time_it_spends_handling() {
+        let node = Node::new("t", RuntimeConfig::default());
+        let a = node.spawn("sleepy", Sleepy);
+        let info = |n: &Node| n.services().into_iter().find(|s| s.addr == a).unwrap();
+        assert_eq!(info(&node).busy, Duration::ZERO, "nothing handled yet");
+        for _ in 0..3 {
+            node.call(a, Bytes::from_static(b"40")).await.unwrap();
+        }
+        let i = info(&node);
+        assert_eq!(i.handled, 3);
+        assert!(i.busy >= Duration::from_millis(120), "{:?}", i.busy);
+        assert!(i.busy <= i.uptime, "{i:?}");
+    }
+
     /// Records every payload; the first one waits until `gate` is opened.
     struct Gated {
         gate: Option<tokio::sync::oneshot::Receiver<()>>,
