@@ -11,6 +11,7 @@
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bee_cluster::native::{spawn_native, CServiceProxy, NativeEndpoint, NativeHandler};
@@ -1003,5 +1004,86 @@ async fn skynet_cluster_lua_on_bee_talks_to_bee_and_stock_skynet() {
             Value::from("lua"),
             Value::from("from skynet")
         ]
+    );
+}
+
+/// A hot update while a stock skynet node keeps calling: the old process cannot tell
+/// skynet `goaway`, so its drain runs until its deadline (the skynet calls never
+/// pause); meanwhile the bee callers it told `goaway` move to the successor, which
+/// accepts them at once and answers their heartbeats, holding their requests until it
+/// has its services' state. No bee call fails, though the drain outlasts the callers'
+/// liveness bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_update_under_stock_skynet_load_fails_no_bee_call() {
+    let layout = Layout::new(&["bee1", "sky1"]);
+    let mut bee = tokio::task::block_in_place(|| {
+        layout.start_logged(
+            "bee1",
+            "drain_timeout_ms = 5000\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n",
+        )
+    });
+    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let mut settings = ClusterSettings::default();
+    settings.channel.call_timeout = Duration::from_secs(20);
+    // Shorter than the old process's drain: before the successor served at once, the
+    // moved callers saw nothing for this long and failed.
+    settings.channel.liveness = Duration::from_secs(2);
+    let (_node, c) = layout.client_with(settings);
+    let skynet_load = {
+        let c = c.clone();
+        tokio::spawn(async move { relay(&c, "sky1", words(&["loop", "bee1", "echo", "12"])).await })
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for t in 0..4i64 {
+        let (c, stop) = (c.clone(), stop.clone());
+        callers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let mut i = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let p = seri::pack(&[Value::Integer(t), Value::Integer(i)]).unwrap();
+                match c.call("bee1", "echo", p.clone()).await {
+                    Ok(r) if r == p => ok += 1,
+                    Ok(r) => failed.push(format!("wrong reply {r:?}")),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t0 = Instant::now();
+    let clean = tokio::task::block_in_place(|| bee.take_over(None));
+    let took = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for c in callers {
+        let (o, f) = c.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    let sky = skynet_load.await.unwrap();
+    println!(
+        "takeover took {took:?}; bee calls: {ok} answered, {} failed; skynet loop: {sky:?}",
+        failed.len()
+    );
+    assert!(
+        clean,
+        "the old process did not exit cleanly:\n{}",
+        bee.log()
+    );
+    assert!(
+        took > Duration::from_secs(2),
+        "the old process's drain was expected to outlast the callers' liveness bound (skynet keeps it busy): {took:?}"
+    );
+    assert!(ok > 0, "no bee call was answered");
+    assert!(
+        failed.is_empty(),
+        "{} of {} bee calls failed across the hot update, first: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        failed.first()
     );
 }

@@ -1,12 +1,15 @@
 //! `bee_clusteragent(<peer>)`, one per accepted connection: reads that peer's requests,
 //! resolves `"@name"`, numeric addresses and name queries, delivers to local services
 //! and writes their replies back; while the node drains, refuses new calls from bee
-//! nodes outside the cluster config ([`DRAINING`]).
+//! nodes outside the cluster config ([`DRAINING`]). While the node holds delivery (a
+//! hot update's successor waiting for its predecessor's state), requests are read —
+//! heartbeats answered, bytes counted against the budgets — and queued per connection
+//! in arrival order, then delivered in that order once it is released.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bee_codec::cluster::{Address, Request};
 use bee_codec::seri::{self, Value};
@@ -18,6 +21,7 @@ use bee_transport::{Acceptor, Dispatched, Inbound};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::lifecycle::dead_address_text;
 use crate::state::{AgentInfo, Cluster};
@@ -45,13 +49,15 @@ impl Acceptor for AgentFactory {
                 .agents
                 .insert(addr, AgentInfo { peer, node: None });
         }
-        Arc::new(Agent {
+        Arc::new_cyclic(|me| Agent {
             cluster: self.cluster.clone(),
             node,
             addr,
             peer,
             names: Mutex::new((u64::MAX, HashMap::default())),
             bee: AtomicBool::new(false),
+            me: me.clone(),
+            held: Mutex::new(None),
         })
     }
 }
@@ -77,7 +83,15 @@ struct Agent {
     names: Mutex<(u64, HashMap<Bytes, Addr, FastBuild>)>,
     /// The caller called one of bee's own names (`@bee_...`): a bee node.
     bee: AtomicBool,
+    /// This agent, for the task that delivers held requests.
+    me: Weak<Agent>,
+    /// While requests are being held (or the held ones are still being delivered): where
+    /// new ones queue, behind them.
+    held: Mutex<Option<mpsc::UnboundedSender<Held>>>,
 }
+
+/// A request read while delivery was held, and where its delivery's outcome goes.
+type Held = (Request, oneshot::Sender<Dispatched>);
 
 impl Agent {
     /// Whether a node of the cluster config said `hello` on this connection.
@@ -123,88 +137,164 @@ impl Agent {
     }
 }
 
-impl Inbound for Agent {
-    fn dispatch(&self, req: Request) -> BoxFuture<'_, Dispatched> {
-        Box::pin(async move {
-            let Some(node) = self.node.as_ref() else {
-                return Dispatched::Ready(Err("node is shutting down".into()));
-            };
-            if !self.bee.load(Ordering::Relaxed)
-                && matches!(&req.address, Address::Name(n) if n.starts_with(b"@bee_"))
-            {
-                self.bee.store(true, Ordering::Relaxed);
+impl Agent {
+    /// Queue `req` behind the held ones when delivery is held (or held requests are
+    /// still being delivered); gives it back otherwise.
+    fn hold(&self, req: Request) -> Result<Dispatched, Request> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() && *self.cluster.inner.held.borrow() {
+            if let Some(me) = self.me.upgrade() {
+                let (tx, rx) = mpsc::unbounded_channel();
+                *held = Some(tx);
+                tokio::spawn(me.deliver_held(rx));
             }
-            // Draining: a bee caller outside the cluster config was told `goaway` and gets
-            // no new call served here; config nodes and stock skynet callers are served
-            // until they have moved away or the node is quiet, as before.
-            if !req.push
-                && self.cluster.inner.stop_accepting.is_cancelled()
-                && self.bee.load(Ordering::Relaxed)
-                && !self.is_config_node()
-            {
-                return Dispatched::Ready(Err(format!(
+        }
+        let Some(tx) = held.as_ref() else {
+            return Err(req);
+        };
+        let (done, outcome) = oneshot::channel();
+        match tx.send((req, done)) {
+            // Its bytes stay counted until it is delivered (a push) or answered (a call).
+            Ok(()) => Ok(Dispatched::Later(
+                async move {
+                    match outcome.await {
+                        Ok(Dispatched::Ready(r)) => r,
+                        Ok(Dispatched::Later(answer)) => answer.await,
+                        Ok(Dispatched::NoReply) => Ok(Bytes::new()),
+                        Err(_) => Err("node is shutting down".to_string()),
+                    }
+                }
+                .boxed(),
+            )),
+            Err(mpsc::error::SendError((req, _))) => {
+                *held = None;
+                Err(req)
+            }
+        }
+    }
+
+    /// Once delivery is released, deliver the held requests in arrival order (each
+    /// call handed to its service before the next is, as on the direct path), then let
+    /// new requests take the direct path again.
+    async fn deliver_held(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Held>) {
+        let mut gate = self.cluster.inner.held.subscribe();
+        let shutdown = self.cluster.inner.shutdown.clone();
+        tokio::select! {
+            _ = gate.wait_for(|held| !*held) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        loop {
+            let next = match rx.try_recv() {
+                Ok(next) => next,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Queued under this lock: empty while it is held means nothing is
+                    // left behind when the direct path takes over.
+                    let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                    match rx.try_recv() {
+                        Ok(next) => next,
+                        Err(_) => {
+                            *held = None;
+                            return;
+                        }
+                    }
+                }
+            };
+            let (req, done) = next;
+            let _ = done.send(self.deliver(req).await);
+        }
+    }
+
+    /// Deliver one request to its local service (or answer it here).
+    async fn deliver(&self, req: Request) -> Dispatched {
+        let Some(node) = self.node.as_ref() else {
+            return Dispatched::Ready(Err("node is shutting down".into()));
+        };
+        if !self.bee.load(Ordering::Relaxed)
+            && matches!(&req.address, Address::Name(n) if n.starts_with(b"@bee_"))
+        {
+            self.bee.store(true, Ordering::Relaxed);
+        }
+        // Draining: a bee caller outside the cluster config was told `goaway` and gets
+        // no new call served here; config nodes and stock skynet callers are served
+        // until they have moved away or the node is quiet, as before.
+        if !req.push
+            && self.cluster.inner.stop_accepting.is_cancelled()
+            && self.bee.load(Ordering::Relaxed)
+            && !self.is_config_node()
+        {
+            return Dispatched::Ready(Err(format!(
                     "{DRAINING}: node {} is draining (stopping or handing over) and takes no new calls from nodes outside its cluster config; call again later",
                     self.cluster.inner.node_name
                 )));
+        }
+        let target = match &req.address {
+            Address::Id(0) => {
+                return if req.push {
+                    Dispatched::NoReply
+                } else {
+                    Dispatched::Ready(self.answer_query(&req.payload))
+                }
             }
-            let target = match &req.address {
-                Address::Id(0) => {
-                    return if req.push {
-                        Dispatched::NoReply
-                    } else {
-                        Dispatched::Ready(self.answer_query(&req.payload))
-                    }
-                }
-                Address::Id(a) => *a,
-                Address::Name(n) => match self.resolve_name(n) {
-                    Some(a) => a,
-                    None => {
-                        if req.push {
-                            if let Some(suppressed) =
-                                warn_allowed("push_unknown_name", &self.peer.ip())
-                            {
-                                tracing::warn!(peer = %self.peer, name = %String::from_utf8_lossy(n), suppressed, "push to unknown name dropped");
-                            }
-                            return Dispatched::NoReply;
+            Address::Id(a) => *a,
+            Address::Name(n) => match self.resolve_name(n) {
+                Some(a) => a,
+                None => {
+                    if req.push {
+                        if let Some(suppressed) = warn_allowed("push_unknown_name", &self.peer.ip())
+                        {
+                            tracing::warn!(peer = %self.peer, name = %String::from_utf8_lossy(n), suppressed, "push to unknown name dropped");
                         }
-                        return Dispatched::Ready(Err("Invalid name".into()));
+                        return Dispatched::NoReply;
                     }
-                },
-            };
-            // No service at the address: say whether it is from an earlier run of this
-            // node (one table lookup per message: the delivery's own).
-            let dead = |e: &CallError| {
-                matches!(e, CallError::NoSuchService { .. }).then(|| {
-                    dead_address_text(
-                        node.name(),
-                        target,
-                        node.handed_out(target),
-                        self.cluster.incarnation(),
-                        self.cluster.uptime(),
-                    )
-                })
-            };
-            if req.push {
-                if let Err(e) = node.send_from(self.addr, target, req.payload).await {
-                    if let Some(suppressed) = warn_allowed("push_dropped", &self.peer.ip()) {
-                        match dead(&e) {
-                            Some(text) => {
-                                tracing::warn!(peer = %self.peer, suppressed, "push dropped: {text}")
-                            }
-                            None => {
-                                tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, suppressed, "push dropped")
-                            }
+                    return Dispatched::Ready(Err("Invalid name".into()));
+                }
+            },
+        };
+        // No service at the address: say whether it is from an earlier run of this
+        // node (one table lookup per message: the delivery's own).
+        let dead = |e: &CallError| {
+            matches!(e, CallError::NoSuchService { .. }).then(|| {
+                dead_address_text(
+                    node.name(),
+                    target,
+                    node.handed_out(target),
+                    self.cluster.incarnation(),
+                    self.cluster.uptime(),
+                )
+            })
+        };
+        if req.push {
+            if let Err(e) = node.send_from(self.addr, target, req.payload).await {
+                if let Some(suppressed) = warn_allowed("push_dropped", &self.peer.ip()) {
+                    match dead(&e) {
+                        Some(text) => {
+                            tracing::warn!(peer = %self.peer, suppressed, "push dropped: {text}")
+                        }
+                        None => {
+                            tracing::warn!(peer = %self.peer, target = %fmt_addr(target), error = %e, suppressed, "push dropped")
                         }
                     }
                 }
-                Dispatched::NoReply
-            } else {
-                match node.start_call(self.addr, target, req.payload).await {
-                    Ok(reply) => {
-                        Dispatched::Later(reply.map(|r| r.map_err(|e| e.remote_text())).boxed())
-                    }
-                    Err(e) => Dispatched::Ready(Err(dead(&e).unwrap_or_else(|| e.remote_text()))),
+            }
+            Dispatched::NoReply
+        } else {
+            match node.start_call(self.addr, target, req.payload).await {
+                Ok(reply) => {
+                    Dispatched::Later(reply.map(|r| r.map_err(|e| e.remote_text())).boxed())
                 }
+                Err(e) => Dispatched::Ready(Err(dead(&e).unwrap_or_else(|| e.remote_text()))),
+            }
+        }
+    }
+}
+
+impl Inbound for Agent {
+    fn dispatch(&self, req: Request) -> BoxFuture<'_, Dispatched> {
+        Box::pin(async move {
+            match self.hold(req) {
+                Ok(queued) => queued,
+                Err(req) => self.deliver(req).await,
             }
         })
     }

@@ -135,6 +135,7 @@ impl Cluster {
                         listen_fds: Mutex::new(Vec::new()),
                         unbound: Mutex::new(Vec::new()),
                         stop_accepting: shutdown.child_token(),
+                        held: tokio::sync::watch::Sender::new(false),
                         shutdown,
                         clusterd: Mutex::new(0),
                         started: Instant::now(),
@@ -218,8 +219,28 @@ impl Cluster {
                 }))
             }
         };
-        let left = after.saturating_sub(t0.elapsed());
-        let result = link.channel.call(target.wire(), payload, Some(left)).await;
+        let mut pause = Duration::from_millis(5);
+        let result = loop {
+            let left = after.saturating_sub(t0.elapsed());
+            let result = link
+                .channel
+                .call(target.wire(), payload.clone(), Some(left))
+                .await;
+            // A draining node refuses a new call from a node outside its config before
+            // handling it, and tells this channel `goaway`: the call was not run, and it
+            // goes again on the connection the goaway opens (to the node's successor,
+            // or to it once it is back), while the call's time lasts.
+            match &result {
+                Err(TransportError::Remote { message, .. })
+                    if message.starts_with(crate::agent::DRAINING)
+                        && t0.elapsed() + pause < after =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                _ => break result,
+            }
+        };
         let result = match result {
             // The timeout the caller gave, not what was left of it.
             Err(TransportError::Timeout { node, .. }) => {

@@ -33,6 +33,20 @@ impl Cluster {
         self.serve_listener(listener)
     }
 
+    /// Hold delivery: requests arriving on accepted connections are read (heartbeats
+    /// answered, bytes counted against the budgets) but wait, per connection in arrival
+    /// order, until [`Cluster::release_delivery`]. A hot update's successor holds while
+    /// its predecessor drains and hands over its services' state, so that peers moving
+    /// to it are connected and answered at once rather than left in the accept queue.
+    pub fn hold_delivery(&self) {
+        self.inner.held.send_replace(true);
+    }
+
+    /// Deliver what was held, in order, and everything after it directly.
+    pub fn release_delivery(&self) {
+        self.inner.held.send_replace(false);
+    }
+
     /// Listen on a socket handed over by this node's previous process (hot update).
     pub fn open_inherited(&self, socket: std::net::TcpListener) -> Result<SocketAddr, CallError> {
         let listener = Listener::from_std(socket, self.inner.settings.listener.clone())

@@ -94,6 +94,9 @@ pub(crate) struct Inner {
     pub(crate) recent: Mutex<std::collections::VecDeque<(u64, String)>>,
     /// What `bee_clusterd status` answers, when the node program set it.
     pub(crate) status: Mutex<Option<StatusSource>>,
+    /// True while delivery is held ([`Cluster::hold_delivery`]): requests read from
+    /// accepted connections wait, in arrival order, until it is released.
+    pub(crate) held: tokio::sync::watch::Sender<bool>,
 }
 
 /// Makes the text `bee_clusterd status` answers (see [`Cluster::set_status`]).

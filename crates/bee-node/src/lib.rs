@@ -425,6 +425,19 @@ async fn take_over(
     let mut taken = taken;
     let predecessor = taken.predecessor;
     let sockets = std::mem::take(&mut taken.listeners);
+    // Serve the sockets at once, delivery held until the services have their state:
+    // peers the predecessor tells goaway connect here and are answered (heartbeats)
+    // while it drains, instead of waiting unaccepted; their requests wait in order.
+    cluster.hold_delivery();
+    let release = ReleaseOnDrop(cluster.clone());
+    let mut first = None;
+    for socket in sockets {
+        let local = cluster
+            .open_inherited(socket)
+            .context("cannot serve a handed-over socket")?;
+        first.get_or_insert(local);
+    }
+    let local = first.context("no socket was handed over")?;
     let within = Duration::from_millis(cfg.drain_timeout_ms) + Duration::from_secs(15);
     let (states, done) = tokio::task::spawn_blocking(move || taken.state(within))
         .await
@@ -437,16 +450,18 @@ async fn take_over(
         }
     }
     let carried = outcome.iter().filter(|(_, r)| r.is_ok()).count();
-    let mut first = None;
-    for socket in sockets {
-        let local = cluster
-            .open_inherited(socket)
-            .context("cannot serve a handed-over socket")?;
-        first.get_or_insert(local);
-    }
-    let local = first.context("no socket was handed over")?;
+    drop(release);
     tracing::info!(node = %cfg.name, predecessor, incarnation = cluster.incarnation(), took_ms = t0.elapsed().as_millis() as u64, states_offered = offered, states_carried = carried, old = %done, "took over");
     Ok(local)
+}
+
+/// Releases the cluster's held delivery when dropped (also when taking over fails).
+struct ReleaseOnDrop(Cluster);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release_delivery();
+    }
 }
 
 async fn wait_for_signal() {
