@@ -107,6 +107,7 @@ pub fn cluster_settings(cfg: &NodeConfig) -> Result<(ClusterSettings, Budgets)> 
     li.busy_poll = Duration::from_micros(cfg.busy_poll_us);
     li.max_inbound_bytes = size(l.per_peer_bytes);
     li.inbound_budget = Some(budgets.inbound.clone());
+    li.outbound_budget = Some(budgets.outbound.clone());
     li.max_connections = l.max_connections;
     li.read_timeout = ms(l.read_timeout_ms);
     li.idle_timeout = ms(l.idle_timeout_ms);

@@ -76,6 +76,32 @@ impl ByteBudget {
         }
     }
 
+    /// Hold `n` more bytes without asking (bytes already taken on, e.g. an answer queued
+    /// for writing); given back with [`ByteBudget::discharge`].
+    pub(crate) fn charge(&self, n: usize) {
+        self.inner.used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Give back `n` bytes taken with [`ByteBudget::charge`].
+    pub(crate) fn discharge(&self, n: usize) {
+        self.inner.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Whether `n` more bytes would keep it within its limit; counts a rejection when
+    /// not.
+    pub(crate) fn has_room(&self, n: usize) -> bool {
+        let fits = self
+            .inner
+            .used
+            .load(Ordering::Relaxed)
+            .checked_add(n)
+            .is_some_and(|next| next <= self.inner.limit);
+        if !fits {
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        fits
+    }
+
     /// Bytes held now.
     pub fn used(&self) -> usize {
         self.inner.used.load(Ordering::Relaxed)

@@ -318,3 +318,73 @@ async fn stop_accepting_tells_bee_connections_goaway() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// Answers queued for a caller that does not read are held against the node's outbound
+/// budget until written: past it, an answer is replaced by a short `Overloaded` error,
+/// the bytes held stay within the budget, and they come back once the caller reads.
+#[tokio::test]
+async fn answers_to_a_caller_that_does_not_read_are_held_under_the_outbound_budget() {
+    let budget = ByteBudget::new(1 << 20);
+    let server = Server::start(ListenerConfig {
+        outbound_budget: Some(budget.clone()),
+        ..ListenerConfig::default()
+    })
+    .await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (rd, mut wr) = stream.into_split();
+    // 400 echo requests of 32 KiB: 12.5 MiB of answers, more than the kernel's socket
+    // buffers take, while the caller reads nothing.
+    const N: u32 = 400;
+    let writer = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        for session in 1..=N {
+            out.clear();
+            encode_request(&mut out, &name("@echo"), session, &[3u8; 32 * 1024]).unwrap();
+            wr.write_all(&out).await.unwrap();
+        }
+        wr
+    });
+    let mut most = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        most = most.max(budget.used());
+        assert!(budget.used() <= budget.limit(), "used {}", budget.used());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        most > budget.limit() / 2,
+        "answers were not held against the budget: {most}"
+    );
+    // The caller reads now: every request was answered, the ones past the budget with
+    // Overloaded, and the budget is given back as the answers are written.
+    let wr = writer.await.unwrap();
+    let mut conn = Connection::new(rd.reunite(wr).unwrap(), MAX_BODY);
+    let (mut echoed, mut overloaded) = (0, 0);
+    for _ in 0..N {
+        let (_, result) = tokio::time::timeout(Duration::from_secs(10), read_response(&mut conn))
+            .await
+            .expect("answered")
+            .expect("connection open");
+        match result {
+            Ok(reply) => {
+                assert_eq!(reply.len(), 32 * 1024);
+                echoed += 1;
+            }
+            Err(text) => {
+                let text = String::from_utf8_lossy(&text).into_owned();
+                assert!(
+                    text.starts_with(OVERLOADED) && text.contains("outbound budget"),
+                    "{text}"
+                );
+                overloaded += 1;
+            }
+        }
+    }
+    assert!(
+        echoed > 0 && overloaded > 0,
+        "echoed {echoed}, overloaded {overloaded}"
+    );
+    wait_until("the answers' bytes given back", || budget.used() == 0).await;
+    assert!(budget.rejected() > 0);
+    server.stop().await;
+}

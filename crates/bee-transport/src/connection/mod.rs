@@ -45,7 +45,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::Permit;
+use crate::budget::{ByteBudget, Permit};
 pub use crate::busy_poll::set_max_pollers;
 #[cfg(test)]
 use crate::busy_poll::SPIN_MAX_OUTSTANDING;
@@ -412,8 +412,20 @@ pub(crate) struct WriteQueue<S> {
     bytes_out: Counter,
     /// Set to the bytes queued (for a channel; a listener's connections do not set it).
     queued_gauge: Option<Gauge>,
+    /// A node-wide budget the bytes queued or being written are held against (a
+    /// listener's answers: [`WriteQueue::charge_to`]), and what is held now.
+    budget: Option<ByteBudget>,
+    charged: AtomicUsize,
     wake: Notify,
     drained: Notify,
+}
+
+impl<S> Drop for WriteQueue<S> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.discharge(self.charged.swap(0, Ordering::AcqRel));
+        }
+    }
 }
 
 impl<S> WriteQueue<S> {
@@ -437,9 +449,18 @@ impl<S> WriteQueue<S> {
             activity: Arc::default(),
             bytes_out: Counter::noop(),
             queued_gauge: None,
+            budget: None,
+            charged: AtomicUsize::new(0),
             wake: Notify::new(),
             drained: Notify::new(),
         }
+    }
+
+    /// Hold the bytes queued or being written against `budget` until they are written
+    /// (or the queue is dropped).
+    pub fn charge_to(mut self, budget: Option<ByteBudget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Count the bytes written on `bytes_out`, and report the bytes queued on `queued`.
@@ -452,6 +473,16 @@ impl<S> WriteQueue<S> {
     fn report_queued(&self, queued: usize) {
         if let Some(g) = &self.queued_gauge {
             g.set(queued as f64);
+        }
+        if let Some(b) = &self.budget {
+            // Each report moves the charge by its own difference: whatever order
+            // reports land in, the budget holds what the last one said.
+            let before = self.charged.swap(queued, Ordering::AcqRel);
+            if queued > before {
+                b.charge(queued - before);
+            } else if before > queued {
+                b.discharge(before - queued);
+            }
         }
     }
 

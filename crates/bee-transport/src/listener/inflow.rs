@@ -166,6 +166,25 @@ pub(super) fn answer(
             tracing::warn!(session, %too_large, "reply not sent");
             Err(too_large.as_bytes())
         }
+        Ok(reply)
+            if config
+                .outbound_budget
+                .as_ref()
+                .is_some_and(|b| !b.has_room(reply.len())) =>
+        {
+            too_large = format!(
+                "{OVERLOADED}: the node's outbound budget has no room for a reply of {} bytes; retry later",
+                reply.len()
+            );
+            if let Some(suppressed) = crate::throttle::warn_allowed("reply_shed", &"outbound") {
+                tracing::warn!(
+                    session,
+                    suppressed,
+                    "reply replaced by an Overloaded answer: the outbound budget is full"
+                );
+            }
+            Err(too_large.as_bytes())
+        }
         Ok(reply) => Ok(reply),
         Err(text) => Err(text.as_bytes()),
     };

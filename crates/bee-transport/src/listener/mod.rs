@@ -190,6 +190,11 @@ pub struct ListenerConfig {
     /// [`OVERLOADED`], a push dropped); one larger than the whole budget closes its
     /// connection.
     pub inbound_budget: Option<ByteBudget>,
+    /// Node-wide budget of outbound bytes (usually the one the node's channels share):
+    /// answers are held against it from when they are queued until they are written
+    /// (default `None`). An answer that does not fit is replaced by an [`OVERLOADED`]
+    /// error answer, so a caller that stops reading cannot pile up the node's memory.
+    pub outbound_budget: Option<ByteBudget>,
     /// A multi-part request or push not finished this long after its header is dropped
     /// (a request is answered [`MULTIPART_EXPIRED`]; default 30 s; zero: never).
     pub multipart_timeout: Duration,
@@ -229,6 +234,7 @@ impl Default for ListenerConfig {
             busy_poll_cap: PollerCap::process(),
             max_inbound_bytes: 32 * 1024 * 1024,
             inbound_budget: None,
+            outbound_budget: None,
             multipart_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             read_timeout: Duration::from_secs(30),
@@ -541,7 +547,11 @@ async fn serve(
         tracing::debug!(%peer, error = %e, "cannot set TCP keepalive / TCP_USER_TIMEOUT");
     }
     let (rd, wr) = stream.into_split();
-    let queue = Arc::new(WriteQueue::new(wr, ()).with_metrics(metrics.bytes_out.clone(), None));
+    let queue = Arc::new(
+        WriteQueue::new(wr, ())
+            .with_metrics(metrics.bytes_out.clone(), None)
+            .charge_to(config.outbound_budget.clone()),
+    );
     let cancel = shutdown.child_token();
     let writer = {
         let queue = queue.clone();
