@@ -71,7 +71,7 @@
 //! speed targets are reported in the table, not turned into a failure.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -194,18 +194,7 @@ fn json_string(s: &str) -> String {
 }
 
 fn machine() -> String {
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let (nproc, cpu) = crate::run_info::cpus();
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|t| t.split_whitespace().next().map(str::to_string))
@@ -215,15 +204,6 @@ fn machine() -> String {
         json_string(&cpu),
         json_string(&load)
     )
-}
-
-fn date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 /// Run the benchmarks (see the module doc).
@@ -276,7 +256,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .with_context(|| format!("SKYNET_THREADS={v:?} is not a thread count"))?,
         Err(_) => 2,
     };
-    let started_at = date();
+    let started_at = crate::run_info::utc("+%Y-%m-%dT%H:%M:%SZ");
     let machine = machine();
     crate::step(
         "build (release)",
@@ -297,10 +277,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "bee-bench",
         ]),
     )?;
-    let release = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"))
-        .join("release");
+    let release = crate::run_info::target_dir(root).join("release");
     let (bee, bench) = (release.join("bee"), release.join("bee-bench"));
     let dir = root.join("target").join("bench");
     std::fs::create_dir_all(&dir)?;

@@ -166,10 +166,9 @@ fn build_bee(root: &Path) -> Result<PathBuf> {
         // The demo's services live in their own binary (`bee` plus the demo's kinds).
         crate::cargo().args(["build", "-p", "bee-demo", "--bin", "bee-demo"]),
     )?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    Ok(target.join("debug").join("bee-demo"))
+    Ok(crate::run_info::target_dir(root)
+        .join("debug")
+        .join("bee-demo"))
 }
 
 /// Run the demo.

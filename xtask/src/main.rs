@@ -32,6 +32,7 @@ mod demo;
 mod fuzz;
 mod layers;
 mod process;
+mod run_info;
 mod setup;
 mod sim;
 mod skynet;

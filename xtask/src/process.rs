@@ -156,3 +156,39 @@ pub fn slope_per_min(points: &[(f64, f64)]) -> f64 {
         60.0 * sxy / sxx
     }
 }
+
+/// RSS samples: (seconds since the first, KiB of each process).
+pub type RssSamples = Vec<(f64, Vec<u64>)>;
+
+/// Read the `VmRSS` of `pids` every second until `client` exits; its exit status and the
+/// samples. Fails as soon as one of `pids` is gone (`what` names the run, `dir` its
+/// logs); `every_minute` prints the latest sample once a minute.
+pub fn sample_rss_until_exit(
+    client: &mut std::process::Child,
+    pids: &[u32],
+    what: &str,
+    dir: &Path,
+    every_minute: bool,
+) -> Result<(std::process::ExitStatus, RssSamples)> {
+    let mut samples: RssSamples = Vec::new();
+    let t0 = Instant::now();
+    let mut next = t0;
+    loop {
+        if let Some(status) = client.try_wait()? {
+            return Ok((status, samples));
+        }
+        if Instant::now() >= next {
+            let rss: Vec<u64> = pids.iter().map(|p| rss_kb(*p).unwrap_or(0)).collect();
+            if rss.contains(&0) {
+                anyhow::bail!("a node died during {what}; see {}", dir.display());
+            }
+            samples.push((t0.elapsed().as_secs_f64(), rss));
+            let n = samples.len();
+            if every_minute && n.is_multiple_of(60) {
+                eprintln!("  {n} s: RSS {:?} KiB", samples[n - 1].1);
+            }
+            next += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -39,7 +39,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,7 +94,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     } else {
         format!("cargo xtask soak --overload-only --overload-secs {overload_secs}")
     };
-    let started_at = date();
+    let started_at = crate::run_info::utc_minute();
     crate::step(
         "build (release)",
         crate::cargo().args([
@@ -110,10 +110,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "xtask",
         ]),
     )?;
-    let release = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"))
-        .join("release");
+    let release = crate::run_info::target_dir(root).join("release");
     let dir = root.join("target").join("soak");
     std::fs::create_dir_all(&dir)?;
     let mut md = String::new();
@@ -133,7 +130,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         if md.is_empty() {
             md = format!(
                 "Run {started_at} on {}; command `{command}` (release build; the nodes and the client on one machine).\n\n",
-                machine()
+                crate::run_info::machine()
             );
         }
         md.push_str("\n### Overload phase\n\n");
@@ -204,32 +201,10 @@ fn mixed_phase(
         .stderr(Stdio::inherit())
         .spawn()
         .context("cannot start the soak client")?;
-    let mut samples: Vec<(f64, Vec<u64>)> = Vec::new();
-    let t0 = Instant::now();
-    let mut next = t0;
-    loop {
-        if let Some(status) = client.try_wait()? {
-            if !status.success() {
-                eprintln!("soak client exited with {status}");
-            }
-            break;
-        }
-        if Instant::now() >= next {
-            let rss: Vec<u64> = pids
-                .iter()
-                .map(|p| crate::process::rss_kb(*p).unwrap_or(0))
-                .collect();
-            if rss.contains(&0) {
-                bail!("a node died during the soak; see {}", dir.display());
-            }
-            samples.push((t0.elapsed().as_secs_f64(), rss));
-            let n = samples.len();
-            if n.is_multiple_of(60) {
-                eprintln!("  {n} s: RSS {:?} KiB", samples[n - 1].1);
-            }
-            next += Duration::from_secs(1);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let (status, samples) =
+        crate::process::sample_rss_until_exit(&mut client, &pids, "the soak", dir, true)?;
+    if !status.success() {
+        eprintln!("soak client exited with {status}");
     }
     let mut out = String::new();
     client
@@ -265,7 +240,7 @@ fn mixed_phase(
          client on one machine).\n\n\
          | node | RSS start | RSS after warm-up ({warmup} s) | RSS peak | RSS end | growth after warm-up | slope after warm-up |\n\
          |---|---|---|---|---|---|---|\n",
-        machine()
+        crate::run_info::machine()
     );
     for (i, n) in NODES.iter().enumerate() {
         let series: Vec<(f64, f64)> = samples.iter().map(|(t, r)| (*t, r[i] as f64)).collect();
@@ -301,33 +276,6 @@ fn mixed_phase(
         bail!("the soak failed: see the client's lines above");
     }
     Ok(md)
-}
-
-fn date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-/// "2 × CPU model, kernel" of this machine.
-fn machine() -> String {
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|k| k.trim().to_string())
-        .unwrap_or_default();
-    format!("{nproc} × {cpu}, Linux {kernel}")
 }
 
 fn mib(kb: f64) -> String {

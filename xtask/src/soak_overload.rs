@@ -89,26 +89,13 @@ pub fn run(release: &Path, dir: &Path, secs: u64) -> Result<String> {
         .stderr(Stdio::inherit())
         .spawn()
         .context("cannot start the overload client")?;
-    let t0 = Instant::now();
-    let mut samples: Vec<(f64, Vec<u64>)> = Vec::new();
-    let mut next = t0;
-    let status = loop {
-        if let Some(status) = client.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= next {
-            let rss: Vec<u64> = pids
-                .iter()
-                .map(|p| crate::process::rss_kb(*p).unwrap_or(0))
-                .collect();
-            if rss.contains(&0) {
-                bail!("a node died in the overload phase; see {}", dir.display());
-            }
-            samples.push((t0.elapsed().as_secs_f64(), rss));
-            next += Duration::from_secs(1);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, samples) = crate::process::sample_rss_until_exit(
+        &mut client,
+        &pids,
+        "the overload phase",
+        dir,
+        false,
+    )?;
     let hwm: Vec<u64> = pids
         .iter()
         .map(|p| crate::process::status_kib(*p, "VmHWM").unwrap_or(0) * 1024)

@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -90,19 +90,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if nodes < 2 {
         bail!("status-bench needs at least 2 nodes");
     }
-    let mut build = crate::cargo();
-    build.args(["build", "-p", "bee-node", "--bin", "bee"]);
-    if release {
-        build.arg("--release");
-    }
-    crate::step("build", &mut build)?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let bee = target
-        .join(if release { "release" } else { "debug" })
-        .join("bee");
-    let dir = target.join("status-bench");
+    let bee = crate::run_info::build_bee(root, release)?;
+    let dir = crate::run_info::target_dir(root).join("status-bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let names: Vec<String> = (0..nodes).map(|i| format!("n{i:02}")).collect();

@@ -72,18 +72,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     crate::setup::ensure_net_tools()?;
     crate::setup::ensure_etcd_tools()?;
     let skynet = crate::skynet::ensure(root)?;
-    let mut build = crate::cargo();
-    build.args(["build", "-p", "bee-node", "--bin", "bee"]);
-    if release {
-        build.arg("--release");
-    }
-    crate::step("build bee", &mut build)?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let bee = target
-        .join(if release { "release" } else { "debug" })
-        .join("bee");
+    let bee = crate::run_info::build_bee(root, release)?;
 
     let swept = net::sweep();
     if swept > 0 {
@@ -104,14 +93,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
              load the module, or run with --no-netem (no delay, no loss)"
         );
     };
-    let dir = target.join("cluster-sim");
+    let dir = crate::run_info::target_dir(root).join("cluster-sim");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
     install_signal_sweep();
 
-    let started_at = date();
+    let started_at = crate::run_info::utc_minute();
     let t0 = Instant::now();
     let hosts = net::hosts(nodes);
     let net = Net::create(&hosts, netem)?;
@@ -175,7 +164,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
          {} build of `bee`: {nodes} bee nodes (etcd mode, operator defaults) + 2 stock skynet \
          v1.6.0 nodes + etcd, one network namespace each on one bridge, {}; {repeats} repeats; \
          took {:.0} s.\n\n{}",
-        machine(),
+        crate::run_info::machine(),
         args.join(" "),
         if release { "release" } else { "debug" },
         netem_text(netem.as_ref()),
@@ -287,31 +276,4 @@ pub fn driver_main(args: &[String]) -> Result<()> {
     }
     std::fs::write(&out, report.to_lines())?;
     result
-}
-
-fn date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-/// "2 × CPU model, kernel" of this machine.
-fn machine() -> String {
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|k| k.trim().to_string())
-        .unwrap_or_default();
-    format!("{nproc} × {cpu}, Linux {kernel}")
 }
