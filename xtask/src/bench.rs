@@ -60,7 +60,12 @@
 //!    peer connection with 1,000 peers, a 60 s soak with the node's RSS every second) and
 //!    `bee-bench handover` (a node handed over three times under calls: handover time, the
 //!    caller's longest wait, p99 during handovers vs steady).
-//! 10. Write the raw JSON to `target/bench/results.json`, print the markdown table
+//! 10. Gate echo (`bee-bench gate`, with stock skynet only): a Lua echo on skynet's
+//!     `snax.gateserver` (`interop/skynet/service/gate_echo.lua`), the same skynet config
+//!     under `bee run` and under stock skynet, 100 connections × 16 netpack frames in
+//!     flight: echoes/s and p50/p99 per server in alternating rounds, and VmRSS per idle
+//!     connection with 10,000 of them.
+//! 11. Write the raw JSON to `target/bench/results.json`, print the markdown table
 //!     (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it
 //!     to `target/bench/results.md`. Node logs are in `target/bench/*.log`.
 //!
@@ -350,6 +355,38 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             if quick { "0.5" } else { "2" },
         ],
     )?;
+    // Gate echo and idle connections: one Lua gateserver echo, the same skynet config
+    // under `bee run` and stock skynet (needs the skynet tree for its Lua either way).
+    let (gate, gate_ok) = match &lab {
+        Some(tree) => {
+            let (tree, lua) = (
+                tree.to_string_lossy().to_string(),
+                runner
+                    .with_file_name("service")
+                    .to_string_lossy()
+                    .to_string(),
+            );
+            let work = dir.to_string_lossy().to_string();
+            let args: Vec<&str> = [
+                &[
+                    "gate",
+                    "--bee",
+                    &bee_path,
+                    "--tree",
+                    &tree,
+                    "--skynet",
+                    "--lua-dir",
+                    &lua,
+                    "--work-dir",
+                    &work,
+                ][..],
+                q,
+            ]
+            .concat();
+            bee_bench(&bench, &args)?
+        }
+        None => ("null".to_string(), true),
+    };
 
     // The cluster: the bee node, and the skynet node when the lab is used.
     let cluster = dir.join("cluster.lua");
@@ -500,7 +537,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"bee_client_to_skynet\":{bee_to_sky},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll},\n\"scale\":{scale}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"bee_client_to_skynet\":{bee_to_sky},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll},\n\"scale\":{scale},\n\"gate\":{gate}\n}}\n",
         json_string(&started_at),
         busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
         skynet_threads
@@ -529,6 +566,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         || !handover_ok
         || !busypoll_ok
         || !scale_ok
+        || !gate_ok
     {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }

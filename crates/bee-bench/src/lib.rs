@@ -13,6 +13,7 @@
 //! | B6 | RSS of the serving node idle, after B3, peak | [`rss`] |
 //! | SQL | point selects/s through the cluster to `mysqlpool` vs mysql_async direct | [`mysql`] |
 //! | API | handler API (`Dispatcher` command, typed args) vs a raw `Service`, local and cluster | [`api`] |
+//! | GATE | a Lua echo on skynet's `snax.gateserver`, 100 connections pipelining netpack frames, and memory per idle connection, bee vs stock skynet (same config) | [`gate`] |
 //! | CPP | C++ `rpc_call` (a skynet C module on the bee C++ SDK) vs a Rust `NativeEndpoint` caller, same path to a Lua-style service | [`cpp_rpc`] |
 //!
 //! [`floor`] is the bare tokio TCP echo (same 2-byte big-endian framing, same sizes):
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod cpp_rpc;
 pub mod error;
 pub mod floor;
+pub mod gate;
 pub mod handover;
 pub mod load;
 pub mod local;

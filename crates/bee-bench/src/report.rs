@@ -450,6 +450,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     if let Some(sc) = results.get("scale").filter(|v| v.is_object()) {
         out.push_str(&scale_table(sc));
     }
+    if let Some(g) = results.get("gate").filter(|v| v.is_object()) {
+        out.push_str(&gate_table(g));
+    }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
          B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",
@@ -498,6 +501,73 @@ fn api_table(api: &Value) -> String {
     out.push_str(&format!(
         "\nWrong or failed replies: {}.\n",
         num(Some(api), "errors").map_or("?".into(), |e| thousands(e as i64))
+    ));
+    out
+}
+
+/// Gate echo and idle connections: the same Lua gateserver echo on bee and on stock
+/// skynet; targets ≥ 1.5× skynet's msgs/s, p99 ≤ skynet's, RSS per connection ≤ skynet's.
+fn gate_table(g: &Value) -> String {
+    let field = |v: Option<&Value>, k: &str| num(v, k);
+    let (bee, sky) = (g.get("bee"), g.get("skynet").filter(|v| v.is_object()));
+    let mut out = format!(
+        "\nGate echo: a Lua service on skynet's `snax.gateserver` echoing netpack frames, the same config under `bee run` and stock skynet (`thread = {}`), \
+         {} connections × {} frames of {} bytes in flight, {} rounds of {} s per server, alternating; {} idle connections for memory:\n\n\
+         | figure | bee | stock skynet | bee/skynet | target met? |\n|---|---:|---:|---:|---|\n",
+        field(Some(g), "threads").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "conns").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "depth").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "payload_bytes").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "rounds").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "seconds").map_or("?".into(), |v| format!("{v}")),
+        field(Some(g), "idle").map_or("?".into(), |v| thousands(v as i64)),
+    );
+    let row = |what: &str, k: &str, fmt: &dyn Fn(f64) -> String, target: &dyn Fn(f64) -> bool| {
+        let (b, s) = (field(bee, k), field(sky, k));
+        let ratio = match (b, s) {
+            (Some(b), Some(s)) if s > 0.0 => Some(b / s),
+            _ => None,
+        };
+        format!(
+            "| {what} | {} | {} | {} | {} |\n",
+            b.map_or("?".into(), fmt),
+            s.map_or("not measured".into(), fmt),
+            ratio.map_or("?".into(), |r| format!("{r:.2}")),
+            match ratio {
+                Some(r) if target(r) => "yes",
+                Some(_) => "**no**",
+                None => "?",
+            }
+        )
+    };
+    out.push_str(&row(
+        "echoes/s (target ≥ 1.5× skynet)",
+        "msgs_per_s",
+        &|v| thousands(v.round() as i64),
+        &|r| r >= 1.5,
+    ));
+    out.push_str(&row(
+        "p50 latency, µs",
+        "p50_us",
+        &|v| format!("{v:.0}"),
+        &|_| true,
+    ));
+    out.push_str(&row(
+        "p99 latency, µs (target ≤ skynet)",
+        "p99_us",
+        &|v| format!("{v:.0}"),
+        &|r| r <= 1.0,
+    ));
+    out.push_str(&row(
+        "RSS per idle connection, bytes (target ≤ skynet)",
+        "rss_per_conn_bytes",
+        &|v| thousands(v.round() as i64),
+        &|r| r <= 1.0,
+    ));
+    out.push_str(&format!(
+        "\nGate: wrong or failed echoes: bee {}, skynet {}.\n",
+        field(bee, "errors").map_or("?".into(), |e| thousands(e as i64)),
+        field(sky, "errors").map_or("?".into(), |e| thousands(e as i64)),
     ));
     out
 }
