@@ -112,16 +112,18 @@ pub(crate) enum Cmd {
         data: Bytes,
         high: bool,
     },
+    /// The address is boxed, as in `UdpConnect`: every socket's command channel
+    /// allocates a block of slots up front, so a small `Cmd` keeps idle sockets small.
     SendTo {
         data: Bytes,
-        to: SocketAddr,
+        to: Box<SocketAddr>,
     },
-    UdpConnect(SocketAddr),
+    UdpConnect(Box<SocketAddr>),
     Close,
     Shutdown,
     Nodelay,
     /// A send went over a byte bound: error and close.
-    Overflow(String),
+    Overflow(Box<str>),
 }
 
 /// One socket's entry in the table, shared by the API and the socket's task.
@@ -219,7 +221,7 @@ impl Shared {
                     socket = self.id,
                     "{why}: the socket is closed (the peer does not read)"
                 );
-                self.command(Cmd::Overflow(why));
+                self.command(Cmd::Overflow(why.into()));
             }
             return -1;
         }

@@ -20,6 +20,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// receive buffer caps it in practice).
 const MIN_READ: usize = 64;
 const MAX_READ: usize = 64 * 1024;
+thread_local! {
+    /// Each runtime thread's read buffer, [`MAX_READ`] bytes: a read copies what it got
+    /// into the owner's block at once, so one buffer per thread serves every connection.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_READ]);
+}
 /// The send-buffer warning starts at 1 MiB.
 const WARN_START: usize = 1 << 20;
 
@@ -205,7 +210,6 @@ pub(crate) async fn run_conn(
         warn_level: 0,
         read_size: MIN_READ,
     };
-    let mut buf = vec![0u8; MAX_READ];
     loop {
         let st = c.sh.state();
         let want_read = c.reading && !c.closing && st != State::HalfCloseRead;
@@ -221,7 +225,7 @@ pub(crate) async fn run_conn(
                 Err(e) => c.write_error(e).await,
             },
             r = c.stream.readable(), if want_read => match r {
-                Ok(()) => c.read(&mut buf).await,
+                Ok(()) => c.read().await,
                 Err(e) => c.read_error(e).await,
             },
         };
@@ -318,20 +322,30 @@ impl Conn {
         Next::Exit
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> Next {
-        let want = self.read_size.min(buf.len());
-        match self.stream.try_read(&mut buf[..want]) {
-            Ok(0) => self.eof().await,
-            Ok(n) => {
+    async fn read(&mut self) -> Next {
+        let want = self.read_size;
+        let id = self.sh.id;
+        // Read into this thread's scratch buffer and copy what came into the block the
+        // owner receives: an idle connection holds no read buffer of its own.
+        let r = SCRATCH.with_borrow_mut(|buf| {
+            self.stream.try_read(&mut buf[..want]).map(|n| {
+                (
+                    n,
+                    (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n])),
+                )
+            })
+        });
+        match r {
+            Ok((0, _)) => self.eof().await,
+            Ok((n, event)) => {
                 if n == want {
                     self.read_size = (self.read_size * 2).min(MAX_READ);
                 } else if self.read_size > MIN_READ && n * 2 < want {
                     self.read_size /= 2;
                 }
                 self.sh.count_read(n);
-                let sh = self.sh.clone();
-                if let Some(e) = Event::data(ev::DATA, sh.id, n as i32, &buf[..n]) {
-                    sh.emit(e).await;
+                if let Some(Some(e)) = event {
+                    self.sh.clone().emit(e).await;
                 }
                 Next::Go
             }

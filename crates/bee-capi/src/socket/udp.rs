@@ -45,7 +45,7 @@ pub(crate) async fn run_udp(
                         if a.is_ipv6() != v6 {
                             sh.emit(Event::text(ev::ERROR, sh.id, 0, b"protocol mismatch")).await;
                         } else {
-                            peer = Some(a);
+                            peer = Some(*a);
                             sh.set_name(a.to_string());
                         }
                     }
@@ -60,7 +60,7 @@ pub(crate) async fn run_udp(
                         if to.is_ipv6() != v6 {
                             tracing::warn!(socket = sh.id, "udp send to an address of the other protocol: dropped");
                         } else {
-                            send(&sh, &sock, &data, to).await;
+                            send(&sh, &sock, &data, *to).await;
                         }
                     }
                     Cmd::Close | Cmd::Shutdown | Cmd::Overflow(_) => {
