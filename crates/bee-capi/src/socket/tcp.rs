@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
-use super::{alloc, emit_to, ev, free, Cmd, Event, Kind, Origin, Shared, State};
+use super::{alloc, emit_to, ev, free, Cmd, CmdRx, Event, Kind, Origin, Shared, State};
 
 /// How long an outgoing connect may take before it fails with an ERROR.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,7 +32,7 @@ const WARN_START: usize = 1 << 20;
 pub(crate) async fn run_listener(
     sh: Arc<Shared>,
     listener: TcpListener,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    mut rx: CmdRx,
     origin: Origin,
 ) {
     match listener.local_addr() {
@@ -120,12 +119,7 @@ async fn accept(sh: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAddr,
 
 /// An outgoing connection: resolve, connect (CONNECT with the peer's IP, or ERROR and the
 /// slot is freed), then run it.
-pub(crate) async fn run_connect(
-    sh: Arc<Shared>,
-    host: String,
-    port: u16,
-    rx: mpsc::UnboundedReceiver<Cmd>,
-) {
+pub(crate) async fn run_connect(sh: Arc<Shared>, host: String, port: u16, rx: CmdRx) {
     let r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port))).await;
     let stream = match r {
         Ok(Ok(s)) => s,
@@ -194,12 +188,7 @@ struct Conn {
 }
 
 /// A connected (or accepted, not yet started) socket until it is closed.
-pub(crate) async fn run_conn(
-    sh: Arc<Shared>,
-    stream: TcpStream,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
-    reading: bool,
-) {
+pub(crate) async fn run_conn(sh: Arc<Shared>, stream: TcpStream, mut rx: CmdRx, reading: bool) {
     sh.set_reading(reading);
     let mut c = Conn {
         sh,
