@@ -159,7 +159,7 @@ pub fn raise_nofile() -> u64 {
     let mut limit = getrlimit(Resource::Nofile);
     if let Some(max) = limit.maximum {
         limit.current = Some(max);
-        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
             eprintln!("gate: cannot raise the open-file limit to {max}: {e}");
         }
     }
