@@ -1032,6 +1032,41 @@ mod tests {
     }
 
     #[test]
+    fn gate_table_rows_and_verdicts() {
+        let mut v = sample(false);
+        v["gate"] = json!({"conns": 100, "depth": 16, "payload_bytes": 16, "seconds": 5.0,
+            "rounds": 3, "idle": 10000, "threads": 2,
+            "bee": {"msgs_per_s": 150000.0, "p50_us": 9000.0, "p99_us": 30000.0,
+                "rss_per_conn_bytes": 2113.0, "errors": 0},
+            "skynet": {"msgs_per_s": 100000.0, "p50_us": 12000.0, "p99_us": 20000.0,
+                "rss_per_conn_bytes": 66.0, "errors": 0}});
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains("100 connections × 16 frames of 16 bytes"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| echoes/s (target ≥ 1.5× skynet) | 150,000 | 100,000 | 1.50 | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| p99 latency, µs (target ≤ skynet) | 30000 | 20000 | 1.50 | **no** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| RSS per idle connection, bytes (target ≤ skynet) | 2,113 | 66 | 32.02 | **no** |"),
+            "{md}"
+        );
+        // bee alone: skynet's column says so, no verdict.
+        v["gate"]["skynet"] = Value::Null;
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains("| echoes/s (target ≥ 1.5× skynet) | 150,000 | not measured | ? | ? |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn three_views_use_the_bee_client_for_targets() {
         let mut v = sample(true);
         v["skynet_client_to_bee"] = json!({"b2_p50_us": 60.0, "b3_calls_per_s": 90000.0,
