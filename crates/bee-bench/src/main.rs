@@ -15,6 +15,8 @@
 //! - `bee-bench gate --bee BEE --tree SKYNET_TREE --lua-dir DIR [--skynet] [--quick]`:
 //!   a Lua echo on skynet's gateserver under `bee run` and stock skynet (same config):
 //!   msgs/s and p99 with 100 pipelining connections, RSS per idle connection.
+//! - `bee-bench lua-mysql --bee BEE --tree SKYNET_TREE --lua-dir DIR [--skynet] [--quick]`:
+//!   point selects/s through `skynet.db.mysql` from a Lua service, bee vs stock skynet.
 //! - `bee-bench report RESULTS.json [--md OUT.md]`: the markdown table of a results file.
 //!
 //! Progress goes to stderr, results to stdout.
@@ -221,6 +223,36 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         threads: u32,
         /// 2 rounds of 2 s per server instead of 3 of 5 s.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// skynet.db.mysql point selects from a Lua service, bee vs stock skynet (same config).
+    LuaMysql {
+        /// The `bee` binary.
+        #[arg(long)]
+        bee: PathBuf,
+        /// The stock skynet tree whose Lua and C modules both sides load.
+        #[arg(long)]
+        tree: PathBuf,
+        /// Also run the tree's own `skynet` executable.
+        #[arg(long)]
+        skynet: bool,
+        /// The directory holding `mysql_bench_main.lua`.
+        #[arg(long)]
+        lua_dir: PathBuf,
+        /// Where the configs and logs go.
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+        /// MySQL connections.
+        #[arg(long, default_value_t = 8)]
+        conns: u32,
+        /// Coroutines querying on each connection.
+        #[arg(long, default_value_t = 8)]
+        per_conn: u32,
+        /// `thread` of both configs.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// 1 round of 2 s per side instead of 3 of 5 s.
         #[arg(long)]
         quick: bool,
     },
@@ -469,6 +501,43 @@ fn main() -> Result<()> {
                 if errors > 0 {
                     anyhow::bail!(
                         "gate echo: {errors} wrong or failed echoes (bee: {}; skynet: {})",
+                        r.bee.first_error.as_deref().unwrap_or("none"),
+                        r.skynet.as_ref().and_then(|s| s.first_error.as_deref()).unwrap_or("none")
+                    );
+                }
+            }
+            Command::LuaMysql {
+                bee,
+                tree,
+                skynet,
+                lua_dir,
+                work_dir,
+                conns,
+                per_conn,
+                threads,
+                quick,
+            } => {
+                let p = bee_bench::luasql::LuaSqlParams {
+                    bee,
+                    tree,
+                    skynet,
+                    lua_dir,
+                    work_dir,
+                    rows: 10_000,
+                    conns,
+                    per_conn,
+                    seconds: if quick { 2.0 } else { 5.0 },
+                    rounds: if quick { 1 } else { 3 },
+                    threads,
+                };
+                let r = tokio::task::spawn_blocking(move || bee_bench::luasql::run(&p))
+                    .await
+                    .context("the lua-mysql benchmark task failed")??;
+                println!("{}", serde_json::to_string(&r)?);
+                let errors = r.bee.errors + r.skynet.as_ref().map_or(0, |s| s.errors);
+                if errors > 0 {
+                    anyhow::bail!(
+                        "lua-mysql: {errors} failed or wrong point selects (bee: {}; skynet: {})",
                         r.bee.first_error.as_deref().unwrap_or("none"),
                         r.skynet.as_ref().and_then(|s| s.first_error.as_deref()).unwrap_or("none")
                     );

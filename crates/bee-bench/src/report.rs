@@ -453,6 +453,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     if let Some(g) = results.get("gate").filter(|v| v.is_object()) {
         out.push_str(&gate_table(g));
     }
+    if let Some(l) = results.get("lua_mysql").filter(|v| v.is_object()) {
+        out.push_str(&lua_mysql_table(l));
+    }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
          B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",
@@ -570,6 +573,42 @@ fn gate_table(g: &Value) -> String {
         field(sky, "errors").map_or("?".into(), |e| thousands(e as i64)),
     ));
     out
+}
+
+/// `skynet.db.mysql` from a Lua service, bee vs stock skynet; target ≥ 1.0×.
+fn lua_mysql_table(l: &Value) -> String {
+    let (bee, sky) = (
+        num(l.get("bee"), "selects_per_s"),
+        num(l.get("skynet").filter(|v| v.is_object()), "selects_per_s"),
+    );
+    let ratio = match (bee, sky) {
+        (Some(b), Some(s)) if s > 0.0 => Some(b / s),
+        _ => None,
+    };
+    let int = |k: &str| num(Some(l), k).map_or("?".into(), |v| format!("{v:.0}"));
+    format!(
+        "\nskynet.db.mysql from a Lua service: the same config under `bee run` and stock skynet, \
+         {} connections × {} coroutines, point selects on {} rows, {} rounds of {} s per side, alternating:\n\n\
+         | figure | bee | stock skynet | bee/skynet | target met? |\n|---|---:|---:|---:|---|\n\
+         | point selects/s (target ≥ 1.0× skynet) | {} | {} | {} | {} |\n\
+         \nLua MySQL: failed or wrong selects: bee {}, skynet {}.\n",
+        int("conns"),
+        int("per_conn"),
+        num(Some(l), "rows").map_or("?".into(), |v| thousands(v as i64)),
+        int("rounds"),
+        num(Some(l), "seconds").map_or("?".into(), |v| format!("{v}")),
+        bee.map_or("?".into(), |v| thousands(v.round() as i64)),
+        sky.map_or("not measured".into(), |v| thousands(v.round() as i64)),
+        ratio.map_or("?".into(), |r| format!("{r:.2}")),
+        match ratio {
+            Some(r) if r >= 1.0 => "yes",
+            Some(_) => "**no**",
+            None => "?",
+        },
+        num(l.get("bee"), "errors").map_or("?".into(), |e| thousands(e as i64)),
+        num(l.get("skynet").filter(|v| v.is_object()), "errors")
+            .map_or("?".into(), |e| thousands(e as i64)),
+    )
 }
 
 /// Scale rows: connections, fan-out, memory per idle peer, soak.
@@ -1062,6 +1101,26 @@ mod tests {
         let md = render(&v).unwrap();
         assert!(
             md.contains("| echoes/s (target ≥ 1.5× skynet) | 150,000 | not measured | ? | ? |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn lua_mysql_table_row() {
+        let mut v = sample(false);
+        v["lua_mysql"] = json!({"rows": 10000, "conns": 8, "per_conn": 8, "seconds": 5.0,
+            "rounds": 3, "threads": 2,
+            "bee": {"selects_per_s": 16000.0, "errors": 0},
+            "skynet": {"selects_per_s": 10000.0, "errors": 0}});
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains(
+                "| point selects/s (target ≥ 1.0× skynet) | 16,000 | 10,000 | 1.60 | yes |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("8 connections × 8 coroutines, point selects on 10,000 rows"),
             "{md}"
         );
     }
