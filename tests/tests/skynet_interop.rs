@@ -1087,3 +1087,203 @@ async fn hot_update_under_stock_skynet_load_fails_no_bee_call() {
         failed.first()
     );
 }
+
+/// Build, from the stock tree at `sky`, the game team's copy of skynet's cluster in
+/// `dir`: `service/bee_clusterd.lua`, `bee_clusteragent.lua`, `bee_clustersender.lua`,
+/// `bee_clusterproxy.lua` and `lualib/bee_cluster.lua`, each with the service and module
+/// names it uses rewritten. Every file must contain at least one of the names it is
+/// expected to rename, so a tree laid out differently fails here, not later.
+fn team_cluster_copy(sky: &std::path::Path, dir: &std::path::Path) {
+    const RENAMES: [(&str, &str); 5] = [
+        ("\"clusterd\"", "\"bee_clusterd\""),
+        ("\"clusteragent\"", "\"bee_clusteragent\""),
+        ("\"clustersender\"", "\"bee_clustersender\""),
+        ("\"clusterproxy\"", "\"bee_clusterproxy\""),
+        ("\"skynet.cluster\"", "\"bee_cluster\""),
+    ];
+    let files = [
+        ("service/clusterd.lua", "service/bee_clusterd.lua", 3),
+        (
+            "service/clusteragent.lua",
+            "service/bee_clusteragent.lua",
+            0,
+        ),
+        (
+            "service/clustersender.lua",
+            "service/bee_clustersender.lua",
+            0,
+        ),
+        (
+            "service/clusterproxy.lua",
+            "service/bee_clusterproxy.lua",
+            2,
+        ),
+        ("lualib/skynet/cluster.lua", "lualib/bee_cluster.lua", 1),
+    ];
+    std::fs::create_dir_all(dir.join("service")).unwrap();
+    std::fs::create_dir_all(dir.join("lualib")).unwrap();
+    for (from, to, at_least) in files {
+        let src = sky.join(from);
+        let mut text =
+            std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+        let mut renamed = 0;
+        for (old, new) in RENAMES {
+            renamed += text.matches(old).count();
+            text = text.replace(old, new);
+        }
+        assert!(
+            renamed >= at_least,
+            "{}: {renamed} names renamed, expected at least {at_least}",
+            src.display()
+        );
+        std::fs::write(dir.join(to), text).unwrap();
+    }
+}
+
+/// A game team's copy of skynet's cluster Lua, renamed into its own framework
+/// (`require "bee_cluster"` starting `bee_clusterd`, which starts `bee_clustersender`s
+/// and `bee_clusteragent`s), built at run time from the stock tree, in a Lua service on a
+/// bee node (`bee run` of a skynet config whose paths put the copy first): a bee client
+/// and a stock skynet node call it, and it calls and pushes to a bee node and the stock
+/// skynet node. The node's launcher shows the renamed services did the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_renamed_cluster_lua_on_bee_talks_to_bee_and_stock_skynet() {
+    let layout = Layout::new(&["teamnode", "bee1", "sky1"]);
+    let sky = skynet_dir();
+    let lua_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua");
+    let team = layout.dir.path().join("team");
+    team_cluster_copy(&sky, &team);
+    let config = layout.dir.path().join("teamnode.config");
+    std::fs::write(
+        &config,
+        format!(
+            "thread = 2\nharbor = 0\n\
+             cpath = \"{s}/cservice/?.so\"\n\
+             lua_path = \"{t}/lualib/?.lua;{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
+             lua_cpath = \"{s}/luaclib/?.so\"\n\
+             luaservice = \"{t}/service/?.lua;{s}/service/?.lua;{l}/?.lua\"\n\
+             lualoader = \"{s}/lualib/loader.lua\"\n\
+             start = \"teamcluster\"\n\
+             cluster = \"{c}\"\n\
+             lua_node_name = \"teamnode\"\n",
+            s = sky.display(),
+            t = team.display(),
+            l = lua_dir.display(),
+            c = layout.cluster_file().display()
+        ),
+    )
+    .unwrap();
+    let _bee = tokio::task::block_in_place(|| {
+        layout.start(
+            "bee1",
+            "[[service]]\nkind = \"echo\"\nname = \"echo\"\n\n[[service]]\nkind = \"sink\"\nname = \"sink\"\n",
+        )
+    });
+    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
+    let _lua = tokio::task::block_in_place(|| {
+        let p = BeeProcess::start("teamnode", &config);
+        wait_listening(layout.port("teamnode"), "the team Lua node's cluster gate");
+        p
+    });
+    let (_node, c) = layout.client(Duration::from_secs(20));
+    let call = |node: &'static str, service: &'static str, args: Vec<Value>| {
+        let c = c.clone();
+        async move {
+            let reply = c
+                .call(node, service, seri::pack(&args).unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("call {service} on {node}: {e}"));
+            seri::unpack(&reply).unwrap()
+        }
+    };
+
+    // bee -> the team's Lua, through the renamed clusteragent.
+    assert_eq!(
+        call("teamnode", "teamecho", words(&["ping", "a", "b"])).await,
+        words(&["team-pong", "a", "b"])
+    );
+    // The team's Lua -> bee and -> stock skynet, through the renamed clustersender.
+    assert_eq!(
+        call(
+            "teamnode",
+            "teamecho",
+            words(&["callout", "bee1", "@echo", "to bee"])
+        )
+        .await,
+        vec![Value::Boolean(true), Value::from("to bee")]
+    );
+    assert_eq!(
+        call(
+            "teamnode",
+            "teamecho",
+            words(&["callout", "sky1", "@echo", "to skynet"])
+        )
+        .await,
+        vec![Value::Boolean(true), Value::from("to skynet")]
+    );
+    let failed = call(
+        "teamnode",
+        "teamecho",
+        words(&["callout", "bee1", "@nobody", "x"]),
+    )
+    .await;
+    assert_eq!(failed.first(), Some(&Value::Boolean(false)), "{failed:?}");
+    // The team's Lua pushes to bee: counted by the sink.
+    let pushed = || async { call("bee1", "sink", words(&["count"])).await[0].as_int() };
+    let before = pushed().await.expect("a count");
+    for _ in 0..20 {
+        call(
+            "teamnode",
+            "teamecho",
+            words(&["sendout", "bee1", "@sink", "hit"]),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pushed().await.expect("a count") < before + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the team's cluster.send pushes did not all arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stock skynet -> the team's Lua on bee.
+    assert_eq!(
+        relay(
+            &c,
+            "sky1",
+            words(&["call", "teamnode", "teamecho", "from skynet"])
+        )
+        .await,
+        vec![
+            Value::Boolean(true),
+            Value::from("team"),
+            Value::from("from skynet")
+        ]
+    );
+    // The renamed services carried all of it; skynet's own names never started.
+    let services: Vec<String> = call("teamnode", "teamecho", words(&["services"]))
+        .await
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => String::from_utf8_lossy(s).into_owned(),
+            other => panic!("a launcher line: {other:?}"),
+        })
+        .collect();
+    for renamed in ["bee_clusterd", "bee_clustersender", "bee_clusteragent"] {
+        assert!(
+            services
+                .iter()
+                .any(|l| l.split_whitespace().nth(1) == Some(renamed)),
+            "no {renamed} in the node's services: {services:?}"
+        );
+    }
+    for stock in ["clusterd", "clustersender", "clusteragent"] {
+        assert!(
+            !services
+                .iter()
+                .any(|l| l.split_whitespace().nth(1) == Some(stock)),
+            "skynet's own {stock} started: {services:?}"
+        );
+    }
+}

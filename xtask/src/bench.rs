@@ -60,7 +60,14 @@
 //!    peer connection with 1,000 peers, a 60 s soak with the node's RSS every second) and
 //!    `bee-bench handover` (a node handed over three times under calls: handover time, the
 //!    caller's longest wait, p99 during handovers vs steady).
-//! 10. Write the raw JSON to `target/bench/results.json`, print the markdown table
+//! 10. Gate echo (`bee-bench gate`, with stock skynet only): a Lua echo on skynet's
+//!     `snax.gateserver` (`interop/skynet/service/gate_echo.lua`), the same skynet config
+//!     under `bee run` and under stock skynet, 100 connections × 16 netpack frames in
+//!     flight: echoes/s and p50/p99 per server in alternating rounds, and VmRSS per idle
+//!     connection with 10,000 of them. Then `bee-bench lua-mysql`: `skynet.db.mysql`
+//!     point selects from a Lua service (`mysql_bench_main.lua`, 8 connections × 8
+//!     coroutines), the same config under `bee run` and stock skynet, alternating.
+//! 11. Write the raw JSON to `target/bench/results.json`, print the markdown table
 //!     (metric | bee | tokio floor | stock skynet | ratio | target met?) and write it
 //!     to `target/bench/results.md`. Node logs are in `target/bench/*.log`.
 //! 11. Draw the chart of that table's headline rows (`crate::chart`): `bench/chart.svg`
@@ -330,6 +337,71 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             if quick { "0.5" } else { "2" },
         ],
     )?;
+    // Gate echo and idle connections: one Lua gateserver echo, the same skynet config
+    // under `bee run` and stock skynet (needs the skynet tree for its Lua either way).
+    let (gate, gate_ok) = match &lab {
+        Some(tree) => {
+            let (tree, lua) = (
+                tree.to_string_lossy().to_string(),
+                runner
+                    .with_file_name("service")
+                    .to_string_lossy()
+                    .to_string(),
+            );
+            let work = dir.to_string_lossy().to_string();
+            let args: Vec<&str> = [
+                &[
+                    "gate",
+                    "--bee",
+                    &bee_path,
+                    "--tree",
+                    &tree,
+                    "--skynet",
+                    "--lua-dir",
+                    &lua,
+                    "--work-dir",
+                    &work,
+                ][..],
+                q,
+            ]
+            .concat();
+            bee_bench(&bench, &args)?
+        }
+        None => ("null".to_string(), true),
+    };
+    // skynet.db.mysql from a Lua service: the same config under `bee run` and stock
+    // skynet, against the local MariaDB (each side its own database, dropped after).
+    let (lua_mysql, lua_mysql_ok) = match &lab {
+        Some(tree) => {
+            crate::setup::ensure_all()?;
+            let (tree, lua) = (
+                tree.to_string_lossy().to_string(),
+                runner
+                    .with_file_name("service")
+                    .to_string_lossy()
+                    .to_string(),
+            );
+            let work = dir.to_string_lossy().to_string();
+            let args: Vec<&str> = [
+                &[
+                    "lua-mysql",
+                    "--bee",
+                    &bee_path,
+                    "--tree",
+                    &tree,
+                    "--skynet",
+                    "--lua-dir",
+                    &lua,
+                    "--work-dir",
+                    &work,
+                ][..],
+                q,
+            ]
+            .concat();
+            bee_bench(&bench, &args)?
+        }
+        None => ("null".to_string(), true),
+    };
 
     // The cluster: the bee node, and the skynet node when the lab is used.
     let cluster = dir.join("cluster.lua");
@@ -480,7 +552,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"bee_client_to_skynet\":{bee_to_sky},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll},\n\"scale\":{scale}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"bee_client_to_skynet\":{bee_to_sky},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll},\n\"scale\":{scale},\n\"gate\":{gate},\n\"lua_mysql\":{lua_mysql}\n}}\n",
         json_string(&started_at),
         busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
         skynet_threads
@@ -524,6 +596,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         || !handover_ok
         || !busypoll_ok
         || !scale_ok
+        || !gate_ok
+        || !lua_mysql_ok
     {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }

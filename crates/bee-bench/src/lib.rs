@@ -12,7 +12,9 @@
 //! | B5 | 1 MiB echo (MiB/s of payload, one direction) | [`cluster`] |
 //! | B6 | RSS of the serving node idle, after B3, peak | [`rss`] |
 //! | SQL | point selects/s through the cluster to `mysqlpool` vs mysql_async direct | [`mysql`] |
+//! | LUASQL | `skynet.db.mysql` point selects from a Lua service, bee vs stock skynet (same config) | [`luasql`] |
 //! | API | handler API (`Dispatcher` command, typed args) vs a raw `Service`, local and cluster | [`api`] |
+//! | GATE | a Lua echo on skynet's `snax.gateserver`, 100 connections pipelining netpack frames, and memory per idle connection, bee vs stock skynet (same config) | [`gate`] |
 //! | CPP | C++ `rpc_call` (a skynet C module on the bee C++ SDK) vs a Rust `NativeEndpoint` caller, same path to a Lua-style service | [`cpp_rpc`] |
 //!
 //! [`floor`] is the bare tokio TCP echo (same 2-byte big-endian framing, same sizes):
@@ -28,9 +30,11 @@ pub mod cluster;
 pub mod cpp_rpc;
 pub mod error;
 pub mod floor;
+pub mod gate;
 pub mod handover;
 pub mod load;
 pub mod local;
+pub mod luasql;
 pub mod mysql;
 pub mod nodeproc;
 pub mod report;

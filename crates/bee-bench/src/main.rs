@@ -12,6 +12,11 @@
 //! - `bee-bench cpp-rpc --demo BEE_DEMO --module bench.so [--quick] [--calls N] [--rounds R]`:
 //!   a C++ module's rpc_call vs a Rust `NativeEndpoint` caller, same path to a Lua-style
 //!   service on a `bee-demo` node it starts; prints one JSON line.
+//! - `bee-bench gate --bee BEE --tree SKYNET_TREE --lua-dir DIR [--skynet] [--quick]`:
+//!   a Lua echo on skynet's gateserver under `bee run` and stock skynet (same config):
+//!   msgs/s and p99 with 100 pipelining connections, RSS per idle connection.
+//! - `bee-bench lua-mysql --bee BEE --tree SKYNET_TREE --lua-dir DIR [--skynet] [--quick]`:
+//!   point selects/s through `skynet.db.mysql` from a Lua service, bee vs stock skynet.
 //! - `bee-bench report RESULTS.json [--md OUT.md]`: the markdown table of a results file.
 //!
 //! Progress goes to stderr, results to stdout.
@@ -183,6 +188,73 @@ enum Command {
         /// Seconds.
         #[arg(long)]
         seconds: f64,
+    },
+    /// Gate echo and idle connections: the same Lua gateserver echo on bee and on stock
+    /// skynet.
+    Gate {
+        /// The `bee` binary.
+        #[arg(long)]
+        bee: PathBuf,
+        /// The stock skynet tree whose Lua and C modules both sides load.
+        #[arg(long)]
+        tree: PathBuf,
+        /// Also run the tree's own `skynet` executable as the second server.
+        #[arg(long)]
+        skynet: bool,
+        /// The directory holding `gate_echo.lua` and `gate_echo_main.lua`.
+        #[arg(long)]
+        lua_dir: PathBuf,
+        /// Where the configs and server logs go.
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+        /// Echo connections.
+        #[arg(long, default_value_t = 100)]
+        conns: usize,
+        /// Frames in flight per connection.
+        #[arg(long, default_value_t = 16)]
+        depth: usize,
+        /// Payload bytes per frame.
+        #[arg(long, default_value_t = 16)]
+        payload: usize,
+        /// Idle connections for the memory reading.
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        /// `thread` of both servers' configs.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// 2 rounds of 2 s per server instead of 3 of 5 s.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// skynet.db.mysql point selects from a Lua service, bee vs stock skynet (same config).
+    LuaMysql {
+        /// The `bee` binary.
+        #[arg(long)]
+        bee: PathBuf,
+        /// The stock skynet tree whose Lua and C modules both sides load.
+        #[arg(long)]
+        tree: PathBuf,
+        /// Also run the tree's own `skynet` executable.
+        #[arg(long)]
+        skynet: bool,
+        /// The directory holding `mysql_bench_main.lua`.
+        #[arg(long)]
+        lua_dir: PathBuf,
+        /// Where the configs and logs go.
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+        /// MySQL connections.
+        #[arg(long, default_value_t = 8)]
+        conns: u32,
+        /// Coroutines querying on each connection.
+        #[arg(long, default_value_t = 8)]
+        per_conn: u32,
+        /// `thread` of both configs.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// 1 round of 2 s per side instead of 3 of 5 s.
+        #[arg(long)]
+        quick: bool,
     },
     /// Print the markdown table of a results file written by `cargo xtask bench`.
     Report {
@@ -394,6 +466,81 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
                 if r.errors > 0 {
                     anyhow::bail!("{} failed or wrong point selects", r.errors);
+                }
+            }
+            Command::Gate {
+                bee,
+                tree,
+                skynet,
+                lua_dir,
+                work_dir,
+                conns,
+                depth,
+                payload,
+                idle,
+                threads,
+                quick,
+            } => {
+                let p = bee_bench::gate::GateParams {
+                    bee,
+                    skynet: skynet.then(|| tree.clone()),
+                    tree,
+                    lua_dir,
+                    work_dir,
+                    conns,
+                    depth,
+                    payload,
+                    seconds: if quick { 2.0 } else { 5.0 },
+                    rounds: if quick { 2 } else { 3 },
+                    idle,
+                    threads,
+                };
+                let r = bee_bench::gate::run(&p).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                let errors = r.bee.errors + r.skynet.as_ref().map_or(0, |s| s.errors);
+                if errors > 0 {
+                    anyhow::bail!(
+                        "gate echo: {errors} wrong or failed echoes (bee: {}; skynet: {})",
+                        r.bee.first_error.as_deref().unwrap_or("none"),
+                        r.skynet.as_ref().and_then(|s| s.first_error.as_deref()).unwrap_or("none")
+                    );
+                }
+            }
+            Command::LuaMysql {
+                bee,
+                tree,
+                skynet,
+                lua_dir,
+                work_dir,
+                conns,
+                per_conn,
+                threads,
+                quick,
+            } => {
+                let p = bee_bench::luasql::LuaSqlParams {
+                    bee,
+                    tree,
+                    skynet,
+                    lua_dir,
+                    work_dir,
+                    rows: 10_000,
+                    conns,
+                    per_conn,
+                    seconds: if quick { 2.0 } else { 5.0 },
+                    rounds: if quick { 1 } else { 3 },
+                    threads,
+                };
+                let r = tokio::task::spawn_blocking(move || bee_bench::luasql::run(&p))
+                    .await
+                    .context("the lua-mysql benchmark task failed")??;
+                println!("{}", serde_json::to_string(&r)?);
+                let errors = r.bee.errors + r.skynet.as_ref().map_or(0, |s| s.errors);
+                if errors > 0 {
+                    anyhow::bail!(
+                        "lua-mysql: {errors} failed or wrong point selects (bee: {}; skynet: {})",
+                        r.bee.first_error.as_deref().unwrap_or("none"),
+                        r.skynet.as_ref().and_then(|s| s.first_error.as_deref()).unwrap_or("none")
+                    );
                 }
             }
             Command::Report { results, md } => {

@@ -450,6 +450,12 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     if let Some(sc) = results.get("scale").filter(|v| v.is_object()) {
         out.push_str(&scale_table(sc));
     }
+    if let Some(g) = results.get("gate").filter(|v| v.is_object()) {
+        out.push_str(&gate_table(g));
+    }
+    if let Some(l) = results.get("lua_mysql").filter(|v| v.is_object()) {
+        out.push_str(&lua_mysql_table(l));
+    }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
          B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",
@@ -500,6 +506,112 @@ fn api_table(api: &Value) -> String {
         num(Some(api), "errors").map_or("?".into(), |e| thousands(e as i64))
     ));
     out
+}
+
+/// Gate echo and idle connections: the same Lua gateserver echo on bee and on stock
+/// skynet; targets ≥ 1.5× skynet's msgs/s, p99 ≤ skynet's, RSS per connection ≤ skynet's.
+fn gate_table(g: &Value) -> String {
+    let field = |v: Option<&Value>, k: &str| num(v, k);
+    let (bee, sky) = (g.get("bee"), g.get("skynet").filter(|v| v.is_object()));
+    let mut out = format!(
+        "\nGate echo: a Lua service on skynet's `snax.gateserver` echoing netpack frames, the same config under `bee run` and stock skynet (`thread = {}`), \
+         {} connections × {} frames of {} bytes in flight, {} rounds of {} s per server, alternating; {} idle connections for memory:\n\n\
+         | figure | bee | stock skynet | bee/skynet | target met? |\n|---|---:|---:|---:|---|\n",
+        field(Some(g), "threads").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "conns").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "depth").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "payload_bytes").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "rounds").map_or("?".into(), |v| format!("{v:.0}")),
+        field(Some(g), "seconds").map_or("?".into(), |v| format!("{v}")),
+        field(Some(g), "idle").map_or("?".into(), |v| thousands(v as i64)),
+    );
+    // `target`: whether a bee/skynet ratio meets the row's target; none: no target.
+    type Target<'a> = Option<&'a dyn Fn(f64) -> bool>;
+    let row = |what: &str, k: &str, fmt: &dyn Fn(f64) -> String, target: Target| {
+        let (b, s) = (field(bee, k), field(sky, k));
+        let ratio = match (b, s) {
+            (Some(b), Some(s)) if s > 0.0 => Some(b / s),
+            _ => None,
+        };
+        format!(
+            "| {what} | {} | {} | {} | {} |\n",
+            b.map_or("?".into(), fmt),
+            s.map_or("not measured".into(), fmt),
+            ratio.map_or("?".into(), |r| format!("{r:.2}")),
+            match (ratio, target) {
+                (_, None) => "",
+                (Some(r), Some(t)) if t(r) => "yes",
+                (Some(_), Some(_)) => "**no**",
+                (None, Some(_)) => "?",
+            }
+        )
+    };
+    out.push_str(&row(
+        "echoes/s (target ≥ 1.5× skynet)",
+        "msgs_per_s",
+        &|v| thousands(v.round() as i64),
+        Some(&|r| r >= 1.5),
+    ));
+    out.push_str(&row(
+        "p50 latency, µs",
+        "p50_us",
+        &|v| format!("{v:.0}"),
+        None,
+    ));
+    out.push_str(&row(
+        "p99 latency, µs (target ≤ skynet)",
+        "p99_us",
+        &|v| format!("{v:.0}"),
+        Some(&|r| r <= 1.0),
+    ));
+    out.push_str(&row(
+        "RSS per idle connection, bytes (target ≤ skynet)",
+        "rss_per_conn_bytes",
+        &|v| thousands(v.round() as i64),
+        Some(&|r| r <= 1.0),
+    ));
+    out.push_str(&format!(
+        "\nGate: wrong or failed echoes: bee {}, skynet {}.\n",
+        field(bee, "errors").map_or("?".into(), |e| thousands(e as i64)),
+        field(sky, "errors").map_or("?".into(), |e| thousands(e as i64)),
+    ));
+    out
+}
+
+/// `skynet.db.mysql` from a Lua service, bee vs stock skynet; target ≥ 1.0×.
+fn lua_mysql_table(l: &Value) -> String {
+    let (bee, sky) = (
+        num(l.get("bee"), "selects_per_s"),
+        num(l.get("skynet").filter(|v| v.is_object()), "selects_per_s"),
+    );
+    let ratio = match (bee, sky) {
+        (Some(b), Some(s)) if s > 0.0 => Some(b / s),
+        _ => None,
+    };
+    let int = |k: &str| num(Some(l), k).map_or("?".into(), |v| format!("{v:.0}"));
+    format!(
+        "\nskynet.db.mysql from a Lua service: the same config under `bee run` and stock skynet, \
+         {} connections × {} coroutines, point selects on {} rows, {} rounds of {} s per side, alternating:\n\n\
+         | figure | bee | stock skynet | bee/skynet | target met? |\n|---|---:|---:|---:|---|\n\
+         | point selects/s (target ≥ 1.0× skynet) | {} | {} | {} | {} |\n\
+         \nLua MySQL: failed or wrong selects: bee {}, skynet {}.\n",
+        int("conns"),
+        int("per_conn"),
+        num(Some(l), "rows").map_or("?".into(), |v| thousands(v as i64)),
+        int("rounds"),
+        num(Some(l), "seconds").map_or("?".into(), |v| format!("{v}")),
+        bee.map_or("?".into(), |v| thousands(v.round() as i64)),
+        sky.map_or("not measured".into(), |v| thousands(v.round() as i64)),
+        ratio.map_or("?".into(), |r| format!("{r:.2}")),
+        match ratio {
+            Some(r) if r >= 1.0 => "yes",
+            Some(_) => "**no**",
+            None => "?",
+        },
+        num(l.get("bee"), "errors").map_or("?".into(), |e| thousands(e as i64)),
+        num(l.get("skynet").filter(|v| v.is_object()), "errors")
+            .map_or("?".into(), |e| thousands(e as i64)),
+    )
 }
 
 /// Scale rows: connections, fan-out, memory per idle peer, soak.
@@ -957,6 +1069,61 @@ mod tests {
         let md = render(&v).unwrap();
         assert!(
             md.contains("| 1 | 200 | 9 % | 5 % | +4 points | 150 / 300 µs |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn gate_table_rows_and_verdicts() {
+        let mut v = sample(false);
+        v["gate"] = json!({"conns": 100, "depth": 16, "payload_bytes": 16, "seconds": 5.0,
+            "rounds": 3, "idle": 10000, "threads": 2,
+            "bee": {"msgs_per_s": 150000.0, "p50_us": 9000.0, "p99_us": 30000.0,
+                "rss_per_conn_bytes": 2113.0, "errors": 0},
+            "skynet": {"msgs_per_s": 100000.0, "p50_us": 12000.0, "p99_us": 20000.0,
+                "rss_per_conn_bytes": 66.0, "errors": 0}});
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains("100 connections × 16 frames of 16 bytes"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| echoes/s (target ≥ 1.5× skynet) | 150,000 | 100,000 | 1.50 | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| p99 latency, µs (target ≤ skynet) | 30000 | 20000 | 1.50 | **no** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| RSS per idle connection, bytes (target ≤ skynet) | 2,113 | 66 | 32.02 | **no** |"),
+            "{md}"
+        );
+        // bee alone: skynet's column says so, no verdict.
+        v["gate"]["skynet"] = Value::Null;
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains("| echoes/s (target ≥ 1.5× skynet) | 150,000 | not measured | ? | ? |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn lua_mysql_table_row() {
+        let mut v = sample(false);
+        v["lua_mysql"] = json!({"rows": 10000, "conns": 8, "per_conn": 8, "seconds": 5.0,
+            "rounds": 3, "threads": 2,
+            "bee": {"selects_per_s": 16000.0, "errors": 0},
+            "skynet": {"selects_per_s": 10000.0, "errors": 0}});
+        let md = render(&v).unwrap();
+        assert!(
+            md.contains(
+                "| point selects/s (target ≥ 1.0× skynet) | 16,000 | 10,000 | 1.60 | yes |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("8 connections × 8 coroutines, point selects on 10,000 rows"),
             "{md}"
         );
     }

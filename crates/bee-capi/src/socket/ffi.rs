@@ -348,7 +348,7 @@ pub extern "C" fn skynet_socket_udp_connect(
         return -1;
     };
     match resolve(host, port) {
-        Ok(a) if s.command(Cmd::UdpConnect(a)) => 0,
+        Ok(a) if s.command(Cmd::UdpConnect(Box::new(a))) => 0,
         _ => -1,
     }
 }
@@ -381,7 +381,10 @@ pub extern "C" fn skynet_socket_udp_sendbuffer(
     let Some(s) = get(id).filter(|s| matches!(s.kind, Kind::Udp { .. })) else {
         return -1;
     };
-    s.queue_send(data, |data| Cmd::SendTo { data, to })
+    s.queue_send(data, |data| Cmd::SendTo {
+        data,
+        to: Box::new(to),
+    })
 }
 
 /// The sender's address of a UDP message (after its payload), with its size.

@@ -23,7 +23,7 @@ mod udp;
 
 pub(crate) use ffi::exports;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
@@ -34,7 +34,7 @@ use std::time::Duration;
 use bee_runtime::service::WeakNode;
 use bee_runtime::{Addr, CallError, Message};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::{lock, Host};
 
@@ -112,16 +112,18 @@ pub(crate) enum Cmd {
         data: Bytes,
         high: bool,
     },
+    /// The address is boxed, as in `UdpConnect`: every socket's command channel
+    /// allocates a block of slots up front, so a small `Cmd` keeps idle sockets small.
     SendTo {
         data: Bytes,
-        to: SocketAddr,
+        to: Box<SocketAddr>,
     },
-    UdpConnect(SocketAddr),
+    UdpConnect(Box<SocketAddr>),
     Close,
     Shutdown,
     Nodelay,
     /// A send went over a byte bound: error and close.
-    Overflow(String),
+    Overflow(Box<str>),
 }
 
 /// One socket's entry in the table, shared by the API and the socket's task.
@@ -134,7 +136,7 @@ pub(crate) struct Shared {
     state: AtomicU8,
     /// `close` was asked: high-priority sends are refused from now on.
     closing: AtomicBool,
-    tx: mpsc::UnboundedSender<Cmd>,
+    cmds: Cmds,
     send_limit: usize,
     overflow_logged: AtomicBool,
     // Statistics for `skynet_socket_info`.
@@ -196,7 +198,14 @@ impl Shared {
 
     /// Hand the task a command; false if the task is gone.
     fn command(&self, cmd: Cmd) -> bool {
-        self.tx.send(cmd).is_ok()
+        let mut q = lock(&self.cmds.queue);
+        if self.cmds.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        q.push_back(cmd);
+        drop(q);
+        self.cmds.wake.notify_one();
+        true
     }
 
     /// Queue `data` to send (accounting it against the bounds): 0, or -1 when a bound is
@@ -219,7 +228,7 @@ impl Shared {
                     socket = self.id,
                     "{why}: the socket is closed (the peer does not read)"
                 );
-                self.command(Cmd::Overflow(why));
+                self.command(Cmd::Overflow(why.into()));
             }
             return -1;
         }
@@ -373,10 +382,53 @@ static TABLE: std::sync::LazyLock<Mutex<Table>> = std::sync::LazyLock::new(|| {
     })
 });
 
+/// A socket's commands on their way to its task. Allocates nothing until a command
+/// waits (a channel would allocate a block of slots per socket up front, which is most
+/// of an idle connection's memory).
+struct Cmds {
+    queue: Mutex<VecDeque<Cmd>>,
+    wake: Notify,
+    /// The task is gone: commands are refused.
+    closed: AtomicBool,
+}
+
+/// The task's end of a socket's commands; dropping it refuses further commands.
+pub(crate) struct CmdRx(Arc<Shared>);
+
+impl CmdRx {
+    /// The next command, in the order they were made; waits for one. Cancel-safe (a
+    /// command is only taken from the queue in the poll that returns it).
+    pub(crate) async fn recv(&mut self) -> Option<Cmd> {
+        loop {
+            if let Some(cmd) = lock(&self.0.cmds.queue).pop_front() {
+                return Some(cmd);
+            }
+            // A notify between the check and here is kept as a permit.
+            self.0.cmds.wake.notified().await;
+        }
+    }
+}
+
+impl Drop for CmdRx {
+    fn drop(&mut self) {
+        let sh = &self.0;
+        let left: Vec<Cmd> = {
+            let mut q = lock(&sh.cmds.queue);
+            sh.cmds.closed.store(true, Ordering::Release);
+            q.drain(..).collect()
+        };
+        for cmd in left {
+            if let Cmd::Send { data, .. } | Cmd::SendTo { data, .. } = cmd {
+                sh.unqueue(data.len());
+            }
+        }
+    }
+}
+
 /// A new socket's entry, not yet running.
 pub(crate) struct NewSlot {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) rx: mpsc::UnboundedReceiver<Cmd>,
+    pub(crate) rx: CmdRx,
 }
 
 /// The limits a node sets through its env.
@@ -442,7 +494,6 @@ pub(crate) fn alloc(origin: &Origin, kind: Kind, owner: Addr, state: State) -> O
         if t.slots.contains_key(&slot) {
             continue;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             id: id as i32,
             kind,
@@ -451,7 +502,11 @@ pub(crate) fn alloc(origin: &Origin, kind: Kind, owner: Addr, state: State) -> O
             owner: AtomicU32::new(owner),
             state: AtomicU8::new(state as u8),
             closing: AtomicBool::new(false),
-            tx,
+            cmds: Cmds {
+                queue: Mutex::new(VecDeque::new()),
+                wake: Notify::new(),
+                closed: AtomicBool::new(false),
+            },
             send_limit: origin.limits.send_limit,
             overflow_logged: AtomicBool::new(false),
             read: AtomicU64::new(0),
@@ -467,6 +522,7 @@ pub(crate) fn alloc(origin: &Origin, kind: Kind, owner: Addr, state: State) -> O
         if t.slots.len() < origin.limits.max_sockets / 2 {
             LIMIT_LOGGED.store(false, Ordering::Release);
         }
+        let rx = CmdRx(shared.clone());
         return Some(NewSlot { shared, rx });
     }
     None

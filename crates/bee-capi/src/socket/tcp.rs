@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
-use super::{alloc, emit_to, ev, free, Cmd, Event, Kind, Origin, Shared, State};
+use super::{alloc, emit_to, ev, free, Cmd, CmdRx, Event, Kind, Origin, Shared, State};
 
 /// How long an outgoing connect may take before it fails with an ERROR.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,6 +19,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// receive buffer caps it in practice).
 const MIN_READ: usize = 64;
 const MAX_READ: usize = 64 * 1024;
+thread_local! {
+    /// Each runtime thread's read buffer, [`MAX_READ`] bytes: a read copies what it got
+    /// into the owner's block at once, so one buffer per thread serves every connection.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_READ]);
+}
 /// The send-buffer warning starts at 1 MiB.
 const WARN_START: usize = 1 << 20;
 
@@ -28,7 +32,7 @@ const WARN_START: usize = 1 << 20;
 pub(crate) async fn run_listener(
     sh: Arc<Shared>,
     listener: TcpListener,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    mut rx: CmdRx,
     origin: Origin,
 ) {
     match listener.local_addr() {
@@ -115,12 +119,7 @@ async fn accept(sh: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAddr,
 
 /// An outgoing connection: resolve, connect (CONNECT with the peer's IP, or ERROR and the
 /// slot is freed), then run it.
-pub(crate) async fn run_connect(
-    sh: Arc<Shared>,
-    host: String,
-    port: u16,
-    rx: mpsc::UnboundedReceiver<Cmd>,
-) {
+pub(crate) async fn run_connect(sh: Arc<Shared>, host: String, port: u16, rx: CmdRx) {
     let r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port))).await;
     let stream = match r {
         Ok(Ok(s)) => s,
@@ -189,12 +188,7 @@ struct Conn {
 }
 
 /// A connected (or accepted, not yet started) socket until it is closed.
-pub(crate) async fn run_conn(
-    sh: Arc<Shared>,
-    stream: TcpStream,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
-    reading: bool,
-) {
+pub(crate) async fn run_conn(sh: Arc<Shared>, stream: TcpStream, mut rx: CmdRx, reading: bool) {
     sh.set_reading(reading);
     let mut c = Conn {
         sh,
@@ -205,7 +199,6 @@ pub(crate) async fn run_conn(
         warn_level: 0,
         read_size: MIN_READ,
     };
-    let mut buf = vec![0u8; MAX_READ];
     loop {
         let st = c.sh.state();
         let want_read = c.reading && !c.closing && st != State::HalfCloseRead;
@@ -221,7 +214,7 @@ pub(crate) async fn run_conn(
                 Err(e) => c.write_error(e).await,
             },
             r = c.stream.readable(), if want_read => match r {
-                Ok(()) => c.read(&mut buf).await,
+                Ok(()) => c.read().await,
                 Err(e) => c.read_error(e).await,
             },
         };
@@ -318,20 +311,30 @@ impl Conn {
         Next::Exit
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> Next {
-        let want = self.read_size.min(buf.len());
-        match self.stream.try_read(&mut buf[..want]) {
-            Ok(0) => self.eof().await,
-            Ok(n) => {
+    async fn read(&mut self) -> Next {
+        let want = self.read_size;
+        let id = self.sh.id;
+        // Read into this thread's scratch buffer and copy what came into the block the
+        // owner receives: an idle connection holds no read buffer of its own.
+        let r = SCRATCH.with_borrow_mut(|buf| {
+            self.stream.try_read(&mut buf[..want]).map(|n| {
+                (
+                    n,
+                    (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n])),
+                )
+            })
+        });
+        match r {
+            Ok((0, _)) => self.eof().await,
+            Ok((n, event)) => {
                 if n == want {
                     self.read_size = (self.read_size * 2).min(MAX_READ);
                 } else if self.read_size > MIN_READ && n * 2 < want {
                     self.read_size /= 2;
                 }
                 self.sh.count_read(n);
-                let sh = self.sh.clone();
-                if let Some(e) = Event::data(ev::DATA, sh.id, n as i32, &buf[..n]) {
-                    sh.emit(e).await;
+                if let Some(Some(e)) = event {
+                    self.sh.clone().emit(e).await;
                 }
                 Next::Go
             }

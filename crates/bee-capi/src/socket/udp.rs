@@ -7,18 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
-use super::{encode_udp_addr, ev, free, Cmd, Event, Kind, Shared};
+use super::{encode_udp_addr, ev, free, Cmd, CmdRx, Event, Kind, Shared};
 
 /// Largest datagram read (skynet's scratch buffer).
 const MAX_DATAGRAM: usize = 65_535;
 
-pub(crate) async fn run_udp(
-    sh: Arc<Shared>,
-    sock: UdpSocket,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
-) {
+pub(crate) async fn run_udp(sh: Arc<Shared>, sock: UdpSocket, mut rx: CmdRx) {
     let v6 = matches!(sh.kind, Kind::Udp { v6: true });
     let mut peer: Option<SocketAddr> = None;
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -45,7 +40,7 @@ pub(crate) async fn run_udp(
                         if a.is_ipv6() != v6 {
                             sh.emit(Event::text(ev::ERROR, sh.id, 0, b"protocol mismatch")).await;
                         } else {
-                            peer = Some(a);
+                            peer = Some(*a);
                             sh.set_name(a.to_string());
                         }
                     }
@@ -60,7 +55,7 @@ pub(crate) async fn run_udp(
                         if to.is_ipv6() != v6 {
                             tracing::warn!(socket = sh.id, "udp send to an address of the other protocol: dropped");
                         } else {
-                            send(&sh, &sock, &data, to).await;
+                            send(&sh, &sock, &data, *to).await;
                         }
                     }
                     Cmd::Close | Cmd::Shutdown | Cmd::Overflow(_) => {
