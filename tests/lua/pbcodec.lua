@@ -50,6 +50,12 @@ function CMD.decode_error(name, bytes)
 	return err, protobuf.lasterror()
 end
 
+-- Decoded by another, fresh Lua service that registered nothing.
+function CMD.in_fresh_service(name, bytes)
+	local fresh = skynet.newservice "pbfresh"
+	return skynet.call(fresh, "lua", name, bytes)
+end
+
 -- What pbc's API promises besides encode/decode.
 function CMD.api()
 	local r = {}

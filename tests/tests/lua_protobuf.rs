@@ -354,6 +354,44 @@ async fn lua_protobuf_encodes_and_decodes_as_prost_does() {
     let r = call(&c, vec![s("encode"), s("codec.Bag"), t.clone()]).await;
     assert_eq!(bytes_of(&r[0]), bag.encode_to_vec().as_slice());
 
+    // A map as a plain `{ [k] = v }` table encodes as its entries do.
+    let mut plain = lua_bag.clone();
+    if let Value::Table(t) = &mut plain {
+        t.insert(
+            s("scores"),
+            table(&[("alice", Value::Integer(-7_000_000_000))]),
+        );
+    }
+    let r = call(&c, vec![s("encode"), s("codec.Bag"), plain]).await;
+    assert_eq!(bytes_of(&r[0]), bag.encode_to_vec().as_slice());
+    // An enum number the enum does not name decodes as the number.
+    let odd = Item {
+        id: 1,
+        name: String::new(),
+        color: 7,
+    };
+    let r = call(
+        &c,
+        vec![
+            s("decode"),
+            s("codec.Item"),
+            Value::from(odd.encode_to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(field(&r[0], "color"), Some(&7.into()));
+    // Types are registered per process: a new service that registered nothing decodes.
+    let r = call(
+        &c,
+        vec![
+            s("in_fresh_service"),
+            s("game.LoginReq"),
+            Value::from(login.encode_to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(field(&r[0], "device"), Some(&s("ios")));
+
     // Defaults of an empty message: scalars, the enum's first name, an empty array for
     // a repeated field, nil for an absent message.
     let r = call(
