@@ -10,15 +10,19 @@
 //! - `shop_master.lua` (node `luashop`): launches the C++ demo shop twice with
 //!   `skynet.launch("shop", proxy_handle)` and `skynet.redirect`s `"text"` frames to
 //!   shop `1 + uid % 2`; the shops' receipts come back to the Lua lobby through the
-//!   node's CServiceProxy, one-way and as rpc replies.
+//!   node's CServiceProxy, one-way and as rpc replies;
+//! - `skylobby.lua` on a stock skynet node (`sky`): the lobby's steps against the Rust
+//!   and the Lua persistence, and a buy from the Lua shop master whose receipt the C++
+//!   shop sends back to the stock node.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bee_cluster::Cluster;
 use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
-use bee_proto::game::{GetUserInfo, UserInfo};
+use bee_proto::game::{GetUserInfo, LoginReq, ShopBuy, ShopReceipt, UserInfo};
 use bee_proto::{Message, Name};
 use bee_tests::{cpp_modules, demo_bin, skynet_dir, Layout};
 use bytes::Bytes;
@@ -116,16 +120,17 @@ fn get_user_frame(uid: i64) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_teams_lua_patterns_run_in_bee_nodes() {
     let skynet = skynet_dir();
-    let layout = Layout::new(&["lualobby", "luap", "luashop", "rustp"]);
+    let layout = Layout::new(&["lualobby", "luap", "luashop", "rustp", "sky"]);
     let dir = layout.dir.path().to_path_buf();
     let pb = dir.join("game.pb");
     std::fs::write(&pb, bee_proto::DESCRIPTOR_SET).unwrap();
-    let logs: Vec<PathBuf> = ["lualobby", "luap", "luashop"]
+    let logs: Vec<PathBuf> = ["lualobby", "luap", "luashop", "sky"]
         .iter()
         .map(|n| dir.join(format!("{n}.skynet.log")))
         .collect();
 
     let _dump = DumpLogs(logs.clone());
+    let _sky = tokio::task::block_in_place(|| StockSkynet::start(&layout, &skynet, &logs[3]));
     let _rustp = tokio::task::block_in_place(|| {
         layout.start_with(
             &demo_bin(),
@@ -291,6 +296,136 @@ async fn the_teams_lua_patterns_run_in_bee_nodes() {
     assert_eq!(field(r, "handled_by"), &s("luashop/shop2"));
     assert_eq!(field(r, "count"), &Value::Integer(3));
     assert_eq!(field(r, "order_id"), &Value::Integer(2));
+
+    // A stock skynet node's Lua lobby against the same bee nodes.
+    for node in ["rustp", "luap"] {
+        let login = LoginReq {
+            uid: UID as u64,
+            token: "sky".into(),
+            device: "android".into(),
+        };
+        let r = call(
+            &c,
+            "sky",
+            "lobby",
+            vec![
+                s("lua"),
+                s("persistence"),
+                s(node),
+                Value::Integer(UID),
+                Value::from(login.encode_to_vec()),
+                Value::from(GetUserInfo { uid: UID as u64 }.encode_to_vec()),
+            ],
+        )
+        .await;
+        let [Value::Integer(addr), Value::Integer(before), Value::Integer(after), pong, served_by, Value::String(reply)] =
+            r.as_slice()
+        else {
+            panic!("sky lobby against {node}: {r:?}");
+        };
+        assert!(*addr > 0);
+        assert_eq!(
+            after - before,
+            1,
+            "{node} counted the stock node's LoginReq"
+        );
+        assert_eq!(pong, &s("pong"));
+        assert_eq!(string_of(served_by), format!("{node}/lpersistence"));
+        let f = KktFrame::decode(reply).unwrap();
+        assert_eq!(f.uid, UID);
+        let info = UserInfo::decode(&f.body[..]).unwrap();
+        assert_eq!(info.nickname, format!("player{UID}"), "{node}");
+        assert_eq!(
+            reply,
+            field_bytes(&replies[0]),
+            "{node}: the same reply frame"
+        );
+    }
+    let buy = ShopBuy {
+        uid: 1005,
+        item_id: 21,
+        count: 1,
+    };
+    let r = call(
+        &c,
+        "sky",
+        "lobby",
+        vec![
+            s("lua"),
+            s("buy"),
+            s("luashop"),
+            s("shop_master"),
+            Value::Integer(1005),
+            Value::from(buy.encode_to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(r, vec![Value::Boolean(true)]);
+    let mut frames = Vec::new();
+    for _ in 0..100 {
+        let r = call(&c, "sky", "lobby", vec![s("lua"), s("receipts")]).await;
+        frames = match &r[0] {
+            Value::Table(t) => t.array.clone(),
+            other => panic!("receipts: {other:?}"),
+        };
+        if !frames.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(frames.len(), 1, "the stock node's receipt: {frames:?}");
+    let f = KktFrame::decode(&Bytes::copy_from_slice(field_bytes(&frames[0]))).unwrap();
+    assert_eq!(&f.name[..], ShopReceipt::full_name().as_bytes());
+    let receipt = ShopReceipt::decode(&f.body[..]).unwrap();
+    assert_eq!(receipt.uid, 1005);
+    assert_eq!(receipt.handled_by, "luashop/shop2", "1 + 1005 % 2");
+    assert_eq!(receipt.order_id, 3, "shop2's third order");
+}
+
+/// A stock skynet node running `skylobby.lua` as its start service (cluster name
+/// `sky`), killed on drop.
+struct StockSkynet(Child);
+
+impl StockSkynet {
+    fn start(layout: &Layout, skynet: &Path, log: &Path) -> StockSkynet {
+        let s = skynet.display();
+        let t = lua_dir().display().to_string();
+        let config = layout.dir.path().join("sky.config");
+        std::fs::write(
+            &config,
+            format!(
+                "thread = 2\nharbor = 0\nstart = \"skylobby\"\nbootstrap = \"snlua bootstrap\"\n\
+                 cpath = \"{s}/cservice/?.so\"\n\
+                 lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua;{t}/?.lua\"\n\
+                 lua_cpath = \"{s}/luaclib/?.so\"\n\
+                 luaservice = \"{s}/service/?.lua;{t}/?.lua\"\n\
+                 lualoader = \"{s}/lualib/loader.lua\"\n\
+                 cluster = \"{cluster}\"\n\
+                 sky_name = \"sky\"\n\
+                 logger = \"{log}\"\n",
+                cluster = layout.cluster_file().display(),
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(skynet.join("skynet"))
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start stock skynet");
+        let node = StockSkynet(child);
+        wait_for_log(log, "skylobby ready");
+        node
+    }
+}
+
+impl Drop for StockSkynet {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// On a failing test, the Lua nodes' skynet logs (dropped before the layout's directory).
