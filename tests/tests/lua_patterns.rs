@@ -1,4 +1,5 @@
-//! The game team's Lua patterns, as Lua services in bee nodes (`tests/lua/`), talking to
+//! The game team's Lua patterns, as Lua services in bee nodes (the demo's
+//! `crates/bee-demo/lua/`, and `tests/lua/` for the stock skynet side), talking to
 //! Rust services, C++ modules and each other with skynet's own cluster API:
 //!
 //! - `lobby.lua` (node `lualobby`): `cluster.query` + `cluster.send "text"` of a
@@ -34,6 +35,11 @@ fn lua_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua")
 }
 
+/// The demo's Lua services (the patterns) and `kktframe.lua`.
+fn demo_lua_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/bee-demo/lua")
+}
+
 /// A bee node config hosting skynet's Lua (its bootstrap, then `services`), with the
 /// tests' Lua services and modules on its paths, the C++ modules on its `cpath`, the
 /// descriptor set of the game's messages as `pb_file` and the cluster file for
@@ -41,12 +47,13 @@ fn lua_dir() -> PathBuf {
 fn lua_node(layout: &Layout, skynet: &Path, log: &Path, pb: &Path, services: &[&str]) -> String {
     let s = skynet.display();
     let t = lua_dir().display().to_string();
+    let d = demo_lua_dir().display().to_string();
     let mut body = format!(
         "[env]\n\
          cpath = \"{s}/cservice/?.so;{cpp}/?.so\"\n\
-         lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua;{t}/?.lua\"\n\
+         lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua;{d}/?.lua\"\n\
          lua_cpath = \"{s}/luaclib/?.so\"\n\
-         luaservice = \"{s}/service/?.lua;{t}/?.lua\"\n\
+         luaservice = \"{s}/service/?.lua;{d}/?.lua;{t}/?.lua\"\n\
          lualoader = \"{s}/lualib/loader.lua\"\n\
          start = \"luaecho\"\n\
          cluster = \"{cluster}\"\n\
@@ -390,13 +397,14 @@ impl StockSkynet {
     fn start(layout: &Layout, skynet: &Path, log: &Path) -> StockSkynet {
         let s = skynet.display();
         let t = lua_dir().display().to_string();
+        let d = demo_lua_dir().display().to_string();
         let config = layout.dir.path().join("sky.config");
         std::fs::write(
             &config,
             format!(
                 "thread = 2\nharbor = 0\nstart = \"skylobby\"\nbootstrap = \"snlua bootstrap\"\n\
                  cpath = \"{s}/cservice/?.so\"\n\
-                 lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua;{t}/?.lua\"\n\
+                 lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua;{d}/?.lua\"\n\
                  lua_cpath = \"{s}/luaclib/?.so\"\n\
                  luaservice = \"{s}/service/?.lua;{t}/?.lua\"\n\
                  lualoader = \"{s}/lualib/loader.lua\"\n\
