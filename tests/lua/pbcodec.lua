@@ -56,6 +56,12 @@ function CMD.in_fresh_service(name, bytes)
 	return skynet.call(fresh, "lua", name, bytes)
 end
 
+function CMD.register_error(bytes)
+	local ok, err = pcall(protobuf.register, bytes)
+	assert(not ok, "register should have failed")
+	return err
+end
+
 -- What pbc's API promises besides encode/decode.
 function CMD.api()
 	local r = {}

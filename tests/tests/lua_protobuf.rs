@@ -536,6 +536,21 @@ async fn lua_protobuf_encodes_and_decodes_as_prost_does() {
         "{r:?}"
     );
 
+    // A file registered again with other contents is refused: FileDescriptorSet { file:
+    // [{ name: "game.proto", package: "other" }] }, written out by hand.
+    let mut file = vec![0x0a, 10];
+    file.extend_from_slice(b"game.proto");
+    file.extend_from_slice(&[0x12, 5]);
+    file.extend_from_slice(b"other");
+    let mut set = vec![0x0a, file.len() as u8];
+    set.extend_from_slice(&file);
+    let r = call(&c, vec![s("register_error"), Value::from(set)]).await;
+    let text = String::from_utf8_lossy(bytes_of(&r[0])).into_owned();
+    assert!(
+        text.contains("game.proto is already registered with other contents"),
+        "{text}"
+    );
+
     // The rest of pbc's API.
     let r = call(&c, vec![s("api")]).await;
     let a = &r[0];
