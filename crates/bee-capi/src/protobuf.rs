@@ -1149,7 +1149,16 @@ pub unsafe extern "C" fn luaopen_protobuf(l: State) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn luaL_openlibs(l: State) {
     let Some(api) = api() else {
-        tracing::error!("luaL_openlibs called before a Lua library was loaded");
+        // The Lua library lacks a function this module needs (logged by `api`): open
+        // the standard libraries anyway, without `protobuf`.
+        type OpenLibs = unsafe extern "C" fn(State);
+        // SAFETY: the library's own `void luaL_openlibs(lua_State *)`; it stays loaded.
+        let real = with_lua(|lib| unsafe { lib.get::<OpenLibs>(b"luaL_openlibs\0") }.map(|s| *s));
+        match real {
+            // SAFETY: the caller's state, as for luaL_openlibs.
+            Some(Ok(f)) => unsafe { f(l) },
+            _ => tracing::error!("luaL_openlibs called without a Lua library loaded"),
+        }
         return;
     };
     // SAFETY: the Lua library's luaL_openlibs on its own state, then a table field set
