@@ -573,3 +573,78 @@ async fn lua_protobuf_encodes_and_decodes_as_prost_does() {
         "{err}"
     );
 }
+
+/// `bee run SKYNET_CONFIG` (a skynet config as it is): its start script has the module
+/// too, and prints what prost writes.
+#[test]
+fn a_skynet_config_run_by_bee_has_the_module() {
+    let skynet = skynet_dir();
+    let dir = bee_tests::TempDir::new("lua-protobuf-config");
+    let d = dir.path();
+    let pb = d.join("game.pb");
+    std::fs::write(&pb, bee_proto::DESCRIPTOR_SET).unwrap();
+    std::fs::write(
+        d.join("pbmain.lua"),
+        "local skynet = require \"skynet\"\n\
+         local protobuf = require \"protobuf\"\n\
+         skynet.start(function()\n\
+           protobuf.register_file(skynet.getenv \"pb_file\")\n\
+           local s = protobuf.encode(\"game.Ping\", { seq = 300, sent_unix_ms = -1 })\n\
+           local hex = s:gsub(\".\", function(c) return string.format(\"%02x\", c:byte()) end)\n\
+           print(\"ping bytes \" .. hex)\n\
+         end)\n",
+    )
+    .unwrap();
+    let s = skynet.display();
+    let config = d.join("pb.config");
+    std::fs::write(
+        &config,
+        format!(
+            "thread = 2\nharbor = 0\nstart = \"pbmain\"\n\
+             cpath = \"{s}/cservice/?.so\"\n\
+             lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
+             lua_cpath = \"{s}/luaclib/?.so\"\n\
+             luaservice = \"{s}/service/?.lua;{d}/?.lua\"\n\
+             lualoader = \"{s}/lualib/loader.lua\"\n\
+             pb_file = \"{pb}\"\n",
+            d = d.display(),
+            pb = pb.display()
+        ),
+    )
+    .unwrap();
+    let out_path = d.join("bee.out");
+    let mut child = std::process::Command::new(bee_tests::bee_bin())
+        .arg("run")
+        .arg(&config)
+        .env("BEE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(d.join("bee.err")).unwrap())
+        .spawn()
+        .expect("run bee");
+    let stdout = bee_tests::wait_for("the start script's line", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if text.contains("ping bytes") {
+            Ok(text)
+        } else {
+            Err(format!(
+                "{text}\nstderr:\n{}",
+                std::fs::read_to_string(d.join("bee.err")).unwrap_or_default()
+            ))
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let want = bee_proto::game::Ping {
+        seq: 300,
+        sent_unix_ms: -1,
+    }
+    .encode_to_vec()
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect::<String>();
+    assert!(
+        stdout.contains(&format!("ping bytes {want}")),
+        "stdout:\n{stdout}"
+    );
+}
