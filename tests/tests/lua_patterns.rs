@@ -226,6 +226,19 @@ async fn the_teams_lua_patterns_run_in_bee_nodes() {
         infos.push(UserInfo::decode(&f.body[..]).unwrap());
     }
     assert_eq!(infos[0], infos[1], "Rust and Lua persistence answer alike");
+    // A frame that is not one fails that call with the Lua error (in the node's log),
+    // and the service keeps serving.
+    let bad = c
+        .call(
+            "luap",
+            "lpersistence",
+            seri::pack(&[s("text"), Value::from(&b"\x00\x05abc"[..])]).unwrap(),
+        )
+        .await;
+    assert!(bad.is_err(), "a truncated frame: {bad:?}");
+    tokio::task::block_in_place(|| wait_for_log(&logs[1], "frame: 5 bytes, shorter than"));
+    let r = call(&c, "luap", "lpersistence", vec![s("lua"), s("ping")]).await;
+    assert_eq!(r[0], s("pong"));
     // And the reply frames the Lua lobby got from each are the same bytes.
     assert_eq!(field_bytes(&replies[0]), field_bytes(&replies[1]));
 
