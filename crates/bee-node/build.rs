@@ -13,6 +13,8 @@ fn main() {
         "memory_info_dump",
         "dump_c_mem",
         "dump_mem_lua",
+        // bee's `luaL_openlibs` (the Lua library's, then `require "protobuf"`).
+        "luaL_openlibs",
     ] {
         println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol={sym}");
     }

@@ -22,6 +22,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(&files, [&root, &cservices])?;
     // Type names give every message `prost::Name` (its full name, e.g. `game.LoginReq`),
     // which is the message name carried in game frames.
+    // The descriptor set itself (`protoc -o` output) for code that registers types at
+    // run time, such as Lua's `protobuf.register`.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("descriptors.pb"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     prost_build::Config::new()
         .enable_type_names()
         .compile_fds(fds)?;

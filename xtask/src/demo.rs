@@ -17,6 +17,8 @@
 //!    `bee config push`; its table shows every node's ack), stop the old process, and
 //!    have lobby — never restarted — call activity again; lobby's own `Cluster::watch`
 //!    events show what it learnt.
+//!    Before those two, the Lua node `lua_lobby` (skynet's Lua layer in a bee node,
+//!    `demo_lua`) runs the team's lobby pattern against `lpersistence_3`.
 //! 7. Stop every node (also when a scenario fails or the demo is interrupted by an
 //!    error), and exit 0 only if every scenario passed.
 
@@ -179,10 +181,11 @@ pub fn run(root: &Path) -> Result<()> {
     let cpp = crate::cpp::build(root, false)?;
     let dir = root.join("target").join("demo");
     std::fs::create_dir_all(&dir)?;
+    let lua = crate::demo_lua::LuaNode::prepare(root, &dir)?;
     let mut cluster = String::from(
         "-- the demo cluster, written by cargo xtask demo\n__version = 1\n__nowaiting = true\n",
     );
-    for n in NODES {
+    for n in NODES.into_iter().chain([crate::demo_lua::NODE]) {
         cluster.push_str(&format!("{n} = \"127.0.0.1:{}\"\n", free_port()?));
     }
     // A node in the config that never runs: the C++ mail_ghost's lookups go there.
@@ -197,6 +200,10 @@ pub fn run(root: &Path) -> Result<()> {
     for n in NODES {
         nodes.push((n.to_string(), start_node(&bee, &dir, &cpp, n)?));
     }
+    nodes.push((
+        crate::demo_lua::NODE.to_string(),
+        lua.start(root, &bee, &dir)?,
+    ));
     let mut demo = Demo {
         bee,
         dir: dir.clone(),
@@ -499,13 +506,15 @@ async fn walk(demo: &mut Demo) -> Result<()> {
             }
         }
     }
-    for title in [UPGRADE_TITLE, MOVE_TITLE] {
+    for title in [crate::demo_lua::TITLE, UPGRADE_TITLE, MOVE_TITLE] {
         println!("\n▶ {title}");
         let started = Instant::now();
         let outcome = if title == UPGRADE_TITLE {
             upgrade_persistence(&cluster, demo).await
-        } else {
+        } else if title == MOVE_TITLE {
             move_activity(&cluster, demo).await
+        } else {
+            crate::demo_lua::scenario(&cluster).await
         };
         match outcome {
             Ok(lines) => {
@@ -521,7 +530,7 @@ async fn walk(demo: &mut Demo) -> Result<()> {
             }
         }
     }
-    let titled = titled + 2;
+    let titled = titled + 3;
     node.shutdown();
     println!("\n== {passed} of {titled} scenarios passed");
     if !failed.is_empty() {

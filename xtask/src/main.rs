@@ -29,6 +29,7 @@ mod bench;
 mod chart;
 mod cpp;
 mod demo;
+mod demo_lua;
 mod fuzz;
 mod layers;
 mod process;

@@ -453,7 +453,13 @@ impl SkynetContext {
 
     /// Run the C callback for one message (the service's handler).
     fn deliver(self: &Arc<Self>, cx: &mut Context, msg: Message) {
-        let (ty, payload, pack) = translate(msg.ptype, msg.payload);
+        // A Lua service takes `("text", frame)` as skynet's cluster delivers it: a "lua"
+        // message whose first value is "text" (its dispatch branches on it).
+        let (ty, payload, pack) = if self.is_lua() {
+            (msg.ptype, msg.payload, false)
+        } else {
+            translate(msg.ptype, msg.payload)
+        };
         let session = match cx.take_reply() {
             Some(responder) => {
                 let mut pending = lock(&self.pending);

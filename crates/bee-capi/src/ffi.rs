@@ -50,10 +50,12 @@ pub fn link_exports() -> usize {
     ];
     let lua = crate::lua::exports();
     let sockets = crate::socket::exports();
+    let protobuf = crate::protobuf::exports();
     std::hint::black_box(&table)
         .iter()
         .chain(std::hint::black_box(&lua).iter())
         .chain(std::hint::black_box(&sockets).iter())
+        .chain(std::hint::black_box(&protobuf).iter())
         .filter(|p| !p.is_null())
         .count()
 }

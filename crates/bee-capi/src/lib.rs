@@ -50,6 +50,7 @@ mod context;
 mod ffi;
 mod lua;
 mod monitor;
+mod protobuf;
 mod skynet_config;
 pub mod socket;
 mod timer;

@@ -19,6 +19,22 @@ pub mod mail {
     include!(concat!(env!("OUT_DIR"), "/mail.rs"));
 }
 
+/// The generated `codec` package: messages with every protobuf shape (tests of codecs).
+#[allow(missing_docs, clippy::all)]
+pub mod codec {
+    include!(concat!(env!("OUT_DIR"), "/codec.rs"));
+}
+
+/// The generated `codec_legacy` package: a proto2 message with explicit defaults.
+#[allow(missing_docs, clippy::all)]
+pub mod codec_legacy {
+    include!(concat!(env!("OUT_DIR"), "/codec_legacy.rs"));
+}
+
+/// All of the above as a serialized `FileDescriptorSet` (what `protoc -o` writes), for
+/// registering the types at run time (e.g. Lua's `protobuf.register`).
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.pb"));
+
 pub use prost::{Message, Name};
 
 #[cfg(test)]
