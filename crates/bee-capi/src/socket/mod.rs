@@ -232,13 +232,31 @@ impl Shared {
             }
             return -1;
         }
+        // Counted and queued under the queue's lock, so that [`free`] (which closes the
+        // queue under it) never gives back bytes a send is still adding.
+        let mut q = lock(&self.cmds.queue);
+        if self.cmds.closed.load(Ordering::Acquire) {
+            return -1;
+        }
         self.wbuffer.fetch_add(n as i64, Ordering::AcqRel);
         QUEUED.fetch_add(n, Ordering::AcqRel);
-        if self.command(make(data)) {
-            0
-        } else {
-            self.unqueue(n);
-            -1
+        q.push_back(make(data));
+        drop(q);
+        self.cmds.wake.notify_one();
+        0
+    }
+
+    /// Close the command queue and give back the bytes of the sends still in it.
+    fn close_commands(&self) {
+        let left: Vec<Cmd> = {
+            let mut q = lock(&self.cmds.queue);
+            self.cmds.closed.store(true, Ordering::Release);
+            q.drain(..).collect()
+        };
+        for cmd in left {
+            if let Cmd::Send { data, .. } | Cmd::SendTo { data, .. } = cmd {
+                self.unqueue(data.len());
+            }
         }
     }
 
@@ -411,17 +429,7 @@ impl CmdRx {
 
 impl Drop for CmdRx {
     fn drop(&mut self) {
-        let sh = &self.0;
-        let left: Vec<Cmd> = {
-            let mut q = lock(&sh.cmds.queue);
-            sh.cmds.closed.store(true, Ordering::Release);
-            q.drain(..).collect()
-        };
-        for cmd in left {
-            if let Cmd::Send { data, .. } | Cmd::SendTo { data, .. } = cmd {
-                sh.unqueue(data.len());
-            }
-        }
+        self.0.close_commands();
     }
 }
 
@@ -549,6 +557,11 @@ pub(crate) fn free(shared: &Shared) {
         t.slots.remove(&slot);
     }
     drop(t);
+    // The sends still waiting as commands give their bytes back one by one; what is left
+    // counted after that was in the task's own queues, which ended with it. (Each byte
+    // is given back once: the queue is closed first, and sends count theirs under its
+    // lock.)
+    shared.close_commands();
     let left = shared.queued();
     if left > 0 {
         shared.unqueue(left);
