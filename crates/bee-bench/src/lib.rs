@@ -13,6 +13,7 @@
 //! | B6 | RSS of the serving node idle, after B3, peak | [`rss`] |
 //! | SQL | point selects/s through the cluster to `mysqlpool` vs mysql_async direct | [`mysql`] |
 //! | API | handler API (`Dispatcher` command, typed args) vs a raw `Service`, local and cluster | [`api`] |
+//! | LUA | skynet's Lua on bee vs stock skynet, same scripts: same-node `skynet.call`, `cluster.call` across two nodes, memory per idle Lua service | [`lua`] |
 //! | CPP | C++ `rpc_call` (a skynet C module on the bee C++ SDK) vs a Rust `NativeEndpoint` caller, same path to a Lua-style service | [`cpp_rpc`] |
 //!
 //! [`floor`] is the bare tokio TCP echo (same 2-byte big-endian framing, same sizes):
@@ -31,6 +32,7 @@ pub mod floor;
 pub mod handover;
 pub mod load;
 pub mod local;
+pub mod lua;
 pub mod mysql;
 pub mod nodeproc;
 pub mod report;
