@@ -7,7 +7,7 @@
 --           the process's memory at the two marks
 --   server  register "pong" for the cluster and open the node's listener (its name:
 --           `luabench_node`), then serve until killed
---   client  cluster.call round trips to "pong" on node `luabench_peer`, 1 caller, then
+--   client  cluster.call round trips to "@pong" on node `luabench_peer`, 1 caller, then
 --           64 forked callers
 -- Results are printed as "LUABENCH key value" lines; "LUABENCH done" ends a run.
 -- Our own code, written against skynet's documented API.
@@ -86,13 +86,13 @@ skynet.start(function()
 		local cluster = require "skynet.cluster"
 		local peer = skynet.getenv "luabench_peer"
 		for _ = 1, 200 do
-			if pcall(cluster.call, peer, "pong", "ping", PAYLOAD) then
+			if pcall(cluster.call, peer, "@pong", "ping", PAYLOAD) then
 				break
 			end
 			skynet.sleep(5)
 		end
 		run_calls("cluster", function()
-			return cluster.call(peer, "pong", "ping", PAYLOAD)
+			return cluster.call(peer, "@pong", "ping", PAYLOAD)
 		end)
 	else
 		out("error", "unknown luabench_mode " .. tostring(mode))

@@ -144,6 +144,10 @@ fn collect(
             ))
         })?;
         let Some(rest) = line.strip_prefix("LUABENCH ") else {
+            // A script that cannot load (or fails to start) never says "done".
+            if line.contains("lua loader error") || line.contains("init service failed") {
+                return Err(BenchError::Setup(format!("{what}: {line}")));
+            }
             continue;
         };
         let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -239,6 +243,14 @@ fn bee_cmd(p: &LuaParams, config: &Path) -> Command {
 /// Run the whole set.
 pub fn run(p: &LuaParams) -> Result<LuaReport, BenchError> {
     std::fs::create_dir_all(&p.dir)?;
+    // Absolute paths: stock skynet runs in its tree's directory.
+    let mut p = p.clone();
+    for path in [&mut p.bee, &mut p.skynet, &mut p.scripts, &mut p.dir] {
+        *path = path
+            .canonicalize()
+            .map_err(|e| BenchError::Setup(format!("{}: {e}", path.display())))?;
+    }
+    let p = &p;
     let mut r = LuaReport {
         threads: p.threads,
         calls: p.calls,
@@ -445,4 +457,49 @@ pub fn table(l: &serde_json::Value) -> String {
         out.push_str(&format!("\nLua runs that failed: {}\n", errs.len()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_gives_ratios_and_whether_each_target_is_met() {
+        let v = serde_json::json!({
+            "threads": 2, "calls": 200000, "services": 1000,
+            "local_1": {"bee": 150000.0, "skynet": 100000.0},
+            "local_64": {"bee": 90000.0, "skynet": 100000.0},
+            "cluster_1": {"bee": 30000.0, "skynet": 10000.0},
+            "cluster_64": {"bee": 15000.0, "skynet": 10000.0},
+            "idle_kib_per_service": {"bee": 40.0, "skynet": 50.0},
+            "errors": []
+        });
+        let t = table(&v);
+        assert!(
+            t.contains(
+                "| same-node skynet.call/s, 1 caller | 150000 | 100000 | 1.50× | ≥ 1.0× met |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "| same-node skynet.call/s, 64 callers | 90000 | 100000 | 0.90× | ≥ 1.0× NOT met |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("1 caller | 30000 | 10000 | 3.00× | ≥ 2× met |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("64 callers | 15000 | 10000 | 1.50× | ≥ 2× NOT met |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 40.0 KiB | 50.0 KiB | 0.80× | ≤ 1.0× met |"),
+            "{t}"
+        );
+        let none = table(&serde_json::json!({"local_1": {"bee": 1.0, "skynet": null}}));
+        assert!(none.contains("| 1 | — | — | ≥ 1.0× ? |"), "{none}");
+    }
 }
