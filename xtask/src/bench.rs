@@ -21,6 +21,9 @@
 //! 2. B1 (`bee-bench local`): local calls in one process, 1 and 64 callers.
 //! 3. The floor (`bee-bench tokio-echo`): a bare tokio TCP echo, server and client in
 //!    two processes, same 2-byte big-endian framing and message sizes.
+//!    Then skynet's Lua layer (`bee-bench lua`, with the skynet tree): the scripts of
+//!    `bench/lua/` on bee and on stock skynet at equal threads — same-node `skynet.call`,
+//!    `cluster.call` across two nodes, memory per idle Lua service.
 //! 4. Start a `bee run` node `beebench` (`threads` from `--node-threads`; `@echo` is
 //!    `echo_values`, which unpacks and re-packs like a skynet Lua echo — equal server
 //!    work — `@echo_raw` the raw-bytes echo, `@sink`) and run `bee-bench cluster` against
@@ -403,6 +406,32 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         None => ("null".to_string(), true),
     };
 
+    // skynet's Lua layer: bee vs stock skynet with the same scripts (needs a skynet tree
+    // for its Lua files, so only with the lab).
+    let (lua, lua_ok) = match &lab {
+        Some(tree) => bee_bench(
+            &bench,
+            &[
+                &[
+                    "lua",
+                    "--bee",
+                    &bee_path,
+                    "--skynet",
+                    &tree.to_string_lossy(),
+                    "--scripts",
+                    &root.join("bench").join("lua").to_string_lossy(),
+                    "--dir",
+                    &dir.join("lua").to_string_lossy(),
+                    "--threads",
+                    &skynet_threads.to_string(),
+                ][..],
+                q,
+            ]
+            .concat(),
+        )?,
+        None => ("null".to_string(), true),
+    };
+
     // The cluster: the bee node, and the skynet node when the lab is used.
     let cluster = dir.join("cluster.lua");
     let mut text = format!(
@@ -552,7 +581,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let results = format!(
         "{{\n\"date\":{},\n\"machine\":{machine},\n\"quick\":{quick},\n\"node_threads\":{node_threads},\n\"busy_poll_us\":{},\n\"skynet_threads\":{},\n\"bee_local\":{local},\n\
          \"bee_cluster\":{bee_cluster},\n\"tokio_floor\":{floor},\n\"skynet\":{skynet},\n\
-         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"bee_client_to_skynet\":{bee_to_sky},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll},\n\"scale\":{scale},\n\"gate\":{gate},\n\"lua_mysql\":{lua_mysql}\n}}\n",
+         \"skynet_rss\":{skynet_rss},\n\"skynet_client_to_bee\":{cross},\n\"bee_client_to_skynet\":{bee_to_sky},\n\"mysql\":{mysql},\n\"api\":{api},\n\"cpp_rpc\":{cpp_rpc},\n\"handover\":{handover},\n\"busy_poll\":{busypoll},\n\"scale\":{scale},\n\"gate\":{gate},\n\"lua_mysql\":{lua_mysql},\n\"lua\":{lua}\n}}\n",
         json_string(&started_at),
         busy_poll_us.map_or("null".to_string(), |us| us.to_string()),
         skynet_threads
@@ -598,6 +627,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         || !scale_ok
         || !gate_ok
         || !lua_mysql_ok
+        || !lua_ok
     {
         bail!("bee gave wrong or failed replies, or lost pushes: see the table above");
     }

@@ -15,6 +15,7 @@
 //! | LUASQL | `skynet.db.mysql` point selects from a Lua service, bee vs stock skynet (same config) | [`luasql`] |
 //! | API | handler API (`Dispatcher` command, typed args) vs a raw `Service`, local and cluster | [`api`] |
 //! | GATE | a Lua echo on skynet's `snax.gateserver`, 100 connections pipelining netpack frames, and memory per idle connection, bee vs stock skynet (same config) | [`gate`] |
+//! | LUA | skynet's Lua on bee vs stock skynet, same scripts: same-node `skynet.call`, `cluster.call` across two nodes, memory per idle Lua service | [`lua`] |
 //! | CPP | C++ `rpc_call` (a skynet C module on the bee C++ SDK) vs a Rust `NativeEndpoint` caller, same path to a Lua-style service | [`cpp_rpc`] |
 //!
 //! [`floor`] is the bare tokio TCP echo (same 2-byte big-endian framing, same sizes):
@@ -34,6 +35,7 @@ pub mod gate;
 pub mod handover;
 pub mod load;
 pub mod local;
+pub mod lua;
 pub mod luasql;
 pub mod mysql;
 pub mod nodeproc;

@@ -176,6 +176,31 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// skynet's Lua layer on bee vs stock skynet: same-node calls, cluster calls,
+    /// memory per idle Lua service (the scripts of `bench/lua`).
+    Lua {
+        /// The `bee` binary.
+        #[arg(long)]
+        bee: PathBuf,
+        /// A built stock skynet tree.
+        #[arg(long)]
+        skynet: PathBuf,
+        /// The benchmark's Lua scripts.
+        #[arg(long)]
+        scripts: PathBuf,
+        /// Where configs and logs go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Worker threads of every node.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// bee only.
+        #[arg(long)]
+        no_skynet: bool,
+        /// Fewer calls.
+        #[arg(long)]
+        quick: bool,
+    },
     /// One client process of `scale` (prints its report as JSON).
     #[command(hide = true)]
     ScaleClient {
@@ -355,6 +380,33 @@ fn main() -> Result<()> {
                         r.errors,
                         r.first_error.as_deref().unwrap_or("?")
                     );
+                }
+            }
+            Command::Lua {
+                bee,
+                skynet,
+                scripts,
+                dir,
+                threads,
+                no_skynet,
+                quick,
+            } => {
+                let p = bee_bench::lua::LuaParams {
+                    bee,
+                    skynet,
+                    with_skynet: !no_skynet,
+                    scripts,
+                    dir,
+                    threads,
+                    calls: if quick { 20_000 } else { 200_000 },
+                    services: 1_000,
+                };
+                let r = tokio::task::spawn_blocking(move || bee_bench::lua::run(&p))
+                    .await
+                    .context("the Lua benchmark task failed")??;
+                println!("{}", serde_json::to_string(&r)?);
+                if !r.errors.is_empty() {
+                    anyhow::bail!("lua: {}", r.errors.join("; "));
                 }
             }
             Command::Scale { bee, quick } => {

@@ -456,6 +456,9 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
     if let Some(l) = results.get("lua_mysql").filter(|v| v.is_object()) {
         out.push_str(&lua_mysql_table(l));
     }
+    if let Some(l) = results.get("lua").filter(|v| v.is_object()) {
+        out.push_str(&crate::lua::table(l));
+    }
     out.push_str(
         "\nB2/B3 floor: one TCP connection, 16-byte messages echoed; B4 floor: 64-byte frames counted by the server; \
          B5 floor: 1 MiB as 32 KiB frames. MB = 2^20 bytes.\n",

@@ -216,6 +216,12 @@ fn send(
         (0, Some(c)) => c.handle(),
         (s, _) => s,
     };
+    let payload = match ctx {
+        Some(c) if ty == ptype::LUA && c.is_lua() && c.host.takes_buffers(destination) => {
+            crate::bridge::inline_blocks(payload)
+        }
+        _ => payload,
+    };
     let msg = Message {
         source,
         ptype: ty,
@@ -771,6 +777,19 @@ fn launch(c: &SkynetContext, node: &Node, parm: &str) -> *const c_char {
         None => (parm, ""),
     };
     let _rt = c.host.runtime.enter();
+    if module == "snlua" {
+        if let Some(result) = crate::bridge::launch_replaced(c, node, args) {
+            return match result {
+                Ok(addr) => c.command_result(format!(":{addr:08X}")),
+                Err(e) => {
+                    tracing::error!(node = %node.name(), module, args, error = %e, "LAUNCH failed");
+                    c.host
+                        .write_skynet_log(c.handle(), &format!("LAUNCH snlua {args} failed: {e}"));
+                    std::ptr::null()
+                }
+            };
+        }
+    }
     match c
         .host
         .find_module(module)

@@ -46,6 +46,7 @@
 //! [`link_exports`] somewhere the program always reaches, so the linker keeps them.
 #![allow(unsafe_code)]
 
+mod bridge;
 mod context;
 mod ffi;
 mod lua;
@@ -65,6 +66,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bee_runtime::{Addr, Node};
 
+pub use bridge::LuaServiceFactory;
 pub use context::{start, CurrentGuard, SkynetContext, Started};
 pub use ffi::link_exports;
 pub use lua::load_lua;
@@ -168,6 +170,10 @@ pub struct Host {
     skynet_log: Mutex<Option<SkynetLog>>,
     timers: timer::Timers,
     monitor_started: std::sync::atomic::AtomicBool,
+    /// Lua service names the program serves itself (`crate::bridge`).
+    replaced: Mutex<HashMap<String, LuaServiceFactory>>,
+    /// Addresses that take `(pointer, size)` blocks from Lua as strings (`crate::bridge`).
+    buffer_takers: Mutex<std::collections::HashSet<Addr>>,
 }
 
 /// The destination of skynet-format log lines.
@@ -211,6 +217,8 @@ impl Host {
                 skynet_log: Mutex::new(None),
                 timers: timer::Timers::default(),
                 monitor_started: std::sync::atomic::AtomicBool::new(false),
+                replaced: Mutex::new(HashMap::new()),
+                buffer_takers: Mutex::new(std::collections::HashSet::new()),
             })
         });
         let mut hosts = lock(&HOSTS);

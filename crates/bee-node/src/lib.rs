@@ -54,6 +54,8 @@ pub mod etcd;
 mod etcd_push;
 pub mod frame;
 pub mod handover;
+#[cfg(feature = "capi")]
+mod lua_cluster;
 pub mod ops;
 pub mod services;
 pub mod skynet_mode;

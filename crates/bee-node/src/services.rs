@@ -411,6 +411,14 @@ fn start_snlua(s: &Spec<'_>) -> Result<Option<Addr>> {
     bee_capi::load_lua(&liblua)?;
     let log = host.env("logger").map(std::path::PathBuf::from);
     host.log_like_skynet(log.as_deref())?;
+    // On a cluster node (a bee node config), skynet's `clusterd` (what `skynet.cluster`
+    // asks for) is bee's: cluster.* from Lua goes through the node's own cluster layer.
+    // A skynet config run as it is keeps skynet's own cluster Lua.
+    if s.config.skynet_config.is_none() {
+        if let Ok(cluster) = bee_cluster::ClusterExt::cluster(s.node) {
+            crate::lua_cluster::install(&host, cluster);
+        }
+    }
     let snlua = host.find_module("snlua")?;
     let started = bee_capi::start(s.node, &snlua, args)?;
     Ok(Some(started.addr))
