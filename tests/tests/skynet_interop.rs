@@ -887,6 +887,138 @@ async fn stock_skynet_cluster_reload_moves_a_bee_node() {
     );
 }
 
+/// A bee node `bee1` (echo, sink), a stock skynet node `sky1` and a Lua node run by
+/// `bee run` of a skynet config whose start service is `start` (from `tests/lua/`),
+/// with `first` — a tree of Lua copies with `service/` and `lualib/` — ahead of the
+/// stock tree on its paths; a client of the three.
+struct LuaCluster {
+    _bee: BeeProcess,
+    _sky: SkynetNode,
+    _lua: BeeProcess,
+    _node: Node,
+    c: Cluster,
+}
+
+fn start_lua_cluster(
+    layout: &Layout,
+    lua_node: &str,
+    start: &str,
+    first: Option<&std::path::Path>,
+) -> LuaCluster {
+    let sky = skynet_dir();
+    let lua_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua");
+    let (lua_path, luaservice) = match first {
+        Some(t) => (
+            format!("{}/lualib/?.lua;", t.display()),
+            format!("{}/service/?.lua;", t.display()),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let config = layout.dir.path().join(format!("{lua_node}.config"));
+    std::fs::write(
+        &config,
+        format!(
+            "thread = 2\nharbor = 0\n\
+             cpath = \"{s}/cservice/?.so\"\n\
+             lua_path = \"{lua_path}{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
+             lua_cpath = \"{s}/luaclib/?.so\"\n\
+             luaservice = \"{luaservice}{s}/service/?.lua;{l}/?.lua\"\n\
+             lualoader = \"{s}/lualib/loader.lua\"\n\
+             start = \"{start}\"\n\
+             cluster = \"{c}\"\n\
+             lua_node_name = \"{lua_node}\"\n",
+            s = sky.display(),
+            l = lua_dir.display(),
+            c = layout.cluster_file().display()
+        ),
+    )
+    .unwrap();
+    let bee = layout.start(
+        "bee1",
+        "[[service]]\nkind = \"echo\"\nname = \"echo\"\n\n[[service]]\nkind = \"sink\"\nname = \"sink\"\n",
+    );
+    let sky = SkynetNode::start(layout, "node", "sky1");
+    let lua = BeeProcess::start(lua_node, &config);
+    wait_listening(layout.port(lua_node), "the Lua node's cluster gate");
+    let (node, c) = layout.client(Duration::from_secs(20));
+    LuaCluster {
+        _bee: bee,
+        _sky: sky,
+        _lua: lua,
+        _node: node,
+        c,
+    }
+}
+
+/// Call `service` on `node` with `args`; its reply values.
+async fn call_values(c: &Cluster, node: &str, service: &str, args: Vec<Value>) -> Vec<Value> {
+    let reply = c
+        .call(node, service, seri::pack(&args).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("call {service} on {node}: {e}"));
+    seri::unpack(&reply).unwrap()
+}
+
+/// What a Lua service on `lua_node` using a cluster library does both ways: a bee client
+/// calls it (`ping` answered `{tag}-pong`), it calls bee1 and sky1 (`callout`), a call to
+/// a name nobody registered fails in Lua readably and it lives on, its 20 pushes reach
+/// bee1's sink (`sendout`), and the stock skynet node calls it (other commands are
+/// answered `tag, command`).
+async fn lua_cluster_both_ways(c: &Cluster, lua_node: &str, service: &str, tag: &str) {
+    let pong = format!("{tag}-pong");
+    assert_eq!(
+        call_values(c, lua_node, service, words(&["ping", "a", "b"])).await,
+        words(&[pong.as_str(), "a", "b"])
+    );
+    for (to, text) in [("bee1", "to bee"), ("sky1", "to skynet")] {
+        assert_eq!(
+            call_values(c, lua_node, service, words(&["callout", to, "@echo", text])).await,
+            vec![Value::Boolean(true), Value::from(text)]
+        );
+    }
+    let failed = call_values(
+        c,
+        lua_node,
+        service,
+        words(&["callout", "bee1", "@nobody", "x"]),
+    )
+    .await;
+    assert_eq!(failed.first(), Some(&Value::Boolean(false)), "{failed:?}");
+    let before = call_values(c, "bee1", "sink", words(&["count"])).await[0]
+        .as_int()
+        .expect("a count");
+    for _ in 0..20 {
+        call_values(
+            c,
+            lua_node,
+            service,
+            words(&["sendout", "bee1", "@sink", "hit"]),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call_values(c, "bee1", "sink", words(&["count"])).await[0].as_int() < Some(before + 20) {
+        assert!(
+            Instant::now() < deadline,
+            "{tag}'s cluster.send pushes did not all arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        relay(
+            c,
+            "sky1",
+            words(&["call", lua_node, service, "from skynet"])
+        )
+        .await,
+        vec![
+            Value::Boolean(true),
+            Value::from(tag),
+            Value::from("from skynet")
+        ]
+    );
+}
+
 /// skynet's own cluster Lua (`skynet.cluster`: clusterd, clustersender, clusteragent and
 /// the gate, unchanged) in a Lua service on a bee node (`bee run` of a skynet config),
 /// over bee's socket API: a bee client and a stock skynet node call it by its cluster
@@ -895,116 +1027,9 @@ async fn stock_skynet_cluster_reload_moves_a_bee_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skynet_cluster_lua_on_bee_talks_to_bee_and_stock_skynet() {
     let layout = Layout::new(&["luanode", "bee1", "sky1"]);
-    let sky = skynet_dir();
-    let lua_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua");
-    let config = layout.dir.path().join("luanode.config");
-    std::fs::write(
-        &config,
-        format!(
-            "thread = 2\nharbor = 0\n\
-             cpath = \"{s}/cservice/?.so\"\n\
-             lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
-             lua_cpath = \"{s}/luaclib/?.so\"\n\
-             luaservice = \"{s}/service/?.lua;{l}/?.lua\"\n\
-             lualoader = \"{s}/lualib/loader.lua\"\n\
-             start = \"clusterlua\"\n\
-             cluster = \"{c}\"\n\
-             lua_node_name = \"luanode\"\n",
-            s = sky.display(),
-            l = lua_dir.display(),
-            c = layout.cluster_file().display()
-        ),
-    )
-    .unwrap();
-    let _bee = tokio::task::block_in_place(|| {
-        layout.start(
-            "bee1",
-            "[[service]]\nkind = \"echo\"\nname = \"echo\"\n\n[[service]]\nkind = \"sink\"\nname = \"sink\"\n",
-        )
-    });
-    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
-    let _lua = tokio::task::block_in_place(|| {
-        let p = BeeProcess::start("luanode", &config);
-        wait_listening(layout.port("luanode"), "the Lua node's cluster gate");
-        p
-    });
-    let (_node, c) = layout.client(Duration::from_secs(20));
-    let call = |node: &'static str, service: &'static str, args: Vec<Value>| {
-        let c = c.clone();
-        async move {
-            let reply = c
-                .call(node, service, seri::pack(&args).unwrap())
-                .await
-                .unwrap_or_else(|e| panic!("call {service} on {node}: {e}"));
-            seri::unpack(&reply).unwrap()
-        }
-    };
-
-    // bee -> Lua, through skynet's clusteragent on bee sockets.
-    assert_eq!(
-        call("luanode", "luaecho", words(&["ping", "a", "b"])).await,
-        words(&["lua-pong", "a", "b"])
-    );
-    // Lua -> bee and Lua -> stock skynet, through skynet's clustersender.
-    assert_eq!(
-        call(
-            "luanode",
-            "luaecho",
-            words(&["callout", "bee1", "@echo", "to bee"])
-        )
-        .await,
-        vec![Value::Boolean(true), Value::from("to bee")]
-    );
-    assert_eq!(
-        call(
-            "luanode",
-            "luaecho",
-            words(&["callout", "sky1", "@echo", "to skynet"])
-        )
-        .await,
-        vec![Value::Boolean(true), Value::from("to skynet")]
-    );
-    // A call to a name nobody registered fails in Lua, readably, and the service lives on.
-    let failed = call(
-        "luanode",
-        "luaecho",
-        words(&["callout", "bee1", "@nobody", "x"]),
-    )
-    .await;
-    assert_eq!(failed.first(), Some(&Value::Boolean(false)), "{failed:?}");
-    // Lua pushes to bee: counted by the sink.
-    let pushed = || async { call("bee1", "sink", words(&["count"])).await[0].as_int() };
-    let before = pushed().await.expect("a count");
-    for _ in 0..20 {
-        call(
-            "luanode",
-            "luaecho",
-            words(&["sendout", "bee1", "@sink", "hit"]),
-        )
-        .await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pushed().await.expect("a count") < before + 20 {
-        assert!(
-            Instant::now() < deadline,
-            "Lua's cluster.send pushes did not all arrive"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Stock skynet -> Lua on bee.
-    assert_eq!(
-        relay(
-            &c,
-            "sky1",
-            words(&["call", "luanode", "luaecho", "from skynet"])
-        )
-        .await,
-        vec![
-            Value::Boolean(true),
-            Value::from("lua"),
-            Value::from("from skynet")
-        ]
-    );
+    let lc =
+        tokio::task::block_in_place(|| start_lua_cluster(&layout, "luanode", "clusterlua", None));
+    lua_cluster_both_ways(&lc.c, "luanode", "luaecho", "lua").await;
 }
 
 /// A hot update while a stock skynet node keeps calling: the old process cannot tell
@@ -1149,120 +1174,14 @@ fn team_cluster_copy(sky: &std::path::Path, dir: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn team_renamed_cluster_lua_on_bee_talks_to_bee_and_stock_skynet() {
     let layout = Layout::new(&["teamnode", "bee1", "sky1"]);
-    let sky = skynet_dir();
-    let lua_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua");
     let team = layout.dir.path().join("team");
-    team_cluster_copy(&sky, &team);
-    let config = layout.dir.path().join("teamnode.config");
-    std::fs::write(
-        &config,
-        format!(
-            "thread = 2\nharbor = 0\n\
-             cpath = \"{s}/cservice/?.so\"\n\
-             lua_path = \"{t}/lualib/?.lua;{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
-             lua_cpath = \"{s}/luaclib/?.so\"\n\
-             luaservice = \"{t}/service/?.lua;{s}/service/?.lua;{l}/?.lua\"\n\
-             lualoader = \"{s}/lualib/loader.lua\"\n\
-             start = \"teamcluster\"\n\
-             cluster = \"{c}\"\n\
-             lua_node_name = \"teamnode\"\n",
-            s = sky.display(),
-            t = team.display(),
-            l = lua_dir.display(),
-            c = layout.cluster_file().display()
-        ),
-    )
-    .unwrap();
-    let _bee = tokio::task::block_in_place(|| {
-        layout.start(
-            "bee1",
-            "[[service]]\nkind = \"echo\"\nname = \"echo\"\n\n[[service]]\nkind = \"sink\"\nname = \"sink\"\n",
-        )
+    team_cluster_copy(&skynet_dir(), &team);
+    let lc = tokio::task::block_in_place(|| {
+        start_lua_cluster(&layout, "teamnode", "teamcluster", Some(&team))
     });
-    let _sky = tokio::task::block_in_place(|| SkynetNode::start(&layout, "node", "sky1"));
-    let _lua = tokio::task::block_in_place(|| {
-        let p = BeeProcess::start("teamnode", &config);
-        wait_listening(layout.port("teamnode"), "the team Lua node's cluster gate");
-        p
-    });
-    let (_node, c) = layout.client(Duration::from_secs(20));
-    let call = |node: &'static str, service: &'static str, args: Vec<Value>| {
-        let c = c.clone();
-        async move {
-            let reply = c
-                .call(node, service, seri::pack(&args).unwrap())
-                .await
-                .unwrap_or_else(|e| panic!("call {service} on {node}: {e}"));
-            seri::unpack(&reply).unwrap()
-        }
-    };
-
-    // bee -> the team's Lua, through the renamed clusteragent.
-    assert_eq!(
-        call("teamnode", "teamecho", words(&["ping", "a", "b"])).await,
-        words(&["team-pong", "a", "b"])
-    );
-    // The team's Lua -> bee and -> stock skynet, through the renamed clustersender.
-    assert_eq!(
-        call(
-            "teamnode",
-            "teamecho",
-            words(&["callout", "bee1", "@echo", "to bee"])
-        )
-        .await,
-        vec![Value::Boolean(true), Value::from("to bee")]
-    );
-    assert_eq!(
-        call(
-            "teamnode",
-            "teamecho",
-            words(&["callout", "sky1", "@echo", "to skynet"])
-        )
-        .await,
-        vec![Value::Boolean(true), Value::from("to skynet")]
-    );
-    let failed = call(
-        "teamnode",
-        "teamecho",
-        words(&["callout", "bee1", "@nobody", "x"]),
-    )
-    .await;
-    assert_eq!(failed.first(), Some(&Value::Boolean(false)), "{failed:?}");
-    // The team's Lua pushes to bee: counted by the sink.
-    let pushed = || async { call("bee1", "sink", words(&["count"])).await[0].as_int() };
-    let before = pushed().await.expect("a count");
-    for _ in 0..20 {
-        call(
-            "teamnode",
-            "teamecho",
-            words(&["sendout", "bee1", "@sink", "hit"]),
-        )
-        .await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pushed().await.expect("a count") < before + 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the team's cluster.send pushes did not all arrive"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Stock skynet -> the team's Lua on bee.
-    assert_eq!(
-        relay(
-            &c,
-            "sky1",
-            words(&["call", "teamnode", "teamecho", "from skynet"])
-        )
-        .await,
-        vec![
-            Value::Boolean(true),
-            Value::from("team"),
-            Value::from("from skynet")
-        ]
-    );
+    lua_cluster_both_ways(&lc.c, "teamnode", "teamecho", "team").await;
     // The renamed services carried all of it; skynet's own names never started.
-    let services: Vec<String> = call("teamnode", "teamecho", words(&["services"]))
+    let services: Vec<String> = call_values(&lc.c, "teamnode", "teamecho", words(&["services"]))
         .await
         .iter()
         .map(|v| match v {
