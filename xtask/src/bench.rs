@@ -340,71 +340,44 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             if quick { "0.5" } else { "2" },
         ],
     )?;
-    // Gate echo and idle connections: one Lua gateserver echo, the same skynet config
-    // under `bee run` and stock skynet (needs the skynet tree for its Lua either way).
-    let (gate, gate_ok) = match &lab {
-        Some(tree) => {
-            let (tree, lua) = (
-                tree.to_string_lossy().to_string(),
-                runner
-                    .with_file_name("service")
-                    .to_string_lossy()
-                    .to_string(),
-            );
-            let work = dir.to_string_lossy().to_string();
-            let args: Vec<&str> = [
-                &[
-                    "gate",
-                    "--bee",
-                    &bee_path,
-                    "--tree",
-                    &tree,
-                    "--skynet",
-                    "--lua-dir",
-                    &lua,
-                    "--work-dir",
-                    &work,
-                ][..],
-                q,
-            ]
-            .concat();
-            bee_bench(&bench, &args)?
-        }
-        None => ("null".to_string(), true),
+    // A Lua step run by bee-bench on both sides with the same skynet config (under
+    // `bee run` and stock skynet; it needs the skynet tree for its Lua either way).
+    let lua_step = |step: &str| -> Result<(String, bool)> {
+        let Some(tree) = &lab else {
+            return Ok(("null".to_string(), true));
+        };
+        let tree = tree.to_string_lossy().to_string();
+        let lua = runner
+            .with_file_name("service")
+            .to_string_lossy()
+            .to_string();
+        let work = dir.to_string_lossy().to_string();
+        let args: Vec<&str> = [
+            &[
+                step,
+                "--bee",
+                &bee_path,
+                "--tree",
+                &tree,
+                "--skynet",
+                "--lua-dir",
+                &lua,
+                "--work-dir",
+                &work,
+            ][..],
+            q,
+        ]
+        .concat();
+        bee_bench(&bench, &args)
     };
-    // skynet.db.mysql from a Lua service: the same config under `bee run` and stock
-    // skynet, against the local MariaDB (each side its own database, dropped after).
-    let (lua_mysql, lua_mysql_ok) = match &lab {
-        Some(tree) => {
-            crate::setup::ensure_all()?;
-            let (tree, lua) = (
-                tree.to_string_lossy().to_string(),
-                runner
-                    .with_file_name("service")
-                    .to_string_lossy()
-                    .to_string(),
-            );
-            let work = dir.to_string_lossy().to_string();
-            let args: Vec<&str> = [
-                &[
-                    "lua-mysql",
-                    "--bee",
-                    &bee_path,
-                    "--tree",
-                    &tree,
-                    "--skynet",
-                    "--lua-dir",
-                    &lua,
-                    "--work-dir",
-                    &work,
-                ][..],
-                q,
-            ]
-            .concat();
-            bee_bench(&bench, &args)?
-        }
-        None => ("null".to_string(), true),
-    };
+    // Gate echo and idle connections: one Lua gateserver echo.
+    let (gate, gate_ok) = lua_step("gate")?;
+    // skynet.db.mysql from a Lua service, against the local MariaDB (each side its own
+    // database, dropped after).
+    if lab.is_some() {
+        crate::setup::ensure_all()?;
+    }
+    let (lua_mysql, lua_mysql_ok) = lua_step("lua-mysql")?;
 
     // skynet's Lua layer: bee vs stock skynet with the same scripts (needs a skynet tree
     // for its Lua files, so only with the lab).
