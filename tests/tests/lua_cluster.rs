@@ -328,3 +328,118 @@ async fn cluster_calls_from_lua_go_through_bee_to_bee_and_stock_skynet() {
         vec![Value::Boolean(true), Value::from("renamed")]
     );
 }
+
+/// Hot update and config push with Lua inside: a bee node config hosting skynet's Lua is
+/// taken over in place (`bee run --takeover`; its Lua services start afresh in the new
+/// process and register again) and keeps serving bee callers and calling out through
+/// bee's cluster; a cluster config pushed with `bee config push` reaches the Lua
+/// service's `cluster.call` (a node added by the push is called by name at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_hosting_lua_hot_updates_and_follows_a_config_push() {
+    let layout = Layout::new(&["luanode", "bee1", "bee2"]);
+    let (p_lua, p_bee1, p_bee2) = (
+        layout.port("luanode"),
+        layout.port("bee1"),
+        layout.port("bee2"),
+    );
+    // Version 1 names luanode and bee1; version 2 adds bee2.
+    let v1 =
+        format!("__version = 1\nluanode = \"127.0.0.1:{p_lua}\"\nbee1 = \"127.0.0.1:{p_bee1}\"\n");
+    let v2 = format!("__version = 2\nluanode = \"127.0.0.1:{p_lua}\"\nbee1 = \"127.0.0.1:{p_bee1}\"\nbee2 = \"127.0.0.1:{p_bee2}\"\n");
+    std::fs::write(layout.cluster_file(), &v1).unwrap();
+    let v2_file = layout.dir.path().join("cluster-v2.lua");
+    std::fs::write(&v2_file, &v2).unwrap();
+    let sky = skynet_dir();
+    let lua_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua");
+    let log = layout.dir.path().join("skynet.log");
+    let config = layout.dir.path().join("luanode.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"luanode\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 3000\n\n\
+             [env]\n\
+             cpath = \"{s}/cservice/?.so\"\n\
+             lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
+             lua_cpath = \"{s}/luaclib/?.so\"\n\
+             luaservice = \"{s}/service/?.lua;{l}/?.lua\"\n\
+             lualoader = \"{s}/lualib/loader.lua\"\n\
+             start = \"beecluster\"\n\
+             lua_node_name = \"luanode\"\n\
+             logger = \"{log}\"\n\n\
+             [[service]]\nkind = \"snlua\"\nliblua = \"{s}/liblua.so\"\n",
+            s = sky.display(),
+            l = lua_dir.display(),
+            log = log.display(),
+        ),
+    )
+    .unwrap();
+    let echo = "[[service]]\nkind = \"echo\"\nname = \"echo\"\n";
+    let _bee1 = tokio::task::block_in_place(|| layout.start("bee1", echo));
+    let bee2_config = layout.dir.path().join("bee2.toml");
+    std::fs::write(
+        &bee2_config,
+        format!("name = \"bee2\"\ncluster = \"cluster-v2.lua\"\n{echo}"),
+    )
+    .unwrap();
+    let _bee2 = tokio::task::block_in_place(|| BeeProcess::start("bee2", &bee2_config));
+    let mut lua = tokio::task::block_in_place(|| BeeProcess::start("luanode", &config));
+    let (_node, c) = layout.client(Duration::from_secs(10));
+    // The Lua service is up once it answers (its start script registers it).
+    let ping = |c: Cluster| async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let p = seri::pack(&words(&["ping", "x"])).unwrap();
+            match c.call("luanode", "luaecho", p).await {
+                Ok(r) => break seri::unpack(&r).unwrap(),
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the Lua service never answered: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    assert_eq!(ping(c.clone()).await, words(&["lua-pong", "x"]));
+    let out = |c: Cluster, to: &'static str| async move {
+        call(
+            &c,
+            "luanode",
+            "luaecho",
+            words(&["callout", to, "@echo", "hi"]),
+        )
+        .await
+    };
+    let ok = vec![Value::Boolean(true), Value::from("hi")];
+    assert_eq!(out(c.clone(), "bee1").await, ok);
+    // bee2 is not in the running config yet.
+    assert_eq!(
+        out(c.clone(), "bee2").await.first(),
+        Some(&Value::Boolean(false))
+    );
+
+    // Hot update in place: the old process hands over and exits cleanly; the new one's
+    // Lua services start afresh and serve the same names.
+    let clean = tokio::task::block_in_place(|| lua.take_over(None));
+    assert!(clean, "the old process did not exit cleanly");
+    assert_eq!(ping(c.clone()).await, words(&["lua-pong", "x"]));
+    assert_eq!(out(c.clone(), "bee1").await, ok);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        text.matches("LAUNCH snlua clusterd (bee)").count(),
+        2,
+        "bee's clusterd once per process:\n{text}"
+    );
+
+    // A config push reaches Lua's cluster.call: bee2, added by version 2, answers.
+    let (ok_push, o, e) = bee_tests::bee_cli(&[
+        "config",
+        "push",
+        "--cluster",
+        layout.cluster_file().to_str().unwrap(),
+        v2_file.to_str().unwrap(),
+    ]);
+    assert!(ok_push, "bee config push: {o}{e}");
+    assert_eq!(out(c.clone(), "bee2").await, ok);
+}
