@@ -81,23 +81,17 @@ async fn call(c: &Cluster, node: &str, service: &str, args: Vec<Value>) -> Vec<V
     seri::unpack(&reply).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_calls_from_lua_go_through_bee_to_bee_and_stock_skynet() {
-    let layout = Layout::new(&["luanode", "bee1", "sky1"]);
-    // A node in the config with nothing behind its address: dead.
-    let dead = free_port();
-    layout.write_cluster(&[&format!("deadnode = \"127.0.0.1:{dead}\"")]);
+/// `luanode.toml`: node `luanode` of the layout (calls time out after 3 s) hosting
+/// skynet's Lua from the stock tree with `tests/lua/beecluster.lua` as its start
+/// service, skynet's log lines in `log`; `extra` goes before its tables.
+fn lua_node_config(layout: &Layout, log: &std::path::Path, extra: &str) -> PathBuf {
     let sky = skynet_dir();
     let lua_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua");
-    let metrics = free_port();
-    let log = layout.dir.path().join("skynet.log");
     let config = layout.dir.path().join("luanode.toml");
     std::fs::write(
         &config,
         format!(
-            "name = \"luanode\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 3000\n\
-             metrics_listen = \"127.0.0.1:{metrics}\"\n\n\
-             [liveness]\nbound_ms = 1500\nheartbeat_ms = 300\n\n\
+            "name = \"luanode\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 3000\n{extra}\n\
              [env]\n\
              cpath = \"{s}/cservice/?.so\"\n\
              lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
@@ -114,6 +108,25 @@ async fn cluster_calls_from_lua_go_through_bee_to_bee_and_stock_skynet() {
         ),
     )
     .unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_calls_from_lua_go_through_bee_to_bee_and_stock_skynet() {
+    let layout = Layout::new(&["luanode", "bee1", "sky1"]);
+    // A node in the config with nothing behind its address: dead.
+    let dead = free_port();
+    layout.write_cluster(&[&format!("deadnode = \"127.0.0.1:{dead}\"")]);
+    let metrics = free_port();
+    let log = layout.dir.path().join("skynet.log");
+    let config = lua_node_config(
+        &layout,
+        &log,
+        &format!(
+            "metrics_listen = \"127.0.0.1:{metrics}\"\n\n\
+             [liveness]\nbound_ms = 1500\nheartbeat_ms = 300\n"
+        ),
+    );
     let _bee = tokio::task::block_in_place(|| {
         layout.start(
             "bee1",
@@ -349,30 +362,8 @@ async fn a_node_hosting_lua_hot_updates_and_follows_a_config_push() {
     std::fs::write(layout.cluster_file(), &v1).unwrap();
     let v2_file = layout.dir.path().join("cluster-v2.lua");
     std::fs::write(&v2_file, &v2).unwrap();
-    let sky = skynet_dir();
-    let lua_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lua");
     let log = layout.dir.path().join("skynet.log");
-    let config = layout.dir.path().join("luanode.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"luanode\"\ncluster = \"cluster.lua\"\ncall_timeout_ms = 3000\n\n\
-             [env]\n\
-             cpath = \"{s}/cservice/?.so\"\n\
-             lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
-             lua_cpath = \"{s}/luaclib/?.so\"\n\
-             luaservice = \"{s}/service/?.lua;{l}/?.lua\"\n\
-             lualoader = \"{s}/lualib/loader.lua\"\n\
-             start = \"beecluster\"\n\
-             lua_node_name = \"luanode\"\n\
-             logger = \"{log}\"\n\n\
-             [[service]]\nkind = \"snlua\"\nliblua = \"{s}/liblua.so\"\n",
-            s = sky.display(),
-            l = lua_dir.display(),
-            log = log.display(),
-        ),
-    )
-    .unwrap();
+    let config = lua_node_config(&layout, &log, "");
     let echo = "[[service]]\nkind = \"echo\"\nname = \"echo\"\n";
     let _bee1 = tokio::task::block_in_place(|| layout.start("bee1", echo));
     let bee2_config = layout.dir.path().join("bee2.toml");
