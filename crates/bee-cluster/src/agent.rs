@@ -58,6 +58,7 @@ impl Acceptor for AgentFactory {
             bee: AtomicBool::new(false),
             me: me.clone(),
             held: Mutex::new(None),
+            queueing: AtomicBool::new(false),
         })
     }
 }
@@ -88,6 +89,8 @@ struct Agent {
     /// While requests are being held (or the held ones are still being delivered): where
     /// new ones queue, behind them.
     held: Mutex<Option<mpsc::UnboundedSender<Held>>>,
+    /// `held` is `Some`, read once per request on the direct path.
+    queueing: AtomicBool,
 }
 
 /// A request read while delivery was held, and where its delivery's outcome goes.
@@ -141,11 +144,18 @@ impl Agent {
     /// Queue `req` behind the held ones when delivery is held (or held requests are
     /// still being delivered); gives it back otherwise.
     fn hold(&self, req: Request) -> Result<Dispatched, Request> {
+        // The direct path: nothing held, nothing queued (two loads).
+        if !self.queueing.load(Ordering::Acquire)
+            && !self.cluster.inner.holding.load(Ordering::Acquire)
+        {
+            return Err(req);
+        }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if held.is_none() && *self.cluster.inner.held.borrow() {
             if let Some(me) = self.me.upgrade() {
                 let (tx, rx) = mpsc::unbounded_channel();
                 *held = Some(tx);
+                self.queueing.store(true, Ordering::Release);
                 tokio::spawn(me.deliver_held(rx));
             }
         }
@@ -168,6 +178,7 @@ impl Agent {
             )),
             Err(mpsc::error::SendError((req, _))) => {
                 *held = None;
+                self.queueing.store(false, Ordering::Release);
                 Err(req)
             }
         }
@@ -195,6 +206,7 @@ impl Agent {
                         Ok(next) => next,
                         Err(_) => {
                             *held = None;
+                            self.queueing.store(false, Ordering::Release);
                             return;
                         }
                     }

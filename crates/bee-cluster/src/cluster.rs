@@ -136,6 +136,7 @@ impl Cluster {
                         unbound: Mutex::new(Vec::new()),
                         stop_accepting: shutdown.child_token(),
                         held: tokio::sync::watch::Sender::new(false),
+                        holding: std::sync::atomic::AtomicBool::new(false),
                         shutdown,
                         clusterd: Mutex::new(0),
                         started: Instant::now(),

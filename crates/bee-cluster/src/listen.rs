@@ -39,11 +39,13 @@ impl Cluster {
     /// its predecessor drains and hands over its services' state, so that peers moving
     /// to it are connected and answered at once rather than left in the accept queue.
     pub fn hold_delivery(&self) {
+        self.inner.holding.store(true, Ordering::Release);
         self.inner.held.send_replace(true);
     }
 
     /// Deliver what was held, in order, and everything after it directly.
     pub fn release_delivery(&self) {
+        self.inner.holding.store(false, Ordering::Release);
         self.inner.held.send_replace(false);
     }
 

@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     /// True while delivery is held ([`Cluster::hold_delivery`]): requests read from
     /// accepted connections wait, in arrival order, until it is released.
     pub(crate) held: tokio::sync::watch::Sender<bool>,
+    /// The same as `held`, read once per request on the direct path.
+    pub(crate) holding: std::sync::atomic::AtomicBool,
 }
 
 /// Makes the text `bee_clusterd status` answers (see [`Cluster::set_status`]).
