@@ -210,13 +210,34 @@ fn line_of<'a>(out: &'a str, node: &str) -> &'a str {
 
 /// Start node `name` of `layout` in etcd mode (its node config says `cluster = URL`).
 fn start_etcd_node(layout: &Layout, name: &str, url: &str) -> BeeProcess {
+    start_etcd_node_with(layout, name, url, "")
+}
+
+/// [`start_etcd_node`] with `extra` top-level keys in its node config.
+fn start_etcd_node_with(layout: &Layout, name: &str, url: &str, extra: &str) -> BeeProcess {
     let path = layout.dir.path().join(format!("{name}-etcd.toml"));
     std::fs::write(
         &path,
-        format!("name = \"{name}\"\ncluster = \"{url}\"\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n"),
+        format!("name = \"{name}\"\ncluster = \"{url}\"\n{extra}[[service]]\nkind = \"echo\"\nname = \"echo\"\n"),
     )
     .unwrap();
     BeeProcess::start(name, &path)
+}
+
+/// Node `a` of a one-node layout, its config (version 1) stored at etcd `PREFIX`: the
+/// URL, the store and the layout.
+async fn one_node_in_etcd(etcd: &Etcd, prefix: &str) -> (String, EtcdStore, Layout) {
+    let url = format!("etcd://127.0.0.1:{}{prefix}", etcd.port);
+    let store = EtcdStore::connect(&url).await.unwrap();
+    let layout = Layout::new(&["a"]);
+    store
+        .put_config_text(
+            &format!("__version = 1\na = \"127.0.0.1:{}\"\n", layout.port("a")),
+            false,
+        )
+        .await
+        .unwrap();
+    (url, store, layout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,16 +578,7 @@ async fn config_etcd_call_send_and_query_find_the_nodes_through_etcd() {
     let Some(etcd) = start_etcd().await else {
         return;
     };
-    let url = format!("etcd://127.0.0.1:{}/bee/cli", etcd.port);
-    let store = EtcdStore::connect(&url).await.unwrap();
-    let layout = Layout::new(&["a"]);
-    store
-        .put_config_text(
-            &format!("__version = 1\na = \"127.0.0.1:{}\"\n", layout.port("a")),
-            false,
-        )
-        .await
-        .unwrap();
+    let (url, _store, layout) = one_node_in_etcd(&etcd, "/bee/cli").await;
     let _a = start_etcd_node(&layout, "a", &url);
     let (ok, out, err) = bee_cli(&["call", "--cluster", &url, "a", "echo", "hi", "42"]);
     assert!(ok, "{out}{err}");
@@ -596,24 +608,14 @@ async fn config_etcd_status_header_shows_etcd_health() {
     let Some(etcd) = start_etcd().await else {
         return;
     };
-    let url = format!("etcd://127.0.0.1:{}/bee/h", etcd.port);
-    let store = EtcdStore::connect(&url).await.unwrap();
-    let layout = Layout::new(&["a"]);
-    store
-        .put_config_text(
-            &format!("__version = 1\na = \"127.0.0.1:{}\"\n", layout.port("a")),
-            false,
-        )
-        .await
-        .unwrap();
+    let (url, store, layout) = one_node_in_etcd(&etcd, "/bee/h").await;
     let metrics = free_port();
-    let path = layout.dir.path().join("a-etcd.toml");
-    std::fs::write(
-        &path,
-        format!("name = \"a\"\ncluster = \"{url}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n[[service]]\nkind = \"echo\"\nname = \"echo\"\n"),
-    )
-    .unwrap();
-    let _a = BeeProcess::start("a", &path);
+    let _a = start_etcd_node_with(
+        &layout,
+        "a",
+        &url,
+        &format!("metrics_listen = \"127.0.0.1:{metrics}\"\n"),
+    );
     let header = |what: &str| {
         let (code, body) = bee_tests::http_get(metrics, "/api/v1/cluster");
         assert_eq!(code, 200, "{what}: {body}");
