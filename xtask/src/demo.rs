@@ -18,7 +18,9 @@
 //!    have lobby — never restarted — call activity again; lobby's own `Cluster::watch`
 //!    events show what it learnt.
 //!    Before those two, the Lua node `lua_lobby` (skynet's Lua layer in a bee node,
-//!    `demo_lua`) runs the team's lobby pattern against `lpersistence_3`.
+//!    `demo_lua`) runs the team's lobby pattern against `lpersistence_3`, and its game
+//!    front door (`lua/frontdoor.lua`, skynet's gateserver) serves 200 simulated players
+//!    (`bee-demo players`) whose every reply is checked.
 //! 7. Stop every node (also when a scenario fails or the demo is interrupted by an
 //!    error), and exit 0 only if every scenario passed.
 
@@ -210,6 +212,7 @@ pub fn run(root: &Path) -> Result<()> {
         cpp,
         nodes,
         adopted: Vec::new(),
+        frontdoor_port: lua.frontdoor_port,
     };
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -229,6 +232,8 @@ struct Demo {
     nodes: Vec<(String, NodeProcess)>,
     /// Node processes started by `bee cluster upgrade` (not children of this job).
     adopted: Vec<process::Adopted>,
+    /// Where the Lua node's front door listens for players.
+    frontdoor_port: u16,
 }
 
 const UPGRADE_TITLE: &str = "hot update: lpersistence_3 upgraded in place (bee cluster upgrade → bee run --takeover) under a steady load from lobby";
@@ -506,13 +511,20 @@ async fn walk(demo: &mut Demo) -> Result<()> {
             }
         }
     }
-    for title in [crate::demo_lua::TITLE, UPGRADE_TITLE, MOVE_TITLE] {
+    for title in [
+        crate::demo_lua::TITLE,
+        crate::demo_lua::FRONTDOOR_TITLE,
+        UPGRADE_TITLE,
+        MOVE_TITLE,
+    ] {
         println!("\n▶ {title}");
         let started = Instant::now();
         let outcome = if title == UPGRADE_TITLE {
             upgrade_persistence(&cluster, demo).await
         } else if title == MOVE_TITLE {
             move_activity(&cluster, demo).await
+        } else if title == crate::demo_lua::FRONTDOOR_TITLE {
+            crate::demo_lua::frontdoor(&cluster, &demo.bee, &demo.dir, demo.frontdoor_port).await
         } else {
             crate::demo_lua::scenario(&cluster).await
         };
@@ -530,7 +542,7 @@ async fn walk(demo: &mut Demo) -> Result<()> {
             }
         }
     }
-    let titled = titled + 3;
+    let titled = titled + 4;
     node.shutdown();
     println!("\n== {passed} of {titled} scenarios passed");
     if !failed.is_empty() {

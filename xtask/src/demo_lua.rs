@@ -27,6 +27,8 @@ const UID: i64 = 10076447;
 pub struct LuaNode {
     skynet: PathBuf,
     pb: PathBuf,
+    /// Where the front door (`lua/frontdoor.lua`) listens for players.
+    pub frontdoor_port: u16,
 }
 
 impl LuaNode {
@@ -35,7 +37,11 @@ impl LuaNode {
         let skynet = crate::skynet::ensure(root)?;
         let pb = dir.join("game.pb");
         std::fs::write(&pb, bee_proto::DESCRIPTOR_SET)?;
-        Ok(LuaNode { skynet, pb })
+        Ok(LuaNode {
+            skynet,
+            pb,
+            frontdoor_port: process::free_port()?,
+        })
     }
 
     /// Start the node with `bee` (the bee-demo binary), its config and skynet log in
@@ -57,9 +63,13 @@ impl LuaNode {
                  lualoader = \"{s}/lualib/loader.lua\"\n\
                  cluster = \"{cluster}\"\n\
                  pb_file = \"{pb}\"\n\
-                 logger = \"{log}\"\n\n\
+                 logger = \"{log}\"\n\
+                 frontdoor_port = \"{port}\"\n\
+                 frontdoor_backend = \"lpersistence_3\"\n\n\
                  [[service]]\nkind = \"snlua\"\nliblua = \"{s}/liblua.so\"\n\n\
-                 [[service]]\nkind = \"snlua\"\nliblua = \"{s}/liblua.so\"\nargs = \"lobby\"\nname = \"lobby\"\n",
+                 [[service]]\nkind = \"snlua\"\nliblua = \"{s}/liblua.so\"\nargs = \"lobby\"\nname = \"lobby\"\n\n\
+                 [[service]]\nkind = \"snlua\"\nliblua = \"{s}/liblua.so\"\nargs = \"frontdoor\"\nname = \"frontdoor\"\n",
+                port = self.frontdoor_port,
                 cluster = dir.join("cluster.lua").display(),
                 pb = self.pb.display(),
                 log = dir.join(format!("{NODE}.skynet.log")).display(),
@@ -139,4 +149,91 @@ fn report(reply: &bytes::Bytes) -> Result<Vec<String>> {
             text(get(t, "coins"))
         ),
     ])
+}
+
+/// The front door scenario's title.
+pub const FRONTDOOR_TITLE: &str = "the game's front door: 200 simulated players over TCP → skynet's gateserver (frontdoor.lua on lua_lobby) → cluster.call \"text\" → lpersistence_3 (Rust) → replies pushed back, each checked";
+
+/// How many players the front door scenario runs, and requests each after its login.
+const PLAYERS: usize = 200;
+const MESSAGES: usize = 20;
+
+/// Run `bee-demo players` against the front door of the Lua node (`bee` is the
+/// bee-demo binary, `dir` the demo's directory); its report and the front door's own
+/// counters as lines. Fails when any reply is missing or wrong.
+pub async fn frontdoor(
+    cluster: &Cluster,
+    bee: &Path,
+    dir: &Path,
+    port: u16,
+) -> Result<Vec<String>> {
+    // The front door listens once skynet's bootstrap and cluster Lua are up.
+    let log = dir.join(format!("{NODE}.skynet.log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("frontdoor listening")
+    {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the front door did not listen within 30 s (see {})",
+                log.display()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let addr = format!("127.0.0.1:{port}");
+    let (players, messages) = (PLAYERS.to_string(), MESSAGES.to_string());
+    let args = [
+        "players",
+        addr.as_str(),
+        "--players",
+        &players,
+        "--messages",
+        &messages,
+    ];
+    let out = tokio::task::block_in_place(|| Command::new(bee).args(args).output())?;
+    let mut lines = vec![format!("$ bee-demo {}", args.join(" "))];
+    lines.extend(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| format!("  {l}")),
+    );
+    if !out.status.success() {
+        lines.iter().for_each(|l| println!("  {l}"));
+        bail!(
+            "some players' replies were missing or wrong {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let reply = cluster
+        .call(
+            NODE,
+            "frontdoor",
+            seri::pack(&[Value::from("lua"), Value::from("stats")])?,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{NODE}/frontdoor stats: {e}"))?;
+    let values = seri::unpack(&reply)?;
+    let Some(Value::Table(t)) = values.first() else {
+        bail!("the front door's stats: {values:?}");
+    };
+    let n = |k: &str| get(t, k).as_int().unwrap_or(-1);
+    lines.push(format!(
+        "{NODE}/frontdoor counted: {} connections, {} logins, {} requests forwarded, {} closed for bad input, {} closed idle",
+        n("connected"),
+        n("logins"),
+        n("forwarded"),
+        n("closed_bad"),
+        n("closed_idle")
+    ));
+    if n("logins") != PLAYERS as i64 || n("forwarded") != (PLAYERS * MESSAGES) as i64 {
+        bail!(
+            "the front door counted {} logins and {} forwarded requests, not {PLAYERS} and {}",
+            n("logins"),
+            n("forwarded"),
+            PLAYERS * MESSAGES
+        );
+    }
+    Ok(lines)
 }

@@ -11,6 +11,8 @@
 //! - [`lobby`]: the `lobby` service that drives every scenario from node `lobby` and
 //!   reports what it did, line by line, for `cargo xtask demo`; and `lobby_native`, a
 //!   native service on the lobby node that talks through `CServiceProxy`.
+//! - [`players`]: simulated players for the game's front door (`lua/frontdoor.lua`, a
+//!   skynet gateserver on the demo's Lua node): `bee-demo players ADDR`.
 
 //!
 //! The demo's services are not in the production `bee` binary: [`app`] adds their kinds
@@ -21,6 +23,7 @@ pub mod activity;
 pub mod load;
 pub mod lobby;
 pub mod persistence;
+pub mod players;
 pub mod shop;
 
 /// The `bee` program with the demo's service kinds added:
