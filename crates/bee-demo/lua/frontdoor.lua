@@ -91,6 +91,7 @@ local function forget(fd)
 	local p = players[fd]
 	if p and not p.closed then
 		stats.open = stats.open - 1
+		p.closed = skynet.now() -- its waiting packets are not served
 	end
 	players[fd] = nil
 	gateserver.closeclient(fd)
