@@ -410,3 +410,63 @@ pub async fn run(cfg: &Config) -> Report {
     report.latencies_us.sort_unstable();
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply frame as the front door sends it, with `info` as its body.
+    fn reply(uid: u64, session: u64, sub_type: u32, info: &UserInfo) -> Bytes {
+        KktFrame::new(
+            sub_type,
+            uid as i64,
+            UserInfo::full_name(),
+            info.encode_to_vec(),
+        )
+        .session(session)
+        .encode()
+        .unwrap()
+    }
+
+    fn right(uid: u64) -> UserInfo {
+        UserInfo {
+            uid,
+            nickname: format!("player{uid}"),
+            level: (uid % 60) as i32 + 1,
+            coins: (uid % 100_000) as i64 * 10,
+        }
+    }
+
+    #[test]
+    fn a_right_reply_passes_and_each_wrong_field_is_named() {
+        let ok = reply(77, 3, kkt::SUBTYPE_RPC_CLIENT, &right(77));
+        Expect::UserInfo.check(77, 3, &ok).unwrap();
+        let wrong = |bytes: Bytes| {
+            Expect::UserInfo
+                .check(77, 3, &bytes)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(wrong(reply(77, 4, kkt::SUBTYPE_RPC_CLIENT, &right(77))).contains("session 4"));
+        assert!(wrong(reply(78, 3, kkt::SUBTYPE_RPC_CLIENT, &right(77))).contains("frame uid 78"));
+        assert!(wrong(reply(77, 3, kkt::SUBTYPE_PROTOBUF, &right(77))).contains("sub_type 16"));
+        let mut rich = right(77);
+        rich.coins += 1;
+        assert!(wrong(reply(77, 3, kkt::SUBTYPE_RPC_CLIENT, &rich)).contains("UserInfo"));
+        assert!(wrong(Bytes::from_static(b"junk")).contains("not a game frame"));
+    }
+
+    #[test]
+    fn a_request_packet_is_a_length_and_a_game_frame() {
+        let p = packet(9, 5, &Expect::Login).unwrap();
+        assert_eq!(usize::from(u16::from_be_bytes([p[0], p[1]])), p.len() - 2);
+        let f = KktFrame::decode(&p.slice(2..)).unwrap();
+        assert_eq!(
+            (f.sub_type, f.uid, f.session),
+            (kkt::SUBTYPE_PROTOBUF, 9, 5)
+        );
+        assert_eq!(&f.name[..], b"game.LoginReq");
+        assert_eq!(LoginReq::decode(f.body).unwrap().uid, 9);
+        assert!(framed(&vec![0; 70_000]).is_err());
+    }
+}
