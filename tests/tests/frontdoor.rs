@@ -368,7 +368,7 @@ fn half_packet_then_wait(host: &str, port: u16) -> Child {
     Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "exec 3<>/dev/tcp/{host}/{port} && printf '\\x00\\x50abc' >&3 && sleep 60"
+            "exec 3<>/dev/tcp/{host}/{port} && printf '\\x00\\x50abc' >&3 && exec sleep 60"
         ))
         .stdin(Stdio::null())
         .spawn()
@@ -452,7 +452,7 @@ fn a_player_that_vanishes_without_a_fin_is_closed_by_the_idle_sweep() {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.name, "bash", "-c"])
         .arg(format!(
-            "exec 3<>/dev/tcp/{}/{} && printf '\\x00\\x50abc' >&3 && sleep 60",
+            "exec 3<>/dev/tcp/{}/{} && printf '\\x00\\x50abc' >&3 && exec sleep 60",
             ns.host_addr, fd.port
         ))
         .stdin(Stdio::null())
