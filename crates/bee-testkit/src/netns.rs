@@ -257,20 +257,26 @@ impl PrivateMariadb {
     pub fn start(ns: &NetNs, dir: &Path, setup: &MariadbSetup<'_>) -> PrivateMariadb {
         let dir = dir.join("mariadb");
         let data = dir.join("data");
-        std::fs::create_dir_all(&dir).expect("create the mariadb dir");
-        // Small redo logs: a data directory of ~20 MB instead of ~110 MB.
-        let common = ["--no-defaults", "--innodb-log-file-size=4M"];
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("create the mariadb dirs");
+        // Small redo logs: a data directory of ~20 MB instead of ~110 MB. Temporary
+        // tables in a directory of its own: servers sharing /tmp can clash on their names.
+        let common = [
+            "--no-defaults".to_string(),
+            "--innodb-log-file-size=4M".to_string(),
+            format!("--tmpdir={}", tmp.display()),
+        ];
         let mut install = Command::new("mariadb-install-db");
         install
-            .args(common)
+            .args(&common)
             .arg(format!("--datadir={}", data.display()))
             .args(["--user=root", "--skip-test-db"])
             .args(["--auth-root-authentication-method=socket"]);
-        run(install, "a private MariaDB needs mariadb-install-db");
+        run(install, "making a private MariaDB's data directory");
         let socket = dir.join("mysqld.sock");
         let log = dir.join("mariadbd.log");
         let mut cmd = ns.command("mariadbd");
-        cmd.args(common)
+        cmd.args(&common)
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
