@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use bee_testkit::netns::NetNs;
 use bee_testkit::{NodeProcess, Start};
 
 use bee_cluster::{Cluster, ClusterSettings};
@@ -148,6 +149,21 @@ impl Layout {
     }
 }
 
+/// How [`BeeProcess::spawn_with`] starts a node.
+#[derive(Default)]
+struct Spawn<'a> {
+    /// Its stderr, appended; inherited when none.
+    log: Option<&'a Path>,
+    /// Arguments after `run CONFIG`.
+    extra: &'a [&'a str],
+    /// A file its stdout lines are appended to.
+    capture: Option<&'a Path>,
+    /// The network namespace it runs in; the test's own when none.
+    netns: Option<&'a NetNs>,
+    /// A stdin pipe instead of `/dev/null`.
+    stdin: bool,
+}
+
 /// A running `bee run` process, killed on drop.
 pub struct BeeProcess {
     /// The node's name.
@@ -171,34 +187,62 @@ impl BeeProcess {
 
     /// Start `BIN run CONFIG`, its stderr into `log` (appended) or inherited.
     fn spawn(bin: &Path, name: &str, config: &Path, log: Option<&Path>) -> BeeProcess {
-        Self::spawn_with(bin, name, config, log, &[], None)
+        Self::spawn_with(
+            bin,
+            name,
+            config,
+            Spawn {
+                log,
+                ..Spawn::default()
+            },
+        )
     }
 
     /// Start `BIN run CONFIG` with every line it writes to stdout also appended to
     /// `stdout` (what skynet's Lua layer prints: `print` and, without an `[env] logger`
     /// file, its log lines).
     pub fn start_capturing(bin: &Path, name: &str, config: &Path, stdout: &Path) -> BeeProcess {
-        Self::spawn_with(bin, name, config, None, &[], Some(stdout))
+        Self::start_capturing_in(None, false, bin, name, config, stdout)
     }
 
-    fn spawn_with(
+    /// [`BeeProcess::start_capturing`] inside the network namespace `netns` (if any),
+    /// with a stdin pipe ([`BeeProcess::write_stdin`]) if `stdin`.
+    pub fn start_capturing_in(
+        netns: Option<&NetNs>,
+        stdin: bool,
         bin: &Path,
         name: &str,
         config: &Path,
-        log: Option<&Path>,
-        extra: &[&str],
-        capture: Option<&Path>,
+        stdout: &Path,
     ) -> BeeProcess {
-        let mut cmd = Command::new(bin);
-        cmd.arg("run").arg(config).args(extra).env(
+        Self::spawn_with(
+            bin,
+            name,
+            config,
+            Spawn {
+                capture: Some(stdout),
+                netns,
+                stdin,
+                ..Spawn::default()
+            },
+        )
+    }
+
+    fn spawn_with(bin: &Path, name: &str, config: &Path, how: Spawn<'_>) -> BeeProcess {
+        let mut cmd = match how.netns {
+            Some(ns) => ns.command(bin),
+            None => Command::new(bin),
+        };
+        cmd.arg("run").arg(config).args(how.extra).env(
             "BEE_LOG",
             std::env::var("BEE_LOG").unwrap_or_else(|_| "warn".into()),
         );
         let process = NodeProcess::start(
             cmd,
             Start {
-                log,
-                capture,
+                log: how.log,
+                capture: how.capture,
+                stdin: how.stdin,
                 // A node config's node listens; a skynet config's (`*.config`, not
                 // `*.toml`) says it is ready.
                 ready: if config.extension().is_some_and(|e| e == "toml") {
@@ -213,7 +257,7 @@ impl BeeProcess {
             name: name.to_string(),
             process,
             config: config.to_path_buf(),
-            log: log.map(Path::to_path_buf),
+            log: how.log.map(Path::to_path_buf),
             bin: bin.to_path_buf(),
         }
     }
@@ -234,9 +278,11 @@ impl BeeProcess {
             &bin,
             &self.name,
             &self.config,
-            self.log.as_deref(),
-            &["--takeover"],
-            None,
+            Spawn {
+                log: self.log.as_deref(),
+                extra: &["--takeover"],
+                ..Spawn::default()
+            },
         );
         let mut old = std::mem::replace(self, new);
         match old.process.take() {
@@ -254,6 +300,11 @@ impl BeeProcess {
     /// The OS process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// Write to its stdin (started with a stdin pipe).
+    pub fn write_stdin(&mut self, bytes: &[u8]) {
+        self.process.write_stdin(bytes);
     }
 
     /// Kill with SIGKILL (a crash, no clean shutdown) and reap it.

@@ -1,7 +1,8 @@
 //! Services and tools the tests and the demo need, started (or installed) when missing:
 //! MariaDB ([`ensure_mariadb`]), and `protoc` with the `etcd` server for bee-etcd
-//! ([`ensure_etcd_tools`]), `ip`/`iptables` for bee-transport's black-hole test
-//! ([`ensure_net_tools`]), and Debian's `chromium` for the status page's browser test
+//! ([`ensure_etcd_tools`]), `ip`/`iptables` for bee-transport's black-hole test and
+//! `redis-server` for the Lua differential tests' private Redis ([`ensure_net_tools`]),
+//! and Debian's `chromium` for the status page's browser test
 //! ([`ensure_chromium`]).
 //!
 //! A machine of this kind usually runs MariaDB on 127.0.0.1:3306 (root, empty password).
@@ -155,7 +156,8 @@ pub fn ensure_etcd_tools() -> Result<()> {
 /// Make sure `ip` (Debian's iproute2) and `iptables` are installed: bee-transport's
 /// black-hole test (`crates/bee-transport/tests/blackhole.rs`) builds a network namespace
 /// and drops a peer's packets with them (it also needs root; without either it prints a
-/// SKIPPED line). Installs the missing ones with apt-get.
+/// SKIPPED line); and `redis-server`, which the Lua differential tests start privately in
+/// network namespaces of their own. Installs the missing ones with apt-get.
 pub fn ensure_net_tools() -> Result<()> {
     let have = |program: &str| {
         ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
@@ -169,24 +171,27 @@ pub fn ensure_net_tools() -> Result<()> {
     if !have("iptables") {
         missing.push("iptables");
     }
+    if !have("redis-server") {
+        missing.push("redis-server");
+    }
     if missing.is_empty() {
-        eprintln!("setup: ip and iptables are installed");
+        eprintln!("setup: ip, iptables and redis-server are installed");
         return Ok(());
     }
     crate::apt_install(&missing)?;
-    if !have("ip") || !have("iptables") {
+    if !have("ip") || !have("iptables") || !have("redis-server") {
         bail!(
-            "{} installed but ip or iptables is still missing",
+            "{} installed but ip, iptables or redis-server is still missing",
             missing.join(" ")
         );
     }
-    eprintln!("setup: ip and iptables are installed");
+    eprintln!("setup: ip, iptables and redis-server are installed");
     Ok(())
 }
 
 /// Everything the build, the tests and the demo need on this machine: MariaDB running,
-/// `protoc` and the etcd server, the C/C++ toolchain and protobuf headers, and `ip` and
-/// `iptables` for the black-hole test.
+/// `protoc` and the etcd server, the C/C++ toolchain and protobuf headers, `ip` and
+/// `iptables` for the black-hole test, and `redis-server`.
 pub fn ensure_all() -> Result<()> {
     ensure_etcd_tools()?;
     ensure_net_tools()?;

@@ -488,25 +488,37 @@ impl Node {
     /// Start a boxed service; returns its new address.
     pub fn spawn_boxed(&self, label: &str, service: BoxService) -> Addr {
         self.inner.spawned.store(true, Ordering::Release);
-        let addr = loop {
-            // 24 bits (skynet's harbor byte stays 0); 0 is never a service.
-            let a = self.inner.next_addr.fetch_add(1, Ordering::Relaxed) & ADDR_MASK;
-            if a != 0 {
-                break a;
-            }
-        };
         let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
         let label: Arc<str> = Arc::from(label);
         let stats = Arc::new(Stats::default());
-        self.inner.services.insert(
-            addr,
-            Entry {
-                tx,
-                label: label.clone(),
-                started: Instant::now(),
-                stats: stats.clone(),
-            },
-        );
+        let mut entry = Some(Entry {
+            tx,
+            label: label.clone(),
+            started: Instant::now(),
+            stats: stats.clone(),
+        });
+        // 24 bits (skynet's harbor byte stays 0); 0 is never a service. Once the counter
+        // has gone round, an address still in use is skipped (as skynet's handles are):
+        // a long-lived service keeps its address however many come and go after it.
+        let mut tries: Addr = 0;
+        let addr = loop {
+            let a = self.inner.next_addr.fetch_add(1, Ordering::Relaxed) & ADDR_MASK;
+            tries += 1;
+            assert!(
+                tries <= ADDR_MASK + 1,
+                "node {}: all {ADDR_MASK} service addresses are in use",
+                self.name()
+            );
+            if a == 0 {
+                continue;
+            }
+            if let dashmap::mapref::entry::Entry::Vacant(slot) = self.inner.services.entry(a) {
+                if let Some(e) = entry.take() {
+                    slot.insert(e);
+                }
+                break a;
+            }
+        };
         tracing::debug!(node = %self.name(), service = %service_name(&label, addr), "service started");
         let ctx = Context {
             node: self.clone(),
@@ -1165,6 +1177,32 @@ mod tests {
         }
         let fresh = Node::new("u", RuntimeConfig::default());
         assert!(!fresh.handed_out(1), "nothing handed out yet");
+    }
+
+    #[tokio::test]
+    async fn addresses_in_use_are_skipped_once_the_counter_went_round() {
+        let node = Node::new("t", RuntimeConfig::default());
+        let old: Vec<Addr> = (0..3).map(|_| node.spawn("old", PanicsEarly)).collect();
+        assert_eq!(old, [1, 2, 3]);
+        // As after 2^24 - 4 more services came and went.
+        node.inner.next_addr.store(0x00FF_FFFF, Ordering::Relaxed);
+        let last = node.spawn("last", PanicsEarly);
+        let wrapped = node.spawn("wrapped", PanicsEarly);
+        assert_eq!(
+            (last, wrapped),
+            (0x00FF_FFFF, 4),
+            "0 and 1..=3 (alive) skipped"
+        );
+        for a in old {
+            assert_eq!(
+                node.services()
+                    .into_iter()
+                    .find(|s| s.addr == a)
+                    .map(|s| s.label),
+                Some("old".to_string()),
+                "{a:x} still the old service"
+            );
+        }
     }
 
     /// Sleeps the milliseconds its payload names, then answers.

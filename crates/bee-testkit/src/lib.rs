@@ -4,6 +4,9 @@
 //! directories removed on drop ([`TempDir`]), and node processes started from a workspace
 //! binary and killed on drop ([`NodeProcess`], [`workspace_bin`]).
 //!
+//! Private network namespaces with private Redis and MariaDB servers inside are in
+//! [`netns`].
+//!
 //! It knows nothing of bee's crates: what a node is told and how it is called stays with
 //! the tests (`bee-tests` builds its cluster layouts on top of this).
 
@@ -13,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+pub mod netns;
 
 /// A free TCP port on 127.0.0.1 for a node to listen on, reserved for this test process.
 ///
@@ -218,6 +223,9 @@ pub struct Start<'a> {
     pub log: Option<&'a Path>,
     /// A file every stdout line is also appended to.
     pub capture: Option<&'a Path>,
+    /// Give it a pipe as stdin (written with [`NodeProcess::write_stdin`], open until the
+    /// process is dropped) instead of `/dev/null`.
+    pub stdin: bool,
 }
 
 impl<'a> Start<'a> {
@@ -229,6 +237,7 @@ impl<'a> Start<'a> {
             within: Duration::from_secs(30),
             log: None,
             capture: None,
+            stdin: false,
         }
     }
 }
@@ -249,7 +258,11 @@ impl NodeProcess {
             None => Stdio::inherit(),
         };
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(if how.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -303,6 +316,20 @@ impl NodeProcess {
                 how.within
             );
         }
+    }
+
+    /// Write `bytes` to its stdin (started with [`Start::stdin`]); panics when it has no
+    /// stdin pipe or the write fails.
+    pub fn write_stdin(&mut self, bytes: &[u8]) {
+        let stdin = self
+            .child
+            .as_mut()
+            .and_then(|c| c.stdin.as_mut())
+            .unwrap_or_else(|| panic!("{} has no stdin pipe", self.name));
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("write to {}'s stdin: {e}", self.name));
     }
 
     /// What it wrote to stderr so far (empty without a log file).

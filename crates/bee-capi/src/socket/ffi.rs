@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    all, alloc, decode_udp_addr, emit_now, ev, get, tcp, udp, Cmd, Event, Kind, Origin, State,
+    all, alloc, bind, decode_udp_addr, emit_now, ev, get, tcp, udp, Cmd, Event, Kind, Origin, State,
 };
 use crate::context::SkynetContext;
 use crate::Host;
@@ -186,11 +186,45 @@ pub extern "C" fn skynet_socket_connect(
     id
 }
 
-/// Wrapping an outside fd (stdin) is not provided: -1.
+/// Wrap a descriptor the process already has (standard input, for skynet's console):
+/// CONNECT "binding", then its input as DATA and its end as CLOSE (see `bind.rs`). -1
+/// for a negative or unknown descriptor.
 #[no_mangle]
-pub extern "C" fn skynet_socket_bind(_ctx: *mut SkynetContext, fd: c_int) -> c_int {
-    tracing::warn!(target: "skynet", fd, "socket bind (wrapping an outside fd) is not supported in a bee node");
-    -1
+pub extern "C" fn skynet_socket_bind(ctx: *mut SkynetContext, fd: c_int) -> c_int {
+    use std::os::fd::BorrowedFd;
+    let Some((h, handle)) = caller(ctx) else {
+        return -1;
+    };
+    if fd < 0 {
+        return -1;
+    }
+    // SAFETY: fcntl(F_GETFL) on any integer is harmless; it fails (EBADF) for a
+    // descriptor the process does not have, which is checked before it is borrowed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        tracing::warn!(target: "skynet", fd, "socket bind: no such descriptor");
+        return -1;
+    }
+    // SAFETY: `fd` is open (checked above) and stays open during this call: the process
+    // never closes its own descriptors (skynet's closes none that it binds either).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let owned = match borrowed.try_clone_to_owned() {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(target: "skynet", fd, error = %e, "socket bind: cannot duplicate the descriptor");
+            return -1;
+        }
+    };
+    // Non-blocking, as skynet makes it (the flag belongs to the open file, shared by the
+    // duplicate and the original).
+    // SAFETY: F_SETFL with the flags just read plus O_NONBLOCK on an open descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    let Some(new) = alloc(&Origin::of(&h), Kind::Bind, handle, State::Connected) else {
+        return -1;
+    };
+    let id = new.shared.id;
+    h.runtime.spawn(bind::run_bind(new.shared, owned, new.rx));
+    id
 }
 
 /// Start reading (accepting) and take the socket over; an unknown id gives the caller
@@ -441,6 +475,8 @@ pub extern "C" fn skynet_socket_info() -> *mut SocketInfo {
             (Kind::Tcp, State::HalfCloseRead | State::HalfCloseWrite) => 5,
             (Kind::Tcp, _) => continue,
             (Kind::Udp { .. }, _) => 3,
+            (Kind::Bind, State::Connected) => 4,
+            (Kind::Bind, _) => 5,
         };
         use std::sync::atomic::Ordering::Relaxed;
         let mut name = [0 as c_char; 128];

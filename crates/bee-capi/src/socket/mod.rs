@@ -3,7 +3,8 @@
 //! semantics — socket ids that are never reused until the counter wraps, every event
 //! delivered in order to the socket's owner as a `PTYPE_SOCKET` message in skynet's
 //! `struct skynet_socket_message` layout, `start`/`pause` flow control, high and low
-//! priority send queues, the send-buffer warning, half-close, and UDP with addresses.
+//! priority send queues, the send-buffer warning, half-close, UDP with addresses, and
+//! reading the process's own descriptors (standard input).
 //!
 //! Each socket is one tokio task owning the OS socket; the API functions (called from a
 //! service's thread) check the slot table and hand the task a command, so a socket's
@@ -17,6 +18,7 @@
 //! ([`TOTAL_SEND_LIMIT`]): a send beyond either fails, and the socket is closed with an
 //! ERROR (a peer that never reads cannot hold the node's memory).
 
+mod bind;
 mod ffi;
 mod tcp;
 mod udp;
@@ -101,7 +103,11 @@ impl State {
 pub(crate) enum Kind {
     Listen,
     Tcp,
-    Udp { v6: bool },
+    Udp {
+        v6: bool,
+    },
+    /// A descriptor the process already had (`skynet_socket_bind`: standard input).
+    Bind,
 }
 
 /// A request for a socket's task, in the order the API calls were made.
