@@ -155,8 +155,8 @@ pub fn ensure_etcd_tools() -> Result<()> {
 
 /// Make sure `ip` (Debian's iproute2) and `iptables` are installed: bee-transport's
 /// black-hole test (`crates/bee-transport/tests/blackhole.rs`) builds a network namespace
-/// and drops a peer's packets with them (it also needs root; without either it prints a
-/// SKIPPED line); and `redis-server`, which the Lua differential tests start privately in
+/// and drops a peer's packets with them (it also needs root; without either it fails,
+/// saying what is missing); and `redis-server`, which the Lua differential tests start privately in
 /// network namespaces of their own. Installs the missing ones with apt-get.
 pub fn ensure_net_tools() -> Result<()> {
     let have = |program: &str| {
