@@ -22,7 +22,8 @@
 //!   again and again beside a CPU hog and report the failures with their output (CI
 //!   runs a short round).
 //! - `cargo xtask cluster-sim [--quick] [--nodes N]`: N bee nodes (default 50), etcd and
-//!   two stock skynet nodes in network namespaces with netem delay and loss; scenarios
+//!   two stock skynet nodes in network namespaces with delay and loss (netem, or an
+//!   NFQUEUE shaper on kernels without it; `crates/bee-sim`); scenarios
 //!   with p50/p99 (root; `--quick` runs in CI).
 
 mod bench;
@@ -71,8 +72,6 @@ fn run() -> Result<()> {
         Some("status-bench") => status_bench::run(&root, &args[1..]),
         Some("stress") => stress::run(&root, &args[1..]),
         Some("cluster-sim") => sim::run(&root, &args[1..]),
-        // The cluster simulation's driver, run by `cluster-sim` inside its namespace.
-        Some("cluster-sim-driver") => sim::driver_main(&args[1..]),
         // The soak's load client, run from the release build by `soak`.
         Some("soak-client") => soak::client(&args[1..]),
         // The overload phase's load client, run from the release build by `soak`.

@@ -55,13 +55,18 @@ pub fn target_dir(root: &Path) -> PathBuf {
 
 /// Build the `bee` binary (`--release` when `release`) and return its path.
 pub fn build_bee(root: &Path, release: bool) -> Result<PathBuf> {
+    build_bin(root, "bee-node", "bee", release)
+}
+
+/// Build binary `bin` of `package` (release or debug) and return its path.
+pub fn build_bin(root: &Path, package: &str, bin: &str, release: bool) -> Result<PathBuf> {
     let mut build = crate::cargo();
-    build.args(["build", "-p", "bee-node", "--bin", "bee"]);
+    build.args(["build", "-p", package, "--bin", bin]);
     if release {
         build.arg("--release");
     }
-    crate::step("build bee", &mut build)?;
+    crate::step(&format!("build {bin}"), &mut build)?;
     Ok(target_dir(root)
         .join(if release { "release" } else { "debug" })
-        .join("bee"))
+        .join(bin))
 }

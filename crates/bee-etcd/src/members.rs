@@ -337,11 +337,11 @@ impl EtcdStore {
 /// Keep the lease alive; register again if it was lost.
 ///
 /// A keep-alive unanswered within half the TTL counts as failed. After a failure the
-/// next attempt goes out on a fresh connection, dialled at least every third of the TTL
-/// until etcd answers: the
-/// old connection may sit in TCP's retransmission back-off for seconds after the network
-/// came back (a healed partition), and a node must be registered again well within a
-/// TTL of etcd being reachable, or its peers keep it marked down.
+/// next attempt goes out on a fresh connection, with a new dial starting at least every
+/// tenth of the TTL until one connects: the old connection may sit in TCP's
+/// retransmission back-off for seconds after the network came back (a healed
+/// partition), and a node must be registered again well within a TTL of etcd being
+/// reachable, or its peers keep it marked down.
 async fn keep_alive_loop(
     mut store: EtcdStore,
     key: String,
@@ -412,28 +412,40 @@ async fn keep_alive_loop(
                 Err(e) => tracing::warn!("membership {key}: registering again failed: {e}"),
             }
         }
-        // A fresh connection before the next keep-alive: dials bounded by half the
-        // keep-alive interval, one at least every interval, until one answers.
-        let pace = interval / 2;
+        // A fresh connection before the next keep-alive. Dials overlap: a new one starts
+        // every `pace` (a tenth of the TTL at most, backing off from MIN_BACKOFF while
+        // they fail at once, e.g. refused) without waiting for the ones in flight, each
+        // bounded by half the keep-alive interval. A dial that went out while the network
+        // was cut waits for a SYN retransmission that comes a second later; the next one,
+        // started after the heal, connects at once.
         let options = EtcdOptions {
-            connect_timeout: pace,
+            connect_timeout: interval / 2,
             ..store.options
         };
+        let pace = (interval / 2).min(Duration::from_millis(ttl_secs as u64 * 100));
         let url = store.url.to_string();
-        loop {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(pace);
-            match EtcdStore::connect_with(&url, options).await {
-                Ok(fresh) => {
-                    store = EtcdStore {
-                        options: store.options,
-                        ..fresh
-                    };
-                    break;
+        let mut dials = tokio::task::JoinSet::new();
+        let mut next_dial = tokio::time::Instant::now() + backoff;
+        let fresh = loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_dial) => {
+                    let url = url.clone();
+                    dials.spawn(async move { EtcdStore::connect_with(&url, options).await });
+                    backoff = (backoff * 2).min(pace);
+                    next_dial = tokio::time::Instant::now() + backoff;
                 }
-                Err(e) => tracing::debug!("membership {key}: reconnect failed: {e}"),
+                Some(done) = dials.join_next(), if !dials.is_empty() => match done {
+                    Ok(Ok(fresh)) => break fresh,
+                    Ok(Err(e)) => tracing::debug!("membership {key}: reconnect failed: {e}"),
+                    Err(e) => tracing::debug!("membership {key}: reconnect task: {e}"),
+                },
             }
-        }
+        };
+        dials.abort_all();
+        store = EtcdStore {
+            options: store.options,
+            ..fresh
+        };
     }
 }
 

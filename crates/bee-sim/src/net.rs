@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 /// The name prefix of everything the simulation creates.
 pub const PREFIX: &str = "beesim-";
 /// The namespace holding the bridge.
-const CORE: &str = "beesim-core";
+pub const CORE: &str = "beesim-core";
 /// The bridge's name inside [`CORE`].
 const BRIDGE: &str = "br0";
 

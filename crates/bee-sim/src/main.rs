@@ -1,26 +1,32 @@
-//! `cargo xtask cluster-sim [--quick] [--nodes N] [--repeats R] [--delay-ms D]
-//! [--jitter-ms J] [--loss-pct L] [--no-netem] [--release]`: bee at cluster scale.
-//! N bee nodes (default 50; `--quick`: 10) each in its own network namespace on one
-//! bridge, with `tc netem` delay 1 ms ± 0.2 ms and 0.1 % loss on every interface, an
-//! etcd and two stock skynet v1.6.0 nodes (`cargo xtask skynet`), the scenarios of
-//! [`driver`], a table printed and (full run) appended to `BENCHMARKS.md`.
+//! `bee-sim`: bee at cluster scale (what `cargo xtask cluster-sim` runs).
 //!
-//! Needs root (namespaces, veth, qdiscs) and makes nothing outside the namespaces it
-//! creates (all named `beesim-…`): the bridge lives in a namespace of its own. They are
-//! removed with every process in them at the end, on an error, on a panic and on
-//! Ctrl-C/SIGTERM; a run first removes what an interrupted earlier one left.
+//! `bee-sim run [--quick] [--nodes N] [--repeats R] [--delay-ms D] [--jitter-ms J]
+//! [--loss-pct L] [--no-netem] --bee BEE --skynet TREE --root REPO --dir DIR`: N bee nodes
+//! (default 50; `--quick`: 10) each in its own network namespace on one bridge, with a
+//! delay of 1 ms ± 0.2 ms and 0.1 % loss on every packet between hosts, an etcd and two
+//! stock skynet v1.6.0 nodes, the scenarios of [`driver`]; writes `DIR/summary.md` (what
+//! ran and the table) and exits non-zero on a failed check.
 //!
-//! A kernel without netem (`sch_netem`): the full run stops and says so (`--no-netem`
-//! runs without delay and loss); `--quick` runs without it and says so in its output.
-//! The run fails on a hung call, a lost or duplicated push or a missing ack, never on a
-//! figure.
+//! Needs root (namespaces, veth, iptables, qdiscs) and makes nothing outside the
+//! namespaces it creates (all named `beesim-…`): the bridge lives in a namespace of its
+//! own. They are removed with every process in them at the end, on an error, on a panic
+//! and on Ctrl-C/SIGTERM; a run first removes what an interrupted earlier one left.
+//!
+//! Delay and loss come from `tc netem` on every host's interface when the kernel has it;
+//! without it (no `sch_netem`) from [`shaper`]: the bridge's forwarded packets pass
+//! through an NFQUEUE that holds each one for the delay and drops the lost ones. With
+//! neither, the full run stops and says so (`--no-netem` runs without delay and loss);
+//! `--quick` goes on without them and says so. The run fails on a hung call, a lost or
+//! duplicated push or a missing ack, never on a figure.
 
-pub mod driver;
-pub mod net;
-pub mod report;
+mod driver;
+mod net;
+mod nfqueue;
+mod report;
+mod shaper;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -28,10 +34,29 @@ use anyhow::{bail, Context, Result};
 use net::{Net, Netem};
 use report::Report;
 
-const USAGE: &str = "cargo xtask cluster-sim [--quick] [--nodes N] [--repeats R] [--delay-ms D] [--jitter-ms J] [--loss-pct L] [--no-netem] [--release]";
+const USAGE: &str = "bee-sim run [--quick] [--nodes N] [--repeats R] [--delay-ms D] [--jitter-ms J] [--loss-pct L] [--no-netem] --bee BEE --skynet TREE --root REPO --dir DIR";
 
-/// `cargo xtask cluster-sim`: see the module doc.
-pub fn run(root: &Path, args: &[String]) -> Result<()> {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        // The scenarios, run by `run` inside the driver's namespace.
+        Some("driver") => driver_main(&args[1..]),
+        // The delay-and-loss queue, run by `run` inside the bridge's namespace.
+        Some("shaper") => shaper::main(&args[1..]),
+        _ => Err(anyhow::anyhow!("usage: {USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bee-sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `bee-sim run`: see the module doc.
+fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let mut nodes = if quick { 10 } else { 50 };
     let mut repeats = 3usize;
@@ -41,7 +66,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         loss_pct: 0.1,
     };
     let mut no_netem = false;
-    let mut release = false;
+    let (mut bee, mut skynet, mut root, mut dir) = (
+        PathBuf::new(),
+        PathBuf::new(),
+        PathBuf::new(),
+        PathBuf::new(),
+    );
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |flag: &str| -> Result<f64> {
@@ -58,59 +88,77 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "--jitter-ms" => netem.jitter_ms = num("--jitter-ms")?,
             "--loss-pct" => netem.loss_pct = num("--loss-pct")?,
             "--no-netem" => no_netem = true,
-            "--release" => release = true,
-            other => bail!("cargo xtask cluster-sim: unknown argument {other:?}\nusage: {USAGE}"),
+            "--bee" | "--skynet" | "--root" | "--dir" => {
+                let v = it
+                    .next()
+                    .map(PathBuf::from)
+                    .with_context(|| format!("{a} needs a path\nusage: {USAGE}"))?;
+                match a.as_str() {
+                    "--bee" => bee = v,
+                    "--skynet" => skynet = v,
+                    "--root" => root = v,
+                    _ => dir = v,
+                }
+            }
+            other => bail!("unknown argument {other:?}\nusage: {USAGE}"),
         }
     }
     if !(2..=1000).contains(&nodes) {
         bail!("--nodes must be 2 to 1000");
     }
-    let uid = Command::new("id").arg("-u").output()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        bail!("cluster-sim needs root (network namespaces, veth, tc qdiscs): run it as root");
+    for (flag, p) in [
+        ("--bee", &bee),
+        ("--skynet", &skynet),
+        ("--root", &root),
+        ("--dir", &dir),
+    ] {
+        if p.as_os_str().is_empty() {
+            bail!("{flag} is required\nusage: {USAGE}");
+        }
     }
-    crate::setup::ensure_net_tools()?;
-    crate::setup::ensure_etcd_tools()?;
-    let skynet = crate::skynet::ensure(root)?;
-    let bee = crate::run_info::build_bee(root, release)?;
 
     let swept = net::sweep();
     if swept > 0 {
         eprintln!("cluster-sim: removed {swept} namespaces an earlier run left");
     }
-    let netem = if no_netem {
+    let shaping = if no_netem {
         None
     } else if net::netem_available() {
-        Some(netem)
+        Some(Shaping::Netem(netem))
+    } else if shaper::available() {
+        Some(Shaping::Queue(netem))
     } else if quick {
         eprintln!(
-            "cluster-sim: this kernel has no netem qdisc (sch_netem): the quick run goes on without delay and loss"
+            "cluster-sim: this kernel has neither the netem qdisc (sch_netem) nor NFQUEUE: \
+             the quick run goes on without delay and loss"
         );
         None
     } else {
         bail!(
-            "this kernel has no netem qdisc (sch_netem; `tc qdisc add … netem` says the kind is unknown): \
-             load the module, or run with --no-netem (no delay, no loss)"
+            "this kernel has neither the netem qdisc (sch_netem) nor NFQUEUE with iptables, so \
+             no delay or loss can be added: run with --no-netem (no delay, no loss)"
         );
     };
-    let dir = crate::run_info::target_dir(root).join("cluster-sim");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
     install_signal_sweep();
 
-    let started_at = crate::run_info::utc_minute();
     let t0 = Instant::now();
     let hosts = net::hosts(nodes);
-    let net = Net::create(&hosts, netem)?;
+    let net = Net::create(&hosts, shaping.as_ref().and_then(Shaping::netem))?;
+    let _shaper = match &shaping {
+        Some(Shaping::Queue(n)) => Some(shaper::start(n, &dir)?),
+        _ => None,
+    };
     let exe = std::env::current_exe().context("this program's path")?;
     let results = dir.join("results.tsv");
     let mut driver = Command::new("ip");
     driver
         .args(["netns", "exec", &hosts[0].ns()])
         .arg(&exe)
-        .arg("cluster-sim-driver")
+        .arg("driver")
         .args(["--nodes", &nodes.to_string()])
         .args(["--repeats", &repeats.to_string()])
         .arg("--bee")
@@ -118,7 +166,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         .arg("--dir")
         .arg(&dir)
         .arg("--root")
-        .arg(root)
+        .arg(&root)
         .arg("--out")
         .arg(&results)
         .env("SKYNET_DIR", &skynet);
@@ -127,7 +175,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     eprintln!(
         "\n== cluster-sim: {nodes} bee nodes, etcd, 2 stock skynet nodes, {} (logs in {})",
-        netem_text(netem.as_ref()),
+        shaping_text(shaping.as_ref()),
         dir.display()
     );
     let mut child = driver.spawn().context("cannot start the driver")?;
@@ -144,6 +192,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    let shaped = _shaper.map(|s| s.stop());
     drop(net);
     let took = t0.elapsed();
     let Some(status) = status else {
@@ -159,33 +208,18 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         )
     })?;
     let report = Report::from_lines(&text)?;
-    let md = format!(
-        "Run {started_at} on {} (shared with other builds), command `cargo xtask cluster-sim {}`, \
-         {} build of `bee`: {nodes} bee nodes (etcd mode, operator defaults) + 2 stock skynet \
-         v1.6.0 nodes + etcd, one network namespace each on one bridge, {}; {repeats} repeats; \
-         took {:.0} s.\n\n{}",
-        crate::run_info::machine(),
-        args.join(" "),
-        if release { "release" } else { "debug" },
-        netem_text(netem.as_ref()),
+    let summary = format!(
+        "{nodes} bee nodes (etcd mode, operator defaults) + 2 stock skynet v1.6.0 nodes + \
+         etcd, one network namespace each on one bridge, {}; {repeats} repeats; took {:.0} s.{}\n\n{}",
+        shaping_text(shaping.as_ref()),
         took.as_secs_f64(),
+        shaped.map(|s| format!(" {s}")).unwrap_or_default(),
         report.markdown()
     );
-    std::fs::write(dir.join("results.md"), &md)?;
-    eprintln!(
-        "\n== cluster-sim result ({})\n\n{md}",
-        dir.join("results.md").display()
-    );
-    if !quick && report.failures.is_empty() && status.success() {
-        let path = root.join("BENCHMARKS.md");
-        let mut all = std::fs::read_to_string(&path).unwrap_or_default();
-        all.push_str(&format!("\n## Cluster simulation ({started_at})\n\n{md}"));
-        std::fs::write(&path, all)?;
-        eprintln!("appended to {}", path.display());
-    }
+    std::fs::write(dir.join("summary.md"), &summary)?;
     if !report.failures.is_empty() {
         bail!(
-            "cluster-sim: {} failed checks (listed above)",
+            "cluster-sim: {} failed checks (listed in the table)",
             report.failures.len()
         );
     }
@@ -198,13 +232,35 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn netem_text(n: Option<&Netem>) -> String {
-    match n {
-        Some(n) => format!(
+/// How delay and loss are added, when they are.
+enum Shaping {
+    /// `tc netem` on every host's interface.
+    Netem(Netem),
+    /// The bridge's NFQUEUE ([`shaper`]).
+    Queue(Netem),
+}
+
+impl Shaping {
+    fn netem(&self) -> Option<Netem> {
+        match self {
+            Shaping::Netem(n) => Some(*n),
+            Shaping::Queue(_) => None,
+        }
+    }
+}
+
+fn shaping_text(s: Option<&Shaping>) -> String {
+    match s {
+        Some(Shaping::Netem(n)) => format!(
             "netem delay {} ms ± {} ms, loss {} % on every interface",
             n.delay_ms, n.jitter_ms, n.loss_pct
         ),
-        None => "no netem (no delay, no loss)".into(),
+        Some(Shaping::Queue(n)) => format!(
+            "delay {} ms ± {} ms and loss {} % on every packet crossing the bridge \
+             (NFQUEUE shaper: this kernel has no netem)",
+            n.delay_ms, n.jitter_ms, n.loss_pct
+        ),
+        None => "no delay, no loss".into(),
     }
 }
 
@@ -235,8 +291,8 @@ fn install_signal_sweep() {
     });
 }
 
-/// `xtask cluster-sim-driver …` (run by `cluster-sim` inside the driver's namespace).
-pub fn driver_main(args: &[String]) -> Result<()> {
+/// `bee-sim driver …` (run by `bee-sim run` inside the driver's namespace).
+fn driver_main(args: &[String]) -> Result<()> {
     let mut opts = driver::Opts {
         nodes: 10,
         repeats: 1,
@@ -261,7 +317,7 @@ pub fn driver_main(args: &[String]) -> Result<()> {
             "--dir" => opts.dir = val()?.into(),
             "--out" => out = val()?.into(),
             "--quick" => opts.quick = true,
-            other => bail!("cluster-sim-driver: unknown argument {other:?}"),
+            other => bail!("bee-sim driver: unknown argument {other:?}"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,5 +1,5 @@
-//! The driver of `cargo xtask cluster-sim`, run by it inside the `ctl` namespace
-//! (`xtask cluster-sim-driver …`): starts etcd, the two stock skynet nodes and the bee
+//! The scenarios of `bee-sim` (`cargo xtask cluster-sim`), run by `bee-sim run` inside the `ctl` namespace
+//! (`bee-sim driver …`): starts etcd, the two stock skynet nodes and the bee
 //! nodes in their namespaces, runs the scenarios, and writes `results.md` (the table)
 //! into the run's directory. It exits non-zero when a check failed: a hung call, a lost
 //! or duplicated push, a missing ack — never because something was slow.
@@ -26,8 +26,8 @@ use bee_registry::{ClusterConfig, Registry};
 use bee_runtime::{Node, RuntimeConfig};
 use bee_transport::{Address, Channel, ChannelConfig};
 
-use super::net::{hosts, node_name, Host};
-use super::report::{Report, Row};
+use crate::net::{hosts, node_name, Host};
+use crate::report::{Report, Row};
 
 const ETCD_IP: &str = "10.213.0.2";
 const PREFIX_URL: &str = "/bee/sim";
@@ -378,7 +378,7 @@ impl Sim {
     }
 }
 
-/// `xtask cluster-sim-driver`: see the module doc.
+/// `bee-sim driver`: see the module doc.
 pub async fn run(opts: Opts, report: &mut Report) -> Result<()> {
     let hosts = hosts(opts.nodes);
     let url = format!("etcd://{ETCD_IP}:2379{PREFIX_URL}");
