@@ -527,7 +527,11 @@ impl SkynetContext {
     /// Run the C callback for one message (the service's handler).
     fn deliver(self: &Arc<Self>, cx: &mut Context, msg: Message) {
         if let Some(len) = self.check_overload(cx.queued(), cx.found_empty()) {
-            crate::ffi::kernel_log(self, &format!("May overload, message queue length = {len}"));
+            // The service's own log line, as skynet writes it.
+            let line = format!("May overload, message queue length = {len}");
+            if !self.host.write_skynet_log(self.handle(), &line) {
+                tracing::warn!(target: "skynet", node = %self.host.node_name(), service = %crate::fmt_handle(self.handle()), module = %self.module.name, "{line}");
+            }
         }
         // A Lua service takes `("text", frame)` as skynet's cluster delivers it: a "lua"
         // message whose first value is "text" (its dispatch branches on it).

@@ -717,7 +717,7 @@ pub extern "C" fn skynet_command(
 }
 
 /// A line of the kernel's own (skynet's `skynet_error` from the kernel), from `c`.
-pub(crate) fn kernel_log(c: &SkynetContext, text: &str) {
+fn kernel_log(c: &SkynetContext, text: &str) {
     bee_capi_log(
         std::ptr::from_ref(c).cast_mut(),
         text.as_ptr().cast(),
