@@ -18,14 +18,17 @@ use std::time::{Duration, Instant};
 use bee_testkit::netns::{MariadbSetup, NetNs, PrivateMariadb, PrivateRedis};
 use bee_tests::{bee_bin, skynet_dir, BeeProcess, TempDir};
 
-/// The keys both configs share: the stock tree's services, Lua libraries and tests.
+/// The keys both configs share: the stock tree's services, Lua libraries and tests, then
+/// this project's test services (`tests/lua/`).
 fn shared_keys(skynet: &Path, script: &str) -> String {
     let s = skynet.display();
+    let t = Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+    let t = t.display();
     format!(
         "cpath = \"{s}/cservice/?.so\"\n\
          lua_path = \"{s}/lualib/?.lua;{s}/lualib/?/init.lua\"\n\
          lua_cpath = \"{s}/luaclib/?.so\"\n\
-         luaservice = \"{s}/service/?.lua;{s}/test/?.lua\"\n\
+         luaservice = \"{s}/service/?.lua;{s}/test/?.lua;{t}/?.lua\"\n\
          lualoader = \"{s}/lualib/loader.lua\"\n\
          snax = \"{s}/test/?.lua\"\n\
          start = \"{script}\"\n"
@@ -169,6 +172,11 @@ fn normalise_line(line: &str) -> String {
     out
 }
 
+/// Keep one line of each run of consecutive equal lines that are in `repeats`.
+fn collapse_repeats(lines: &mut Vec<String>, repeats: &[&str]) {
+    lines.dedup_by(|next, prev| next == prev && repeats.contains(&next.as_str()));
+}
+
 /// (skynet log lines grouped by the service that wrote them, print lines), normalised.
 /// The groups are sorted: which service logged first varies on stock skynet too, the
 /// order of one service's lines does not.
@@ -222,6 +230,20 @@ enum Order {
 
 /// Run `script` on both for `secs` seconds and compare log lines and printed lines.
 fn differential(script: &str, secs: u64, logs: Order, prints: Order) {
+    differential_outputs(script, secs, logs, prints, &[]);
+}
+
+/// [`differential`], where a run of one service's consecutive log lines equal (once
+/// normalised) to one of `repeats` counts as one line: for lines whose count depends
+/// on timing on stock skynet too. Returns both raw outputs (stock, bee) for checks of
+/// their own.
+fn differential_outputs(
+    script: &str,
+    secs: u64,
+    logs: Order,
+    prints: Order,
+    repeats: &[&str],
+) -> (String, String) {
     let skynet = skynet_dir();
     let _ = bee_bin(); // built before the clock starts
     let run = Duration::from_secs(secs);
@@ -235,7 +257,8 @@ fn differential(script: &str, secs: u64, logs: Order, prints: Order) {
             bee.join().expect("bee run"),
         )
     });
-    compare(script, &stock, &bee, logs, prints);
+    compare(script, &stock, &bee, logs, prints, repeats);
+    (stock, bee)
 }
 
 /// A client run next to each side (scripts listening on fixed ports): what it returns
@@ -273,7 +296,7 @@ fn differential_in_turn(
         stock_seen, bee_seen,
         "{script}: the client saw different answers from stock skynet and from bee"
     );
-    compare(script, &stock, &bee, logs, prints);
+    compare(script, &stock, &bee, logs, prints, &[]);
 }
 
 /// What a side's namespace is given before the script starts (servers, files, links),
@@ -316,7 +339,7 @@ fn differential_in_netns(script: &str, secs: u64, logs: Order, prints: Order, se
             bee.join().expect("bee run"),
         )
     });
-    compare(script, &stock, &bee, logs, prints);
+    compare(script, &stock, &bee, logs, prints, &[]);
 }
 
 /// A private Redis on 127.0.0.1:6379 of the namespace.
@@ -339,10 +362,14 @@ fn mariadb_3306(ns: &NetNs, dir: &Path) -> Box<dyn std::any::Any> {
     ))
 }
 
-/// Compare the two runs' normalised output.
-fn compare(script: &str, stock: &str, bee: &str, logs: Order, prints: Order) {
+/// Compare the two runs' normalised output (runs of `repeats` collapsed, see
+/// [`differential_outputs`]).
+fn compare(script: &str, stock: &str, bee: &str, logs: Order, prints: Order, repeats: &[&str]) {
     let (mut stock_log, mut stock_print) = normalise(stock);
     let (mut bee_log, mut bee_print) = normalise(bee);
+    for group in stock_log.iter_mut().chain(bee_log.iter_mut()) {
+        collapse_repeats(group, repeats);
+    }
     assert!(
         stock_log
             .iter()
@@ -427,7 +454,7 @@ fn distinct_and_pieces_forgive_counts_cut_offs_and_interleaving_only() {
     // Fewer rounds, none cut short, and two prints interleaved mid-line.
     let bee = "[:00a40e58] LAUNCH snlua x\n[:00a40e59] LAUNCH snlua x slave\n\
                [:00a40e59] addr: 10751577\nc\ta\tb\n\td\n";
-    compare("x", stock, bee, Order::Distinct, Order::Pieces);
+    compare("x", stock, bee, Order::Distinct, Order::Pieces, &[]);
     // A line no service of the other wrote, or a piece missing, still differs.
     let other_line = "[:00a40e58] LAUNCH snlua x\n[:00a40e59] LAUNCH snlua x slave\n\
                       [:00a40e59] addr: 1\n[:00a40e59] KILL self\na\tb\nc\td\n";
@@ -435,7 +462,7 @@ fn distinct_and_pieces_forgive_counts_cut_offs_and_interleaving_only() {
                          [:00a40e59] addr: 1\na\tb\nc\n";
     for bee in [other_line, missing_piece] {
         let r =
-            std::panic::catch_unwind(|| compare("x", stock, bee, Order::Distinct, Order::Pieces));
+            std::panic::catch_unwind(|| compare("x", stock, bee, Order::Distinct, Order::Pieces, &[]));
         assert!(r.is_err(), "{bee:?} passed");
     }
 }
@@ -562,6 +589,125 @@ fn testdatasheet() {
 #[test]
 fn testdeadloop() {
     differential("testdeadloop", 5, Order::Same, Order::Same);
+}
+
+/// The normalised `May overload` warning.
+const MAY_OVERLOAD: &str = "May overload, message queue length = N";
+/// The normalised endless-loop report.
+const ENDLESS_REPORT: &str =
+    "A message from [ :ADDR ] to [ :ADDR ] maybe in an endless loop (version = N)";
+
+/// The text of every skynet log line of `out` (after `[:xxxxxxxx] `) that starts with one
+/// of `starts`, in order.
+fn log_texts<'a>(out: &'a str, starts: &[&str]) -> Vec<&'a str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("[:").and_then(|r| r.split_once("] ")))
+        .map(|(_, text)| text)
+        .filter(|text| starts.iter().any(|s| text.starts_with(s)))
+        .collect()
+}
+
+/// Twenty bursts of 512 × step sends to one service, then a sum to 10^9 in it (about 10 s
+/// of CPU). How many `May overload` warnings a burst gets, and at which lengths, depends
+/// on how far the receiver falls behind while the sender runs and whether it caught up
+/// between bursts (two runs of stock skynet here warned 17 and 18 times at other
+/// lengths; bee's debug build, whose receiver never caught up, 5 times, at 1280 … 16996),
+/// so a run of warnings counts as one line; `overload_warnings_at_skynets_queue_lengths`
+/// checks the lengths. The sum is
+/// reported as a possible endless loop once or twice, by where it falls between the
+/// monitor's looks 5 s apart: a run of reports counts as one too.
+#[test]
+fn testoverload() {
+    let (stock, bee) = differential_outputs(
+        "testoverload",
+        35,
+        Order::Same,
+        Order::Same,
+        &[MAY_OVERLOAD, ENDLESS_REPORT],
+    );
+    for (who, out) in [("stock skynet", &stock), ("bee", &bee)] {
+        assert!(
+            out.contains("] for loop end"),
+            "{who} did not finish the sum in the time given: the machine is too slow for this test\n{out}"
+        );
+        assert!(
+            out.contains("] May overload, message queue length = "),
+            "{who} did not warn:\n{out}"
+        );
+    }
+}
+
+/// A start callback looping to 10^9 that prints `STAT endless` and `STAT time` every
+/// 10^8 iterations (about 10 s of CPU). Normalised as everywhere, numbers become
+/// placeholders: which iteration first sees the endless flag (the kernel sets it 5 to
+/// 10 s into the loop) and the CPU seconds depend on timing. A run of the kernel's
+/// endless-loop reports counts as one (one or two, by where the loop falls between the
+/// monitor's looks). Still compared: ten `Endless`/`Cost time` pairs, each time a
+/// float (`N.N`; an integer would be `N`), the report. bee's times must grow.
+#[test]
+fn testendless() {
+    let (_, bee) = differential_outputs(
+        "testendless",
+        35,
+        Order::Same,
+        Order::Same,
+        &[ENDLESS_REPORT],
+    );
+    let times: Vec<f64> = bee
+        .lines()
+        .filter_map(|l| l.strip_prefix("Cost time = \t"))
+        .map(|t| t.trim().parse().expect("STAT time is a number"))
+        .collect();
+    assert_eq!(times.len(), 10, "ten times printed:\n{bee}");
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "STAT time grows within the callback: {times:?}"
+    );
+}
+
+/// `tests/lua/overloadburst.lua`: bursts queued behind a busy service, so the lengths of
+/// the warnings are fixed: 3000 (past 1024 and 2048, one warning), 1200 after the queue
+/// was found empty (the threshold back at 1024), none for 600 (below it). Both must
+/// print exactly these.
+#[test]
+fn overload_warnings_at_skynets_queue_lengths() {
+    let (stock, bee) = differential_outputs("overloadburst", 6, Order::Same, Order::Same, &[]);
+    for (who, out) in [("stock skynet", &stock), ("bee", &bee)] {
+        assert_eq!(
+            log_texts(out, &["May overload", "drained", "hold", "bursts"]),
+            [
+                "May overload, message queue length = 3000",
+                "drained 3000",
+                "May overload, message queue length = 1200",
+                "drained 1200",
+                "drained 600",
+                "bursts done",
+            ],
+            "{who}:\n{out}"
+        );
+    }
+}
+
+/// `tests/lua/cputime.lua`: `STAT time` grows within a callback and starts again in the
+/// next, `STAT cpu` holds the callbacks' time, both floats (skynet measures them with
+/// the thread's CPU clock when `profile` is on, its default).
+#[test]
+fn stat_time_and_cpu() {
+    let (stock, bee) = differential_outputs("cputime", 5, Order::Same, Order::Same, &[]);
+    for (who, out) in [("stock skynet", &stock), ("bee", &bee)] {
+        for line in [
+            "time\tfloat\tfloat",
+            "time grows within a callback\ttrue",
+            "cpu\tfloat",
+            "cpu holds the earlier callback\ttrue",
+            "time starts again in the next callback\ttrue",
+        ] {
+            assert!(
+                out.lines().any(|l| l == line),
+                "{who} did not print {line:?}:\n{out}"
+            );
+        }
+    }
 }
 
 /// A client of testsocket's echo server on 127.0.0.1:8001: the greeting, one echo.

@@ -153,6 +153,35 @@ async fn lua_services_call_lua_and_rust_and_errors_reach_the_caller() {
     }
 }
 
+/// A Lua service configured after skynet's bootstrap uses the service manager in its
+/// start function at once: the node starts it only when the bootstrap's `.service` is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_services_after_the_bootstrap_find_its_service_manager() {
+    let skynet = skynet_dir();
+    let layout = Layout::new(&["luaatload"]);
+    let log = layout.dir.path().join("skynet.log");
+    let body = format!(
+        "{}\n[[service]]\nkind = \"snlua\"\nliblua = \"{}/liblua.so\"\nargs = \"atload\"\n",
+        lua_node_body(&skynet, "callrust", &log),
+        skynet.display()
+    );
+    let _node = tokio::task::block_in_place(|| layout.start("luaatload", &body));
+    let text =
+        tokio::task::block_in_place(|| wait_for_log(&log, "uniqueservice from a config service:"));
+    assert!(
+        text.contains("] uniqueservice from a config service: true"),
+        "skynet.uniqueservice from a service configured after the bootstrap:\n{text}"
+    );
+    let at = |what: &str| {
+        text.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in the log:\n{text}"))
+    };
+    assert!(
+        at("LAUNCH snlua service_mgr") < at("LAUNCH snlua atload"),
+        "the config service starts after the service manager:\n{text}"
+    );
+}
+
 /// A Lua service busy in one message for more than 5 s is reported as skynet reports it
 /// (`maybe in an endless loop`, with the busy service's address), and its
 /// `skynet.endless()` is true once, then false (read and cleared).

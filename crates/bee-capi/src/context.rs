@@ -6,7 +6,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::sync::{Arc, Mutex};
 
 use bee_codec::kkt::{KktHeader, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
@@ -37,6 +39,19 @@ pub(crate) type CallbackFn = unsafe extern "C" fn(
     *const c_void,
     usize,
 ) -> c_int;
+
+/// The queue length past which skynet first warns `May overload` (then at twice the
+/// length that warned, and so on, until the queue is found empty again).
+const OVERLOAD_FIRST: usize = 1024;
+
+/// Messages a C or Lua service's mailbox holds (a Rust service's: the node's
+/// `RuntimeConfig::mailbox`, 4096). skynet's queues are unbounded and its programs count
+/// on long ones: its overload test sends 107,520 messages to one service in twenty
+/// bursts (10,240 in the last), which all fit here even if the receiver handled none of
+/// them meanwhile. A send past the bound fails (`skynet_send` returns -1, logged). Each
+/// waiting message holds its payload and about 64 bytes (16 MiB for a full mailbox of
+/// empty messages); room is taken only as messages arrive.
+pub(crate) const MODULE_MAILBOX: usize = 262_144;
 
 /// Rust calls waiting on a C service at once, at most. Beyond that a new call is refused
 /// with an error (a module that never answers must not grow memory without bound).
@@ -182,6 +197,32 @@ pub struct SkynetContext {
     messages: AtomicU64,
     /// What the endless-loop monitor reads.
     pub(crate) probe: crate::monitor::Probe,
+    /// The next queue length that warns `May overload` (skynet's rule, see
+    /// [`SkynetContext::check_overload`]). Touched only by the service's own task.
+    overload_threshold: AtomicUsize,
+    /// Whether callbacks are timed (skynet's `profile` config key: on when absent).
+    profile: bool,
+    /// CPU time of this thread spent in callbacks so far, µs (`STAT cpu`).
+    cpu_cost_us: AtomicU64,
+    /// This thread's CPU clock when the current callback started, µs (`STAT time`).
+    cpu_start_us: AtomicU64,
+}
+
+/// The calling thread's CPU time in microseconds (`CLOCK_THREAD_CPUTIME_ID`), 0 if the
+/// clock cannot be read.
+pub(crate) fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000)
 }
 
 /// What runs on this thread: the service whose code runs (C API calls without a context
@@ -272,6 +313,8 @@ impl Drop for MallocBlock {
 
 impl SkynetContext {
     fn new(host: Arc<Host>, module: Arc<Module>) -> SkynetContext {
+        // As skynet reads `profile`: on when absent, else on only for "true".
+        let profile = host.env("profile").is_none_or(|v| v == "true");
         SkynetContext {
             host,
             module,
@@ -285,6 +328,10 @@ impl SkynetContext {
             released: AtomicBool::new(false),
             messages: AtomicU64::new(0),
             probe: crate::monitor::Probe::default(),
+            overload_threshold: AtomicUsize::new(OVERLOAD_FIRST),
+            profile,
+            cpu_cost_us: AtomicU64::new(0),
+            cpu_start_us: AtomicU64::new(0),
         }
     }
 
@@ -344,6 +391,32 @@ impl SkynetContext {
     /// Messages dispatched so far (the one being handled included).
     pub(crate) fn messages(&self) -> u64 {
         self.messages.load(Ordering::Relaxed)
+    }
+
+    /// `STAT cpu`: seconds of CPU time spent in callbacks, as skynet prints it (`%lf`).
+    pub(crate) fn stat_cpu(&self) -> String {
+        let us = self.cpu_cost_us.load(Ordering::Relaxed);
+        format!("{:.6}", us as f64 / 1e6)
+    }
+
+    /// `STAT time`: seconds of CPU time the current callback has used so far, asked from
+    /// inside it (as skynet: the calling thread's clock minus the callback's start); `0`
+    /// when profiling is off.
+    pub(crate) fn stat_time(&self) -> String {
+        if !self.profile {
+            return "0".to_string();
+        }
+        let us = thread_cpu_us().saturating_sub(self.cpu_start_us.load(Ordering::Relaxed));
+        format!("{:.6}", us as f64 / 1e6)
+    }
+
+    /// skynet's overload rule for the message just taken out of the mailbox (see
+    /// [`overload_step`]); the length to report, if any.
+    fn check_overload(&self, queued: usize, found_empty: bool) -> Option<usize> {
+        let mut threshold = self.overload_threshold.load(Ordering::Relaxed);
+        let report = overload_step(&mut threshold, queued, found_empty);
+        self.overload_threshold.store(threshold, Ordering::Relaxed);
+        report
     }
 
     /// `NAME_signal(inst, n)`, on the calling thread (as skynet's SIGNAL command, which
@@ -453,6 +526,13 @@ impl SkynetContext {
 
     /// Run the C callback for one message (the service's handler).
     fn deliver(self: &Arc<Self>, cx: &mut Context, msg: Message) {
+        if let Some(len) = self.check_overload(cx.queued(), cx.found_empty()) {
+            // The service's own log line, as skynet writes it.
+            let line = format!("May overload, message queue length = {len}");
+            if !self.host.write_skynet_log(self.handle(), &line) {
+                tracing::warn!(target: "skynet", node = %self.host.node_name(), service = %crate::fmt_handle(self.handle()), module = %self.module.name, "{line}");
+            }
+        }
         // A Lua service takes `("text", frame)` as skynet's cluster delivers it: a "lua"
         // message whose first value is "text" (its dispatch branches on it).
         let (ty, payload, pack) = if self.is_lua() {
@@ -520,6 +600,9 @@ impl SkynetContext {
             (p, payload.len())
         };
         self.probe.enter(msg.source);
+        if self.profile {
+            self.cpu_start_us.store(thread_cpu_us(), Ordering::Relaxed);
+        }
         let keep = {
             let _current = CurrentGuard::enter(self);
             // SAFETY: `cb` and `ud` were installed by this module with skynet_callback;
@@ -538,6 +621,10 @@ impl SkynetContext {
                 )
             }
         };
+        if self.profile {
+            let took = thread_cpu_us().saturating_sub(self.cpu_start_us.load(Ordering::Relaxed));
+            self.cpu_cost_us.fetch_add(took, Ordering::Relaxed);
+        }
         self.probe.leave();
         if keep == 0 {
             // SAFETY: `data` is ours again (the callback returned 0); freed once.
@@ -568,6 +655,22 @@ impl SkynetContext {
         }
         tracing::info!(service = %crate::fmt_handle(self.handle()), module = %self.module.name, "C service released");
     }
+}
+
+/// skynet's overload rule, applied when a message is taken out of a mailbox with `queued`
+/// messages left behind it: a mailbox found empty since the previous message starts
+/// again at 1024; a queue longer than `threshold` doubles it (until it is not) and is
+/// reported once, with its length.
+fn overload_step(threshold: &mut usize, queued: usize, found_empty: bool) -> Option<usize> {
+    if found_empty {
+        *threshold = OVERLOAD_FIRST;
+    }
+    let mut report = None;
+    while queued > *threshold {
+        report = Some(queued);
+        *threshold = threshold.saturating_mul(2);
+    }
+    report
 }
 
 /// What the C callback sees of a bee message: `("text", bytes)` → TEXT bytes,
@@ -647,12 +750,13 @@ pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError>
     let ctx = Arc::new(SkynetContext::new(host.clone(), module.clone()));
     let (ready_tx, ready_rx) = oneshot::channel();
     let _rt = host.runtime.enter();
-    let addr = node.spawn_boxed(
+    let addr = node.spawn_boxed_with_mailbox(
         &module.name,
         Box::new(CService {
             ctx: ctx.clone(),
             ready: Some(ready_rx),
         }),
+        MODULE_MAILBOX,
     );
     ctx.handle.store(addr, Ordering::Release);
     host.add_context(addr, &ctx);
@@ -708,6 +812,46 @@ mod tests {
         );
         assert_eq!(module_name(Path::new("lib.so")).as_deref(), Some("lib"));
         assert_eq!(module_name(Path::new(".so")), None);
+    }
+
+    #[test]
+    fn overload_is_reported_past_1024_then_at_each_doubling_until_idle() {
+        let mut t = OVERLOAD_FIRST;
+        let lengths = [
+            (1024, false),
+            (1025, false),
+            (1500, false),
+            (2047, false),
+            (2049, false),
+            (5000, false),
+            (9000, false),
+            (100, false),
+            (3000, false),
+            (0, true),
+            (3000, false),
+        ];
+        let got: Vec<_> = lengths
+            .iter()
+            .map(|&(q, empty)| overload_step(&mut t, q, empty))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                None,
+                Some(1025),
+                None,
+                None,
+                Some(2049),
+                Some(5000),
+                Some(9000),
+                None,
+                None,
+                None,
+                Some(3000)
+            ]
+        );
+        // Found empty: back to 1024; 3000 passed it and 2048 at once (one report).
+        assert_eq!(t, 4096);
     }
 
     #[test]

@@ -674,16 +674,11 @@ pub extern "C" fn skynet_command(
         }
         "STAT" => {
             let v = match parm {
-                "mqlen" => node
-                    .services()
-                    .iter()
-                    .find(|s| s.addr == me)
-                    .map_or(0, |s| s.queued)
-                    .to_string(),
+                "mqlen" => node.queued(me).unwrap_or(0).to_string(),
                 "message" => c.messages().to_string(),
                 "endless" => if c.probe.take_endless() { "1" } else { "0" }.to_string(),
-                "cpu" => "0.000000".to_string(),
-                "time" => "0".to_string(),
+                "cpu" => c.stat_cpu(),
+                "time" => c.stat_time(),
                 _ => String::new(),
             };
             c.command_result(v)

@@ -79,14 +79,6 @@ local function on_frame(how, bytes)
 end
 
 skynet.start(function()
-	-- Started from the node config next to skynet's bootstrap: skynet.cluster needs
-	-- the bootstrap's service manager (.service) up first.
-	for _ = 1, 500 do
-		if skynet.localname ".service" then
-			break
-		end
-		skynet.sleep(1)
-	end
 	cluster = require "skynet.cluster"
 	protobuf.register_file(assert(skynet.getenv "pb_file", "no pb_file in the env"))
 	skynet.dispatch("lua", function(session, _, sub_type, ...)

@@ -280,7 +280,7 @@ async fn run_single(app: &App, cfg: config::NodeConfig) -> Result<()> {
         Registry::new(bee_registry::ClusterConfig::default()),
         settings,
     );
-    app.kinds.start_all(&node, &cluster, &cfg)?;
+    app.kinds.start_all(&node, &cluster, &cfg).await?;
     let from = cfg.skynet_config.as_deref().unwrap_or(&cfg.dir);
     tracing::info!(node = %cfg.name, config = %from.display(), services = node.services().len(), "node ready (skynet config, single node)");
     // A line for scripts and tests waiting for the node to come up.
@@ -348,7 +348,7 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     } else {
         Some(handover::Server::listen(&control)?)
     };
-    app.kinds.start_all(&node, &cluster, &cfg)?;
+    app.kinds.start_all(&node, &cluster, &cfg).await?;
     let local = if takeover {
         take_over(&node, &cluster, &control, &cfg).await?
     } else {

@@ -21,6 +21,9 @@ use bee_runtime::service::{fmt_addr, ptype};
 use bee_runtime::{Addr, CallError, Context, HandleResult, Message, Node, Service, ServiceError};
 use bytes::Bytes;
 
+/// How long `cluster.open` of the node's own name waits for the node's listener.
+const LISTENER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What every `clusterd` of the node shares: the cluster and one sender per node.
 struct Shared {
     cluster: Cluster,
@@ -134,10 +137,20 @@ impl LuaClusterd {
                                 "cluster.open {addr:?}: this bee node is {me:?} and listens as its own name only (its [cluster] listener); open {me:?}, or run a node named {addr:?}"
                             )));
                         }
-                        let Some(at) = cluster.listening().into_iter().next() else {
-                            return Err(ServiceError::msg(format!(
-                                "cluster.open {addr:?}: the node has no cluster listener"
-                            )));
+                        // The node opens its listener once its configured services are
+                        // started (after a takeover, once the predecessor handed it over),
+                        // and a start script may get here first: wait for it, bounded.
+                        let deadline = tokio::time::Instant::now() + LISTENER_WAIT;
+                        let at = loop {
+                            if let Some(at) = cluster.listening().into_iter().next() {
+                                break at;
+                            }
+                            if tokio::time::Instant::now() >= deadline {
+                                return Err(ServiceError::msg(format!(
+                                    "cluster.open {addr:?}: the node has no cluster listener ({LISTENER_WAIT:?} after the call)"
+                                )));
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                         };
                         Ok(Some(pack(&[
                             Value::from(at.ip().to_string().as_str()),

@@ -27,9 +27,16 @@
 //! print it: what a module reads with `sscanf("%u")`), and `{hex:NAME}` the same
 //! handle as `:%08x`. A name no earlier entry registered is a config error naming the
 //! entry and the name ([`expand_args`]).
+//!
+//! A `snlua` entry running skynet's own bootstrap (`args = "bootstrap"`, the default)
+//! counts as started once the bootstrap has its service manager up (the local name
+//! `.service`, at most 30 s): the entries below it then find what skynet's Lua needs
+//! (`skynet.uniqueservice`, `skynet.cluster`), as services the start script launches do.
+//! The start script itself runs on meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use bee_cluster::native::{CServiceProxy, NativeMaster, CSERVICE_PROXY};
@@ -161,8 +168,10 @@ impl Kinds {
     }
 
     /// Start every service of the config, in file order; `{handle:NAME}` and
-    /// `{hex:NAME}` in an entry's `args` are replaced first ([`expand_args`]).
-    pub fn start_all(&self, node: &Node, cluster: &Cluster, cfg: &NodeConfig) -> Result<()> {
+    /// `{hex:NAME}` in an entry's `args` are replaced first ([`expand_args`]). After
+    /// skynet's bootstrap, the next entry waits for its service manager
+    /// ([`wait_for_service_mgr`]).
+    pub async fn start_all(&self, node: &Node, cluster: &Cluster, cfg: &NodeConfig) -> Result<()> {
         for (i, entry) in cfg.services.iter().enumerate() {
             let expanded = expand_entry(node, i, entry)?;
             let entry = expanded.as_ref().unwrap_or(entry);
@@ -185,8 +194,57 @@ impl Kinds {
                 node.set_name(name, addr);
             }
             tracing::info!(node = %node.name(), kind = %entry.kind, name = ?entry.name, addr = %addr.map(bee_runtime::service::fmt_addr).unwrap_or_else(|| "(self-named)".into()), "service started");
+            if let Some(addr) = addr.filter(|_| runs_skynet_bootstrap(entry)) {
+                wait_for_service_mgr(node, addr, BOOTSTRAP_WAIT).await?;
+            }
         }
         Ok(())
+    }
+}
+
+/// How long a node waits for skynet's bootstrap to bring up its service manager.
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
+
+/// The local name skynet's service manager (`service_mgr`) registers.
+const SERVICE_MGR: &str = ".service";
+
+/// Whether `entry` starts skynet's own bootstrap (`snlua` with `args = "bootstrap"`, the
+/// default), which starts the launcher, the service manager and the `start` script.
+fn runs_skynet_bootstrap(entry: &ServiceSpec) -> bool {
+    entry.kind == "snlua"
+        && entry
+            .options
+            .get("args")
+            .map_or(Some("bootstrap"), toml::Value::as_str)
+            .is_some_and(|a| a.trim() == "bootstrap")
+}
+
+/// Wait until skynet's service manager is up (the local name `.service` is set) after
+/// the bootstrap at `bootstrap` started: the services configured after it may then use
+/// `skynet.uniqueservice` (and so `skynet.cluster`) at once. An error if the bootstrap
+/// stops first or `within` passes.
+async fn wait_for_service_mgr(node: &Node, bootstrap: Addr, within: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut names = node.watch_names();
+    loop {
+        names.borrow_and_update();
+        if node.resolve(SERVICE_MGR).is_ok() {
+            return Ok(());
+        }
+        if !node.is_alive(bootstrap) {
+            anyhow::bail!(
+                "skynet's bootstrap ({}) stopped before its service manager registered {SERVICE_MGR}: see skynet's log lines for why",
+                bee_runtime::service::fmt_addr(bootstrap)
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "skynet's bootstrap ({}) did not bring up its service manager ({SERVICE_MGR}) within {within:?}",
+                bee_runtime::service::fmt_addr(bootstrap)
+            );
+        }
+        // A name change wakes this at once; the bootstrap's end is noticed within 20 ms.
+        let _ = tokio::time::timeout(Duration::from_millis(20), names.changed()).await;
     }
 }
 
@@ -434,6 +492,62 @@ mod tests {
             "logger" => Some(7),
             _ => None,
         }
+    }
+
+    fn spec(kind: &str, args: Option<&str>) -> ServiceSpec {
+        let mut options = toml::Table::new();
+        if let Some(a) = args {
+            options.insert("args".into(), a.into());
+        }
+        ServiceSpec {
+            kind: kind.into(),
+            name: None,
+            options,
+        }
+    }
+
+    #[test]
+    fn only_skynets_own_bootstrap_is_waited_for() {
+        assert!(runs_skynet_bootstrap(&spec("snlua", None)));
+        assert!(runs_skynet_bootstrap(&spec("snlua", Some("bootstrap"))));
+        assert!(!runs_skynet_bootstrap(&spec("snlua", Some("lobby"))));
+        assert!(!runs_skynet_bootstrap(&spec("cservice", None)));
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_the_service_manager_ends_with_it_or_says_why() {
+        let node = Node::new("t", bee_runtime::RuntimeConfig::default());
+        let boot = node.spawn("bootstrap", bee_runtime::builtin::Echo);
+        let mgr = node.spawn("service_mgr", bee_runtime::builtin::Echo);
+        let waiting = {
+            let node = node.clone();
+            tokio::spawn(
+                async move { wait_for_service_mgr(&node, boot, Duration::from_secs(10)).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "waits while .service is not set");
+        node.set_name(".service", mgr);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ends when .service is set")
+            .unwrap()
+            .unwrap();
+        // A bootstrap that stopped, and one that never gets there.
+        let other = Node::new("u", bee_runtime::RuntimeConfig::default());
+        let gone = other.spawn("bootstrap", bee_runtime::builtin::Echo);
+        other.kill(gone);
+        let e = wait_for_service_mgr(&other, gone, Duration::from_secs(10))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stopped before"), "{e}");
+        let stuck = other.spawn("bootstrap", bee_runtime::builtin::Echo);
+        let e = wait_for_service_mgr(&other, stuck, Duration::from_millis(100))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did not bring up"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! `logger` (skynet's log lines to that file, else stdout). What is refused, with a line
 //! saying why: `harbor` other than 0 (skynet's master/slave mode; bee connects nodes
 //! with skynet's cluster protocol), a `bootstrap` that is not `snlua …`, a `logservice`
-//! other than skynet's `logger`. `daemon` and `profile` are ignored with a warning.
+//! other than skynet's `logger`. `daemon` is ignored with a warning; `profile` stays in the
+//! env, where the C host reads it as skynet does (callbacks timed unless `false`).
 //!
 //! The node is skynet's single-node mode: its name is the config file's stem, and it
 //! opens no cluster listener (a node serving the cluster is a bee node config with a
@@ -123,10 +124,8 @@ pub fn node_config(path: &Path, text: &str) -> Result<NodeConfig> {
             path.display()
         );
     }
-    for key in ["daemon", "profile"] {
-        if let Some(v) = get(key) {
-            tracing::warn!(config = %path.display(), key, value = v, "skynet config key ignored by bee ({})", if key == "daemon" { "run bee under a supervisor instead" } else { "no per-service CPU accounting" });
-        }
+    if let Some(v) = get("daemon") {
+        tracing::warn!(config = %path.display(), key = "daemon", value = v, "skynet config key ignored by bee (run bee under a supervisor instead)");
     }
     let threads = match get("thread") {
         Some(t) => Some(

@@ -231,6 +231,10 @@ pub struct Context {
     reply: Option<ReplySender>,
     source: Addr,
     exit: bool,
+    /// Messages left in the mailbox when the current one was taken out.
+    queued: usize,
+    /// The mailbox was found empty before the current message (the service was idle).
+    found_empty: bool,
 }
 
 impl Context {
@@ -249,6 +253,18 @@ impl Context {
     /// `source`.
     pub fn source(&self) -> Addr {
         self.source
+    }
+
+    /// Messages still waiting in this service's mailbox when the message being handled
+    /// was taken out of it (skynet's queue length right after a pop).
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether the service found its mailbox empty (had nothing to do) after its previous
+    /// message and before this one. True for the first message.
+    pub fn found_empty(&self) -> bool {
+        self.found_empty
     }
 
     /// This service's label (its kind, e.g. `echo`).
@@ -487,8 +503,20 @@ impl Node {
 
     /// Start a boxed service; returns its new address.
     pub fn spawn_boxed(&self, label: &str, service: BoxService) -> Addr {
+        self.spawn_boxed_with_mailbox(label, service, self.inner.config.mailbox)
+    }
+
+    /// Start a boxed service whose mailbox holds `mailbox` messages (at least 1) instead
+    /// of the node's [`RuntimeConfig::mailbox`]; returns its new address. Room is taken
+    /// as messages arrive, so a large bound costs nothing while the mailbox is short.
+    pub fn spawn_boxed_with_mailbox(
+        &self,
+        label: &str,
+        service: BoxService,
+        mailbox: usize,
+    ) -> Addr {
         self.inner.spawned.store(true, Ordering::Release);
-        let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
+        let (tx, rx) = mpsc::channel(mailbox.max(1));
         let label: Arc<str> = Arc::from(label);
         let stats = Arc::new(Stats::default());
         let mut entry = Some(Entry {
@@ -527,6 +555,8 @@ impl Node {
             reply: None,
             source: 0,
             exit: false,
+            queued: 0,
+            found_empty: true,
         };
         tokio::spawn(run_service(ctx, service, rx, stats));
         addr
@@ -626,6 +656,14 @@ impl Node {
     /// Whether a service lives at `addr`.
     pub fn is_alive(&self, addr: Addr) -> bool {
         self.inner.services.contains_key(&addr)
+    }
+
+    /// Messages waiting in the mailbox of the service at `addr` (`None`: no such service).
+    pub fn queued(&self, addr: Addr) -> Option<usize> {
+        self.inner
+            .services
+            .get(&addr)
+            .map(|e| e.tx.max_capacity() - e.tx.capacity())
     }
 
     /// The label and address of a service, for messages (`echo:00000004`).
@@ -1052,7 +1090,17 @@ async fn run_service(
     let addr = ctx.addr;
     let name = service_name(&ctx.label, addr);
     let mut failures = WarnThrottle::default();
-    while let Some(Envelope { msg, reply }) = rx.recv().await {
+    let mut first = true;
+    loop {
+        // Whether the mailbox is empty now, before waiting: what skynet's dispatcher sees
+        // when a pop finds nothing (read by services that keep skynet's overload rule).
+        // A new service counts as having found it empty.
+        let found_empty = std::mem::take(&mut first) || rx.is_empty();
+        let Some(Envelope { msg, reply }) = rx.recv().await else {
+            break;
+        };
+        ctx.found_empty = found_empty;
+        ctx.queued = rx.len();
         if !node.is_alive(addr) {
             // Killed while this message waited: answer it below with the others.
             if let Some(tx) = reply {
@@ -1293,6 +1341,81 @@ mod tests {
         node.call(addr, Bytes::from_static(b"4")).await.unwrap();
         let got: Vec<Bytes> = seen.lock().unwrap().clone();
         assert_eq!(got, ["1", "2", "3", "4"].map(|s| Bytes::from(s.as_bytes())));
+    }
+
+    /// Records (queued, found_empty) for every message; the first waits at the gate.
+    struct QueueWatch {
+        gate: Option<tokio::sync::oneshot::Receiver<()>>,
+        seen: Arc<Mutex<Vec<(usize, bool)>>>,
+    }
+
+    impl Service for QueueWatch {
+        async fn handle(&mut self, ctx: &mut Context, _msg: Message) -> HandleResult {
+            if let Some(gate) = self.gate.take() {
+                let _ = gate.await;
+            }
+            self.seen
+                .lock()
+                .unwrap()
+                .push((ctx.queued(), ctx.found_empty()));
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_sees_its_queue_length_and_whether_it_was_idle() {
+        // The node's mailbox holds 2; this service's holds 10.
+        let node = Node::new(
+            "t",
+            RuntimeConfig {
+                mailbox: 2,
+                ..RuntimeConfig::default()
+            },
+        );
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let addr = node.spawn_boxed_with_mailbox(
+            "watch",
+            Box::new(QueueWatch {
+                gate: Some(gate),
+                seen: seen.clone(),
+            }),
+            10,
+        );
+        node.send(addr, Bytes::from_static(b"0")).await.unwrap();
+        // The first message is taken (the service waits at the gate); five queue behind.
+        wait_until(|| node.queued(addr) == Some(0)).await;
+        for _ in 0..5 {
+            node.post(addr, Message::new(0, Bytes::new())).unwrap();
+        }
+        assert_eq!(node.queued(addr), Some(5));
+        open.send(()).unwrap();
+        wait_until(|| seen.lock().unwrap().len() == 6).await;
+        // Idle again: the next message finds the mailbox was empty.
+        node.call(addr, Bytes::new()).await.unwrap();
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            [
+                (0, true),
+                (4, false),
+                (3, false),
+                (2, false),
+                (1, false),
+                (0, false),
+                (0, true),
+            ]
+        );
+        assert_eq!(node.queued(0xdead), None);
+    }
+
+    /// Poll `f` every 5 ms, for at most 5 s.
+    async fn wait_until(f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "condition not met within 5 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]
