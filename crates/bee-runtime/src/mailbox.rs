@@ -332,7 +332,8 @@ mod tests {
             }
         }
         assert_eq!(got, (1..=101).collect::<Vec<_>>());
-        assert!(q.is_empty() && q.len() == 0);
+        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
         assert_eq!(q.pop_front(), None);
     }
 }
