@@ -11,6 +11,7 @@
 //! the block is freed here.
 
 use std::ffi::c_void;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bee_codec::seri::{self, Value};
@@ -39,12 +40,23 @@ impl Host {
     /// Messages from Lua services to `addr` carry `(pointer, size)` blocks as strings
     /// (see the module documentation). Forgotten when the address is [`Host::forget`]ed.
     pub fn take_lua_buffers(&self, addr: Addr) {
-        lock(&self.buffer_takers).insert(addr);
+        let mut set = self
+            .buffer_takers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        set.insert(addr);
+        self.any_buffer_takers.store(true, Ordering::Release);
     }
 
     /// Stop treating `addr` as a taker of blocks (its service ended).
     pub fn forget(&self, addr: Addr) {
-        lock(&self.buffer_takers).remove(&addr);
+        let mut set = self
+            .buffer_takers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        set.remove(&addr);
+        self.any_buffer_takers
+            .store(!set.is_empty(), Ordering::Release);
     }
 
     /// Write one line to skynet's log as service `source` (skynet's logger format, where
@@ -54,8 +66,13 @@ impl Host {
     }
 
     pub(crate) fn takes_buffers(&self, addr: Addr) -> bool {
-        let set = lock(&self.buffer_takers);
-        !set.is_empty() && set.contains(&addr)
+        // Asked on every message a Lua service sends; most nodes have no taker at all.
+        self.any_buffer_takers.load(Ordering::Acquire)
+            && self
+                .buffer_takers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&addr)
     }
 }
 

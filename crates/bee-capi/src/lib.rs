@@ -61,7 +61,7 @@ use std::ffi::CString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bee_runtime::{Addr, Node};
@@ -160,7 +160,8 @@ pub struct Host {
     module_dirs: Mutex<Vec<PathBuf>>,
     /// Every module instance of the node by handle (SIGNAL, and telling C/Lua services
     /// from Rust ones).
-    contexts: Mutex<HashMap<Addr, Weak<SkynetContext>>>,
+    /// Read on every message a Lua service sends; written only when one starts or stops.
+    contexts: RwLock<HashMap<Addr, Weak<SkynetContext>>>,
     /// The exit monitor (skynet's `MONITOR` command), 0 for none.
     monitor: AtomicU32,
     /// skynet's C harbor service (`skynet_harbor_start`), 0 for none: global names.
@@ -173,7 +174,9 @@ pub struct Host {
     /// Lua service names the program serves itself (`crate::bridge`).
     replaced: Mutex<HashMap<String, LuaServiceFactory>>,
     /// Addresses that take `(pointer, size)` blocks from Lua as strings (`crate::bridge`).
-    buffer_takers: Mutex<std::collections::HashSet<Addr>>,
+    buffer_takers: RwLock<std::collections::HashSet<Addr>>,
+    /// Whether `buffer_takers` has any address.
+    any_buffer_takers: std::sync::atomic::AtomicBool,
 }
 
 /// The destination of skynet-format log lines.
@@ -211,14 +214,15 @@ impl Host {
                 env: Mutex::new(env),
                 replaced_env: Mutex::new(Vec::new()),
                 module_dirs: Mutex::new(Vec::new()),
-                contexts: Mutex::new(HashMap::new()),
+                contexts: RwLock::new(HashMap::new()),
                 monitor: AtomicU32::new(0),
                 harbor: AtomicU32::new(0),
                 skynet_log: Mutex::new(None),
                 timers: timer::Timers::default(),
                 monitor_started: std::sync::atomic::AtomicBool::new(false),
                 replaced: Mutex::new(HashMap::new()),
-                buffer_takers: Mutex::new(std::collections::HashSet::new()),
+                buffer_takers: RwLock::new(std::collections::HashSet::new()),
+                any_buffer_takers: std::sync::atomic::AtomicBool::new(false),
             })
         });
         let mut hosts = lock(&HOSTS);
@@ -313,7 +317,7 @@ impl Host {
 
     pub(crate) fn add_context(self: &Arc<Self>, addr: Addr, ctx: &Arc<SkynetContext>) {
         {
-            let mut map = lock(&self.contexts);
+            let mut map = self.contexts.write().unwrap_or_else(|e| e.into_inner());
             map.retain(|_, w| w.strong_count() > 0);
             map.insert(addr, Arc::downgrade(ctx));
         }
@@ -321,7 +325,10 @@ impl Host {
     }
 
     pub(crate) fn remove_context(&self, addr: Addr) {
-        lock(&self.contexts).remove(&addr);
+        self.contexts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr);
     }
 
     /// The live module instance at `addr`, if that address is one.
@@ -332,7 +339,11 @@ impl Host {
     }
 
     pub(crate) fn context(&self, addr: Addr) -> Option<Arc<SkynetContext>> {
-        lock(&self.contexts).get(&addr).and_then(Weak::upgrade)
+        self.contexts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+            .and_then(Weak::upgrade)
     }
 
     pub(crate) fn monitor(&self) -> Addr {

@@ -7,8 +7,9 @@
 //! [`Handle::call`] reads the same for a local or a remote target.
 //!
 //! ## Layers inside this crate (each uses only the ones above it)
-//! 1. [`error`], [`service`]: the runtime — [`Node`], [`Service`], mailboxes, local
-//!    call/send/redirect, one name table; [`remote`]: the interface to other nodes.
+//! 1. [`error`], [`service`]: the runtime — [`Node`], [`Service`], local
+//!    call/send/redirect, one name table; [`mailbox`]: the queue in front of each service
+//!    (bounded, nothing allocated while idle); [`remote`]: the interface to other nodes.
 //! 2. [`args`], [`handle`], [`lua`], [`text`], [`dispatcher`]: writing services —
 //!    typed `"lua"` commands, protobuf `"text"` handlers, sync or async with the state
 //!    reachable after an `await`.
@@ -34,6 +35,7 @@ pub mod error;
 pub mod fasthash;
 pub mod handle;
 pub mod lua;
+pub mod mailbox;
 pub mod remote;
 pub mod service;
 pub mod shard;
