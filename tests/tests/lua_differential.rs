@@ -461,8 +461,9 @@ fn distinct_and_pieces_forgive_counts_cut_offs_and_interleaving_only() {
     let missing_piece = "[:00a40e58] LAUNCH snlua x\n[:00a40e59] LAUNCH snlua x slave\n\
                          [:00a40e59] addr: 1\na\tb\nc\n";
     for bee in [other_line, missing_piece] {
-        let r =
-            std::panic::catch_unwind(|| compare("x", stock, bee, Order::Distinct, Order::Pieces, &[]));
+        let r = std::panic::catch_unwind(|| {
+            compare("x", stock, bee, Order::Distinct, Order::Pieces, &[])
+        });
         assert!(r.is_err(), "{bee:?} passed");
     }
 }

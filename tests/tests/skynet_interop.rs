@@ -1070,7 +1070,12 @@ async fn hot_update_under_stock_skynet_load_fails_no_bee_call() {
     // builds) would fail the relay, not the hot update.
     let (_relay_node, relay_client) = layout.client(Duration::from_secs(60));
     let skynet_load = tokio::spawn(async move {
-        relay(&relay_client, "sky1", words(&["loop", "bee1", "echo", "12"])).await
+        relay(
+            &relay_client,
+            "sky1",
+            words(&["loop", "bee1", "echo", "12"]),
+        )
+        .await
     });
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut callers = Vec::new();

@@ -18,9 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::EtcdError;
-use crate::store::{
-    timed, watch_ended, EtcdOptions, EtcdStore, MAX_BACKOFF, MIN_BACKOFF, WATCH_CAPACITY,
-};
+use crate::store::{timed, watch_ended, EtcdStore, MAX_BACKOFF, MIN_BACKOFF, WATCH_CAPACITY};
 
 /// Largest member value bee reads.
 const MAX_MEMBER_BYTES: usize = 64 * 1024;
@@ -334,6 +332,9 @@ impl EtcdStore {
     }
 }
 
+/// The most dials to etcd in flight at once while a membership reconnects.
+const MAX_DIALS: usize = 4;
+
 /// Keep the lease alive; register again if it was lost.
 ///
 /// A keep-alive unanswered within half the TTL counts as failed. After a failure the
@@ -414,21 +415,20 @@ async fn keep_alive_loop(
         }
         // A fresh connection before the next keep-alive. Dials overlap: a new one starts
         // every `pace` (a tenth of the TTL at most, backing off from MIN_BACKOFF while
-        // they fail at once, e.g. refused) without waiting for the ones in flight, each
-        // bounded by half the keep-alive interval. A dial that went out while the network
-        // was cut waits for a SYN retransmission that comes a second later; the next one,
-        // started after the heal, connects at once.
-        let options = EtcdOptions {
-            connect_timeout: interval / 2,
-            ..store.options
-        };
+        // they fail at once, e.g. refused) without waiting for the ones in flight, at most
+        // MAX_DIALS at once. A dial that went out while the network was cut waits for a
+        // SYN retransmission that comes a second later; the next one, started after the
+        // heal, connects at once. Each dial may take the store's own connect timeout: a
+        // loaded etcd answering slowly is still reached (a dial bounded by the keep-alive
+        // pace could then never succeed, and the node stayed unregistered).
+        let options = store.options;
         let pace = (interval / 2).min(Duration::from_millis(ttl_secs as u64 * 100));
         let url = store.url.to_string();
         let mut dials = tokio::task::JoinSet::new();
         let mut next_dial = tokio::time::Instant::now() + backoff;
         let fresh = loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(next_dial) => {
+                _ = tokio::time::sleep_until(next_dial), if dials.len() < MAX_DIALS => {
                     let url = url.clone();
                     dials.spawn(async move { EtcdStore::connect_with(&url, options).await });
                     backoff = (backoff * 2).min(pace);

@@ -661,10 +661,7 @@ impl Node {
 
     /// Messages waiting in the mailbox of the service at `addr` (`None`: no such service).
     pub fn queued(&self, addr: Addr) -> Option<usize> {
-        self.inner
-            .services
-            .get(&addr)
-            .map(|e| e.mailbox.len())
+        self.inner.services.get(&addr).map(|e| e.mailbox.len())
     }
 
     /// The label and address of a service, for messages (`echo:00000004`).
