@@ -8,7 +8,11 @@
 //! - **raw reader**: the same checks, reading the values one at a time off the payload
 //!   ([`seri::Reader`], no `Vec<Value>`) — the fastest a hand-written service gets;
 //! - **api**: a [`Dispatcher`] with one `"lua"` command,
-//!   `.command("echo", |_s, s: Str| Ok(s))`.
+//!   `.command("echo", |_s, s: Str| Ok(s))` (the synchronous shortcut: no future, no
+//!   handle);
+//! - **handler**: the same command in the one handler shape,
+//!   `.handler("echo", |_h, s: Str| async move { Ok(s) })` (a handle and a boxed future
+//!   per call).
 //!
 //! All get `("lua", "echo", "0123456789abcdef")` and must answer the packed string; every
 //! reply is compared byte for byte. Three sets are measured: a local call with 1 caller,
@@ -86,6 +90,11 @@ pub fn api_echo() -> Dispatcher<()> {
     Dispatcher::new(()).command("echo", |_s, s: Str| Ok(s))
 }
 
+/// The same command in the one handler shape (a body that awaits nothing).
+pub fn handler_echo() -> Dispatcher<()> {
+    Dispatcher::new(()).handler("echo", |_h, s: Str| async move { Ok(s) })
+}
+
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiParams {
@@ -125,18 +134,25 @@ pub struct ApiPair {
     /// Raw service that reads values off the payload ([`RawReaderEcho`]): calls per
     /// second.
     pub reader_calls_per_s: f64,
-    /// Handler API: calls per second.
+    /// Handler API, synchronous shortcut (`command`): calls per second.
     pub api_calls_per_s: f64,
+    /// Handler API, the one handler shape (`handler`): calls per second.
+    pub handler_calls_per_s: f64,
     /// `api / raw`: 1.0 is "costs nothing"; the bar is ≥ 0.95.
     pub ratio: f64,
     /// `api / raw reader`: against the fastest hand-written service; same bar.
     pub ratio_reader: f64,
+    /// `handler / api`: the one handler shape against the synchronous shortcut, same
+    /// work (1.0: the shape costs nothing more).
+    pub ratio_handler: f64,
     /// Raw calls completed.
     pub raw_calls: u64,
     /// Raw-reader calls completed.
     pub reader_calls: u64,
     /// API calls completed.
     pub api_calls: u64,
+    /// One-shape handler calls completed.
+    pub handler_calls: u64,
     /// Seconds each variant ran, in total.
     pub seconds_each: f64,
     /// Failed or wrong replies, all variants.
@@ -184,11 +200,11 @@ async fn load(path: &Path, callers: usize, seconds: f64) -> Result<Load, BenchEr
     .await)
 }
 
-/// Measure one pair (raw, raw reader, api), interleaved in rounds; a short warm-up of
-/// each first.
+/// Measure one set (raw, raw reader, api, handler), interleaved in rounds; a short
+/// warm-up of each first.
 async fn pair(
     what: &str,
-    paths: [&Path; 3],
+    paths: [&Path; 4],
     callers: usize,
     p: &ApiParams,
 ) -> Result<ApiPair, BenchError> {
@@ -199,11 +215,11 @@ async fn pair(
     for path in paths {
         errors += load(path, callers, warm).await?.errors;
     }
-    let mut acc = [Load::default(); 3];
+    let mut acc = [Load::default(); 4];
     for round in 0..rounds {
         // Each round starts with the next variant, so none always goes first.
-        for k in 0..3 {
-            let v = (round + k) % 3;
+        for k in 0..4 {
+            let v = (round + k) % 4;
             let l = load(paths[v], callers, slice).await?;
             acc[v].done += l.done;
             acc[v].errors += l.errors;
@@ -211,31 +227,43 @@ async fn pair(
         }
     }
     errors += acc.iter().map(|l| l.errors).sum::<u64>();
-    let [r, rr, a] = acc;
-    let (raw_rate, reader_rate, api_rate) = (r.per_second(), rr.per_second(), a.per_second());
-    let ratio = |base: f64| if base > 0.0 { api_rate / base } else { 0.0 };
+    let [r, rr, a, h] = acc;
+    let (raw_rate, reader_rate, api_rate, handler_rate) = (
+        r.per_second(),
+        rr.per_second(),
+        a.per_second(),
+        h.per_second(),
+    );
+    let over = |x: f64, base: f64| if base > 0.0 { x / base } else { 0.0 };
+    let ratio = |base: f64| over(api_rate, base);
     let out = ApiPair {
         what: what.to_string(),
         callers,
         raw_calls_per_s: raw_rate,
         reader_calls_per_s: reader_rate,
         api_calls_per_s: api_rate,
+        handler_calls_per_s: handler_rate,
         ratio: ratio(raw_rate),
         ratio_reader: ratio(reader_rate),
+        ratio_handler: over(handler_rate, api_rate),
         raw_calls: r.done,
         reader_calls: rr.done,
         api_calls: a.done,
-        seconds_each: (r.seconds + rr.seconds + a.seconds) / 3.0,
+        handler_calls: h.done,
+        seconds_each: (r.seconds + rr.seconds + a.seconds + h.seconds) / 4.0,
         errors,
     };
     eprintln!(
         "API vs raw, {what}: raw {:.0} calls/s, raw reader {:.0} calls/s, api {:.0} calls/s, \
-         api/raw {:.3}, api/raw reader {:.3} ({errors} errors)",
+         handler {:.0} calls/s, api/raw {:.3}, api/raw reader {:.3}, handler/api {:.3} \
+         ({errors} errors)",
         out.raw_calls_per_s,
         out.reader_calls_per_s,
         out.api_calls_per_s,
+        out.handler_calls_per_s,
         out.ratio,
-        out.ratio_reader
+        out.ratio_reader,
+        out.ratio_handler
     );
     Ok(out)
 }
@@ -258,6 +286,7 @@ pub async fn run(p: &ApiParams) -> Result<ApiResult, BenchError> {
     let raw = server.spawn_named("raw_echo", RawEcho);
     let reader = server.spawn_named("raw_reader_echo", RawReaderEcho);
     let api = server.spawn_named("api_echo", api_echo());
+    let handler = server.spawn_named("handler_echo", handler_echo());
     let listen = srv_cluster
         .open("127.0.0.1:0")
         .await
@@ -283,14 +312,14 @@ pub async fn run(p: &ApiParams) -> Result<ApiResult, BenchError> {
         Ok::<_, BenchError>(vec![
             pair(
                 "local, 1 caller",
-                [&local(raw), &local(reader), &local(api)],
+                [&local(raw), &local(reader), &local(api), &local(handler)],
                 1,
                 p,
             )
             .await?,
             pair(
                 "local, 64 callers",
-                [&local(raw), &local(reader), &local(api)],
+                [&local(raw), &local(reader), &local(api), &local(handler)],
                 64,
                 p,
             )
@@ -301,6 +330,7 @@ pub async fn run(p: &ApiParams) -> Result<ApiResult, BenchError> {
                     &remote("raw_echo"),
                     &remote("raw_reader_echo"),
                     &remote("api_echo"),
+                    &remote("handler_echo"),
                 ],
                 64,
                 p,
@@ -339,10 +369,13 @@ mod tests {
         assert_eq!(r.pairs.len(), 3);
         for x in &r.pairs {
             assert!(
-                x.raw_calls > 10 && x.reader_calls > 10 && x.api_calls > 10,
+                x.raw_calls > 10 && x.reader_calls > 10 && x.api_calls > 10 && x.handler_calls > 10,
                 "{x:?}"
             );
-            assert!(x.ratio > 0.0 && x.ratio_reader > 0.0, "{x:?}");
+            assert!(
+                x.ratio > 0.0 && x.ratio_reader > 0.0 && x.ratio_handler > 0.0,
+                "{x:?}"
+            );
             assert!(x.seconds_each >= 0.2, "{x:?}");
         }
     }
@@ -353,6 +386,7 @@ mod tests {
         let raw = node.spawn("raw", RawEcho);
         let reader = node.spawn("raw_reader", RawReaderEcho);
         let api = node.spawn("api", api_echo());
+        let handler = node.spawn("handler", handler_echo());
         let good = pack_lua("echo", (TEXT,)).unwrap();
         let want = seri::pack(&[Value::from(TEXT)]).unwrap();
         for bad in [
@@ -361,11 +395,11 @@ mod tests {
             pack_lua("echo", (Bytes::from_static(b"\xff\xfe"),)).unwrap(),
             pack_lua("other", (TEXT,)).unwrap(),
         ] {
-            for to in [raw, reader, api] {
+            for to in [raw, reader, api, handler] {
                 assert!(node.call(to, bad.clone()).await.is_err(), "{bad:?} to {to}");
             }
         }
-        for to in [raw, reader, api] {
+        for to in [raw, reader, api, handler] {
             assert_eq!(node.call(to, good.clone()).await.unwrap(), want);
         }
         node.shutdown();

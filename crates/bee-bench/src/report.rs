@@ -471,8 +471,8 @@ pub fn render(results: &Value) -> Result<String, BenchError> {
 fn api_table(api: &Value) -> String {
     let mut out = format!(
         "\nHandler API vs raw Service: `(\"lua\", \"echo\", 16-byte string)`, variants interleaved in {} rounds:\n\n\
-         | call | raw Service, unpacks: calls/s | raw Service, reads off the payload: calls/s | handler API calls/s | api/raw | api/raw reader | within 5 %? |\n\
-         |---|---:|---:|---:|---:|---:|---|\n",
+         | call | raw Service, unpacks: calls/s | raw Service, reads off the payload: calls/s | handler API calls/s | api/raw | api/raw reader | within 5 %? | one-shape handler calls/s | handler/api |\n\
+         |---|---:|---:|---:|---:|---:|---|---:|---:|\n",
         api.get("rounds").map(Value::to_string).unwrap_or_else(|| "?".into())
     );
     for pair in api
@@ -495,15 +495,22 @@ fn api_table(api: &Value) -> String {
             _ => "?",
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {within} |\n",
+            "| {} | {} | {} | {} | {} | {} | {within} | {} | {} |\n",
             pair.get("what").and_then(Value::as_str).unwrap_or("?"),
             rate("raw_calls_per_s"),
             rate("reader_calls_per_s"),
             rate("api_calls_per_s"),
             ratio("ratio"),
             ratio("ratio_reader"),
+            rate("handler_calls_per_s"),
+            ratio("ratio_handler"),
         ));
     }
+    out.push_str(
+        "\nhandler API: `.command(\"echo\", |_s, s: Str| Ok(s))`, the synchronous shortcut; one-shape handler: \
+         `.handler(\"echo\", |_h, s: Str| async move { Ok(s) })`, a handle and a future per call. \
+         Runs older than the one handler shape have no such column (`?`).\n",
+    );
     out.push_str(&format!(
         "\nWrong or failed replies: {}.\n",
         num(Some(api), "errors").map_or("?".into(), |e| thousands(e as i64))
@@ -1002,7 +1009,8 @@ mod tests {
         let mut v = sample(false);
         v["api"] = json!({"rounds": 10, "errors": 0, "pairs": [
             {"what": "local, 1 caller", "raw_calls_per_s": 200000.0, "reader_calls_per_s": 205000.0,
-             "api_calls_per_s": 196000.0, "ratio": 0.98, "ratio_reader": 0.956},
+             "api_calls_per_s": 196000.0, "ratio": 0.98, "ratio_reader": 0.956,
+             "handler_calls_per_s": 195000.0, "ratio_handler": 0.995},
             {"what": "local, 64 callers", "raw_calls_per_s": 200000.0, "reader_calls_per_s": 220000.0,
              "api_calls_per_s": 200000.0, "ratio": 1.0, "ratio_reader": 0.909},
             {"what": "cluster, 64 in flight", "raw_calls_per_s": 100000.0, "reader_calls_per_s": 100000.0,
@@ -1010,16 +1018,16 @@ mod tests {
         ]});
         let md = render(&v).unwrap();
         assert!(
-            md.contains("| local, 1 caller | 200,000 | 205,000 | 196,000 | 0.980 | 0.956 | yes |"),
+            md.contains("| local, 1 caller | 200,000 | 205,000 | 196,000 | 0.980 | 0.956 | yes | 195,000 | 0.995 |"),
             "{md}"
         );
         assert!(
-            md.contains("| local, 64 callers | 200,000 | 220,000 | 200,000 | 1.000 | 0.909 | against the unpacking one only |"),
+            md.contains("| local, 64 callers | 200,000 | 220,000 | 200,000 | 1.000 | 0.909 | against the unpacking one only | ? | ? |"),
             "{md}"
         );
         assert!(
             md.contains(
-                "| cluster, 64 in flight | 100,000 | 100,000 | 90,000 | 0.900 | 0.900 | **no** |"
+                "| cluster, 64 in flight | 100,000 | 100,000 | 90,000 | 0.900 | 0.900 | **no** | ? | ? |"
             ),
             "{md}"
         );

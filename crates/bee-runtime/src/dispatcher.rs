@@ -21,36 +21,45 @@
 //! that need to see a message before or after the handler (such as answering native
 //! rpc callers, [`crate::native::RpcServer`]) wrap a router instead of living inside it.
 //!
+//! Handlers have one shape, [`Dispatcher::handler`] (and [`Dispatcher::text_handler`]
+//! for `"text"`): a [`Handle`] and the arguments in, a future out. A body that awaits
+//! nothing is written the same way as one that calls another node, so a handler that
+//! starts synchronous and later awaits a call keeps its signature and its registration:
+//!
 //! ```
-//! use bee_runtime::{Dispatcher, ServiceError};
+//! use bee_runtime::Dispatcher;
 //!
 //! #[derive(Default)]
 //! struct Counter { hits: i64 }
 //!
 //! let service = Dispatcher::new(Counter::default())
-//!     .command("hit", |s, n: i64| {
-//!         s.hits += n;
-//!         Ok(s.hits)
+//!     // Synchronous for now…
+//!     .handler("hit", |h, n: i64| async move {
+//!         Ok(h.state(|s| { s.hits += n; s.hits }))
 //!     })
-//!     .command_async("hits_later", |h, ()| async move {
+//!     // …and the same shape once it awaits something.
+//!     .handler("hit_later", |h, n: i64| async move {
 //!         tokio::task::yield_now().await;
-//!         Ok::<_, ServiceError>(h.state(|s| s.hits))
+//!         Ok(h.state(|s| { s.hits += n; s.hits }))
 //!     });
 //! # let _ = service;
 //! ```
+//!
+//! [`Dispatcher::command`] (`|s, n: i64| Ok(…)`, `&mut` state) and [`Dispatcher::on`] are
+//! shortcuts for handlers that never await: no future and no handle are made for them.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bee_codec::kkt::KktFrame;
 use bee_codec::seri::{self, Value};
 use bytes::Bytes;
 
 use crate::args::{FromArgs, IntoValues};
-use crate::handle::Handle;
+use crate::handle::{Handle, Shared};
 use crate::lua::{LuaTable, Ran};
 use crate::service::{Context, HandleResult, Message, Service, ServiceError};
-use crate::text::{reply_frame, Frame, TextTable};
+use crate::text::{reply_frame, Frame, Started, TextTable};
 
 /// A message as routers see it: unpacked once, its frame decoded once.
 #[derive(Debug, Clone)]
@@ -174,7 +183,9 @@ pub async fn serve<R: Router>(router: &mut R, ctx: &mut Context, msg: Message) -
 
 /// A service made of state `S`, a lua command table and a text handler map.
 pub struct Dispatcher<S> {
-    state: Arc<Mutex<S>>,
+    state: Arc<Shared<S>>,
+    /// Messages handled so far: numbers each message for its handles.
+    turns: u64,
     lua: LuaTable<S>,
     text: TextTable<S>,
     carry: Option<(ExportFn<S>, ImportFn<S>)>,
@@ -184,7 +195,8 @@ impl<S: Send + 'static> Dispatcher<S> {
     /// A dispatcher over `state` with empty tables.
     pub fn new(state: S) -> Self {
         Dispatcher {
-            state: Arc::new(Mutex::new(state)),
+            state: Arc::new(Shared::new(state)),
+            turns: 0,
             lua: LuaTable::new(),
             text: TextTable::new(),
             carry: None,
@@ -216,6 +228,33 @@ impl<S: Send + 'static> Dispatcher<S> {
         self
     }
 
+    /// Add a `"lua"` command in the one handler shape (see [`LuaTable::handler`]):
+    /// `|h, (uid, n): (i64, i64)| async move { … }`, whose body may await calls or not.
+    pub fn handler<A, R, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        A: FromArgs,
+        R: IntoValues,
+        F: Fn(Handle<S>, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
+    {
+        self.lua = self.lua.handler(name, f);
+        self
+    }
+
+    /// Add a `"text"` handler for messages of type `M` in the one handler shape (see
+    /// [`TextTable::handler`]): `|h, m: M| async move { … }`, the frame in
+    /// [`Handle::frame`].
+    pub fn text_handler<M, R, F, Fut>(mut self, f: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        R: prost::Message + prost::Name + 'static,
+        F: Fn(Handle<S>, M) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<R>, ServiceError>> + Send + 'static,
+    {
+        self.text = self.text.handler(f);
+        self
+    }
+
     /// Add a synchronous `"lua"` command (see [`LuaTable::command`]).
     pub fn command<A, R, F>(mut self, name: &str, f: F) -> Self
     where
@@ -239,7 +278,7 @@ impl<S: Send + 'static> Dispatcher<S> {
         self
     }
 
-    /// Add an async `"lua"` command (see [`LuaTable::command_async`]).
+    /// [`Dispatcher::handler`] (its older name).
     pub fn command_async<A, R, F, Fut>(mut self, name: &str, f: F) -> Self
     where
         A: FromArgs,
@@ -281,24 +320,78 @@ impl<S: Send + 'static> Dispatcher<S> {
 
     /// Run `f` with the state (e.g. to read it in a test, or to export it).
     pub fn with_state<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut s)
+        f(&mut self.state.lock())
+    }
+
+    /// The next message's number (never 0).
+    fn next_turn(&mut self) -> u64 {
+        self.turns += 1;
+        self.turns
+    }
+}
+
+/// Ends a message's turn when dropped: after its handler's work returned, failed or
+/// panicked, what a handle asked (stop the service, answer later) reaches the
+/// [`Context`].
+struct TurnEnd<'s, 'c, S> {
+    shared: &'s Shared<S>,
+    turn: u64,
+    ctx: &'c mut Context,
+}
+
+impl<S> Drop for TurnEnd<'_, '_, S> {
+    fn drop(&mut self) {
+        self.shared.end(self.turn, self.ctx);
     }
 }
 
 impl<S: Send + 'static> Router for Dispatcher<S> {
     async fn route(&mut self, ctx: &mut Context, msg: Incoming) -> Result<Reply, ServiceError> {
         match msg {
-            Incoming::Lua(values) => Ok(Reply::Values(
-                self.lua.run(&mut self.state, ctx, values).await?,
-            )),
-            // Boxed: the text path's future (frame, handler) would otherwise make every
-            // message's future as large as itself.
-            Incoming::Text(frame) => match Box::pin(self.text.run(&self.state, ctx, *frame)).await?
-            {
-                (request, Some(reply)) => Ok(Reply::Frame(reply_frame(&request, &reply)?)),
-                (_, None) => Ok(Reply::Nothing),
-            },
+            Incoming::Lua(values) => {
+                let turn = self.next_turn();
+                let packed = match self.lua.run_values(&mut self.state, turn, ctx, values) {
+                    Ran::Done(packed) => {
+                        self.state.end(0, ctx);
+                        packed
+                    }
+                    Ran::Async(work) => {
+                        let _end = TurnEnd {
+                            shared: &self.state,
+                            turn,
+                            ctx,
+                        };
+                        work.await
+                    }
+                };
+                Ok(Reply::Values(packed?))
+            }
+            Incoming::Text(frame) => {
+                let turn = self.next_turn();
+                let started = self.text.start(&self.state, turn, ctx, *frame);
+                let (request, reply) = match started {
+                    Ok((request, Started::Done(reply))) => {
+                        self.state.end(0, ctx);
+                        (request, reply)
+                    }
+                    Ok((request, Started::Async(work))) => {
+                        let _end = TurnEnd {
+                            shared: &self.state,
+                            turn,
+                            ctx,
+                        };
+                        (request, work.await?)
+                    }
+                    Err(e) => {
+                        self.state.end(0, ctx);
+                        return Err(e);
+                    }
+                };
+                match reply {
+                    Some(reply) => Ok(Reply::Frame(reply_frame(&request, &reply)?)),
+                    None => Ok(Reply::Nothing),
+                }
+            }
             Incoming::RpcResponse(frame) => Err(ServiceError::msg(format!(
                 "service {} got an rpc_response (session {}) but makes no rpc calls",
                 ctx.label(),
@@ -349,9 +442,20 @@ impl<S: Send + 'static> Service for Dispatcher<S> {
         // unpacked and goes through `route` as for any router.
         let mut r = seri::Reader::new(&msg.payload);
         if r.next_if_string() == Some(b"lua") {
-            return match self.lua.run_packed(&mut self.state, ctx, r) {
-                Ran::Done(packed) => Handled::Ready(Some(packed.map(Some))),
-                Ran::Async(work) => Handled::Lua(work),
+            let turn = self.next_turn();
+            return match self.lua.run_packed(&mut self.state, turn, ctx, r) {
+                Ran::Done(packed) => {
+                    self.state.end(0, ctx);
+                    Handled::Ready(Some(packed.map(Some)))
+                }
+                Ran::Async(work) => Handled::Lua(
+                    work,
+                    Some(TurnEnd {
+                        shared: &self.state,
+                        turn,
+                        ctx,
+                    }),
+                ),
             };
         }
         Handled::Routed(Box::pin(async move {
@@ -372,16 +476,20 @@ impl<S: Send + 'static> Service for Dispatcher<S> {
 /// What [`Dispatcher`]'s `handle` gives the node: the hot path's reply, already made,
 /// or work still to await (`F`: the router path, boxed). A few words, so the box the
 /// node makes for every message stays small.
-enum Handled<F> {
+enum Handled<'s, 'c, S, F> {
     /// A synchronous `"lua"` command ran (taken when polled).
     Ready(Option<HandleResult>),
-    /// An asynchronous `"lua"` command's work.
-    Lua(futures::future::BoxFuture<'static, Result<Bytes, ServiceError>>),
+    /// An asynchronous `"lua"` command's work, and the end of its turn (taken when the
+    /// work is done; dropped with it if it panics).
+    Lua(
+        futures::future::BoxFuture<'static, Result<Bytes, ServiceError>>,
+        Option<TurnEnd<'s, 'c, S>>,
+    ),
     /// Any other message, through [`Router::route`].
     Routed(std::pin::Pin<Box<F>>),
 }
 
-impl<F: Future<Output = HandleResult>> Future for Handled<F> {
+impl<S, F: Future<Output = HandleResult>> Future for Handled<'_, '_, S, F> {
     type Output = HandleResult;
 
     fn poll(
@@ -392,7 +500,11 @@ impl<F: Future<Output = HandleResult>> Future for Handled<F> {
             Handled::Ready(reply) => {
                 std::task::Poll::Ready(reply.take().expect("Handled polled after it completed"))
             }
-            Handled::Lua(work) => work.as_mut().poll(cx).map(|r| r.map(Some)),
+            Handled::Lua(work, end) => {
+                let done = std::task::ready!(work.as_mut().poll(cx));
+                drop(end.take());
+                std::task::Poll::Ready(done.map(Some))
+            }
             Handled::Routed(work) => work.as_mut().poll(cx),
         }
     }
@@ -423,6 +535,242 @@ mod tests {
                 tokio::task::yield_now().await;
                 Ok::<_, ServiceError>(h.state(|s| *s + n))
             })
+    }
+
+    /// A `"lua"` payload: `("lua", values…)`.
+    fn lua_payload(rest: Vec<Value>) -> Bytes {
+        let mut v = vec![Value::from("lua")];
+        v.extend(rest);
+        seri::pack(&v).unwrap()
+    }
+
+    /// The handler's error text, for a call that must fail.
+    async fn failure(node: &Node, to: crate::Addr, payload: Bytes) -> String {
+        match node.call(to, payload).await {
+            Err(crate::CallError::Failed { message, .. }) => message,
+            other => panic!("expected a handler error, got {other:?}"),
+        }
+    }
+
+    /// `hit` written in the one handler shape, first with a body that awaits nothing,
+    /// then the same handler after it learned to await a call (to `@bank` on its own
+    /// node, through the same `call_lua` a remote call uses): same registration, same
+    /// signature. Both also run through [`serve`] (the router path).
+    fn one_shape() -> Dispatcher<i64> {
+        Dispatcher::new(0)
+            .handler("hit", |h, n: i64| async move {
+                Ok(h.state(|s| {
+                    *s += n;
+                    *s
+                }))
+            })
+            .handler("hit_bank", |h, n: i64| async move {
+                let node = h.node().name().to_string();
+                let bonus: i64 = h.call_lua(&node, "@bank", "bonus", n).await?;
+                Ok(h.state(|s| {
+                    *s += n + bonus;
+                    *s
+                }))
+            })
+            .handler("who", |h, ()| async move {
+                Ok((
+                    i64::from(h.source()),
+                    h.wants_reply(),
+                    h.label().to_string(),
+                ))
+            })
+            .handler("fail", |_h, text: String| async move {
+                Err::<(), _>(ServiceError::msg(text))
+            })
+            .handler("fail_after_call", |h, text: String| async move {
+                let node = h.node().name().to_string();
+                let _: i64 = h.call_lua(&node, "@bank", "bonus", 1).await?;
+                Err::<(), _>(ServiceError::msg(text))
+            })
+            .handler("bank_refuses", |h, ()| async move {
+                let node = h.node().name().to_string();
+                let v: i64 = h.call_lua(&node, "@bank", "nosuch", ()).await?;
+                Ok(v)
+            })
+            .handler("panic", |_h, text: String| async move {
+                if !text.is_empty() {
+                    panic!("{text}");
+                }
+                Ok(())
+            })
+            .handler("panic_after_call", |h, text: String| async move {
+                let node = h.node().name().to_string();
+                let _: i64 = h.call_lua(&node, "@bank", "bonus", 1).await?;
+                h.state(|s| *s += 1000);
+                panic!("{text}");
+                #[allow(unreachable_code)]
+                Ok(())
+            })
+            .command("hits", |s, ()| Ok(*s))
+    }
+
+    fn bank() -> Dispatcher<()> {
+        Dispatcher::new(()).command("bonus", |_s, n: i64| Ok(n * 10))
+    }
+
+    #[tokio::test]
+    async fn one_handler_shape_runs_sync_and_after_awaiting_a_call_on_both_paths() {
+        let node = Node::new("one", RuntimeConfig::default());
+        node.spawn_named("bank", bank());
+        let fast = node.spawn("svc", one_shape());
+        let slow = node.spawn("svc", Routed(one_shape()));
+        for to in [fast, slow] {
+            let hit = |n: i64| lua_payload(vec![Value::from("hit"), Value::Integer(n)]);
+            let hit_bank = |n: i64| lua_payload(vec![Value::from("hit_bank"), Value::Integer(n)]);
+            let one = |r: Bytes| seri::unpack(&r).unwrap();
+            assert_eq!(
+                one(node.call(to, hit(2)).await.unwrap()),
+                [Value::Integer(2)]
+            );
+            // 2 + 3 + 30 from the bank, after an await.
+            assert_eq!(
+                one(node.call(to, hit_bank(3)).await.unwrap()),
+                [Value::Integer(35)]
+            );
+            assert_eq!(
+                one(node.call(to, hit(1)).await.unwrap()),
+                [Value::Integer(36)]
+            );
+            // The handle knows the sender (a tool: 0), that a reply is awaited, the label.
+            assert_eq!(
+                one(node
+                    .call(to, lua_payload(vec![Value::from("who")]))
+                    .await
+                    .unwrap()),
+                [Value::Integer(0), Value::Boolean(true), Value::from("svc")]
+            );
+            // Arguments that do not fit are refused as for any command.
+            let bad = failure(
+                &node,
+                to,
+                lua_payload(vec![Value::from("hit"), Value::from("x")]),
+            )
+            .await;
+            assert!(bad.starts_with("command hit takes"), "{bad}");
+        }
+        node.shutdown();
+    }
+
+    #[tokio::test]
+    async fn one_handler_shape_errors_and_panics_as_the_sync_shortcut_does() {
+        let node = Node::new("one", RuntimeConfig::default());
+        node.spawn_named("bank", bank());
+        // The same failures written with the synchronous shortcut: the caller must see
+        // the same words.
+        let old = node.spawn(
+            "svc",
+            Dispatcher::new(0i64)
+                .command("fail", |_s, text: String| {
+                    Err::<(), _>(ServiceError::msg(text))
+                })
+                .command("panic", |_s, text: String| -> Result<(), ServiceError> {
+                    panic!("{text}")
+                }),
+        );
+        let new = node.spawn("svc", one_shape());
+        let p = |cmd: &str, text: &str| lua_payload(vec![Value::from(cmd), Value::from(text)]);
+        for cmd in ["fail", "panic"] {
+            let want = failure(&node, old, p(cmd, "no coins")).await;
+            assert_eq!(failure(&node, new, p(cmd, "no coins")).await, want, "{cmd}");
+        }
+        assert_eq!(failure(&node, new, p("fail", "no coins")).await, "no coins");
+        assert_eq!(
+            failure(&node, new, p("panic", "boom")).await,
+            "handler panicked: boom"
+        );
+        // After an await: the same.
+        assert_eq!(
+            failure(&node, new, p("fail_after_call", "late")).await,
+            "late"
+        );
+        assert_eq!(
+            failure(&node, new, p("panic_after_call", "late boom")).await,
+            "handler panicked: late boom"
+        );
+        // The callee's refusal comes back through `?` in the callee's own words.
+        let refused = failure(&node, new, lua_payload(vec![Value::from("bank_refuses")])).await;
+        assert!(refused.contains("unknown command \"nosuch\""), "{refused}");
+        // The service kept running, and a panic after a state change kept that change
+        // (the state is not rolled back: as with the synchronous shortcut).
+        let hits = node
+            .call(new, lua_payload(vec![Value::from("hits")]))
+            .await
+            .unwrap();
+        assert_eq!(seri::unpack(&hits).unwrap(), [Value::Integer(1000)]);
+        node.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_handle_stops_its_service_and_answers_later() {
+        let node = Node::new("one", RuntimeConfig::default());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::Responder>();
+        let later = node.spawn(
+            "svc",
+            Dispatcher::new(0i64)
+                // Takes the reply and hands it out; the service goes on at once.
+                .handler("later", move |h, ()| {
+                    let tx = tx.clone();
+                    async move {
+                        let r = h.take_reply().expect("the caller waits");
+                        // Taken once per message.
+                        assert!(h.take_reply().is_none());
+                        let _ = tx.send(r);
+                        Ok("ignored: the reply was taken")
+                    }
+                })
+                .handler("count", |h, ()| async move {
+                    Ok(h.state(|s| {
+                        *s += 1;
+                        *s
+                    }))
+                })
+                .handler("quit", |h, ()| async move {
+                    tokio::task::yield_now().await;
+                    h.exit();
+                    Ok("bye")
+                }),
+        );
+        let call = |cmd: &str| {
+            let node = node.clone();
+            let payload = lua_payload(vec![Value::from(cmd)]);
+            async move { node.call(later, payload).await }
+        };
+        let waiting = tokio::spawn(call("later"));
+        let responder = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the handler ran in time")
+            .expect("a responder");
+        // The service serves the next message while the first caller still waits.
+        assert_eq!(
+            seri::unpack(&call("count").await.unwrap()).unwrap(),
+            [Value::Integer(1)]
+        );
+        assert!(!waiting.is_finished());
+        responder.ok(seri::pack(&[Value::from("answered later")]).unwrap());
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("answered in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seri::unpack(&answer).unwrap(),
+            [Value::from("answered later")]
+        );
+        // `exit` after an await: answered, then stopped.
+        assert_eq!(
+            seri::unpack(&call("quit").await.unwrap()).unwrap(),
+            [Value::from("bye")]
+        );
+        assert!(matches!(
+            call("count").await,
+            Err(crate::CallError::NoSuchService { .. } | crate::CallError::ServiceGone { .. })
+        ));
+        node.shutdown();
     }
 
     #[tokio::test]

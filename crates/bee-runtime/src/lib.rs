@@ -11,8 +11,9 @@
 //!    call/send/redirect, one name table; [`mailbox`]: the queue in front of each service
 //!    (bounded, nothing allocated while idle); [`remote`]: the interface to other nodes.
 //! 2. [`args`], [`handle`], [`lua`], [`text`], [`dispatcher`]: writing services —
-//!    typed `"lua"` commands, protobuf `"text"` handlers, sync or async with the state
-//!    reachable after an `await`.
+//!    typed `"lua"` commands and protobuf `"text"` handlers in one handler shape
+//!    (`|h, args| async move { … }`, a body that awaits calls or nothing), the state
+//!    reachable through the [`Handle`] after every `await`.
 //! 3. Policies over those: [`shard`] (uid sharding), [`builtin`] services.
 //!
 //! `cargo xtask layers` checks mechanically that no two top-level modules import each

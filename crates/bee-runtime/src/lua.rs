@@ -5,18 +5,21 @@
 //! the types it names ([`crate::args`]) and returns the reply values, which are packed
 //! and sent back only if the caller waits.
 //!
-//! Two kinds of handler:
-//! - [`LuaTable::command`]: synchronous, with `&mut` access to the service state — most
-//!   game logic: `|s, (uid, act): (i64, i32)| Ok(s.progress(uid, act))`, or
-//!   `|s, uid: i64| …` for one argument; [`LuaTable::command_ctx`] when the handler
-//!   needs the message's [`Context`].
-//! - [`LuaTable::command_async`]: gets a [`Handle`] (the state, the node, calls to any
-//!   service on any node) and returns a future; the state stays reachable after every
-//!   `await` through [`Handle::state`].
+//! One handler shape, [`LuaTable::handler`]: `|h, uid: i64| async move { … }` gets a
+//! [`Handle`] (the state through [`Handle::state`], the sender, the node, calls to any
+//! service on any node) and the converted arguments. Its body may run to the end
+//! without awaiting anything, or await calls: the signature and the registration stay
+//! the same either way.
+//!
+//! Shortcuts for handlers that never await (no future is made for them):
+//! [`LuaTable::command`], with `&mut` access to the state —
+//! `|s, (uid, act): (i64, i32)| Ok(s.progress(uid, act))` — and
+//! [`LuaTable::command_ctx`] when such a handler needs the message's [`Context`].
+//! [`LuaTable::command_async`] is [`LuaTable::handler`] under its older name.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bee_codec::seri::Reader;
 use bee_codec::Value;
@@ -24,7 +27,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::args::{ArgsError, FromArgs, IntoValues, ReadArgsError};
-use crate::handle::Handle;
+use crate::handle::{Handle, Shared};
 use crate::service::{Context, ServiceError};
 
 /// What a `"lua"` handler returns: the reply values.
@@ -115,10 +118,22 @@ impl<S: Send + 'static> LuaTable<S> {
         self
     }
 
-    /// Add a command whose work is a future: it gets a [`Handle`] (state, node, calls)
-    /// and the converted arguments, and may await anything, touching the state between
-    /// awaits with [`Handle::state`]. The service handles its next message when the
-    /// future completes.
+    /// Add a command in the one handler shape: it gets a [`Handle`] (state, sender,
+    /// node, calls) and the converted arguments and returns a future, written
+    /// `|h, uid: i64| async move { … }`. The body may await anything — touching the
+    /// state between awaits with [`Handle::state`] — or nothing at all. The service
+    /// handles its next message when the future completes.
+    pub fn handler<A, R, F, Fut>(self, name: &str, f: F) -> Self
+    where
+        A: FromArgs,
+        R: IntoValues,
+        F: Fn(Handle<S>, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
+    {
+        self.command_async(name, f)
+    }
+
+    /// [`LuaTable::handler`] (its older name).
     pub fn command_async<A, R, F, Fut>(mut self, name: &str, f: F) -> Self
     where
         A: FromArgs,
@@ -151,24 +166,13 @@ impl<S: Send + 'static> LuaTable<S> {
         v
     }
 
-    /// Run the command named by `values[0]` with the rest of `values`.
-    pub(crate) async fn run(
+    /// Run the command named by `values[0]` with the rest of `values` (values already
+    /// unpacked): a synchronous command runs to the end here; an asynchronous one comes
+    /// back as its future, its handles belonging to message `turn`.
+    pub(crate) fn run_values(
         &self,
-        state: &mut Arc<Mutex<S>>,
-        ctx: &mut Context,
-        values: Vec<Value>,
-    ) -> Packed {
-        match self.run_values(state, ctx, values) {
-            Ran::Done(packed) => packed,
-            Ran::Async(fut) => fut.await,
-        }
-    }
-
-    /// [`LuaTable::run`] over values already unpacked: a synchronous command runs to
-    /// the end here; an asynchronous one comes back as its future.
-    fn run_values(
-        &self,
-        state: &mut Arc<Mutex<S>>,
+        state: &mut Arc<Shared<S>>,
+        turn: u64,
         ctx: &mut Context,
         mut values: Vec<Value>,
     ) -> Ran {
@@ -188,7 +192,7 @@ impl<S: Send + 'static> LuaTable<S> {
         };
         // The arguments stay in the same vector (no second allocation).
         values.remove(0);
-        self.run_named(state, ctx, &name, Args::Values(values))
+        self.run_named(state, turn, ctx, &name, Args::Values(values))
     }
 
     /// The hot path of a `"lua"` message: the command name and the arguments are read
@@ -197,14 +201,15 @@ impl<S: Send + 'static> LuaTable<S> {
     /// the errors are the same.
     pub(crate) fn run_packed(
         &self,
-        state: &mut Arc<Mutex<S>>,
+        state: &mut Arc<Shared<S>>,
+        turn: u64,
         ctx: &mut Context,
         mut r: Reader<'_>,
     ) -> Ran {
         match r.next_if_string() {
-            Some(name) => self.run_named(state, ctx, name, Args::Packed(r)),
+            Some(name) => self.run_named(state, turn, ctx, name, Args::Packed(r)),
             None => match r.rest() {
-                Ok(values) => self.run_values(state, ctx, values),
+                Ok(values) => self.run_values(state, turn, ctx, values),
                 Err(e) => Ran::Done(Err(e.into())),
             },
         }
@@ -212,7 +217,8 @@ impl<S: Send + 'static> LuaTable<S> {
 
     fn run_named(
         &self,
-        state: &mut Arc<Mutex<S>>,
+        state: &mut Arc<Shared<S>>,
+        turn: u64,
         ctx: &mut Context,
         name: &[u8],
         args: Args<'_>,
@@ -220,13 +226,16 @@ impl<S: Send + 'static> LuaTable<S> {
         match self.commands.get(name) {
             Some(Command::Sync(f)) => match Arc::get_mut(state) {
                 // No `Handle` of an async command holds the state: no lock needed.
-                Some(m) => Ran::Done(f(m.get_mut().unwrap_or_else(|e| e.into_inner()), ctx, args)),
+                Some(m) => Ran::Done(f(m.state_mut(), ctx, args)),
                 None => {
-                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut s = state.lock();
                     Ran::Done(f(&mut s, ctx, args))
                 }
             },
-            Some(Command::Async(f)) => Ran::Async(f(Handle::new(state.clone(), ctx), args)),
+            Some(Command::Async(f)) => {
+                state.begin(turn);
+                Ran::Async(f(Handle::new(state, ctx, turn, None), args))
+            }
             None => {
                 // A malformed payload is reported as such, whatever its command name.
                 if let Args::Packed(r) = args {

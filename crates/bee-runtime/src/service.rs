@@ -116,6 +116,45 @@ impl Responder {
     pub fn fail(self, error: CallError) {
         let _ = self.tx.send(Err(error));
     }
+
+    /// A reply slot whose answer arrives on the returned receiver, to be passed on to
+    /// the real slot with [`Responder::relay`] (a handler that takes its reply before the
+    /// runtime hands the real slot over).
+    pub(crate) fn pair(
+        service: String,
+    ) -> (Responder, oneshot::Receiver<Result<Bytes, CallError>>) {
+        let (tx, rx) = oneshot::channel();
+        (Responder { tx, service }, rx)
+    }
+
+    /// Answer with whatever `rx` gets: at once if it is there, else from a task that
+    /// ends when it arrives, when its sender is dropped (the caller is then told the
+    /// service did not reply) or when the caller stops waiting.
+    pub(crate) fn relay(self, mut rx: oneshot::Receiver<Result<Bytes, CallError>>) {
+        use tokio::sync::oneshot::error::TryRecvError;
+        match rx.try_recv() {
+            Ok(answer) => {
+                let _ = self.tx.send(answer);
+            }
+            Err(TryRecvError::Closed) => {}
+            Err(TryRecvError::Empty) => {
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let mut tx = self.tx;
+                rt.spawn(async move {
+                    tokio::select! {
+                        answer = &mut rx => {
+                            if let Ok(answer) = answer {
+                                let _ = tx.send(answer);
+                            }
+                        }
+                        _ = tx.closed() => {}
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// A service: state plus a handler run for one message at a time.
@@ -427,7 +466,7 @@ impl fmt::Debug for Node {
     }
 }
 
-fn service_name(label: &str, addr: Addr) -> String {
+pub(crate) fn service_name(label: &str, addr: Addr) -> String {
     format!("{label}{}", fmt_addr(addr))
 }
 

@@ -9,18 +9,21 @@
 //! becomes the team's Lua-side reply frame: all four names empty, sub_type 17, uid,
 //! roomid and session copied from the request ([`reply_frame`]).
 //!
-//! Handlers come in two kinds, as for `"lua"`: [`TextTable::on`] (synchronous, `&mut`
-//! state) and [`TextTable::on_async`] (a [`Handle`]; may await calls to other nodes).
+//! One handler shape, as for `"lua"`: [`TextTable::handler`], `|h, m: LoginReq| async
+//! move { … }` — a [`Handle`] (state, frame, sender, node, calls) and the decoded
+//! message; the body may await calls to other nodes or nothing at all. Shortcuts:
+//! [`TextTable::on`] for a handler that never awaits (`&mut` state, no future made) and
+//! [`TextTable::on_async`], the handle with the frame passed apart.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bee_codec::kkt::{self, KktFrame};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use crate::handle::Handle;
+use crate::handle::{Handle, Shared};
 use crate::service::{Context, ServiceError};
 
 /// The request frame as a handler sees it (names, sub_type, uid, message name,
@@ -51,7 +54,7 @@ pub type TextResult = Result<Option<TextReply>, ServiceError>;
 
 type SyncText<S> = Box<dyn Fn(&mut S, &mut Context, &Frame, Bytes) -> TextResult + Send + Sync>;
 type AsyncText<S> =
-    Box<dyn Fn(Handle<S>, Frame, Bytes) -> BoxFuture<'static, TextResult> + Send + Sync>;
+    Box<dyn Fn(Handle<S>, &Frame, Bytes) -> BoxFuture<'static, TextResult> + Send + Sync>;
 
 enum TextHandler<S> {
     Sync(SyncText<S>),
@@ -131,25 +134,49 @@ impl<S: Send + 'static> TextTable<S> {
         self
     }
 
-    /// Handle messages of type `M` with an async handler: it gets a [`Handle`] (state,
-    /// node, calls to any node), the frame and the decoded message, and may await.
-    pub fn on_async<M, R, F, Fut>(mut self, f: F) -> Self
+    /// Handle messages of type `M` in the one handler shape: a [`Handle`] (state, the
+    /// frame through [`Handle::frame`], sender, node, calls to any node) and the decoded
+    /// message, written `|h, m: M| async move { … }`; the body may await or not. The
+    /// optional reply message of type `R` goes to a waiting caller.
+    pub fn handler<M, R, F, Fut>(self, f: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        R: prost::Message + prost::Name + 'static,
+        F: Fn(Handle<S>, M) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<R>, ServiceError>> + Send + 'static,
+    {
+        self.insert_async::<M, R, _>(move |h, _frame, msg| f(h, msg))
+    }
+
+    /// Handle messages of type `M` with an async handler that gets the frame apart: a
+    /// [`Handle`], the frame and the decoded message (see [`TextTable::handler`]).
+    pub fn on_async<M, R, F, Fut>(self, f: F) -> Self
     where
         M: prost::Message + prost::Name + Default + 'static,
         R: prost::Message + prost::Name + 'static,
         F: Fn(Handle<S>, Frame, M) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Option<R>, ServiceError>> + Send + 'static,
     {
+        self.insert_async::<M, R, _>(move |h, frame: &Frame, msg| f(h, frame.clone(), msg))
+    }
+
+    fn insert_async<M, R, Fut>(
+        mut self,
+        f: impl Fn(Handle<S>, &Frame, M) -> Fut + Send + Sync + 'static,
+    ) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        R: prost::Message + prost::Name + 'static,
+        Fut: Future<Output = Result<Option<R>, ServiceError>> + Send + 'static,
+    {
         let handler: AsyncText<S> =
-            Box::new(
-                move |h, frame, body| match decode_body::<M>(&frame, &body) {
-                    Ok(msg) => {
-                        let fut = f(h, frame, msg);
-                        Box::pin(async move { Ok(fut.await?.map(|r| TextReply::of(&r))) })
-                    }
-                    Err(e) => Box::pin(std::future::ready(Err(e))),
-                },
-            );
+            Box::new(move |h, frame, body| match decode_body::<M>(frame, &body) {
+                Ok(msg) => {
+                    let fut = f(h, frame, msg);
+                    Box::pin(async move { Ok(fut.await?.map(|r| TextReply::of(&r))) })
+                }
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            });
         self.handlers
             .insert(M::full_name(), TextHandler::Async(handler));
         self
@@ -162,14 +189,16 @@ impl<S: Send + 'static> TextTable<S> {
         v
     }
 
-    /// Route one decoded frame to its handler; returns the request frame (for the
-    /// reply) and the handler's reply.
-    pub(crate) async fn run(
+    /// Route one decoded frame to its handler: returns the request frame (for the
+    /// reply) and a synchronous handler's reply, or an async handler's work, whose
+    /// handles belong to message `turn` (the caller ends it).
+    pub(crate) fn start(
         &self,
-        state: &Arc<Mutex<S>>,
+        state: &Arc<Shared<S>>,
+        turn: u64,
         ctx: &mut Context,
         frame: KktFrame,
-    ) -> Result<(Frame, Option<TextReply>), ServiceError> {
+    ) -> Result<(Arc<Frame>, Started), ServiceError> {
         let name = frame
             .name_str()
             .map_err(|e| ServiceError::msg(format!("game frame name: {e}")))?;
@@ -181,15 +210,27 @@ impl<S: Send + 'static> TextTable<S> {
             ))
         })?;
         let body = frame.body.clone();
-        let reply = match handler {
+        let frame = Arc::new(frame);
+        let started = match handler {
             TextHandler::Sync(f) => {
-                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                f(&mut s, ctx, &frame, body)?
+                let mut s = state.lock();
+                Started::Done(f(&mut s, ctx, &frame, body)?)
             }
             TextHandler::Async(f) => {
-                f(Handle::new(state.clone(), ctx), frame.clone(), body).await?
+                state.begin(turn);
+                let h = Handle::new(state, ctx, turn, Some(frame.clone()));
+                Started::Async(f(h, &frame, body))
             }
         };
-        Ok((frame, reply))
+        Ok((frame, started))
     }
+}
+
+/// What [`TextTable::start`] began: a synchronous handler's reply, or an async
+/// handler's work.
+pub(crate) enum Started {
+    /// The reply of a handler that ran.
+    Done(Option<TextReply>),
+    /// An async handler's work.
+    Async(BoxFuture<'static, TextResult>),
 }

@@ -32,7 +32,9 @@ pub struct Wallet {
     coins: HashMap<i64, i64>,
 }
 
-/// The `wallet` service.
+/// The `wallet` service. Its commands never await anything, so they use the
+/// synchronous shortcut `.command` (`&mut` state, no future made per call); written as
+/// `.handler("balance", |h, uid: i64| async move { … })` they would answer the same.
 pub fn wallet() -> Dispatcher<Wallet> {
     Dispatcher::new(Wallet::default())
         // ("lua", "deposit", uid, amount) → the new balance
@@ -60,19 +62,25 @@ pub struct Greeter {
 }
 
 /// The `greeter` service; `bank` is the node whose `@wallet` it asks.
+///
+/// Every handler has the one shape `|h, args| async move { … }`: `hello` and `visits`
+/// await nothing, the `Greet` handler awaits a call to another node, and turning the
+/// first kind into the second changes only the body.
 pub fn greeter(bank: &str) -> Dispatcher<Greeter> {
     Dispatcher::new(Greeter {
         bank: bank.to_string(),
         visits: HashMap::new(),
     })
     // ("lua", "hello", name) → "hello, <name>"
-    .command("hello", |_s, name: String| Ok(format!("hello, {name}")))
+    .handler("hello", |_h, name: String| async move {
+        Ok(format!("hello, {name}"))
+    })
     // ("lua", "visits", uid) → how many Greet messages this uid sent
-    .command("visits", |s, uid: i64| {
-        Ok(s.visits.get(&uid).copied().unwrap_or(0))
+    .handler("visits", |h, uid: i64| async move {
+        Ok(h.state(|s| s.visits.get(&uid).copied().unwrap_or(0)))
     })
     // ("text", frame of greeter.Greet) → frame of greeter.Welcome
-    .on_async(|h, _frame, m: Greet| async move {
+    .text_handler(|h, m: Greet| async move {
         let bank = h.state(|s| s.bank.clone());
         // A call to a service on another node; the state is not held across it.
         let coins: i64 = h.call_lua(&bank, "@wallet", "balance", m.uid).await?;
