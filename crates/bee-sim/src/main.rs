@@ -266,28 +266,42 @@ fn shaping_text(s: Option<&Shaping>) -> String {
 
 /// On Ctrl-C or SIGTERM: remove every namespace (and process in it), then exit.
 fn install_signal_sweep() {
-    std::thread::spawn(|| {
+    on_signal(true, || {
+        eprintln!("\ncluster-sim: interrupted; cleaning up");
+        let n = net::sweep();
+        eprintln!("cluster-sim: removed {n} network namespaces and everything in them");
+        std::process::exit(130);
+    });
+}
+
+/// Run `then` on a thread of its own once SIGTERM (or, with `ctrl_c`, SIGINT) comes.
+fn on_signal(ctrl_c: bool, then: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         else {
             return;
         };
-        rt.block_on(async {
+        let came = rt.block_on(async {
             let Ok(mut term) =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             else {
-                return;
+                return false;
             };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+            if ctrl_c {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            } else {
+                term.recv().await;
             }
-            eprintln!("\ncluster-sim: interrupted; cleaning up");
-            let n = net::sweep();
-            eprintln!("cluster-sim: removed {n} network namespaces and everything in them");
-            std::process::exit(130);
+            true
         });
+        if came {
+            then();
+        }
     });
 }
 

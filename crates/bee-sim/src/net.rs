@@ -76,15 +76,16 @@ pub struct Net {
     _made: (),
 }
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
+/// Run `program args…` and fail with its error output unless it succeeds.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("cannot run ip {}", args.join(" ")))?;
+        .with_context(|| format!("cannot run {program} {}", args.join(" ")))?;
     if !out.status.success() {
         bail!(
-            "ip {} failed: {}",
+            "{program} {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -92,30 +93,15 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+fn ip(args: &[&str]) -> Result<()> {
+    run("ip", args)
+}
+
 fn tc(ns: &str, dev: &str, netem: &Netem) -> Result<()> {
-    let mut args = vec![
-        "-n".to_string(),
-        ns.to_string(),
-        "qdisc".into(),
-        "replace".into(),
-        "dev".into(),
-        dev.to_string(),
-        "root".into(),
-    ];
-    args.extend(netem.args());
-    let out = Command::new("tc")
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run tc (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "tc {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let mut args = vec!["-n", ns, "qdisc", "replace", "dev", dev, "root"];
+    let extra = netem.args();
+    args.extend(extra.iter().map(String::as_str));
+    run("tc", &args)
 }
 
 /// Whether this kernel has the netem qdisc: tried on the loopback of a scratch namespace.

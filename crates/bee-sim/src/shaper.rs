@@ -28,20 +28,9 @@ use crate::nfqueue::{Queue, Verdict, FLAG_FAIL_OPEN, FLAG_GSO};
 const QUEUE: u16 = 0;
 
 fn run_in(ns: &str, program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {program} in {ns}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} (in {ns}) failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    crate::net::run("ip", &all)
 }
 
 /// Pass the namespace's bridged IPv4 packets to iptables and queue the forwarded ones.
@@ -197,20 +186,7 @@ pub fn main(args: &[String]) -> Result<()> {
     // SIGTERM: stop after letting go of what is held.
     {
         let state = state.clone();
-        std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    term.recv().await;
-                }
-            });
+        crate::on_signal(false, move || {
             lock(&state.0).stop = true;
             state.1.notify_all();
         });
