@@ -77,6 +77,7 @@ const KICK: u8 = 0xFD;
 /// one message per service per turn; a few more here, as each turn costs a task wake-up).
 const BATCH: usize = 16;
 
+
 /// A loaded shared object and its module functions. Modules are never unloaded (as in
 /// skynet): a module's code may still be referenced (its protobuf descriptors, its
 /// threads), so the library stays open for the life of the process.
