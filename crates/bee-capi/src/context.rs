@@ -6,12 +6,13 @@
 //! inbox. A message from another instance of the node (a Lua service calling a Lua
 //! service) goes straight into it; a message through the bee mailbox (a Rust caller, a
 //! timer) is moved into it by the instance's own task. Whoever runs the callback holds the
-//! instance's `running` flag, so one callback runs at a time. An instance handed work
-//! is woken through its mailbox (a kick); tokio runs a task woken this way next on the
-//! same worker when it can. Running the receiver's callback inline, inside the sender's
-//! task, was tried and dropped: while a long callback of the receiver ran there, the
-//! sender's own messages (its timers) waited behind it, where skynet's other workers
-//! would have run them (`tests/lua/overloadburst.lua` caught it).
+//! instance's `running` flag, so one callback runs at a time. When a callback hands work
+//! to an idle instance while its own inbox is empty (a call answered by a reply, a reply
+//! resuming the caller), that instance runs next on the same thread, right after the
+//! callback returns ([`run_from`]) — skynet's one worker hand-off, instead of waking the
+//! other instance's task (which tokio moves to another worker every few hand-offs). An
+//! instance that is busy, not started yet, or handed work while the sender has more of
+//! its own is woken through its mailbox (a kick) instead, so other workers can take it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -77,6 +78,9 @@ const KICK: u8 = 0xFD;
 /// one message per service per turn; a few more here, as each turn costs a task wake-up).
 const BATCH: usize = 16;
 
+/// Instances run one after another on a thread by hand-off ([`run_from`]) before the
+/// rest goes back to the runtime's queues (so other tasks of that worker get their turn).
+const HOPS: usize = 64;
 
 /// A loaded shared object and its module functions. Modules are never unloaded (as in
 /// skynet): a module's code may still be referenced (its protobuf descriptors, its
@@ -275,8 +279,8 @@ pub struct SkynetContext {
     found_empty: AtomicBool,
 }
 
-/// The run on this thread (see [`run_from`]): the instance whose callbacks run, and the
-/// one handed work to wake when they are done.
+/// The run of instances on this thread (see [`run_from`]): the one whose callback runs,
+/// and the one handed work to run next.
 struct Runner {
     now: Arc<SkynetContext>,
     next: Option<Arc<SkynetContext>>,
@@ -312,24 +316,30 @@ thread_local! {
     static RUNNER: RefCell<Option<Runner>> = const { RefCell::new(None) };
 }
 
-/// Run `first`'s inbox on this thread; an instance its callbacks handed work to (see
-/// [`SkynetContext::schedule`]) is woken on its own task.
+/// Run `first`'s inbox on this thread, then the instances its callbacks handed work to,
+/// one after another (at most [`HOPS`]); what is left goes to the instances' own tasks.
 fn run_from(first: Arc<SkynetContext>) {
     if RUNNER.with(|r| r.borrow().is_some()) {
         // Already inside a run on this thread (not expected: callbacks do not run tasks).
         first.drain();
         return;
     }
-    RUNNER.with(|r| {
-        *r.borrow_mut() = Some(Runner {
-            now: first.clone(),
-            next: None,
-        })
-    });
-    first.drain();
-    if let Some(next) = RUNNER.with(|r| r.borrow_mut().take().and_then(|r| r.next)) {
-        next.kick();
+    let mut cur = first;
+    for _ in 0..HOPS {
+        RUNNER.with(|r| {
+            *r.borrow_mut() = Some(Runner {
+                now: cur.clone(),
+                next: None,
+            })
+        });
+        cur.drain();
+        let next = RUNNER.with(|r| r.borrow_mut().take().and_then(|r| r.next));
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
     }
+    cur.kick();
 }
 
 /// Marks a service as running on this thread until dropped (then the previous one again).
@@ -458,9 +468,8 @@ impl SkynetContext {
         Ok(())
     }
 
-    /// The inbox has work: wake this instance's task, at once or (when handed work by a
-    /// callback running on this thread) once that callback's run ends, so the last
-    /// instance handed work is the one tokio runs next on this worker.
+    /// The inbox has work: run this instance next on this thread when the running one
+    /// is about to go idle, else wake its task.
     fn schedule(self: &Arc<Self>) {
         // A running instance finds the message itself (it looks again after letting go).
         if self.running.load(Ordering::Acquire) {
