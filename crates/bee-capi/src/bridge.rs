@@ -11,7 +11,6 @@
 //! the block is freed here.
 
 use std::ffi::c_void;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bee_codec::seri::{self, Value};
@@ -40,23 +39,12 @@ impl Host {
     /// Messages from Lua services to `addr` carry `(pointer, size)` blocks as strings
     /// (see the module documentation). Forgotten when the address is [`Host::forget`]ed.
     pub fn take_lua_buffers(&self, addr: Addr) {
-        let mut set = self
-            .buffer_takers
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        set.insert(addr);
-        self.any_buffer_takers.store(true, Ordering::Release);
+        lock(&self.buffer_takers).insert(addr);
     }
 
     /// Stop treating `addr` as a taker of blocks (its service ended).
     pub fn forget(&self, addr: Addr) {
-        let mut set = self
-            .buffer_takers
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        set.remove(&addr);
-        self.any_buffer_takers
-            .store(!set.is_empty(), Ordering::Release);
+        lock(&self.buffer_takers).remove(&addr);
     }
 
     /// Write one line to skynet's log as service `source` (skynet's logger format, where
@@ -66,13 +54,8 @@ impl Host {
     }
 
     pub(crate) fn takes_buffers(&self, addr: Addr) -> bool {
-        // Asked on every message a Lua service sends; most nodes have no taker at all.
-        self.any_buffer_takers.load(Ordering::Acquire)
-            && self
-                .buffer_takers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&addr)
+        let set = lock(&self.buffer_takers);
+        !set.is_empty() && set.contains(&addr)
     }
 }
 

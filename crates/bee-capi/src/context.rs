@@ -1,18 +1,6 @@
 //! Module loading and the service behind each module instance: `struct skynet_context`
 //! as bee defines it, the bee [`Service`] that runs the C callback one message at a
 //! time, the session → reply-slot bridge, and release when the service stops.
-//!
-//! How messages reach a callback (as skynet's workers do it): every instance has an
-//! inbox. A message from another instance of the node (a Lua service calling a Lua
-//! service) goes straight into it; a message through the bee mailbox (a Rust caller, a
-//! timer) is moved into it by the instance's own task. Whoever runs the callback holds the
-//! instance's `running` flag, so one callback runs at a time. When a callback hands work
-//! to an idle instance while its own inbox is empty (a call answered by a reply, a reply
-//! resuming the caller), that instance runs next on the same thread, right after the
-//! callback returns ([`run_from`]) — skynet's one worker hand-off, instead of waking the
-//! other instance's task (which tokio moves to another worker every few hand-offs). An
-//! instance that is busy, not started yet, or handed work while the sender has more of
-//! its own is woken through its mailbox (a kick) instead, so other workers can take it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,7 +13,6 @@ use std::sync::{Arc, Mutex};
 
 use bee_codec::kkt::{KktHeader, SUBTYPE_RPC_CLIENT, SUBTYPE_RPC_SERVER};
 use bee_codec::seri::{self, Value};
-use bee_runtime::mailbox::Fifo;
 use bee_runtime::service::ptype;
 use bee_runtime::{Addr, Context, HandleResult, Message, Node, Responder, Service};
 use bytes::Bytes;
@@ -69,18 +56,6 @@ pub(crate) const MODULE_MAILBOX: usize = 262_144;
 /// Rust calls waiting on a C service at once, at most. Beyond that a new call is refused
 /// with an error (a module that never answers must not grow memory without bound).
 const MAX_PENDING_CALLS: usize = 65_536;
-
-/// `ptype` of the note (from source 0, through the mailbox) that puts an instance's own
-/// task to work on its inbox.
-const KICK: u8 = 0xFD;
-
-/// Callbacks of one instance per turn before it yields its thread (skynet's workers take
-/// one message per service per turn; a few more here, as each turn costs a task wake-up).
-const BATCH: usize = 16;
-
-/// Instances run one after another on a thread by hand-off ([`run_from`]) before the
-/// rest goes back to the runtime's queues (so other tasks of that worker get their turn).
-const HOPS: usize = 64;
 
 /// A loaded shared object and its module functions. Modules are never unloaded (as in
 /// skynet): a module's code may still be referenced (its protobuf descriptors, its
@@ -178,38 +153,6 @@ struct Pending {
     rpc: Option<RpcRequest>,
 }
 
-/// A message as the callback takes it.
-pub(crate) struct CMessage {
-    source: Addr,
-    ty: u8,
-    session: i32,
-    payload: Bytes,
-    /// Sent by another module instance (not through the mailbox): a request still
-    /// queued when the instance stops is answered with an error, as skynet does.
-    from_module: bool,
-}
-
-impl CMessage {
-    /// A message `skynet_send` hands to a module instance of the node.
-    pub(crate) fn from_module(msg: Message) -> CMessage {
-        CMessage {
-            source: msg.source,
-            ty: msg.ptype,
-            session: msg.session,
-            payload: msg.payload,
-            from_module: true,
-        }
-    }
-}
-
-/// Why an instance's inbox did not take a message.
-pub(crate) enum InboxError {
-    /// It holds the node's mailbox size already.
-    Full,
-    /// The instance stopped.
-    Stopped,
-}
-
 /// The identity of an rpc request frame a waiting caller sent.
 struct RpcRequest {
     session: u64,
@@ -263,27 +206,6 @@ pub struct SkynetContext {
     cpu_cost_us: AtomicU64,
     /// This thread's CPU clock when the current callback started, µs (`STAT time`).
     cpu_start_us: AtomicU64,
-    /// Messages waiting for the callback, in order (see the module documentation).
-    inbox: Mutex<Fifo<CMessage>>,
-    /// The most messages other instances may queue in the inbox (the node's mailbox size).
-    inbox_cap: AtomicUsize,
-    /// Held while this instance's callback runs (or may run), by whichever thread runs
-    /// it; taken for good when the instance is released.
-    running: AtomicBool,
-    /// A kick waits in the instance's mailbox.
-    kicked: AtomicBool,
-    /// NAME_init succeeded: messages may reach the callback.
-    ready: AtomicBool,
-    /// The previous callback left no message waiting: the next one finds the queue
-    /// empty, as skynet's worker does, and the overload threshold starts again.
-    found_empty: AtomicBool,
-}
-
-/// The run of instances on this thread (see [`run_from`]): the one whose callback runs,
-/// and the one handed work to run next.
-struct Runner {
-    now: Arc<SkynetContext>,
-    next: Option<Arc<SkynetContext>>,
 }
 
 /// The calling thread's CPU time in microseconds (`CLOCK_THREAD_CPUTIME_ID`), 0 if the
@@ -312,34 +234,6 @@ type Current = Option<(Arc<SkynetContext>, Addr)>;
 thread_local! {
     /// The service whose create, init, callback or release runs on this thread.
     static CURRENT: RefCell<Current> = const { RefCell::new(None) };
-    /// Set while [`run_from`] runs instances on this thread.
-    static RUNNER: RefCell<Option<Runner>> = const { RefCell::new(None) };
-}
-
-/// Run `first`'s inbox on this thread, then the instances its callbacks handed work to,
-/// one after another (at most [`HOPS`]); what is left goes to the instances' own tasks.
-fn run_from(first: Arc<SkynetContext>) {
-    if RUNNER.with(|r| r.borrow().is_some()) {
-        // Already inside a run on this thread (not expected: callbacks do not run tasks).
-        first.drain();
-        return;
-    }
-    let mut cur = first;
-    for _ in 0..HOPS {
-        RUNNER.with(|r| {
-            *r.borrow_mut() = Some(Runner {
-                now: cur.clone(),
-                next: None,
-            })
-        });
-        cur.drain();
-        let next = RUNNER.with(|r| r.borrow_mut().take().and_then(|r| r.next));
-        match next {
-            Some(n) => cur = n,
-            None => return,
-        }
-    }
-    cur.kick();
 }
 
 /// Marks a service as running on this thread until dropped (then the previous one again).
@@ -438,135 +332,6 @@ impl SkynetContext {
             profile,
             cpu_cost_us: AtomicU64::new(0),
             cpu_start_us: AtomicU64::new(0),
-            found_empty: AtomicBool::new(true),
-            inbox: Mutex::new(Fifo::new()),
-            inbox_cap: AtomicUsize::new(usize::MAX),
-            running: AtomicBool::new(false),
-            kicked: AtomicBool::new(false),
-            ready: AtomicBool::new(false),
-        }
-    }
-
-    /// Messages in the inbox now (part of skynet's `STAT mqlen`).
-    pub(crate) fn inbox_len(&self) -> usize {
-        lock(&self.inbox).len()
-    }
-
-    /// Queue a message from another module instance and see that it gets run.
-    pub(crate) fn accept(self: &Arc<Self>, msg: CMessage) -> Result<(), InboxError> {
-        {
-            let mut inbox = lock(&self.inbox);
-            if self.released.load(Ordering::Acquire) {
-                return Err(InboxError::Stopped);
-            }
-            if inbox.len() >= self.inbox_cap.load(Ordering::Relaxed) {
-                return Err(InboxError::Full);
-            }
-            inbox.push_back(msg);
-        }
-        self.schedule();
-        Ok(())
-    }
-
-    /// The inbox has work: run this instance next on this thread when the running one
-    /// is about to go idle, else wake its task.
-    fn schedule(self: &Arc<Self>) {
-        // A running instance finds the message itself (it looks again after letting go).
-        if self.running.load(Ordering::Acquire) {
-            return;
-        }
-        if !self.ready.load(Ordering::Acquire) {
-            // Its task waits for NAME_init, then runs the inbox.
-            self.kick();
-            return;
-        }
-        let displaced = RUNNER.with(|r| {
-            let mut r = r.borrow_mut();
-            let Some(run) = r.as_mut() else {
-                return Some(self.clone());
-            };
-            if Arc::ptr_eq(&run.now, self) {
-                return None;
-            }
-            if !lock(&run.now.inbox).is_empty() {
-                // The running instance has more to do: let another worker take this one.
-                return Some(self.clone());
-            }
-            match run.next.replace(self.clone()) {
-                Some(prev) if !Arc::ptr_eq(&prev, self) => Some(prev),
-                _ => None,
-            }
-        });
-        if let Some(other) = displaced {
-            other.kick();
-        }
-    }
-
-    /// Wake this instance's task to run its inbox (once until it does).
-    fn kick(self: &Arc<Self>) {
-        if self.kicked.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Some(node) = self.node() else { return };
-        let note = Message {
-            source: 0,
-            ptype: KICK,
-            session: 0,
-            payload: Bytes::new(),
-        };
-        if node.post(self.handle(), note).is_err() {
-            // A full mailbox: the task is busy with it, and runs the inbox after each
-            // message. A closed one: the instance stopped.
-            self.kicked.store(false, Ordering::Release);
-        }
-    }
-
-    /// Run the inbox's messages through the callback (at most [`BATCH`]) if no other
-    /// thread runs this instance; more left over goes to the instance's task.
-    fn drain(self: &Arc<Self>) {
-        if !self.ready.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(node) = self.node() else { return };
-        let me = self.handle();
-        let mut done = 0;
-        loop {
-            if self
-                .running
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                return;
-            }
-            let mut killed = false;
-            while done < BATCH && !self.retire_self.load(Ordering::Acquire) {
-                // Killed (by itself or another service): no callback after that; what
-                // is queued is answered when the instance is released.
-                if !node.is_alive(me) {
-                    killed = true;
-                    break;
-                }
-                let Some(m) = lock(&self.inbox).pop_front() else {
-                    break;
-                };
-                self.invoke(m);
-                done += 1;
-            }
-            self.running.store(false, Ordering::Release);
-            if killed {
-                return;
-            }
-            if self.retire_self.load(Ordering::Acquire) {
-                node.kill(me);
-                return;
-            }
-            if lock(&self.inbox).is_empty() {
-                return;
-            }
-            if done >= BATCH {
-                self.kick();
-                return;
-            }
         }
     }
 
@@ -647,24 +412,6 @@ impl SkynetContext {
 
     /// skynet's overload rule for the message just taken out of the mailbox (see
     /// [`overload_step`]); the length to report, if any.
-    /// skynet's `May overload` rule as a message is taken: the messages still waiting
-    /// for this instance (its inbox and its mailbox) against the threshold, logged as
-    /// the service's own line.
-    fn note_queue_length(&self) {
-        let queued = self.inbox_len()
-            + self
-                .node()
-                .and_then(|n| n.queued(self.handle()))
-                .unwrap_or(0);
-        let found_empty = self.found_empty.swap(queued == 0, Ordering::Relaxed);
-        if let Some(len) = self.check_overload(queued, found_empty) {
-            let line = format!("May overload, message queue length = {len}");
-            if !self.host.write_skynet_log(self.handle(), &line) {
-                tracing::warn!(target: "skynet", node = %self.host.node_name(), service = %crate::fmt_handle(self.handle()), module = %self.module.name, "{line}");
-            }
-        }
-    }
-
     fn check_overload(&self, queued: usize, found_empty: bool) -> Option<usize> {
         let mut threshold = self.overload_threshold.load(Ordering::Relaxed);
         let report = overload_step(&mut threshold, queued, found_empty);
@@ -777,9 +524,15 @@ impl SkynetContext {
         true
     }
 
-    /// A message from the mailbox as the callback takes it: a caller's reply slot
-    /// becomes a session of this instance. `None` when the call is refused (answered).
-    fn admit(&self, cx: &mut Context, msg: Message) -> Option<CMessage> {
+    /// Run the C callback for one message (the service's handler).
+    fn deliver(self: &Arc<Self>, cx: &mut Context, msg: Message) {
+        if let Some(len) = self.check_overload(cx.queued(), cx.found_empty()) {
+            // The service's own log line, as skynet writes it.
+            let line = format!("May overload, message queue length = {len}");
+            if !self.host.write_skynet_log(self.handle(), &line) {
+                tracing::warn!(target: "skynet", node = %self.host.node_name(), service = %crate::fmt_handle(self.handle()), module = %self.module.name, "{line}");
+            }
+        }
         // A Lua service takes `("text", frame)` as skynet's cluster delivers it: a "lua"
         // message whose first value is "text" (its dispatch branches on it).
         let (ty, payload, pack) = if self.is_lua() {
@@ -796,7 +549,7 @@ impl SkynetContext {
                         "C service {} has {MAX_PENDING_CALLS} calls unanswered; call refused",
                         self.module.name
                     ));
-                    return None;
+                    return;
                 }
                 let s = self.new_session();
                 // A frame arrives as TEXT, pushed as ("text", frame) or handed over by
@@ -819,27 +572,8 @@ impl SkynetContext {
             }
             None => msg.session,
         };
-        Some(CMessage {
-            source: msg.source,
-            ty,
-            session,
-            payload,
-            from_module: false,
-        })
-    }
-
-    /// Run the C callback for one message (the caller holds `running`).
-    fn invoke(self: &Arc<Self>, m: CMessage) {
-        let CMessage {
-            source,
-            ty,
-            session,
-            payload,
-            ..
-        } = m;
         let cb = *lock(&self.callback);
         self.messages.fetch_add(1, Ordering::Relaxed);
-        self.note_queue_length();
         let Some((cb, ud)) = cb else {
             tracing::warn!(service = %crate::fmt_handle(self.handle()), module = %self.module.name, "message dropped: the module installed no callback");
             if let Some(p) = lock(&self.pending).remove(&session) {
@@ -865,7 +599,7 @@ impl SkynetContext {
             };
             (p, payload.len())
         };
-        self.probe.enter(source);
+        self.probe.enter(msg.source);
         if self.profile {
             self.cpu_start_us.store(thread_cpu_us(), Ordering::Relaxed);
         }
@@ -881,7 +615,7 @@ impl SkynetContext {
                     ud as *mut c_void,
                     c_int::from(ty),
                     session,
-                    source,
+                    msg.source,
                     data.cast_const(),
                     len,
                 )
@@ -898,43 +632,12 @@ impl SkynetContext {
         }
     }
 
-    /// `NAME_release`, once, after the last callback returned (waiting for one that runs
-    /// on another thread).
+    /// `NAME_release`, once.
     fn release(self: &Arc<Self>) {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
-        while self
-            .running
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::thread::yield_now();
-        }
-        // `running` stays taken: no callback runs again.
         *lock(&self.callback) = None;
-        let left: Vec<CMessage> = {
-            let mut inbox = lock(&self.inbox);
-            std::iter::from_fn(|| inbox.pop_front()).collect()
-        };
-        if let Some(node) = self.node() {
-            for m in left {
-                // A request from another instance gets skynet's error reply; the
-                // mailbox's callers are answered with the pending calls below.
-                let request = m.session != 0 && m.ty != ptype::RESPONSE && m.ty != ptype::ERROR;
-                if m.from_module && request && m.source != 0 {
-                    let _ = node.post(
-                        m.source,
-                        Message {
-                            source: self.handle(),
-                            ptype: ptype::ERROR,
-                            session: m.session,
-                            payload: Bytes::new(),
-                        },
-                    );
-                }
-            }
-        }
         self.host.remove_context(self.handle());
         let gone: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for p in gone {
@@ -1005,12 +708,7 @@ impl Service for CService {
                 )));
             }
         }
-        if msg.ptype == KICK && msg.source == 0 {
-            self.ctx.kicked.store(false, Ordering::Release);
-        } else if let Some(m) = self.ctx.admit(cx, msg) {
-            lock(&self.ctx.inbox).push_back(m);
-        }
-        run_from(self.ctx.clone());
+        self.ctx.deliver(cx, msg);
         if self.ctx.retire_self.load(Ordering::Acquire) {
             cx.exit();
         }
@@ -1061,8 +759,6 @@ pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError>
         MODULE_MAILBOX,
     );
     ctx.handle.store(addr, Ordering::Release);
-    ctx.inbox_cap
-        .store(node.config().mailbox.max(1), Ordering::Relaxed);
     host.add_context(addr, &ctx);
     let code = {
         let _current = CurrentGuard::enter_as(&ctx, launcher);
@@ -1091,7 +787,6 @@ pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError>
     // skynet's kernel line for every started service, written before the service handles
     // its first message (where skynet's log goes to its logger format).
     host.write_skynet_log(addr, &format!("LAUNCH {} {args}", module.name));
-    ctx.ready.store(true, Ordering::Release);
     let _ = ready_tx.send(());
     if ctx.retire_self.load(Ordering::Acquire) {
         node.kill(addr);

@@ -12,7 +12,7 @@ use bee_runtime::service::ptype;
 use bee_runtime::{Addr, CallError, Message, Node};
 use bytes::Bytes;
 
-use crate::context::{current, CMessage, CallbackFn, InboxError, MallocBlock, SkynetContext};
+use crate::context::{current, CallbackFn, MallocBlock, SkynetContext};
 use crate::{fmt_handle, Host};
 
 const PTYPE_TAG_DONTCOPY: c_int = 0x10000;
@@ -170,15 +170,12 @@ fn send(
     session: c_int,
     payload: Bytes,
 ) -> c_int {
-    // Every message of every C service passes here: the sender's name for a log line is
-    // only formatted when a line is written.
-    let tag = || log_tag(ctx);
+    let (me, module) = log_tag(ctx);
     let mut session = session;
     if type_ & PTYPE_TAG_ALLOCSESSION != 0 {
         match ctx {
             Some(c) => session = c.new_session(),
             None => {
-                let (me, _) = tag();
                 tracing::warn!(service = %me, "skynet_send: ALLOCSESSION without a context; not sent");
                 return -1;
             }
@@ -200,7 +197,6 @@ fn send(
         }
     }
     let Ok(ty) = u8::try_from(ty) else {
-        let (me, module) = tag();
         tracing::warn!(service = %me, module = %module, ptype = ty, "skynet_send: message type above 255 not supported; not sent");
         return -1;
     };
@@ -209,16 +205,10 @@ fn send(
             // skynet's way to allocate a bare session (Lua's `genid`): nothing is sent.
             return session;
         }
-        let (me, module) = tag();
         tracing::warn!(service = %me, module = %module, "skynet_send to handle 0; not sent");
         return -1;
     }
-    let node = match ctx {
-        Some(c) => c.host.node(),
-        None => host_for(ctx).and_then(|h| h.node()),
-    };
-    let Some(node) = node else {
-        let (me, _) = tag();
+    let Some(node) = host_for(ctx).and_then(|h| h.node()) else {
         tracing::warn!(service = %me, "skynet_send: the node is gone; not sent");
         return -1;
     };
@@ -239,25 +229,11 @@ fn send(
         payload,
     };
     if let Some(c) = ctx {
-        // Another module instance of the node: straight into its inbox.
-        if let Some(d) = c.host.context(destination) {
-            return match d.accept(CMessage::from_module(msg)) {
-                Ok(()) => session,
-                Err(e) => {
-                    let why = match e {
-                        InboxError::Full => "its inbox is full",
-                        InboxError::Stopped => "it stopped",
-                    };
-                    let (me, module) = tag();
-                    tracing::warn!(node = %node.name(), service = %me, module = %module, to = %fmt_handle(destination), ptype = ty, session, "skynet_send failed ({why}); the module is told (-1)");
-                    -1
-                }
-            };
-        }
         if c.is_lua()
             && session > 0
             && c_int::from(ty) != PTYPE_RESPONSE
             && c_int::from(ty) != PTYPE_ERROR
+            && c.host.context(destination).is_none()
             && node.is_alive(destination)
         {
             call_for_lua(c, &node, destination, msg);
@@ -267,7 +243,6 @@ fn send(
     match node.post(destination, msg) {
         Ok(()) => session,
         Err(e) => {
-            let (me, module) = tag();
             tracing::warn!(node = %node.name(), service = %me, module = %module, to = %fmt_handle(destination), ptype = ty, session, error = %e, "skynet_send failed; the module is told (-1)");
             -1
         }
@@ -699,7 +674,7 @@ pub extern "C" fn skynet_command(
         }
         "STAT" => {
             let v = match parm {
-                "mqlen" => (node.queued(me).unwrap_or(0) + c.inbox_len()).to_string(),
+                "mqlen" => node.queued(me).unwrap_or(0).to_string(),
                 "message" => c.messages().to_string(),
                 "endless" => if c.probe.take_endless() { "1" } else { "0" }.to_string(),
                 "cpu" => c.stat_cpu(),

@@ -61,7 +61,7 @@ use std::ffi::CString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bee_runtime::{Addr, Node};
@@ -160,8 +160,7 @@ pub struct Host {
     module_dirs: Mutex<Vec<PathBuf>>,
     /// Every module instance of the node by handle (SIGNAL, and telling C/Lua services
     /// from Rust ones).
-    /// Read on every message a Lua service sends; written only when one starts or stops.
-    contexts: RwLock<HashMap<Addr, Weak<SkynetContext>>>,
+    contexts: Mutex<HashMap<Addr, Weak<SkynetContext>>>,
     /// The exit monitor (skynet's `MONITOR` command), 0 for none.
     monitor: AtomicU32,
     /// skynet's C harbor service (`skynet_harbor_start`), 0 for none: global names.
@@ -174,9 +173,7 @@ pub struct Host {
     /// Lua service names the program serves itself (`crate::bridge`).
     replaced: Mutex<HashMap<String, LuaServiceFactory>>,
     /// Addresses that take `(pointer, size)` blocks from Lua as strings (`crate::bridge`).
-    buffer_takers: RwLock<std::collections::HashSet<Addr>>,
-    /// Whether `buffer_takers` has any address.
-    any_buffer_takers: std::sync::atomic::AtomicBool,
+    buffer_takers: Mutex<std::collections::HashSet<Addr>>,
 }
 
 /// The destination of skynet-format log lines.
@@ -214,15 +211,14 @@ impl Host {
                 env: Mutex::new(env),
                 replaced_env: Mutex::new(Vec::new()),
                 module_dirs: Mutex::new(Vec::new()),
-                contexts: RwLock::new(HashMap::new()),
+                contexts: Mutex::new(HashMap::new()),
                 monitor: AtomicU32::new(0),
                 harbor: AtomicU32::new(0),
                 skynet_log: Mutex::new(None),
                 timers: timer::Timers::default(),
                 monitor_started: std::sync::atomic::AtomicBool::new(false),
                 replaced: Mutex::new(HashMap::new()),
-                buffer_takers: RwLock::new(std::collections::HashSet::new()),
-                any_buffer_takers: std::sync::atomic::AtomicBool::new(false),
+                buffer_takers: Mutex::new(std::collections::HashSet::new()),
             })
         });
         let mut hosts = lock(&HOSTS);
@@ -317,7 +313,7 @@ impl Host {
 
     pub(crate) fn add_context(self: &Arc<Self>, addr: Addr, ctx: &Arc<SkynetContext>) {
         {
-            let mut map = self.contexts.write().unwrap_or_else(|e| e.into_inner());
+            let mut map = lock(&self.contexts);
             map.retain(|_, w| w.strong_count() > 0);
             map.insert(addr, Arc::downgrade(ctx));
         }
@@ -325,10 +321,7 @@ impl Host {
     }
 
     pub(crate) fn remove_context(&self, addr: Addr) {
-        self.contexts
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&addr);
+        lock(&self.contexts).remove(&addr);
     }
 
     /// The live module instance at `addr`, if that address is one.
@@ -339,11 +332,7 @@ impl Host {
     }
 
     pub(crate) fn context(&self, addr: Addr) -> Option<Arc<SkynetContext>> {
-        self.contexts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&addr)
-            .and_then(Weak::upgrade)
+        lock(&self.contexts).get(&addr).and_then(Weak::upgrade)
     }
 
     pub(crate) fn monitor(&self) -> Addr {

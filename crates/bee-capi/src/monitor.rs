@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bee_runtime::Addr;
 
-use crate::Host;
+use crate::{lock, Host};
 
 /// How often the monitor looks (skynet's monitor thread: every 5 s).
 const PERIOD: Duration = Duration::from_secs(5);
@@ -67,10 +67,7 @@ fn run(host: &Weak<Host>) {
     loop {
         std::thread::sleep(PERIOD);
         let Some(h) = host.upgrade() else { return };
-        let live: Vec<_> = h
-            .contexts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let live: Vec<_> = lock(&h.contexts)
             .iter()
             .filter_map(|(a, w)| w.upgrade().map(|c| (*a, c)))
             .collect();

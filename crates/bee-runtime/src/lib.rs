@@ -7,9 +7,8 @@
 //! [`Handle::call`] reads the same for a local or a remote target.
 //!
 //! ## Layers inside this crate (each uses only the ones above it)
-//! 1. [`error`], [`service`]: the runtime — [`Node`], [`Service`], local
-//!    call/send/redirect, one name table; [`mailbox`]: the queue in front of each service
-//!    (bounded, nothing allocated while idle); [`remote`]: the interface to other nodes.
+//! 1. [`error`], [`service`]: the runtime — [`Node`], [`Service`], mailboxes, local
+//!    call/send/redirect, one name table; [`remote`]: the interface to other nodes.
 //! 2. [`args`], [`handle`], [`lua`], [`text`], [`dispatcher`]: writing services —
 //!    typed `"lua"` commands and protobuf `"text"` handlers in one handler shape
 //!    (`|h, args| async move { … }`, a body that awaits calls or nothing), the state
@@ -36,7 +35,6 @@ pub mod error;
 pub mod fasthash;
 pub mod handle;
 pub mod lua;
-pub mod mailbox;
 pub mod remote;
 pub mod service;
 pub mod shard;

@@ -22,11 +22,10 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::error::{fmt_addr, Addr, CallError, ServiceError};
 use crate::fasthash::FastBuild;
-use crate::mailbox::{Mailbox, PushError};
 
 /// What a handler returns: `Ok(Some(bytes))` is the reply (a skynet.pack payload),
 /// `Ok(None)` means "no reply values" (a waiting caller gets an empty reply), `Err`
@@ -412,7 +411,7 @@ impl ServiceInfo {
 }
 
 struct Entry {
-    mailbox: Arc<Mailbox<Envelope>>,
+    tx: mpsc::Sender<Envelope>,
     label: Arc<str>,
     started: Instant,
     stats: Arc<Stats>,
@@ -556,11 +555,11 @@ impl Node {
         mailbox: usize,
     ) -> Addr {
         self.inner.spawned.store(true, Ordering::Release);
-        let mailbox = Arc::new(Mailbox::new(mailbox));
+        let (tx, rx) = mpsc::channel(mailbox.max(1));
         let label: Arc<str> = Arc::from(label);
         let stats = Arc::new(Stats::default());
         let mut entry = Some(Entry {
-            mailbox: mailbox.clone(),
+            tx,
             label: label.clone(),
             started: Instant::now(),
             stats: stats.clone(),
@@ -598,7 +597,7 @@ impl Node {
             queued: 0,
             found_empty: true,
         };
-        tokio::spawn(run_service(ctx, service, mailbox, stats));
+        tokio::spawn(run_service(ctx, service, rx, stats));
         addr
     }
 
@@ -700,7 +699,10 @@ impl Node {
 
     /// Messages waiting in the mailbox of the service at `addr` (`None`: no such service).
     pub fn queued(&self, addr: Addr) -> Option<usize> {
-        self.inner.services.get(&addr).map(|e| e.mailbox.len())
+        self.inner
+            .services
+            .get(&addr)
+            .map(|e| e.tx.max_capacity() - e.tx.capacity())
     }
 
     /// The label and address of a service, for messages (`echo:00000004`).
@@ -730,7 +732,7 @@ impl Node {
                     names: ns,
                     handled: e.stats.handled.load(Ordering::Relaxed),
                     busy: Duration::from_nanos(e.stats.busy_ns.load(Ordering::Relaxed)),
-                    queued: e.mailbox.len(),
+                    queued: e.tx.max_capacity() - e.tx.capacity(),
                     uptime: e.started.elapsed(),
                 }
             })
@@ -890,16 +892,16 @@ impl Node {
     /// such as a C service's `skynet_send`): a full mailbox is
     /// [`CallError::Overloaded`], never a silent drop.
     pub fn post(&self, target: Addr, msg: Message) -> Result<(), CallError> {
-        let pushed = match self.inner.services.get(&target) {
-            Some(e) => e.mailbox.try_push(Envelope { msg, reply: None }),
+        let tx = match self.inner.services.get(&target) {
+            Some(e) => e.tx.clone(),
             None => return Err(CallError::NoSuchService { addr: target }),
         };
-        match pushed {
+        match tx.try_send(Envelope { msg, reply: None }) {
             Ok(()) => Ok(()),
-            Err(PushError::Full(_)) => Err(CallError::Overloaded {
+            Err(mpsc::error::TrySendError::Full(_)) => Err(CallError::Overloaded {
                 service: self.describe(target),
             }),
-            Err(PushError::Closed(_)) => Err(CallError::ServiceGone {
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CallError::ServiceGone {
                 service: self.describe(target),
             }),
         }
@@ -916,13 +918,13 @@ impl Node {
         // Delivery to a missing service fails without waiting: still count it against
         // the task's budget (see `Cluster::call_timeout`).
         tokio::task::coop::consume_budget().await;
-        // Room in the mailbox (the usual case): in at once. Full: wait for room, without
-        // holding the service table.
-        let (mailbox, env) = match self.inner.services.get(&target) {
-            Some(e) => match e.mailbox.try_push(Envelope { msg, reply }) {
+        // Room in the mailbox (the usual case): in without cloning the sender. Full: wait
+        // for room on a clone, without holding the service table.
+        let (tx, env) = match self.inner.services.get(&target) {
+            Some(e) => match e.tx.try_send(Envelope { msg, reply }) {
                 Ok(()) => return Ok(()),
-                Err(PushError::Full(env)) => (e.mailbox.clone(), env),
-                Err(PushError::Closed(env)) => {
+                Err(mpsc::error::TrySendError::Full(env)) => (e.tx.clone(), env),
+                Err(mpsc::error::TrySendError::Closed(env)) => {
                     drop(e);
                     let service = self.describe(target);
                     return Err((CallError::ServiceGone { service }, env.reply));
@@ -930,9 +932,9 @@ impl Node {
             },
             None => return Err((CallError::NoSuchService { addr: target }, reply)),
         };
-        match mailbox.push(env).await {
+        match tx.send(env).await {
             Ok(()) => Ok(()),
-            Err(env) => Err((
+            Err(mpsc::error::SendError(env)) => Err((
                 CallError::ServiceGone {
                     service: self.describe(target),
                 },
@@ -946,7 +948,6 @@ impl Node {
     pub fn kill(&self, addr: Addr) -> bool {
         match self.inner.services.remove(&addr) {
             Some((_, e)) => {
-                e.mailbox.close();
                 self.forget_names_of(addr);
                 tracing::info!(node = %self.name(), service = %service_name(&e.label, addr), "service killed");
                 true
@@ -1121,36 +1122,36 @@ impl WarnThrottle {
 async fn run_service(
     mut ctx: Context,
     mut service: BoxService,
-    mailbox: Arc<Mailbox<Envelope>>,
+    mut rx: mpsc::Receiver<Envelope>,
     stats: Arc<Stats>,
 ) {
     let node = ctx.node.clone();
     let addr = ctx.addr;
-    // Formatted only for an error or a log line: a node may run thousands of services.
-    let label = ctx.label.clone();
-    let name = || service_name(&label, addr);
+    let name = service_name(&ctx.label, addr);
     let mut failures = WarnThrottle::default();
     let mut first = true;
     loop {
         // Whether the mailbox is empty now, before waiting: what skynet's dispatcher sees
         // when a pop finds nothing (read by services that keep skynet's overload rule).
         // A new service counts as having found it empty.
-        let found_empty = std::mem::take(&mut first) || mailbox.is_empty();
-        let Some(Envelope { msg, reply }) = mailbox.recv().await else {
+        let found_empty = std::mem::take(&mut first) || rx.is_empty();
+        let Some(Envelope { msg, reply }) = rx.recv().await else {
             break;
         };
         ctx.found_empty = found_empty;
-        ctx.queued = mailbox.len();
-        if mailbox.is_closed() {
+        ctx.queued = rx.len();
+        if !node.is_alive(addr) {
             // Killed while this message waited: answer it below with the others.
             if let Some(tx) = reply {
-                let _ = tx.send(Err(CallError::ServiceGone { service: name() }));
+                let _ = tx.send(Err(CallError::ServiceGone {
+                    service: name.clone(),
+                }));
             }
             break;
         }
         if msg.ptype == ptype::HANDOVER && msg.source == 0 {
             let result = handover(&mut service, &msg).map_err(|e| CallError::Failed {
-                service: name(),
+                service: name.clone(),
                 message: e.into_message(),
             });
             if let Some(tx) = reply {
@@ -1168,7 +1169,7 @@ async fn run_service(
             .await
             .unwrap_or_else(|p| {
                 let text = panic_text(p.as_ref());
-                tracing::error!(node = %node.name(), service = %name(), panic = %text, "handler panicked; service keeps running");
+                tracing::error!(node = %node.name(), service = %name, panic = %text, "handler panicked; service keeps running");
                 Err(ServiceError::msg(format!("handler panicked: {text}")))
             });
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -1179,15 +1180,15 @@ async fn run_service(
                 let _ = tx.send(Ok(reply.unwrap_or_default()));
             }
             (Some(tx), Err(e)) => {
-                tracing::debug!(node = %node.name(), service = %name(), error = %e, "handler failed; caller told");
+                tracing::debug!(node = %node.name(), service = %name, error = %e, "handler failed; caller told");
                 let _ = tx.send(Err(CallError::Failed {
-                    service: name(),
+                    service: name.clone(),
                     message: e.into_message(),
                 }));
             }
             (None, Err(e)) => {
                 if let Some(suppressed) = failures.hit() {
-                    tracing::warn!(node = %node.name(), service = %name(), error = %e, suppressed, "handler failed on a message nobody waits for");
+                    tracing::warn!(node = %node.name(), service = %name, error = %e, suppressed, "handler failed on a message nobody waits for");
                 }
             }
             (None, Ok(_)) => {}
@@ -1200,20 +1201,22 @@ async fn run_service(
     if node.inner.services.remove(&addr).is_some() {
         node.forget_names_of(addr);
     }
-    mailbox.close();
+    rx.close();
     let mut dropped = 0usize;
-    while let Some(Envelope { reply, .. }) = mailbox.try_recv() {
+    while let Ok(Envelope { reply, .. }) = rx.try_recv() {
         match reply {
             Some(tx) => {
-                let _ = tx.send(Err(CallError::ServiceGone { service: name() }));
+                let _ = tx.send(Err(CallError::ServiceGone {
+                    service: name.clone(),
+                }));
             }
             None => dropped += 1,
         }
     }
     if dropped > 0 {
-        tracing::warn!(node = %node.name(), service = %name(), dropped, "service stopped with pushes still queued; they were dropped");
+        tracing::warn!(node = %node.name(), service = %name, dropped, "service stopped with pushes still queued; they were dropped");
     }
-    tracing::debug!(node = %node.name(), service = %name(), "service stopped");
+    tracing::debug!(node = %node.name(), service = %name, "service stopped");
 }
 
 #[cfg(test)]
