@@ -97,6 +97,26 @@ fn ip(args: &[&str]) -> Result<()> {
     run("ip", args)
 }
 
+/// Make bridge `name` in [`CORE`] and bring it up, forwarding at once (no STP listening
+/// delay on a fresh port).
+fn bridge(name: &str) -> Result<()> {
+    ip(&["-n", CORE, "link", "add", name, "type", "bridge"])?;
+    ip(&[
+        "-n",
+        CORE,
+        "link",
+        "set",
+        name,
+        "type",
+        "bridge",
+        "forward_delay",
+        "0",
+        "stp_state",
+        "0",
+    ])?;
+    ip(&["-n", CORE, "link", "set", name, "up"])
+}
+
 fn tc(ns: &str, dev: &str, netem: &Netem) -> Result<()> {
     let mut args = vec!["-n", ns, "qdisc", "replace", "dev", dev, "root"];
     let extra = netem.args();
@@ -164,22 +184,7 @@ impl Net {
         let net = Net { _made: () };
         ip(&["netns", "add", CORE])?;
         ip(&["-n", CORE, "link", "set", "lo", "up"])?;
-        ip(&["-n", CORE, "link", "add", BRIDGE, "type", "bridge"])?;
-        // Forward at once: no STP listening delay on a fresh port.
-        ip(&[
-            "-n",
-            CORE,
-            "link",
-            "set",
-            BRIDGE,
-            "type",
-            "bridge",
-            "forward_delay",
-            "0",
-            "stp_state",
-            "0",
-        ])?;
-        ip(&["-n", CORE, "link", "set", BRIDGE, "up"])?;
+        bridge(BRIDGE)?;
         for (i, h) in hosts.iter().enumerate() {
             let ns = h.ns();
             let port = format!("p{i}");
@@ -280,21 +285,7 @@ fn node_port(i: usize) -> String {
 /// so they reach each other but nothing else (etcd and the driver stay with the rest).
 pub fn partition(nodes: &[usize]) -> Result<()> {
     if ip(&["-n", CORE, "link", "show", "br1"]).is_err() {
-        ip(&["-n", CORE, "link", "add", "br1", "type", "bridge"])?;
-        ip(&[
-            "-n",
-            CORE,
-            "link",
-            "set",
-            "br1",
-            "type",
-            "bridge",
-            "forward_delay",
-            "0",
-            "stp_state",
-            "0",
-        ])?;
-        ip(&["-n", CORE, "link", "set", "br1", "up"])?;
+        bridge("br1")?;
     }
     for &i in nodes {
         ip(&["-n", CORE, "link", "set", &node_port(i), "master", "br1"])?;
