@@ -32,7 +32,8 @@ struct Load {
     stop: AtomicBool,
 }
 
-/// A client node with ride-through, listening (so the target's `goaway` reaches it).
+/// A client node with ride-through, listening (a node of the cluster config, as callers
+/// of a real backend are).
 async fn client(layout: &Layout, name: &str) -> (Node, Cluster) {
     riding_node(layout, name, name, Duration::from_secs(5)).await
 }

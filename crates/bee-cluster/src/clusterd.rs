@@ -16,7 +16,7 @@
 //! | `config_push` | text, force, from | [`crate::lifecycle::PushOutcome`] |
 //! | `hello` | name, incarnation (both optional) | [`crate::lifecycle::Hello`] |
 //! | `names_changed` | name, incarnation, names generation | whether the node is known |
-//! | `goaway` | name | whether there was a channel to retire |
+//! | `goaway` | name | whether this node has a channel to it (logged as an event; the connection itself is retired by the in-band `goaway` on it) |
 //! | `events` | | the recent registry events |
 //! | `status` | | the node program's status text |
 //! | `ping` | node | name, incarnation, microseconds of a `hello` round trip |
@@ -208,9 +208,11 @@ fn commands() -> LuaTable<Cluster> {
             },
         )
         .command("goaway", |c: &mut Cluster, peer: String| {
-            // A peer drains: what we send it next goes on a new connection.
+            // A peer drains. Its in-band goaway retires our connection to it; this
+            // notice may come after we reconnected (to its successor), so it only
+            // records the event.
             c.note_event(format!("{peer} is draining (said goaway)"));
-            Ok(c.retire(&peer))
+            Ok(c.noted_goaway(&peer))
         })
         .command("events", |c: &mut Cluster, ()| {
             Ok(c.recent_events()

@@ -5,11 +5,14 @@
 //!    it is, before step 2 — so new peers are refused (a peer with `ride_through` holds
 //!    its messages until the node, or its successor, is back). Open connections keep
 //!    being served, and so are peers already waiting in a socket's accept queue.
-//! 2. **Say goaway** to every bee peer (nodes that exchanged `hello` with this one):
-//!    each retires its connection to this node — what it sends next goes on a new
-//!    connection — and closes the old one once its calls are answered. Stock skynet
-//!    peers are not told (they do not speak it); their connections are served until the
-//!    node is quiet.
+//! 2. **Say goaway**: every inbound connection of a bee peer gets an in-band `goaway`
+//!    (sent by the listener), and the peer retires exactly that connection — what it
+//!    sends next goes on a new connection — and closes it once its calls are answered.
+//!    The bee nodes of the config (those that exchanged `hello` with this one) are also
+//!    told through their `bee_clusterd`, which they log as an event; that notice retires
+//!    nothing, since it may arrive after the peer has connected to the successor. Stock
+//!    skynet peers are not told (they do not speak it); their connections are served
+//!    until the node is quiet.
 //! 3. **Wait until quiet**: no message in any mailbox, no call of this node waiting for
 //!    a reply, nothing queued or parked on any channel, and no inbound connection left
 //!    open (or, with some left, nothing handled for [`QUIET`]).
@@ -203,16 +206,15 @@ impl Cluster {
         tokio::time::timeout(within, all).await.is_ok()
     }
 
-    /// `node` said it is going away: retire the connection to it (new messages open a
-    /// new one; see [`Channel::retire`]). Whether there was a channel to retire.
-    pub fn retire(&self, node: &str) -> bool {
-        match self.inner.senders.get(node) {
-            Some(s) => {
-                s.channel.retire();
-                true
-            }
-            None => false,
-        }
+    /// `node` said (through `bee_clusterd`) that it is going away. The connection to it
+    /// is not retired here: the draining process tells every bee connection `goaway`
+    /// in-band, and that frame retires exactly the connection it came on. This notice
+    /// travels on another connection and can arrive after the channel has already
+    /// connected anew — to the node's successor — and retiring that one would send the
+    /// next messages on a third connection, free to overtake what waits on the second.
+    /// Whether this node has a channel to `node`.
+    pub fn noted_goaway(&self, node: &str) -> bool {
+        self.inner.senders.contains_key(node)
     }
 
     /// The bee nodes of the config this node has exchanged `hello` with (so they speak
