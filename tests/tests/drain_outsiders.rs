@@ -67,3 +67,61 @@ async fn a_caller_outside_the_config_does_not_hold_a_draining_node() {
         "the outsider kept the node from draining:\n{log}"
     );
 }
+
+/// The `goaway` a draining node sends its config peers through their `bee_clusterd` is a
+/// notice: it is recorded, and it retires no connection. Only the in-band `goaway` on a
+/// connection retires that connection. (The notice travels on another connection and can
+/// arrive after the peer has connected to the draining node's successor; retiring that
+/// connection put the peer's next messages on a third one, where they could overtake
+/// messages still held on the second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goaway_notice_through_bee_clusterd_retires_no_connection() {
+    let layout = Layout::new(&["target"]);
+    let _target = tokio::task::block_in_place(|| {
+        layout.start("target", "[[service]]\nkind = \"echo\"\nname = \"echo\"\n")
+    });
+    let (node, client) = layout.client(Duration::from_secs(5));
+    let payload = seri::pack(&[Value::from("hi")]).expect("pack");
+    client
+        .call("target", "echo", payload.clone())
+        .await
+        .expect("first call");
+    let channel = |c: &bee_cluster::Cluster| {
+        c.senders()
+            .into_iter()
+            .find(|(n, ..)| n == "target")
+            .map(|(_, stats, _)| stats)
+            .expect("a channel to target")
+    };
+    let before = channel(&client);
+    assert!(before.connected, "connected after the first call");
+
+    let has_channel: bool = client
+        .call_lua(node.name(), "bee_clusterd", "goaway", "target")
+        .await
+        .expect("the goaway notice is answered");
+    assert!(
+        has_channel,
+        "the notice says the client has a channel to target"
+    );
+    assert!(
+        client
+            .recent_events()
+            .iter()
+            .any(|(_, e)| e.contains("target is draining")),
+        "the notice is recorded: {:?}",
+        client.recent_events()
+    );
+
+    client
+        .call("target", "echo", payload)
+        .await
+        .expect("a call after the notice");
+    let after = channel(&client);
+    assert!(
+        after.connected && after.reconnects == before.reconnects,
+        "the call after the notice went on the same connection (reconnects {} -> {})",
+        before.reconnects,
+        after.reconnects
+    );
+}
