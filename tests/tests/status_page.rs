@@ -212,7 +212,20 @@ fn the_page_shows_the_demo_cluster_a_config_push_and_a_killed_node() {
         new.to_str().unwrap(),
     ]);
     assert!(ok, "config push failed: {out}{err}");
-    let page = dom(&url);
+    // The node serves a cluster view up to a second old, and a view is stamped when its
+    // gathering ends (which takes at most 1.5 s): load until the page was drawn from a
+    // view whose gathering began after the push was acknowledged.
+    let pushed = unix_ms();
+    let page = loop {
+        let page = dom(&url);
+        if drawn_at(&page) > pushed + 1_600 {
+            break page;
+        }
+        assert!(
+            unix_ms() - pushed < 15_000,
+            "no view gathered after the config push within 15 s"
+        );
+    };
     let timeline = section(&page, "table", "timeline");
     for n in NODES {
         let row = format!("<td>{n}</td><td class=\"kind-config\">config</td>");
