@@ -61,7 +61,7 @@ async fn lua_services_call_lua_and_rust_and_errors_reach_the_caller() {
     let layout = Layout::new(&["luanode"]);
     let log = layout.dir.path().join("skynet.log");
     let body = lua_node_body(&skynet, "callrust", &log);
-    let _node = tokio::task::block_in_place(|| layout.start("luanode", &body));
+    let node = tokio::task::block_in_place(|| layout.start_logged("luanode", &body));
 
     // skynet's own bootstrap ran: launcher, cdummy + the C harbor, datacenterd,
     // service_mgr, then the start script, which called the Rust echo service.
@@ -96,7 +96,13 @@ async fn lua_services_call_lua_and_rust_and_errors_reach_the_caller() {
                 pack(&[Value::from("call_lua"), Value::from(i)]),
             )
             .await
-            .expect("luaapi answers call_lua");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "luaapi answers call_lua {i}: {e}\nnode log:\n{}\nskynet log:\n{}",
+                    node.log(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
         assert_eq!(
             seri::unpack(&r).unwrap(),
             vec![Value::from(format!("echo:{i}").as_str())]
@@ -179,6 +185,83 @@ async fn config_services_after_the_bootstrap_find_its_service_manager() {
     assert!(
         at("LAUNCH snlua service_mgr") < at("LAUNCH snlua atload"),
         "the config service starts after the service manager:\n{text}"
+    );
+}
+
+/// A Lua service in the node config is named, and the node opens its cluster port, only
+/// once its start function has returned (as skynet's launcher answers
+/// `skynet.newservice` only then): the first call after the node is up reaches a service
+/// whose dispatch is set, however slow its start. A start function that raises fails
+/// the node's start, naming the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_lua_service_is_reachable_only_after_its_start_function_returned() {
+    let skynet = skynet_dir();
+    let s = skynet.display();
+    let layout = Layout::new(&["luaslow"]);
+    let log = layout.dir.path().join("skynet.log");
+    let slow = |args: &str| {
+        format!(
+            "{}\n[[service]]\nkind = \"snlua\"\nliblua = \"{s}/liblua.so\"\nargs = \"{args}\"\nname = \"slowstart\"\n",
+            lua_node_body(&skynet, "callrust", &log),
+        )
+    };
+    let node = tokio::task::block_in_place(|| layout.start_logged("luaslow", &slow("slowstart")));
+    let (_client, c) = layout.client(CALL);
+    let r = c
+        .call("luaslow", "slowstart", pack(&[Value::from("ping")]))
+        .await
+        .unwrap_or_else(|e| panic!("the first call: {e}\nnode log:\n{}", node.log()));
+    assert_eq!(seri::unpack(&r).unwrap(), vec![Value::from("started:ping")]);
+    drop(node);
+
+    // The same service, its start function raising: the node does not start, and says
+    // which service failed.
+    let path = layout.dir.path().join("luaslow-raise.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"luaslow\"\ncluster = \"cluster.lua\"\n{}",
+            slow("slowstart raise")
+        ),
+    )
+    .expect("write the node config");
+    let err_path = layout.dir.path().join("luaslow-raise.err");
+    let mut child = std::process::Command::new(bee_tests::bee_bin())
+        .arg("run")
+        .arg(&path)
+        .env("BEE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).expect("create the stderr file"))
+        .spawn()
+        .expect("start bee");
+    let status = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for bee") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "a node whose Lua service fails its start kept running:\n{}",
+                    std::fs::read_to_string(&err_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(!status.success(), "bee run exited with success:\n{err}");
+    assert!(
+        err.contains("service slowstart") && err.contains("failed in its start function"),
+        "the node's error names the service:\n{err}"
+    );
+    let skynet_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        skynet_log.contains("slowstart raised on purpose"),
+        "skynet's log has the reason:\n{skynet_log}"
     );
 }
 

@@ -206,6 +206,8 @@ pub struct SkynetContext {
     cpu_cost_us: AtomicU64,
     /// This thread's CPU clock when the current callback started, µs (`STAT time`).
     cpu_start_us: AtomicU64,
+    /// Who waits for this Lua service's start report ([`start_reporting`]).
+    start_report: Mutex<Option<oneshot::Sender<bool>>>,
 }
 
 /// The calling thread's CPU time in microseconds (`CLOCK_THREAD_CPUTIME_ID`), 0 if the
@@ -332,6 +334,28 @@ impl SkynetContext {
             profile,
             cpu_cost_us: AtomicU64::new(0),
             cpu_start_us: AtomicU64::new(0),
+            start_report: Mutex::new(None),
+        }
+    }
+
+    /// A message this service sends to the local name `.launcher`: when someone waits
+    /// for its start report ([`start_reporting`]) and it is skynet's `"lua"` message
+    /// `LAUNCHOK` (its start function returned) or `ERROR` (it failed), tell them.
+    pub(crate) fn note_launcher_message(&self, type_: c_int, payload: &[u8]) {
+        let mut slot = lock(&self.start_report);
+        if slot.is_none() || type_ & 0xff != c_int::from(ptype::LUA) {
+            return;
+        }
+        let ok = match seri::unpack(&Bytes::copy_from_slice(payload))
+            .ok()
+            .as_deref()
+        {
+            Some([Value::String(cmd), ..]) if cmd.as_ref() == b"LAUNCHOK" => true,
+            Some([Value::String(cmd), ..]) if cmd.as_ref() == b"ERROR" => false,
+            _ => return,
+        };
+        if let Some(tx) = slot.take() {
+            let _ = tx.send(ok);
         }
     }
 
@@ -736,6 +760,30 @@ pub struct Started {
 /// non-zero init is [`CapiError::InitFailed`] (the instance is released). The directory
 /// of `path` is added to the node's module path for `skynet_context_new`.
 pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError> {
+    start_inner(node, path, args, None)
+}
+
+/// [`start`] for a service running skynet's Lua (`snlua NAME`), with the report of its
+/// start: like skynet's launcher, which answers `skynet.newservice` only when the new
+/// service's start function has returned, the receiver gets `true` when the service
+/// tells `.launcher` `LAUNCHOK`, `false` when it tells `ERROR` (its start function
+/// raised; skynet's log has why). Dropped unanswered if the service ends first.
+pub fn start_reporting(
+    node: &Node,
+    path: &Path,
+    args: &str,
+) -> Result<(Started, oneshot::Receiver<bool>), CapiError> {
+    let (tx, rx) = oneshot::channel();
+    let started = start_inner(node, path, args, Some(tx))?;
+    Ok((started, rx))
+}
+
+fn start_inner(
+    node: &Node,
+    path: &Path,
+    args: &str,
+    report: Option<oneshot::Sender<bool>>,
+) -> Result<Started, CapiError> {
     let host = Host::of(node)?;
     let module = Module::open(path)?;
     if let Some(dir) = module.path.parent() {
@@ -748,6 +796,7 @@ pub fn start(node: &Node, path: &Path, args: &str) -> Result<Started, CapiError>
     // launcher's (`skynet_current_handle()` is its handle; 0 at the node's start-up).
     let launcher = current_handle();
     let ctx = Arc::new(SkynetContext::new(host.clone(), module.clone()));
+    *lock(&ctx.start_report) = report;
     let (ready_tx, ready_rx) = oneshot::channel();
     let _rt = host.runtime.enter();
     let addr = node.spawn_boxed_with_mailbox(

@@ -305,6 +305,14 @@ pub extern "C" fn skynet_sendname(
     sz: usize,
 ) -> c_int {
     let ctx = ctx_ref(context);
+    if let (Some(c), Some(".launcher")) = (ctx, str_arg(destination)) {
+        if !msg.is_null() {
+            // SAFETY: `msg` holds `sz` readable bytes during the call (DONTCOPY or not:
+            // the block is not taken over before `skynet_send` below).
+            let payload = unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), sz) };
+            c.note_launcher_message(type_, payload);
+        }
+    }
     let dest = str_arg(destination).and_then(|name| {
         let node = host_for(ctx)?.node()?;
         resolve_name(&node, name)

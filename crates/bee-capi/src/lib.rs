@@ -67,7 +67,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bee_runtime::{Addr, Node};
 
 pub use bridge::LuaServiceFactory;
-pub use context::{start, CurrentGuard, SkynetContext, Started};
+pub use context::{start, start_reporting, CurrentGuard, SkynetContext, Started};
 pub use ffi::link_exports;
 pub use lua::load_lua;
 pub use skynet_config::read_skynet_config;

@@ -32,7 +32,9 @@
 //! counts as started once the bootstrap has its service manager up (the local name
 //! `.service`, at most 30 s): the entries below it then find what skynet's Lua needs
 //! (`skynet.uniqueservice`, `skynet.cluster`), as services the start script launches do.
-//! The start script itself runs on meanwhile.
+//! The start script itself runs on meanwhile. Any other `snlua` entry counts as started
+//! when its start function has returned (its `LAUNCHOK`, as skynet's launcher waits for):
+//! only then is its name registered and the next entry started.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,9 +58,22 @@ pub struct Spec<'a> {
     pub config: &'a NodeConfig,
     /// The `[[service]]` entry.
     pub entry: &'a ServiceSpec,
+    /// Set by a kind whose service reports when its start is done (a Lua service's
+    /// start function): the node waits for it before naming the service.
+    start_report: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<bool>>>,
 }
 
 impl Spec<'_> {
+    /// The service just started reports on `rx` when its start is done (`true`) or
+    /// failed (`false`): [`Kinds::start_all`] names it and starts the next entry only
+    /// then.
+    pub fn report_start(&self, rx: tokio::sync::oneshot::Receiver<bool>) {
+        *self
+            .start_report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
+    }
+
     /// The entry's name, or the kind when it has none (for labels).
     pub fn label(&self) -> &str {
         self.entry.name.as_deref().unwrap_or(&self.entry.kind)
@@ -180,6 +195,7 @@ impl Kinds {
                 cluster,
                 config: cfg,
                 entry,
+                start_report: std::sync::Mutex::new(None),
             };
             let start = self.kinds.get(&entry.kind).ok_or_else(|| {
                 anyhow!(
@@ -190,6 +206,14 @@ impl Kinds {
             })?;
             let addr = start(&spec)
                 .with_context(|| format!("cannot start service kind {:?}", entry.kind))?;
+            let report = spec
+                .start_report
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let (Some(report), Some(addr)) = (report, addr) {
+                wait_for_start(node, addr, spec.label(), report, BOOTSTRAP_WAIT).await?;
+            }
             if let (Some(name), Some(addr)) = (&entry.name, addr) {
                 node.set_name(name, addr);
             }
@@ -245,6 +269,43 @@ async fn wait_for_service_mgr(node: &Node, bootstrap: Addr, within: Duration) ->
         }
         // A name change wakes this at once; the bootstrap's end is noticed within 20 ms.
         let _ = tokio::time::timeout(Duration::from_millis(20), names.changed()).await;
+    }
+}
+
+/// Wait until the service at `addr` (labelled `what`) reports its start done, as
+/// skynet's launcher waits before `skynet.newservice` returns: until then a caller could
+/// reach a Lua service whose `skynet.dispatch` is not set yet and get an empty error. An
+/// error if it reports a failure or stops first; after `within`, a warning and the node
+/// goes on (a script that never calls `skynet.start` never reports).
+async fn wait_for_start(
+    node: &Node,
+    addr: Addr,
+    what: &str,
+    mut report: tokio::sync::oneshot::Receiver<bool>,
+    within: Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    let at = bee_runtime::service::fmt_addr(addr);
+    loop {
+        match tokio::time::timeout(Duration::from_millis(20), &mut report).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => anyhow::bail!(
+                "service {what} ({at}) failed in its start function: see skynet's log lines for why"
+            ),
+            Ok(Err(_)) => anyhow::bail!(
+                "service {what} ({at}) stopped before its start function returned: see skynet's log lines for why"
+            ),
+            Err(_) => {}
+        }
+        if !node.is_alive(addr) {
+            anyhow::bail!(
+                "service {what} ({at}) stopped before its start function returned: see skynet's log lines for why"
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(node = %node.name(), service = %what, addr = %at, "its start function has not returned within {within:?}; the node goes on without waiting for it");
+            return Ok(());
+        }
     }
 }
 
@@ -478,7 +539,12 @@ fn start_snlua(s: &Spec<'_>) -> Result<Option<Addr>> {
         }
     }
     let snlua = host.find_module("snlua")?;
-    let started = bee_capi::start(s.node, &snlua, args)?;
+    if args.trim() == "bootstrap" {
+        // skynet's bootstrap: the node waits for its service manager instead.
+        return Ok(Some(bee_capi::start(s.node, &snlua, args)?.addr));
+    }
+    let (started, report) = bee_capi::start_reporting(s.node, &snlua, args)?;
+    s.report_start(report);
     Ok(Some(started.addr))
 }
 
