@@ -298,10 +298,12 @@ async fn a_call_to_a_node_not_yet_in_the_config_waits_for_the_reload() {
     );
 
     // skynet's default: a call to a node the config does not name waits for a reload.
+    // The clock starts before the task is spawned: under load the task may first run
+    // some milliseconds after the 300 ms below began.
+    let started = Instant::now();
     let waiting = {
         let client = client.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
             let r = client
                 .call(
                     "late",
