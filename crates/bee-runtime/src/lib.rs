@@ -7,7 +7,8 @@
 //! [`Handle::call`] reads the same for a local or a remote target.
 //!
 //! ## Layers inside this crate (each uses only the ones above it)
-//! 1. [`error`], [`service`]: the runtime — [`Node`], [`Service`], mailboxes, local
+//! 1. [`error`], `mailbox`, [`service`]: the runtime — [`Node`], [`Service`], mailboxes (a
+//!    bounded queue that allocates nothing while a service is idle), local
 //!    call/send/redirect, one name table; [`remote`]: the interface to other nodes.
 //! 2. [`args`], [`handle`], [`lua`], [`text`], [`dispatcher`]: writing services —
 //!    typed `"lua"` commands and protobuf `"text"` handlers in one handler shape
@@ -35,6 +36,7 @@ pub mod error;
 pub mod fasthash;
 pub mod handle;
 pub mod lua;
+mod mailbox;
 pub mod remote;
 pub mod service;
 pub mod shard;

@@ -22,10 +22,11 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 pub use crate::error::{fmt_addr, Addr, CallError, ServiceError};
 use crate::fasthash::FastBuild;
+use crate::mailbox::{self, TrySendError};
 
 /// What a handler returns: `Ok(Some(bytes))` is the reply (a skynet.pack payload),
 /// `Ok(None)` means "no reply values" (a waiting caller gets an empty reply), `Err`
@@ -411,7 +412,7 @@ impl ServiceInfo {
 }
 
 struct Entry {
-    tx: mpsc::Sender<Envelope>,
+    tx: mailbox::Sender<Envelope>,
     label: Arc<str>,
     started: Instant,
     stats: Arc<Stats>,
@@ -555,7 +556,7 @@ impl Node {
         mailbox: usize,
     ) -> Addr {
         self.inner.spawned.store(true, Ordering::Release);
-        let (tx, rx) = mpsc::channel(mailbox.max(1));
+        let (tx, rx) = mailbox::channel(mailbox);
         let label: Arc<str> = Arc::from(label);
         let stats = Arc::new(Stats::default());
         let mut entry = Some(Entry {
@@ -699,10 +700,7 @@ impl Node {
 
     /// Messages waiting in the mailbox of the service at `addr` (`None`: no such service).
     pub fn queued(&self, addr: Addr) -> Option<usize> {
-        self.inner
-            .services
-            .get(&addr)
-            .map(|e| e.tx.max_capacity() - e.tx.capacity())
+        self.inner.services.get(&addr).map(|e| e.tx.len())
     }
 
     /// The label and address of a service, for messages (`echo:00000004`).
@@ -732,7 +730,7 @@ impl Node {
                     names: ns,
                     handled: e.stats.handled.load(Ordering::Relaxed),
                     busy: Duration::from_nanos(e.stats.busy_ns.load(Ordering::Relaxed)),
-                    queued: e.tx.max_capacity() - e.tx.capacity(),
+                    queued: e.tx.len(),
                     uptime: e.started.elapsed(),
                 }
             })
@@ -898,10 +896,10 @@ impl Node {
         };
         match tx.try_send(Envelope { msg, reply: None }) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(CallError::Overloaded {
+            Err(TrySendError::Full(_)) => Err(CallError::Overloaded {
                 service: self.describe(target),
             }),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(CallError::ServiceGone {
+            Err(TrySendError::Closed(_)) => Err(CallError::ServiceGone {
                 service: self.describe(target),
             }),
         }
@@ -923,8 +921,8 @@ impl Node {
         let (tx, env) = match self.inner.services.get(&target) {
             Some(e) => match e.tx.try_send(Envelope { msg, reply }) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(env)) => (e.tx.clone(), env),
-                Err(mpsc::error::TrySendError::Closed(env)) => {
+                Err(TrySendError::Full(env)) => (e.tx.clone(), env),
+                Err(TrySendError::Closed(env)) => {
                     drop(e);
                     let service = self.describe(target);
                     return Err((CallError::ServiceGone { service }, env.reply));
@@ -934,7 +932,7 @@ impl Node {
         };
         match tx.send(env).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(env)) => Err((
+            Err(env) => Err((
                 CallError::ServiceGone {
                     service: self.describe(target),
                 },
@@ -1122,7 +1120,7 @@ impl WarnThrottle {
 async fn run_service(
     mut ctx: Context,
     mut service: BoxService,
-    mut rx: mpsc::Receiver<Envelope>,
+    mut rx: mailbox::Receiver<Envelope>,
     stats: Arc<Stats>,
 ) {
     let node = ctx.node.clone();
@@ -1203,7 +1201,7 @@ async fn run_service(
     }
     rx.close();
     let mut dropped = 0usize;
-    while let Ok(Envelope { reply, .. }) = rx.try_recv() {
+    while let Some(Envelope { reply, .. }) = rx.try_recv() {
         match reply {
             Some(tx) => {
                 let _ = tx.send(Err(CallError::ServiceGone {
