@@ -16,7 +16,9 @@
 //! - [`Receiver::recv`] ends (`None`) when the mailbox is empty and every sender is gone
 //!   or it was closed; [`Receiver::close`] (or dropping the receiver) refuses new
 //!   messages and wakes every waiting sender with its message back, while what is
-//!   already queued can still be taken with [`Receiver::try_recv`].
+//!   already queued can still be taken with [`Receiver::try_recv`];
+//! - [`Receiver::recv`] spends tokio's cooperative budget, as tokio's channels do, so a
+//!   service with a long backlog yields now and then to the services it woke.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -178,10 +180,15 @@ impl<T> Receiver<T> {
     /// it was closed).
     pub(crate) async fn recv(&mut self) -> Option<T> {
         poll_fn(|cx| {
+            // Take part in tokio's cooperative budget, as its channels do: a service
+            // with a long backlog yields now and then, so a service it woke (queued in
+            // this worker's not-stealable next slot) runs instead of starving behind it.
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
             let mut s = self.shared.lock();
             if let Some(value) = self.shared.pop(&mut s) {
                 drop(s);
                 self.shared.room.add_permits(1);
+                coop.made_progress();
                 return Poll::Ready(Some(value));
             }
             if s.senders == 0 || s.closed {
@@ -327,6 +334,31 @@ mod tests {
         }
         assert_eq!(rx.shared.lock().queue.capacity(), 0);
         assert_eq!(rx.len(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_long_backlog_lets_other_tasks_run() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (tx, mut rx) = channel::<u32>(1000);
+        for i in 0..1000 {
+            tx.try_send(i).unwrap();
+        }
+        let ran = Arc::new(AtomicBool::new(false));
+        tokio::spawn({
+            let ran = ran.clone();
+            async move { ran.store(true, Ordering::SeqCst) }
+        });
+        let mut seen_at = None;
+        for i in 0..1000 {
+            assert_eq!(rx.recv().await, Some(i));
+            if seen_at.is_none() && ran.load(Ordering::SeqCst) {
+                seen_at = Some(i);
+            }
+        }
+        assert!(
+            seen_at.is_some(),
+            "another task ran while 1,000 queued messages were taken"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
