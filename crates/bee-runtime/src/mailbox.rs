@@ -261,15 +261,25 @@ mod tests {
         assert!(rx.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_full_mailbox_makes_send_wait_until_a_message_is_taken() {
-        let (tx, mut rx) = channel::<u32>(1);
+    /// A mailbox of room 1 holding 1, and a task whose `send(2)` waits for room.
+    async fn full_with_a_waiting_sender() -> (
+        Sender<u32>,
+        Receiver<u32>,
+        tokio::task::JoinHandle<Result<(), u32>>,
+    ) {
+        let (tx, rx) = channel::<u32>(1);
         tx.try_send(1).unwrap();
         let waiting = tokio::spawn({
             let tx = tx.clone();
             async move { tx.send(2).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
+        (tx, rx, waiting)
+    }
+
+    #[tokio::test]
+    async fn a_full_mailbox_makes_send_wait_until_a_message_is_taken() {
+        let (_tx, mut rx, waiting) = full_with_a_waiting_sender().await;
         assert!(
             !waiting.is_finished(),
             "send waits while the mailbox is full"
@@ -304,13 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_refuses_new_messages_wakes_waiting_senders_and_keeps_the_queue() {
-        let (tx, mut rx) = channel::<u32>(1);
-        tx.try_send(1).unwrap();
-        let waiting = tokio::spawn({
-            let tx = tx.clone();
-            async move { tx.send(2).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (tx, mut rx, waiting) = full_with_a_waiting_sender().await;
         rx.close();
         assert_eq!(
             waiting.await.unwrap(),
