@@ -12,4 +12,5 @@ skynet.start(function()
 		end
 	end
 	skynet.error("endless flag", seen, "then", skynet.endless())
+	skynet.error(string.format("flag seen after %.2f s", (skynet.hpc() - t0) / 1e9))
 end)

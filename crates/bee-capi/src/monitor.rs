@@ -1,21 +1,29 @@
-//! skynet's endless-loop report for module instances: every 5 s a thread of the node's
-//! host looks at each instance; one that has been inside the same callback since the
-//! previous look gets its endless flag set (read and cleared by `STAT endless`, which
-//! `skynet.endless()` uses) and the line `A message from [ :src ] to [ :dst ] maybe in an
-//! endless loop (version = n)`, repeated every 5 s while the callback runs, as skynet
-//! writes it.
+//! skynet's endless-loop report for module instances: every second a thread of the
+//! node's host looks at each instance; one seen inside the same callback for 5 s gets
+//! its endless flag set (read and cleared by `STAT endless`, which `skynet.endless()`
+//! uses) and the line `A message from [ :src ] to [ :dst ] maybe in an endless loop
+//! (version = n)`, repeated every 5 s while the callback runs, as skynet writes it.
+//!
+//! skynet's monitor looks only every 5 s and reports a callback seen at two looks in a
+//! row, so it reports between 5 and 10 s into the callback, by the phase of its looks;
+//! an 8-second callback may or may not be reported. Looking every second, bee reports
+//! between 5 and 6 s into it, whatever the phase.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bee_runtime::Addr;
 
 use crate::{lock, Host};
 
-/// How often the monitor looks (skynet's monitor thread: every 5 s).
+/// How long an instance must be inside one callback before it is reported, and then
+/// how often the report repeats (skynet's monitor period).
 const PERIOD: Duration = Duration::from_secs(5);
+
+/// How often the monitor looks.
+const LOOK: Duration = Duration::from_secs(1);
 
 /// What the monitor reads of one instance.
 #[derive(Default)]
@@ -63,30 +71,42 @@ pub(crate) fn ensure_started(host: &Arc<Host>, started: &AtomicBool) {
 }
 
 fn run(host: &Weak<Host>) {
-    let mut seen: HashMap<Addr, u64> = HashMap::new();
+    // Per instance: the callback version last seen, since when it has been seen, and
+    // when it was last reported.
+    let mut seen: HashMap<Addr, (u64, Instant, Option<Instant>)> = HashMap::new();
     loop {
-        std::thread::sleep(PERIOD);
+        std::thread::sleep(LOOK);
         let Some(h) = host.upgrade() else { return };
         let live: Vec<_> = lock(&h.contexts)
             .iter()
             .filter_map(|(a, w)| w.upgrade().map(|c| (*a, c)))
             .collect();
         seen.retain(|a, _| live.iter().any(|(l, _)| l == a));
+        let now = Instant::now();
         for (addr, ctx) in live {
             let p = &ctx.probe;
             let version = p.version.load(Ordering::Acquire);
-            let stuck = p.busy.load(Ordering::Relaxed) && seen.get(&addr) == Some(&version);
-            if stuck {
-                p.endless.store(true, Ordering::Release);
-                let line = format!(
-                    "A message from [ :{:08x} ] to [ :{addr:08x} ] maybe in an endless loop (version = {version})",
-                    p.source.load(Ordering::Relaxed)
-                );
-                if !h.write_skynet_log(0, &line) {
-                    tracing::warn!(target: "skynet", "{line}");
-                }
-            } else {
-                seen.insert(addr, version);
+            let entry = seen.entry(addr).or_insert((version, now, None));
+            if entry.0 != version {
+                *entry = (version, now, None);
+                continue;
+            }
+            let due = entry
+                .2
+                .map_or(now.duration_since(entry.1) >= PERIOD, |last| {
+                    now.duration_since(last) >= PERIOD
+                });
+            if !p.busy.load(Ordering::Relaxed) || !due {
+                continue;
+            }
+            entry.2 = Some(now);
+            p.endless.store(true, Ordering::Release);
+            let line = format!(
+                "A message from [ :{:08x} ] to [ :{addr:08x} ] maybe in an endless loop (version = {version})",
+                p.source.load(Ordering::Relaxed)
+            );
+            if !h.write_skynet_log(0, &line) {
+                tracing::warn!(target: "skynet", "{line}");
             }
         }
     }
