@@ -369,7 +369,14 @@ fn compare(script: &str, stock: &str, bee: &str, logs: Order, prints: Order, rep
     let (mut bee_log, mut bee_print) = normalise(bee);
     for group in stock_log.iter_mut().chain(bee_log.iter_mut()) {
         collapse_repeats(group, repeats);
+        // The kernel's endless-loop report is not compared: stock skynet's monitor
+        // reports 5 to 10 s into a callback, by the phase of its looks 5 s apart, so a
+        // callback of 8 to 10 s (testendless, testoverload's sum) is reported there or
+        // not by chance; bee reports 5 to 6 s in (testendless requires it of bee).
+        group.retain(|l| l != ENDLESS_REPORT);
     }
+    stock_log.retain(|g| !g.is_empty());
+    bee_log.retain(|g| !g.is_empty());
     assert!(
         stock_log
             .iter()
@@ -676,9 +683,8 @@ fn log_texts<'a>(out: &'a str, starts: &[&str]) -> Vec<&'a str> {
 /// between bursts (two runs of stock skynet here warned 17 and 18 times at other
 /// lengths; bee's debug build, whose receiver never caught up, 5 times, at 1280 … 16996),
 /// so a run of warnings counts as one line; `overload_warnings_at_skynets_queue_lengths`
-/// checks the lengths. The sum is
-/// reported as a possible endless loop once or twice, by where it falls between the
-/// monitor's looks 5 s apart: a run of reports counts as one too.
+/// checks the lengths. Whether stock skynet reports the sum as a possible endless loop
+/// depends on the phase of its monitor, so that report is not compared.
 #[test]
 fn testoverload() {
     let (stock, bee) = differential_outputs(
@@ -704,7 +710,8 @@ fn testoverload() {
 /// 10^8 iterations (about 10 s of CPU). Normalised as everywhere, numbers become
 /// placeholders: which iteration first sees the endless flag (stock skynet sets it 5
 /// to 10 s into the loop, bee 5 to 6 s) and the CPU seconds depend on timing. A run of
-/// the kernel's endless-loop reports counts as one. Still compared: ten `Endless`/`Cost time` pairs, each time a
+/// the kernel's endless-loop reports counts as one; the report is not compared (stock
+/// skynet's depends on its monitor's phase), but bee must make it. Still compared: ten `Endless`/`Cost time` pairs, each time a
 /// float (`N.N`; an integer would be `N`), the report. bee's times must grow.
 #[test]
 fn testendless() {
@@ -714,6 +721,10 @@ fn testendless() {
         Order::Same,
         Order::Same,
         &[ENDLESS_REPORT],
+    );
+    assert!(
+        bee.contains("maybe in an endless loop"),
+        "bee reports the 8-second callback as a possible endless loop:\n{bee}"
     );
     let times: Vec<f64> = bee
         .lines()
