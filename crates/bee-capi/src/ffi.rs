@@ -305,7 +305,8 @@ pub extern "C" fn skynet_sendname(
     sz: usize,
 ) -> c_int {
     let ctx = ctx_ref(context);
-    if let (Some(c), Some(".launcher")) = (ctx, str_arg(destination)) {
+    let name = str_arg(destination);
+    if let (Some(c), Some(".launcher")) = (ctx, name) {
         if !msg.is_null() {
             // SAFETY: `msg` holds `sz` readable bytes during the call (DONTCOPY or not:
             // the block is not taken over before `skynet_send` below).
@@ -313,14 +314,14 @@ pub extern "C" fn skynet_sendname(
             c.note_launcher_message(type_, payload);
         }
     }
-    let dest = str_arg(destination).and_then(|name| {
+    let dest = name.and_then(|name| {
         let node = host_for(ctx)?.node()?;
         resolve_name(&node, name)
     });
     match dest {
         Some(d) => skynet_send(context, source, d, type_, session, msg, sz),
         None => {
-            if let (Some(c), Some(name)) = (ctx, str_arg(destination)) {
+            if let (Some(c), Some(name)) = (ctx, name) {
                 if is_global_name(name) && c.host.harbor() != 0 {
                     return send_global(c, source, name, type_, session, msg, sz);
                 }
@@ -330,7 +331,7 @@ pub extern "C" fn skynet_sendname(
                 unsafe { libc::free(msg) };
             }
             let (me, module) = log_tag(ctx);
-            tracing::warn!(service = %me, module = %module, to = ?str_arg(destination), "skynet_sendname: no such name; not sent");
+            tracing::warn!(service = %me, module = %module, to = ?name, "skynet_sendname: no such name; not sent");
             -1
         }
     }

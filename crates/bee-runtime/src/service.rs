@@ -890,11 +890,13 @@ impl Node {
     /// such as a C service's `skynet_send`): a full mailbox is
     /// [`CallError::Overloaded`], never a silent drop.
     pub fn post(&self, target: Addr, msg: Message) -> Result<(), CallError> {
-        let tx = match self.inner.services.get(&target) {
-            Some(e) => e.tx.clone(),
+        // Sent under the table's read guard (try_send never waits), without cloning the
+        // sender; the guard is gone before `describe` reads the table again.
+        let sent = match self.inner.services.get(&target) {
+            Some(e) => e.tx.try_send(Envelope { msg, reply: None }),
             None => return Err(CallError::NoSuchService { addr: target }),
         };
-        match tx.try_send(Envelope { msg, reply: None }) {
+        match sent {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(CallError::Overloaded {
                 service: self.describe(target),
