@@ -266,7 +266,7 @@ fn run_command(app: Arc<App>, args: Args) -> Result<()> {
 
 /// A node from a skynet config ([`skynet_mode`]): its services (skynet's bootstrap), no
 /// cluster listener, until a signal.
-async fn run_single(app: &App, cfg: config::NodeConfig) -> Result<()> {
+async fn run_single(app: &App, cfg: config::NodeConfig, mut signals: Signals) -> Result<()> {
     let node = Node::new(
         &cfg.name,
         RuntimeConfig {
@@ -289,7 +289,7 @@ async fn run_single(app: &App, cfg: config::NodeConfig) -> Result<()> {
         cfg.name,
         from.display()
     );
-    wait_for_signal().await;
+    signals.recv().await;
     tracing::info!(node = %cfg.name, "shutting down");
     node.shutdown();
     Ok(())
@@ -297,8 +297,9 @@ async fn run_single(app: &App, cfg: config::NodeConfig) -> Result<()> {
 
 /// Run a node until a signal, or until a successor takes over.
 async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
+    let mut signals = Signals::watch();
     if cfg.skynet_config.is_some() {
-        return run_single(app, cfg).await;
+        return run_single(app, cfg, signals).await;
     }
     // Checked like every later config, and told which node it belongs to (a push that
     // drops this node is refused).
@@ -370,7 +371,7 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
     // A successor asking to take over, until a signal.
     loop {
         let stream = tokio::select! {
-            _ = wait_for_signal() => break,
+            _ = signals.recv() => break,
             _ = drain_asked.notified() => break,
             s = server.next() => match s {
                 Some(s) => s,
@@ -401,7 +402,7 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
             Ok(r) => tracing::warn!(node = %cfg.name, handled = %r.handled_line(), "{r}"),
             Err(e) => tracing::warn!(node = %cfg.name, error = %e, "cannot drain"),
         },
-        _ = wait_for_signal() => {
+        _ = signals.recv() => {
             tracing::warn!(node = %cfg.name, "second signal: stopping at once");
         }
     }
@@ -466,18 +467,44 @@ impl Drop for ReleaseOnDrop {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this node");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT (Ctrl-C), watched from before the node says it is up: a signal
+/// that arrives once the "listening"/"ready" line is out is always a drain, never the
+/// default action that ends the process at once (the handlers are the process's from
+/// the first watch on).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn watch() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut one = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch {name}: it will not stop this node");
+                None
+            }
+        };
+        Signals {
+            term: one(SignalKind::terminate(), "SIGTERM"),
+            int: one(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.term) => {}
+            _ = next(&mut self.int) => {}
+        }
     }
 }

@@ -3,159 +3,121 @@
 //! input. As in skynet: the owner gets CONNECT "binding" and reading starts at once;
 //! input arrives as DATA, its end as CLOSE (the socket stays until closed, like a TCP
 //! peer's EOF); sends are written to the descriptor; closing the socket never closes the
-//! descriptor. The descriptor is made non-blocking, as skynet does, and watched by the
-//! runtime (a duplicate of it, so the process's own stays open); one the runtime cannot
-//! watch (a regular file, `/dev/null`: epoll refuses them, as skynet's does) gives the
-//! owner an ERROR with the reason and the socket is freed.
-
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
+//! descriptor (the socket holds a duplicate of it). The descriptor is made non-blocking,
+//! as skynet does; one epoll cannot watch (a regular file, `/dev/null`, as skynet's
+//! cannot) gives the owner an ERROR with the reason and the socket is freed.
 
 use bytes::{Buf, Bytes};
-use tokio::io::unix::AsyncFd;
 
-use super::{ev, free, Cmd, CmdRx, Event, Shared, State};
+use super::table::{flag, Sock};
+use super::{ev, poll, sys, Event, State};
 
 /// Bytes read at most per DATA event.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Run a bound descriptor until it is closed.
-pub(crate) async fn run_bind(sh: Arc<Shared>, fd: OwnedFd, mut rx: CmdRx) {
-    // SAFETY: the File owns its descriptor (a duplicate made for this socket), which
-    // stays open and the same until the AsyncFd, and the File inside it, is dropped.
-    let fd = match unsafe { AsyncFd::register(File::from(fd)) } {
-        Ok(fd) => fd,
+/// A new bound socket: CONNECT "binding" and reading, or ERROR when epoll refuses the
+/// descriptor.
+pub(crate) fn open(k: &mut Sock) {
+    k.set(flag::READING, true);
+    match k.try_sync() {
+        Ok(()) => k.emit(Event::text(ev::CONNECT, k.s.id, 0, b"binding")),
         Err(e) => {
-            free(&sh);
-            let why = format!(
-                "cannot watch the bound descriptor: {}",
-                std::io::Error::from(e)
-            );
-            sh.emit(Event::text(ev::ERROR, sh.id, 0, why.as_bytes()))
-                .await;
-            return;
+            let why = format!("cannot watch the bound descriptor: {e}");
+            let (id, owner) = (k.s.id, k.s.owner);
+            k.emit_to(owner, Event::text(ev::ERROR, id, 0, why.as_bytes()));
+            k.free();
         }
-    };
-    sh.emit(Event::text(ev::CONNECT, sh.id, 0, b"binding"))
-        .await;
-    let mut reading = true;
-    sh.set_reading(true);
-    let mut out: VecDeque<Bytes> = VecDeque::new();
-    let mut closing = false;
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let want_read = reading && !closing && sh.state() == State::Connected;
-        let want_write = !out.is_empty();
-        tokio::select! {
-            biased;
-            cmd = rx.recv() => {
-                let Some(cmd) = cmd else { break };
-                match cmd {
-                    // A bound socket's owner stays; start only turns reading on.
-                    Cmd::Start(_) => {
-                        reading = true;
-                        sh.set_reading(true);
-                    }
-                    Cmd::Pause => {
-                        reading = false;
-                        sh.set_reading(false);
-                    }
-                    Cmd::Send { data, .. } => {
-                        if closing {
-                            sh.unqueue(data.len());
-                        } else {
-                            out.push_back(data);
-                            sh.set_writing(true);
-                        }
-                    }
-                    Cmd::SendTo { data, .. } => sh.unqueue(data.len()),
-                    Cmd::Nodelay | Cmd::UdpConnect(_) => {}
-                    // What is queued is still written; CLOSE now, as for TCP.
-                    Cmd::Close if !out.is_empty() => {
-                        closing = true;
-                        sh.set_reading(false);
-                        if sh.state() != State::HalfCloseRead {
-                            sh.set_state(State::HalfCloseRead);
-                            sh.emit(Event::plain(ev::CLOSE, sh.id, 0)).await;
-                        }
-                    }
-                    Cmd::Close | Cmd::Shutdown => break,
-                    Cmd::Overflow(why) => {
-                        sh.emit(Event::text(ev::ERROR, sh.id, 0, why.as_bytes())).await;
-                        break;
-                    }
-                }
+    }
+}
+
+pub(crate) fn read(k: &mut Sock) {
+    let (id, fd) = (k.s.id, k.s.fd);
+    let r = poll::with_scratch(|buf| {
+        sys::read(fd, &mut buf[..READ_CHUNK])
+            .map(|n| (n, (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n]))))
+    });
+    match r {
+        Ok((0, _)) => {
+            // End of input: CLOSE; the socket stays until its owner closes it.
+            k.s.state = State::HalfCloseRead;
+            k.set(flag::READING, false);
+            k.emit(Event::plain(ev::CLOSE, id, 0));
+        }
+        Ok((n, event)) => {
+            k.count_read(n);
+            if let Some(Some(e)) = event {
+                k.emit(e);
             }
-            r = fd.writable(), if want_write => match r {
-                Ok(mut guard) => {
-                    let Some(front) = out.front_mut() else { continue };
-                    match guard.try_io(|f| f.get_ref().write(front)) {
-                        Ok(Ok(n)) => {
-                            sh.count_write(n);
-                            sh.unqueue(n);
-                            front.advance(n);
-                            if front.is_empty() {
-                                out.pop_front();
-                            }
-                            if out.is_empty() {
-                                sh.set_writing(false);
-                                if closing {
-                                    break;
-                                }
-                            }
-                        }
-                        Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
-                        Ok(Err(e)) => {
-                            sh.emit(Event::text(ev::ERROR, sh.id, 0, e.to_string().as_bytes())).await;
-                            break;
-                        }
-                        Err(_would_block) => {}
-                    }
-                }
-                Err(e) => {
-                    sh.emit(Event::text(ev::ERROR, sh.id, 0, e.to_string().as_bytes())).await;
-                    break;
-                }
-            },
-            r = fd.readable(), if want_read => match r {
-                Ok(mut guard) => match guard.try_io(|f| f.get_ref().read(&mut buf)) {
-                    Ok(Ok(0)) => {
-                        // End of input: CLOSE; the socket stays until its owner closes it.
-                        sh.set_state(State::HalfCloseRead);
-                        sh.set_reading(false);
-                        sh.emit(Event::plain(ev::CLOSE, sh.id, 0)).await;
-                    }
-                    Ok(Ok(n)) => {
-                        sh.count_read(n);
-                        if let Some(e) = Event::data(ev::DATA, sh.id, n as i32, &buf[..n]) {
-                            sh.emit(e).await;
-                        }
-                    }
-                    Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
-                    Ok(Err(e)) => {
-                        // As a TCP read error: ERROR, reading stops, the socket stays.
-                        reading = false;
-                        sh.set_reading(false);
-                        sh.emit(Event::text(ev::ERROR, sh.id, 0, e.to_string().as_bytes())).await;
-                    }
-                    Err(_would_block) => {}
-                },
-                Err(e) => {
-                    reading = false;
-                    sh.set_reading(false);
-                    sh.emit(Event::text(ev::ERROR, sh.id, 0, e.to_string().as_bytes())).await;
-                }
-            },
+        }
+        Err(e) if sys::would_block(&e) => {}
+        Err(e) => {
+            // As a TCP read error: ERROR, reading stops, the socket stays.
+            k.set(flag::READING, false);
+            k.emit(Event::text(ev::ERROR, id, 0, e.to_string().as_bytes()));
         }
     }
-    let left: usize = out.iter().map(Bytes::len).sum();
-    sh.unqueue(left);
-    free(&sh);
-    // At most one CLOSE: none if end of input or a close with output pending sent it.
-    if sh.state() != State::HalfCloseRead {
-        sh.emit(Event::plain(ev::CLOSE, sh.id, 0)).await;
+}
+
+pub(crate) fn flush(k: &mut Sock) {
+    let fd = k.s.fd;
+    while let Some(front) = k.s.extra.as_mut().and_then(|x| x.high.front_mut()) {
+        match sys::write(fd, front) {
+            Ok(n) => {
+                front.advance(n);
+                if front.is_empty() {
+                    if let Some(x) = k.s.extra.as_mut() {
+                        x.high.pop_front();
+                    }
+                }
+                k.count_write(n);
+                k.unqueue(n);
+            }
+            Err(e) if sys::would_block(&e) => return,
+            Err(e) => {
+                k.emit(Event::text(ev::ERROR, k.s.id, 0, e.to_string().as_bytes()));
+                return end(k);
+            }
+        }
     }
+    k.trim();
+    if k.has(flag::CLOSING) {
+        end(k);
+    }
+}
+
+/// Queue `data` to be written (in order); -1 when a bound is passed.
+pub(crate) fn send(k: &mut Sock, data: &[u8]) -> i32 {
+    if k.has(flag::CLOSING) {
+        return 0;
+    }
+    if let Err(why) = k.room_for(data.len()) {
+        k.log_overflow(&why);
+        k.emit(Event::text(ev::ERROR, k.s.id, 0, why.as_bytes()));
+        end(k);
+        return -1;
+    }
+    k.extra().high.push_back(Bytes::copy_from_slice(data));
+    k.enqueued(data.len());
+    k.sync();
+    0
+}
+
+/// Close: what is queued is still written (CLOSE now, as for TCP), then the socket ends.
+pub(crate) fn close(k: &mut Sock) {
+    if !k.has_queue() {
+        return end(k);
+    }
+    k.set(flag::CLOSING, true);
+    k.set(flag::READING, false);
+    if k.s.state != State::HalfCloseRead {
+        k.s.state = State::HalfCloseRead;
+        k.emit(Event::plain(ev::CLOSE, k.s.id, 0));
+    }
+    k.sync();
+}
+
+/// The socket ends: freed, with a CLOSE unless one was sent (end of input, or a close
+/// with output pending).
+pub(crate) fn end(k: &mut Sock) {
+    k.force_close(true);
 }

@@ -4,13 +4,11 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use super::{
-    all, alloc, bind, decode_udp_addr, emit_now, ev, get, tcp, udp, Cmd, Event, Kind, Origin, State,
-};
+use super::table::{self, flag, Sock};
+use super::{bind, decode_udp_addr, ev, events, sys, tcp, udp, Event, Kind, Origin, State};
 use crate::context::SkynetContext;
 use crate::Host;
 
@@ -59,35 +57,40 @@ fn str_arg<'a>(p: *const c_char) -> Option<&'a str> {
     unsafe { CStr::from_ptr(p) }.to_str().ok()
 }
 
-/// The bytes of a send buffer, taking over (freeing) a MEMORY block in every case, as
-/// skynet's socket layer does. None for OBJECT buffers (no user-object callbacks exist).
-fn take_buffer(b: *mut SocketSendBuffer) -> Option<(c_int, Bytes)> {
+/// The bytes of a send buffer, for `f`; a MEMORY block is freed afterwards in every
+/// case, as skynet's socket layer takes it over. -1 for OBJECT buffers (no user-object
+/// callbacks exist) and an unknown socket.
+fn with_buffer(b: *mut SocketSendBuffer, f: impl FnOnce(&mut Sock, &[u8]) -> c_int) -> c_int {
     // SAFETY: the caller passes a valid socket_sendbuffer for the duration of the call.
-    let b = unsafe { b.as_ref() }?;
-    let bytes = |p: *const c_void, n: usize| {
-        if p.is_null() || n == 0 {
-            Bytes::new()
-        } else {
-            // SAFETY: the buffer holds `sz` readable bytes (the socket_sendbuffer contract).
-            Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) })
-        }
+    let Some(b) = (unsafe { b.as_ref() }) else {
+        return -1;
     };
-    match b.kind {
-        BUFFER_MEMORY => {
-            let data = bytes(b.buffer, b.sz);
-            // SAFETY: a MEMORY buffer is a malloc'ed block handed over with the send.
-            unsafe { libc::free(b.buffer.cast_mut()) };
-            Some((b.id, data))
-        }
-        BUFFER_RAWPOINTER => Some((b.id, bytes(b.buffer, b.sz))),
+    let bytes: &[u8] = if b.buffer.is_null() || b.sz == 0 {
+        &[]
+    } else {
+        // SAFETY: the buffer holds `sz` readable bytes (the socket_sendbuffer contract),
+        // and is freed (MEMORY) only after `f` has used it.
+        unsafe { std::slice::from_raw_parts(b.buffer.cast::<u8>(), b.sz) }
+    };
+    let r = match b.kind {
+        BUFFER_MEMORY | BUFFER_RAWPOINTER => match table::lock_id(b.id) {
+            Some(mut k) => f(&mut k, bytes),
+            None => -1,
+        },
         _ => {
             tracing::warn!(
                 socket = b.id,
                 "socket send of a user object: not supported, refused"
             );
-            None
+            -1
         }
+    };
+    if b.kind == BUFFER_MEMORY {
+        // SAFETY: a MEMORY buffer is a malloc'ed block handed over with the send, no
+        // longer used.
+        unsafe { libc::free(b.buffer.cast_mut()) };
     }
+    r
 }
 
 fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
@@ -104,6 +107,20 @@ fn any_host(host: Option<&str>) -> &str {
         None | Some("") => "0.0.0.0",
         Some(h) => h,
     }
+}
+
+/// A listening socket on `addr` (bound and listening), as skynet makes it.
+fn listen_on(addr: SocketAddr, backlog: c_int) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.cloexec(),
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog.max(1))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
 }
 
 /// Listen on `host:port` now (bind and listen); the listen-open CONNECT follows.
@@ -127,40 +144,35 @@ pub extern "C" fn skynet_socket_listen(
             return -1;
         }
     };
-    let listener = (|| -> std::io::Result<std::net::TcpListener> {
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )?;
-        s.set_reuse_address(true)?;
-        s.bind(&addr.into())?;
-        s.listen(backlog.max(1))?;
-        s.set_nonblocking(true)?;
-        Ok(s.into())
-    })();
-    let listener = match listener {
+    let listener = match listen_on(addr, backlog) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(target: "skynet", %addr, error = %e, "socket listen failed");
             return -1;
         }
     };
-    let _rt = h.runtime.enter();
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+    let local = listener.local_addr().ok().and_then(|a| a.as_socket());
+    let Some(mut k) = table::alloc(
+        &Origin::of(&h),
+        Kind::Listen,
+        listener.into_raw_fd(),
+        handle,
+        State::PListen,
+    ) else {
         return -1;
     };
-    let origin = Origin::of(&h);
-    let Some(new) = alloc(&origin, Kind::Listen, handle, State::PListen) else {
-        return -1;
-    };
-    let id = new.shared.id;
-    h.runtime
-        .spawn(tcp::run_listener(new.shared, listener, new.rx, origin));
+    // The listen-open CONNECT: the port as ud, the local IP as text.
+    let (id, port, ip) = (
+        k.id(),
+        local.map_or(0, |a| i32::from(a.port())),
+        local.map(|a| a.ip().to_string()).unwrap_or_default(),
+    );
+    k.emit(Event::text(ev::CONNECT, id, port, ip.as_bytes()));
     id
 }
 
-/// Connect to `host:port` later; CONNECT or ERROR follows.
+/// Connect to `host:port` later; CONNECT or ERROR follows. A host name is resolved on
+/// the runtime's blocking pool (skynet resolves in its socket thread).
 #[no_mangle]
 pub extern "C" fn skynet_socket_connect(
     ctx: *mut SkynetContext,
@@ -177,12 +189,30 @@ pub extern "C" fn skynet_socket_connect(
     let Ok(port) = u16::try_from(port) else {
         return -1;
     };
-    let Some(new) = alloc(&Origin::of(&h), Kind::Tcp, handle, State::Connecting) else {
+    let Some(mut k) = table::alloc(&Origin::of(&h), Kind::Tcp, -1, handle, State::Connecting)
+    else {
         return -1;
     };
-    let id = new.shared.id;
-    h.runtime
-        .spawn(tcp::run_connect(new.shared, host.to_string(), port, new.rx));
+    let id = k.id();
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        tcp::start_connect(&mut k, SocketAddr::new(ip, port));
+        return id;
+    }
+    drop(k);
+    let host = host.to_string();
+    h.runtime.spawn_blocking(move || {
+        let r = resolve(&host, port);
+        let Some(mut k) = table::lock_id(id) else {
+            return;
+        };
+        if k.s.state != State::Connecting {
+            return;
+        }
+        match r {
+            Ok(addr) => tcp::start_connect(&mut k, addr),
+            Err(e) => tcp::connect_failed(&mut k, &e.to_string()),
+        }
+    });
     id
 }
 
@@ -219,11 +249,17 @@ pub extern "C" fn skynet_socket_bind(ctx: *mut SkynetContext, fd: c_int) -> c_in
     // duplicate and the original).
     // SAFETY: F_SETFL with the flags just read plus O_NONBLOCK on an open descriptor.
     unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-    let Some(new) = alloc(&Origin::of(&h), Kind::Bind, handle, State::Connected) else {
+    let Some(mut k) = table::alloc(
+        &Origin::of(&h),
+        Kind::Bind,
+        owned.into_raw_fd(),
+        handle,
+        State::Connected,
+    ) else {
         return -1;
     };
-    let id = new.shared.id;
-    h.runtime.spawn(bind::run_bind(new.shared, owned, new.rx));
+    let id = k.id();
+    bind::open(&mut k);
     id
 }
 
@@ -234,62 +270,68 @@ pub extern "C" fn skynet_socket_start(ctx: *mut SkynetContext, id: c_int) {
     let Some((h, handle)) = caller(ctx) else {
         return;
     };
-    match get(id) {
-        Some(s) if s.command(Cmd::Start(handle)) => {}
-        _ => emit_now(
-            &h.node,
+    match table::lock_id(id) {
+        Some(mut k) => match k.s.kind {
+            Kind::Udp4 | Kind::Udp6 => udp::start(&mut k, handle),
+            // A bound socket's owner stays; start only turns reading on.
+            Kind::Bind => {
+                k.set(flag::READING, true);
+                k.sync();
+            }
+            _ => tcp::start(&mut k, handle),
+        },
+        None => events::post_now(
+            &h,
             handle,
             Event::text(ev::ERROR, id, 0, b"invalid socket"),
-            &h.runtime,
         ),
-    }
-}
-
-fn command(id: c_int, cmd: Cmd) {
-    if let Some(s) = get(id) {
-        s.command(cmd);
     }
 }
 
 /// Stop reading.
 #[no_mangle]
 pub extern "C" fn skynet_socket_pause(_ctx: *mut SkynetContext, id: c_int) {
-    command(id, Cmd::Pause);
+    if let Some(mut k) = table::lock_id(id) {
+        k.set(flag::READING, false);
+        k.sync();
+    }
 }
 
 /// Graceful close: what is queued is still sent.
 #[no_mangle]
 pub extern "C" fn skynet_socket_close(_ctx: *mut SkynetContext, id: c_int) {
-    if let Some(s) = get(id) {
-        s.closing.store(true, std::sync::atomic::Ordering::Release);
-        s.command(Cmd::Close);
+    if let Some(mut k) = table::lock_id(id) {
+        match k.s.kind {
+            Kind::Bind => bind::close(&mut k),
+            Kind::Udp4 | Kind::Udp6 => k.force_close(true),
+            _ => tcp::close(&mut k),
+        }
     }
 }
 
 /// Forced close: what is queued is thrown away.
 #[no_mangle]
 pub extern "C" fn skynet_socket_shutdown(_ctx: *mut SkynetContext, id: c_int) {
-    if let Some(s) = get(id) {
-        s.closing.store(true, std::sync::atomic::Ordering::Release);
-        s.command(Cmd::Shutdown);
+    if let Some(mut k) = table::lock_id(id) {
+        k.set(flag::CLOSING, true);
+        k.force_close(true);
     }
 }
 
 /// TCP_NODELAY on.
 #[no_mangle]
 pub extern "C" fn skynet_socket_nodelay(_ctx: *mut SkynetContext, id: c_int) {
-    command(id, Cmd::Nodelay);
+    if let Some(k) = table::lock_id(id) {
+        tcp::nodelay(&k);
+    }
 }
 
 fn send(b: *mut SocketSendBuffer, high: bool) -> c_int {
-    let Some((id, data)) = take_buffer(b) else {
-        return -1;
-    };
-    let Some(s) = get(id) else { return -1 };
-    if high && !tcp::accepts_high(&s) {
-        return -1;
-    }
-    s.queue_send(data, |data| Cmd::Send { data, high })
+    with_buffer(b, |k, data| match k.s.kind {
+        Kind::Bind => bind::send(k, data),
+        Kind::Udp4 | Kind::Udp6 => udp::send(k, data, None),
+        _ => tcp::send(k, data, high),
+    })
 }
 
 /// High-priority send: 0, or -1 for an unknown or closing socket.
@@ -332,16 +374,16 @@ pub extern "C" fn skynet_socket_udp(
     } else {
         SocketAddr::from(([0, 0, 0, 0], 0))
     };
-    let sock = (|| -> std::io::Result<std::net::UdpSocket> {
+    let sock = (|| -> std::io::Result<socket2::Socket> {
         let s = socket2::Socket::new(
             socket2::Domain::for_address(bind),
-            socket2::Type::DGRAM,
+            socket2::Type::DGRAM.cloexec(),
             None,
         )?;
         s.set_reuse_address(true)?;
         s.bind(&bind.into())?;
         s.set_nonblocking(true)?;
-        Ok(s.into())
+        Ok(s)
     })();
     let sock = match sock {
         Ok(s) => s,
@@ -350,21 +392,14 @@ pub extern "C" fn skynet_socket_udp(
             return -1;
         }
     };
-    let _rt = h.runtime.enter();
-    let Ok(sock) = tokio::net::UdpSocket::from_std(sock) else {
+    let kind = if bind.is_ipv6() { Kind::Udp6 } else { Kind::Udp4 };
+    let Some(mut k) = table::alloc(&Origin::of(&h), kind, sock.into_raw_fd(), handle, State::Connected)
+    else {
         return -1;
     };
-    let Some(new) = alloc(
-        &Origin::of(&h),
-        Kind::Udp { v6: bind.is_ipv6() },
-        handle,
-        State::Connected,
-    ) else {
-        return -1;
-    };
-    let id = new.shared.id;
-    h.runtime.spawn(udp::run_udp(new.shared, sock, new.rx));
-    id
+    k.set(flag::READING, true);
+    k.sync();
+    k.id()
 }
 
 /// Set a UDP socket's default destination (resolved now).
@@ -375,14 +410,17 @@ pub extern "C" fn skynet_socket_udp_connect(
     addr: *const c_char,
     port: c_int,
 ) -> c_int {
-    let Some(s) = get(id).filter(|s| matches!(s.kind, Kind::Udp { .. })) else {
-        return -1;
-    };
     let (Some(host), Ok(port)) = (str_arg(addr), u16::try_from(port)) else {
         return -1;
     };
-    match resolve(host, port) {
-        Ok(a) if s.command(Cmd::UdpConnect(Box::new(a))) => 0,
+    let Ok(to) = resolve(host, port) else {
+        return -1;
+    };
+    match table::lock_id(id) {
+        Some(mut k) if k.s.kind.is_udp() => {
+            udp::connect(&mut k, to);
+            0
+        }
         _ => -1,
     }
 }
@@ -394,30 +432,24 @@ pub extern "C" fn skynet_socket_udp_sendbuffer(
     address: *const c_char,
     b: *mut SocketSendBuffer,
 ) -> c_int {
-    let Some((id, data)) = take_buffer(b) else {
-        return -1;
-    };
-    if address.is_null() {
-        return -1;
-    }
-    // SAFETY: `address` points at an address of the form skynet's UDP messages carry:
-    // its first byte says how long it is (7 or 19 bytes).
-    let len = match unsafe { *address.cast::<u8>() } {
-        1 => 7,
-        2 => 19,
-        _ => return -1,
-    };
-    // SAFETY: as above, `len` bytes are readable.
-    let raw = unsafe { std::slice::from_raw_parts(address.cast::<u8>(), len) };
-    let Some(to) = decode_udp_addr(raw) else {
-        return -1;
-    };
-    let Some(s) = get(id).filter(|s| matches!(s.kind, Kind::Udp { .. })) else {
-        return -1;
-    };
-    s.queue_send(data, |data| Cmd::SendTo {
-        data,
-        to: Box::new(to),
+    let to = (|| {
+        if address.is_null() {
+            return None;
+        }
+        // SAFETY: `address` points at an address of the form skynet's UDP messages
+        // carry: its first byte says how long it is (7 or 19 bytes).
+        let len = match unsafe { *address.cast::<u8>() } {
+            1 => 7,
+            2 => 19,
+            _ => return None,
+        };
+        // SAFETY: as above, `len` bytes are readable.
+        let raw = unsafe { std::slice::from_raw_parts(address.cast::<u8>(), len) };
+        decode_udp_addr(raw)
+    })();
+    with_buffer(b, |k, data| match to {
+        Some(to) if k.s.kind.is_udp() => udp::send(k, data, Some(to)),
+        _ => -1,
     })
 }
 
@@ -466,35 +498,44 @@ pub extern "C" fn skynet_socket_udp_address(
 #[no_mangle]
 pub extern "C" fn skynet_socket_info() -> *mut SocketInfo {
     let mut head: *mut SocketInfo = std::ptr::null_mut();
-    for s in all() {
-        let st = s.state();
-        let kind = match (s.kind, st) {
+    table::each(|k| {
+        let s = &k.s;
+        let kind = match (s.kind, s.state) {
             (Kind::Listen, State::Listen) => 1,
-            (Kind::Listen, _) => continue,
             (Kind::Tcp, State::Connected) => 2,
             (Kind::Tcp, State::HalfCloseRead | State::HalfCloseWrite) => 5,
-            (Kind::Tcp, _) => continue,
-            (Kind::Udp { .. }, _) => 3,
+            (Kind::Udp4 | Kind::Udp6, _) => 3,
             (Kind::Bind, State::Connected) => 4,
             (Kind::Bind, _) => 5,
+            _ => return,
         };
-        use std::sync::atomic::Ordering::Relaxed;
+        // The name as skynet gives it: the local address of a listener, the peer's of a
+        // connection or a connected UDP socket.
+        let addr = match s.kind {
+            Kind::Listen => sys::with_sock(s.fd, |x| x.local_addr()).ok(),
+            Kind::Tcp => sys::with_sock(s.fd, |x| x.peer_addr()).ok(),
+            _ => None,
+        };
+        let text = addr
+            .and_then(|a| a.as_socket())
+            .or_else(|| s.extra.as_ref().and_then(|x| x.peer))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut name = [0 as c_char; 128];
-        let text = crate::lock(&s.name).clone();
         for (d, b) in name.iter_mut().zip(text.bytes().take(127)) {
             *d = b as c_char;
         }
         let info = SocketInfo {
             id: s.id,
             kind,
-            opaque: u64::from(s.owner()),
-            read: s.read.load(Relaxed),
-            write: s.write.load(Relaxed),
-            rtime: s.rtime.load(Relaxed),
-            wtime: s.wtime.load(Relaxed),
-            wbuffer: s.wbuffer.load(Relaxed),
-            reading: u8::from(s.reading.load(Relaxed)),
-            writing: u8::from(s.writing.load(Relaxed)),
+            opaque: u64::from(s.owner),
+            read: s.read,
+            write: s.write,
+            rtime: u64::from(s.rtime),
+            wtime: u64::from(s.wtime),
+            wbuffer: s.queued as i64,
+            reading: u8::from(s.flags & flag::READING != 0),
+            writing: u8::from(k.has_queue()),
             name,
             next: head,
         };
@@ -502,12 +543,12 @@ pub extern "C" fn skynet_socket_info() -> *mut SocketInfo {
         // the write before anyone reads it.
         let p = unsafe { libc::malloc(std::mem::size_of::<SocketInfo>()) }.cast::<SocketInfo>();
         if p.is_null() {
-            break;
+            return;
         }
         // SAFETY: `p` is a fresh, suitably aligned (malloc) block for one SocketInfo.
         unsafe { p.write(info) };
         head = p;
-    }
+    });
     head
 }
 
