@@ -33,8 +33,12 @@ pub(crate) fn open(k: &mut Sock) {
 pub(crate) fn read(k: &mut Sock) {
     let (id, fd) = (k.s.id, k.s.fd);
     let r = poll::with_scratch(|buf| {
-        sys::read(fd, &mut buf[..READ_CHUNK])
-            .map(|n| (n, (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n]))))
+        sys::read(fd, &mut buf[..READ_CHUNK]).map(|n| {
+            (
+                n,
+                (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n])),
+            )
+        })
     });
     match r {
         Ok((0, _)) => {

@@ -312,7 +312,10 @@ mod tests {
         assert_eq!(order, (0..20).collect::<Vec<_>>(), "in the order sent");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while slot.parked.load(Ordering::Acquire) != 0 {
-            assert!(std::time::Instant::now() < deadline, "parked count not back to 0");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "parked count not back to 0"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

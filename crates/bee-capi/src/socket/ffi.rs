@@ -280,11 +280,7 @@ pub extern "C" fn skynet_socket_start(ctx: *mut SkynetContext, id: c_int) {
             }
             _ => tcp::start(&mut k, handle),
         },
-        None => events::post_now(
-            &h,
-            handle,
-            Event::text(ev::ERROR, id, 0, b"invalid socket"),
-        ),
+        None => events::post_now(&h, handle, Event::text(ev::ERROR, id, 0, b"invalid socket")),
     }
 }
 
@@ -392,9 +388,18 @@ pub extern "C" fn skynet_socket_udp(
             return -1;
         }
     };
-    let kind = if bind.is_ipv6() { Kind::Udp6 } else { Kind::Udp4 };
-    let Some(mut k) = table::alloc(&Origin::of(&h), kind, sock.into_raw_fd(), handle, State::Connected)
-    else {
+    let kind = if bind.is_ipv6() {
+        Kind::Udp6
+    } else {
+        Kind::Udp4
+    };
+    let Some(mut k) = table::alloc(
+        &Origin::of(&h),
+        kind,
+        sock.into_raw_fd(),
+        handle,
+        State::Connected,
+    ) else {
         return -1;
     };
     k.set(flag::READING, true);

@@ -44,7 +44,13 @@ static POLLER: LazyLock<Poller> = LazyLock::new(|| {
         }
         // SAFETY: `wake` is a new descriptor nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(wake) };
-        ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, wake.as_raw_fd(), libc::EPOLLIN as u32, WAKE)?;
+        ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            wake.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            WAKE,
+        )?;
         Ok(Poller { ep, wake })
     })();
     let p = made.unwrap_or_else(|e| panic!("socket layer: cannot make its epoll set: {e}"));
@@ -71,7 +77,11 @@ pub(crate) fn set_interest(fd: RawFd, id: i32, old: u8, new: u8) -> io::Result<(
     let ep = POLLER.ep.as_raw_fd();
     let bits = |i: u8| {
         (if i & IN != 0 { libc::EPOLLIN as u32 } else { 0 })
-            | (if i & OUT != 0 { libc::EPOLLOUT as u32 } else { 0 })
+            | (if i & OUT != 0 {
+                libc::EPOLLOUT as u32
+            } else {
+                0
+            })
     };
     let op = if old == 0 {
         libc::EPOLL_CTL_ADD

@@ -165,7 +165,13 @@ pub(crate) fn lock_id(id: i32) -> Option<Sock> {
 /// Take a slot for a new socket on `fd` (which it owns from now on: closed with the slot,
 /// or at once when there is no free slot or the limit is reached, as skynet closes a
 /// connection it cannot take).
-pub(crate) fn alloc(origin: &Origin, kind: Kind, fd: RawFd, owner: Addr, state: State) -> Option<Sock> {
+pub(crate) fn alloc(
+    origin: &Origin,
+    kind: Kind,
+    fd: RawFd,
+    owner: Addr,
+    state: State,
+) -> Option<Sock> {
     let max = origin.limits.max_sockets;
     if LIVE.load(Ordering::Acquire) >= max {
         if !LIMIT_LOGGED.swap(true, std::sync::atomic::Ordering::AcqRel) {
@@ -346,14 +352,12 @@ impl Sock {
                 State::Connecting => OUT,
                 State::PAccept | State::Free => 0,
                 st => {
-                    let r = reading
-                        && s.flags & flag::CLOSING == 0
-                        && st != State::HalfCloseRead;
+                    let r = reading && s.flags & flag::CLOSING == 0 && st != State::HalfCloseRead;
                     let w = queue && st != State::HalfCloseWrite;
-                    u8::from(r) * IN | u8::from(w) * OUT
+                    (u8::from(r) * IN) | (u8::from(w) * OUT)
                 }
             },
-            Kind::Udp4 | Kind::Udp6 => u8::from(reading) * IN | u8::from(queue) * OUT,
+            Kind::Udp4 | Kind::Udp6 => (u8::from(reading) * IN) | (u8::from(queue) * OUT),
         }
     }
 
@@ -393,7 +397,13 @@ impl Sock {
         let (id, owner, host) = (self.s.id, self.s.owner, self.s.host.clone());
         self.free();
         if event && !already {
-            events::deliver(self.slot, id, &host, owner, Event::plain(super::ev::CLOSE, id, 0));
+            events::deliver(
+                self.slot,
+                id,
+                &host,
+                owner,
+                Event::plain(super::ev::CLOSE, id, 0),
+            );
         }
     }
 }

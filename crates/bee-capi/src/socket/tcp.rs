@@ -52,7 +52,13 @@ pub(crate) fn accept(k: &mut Sock) {
         };
         let owner = k.s.owner;
         // No free slot or over the limit: the connection is closed quietly, as skynet.
-        let Some(new) = table::alloc(&Origin::of(&host), Kind::Tcp, conn.into_raw_fd(), owner, State::PAccept) else {
+        let Some(new) = table::alloc(
+            &Origin::of(&host),
+            Kind::Tcp,
+            conn.into_raw_fd(),
+            owner,
+            State::PAccept,
+        ) else {
             continue;
         };
         let id = new.id();
@@ -113,7 +119,10 @@ pub(crate) fn connected(k: &mut Sock) {
         Ok(peer) => {
             k.s.state = State::Connected;
             k.set(flag::READING, true);
-            let ip = peer.as_socket().map(|p| p.ip().to_string()).unwrap_or_default();
+            let ip = peer
+                .as_socket()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
             k.emit(Event::text(ev::CONNECT, k.s.id, 0, ip.as_bytes()));
         }
         Err(e) => connect_failed(k, &e.to_string()),
@@ -157,8 +166,12 @@ pub(crate) fn read(k: &mut Sock) {
     // Read into the thread's buffer and copy what came into the block the owner
     // receives: an idle connection holds no read buffer of its own.
     let r = poll::with_scratch(|buf| {
-        sys::read(fd, &mut buf[..want])
-            .map(|n| (n, (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n]))))
+        sys::read(fd, &mut buf[..want]).map(|n| {
+            (
+                n,
+                (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n])),
+            )
+        })
     });
     match r {
         Ok((0, _)) => eof(k),
@@ -222,8 +235,7 @@ fn write_error(k: &mut Sock, e: std::io::Error) {
 /// list so it finishes before anything else.
 pub(crate) fn flush(k: &mut Sock) {
     let fd = k.s.fd;
-    loop {
-        let Some(x) = k.s.extra.as_mut() else { break };
+    while let Some(x) = k.s.extra.as_mut() {
         let from_low = x.high.is_empty();
         let front = if from_low {
             x.low.front_mut()
@@ -336,7 +348,11 @@ fn check_warning(k: &mut Sock) {
         WARN_START << k.s.warn_shift
     };
     if size >= WARN_START && size >= level {
-        k.s.warn_shift = if k.s.warn_shift == 0 { 1 } else { k.s.warn_shift + 1 };
+        k.s.warn_shift = if k.s.warn_shift == 0 {
+            1
+        } else {
+            k.s.warn_shift + 1
+        };
         let kib = size.div_ceil(1024);
         k.emit(Event::plain(
             ev::WARNING,

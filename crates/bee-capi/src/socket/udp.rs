@@ -50,7 +50,10 @@ pub(crate) fn read(k: &mut Sock) {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
             Err(e) => {
                 let (id, owner) = (k.s.id, k.s.owner);
-                k.emit_to(owner, Event::text(ev::ERROR, id, 0, e.to_string().as_bytes()));
+                k.emit_to(
+                    owner,
+                    Event::text(ev::ERROR, id, 0, e.to_string().as_bytes()),
+                );
                 k.free();
                 return;
             }
@@ -71,7 +74,10 @@ pub(crate) fn send(k: &mut Sock, data: &[u8], to: Option<SocketAddr>) -> i32 {
         return 0;
     };
     if to.is_ipv6() != (k.s.kind == Kind::Udp6) {
-        tracing::warn!(socket = k.s.id, "udp send to an address of the other protocol: dropped");
+        tracing::warn!(
+            socket = k.s.id,
+            "udp send to an address of the other protocol: dropped"
+        );
         return 0;
     }
     if !k.has_queue() {
