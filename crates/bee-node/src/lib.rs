@@ -479,7 +479,7 @@ struct Signals {
 impl Signals {
     fn watch() -> Signals {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut one = |kind: SignalKind, name: &str| match signal(kind) {
+        let one = |kind: SignalKind, name: &str| match signal(kind) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(error = %e, "cannot watch {name}: it will not stop this node");
