@@ -170,6 +170,9 @@ pub struct Host {
     skynet_log: Mutex<Option<SkynetLog>>,
     timers: timer::Timers,
     monitor_started: std::sync::atomic::AtomicBool,
+    /// The node's socket I/O (its epoll sets and the tasks that drive them), made by the
+    /// first socket the node opens.
+    sockets: std::sync::OnceLock<Vec<Arc<socket::Poller>>>,
     /// Lua service names the program serves itself (`crate::bridge`).
     replaced: Mutex<HashMap<String, LuaServiceFactory>>,
     /// Addresses that take `(pointer, size)` blocks from Lua as strings (`crate::bridge`).
@@ -217,6 +220,7 @@ impl Host {
                 skynet_log: Mutex::new(None),
                 timers: timer::Timers::default(),
                 monitor_started: std::sync::atomic::AtomicBool::new(false),
+                sockets: std::sync::OnceLock::new(),
                 replaced: Mutex::new(HashMap::new()),
                 buffer_takers: Mutex::new(std::collections::HashSet::new()),
             })

@@ -1,7 +1,7 @@
 //! Socket events on their way to the owner: the message in skynet's `struct
 //! skynet_socket_message` layout, posted to the owner's mailbox without waiting. When the
 //! mailbox is full the event is parked, behind any other parked event of the same
-//! socket, and the socket stops reading until the I/O thread has delivered them
+//! socket, and the socket stops reading until the node's socket task has delivered them
 //! ([`retry`]), so nothing is lost and nothing overtakes.
 
 use std::collections::{HashSet, VecDeque};
@@ -195,7 +195,7 @@ fn park_or_post(
         buffer,
     });
     drop(q);
-    poll::wake();
+    poll::wake(host);
     true
 }
 
@@ -305,7 +305,7 @@ mod tests {
         for _ in 0..20 {
             let ud = tokio::time::timeout(Duration::from_secs(10), got.recv())
                 .await
-                .expect("every event arrives (the I/O thread retries)")
+                .expect("every event arrives (the socket task retries)")
                 .expect("service");
             order.push(ud);
         }

@@ -7,8 +7,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::table::{self, flag, Sock};
-use super::{bind, decode_udp_addr, ev, events, sys, tcp, udp, Event, Kind, Origin, State};
+use super::{
+    bind, decode_udp_addr, ev, events, sys, tcp, udp, Event, Kind, Origin, OutData, State,
+};
 use crate::context::SkynetContext;
 use crate::Host;
 
@@ -57,40 +61,36 @@ fn str_arg<'a>(p: *const c_char) -> Option<&'a str> {
     unsafe { CStr::from_ptr(p) }.to_str().ok()
 }
 
-/// The bytes of a send buffer, for `f`; a MEMORY block is freed afterwards in every
-/// case, as skynet's socket layer takes it over. -1 for OBJECT buffers (no user-object
-/// callbacks exist) and an unknown socket.
-fn with_buffer(b: *mut SocketSendBuffer, f: impl FnOnce(&mut Sock, &[u8]) -> c_int) -> c_int {
+/// The bytes of a send buffer for `f`: a MEMORY block is taken over (freed once sent or
+/// refused, as skynet's socket layer does), a RAWPOINTER one copied. -1 for OBJECT
+/// buffers (no user-object callbacks exist) and an unknown socket.
+fn with_buffer(b: *mut SocketSendBuffer, f: impl FnOnce(&mut Sock, OutData) -> c_int) -> c_int {
     // SAFETY: the caller passes a valid socket_sendbuffer for the duration of the call.
     let Some(b) = (unsafe { b.as_ref() }) else {
         return -1;
     };
-    let bytes: &[u8] = if b.buffer.is_null() || b.sz == 0 {
-        &[]
-    } else {
-        // SAFETY: the buffer holds `sz` readable bytes (the socket_sendbuffer contract),
-        // and is freed (MEMORY) only after `f` has used it.
-        unsafe { std::slice::from_raw_parts(b.buffer.cast::<u8>(), b.sz) }
-    };
-    let r = match b.kind {
-        BUFFER_MEMORY | BUFFER_RAWPOINTER => match table::lock_id(b.id) {
-            Some(mut k) => f(&mut k, bytes),
-            None => -1,
+    let data = match b.kind {
+        BUFFER_MEMORY => OutData::Heap {
+            ptr: b.buffer as usize,
+            len: if b.buffer.is_null() { 0 } else { b.sz },
         },
+        BUFFER_RAWPOINTER if b.buffer.is_null() || b.sz == 0 => OutData::Copied(Bytes::new()),
+        // SAFETY: the buffer holds `sz` readable bytes (the socket_sendbuffer contract).
+        BUFFER_RAWPOINTER => OutData::Copied(Bytes::copy_from_slice(unsafe {
+            std::slice::from_raw_parts(b.buffer.cast::<u8>(), b.sz)
+        })),
         _ => {
             tracing::warn!(
                 socket = b.id,
                 "socket send of a user object: not supported, refused"
             );
-            -1
+            return -1;
         }
     };
-    if b.kind == BUFFER_MEMORY {
-        // SAFETY: a MEMORY buffer is a malloc'ed block handed over with the send, no
-        // longer used.
-        unsafe { libc::free(b.buffer.cast_mut()) };
+    match table::lock_id(b.id) {
+        Some(mut k) => f(&mut k, data),
+        None => -1,
     }
-    r
 }
 
 fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
@@ -324,8 +324,8 @@ pub extern "C" fn skynet_socket_nodelay(_ctx: *mut SkynetContext, id: c_int) {
 
 fn send(b: *mut SocketSendBuffer, high: bool) -> c_int {
     with_buffer(b, |k, data| match k.s.kind {
-        Kind::Bind => bind::send(k, data),
-        Kind::Udp4 | Kind::Udp6 => udp::send(k, data, None),
+        Kind::Bind => bind::send(k, data.as_slice()),
+        Kind::Udp4 | Kind::Udp6 => udp::send(k, data.as_slice(), None),
         _ => tcp::send(k, data, high),
     })
 }
@@ -453,7 +453,7 @@ pub extern "C" fn skynet_socket_udp_sendbuffer(
         decode_udp_addr(raw)
     })();
     with_buffer(b, |k, data| match to {
-        Some(to) if k.s.kind.is_udp() => udp::send(k, data, Some(to)),
+        Some(to) if k.s.kind.is_udp() => udp::send(k, data.as_slice(), Some(to)),
         _ => -1,
     })
 }

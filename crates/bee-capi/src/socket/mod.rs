@@ -10,8 +10,9 @@
 //! - [`table`]: one fixed slot per socket (`id mod 65,536`), written once when the first
 //!   socket opens. An idle connection owns no heap block: its slot, its descriptor and
 //!   the kernel's epoll entry are all it has.
-//! - [`poll`]: one I/O thread waits on epoll (level-triggered) and does the reads,
-//!   accepts, connect completions and the writes that had to wait.
+//! - [`poll`]: one epoll set per node (level-triggered), driven by one task on the
+//!   node's runtime, does the reads, accepts, connect completions and the writes that
+//!   had to wait.
 //! - The API calls (on services' threads) act on the socket at once under its slot's
 //!   lock: a send is written straight away when nothing waits before it, a start or a
 //!   pause changes what epoll watches. One lock per socket keeps its requests and events
@@ -44,6 +45,7 @@ use std::sync::Weak;
 use crate::Host;
 
 pub(crate) use events::Event;
+pub(crate) use poll::Poller;
 
 /// skynet's message type of socket events.
 pub const PTYPE_SOCKET: u8 = 6;
@@ -135,6 +137,43 @@ impl Origin {
         Origin {
             host: std::sync::Arc::downgrade(host),
             limits: Limits::of(host),
+        }
+    }
+}
+
+/// The bytes of one send: skynet's MEMORY buffer, taken over as it is (freed once
+/// written, as skynet's socket layer frees it), or a copy.
+pub(crate) enum OutData {
+    /// A block from malloc, freed when this is dropped.
+    Heap {
+        ptr: usize,
+        len: usize,
+    },
+    Copied(bytes::Bytes),
+}
+
+impl OutData {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            OutData::Heap { len: 0, .. } => &[],
+            // SAFETY: the block holds `len` readable bytes and lives as long as `self`.
+            OutData::Heap { ptr, len } => unsafe {
+                std::slice::from_raw_parts(*ptr as *const u8, *len)
+            },
+            OutData::Copied(b) => b,
+        }
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
+impl Drop for OutData {
+    fn drop(&mut self) {
+        if let OutData::Heap { ptr, .. } = *self {
+            // SAFETY: a MEMORY send buffer is a malloc'ed block handed over with the
+            // send; this is its only owner and frees it once.
+            unsafe { libc::free(ptr as *mut libc::c_void) };
         }
     }
 }

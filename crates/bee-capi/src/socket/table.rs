@@ -4,7 +4,7 @@
 //! be sent or a UDP socket has a default peer.
 //!
 //! A slot's lock serialises everything done to its socket — the API calls made on
-//! services' threads and the I/O thread's reads and writes — so a socket's requests and
+//! services' threads and the socket task's reads and writes — so a socket's requests and
 //! events keep the order they were made in. Code holds at most one slot's lock, except
 //! an accept, which takes the new (free) slot's while it holds the listener's.
 
@@ -35,6 +35,8 @@ pub(crate) mod flag {
     pub const HELD: u8 = 8;
     /// Accepting failed (out of descriptors): held until a short pause has passed.
     pub const BACKOFF: u8 = 16;
+    /// The kernel's send buffer was full: epoll watches for room to write the queue.
+    pub const WAIT_OUT: u8 = 32;
 }
 
 /// Interest bits of [`Inner::interest`] (what epoll watches for the socket).
@@ -70,8 +72,12 @@ pub(crate) struct Inner {
     pub(crate) wtime: u32,
     pub(crate) read: u64,
     pub(crate) write: u64,
-    /// Bytes waiting in the queues.
+    /// Bytes waiting to be sent: in the queues, and in sends handed to the socket task
+    /// that it has not taken yet.
     pub(crate) queued: u64,
+    /// Sends handed to the socket task that it has not taken yet (they are older than
+    /// anything sent after them, so later sends go the same way).
+    pub(crate) pending: u32,
     pub(crate) host: Weak<Host>,
     pub(crate) extra: Option<Box<Extra>>,
 }
@@ -110,6 +116,7 @@ const FREE: Inner = Inner {
     read: 0,
     write: 0,
     queued: 0,
+    pending: 0,
     host: Weak::new(),
     extra: None,
 };
@@ -237,8 +244,12 @@ impl Sock {
     pub(crate) fn extra(&mut self) -> &mut Extra {
         self.s.extra.get_or_insert_with(Box::default)
     }
-    /// Bytes wait in the queues.
+    /// Bytes wait: in the queues, or in sends the socket task has not taken yet.
     pub(crate) fn has_queue(&self) -> bool {
+        self.s.pending > 0 || self.has_backlog()
+    }
+    /// Bytes wait in the socket's own queues.
+    pub(crate) fn has_backlog(&self) -> bool {
         self.s.extra.as_ref().is_some_and(|e| !e.is_empty())
     }
     /// Drop the queues once empty (a drained backlog gives its memory back).
@@ -304,14 +315,22 @@ impl Sock {
         self.s.queued -= n as u64;
         QUEUED.fetch_sub(n, Ordering::AcqRel);
     }
-    /// Throw away everything queued.
+    /// Throw away everything in the socket's own queues (sends the socket task has not
+    /// taken yet are thrown away when it takes them).
     pub(crate) fn clear_queues(&mut self) {
+        let mut n = 0;
         if let Some(e) = self.s.extra.as_mut() {
+            n += e
+                .high
+                .iter()
+                .chain(e.low.iter())
+                .map(Bytes::len)
+                .sum::<usize>();
+            n += e.datagrams.iter().map(|d| d.0.len()).sum::<usize>();
             e.high.clear();
             e.low.clear();
             e.datagrams.clear();
         }
-        let n = self.s.queued as usize;
         self.unqueue(n);
         self.trim();
     }
@@ -340,7 +359,7 @@ impl Sock {
     fn want(&self) -> u8 {
         let s = &self.s;
         let reading = s.flags & flag::READING != 0 && s.flags & (flag::HELD | flag::BACKOFF) == 0;
-        let queue = self.has_queue();
+        let queue = self.has_backlog();
         if s.fd < 0 {
             // A connect still resolving its host name.
             return 0;
@@ -353,7 +372,11 @@ impl Sock {
                 State::PAccept | State::Free => 0,
                 st => {
                     let r = reading && s.flags & flag::CLOSING == 0 && st != State::HalfCloseRead;
-                    let w = queue && st != State::HalfCloseWrite;
+                    // A TCP queue is written by the socket task when a send asks for it;
+                    // epoll watches for room only once the kernel's buffer was full.
+                    let w = queue
+                        && st != State::HalfCloseWrite
+                        && (s.kind == Kind::Bind || s.flags & flag::WAIT_OUT != 0);
                     (u8::from(r) * IN) | (u8::from(w) * OUT)
                 }
             },
@@ -366,7 +389,7 @@ impl Sock {
     pub(crate) fn try_sync(&mut self) -> std::io::Result<()> {
         let want = self.want();
         if want != self.s.interest {
-            poll::set_interest(self.s.fd, self.s.id, self.s.interest, want)?;
+            poll::set_interest(&self.s.host, self.s.fd, self.s.id, self.s.interest, want)?;
             self.s.interest = want;
         }
         Ok(())
@@ -382,10 +405,13 @@ impl Sock {
     /// given back. Events already parked are still delivered.
     pub(crate) fn free(&mut self) {
         if self.s.interest != 0 {
-            let _ = poll::set_interest(self.s.fd, self.s.id, self.s.interest, 0);
+            let _ = poll::set_interest(&self.s.host, self.s.fd, self.s.id, self.s.interest, 0);
         }
         sys::close(self.s.fd);
         self.clear_queues();
+        // Sends not taken yet: their bytes are given back now (the task drops them).
+        let left = self.s.queued as usize;
+        self.unqueue(left);
         *self.s = FREE;
         LIVE.fetch_sub(1, Ordering::AcqRel);
     }

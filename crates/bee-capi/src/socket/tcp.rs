@@ -1,6 +1,6 @@
 //! TCP sockets: a listener (PLISTEN → LISTEN, one ACCEPT per accepted connection), an
 //! outgoing connect, and a connection (reads while started, the high and low priority
-//! write queues, the send-buffer warning, close/shutdown/half-close). The I/O thread
+//! write queues, the send-buffer warning, close/shutdown/half-close). The socket task
 //! calls [`accept`], [`connected`], [`read`] and [`flush`]; services' threads call the
 //! rest through the API.
 
@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes};
 
 use super::poll::{self, Due};
 use super::table::{self, flag, Sock};
-use super::{ev, sys, Event, Kind, Origin, State};
+use super::{ev, sys, Event, Kind, Origin, OutData, State};
 
 /// How long an outgoing connect may take before it fails with an ERROR.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,7 +40,7 @@ pub(crate) fn accept(k: &mut Sock) {
                 tracing::warn!(socket = k.s.id, error = %e, "accept failed");
                 k.emit(Event::text(ev::ERROR, k.s.id, 0, e.to_string().as_bytes()));
                 k.set(flag::BACKOFF, true);
-                poll::after(ACCEPT_PAUSE, k.s.id, Due::AcceptResume);
+                poll::after(&k.s.host, ACCEPT_PAUSE, k.s.id, Due::AcceptResume);
                 return;
             }
         };
@@ -94,7 +94,7 @@ pub(crate) fn start_connect(k: &mut Sock, addr: SocketAddr) {
             k.s.fd = s.into_raw_fd();
             // Finished (or failed) when epoll says the socket is writable.
             k.sync();
-            poll::after(CONNECT_TIMEOUT, k.s.id, Due::ConnectTimeout);
+            poll::after(&k.s.host, CONNECT_TIMEOUT, k.s.id, Due::ConnectTimeout);
         }
         Err(e) => connect_failed(k, &e.to_string()),
     }
@@ -124,6 +124,10 @@ pub(crate) fn connected(k: &mut Sock) {
                 .map(|p| p.ip().to_string())
                 .unwrap_or_default();
             k.emit(Event::text(ev::CONNECT, k.s.id, 0, ip.as_bytes()));
+            // What was sent while connecting.
+            if k.has_queue() {
+                flush(k);
+            }
         }
         Err(e) => connect_failed(k, &e.to_string()),
     }
@@ -259,14 +263,22 @@ pub(crate) fn flush(k: &mut Sock) {
                 k.count_write(n);
                 k.unqueue(n);
                 if !whole {
+                    // The kernel's buffer is full: go on when epoll says there is room.
+                    k.set(flag::WAIT_OUT, true);
                     return;
                 }
             }
-            Err(e) if sys::would_block(&e) => return,
+            Err(e) if sys::would_block(&e) => {
+                k.set(flag::WAIT_OUT, true);
+                return;
+            }
             Err(e) => return write_error(k, e),
         }
     }
-    drained(k);
+    k.set(flag::WAIT_OUT, false);
+    if k.s.pending == 0 {
+        drained(k);
+    }
 }
 
 /// The queues are empty.
@@ -282,10 +294,11 @@ fn drained(k: &mut Sock) {
     }
 }
 
-/// Send `data` (high or low priority): written at once when nothing waits before it, the
-/// rest queued. 0, or -1 when the bytes are refused (a bound passed: the socket is then
-/// closed with an ERROR).
-pub(crate) fn send(k: &mut Sock, data: &[u8], high: bool) -> i32 {
+/// Send `data` (high or low priority): handed to the socket task, which writes it (on
+/// another worker while this service goes on), or queued behind what waits already.
+/// 0, or -1 when the bytes are refused (a bound passed: the socket is then closed with
+/// an ERROR).
+pub(crate) fn send(k: &mut Sock, data: OutData, high: bool) -> i32 {
     if k.s.kind == Kind::Listen {
         tracing::warn!(target: "skynet", socket = k.s.id, "socket-server: write to listen fd {}", k.s.id);
         return 0;
@@ -298,27 +311,6 @@ pub(crate) fn send(k: &mut Sock, data: &[u8], high: bool) -> i32 {
     if matches!(st, State::PAccept | State::HalfCloseWrite) {
         return 0;
     }
-    let mut data = data;
-    if st != State::Connecting && !k.has_queue() {
-        // Nothing waits: write now, as skynet's direct write.
-        while !data.is_empty() {
-            match sys::send(k.s.fd, data) {
-                Ok(n) => {
-                    k.count_write(n);
-                    data = &data[n..];
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if sys::would_block(&e) => break,
-                Err(e) => {
-                    write_error(k, e);
-                    return 0;
-                }
-            }
-        }
-        if data.is_empty() {
-            return 0;
-        }
-    }
     let n = data.len();
     if let Err(why) = k.room_for(n) {
         k.log_overflow(&why);
@@ -326,17 +318,66 @@ pub(crate) fn send(k: &mut Sock, data: &[u8], high: bool) -> i32 {
         k.force_close(true);
         return -1;
     }
-    let first = !k.has_queue();
+    k.enqueued(n);
+    let behind_backlog =
+        k.s.pending == 0 && (st == State::Connecting || k.has(flag::WAIT_OUT) || k.has_backlog());
+    if behind_backlog {
+        queue(k, Bytes::copy_from_slice(data.as_slice()), high);
+    } else {
+        k.s.pending += 1;
+        poll::send_soon(&k.s.host, k.s.id, data, high);
+    }
+    check_warning(k);
+    0
+}
+
+/// Put `data` in the socket's own queues: the high list when it is high priority or the
+/// queues are empty, else the low list.
+fn queue(k: &mut Sock, data: Bytes, high: bool) {
+    let first = !k.has_backlog();
     let x = k.extra();
     if first || high {
-        x.high.push_back(Bytes::copy_from_slice(data));
+        x.high.push_back(data);
     } else {
-        x.low.push_back(Bytes::copy_from_slice(data));
+        x.low.push_back(data);
     }
-    k.enqueued(n);
-    check_warning(k);
-    k.sync();
-    0
+}
+
+/// The socket task takes a send: written now when nothing waits before it, else queued.
+pub(crate) fn take_send(k: &mut Sock, data: OutData, high: bool) {
+    k.s.pending -= 1;
+    let bytes = data.as_slice();
+    if k.s.state == State::HalfCloseWrite || k.s.kind != Kind::Tcp {
+        k.unqueue(bytes.len());
+    } else if k.has(flag::WAIT_OUT) || k.has_backlog() {
+        queue(k, Bytes::copy_from_slice(bytes), high);
+    } else {
+        let mut off = 0;
+        while off < bytes.len() {
+            match sys::send(k.s.fd, &bytes[off..]) {
+                Ok(n) => {
+                    k.count_write(n);
+                    k.unqueue(n);
+                    off += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if sys::would_block(&e) => break,
+                Err(e) => {
+                    k.unqueue(bytes.len() - off);
+                    return write_error(k, e);
+                }
+            }
+        }
+        if off < bytes.len() {
+            // The kernel's buffer is full: the rest waits for room.
+            queue(k, Bytes::copy_from_slice(&bytes[off..]), true);
+            k.set(flag::WAIT_OUT, true);
+            return;
+        }
+    }
+    if !k.has_queue() {
+        drained(k);
+    }
 }
 
 /// WARNING with the queued KiB each time the queue passes 1 MiB, 2 MiB, 4 MiB…
