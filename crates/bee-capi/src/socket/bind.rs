@@ -10,7 +10,7 @@
 use bytes::{Buf, Bytes};
 
 use super::table::{flag, Sock};
-use super::{ev, poll, sys, Event, State};
+use super::{ev, sys, Event, State};
 
 /// Bytes read at most per DATA event.
 const READ_CHUNK: usize = 64 * 1024;
@@ -30,16 +30,17 @@ pub(crate) fn open(k: &mut Sock) {
     }
 }
 
-pub(crate) fn read(k: &mut Sock) {
+pub(crate) fn read(k: &mut Sock, scratch: &mut [u8]) {
     let (id, fd) = (k.s.id, k.s.fd);
-    let r = poll::with_scratch(|buf| {
+    let r = {
+        let buf = &mut *scratch;
         sys::read(fd, &mut buf[..READ_CHUNK]).map(|n| {
             (
                 n,
                 (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n])),
             )
         })
-    });
+    };
     match r {
         Ok((0, _)) => {
             // End of input: CLOSE; the socket stays until its owner closes it.

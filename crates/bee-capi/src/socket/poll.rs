@@ -30,6 +30,8 @@ use crate::{lock, Host};
 const MAX_SHARDS: usize = 8;
 /// Ready sockets handled before the task lets others run.
 const YIELD_EVERY: usize = 256;
+/// The largest read (a TCP read grows to it; a UDP datagram fits).
+pub(crate) const READ_BUFFER: usize = 64 * 1024;
 /// Events taken per wait.
 const BATCH: usize = 256;
 /// How often sockets of stopped nodes are looked for.
@@ -131,12 +133,16 @@ pub(crate) fn set_interest(
     ctl(p.ep.as_raw_fd(), op, fd, bits(new), u64::from(id as u32))
 }
 
-/// Wake `host`'s socket tasks (parked events or a timer are waiting).
+/// Wake `host`'s socket tasks (parked events or a timer are waiting), starting them if
+/// the node has none yet: an event can wait for a node that never watched a socket (an
+/// ERROR for an unknown socket id), and only these tasks deliver waiting events.
 pub(crate) fn wake(host: &Weak<Host>) {
-    if let Some(h) = host.upgrade() {
-        for p in h.sockets.get().into_iter().flatten() {
-            p.bell.notify_one();
-        }
+    let Some(h) = host.upgrade() else { return };
+    if let Err(e) = of(&h, 0) {
+        tracing::error!(error = %e, "socket layer: cannot start the node's socket task");
+    }
+    for p in h.sockets.get().into_iter().flatten() {
+        p.bell.notify_one();
     }
 }
 
@@ -197,6 +203,10 @@ pub(crate) fn after(host: &Weak<Host>, after: Duration, id: i32, due: Due) {
 async fn run(host: Weak<Host>, p: Arc<Poller>, watched: AsyncFd<EpFd>) {
     let ep = p.ep.as_raw_fd();
     let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    // The task's read buffer, made with the node's first socket (a fixed cost of the
+    // node, not of its connections): a read copies what it got into the block the owner
+    // receives, so one buffer serves every socket of this epoll set.
+    let mut scratch = vec![0u8; READ_BUFFER];
     let mut retry_wait = Duration::from_millis(1);
     let mut next_sweep = Instant::now() + SWEEP;
     let mut handled = 0usize;
@@ -215,7 +225,7 @@ async fn run(host: Weak<Host>, p: Arc<Poller>, watched: AsyncFd<EpFd>) {
         }
         for ev in &evs[..n as usize] {
             let (token, bits) = (ev.u64, ev.events);
-            ready(token as u32 as i32, bits);
+            ready(token as u32 as i32, bits, &mut scratch);
         }
         if events::any_parked() {
             if events::retry() {
@@ -298,7 +308,7 @@ fn fire_timers(now: Instant) -> Option<Instant> {
 }
 
 /// Socket `id` is ready (`bits` from epoll).
-fn ready(id: i32, bits: u32) {
+fn ready(id: i32, bits: u32, scratch: &mut [u8]) {
     let Some(mut k) = table::lock_id(id) else {
         return;
     };
@@ -328,7 +338,7 @@ fn ready(id: i32, bits: u32) {
                 tcp::flush(&mut k);
             }
             if inb && alive(&k) {
-                tcp::read(&mut k);
+                tcp::read(&mut k, scratch);
             }
         }
         Kind::Udp4 | Kind::Udp6 => {
@@ -336,7 +346,7 @@ fn ready(id: i32, bits: u32) {
                 udp::flush(&mut k);
             }
             if inb && alive(&k) {
-                udp::read(&mut k);
+                udp::read(&mut k, scratch);
             }
         }
         Kind::Bind => {
@@ -344,22 +354,11 @@ fn ready(id: i32, bits: u32) {
                 bind::flush(&mut k);
             }
             if inb && alive(&k) {
-                bind::read(&mut k);
+                bind::read(&mut k, scratch);
             }
         }
     }
     if alive(&k) {
         k.sync();
     }
-}
-
-thread_local! {
-    /// Each runtime thread's read buffer: a read copies what it got into the block the
-    /// owner receives, so one buffer per thread serves every socket.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
-}
-
-/// `f` with the thread's 64 KiB read buffer.
-pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    SCRATCH.with_borrow_mut(|b| f(b))
 }

@@ -164,19 +164,20 @@ pub(crate) fn start(k: &mut Sock, caller: bee_runtime::Addr) {
 }
 
 /// Read once (the size adapts to what came, as skynet's): DATA, or the end of input.
-pub(crate) fn read(k: &mut Sock) {
+pub(crate) fn read(k: &mut Sock, scratch: &mut [u8]) {
     let want = MIN_READ << k.s.read_shift;
     let (id, fd) = (k.s.id, k.s.fd);
     // Read into the thread's buffer and copy what came into the block the owner
     // receives: an idle connection holds no read buffer of its own.
-    let r = poll::with_scratch(|buf| {
+    let r = {
+        let buf = &mut *scratch;
         sys::read(fd, &mut buf[..want]).map(|n| {
             (
                 n,
                 (n > 0).then(|| Event::data(ev::DATA, id, n as i32, &buf[..n])),
             )
         })
-    });
+    };
     match r {
         Ok((0, _)) => eof(k),
         Ok((n, event)) => {

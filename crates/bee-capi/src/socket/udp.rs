@@ -8,17 +8,18 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use super::table::{flag, Sock};
-use super::{encode_udp_addr, ev, poll, sys, Event, Kind};
+use super::{encode_udp_addr, ev, sys, Event, Kind};
 
 /// Datagrams read per readiness.
 const READS: usize = 16;
 
 /// Read what datagrams wait (a few at a time).
-pub(crate) fn read(k: &mut Sock) {
+pub(crate) fn read(k: &mut Sock, scratch: &mut [u8]) {
     let v6 = k.s.kind == Kind::Udp6;
     for _ in 0..READS {
         let (id, fd) = (k.s.id, k.s.fd);
-        let r = poll::with_scratch(|buf| {
+        let r = {
+            let buf = &mut *scratch;
             // SAFETY: `buf` is initialised bytes; recv_from only writes into it.
             let uninit = unsafe {
                 &mut *(std::ptr::from_mut::<[u8]>(&mut buf[..65_535])
@@ -34,7 +35,7 @@ pub(crate) fn read(k: &mut Sock) {
                 });
                 (n, event)
             })
-        });
+        };
         match r {
             Ok((n, event)) => {
                 if let Some(e) = event {
