@@ -707,12 +707,13 @@ fn testoverload() {
 }
 
 /// A start callback looping to 10^9 that prints `STAT endless` and `STAT time` every
-/// 10^8 iterations (about 10 s of CPU). Normalised as everywhere, numbers become
-/// placeholders: which iteration first sees the endless flag (stock skynet sets it 5
-/// to 10 s into the loop, bee 5 to 6 s) and the CPU seconds depend on timing. A run of
-/// the kernel's endless-loop reports counts as one; the report is not compared (stock
-/// skynet's depends on its monitor's phase), but bee must make it. Still compared: ten `Endless`/`Cost time` pairs, each time a
-/// float (`N.N`; an integer would be `N`), the report. bee's times must grow.
+/// 10^8 iterations (5 to 10 s of CPU, by the machine). Normalised as everywhere,
+/// numbers become placeholders: which iteration first sees the endless flag (stock
+/// skynet sets it 5 to 10 s into the loop, bee 5 to 6 s) and the CPU seconds depend on
+/// timing. A run of the kernel's endless-loop reports counts as one; the report is not
+/// compared (stock skynet's depends on its monitor's phase), but bee must make it when
+/// the callback lasts 6 s or more. Still compared: ten `Endless`/`Cost time` pairs,
+/// each time a float (`N.N`; an integer would be `N`). bee's times must grow.
 #[test]
 fn testendless() {
     let (_, bee) = differential_outputs(
@@ -721,10 +722,6 @@ fn testendless() {
         Order::Same,
         Order::Same,
         &[ENDLESS_REPORT],
-    );
-    assert!(
-        bee.contains("maybe in an endless loop"),
-        "bee reports the 8-second callback as a possible endless loop:\n{bee}"
     );
     let times: Vec<f64> = bee
         .lines()
@@ -736,6 +733,17 @@ fn testendless() {
         times.windows(2).all(|w| w[0] < w[1]),
         "STAT time grows within the callback: {times:?}"
     );
+    // bee reports a callback 5 to 6 s into it. How long this one lasts is the machine's
+    // speed (5 s of CPU on a fast one, 10 on a slow one): from 6 s on the report is
+    // due. (lua_services' endless-loop test checks the report with a callback that
+    // lasts until it comes.)
+    let last = times.last().copied().unwrap_or(0.0);
+    if last >= 6.0 {
+        assert!(
+            bee.contains("maybe in an endless loop"),
+            "bee did not report the {last:.1}-second callback as a possible endless loop:\n{bee}"
+        );
+    }
 }
 
 /// `tests/lua/overloadburst.lua`: bursts queued behind a busy service, so the lengths of

@@ -88,10 +88,21 @@ fn host_for(ctx: Option<&SkynetContext>) -> Option<Arc<Host>> {
     Host::fallback()
 }
 
-fn log_tag(ctx: Option<&SkynetContext>) -> (String, String) {
+/// Who a log line is about: the service's handle and module, formatted only when a
+/// line is written (the send path asks for them on every message).
+fn log_tag(ctx: Option<&SkynetContext>) -> (LogHandle, &str) {
     match ctx {
-        Some(c) => (fmt_handle(c.handle()), c.module_name().to_string()),
-        None => (fmt_handle(0), String::new()),
+        Some(c) => (LogHandle(c.handle()), c.module_name()),
+        None => (LogHandle(0), ""),
+    }
+}
+
+/// A handle shown as skynet shows it (`:0000000b`), formatted when displayed.
+struct LogHandle(u32);
+
+impl std::fmt::Display for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&fmt_handle(self.0))
     }
 }
 

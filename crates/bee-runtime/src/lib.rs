@@ -7,8 +7,9 @@
 //! [`Handle::call`] reads the same for a local or a remote target.
 //!
 //! ## Layers inside this crate (each uses only the ones above it)
-//! 1. [`error`], `mailbox`, [`service`]: the runtime — [`Node`], [`Service`], mailboxes (a
-//!    bounded queue that allocates nothing while a service is idle), local
+//! 1. [`error`], `mailbox`, `runner`, [`service`]: the runtime — [`Node`], [`Service`],
+//!    mailboxes (a bounded queue that allocates nothing while a service is idle), the
+//!    runners that run C and Lua services as skynet's workers do, local
 //!    call/send/redirect, one name table; [`remote`]: the interface to other nodes.
 //! 2. [`args`], [`handle`], [`lua`], [`text`], [`dispatcher`]: writing services —
 //!    typed `"lua"` commands and protobuf `"text"` handlers in one handler shape
@@ -38,6 +39,7 @@ pub mod handle;
 pub mod lua;
 mod mailbox;
 pub mod remote;
+mod runner;
 pub mod service;
 pub mod shard;
 pub mod text;

@@ -15,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use tokio::sync::{oneshot, watch};
 pub use crate::error::{fmt_addr, Addr, CallError, ServiceError};
 use crate::fasthash::FastBuild;
 use crate::mailbox::{self, TrySendError};
+use crate::runner;
 
 /// What a handler returns: `Ok(Some(bytes))` is the reply (a skynet.pack payload),
 /// `Ok(None)` means "no reply values" (a waiting caller gets an empty reply), `Err`
@@ -443,6 +444,8 @@ struct Inner {
     stopping: AtomicBool,
     extensions: DashMap<std::any::TypeId, Arc<dyn Any + Send + Sync>>,
     shutdown_hooks: Mutex<Vec<ShutdownHook>>,
+    /// Runs the services started with [`Node::spawn_boxed_on_runners`] (made by the first).
+    runners: OnceLock<Arc<runner::Pool>>,
 }
 
 type ShutdownHook = Box<dyn FnOnce() + Send>;
@@ -487,6 +490,7 @@ impl Node {
                 stopping: AtomicBool::new(false),
                 extensions: DashMap::new(),
                 shutdown_hooks: Mutex::new(Vec::new()),
+                runners: OnceLock::new(),
             }),
         }
     }
@@ -555,6 +559,18 @@ impl Node {
         service: BoxService,
         mailbox: usize,
     ) -> Addr {
+        self.spawn_on(label, service, mailbox, false)
+    }
+
+    /// Start a boxed service like [`Node::spawn_boxed_with_mailbox`], run by the node's
+    /// runners instead of a task of its own (bee-runtime's `runner` module): for services that
+    /// mostly talk to each other, as skynet's C and Lua services do, a message from one
+    /// runner service to another wakes no other thread.
+    pub fn spawn_boxed_on_runners(&self, label: &str, service: BoxService, mailbox: usize) -> Addr {
+        self.spawn_on(label, service, mailbox, true)
+    }
+
+    fn spawn_on(&self, label: &str, service: BoxService, mailbox: usize, runners: bool) -> Addr {
         self.inner.spawned.store(true, Ordering::Release);
         let (tx, rx) = mailbox::channel(mailbox);
         let label: Arc<str> = Arc::from(label);
@@ -598,7 +614,18 @@ impl Node {
             queued: 0,
             found_empty: true,
         };
-        tokio::spawn(run_service(ctx, service, rx, stats));
+        let task = run_service(ctx, service, rx, stats);
+        if runners {
+            self.inner
+                .runners
+                .get_or_init(|| {
+                    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+                    runner::Pool::start(workers)
+                })
+                .spawn(task);
+        } else {
+            tokio::spawn(task);
+        }
         addr
     }
 
