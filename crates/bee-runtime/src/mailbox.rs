@@ -22,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
@@ -45,6 +46,18 @@ struct Shared<T> {
     /// One permit per free slot.
     room: Semaphore,
     capacity: usize,
+    /// What the receiving service counts (kept here, where both sides already share
+    /// one allocation, rather than in one more per service).
+    stats: Stats,
+}
+
+/// What a service's task counts of its messages, read through any [`Sender`].
+#[derive(Default)]
+pub(crate) struct Stats {
+    /// Messages handled.
+    pub(crate) handled: AtomicU64,
+    /// Nanoseconds spent in the handler.
+    pub(crate) busy_ns: AtomicU64,
 }
 
 impl<T> Shared<T> {
@@ -92,6 +105,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         }),
         room: Semaphore::new(capacity),
         capacity,
+        stats: Stats::default(),
     });
     (
         Sender {
@@ -160,6 +174,11 @@ impl<T> Sender<T> {
     pub(crate) fn len(&self) -> usize {
         queued(&self.shared)
     }
+
+    /// The receiving service's counts.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
 }
 
 /// Messages in the mailbox, counted from the free slots (no lock taken). A sender that
@@ -217,6 +236,11 @@ impl<T> Receiver<T> {
     /// Messages waiting (a snapshot).
     pub(crate) fn len(&self) -> usize {
         queued(&self.shared)
+    }
+
+    /// This service's counts.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.shared.stats
     }
 
     /// Whether no message waits now.

@@ -29,11 +29,11 @@
 //! it), and a service's messages stay in its own mailbox in order, as before.
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Wake, Waker};
 use std::time::Duration;
@@ -63,7 +63,8 @@ thread_local! {
 
 /// One service's future and where it stands.
 struct Task {
-    id: u64,
+    /// Its slot in the pool's list of live tasks.
+    slot: usize,
     state: AtomicU8,
     future: Mutex<Option<BoxFuture>>,
     pool: Weak<Pool>,
@@ -119,8 +120,34 @@ pub(crate) struct Pool {
     /// One per runner: a runner waits on its own, so no wake is ever lost or doubled.
     wake: Vec<Notify>,
     /// Every live task, so their futures can be dropped when the runtime shuts down.
-    tasks: Mutex<HashMap<u64, Arc<Task>>>,
-    next_id: AtomicU64,
+    tasks: Mutex<Slots>,
+}
+
+/// The live tasks: a slot each (8 bytes), and the free slots to reuse.
+#[derive(Default)]
+struct Slots {
+    live: Vec<Option<Arc<Task>>>,
+    free: Vec<usize>,
+}
+
+impl Slots {
+    fn insert(&mut self, make: impl FnOnce(usize) -> Arc<Task>) -> Arc<Task> {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.live.push(None);
+            self.live.len() - 1
+        });
+        let task = make(slot);
+        self.live[slot] = Some(task.clone());
+        task
+    }
+
+    fn remove(&mut self, slot: usize) {
+        if let Some(s) = self.live.get_mut(slot) {
+            if s.take().is_some() {
+                self.free.push(slot);
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,8 +164,7 @@ impl Pool {
                 ..Queue::default()
             }),
             wake: (0..runners).map(|_| Notify::new()).collect(),
-            tasks: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            tasks: Mutex::new(Slots::default()),
         });
         let alive = Arc::new(RunnersAlive(Arc::downgrade(&pool)));
         for me in 0..runners {
@@ -149,13 +175,15 @@ impl Pool {
 
     /// Run `future` on the pool's runners.
     pub(crate) fn spawn(self: &Arc<Self>, future: impl Future<Output = ()> + Send + 'static) {
-        let task = Arc::new(Task {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            state: AtomicU8::new(QUEUED),
-            future: Mutex::new(Some(Box::pin(future))),
-            pool: Arc::downgrade(self),
+        let future: BoxFuture = Box::pin(future);
+        let task = lock(&self.tasks).insert(|slot| {
+            Arc::new(Task {
+                slot,
+                state: AtomicU8::new(QUEUED),
+                future: Mutex::new(Some(future)),
+                pool: Arc::downgrade(self),
+            })
         });
-        lock(&self.tasks).insert(task.id, task.clone());
         self.push(task);
     }
 
@@ -217,7 +245,11 @@ impl Pool {
 
     /// Drop every task's future (the runtime is shutting down, as tokio drops its tasks).
     fn drop_all(&self) {
-        let tasks: Vec<Arc<Task>> = lock(&self.tasks).drain().map(|(_, t)| t).collect();
+        let tasks: Vec<Arc<Task>> = {
+            let mut slots = lock(&self.tasks);
+            slots.free.clear();
+            slots.live.drain(..).flatten().collect()
+        };
         lock(&self.queue).ready.clear();
         for t in tasks {
             t.state.store(DONE, Ordering::Release);
@@ -251,7 +283,7 @@ impl Task {
             let future = slot.take();
             drop(slot);
             self.state.store(DONE, Ordering::Release);
-            lock(&pool.tasks).remove(&self.id);
+            lock(&pool.tasks).remove(self.slot);
             // Dropped as a runner service (its drop may send messages).
             drop(future);
         } else {

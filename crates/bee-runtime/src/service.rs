@@ -15,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -416,15 +416,6 @@ struct Entry {
     tx: mailbox::Sender<Envelope>,
     label: Arc<str>,
     started: Instant,
-    stats: Arc<Stats>,
-}
-
-/// What a service's task counts, read by [`Node::services`].
-#[derive(Default)]
-struct Stats {
-    handled: AtomicU64,
-    /// Nanoseconds spent in the handler.
-    busy_ns: AtomicU64,
 }
 
 struct Inner {
@@ -444,11 +435,16 @@ struct Inner {
     stopping: AtomicBool,
     extensions: DashMap<std::any::TypeId, Arc<dyn Any + Send + Sync>>,
     shutdown_hooks: Mutex<Vec<ShutdownHook>>,
+    /// Service labels shared by the services that have them (see [`Node::label`]).
+    labels: Mutex<std::collections::HashSet<Arc<str>>>,
     /// Runs the services started with [`Node::spawn_boxed_on_runners`] (made by the first).
     runners: OnceLock<Arc<runner::Pool>>,
 }
 
 type ShutdownHook = Box<dyn FnOnce() + Send>;
+
+/// How many distinct labels a node shares between its services.
+const MAX_LABELS: usize = 256;
 
 /// Service addresses use the low 24 bits (skynet's top 8 bits, the harbor, stay 0).
 const ADDR_MASK: Addr = 0x00FF_FFFF;
@@ -490,6 +486,7 @@ impl Node {
                 stopping: AtomicBool::new(false),
                 extensions: DashMap::new(),
                 shutdown_hooks: Mutex::new(Vec::new()),
+                labels: Mutex::new(std::collections::HashSet::new()),
                 runners: OnceLock::new(),
             }),
         }
@@ -570,16 +567,32 @@ impl Node {
         self.spawn_on(label, service, mailbox, true)
     }
 
+    /// `label` as an `Arc<str>`, shared by the services that have it (thousands of Lua
+    /// services are all `snlua`), for the first [`MAX_LABELS`] labels the node sees.
+    fn label(&self, label: &str) -> Arc<str> {
+        let mut labels = self
+            .inner
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = labels.get(label) {
+            return l.clone();
+        }
+        let l: Arc<str> = Arc::from(label);
+        if labels.len() < MAX_LABELS {
+            labels.insert(l.clone());
+        }
+        l
+    }
+
     fn spawn_on(&self, label: &str, service: BoxService, mailbox: usize, runners: bool) -> Addr {
         self.inner.spawned.store(true, Ordering::Release);
         let (tx, rx) = mailbox::channel(mailbox);
-        let label: Arc<str> = Arc::from(label);
-        let stats = Arc::new(Stats::default());
+        let label = self.label(label);
         let mut entry = Some(Entry {
             tx,
             label: label.clone(),
             started: Instant::now(),
-            stats: stats.clone(),
         });
         // 24 bits (skynet's harbor byte stays 0); 0 is never a service. Once the counter
         // has gone round, an address still in use is skipped (as skynet's handles are):
@@ -614,7 +627,7 @@ impl Node {
             queued: 0,
             found_empty: true,
         };
-        let task = run_service(ctx, service, rx, stats);
+        let task = run_service(ctx, service, rx);
         if runners {
             self.inner
                 .runners
@@ -755,8 +768,8 @@ impl Node {
                     addr: *e.key(),
                     label: e.label.to_string(),
                     names: ns,
-                    handled: e.stats.handled.load(Ordering::Relaxed),
-                    busy: Duration::from_nanos(e.stats.busy_ns.load(Ordering::Relaxed)),
+                    handled: e.tx.stats().handled.load(Ordering::Relaxed),
+                    busy: Duration::from_nanos(e.tx.stats().busy_ns.load(Ordering::Relaxed)),
                     queued: e.tx.len(),
                     uptime: e.started.elapsed(),
                 }
@@ -1150,11 +1163,12 @@ async fn run_service(
     mut ctx: Context,
     mut service: BoxService,
     mut rx: mailbox::Receiver<Envelope>,
-    stats: Arc<Stats>,
 ) {
     let node = ctx.node.clone();
     let addr = ctx.addr;
-    let name = service_name(&ctx.label, addr);
+    // Made when a log line or an error needs it, not kept by every idle service.
+    let label = ctx.label.clone();
+    let name = || service_name(&label, addr);
     let mut failures = WarnThrottle::default();
     let mut first = true;
     loop {
@@ -1170,15 +1184,13 @@ async fn run_service(
         if !node.is_alive(addr) {
             // Killed while this message waited: answer it below with the others.
             if let Some(tx) = reply {
-                let _ = tx.send(Err(CallError::ServiceGone {
-                    service: name.clone(),
-                }));
+                let _ = tx.send(Err(CallError::ServiceGone { service: name() }));
             }
             break;
         }
         if msg.ptype == ptype::HANDOVER && msg.source == 0 {
             let result = handover(&mut service, &msg).map_err(|e| CallError::Failed {
-                service: name.clone(),
+                service: name(),
                 message: e.into_message(),
             });
             if let Some(tx) = reply {
@@ -1196,10 +1208,11 @@ async fn run_service(
             .await
             .unwrap_or_else(|p| {
                 let text = panic_text(p.as_ref());
-                tracing::error!(node = %node.name(), service = %name, panic = %text, "handler panicked; service keeps running");
+                tracing::error!(node = %node.name(), service = %name(), panic = %text, "handler panicked; service keeps running");
                 Err(ServiceError::msg(format!("handler panicked: {text}")))
             });
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let stats = rx.stats();
         stats.busy_ns.fetch_add(took, Ordering::Relaxed);
         stats.handled.fetch_add(1, Ordering::Relaxed);
         match (ctx.reply.take(), outcome) {
@@ -1207,15 +1220,15 @@ async fn run_service(
                 let _ = tx.send(Ok(reply.unwrap_or_default()));
             }
             (Some(tx), Err(e)) => {
-                tracing::debug!(node = %node.name(), service = %name, error = %e, "handler failed; caller told");
+                tracing::debug!(node = %node.name(), service = %name(), error = %e, "handler failed; caller told");
                 let _ = tx.send(Err(CallError::Failed {
-                    service: name.clone(),
+                    service: name(),
                     message: e.into_message(),
                 }));
             }
             (None, Err(e)) => {
                 if let Some(suppressed) = failures.hit() {
-                    tracing::warn!(node = %node.name(), service = %name, error = %e, suppressed, "handler failed on a message nobody waits for");
+                    tracing::warn!(node = %node.name(), service = %name(), error = %e, suppressed, "handler failed on a message nobody waits for");
                 }
             }
             (None, Ok(_)) => {}
@@ -1233,17 +1246,15 @@ async fn run_service(
     while let Some(Envelope { reply, .. }) = rx.try_recv() {
         match reply {
             Some(tx) => {
-                let _ = tx.send(Err(CallError::ServiceGone {
-                    service: name.clone(),
-                }));
+                let _ = tx.send(Err(CallError::ServiceGone { service: name() }));
             }
             None => dropped += 1,
         }
     }
     if dropped > 0 {
-        tracing::warn!(node = %node.name(), service = %name, dropped, "service stopped with pushes still queued; they were dropped");
+        tracing::warn!(node = %node.name(), service = %name(), dropped, "service stopped with pushes still queued; they were dropped");
     }
-    tracing::debug!(node = %node.name(), service = %name, "service stopped");
+    tracing::debug!(node = %node.name(), service = %name(), "service stopped");
 }
 
 #[cfg(test)]
