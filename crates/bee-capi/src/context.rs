@@ -202,17 +202,17 @@ pub struct SkynetContext {
     overload_threshold: AtomicUsize,
     /// Whether callbacks are timed (skynet's `profile` config key: on when absent).
     profile: bool,
-    /// CPU time of this thread spent in callbacks so far, µs (`STAT cpu`).
-    cpu_cost_us: AtomicU64,
-    /// This thread's CPU clock when the current callback started, µs (`STAT time`).
-    cpu_start_us: AtomicU64,
+    /// CPU time spent in callbacks so far, ns (`STAT cpu`).
+    cpu_cost_ns: AtomicU64,
+    /// The running thread's CPU clock when the current callback started, ns (`STAT time`).
+    cpu_start_ns: AtomicU64,
     /// Who waits for this Lua service's start report ([`start_reporting`]).
     start_report: Mutex<Option<oneshot::Sender<bool>>>,
 }
 
-/// The calling thread's CPU time in microseconds (`CLOCK_THREAD_CPUTIME_ID`), 0 if the
-/// clock cannot be read.
-pub(crate) fn thread_cpu_us() -> u64 {
+/// The calling thread's CPU time in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`, a system
+/// call), 0 if the clock cannot be read.
+pub(crate) fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -224,45 +224,41 @@ pub(crate) fn thread_cpu_us() -> u64 {
     }
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000)
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
-/// A callback's start and end on this thread's CPU clock, µs, read as cheaply as the
-/// clock allows: on Linux the thread CPU clock is a system call (a few hundred ns on a
-/// VM), and skynet's accounting reads it before and after every callback. When a
-/// callback starts less than [`REUSE_GAP`] after the previous one on this thread ended,
-/// the clock at its start is the reading at that end plus the wall time between (the
-/// thread ran bee's own code in between, or was preempted, which makes the figure at
-/// most the gap too high). One read per callback instead of two, for services that
-/// pass messages back and forth.
+/// This thread's CPU clock, read as cheaply as skynet's accounting allows. skynet reads
+/// the thread CPU clock before and after every callback (`profile`, on by default); on
+/// Linux that is a system call, a few hundred ns on a VM, two per message. Here a
+/// reading less than [`FRESH`] old (in wall time) is carried forward by the wall clock
+/// (which the vDSO reads without a system call): while a thread runs, its CPU clock
+/// advances as the wall clock does. Only a thread descheduled inside that window makes
+/// a figure too high, by at most the window. Services that pass messages back and forth
+/// (a callback of a few µs) then make one system call every few messages.
 pub(crate) mod callback_clock {
     use std::cell::Cell;
     use std::time::{Duration, Instant};
 
-    /// How close a callback's start must be to the previous end to reuse its reading.
-    pub(crate) const REUSE_GAP: Duration = Duration::from_micros(20);
+    /// How long a reading is carried forward by the wall clock.
+    pub(crate) const FRESH: Duration = Duration::from_micros(20);
 
     thread_local! {
-        /// The reading at the end of the last callback on this thread, and when.
-        static LAST_END: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
+        /// The last system-call reading on this thread (ns), and when it was made.
+        static LAST: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
     }
 
-    /// This thread's CPU clock at the start of a callback.
-    pub(crate) fn start() -> u64 {
-        if let Some((cpu, at)) = LAST_END.take() {
-            let gap = at.elapsed();
-            if gap < REUSE_GAP {
-                return cpu + u64::try_from(gap.as_micros()).unwrap_or(0);
+    /// This thread's CPU clock now, ns.
+    pub(crate) fn now_ns() -> u64 {
+        let now = Instant::now();
+        if let Some((cpu, at)) = LAST.get() {
+            let gap = now.saturating_duration_since(at);
+            if gap < FRESH {
+                return cpu + u64::try_from(gap.as_nanos()).unwrap_or(0);
             }
         }
-        super::thread_cpu_us()
-    }
-
-    /// This thread's CPU clock at the end of a callback.
-    pub(crate) fn end() -> u64 {
-        let now = super::thread_cpu_us();
-        LAST_END.set(Some((now, Instant::now())));
-        now
+        let cpu = super::thread_cpu_ns();
+        LAST.set(Some((cpu, now)));
+        cpu
     }
 }
 
@@ -371,8 +367,8 @@ impl SkynetContext {
             probe: crate::monitor::Probe::default(),
             overload_threshold: AtomicUsize::new(OVERLOAD_FIRST),
             profile,
-            cpu_cost_us: AtomicU64::new(0),
-            cpu_start_us: AtomicU64::new(0),
+            cpu_cost_ns: AtomicU64::new(0),
+            cpu_start_ns: AtomicU64::new(0),
             start_report: Mutex::new(None),
         }
     }
@@ -458,8 +454,8 @@ impl SkynetContext {
 
     /// `STAT cpu`: seconds of CPU time spent in callbacks, as skynet prints it (`%lf`).
     pub(crate) fn stat_cpu(&self) -> String {
-        let us = self.cpu_cost_us.load(Ordering::Relaxed);
-        format!("{:.6}", us as f64 / 1e6)
+        let ns = self.cpu_cost_ns.load(Ordering::Relaxed);
+        format!("{:.6}", (ns / 1_000) as f64 / 1e6)
     }
 
     /// `STAT time`: seconds of CPU time the current callback has used so far, asked from
@@ -469,8 +465,8 @@ impl SkynetContext {
         if !self.profile {
             return "0".to_string();
         }
-        let us = thread_cpu_us().saturating_sub(self.cpu_start_us.load(Ordering::Relaxed));
-        format!("{:.6}", us as f64 / 1e6)
+        let ns = callback_clock::now_ns().saturating_sub(self.cpu_start_ns.load(Ordering::Relaxed));
+        format!("{:.6}", (ns / 1_000) as f64 / 1e6)
     }
 
     /// skynet's overload rule for the message just taken out of the mailbox (see
@@ -664,8 +660,8 @@ impl SkynetContext {
         };
         self.probe.enter(msg.source);
         if self.profile {
-            self.cpu_start_us
-                .store(callback_clock::start(), Ordering::Relaxed);
+            self.cpu_start_ns
+                .store(callback_clock::now_ns(), Ordering::Relaxed);
         }
         let keep = {
             let _current = CurrentGuard::enter(self);
@@ -687,8 +683,8 @@ impl SkynetContext {
         };
         if self.profile {
             let took =
-                callback_clock::end().saturating_sub(self.cpu_start_us.load(Ordering::Relaxed));
-            self.cpu_cost_us.fetch_add(took, Ordering::Relaxed);
+                callback_clock::now_ns().saturating_sub(self.cpu_start_ns.load(Ordering::Relaxed));
+            self.cpu_cost_ns.fetch_add(took, Ordering::Relaxed);
         }
         self.probe.leave();
         if keep == 0 {
@@ -888,6 +884,38 @@ fn start_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The carried-forward clock agrees with the system call while the thread runs, and
+    /// does not count time the thread spent asleep.
+    #[test]
+    fn the_callback_clock_counts_running_time_not_sleep() {
+        let spin = |d: std::time::Duration| {
+            let t = std::time::Instant::now();
+            while t.elapsed() < d {
+                std::hint::spin_loop();
+            }
+        };
+        // Many short steps (each under the carry-forward window), 20 ms in all.
+        let (c0, t0) = (callback_clock::now_ns(), thread_cpu_ns());
+        for _ in 0..4000 {
+            spin(std::time::Duration::from_micros(5));
+            callback_clock::now_ns();
+        }
+        let (c1, t1) = (callback_clock::now_ns(), thread_cpu_ns());
+        let (carried, called) = (c1 - c0, t1 - t0);
+        assert!(
+            carried.abs_diff(called) < called / 10 + 200_000,
+            "carried forward {carried} ns, system call {called} ns"
+        );
+        // A sleep between two readings is not CPU time.
+        let before = callback_clock::now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let slept = callback_clock::now_ns() - before;
+        assert!(
+            slept < 10_000_000,
+            "30 ms asleep counted as {slept} ns of CPU"
+        );
+    }
 
     #[test]
     fn module_names_come_from_file_names() {

@@ -339,6 +339,13 @@ impl Host {
         lock(&self.contexts).get(&addr).and_then(Weak::upgrade)
     }
 
+    /// Whether `addr` is a module instance of this node (without taking a reference).
+    pub(crate) fn is_context(&self, addr: Addr) -> bool {
+        lock(&self.contexts)
+            .get(&addr)
+            .is_some_and(|w| w.strong_count() > 0)
+    }
+
     pub(crate) fn monitor(&self) -> Addr {
         self.monitor.load(Ordering::Acquire)
     }

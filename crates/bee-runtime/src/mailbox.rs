@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
@@ -49,6 +49,8 @@ struct Shared<T> {
     /// What the receiving service counts (kept here, where both sides already share
     /// one allocation, rather than in one more per service).
     stats: Stats,
+    /// The service was killed: it stops before its next message.
+    killed: AtomicBool,
 }
 
 /// What a service's task counts of its messages, read through any [`Sender`].
@@ -106,6 +108,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         room: Semaphore::new(capacity),
         capacity,
         stats: Stats::default(),
+        killed: AtomicBool::new(false),
     });
     (
         Sender {
@@ -179,6 +182,11 @@ impl<T> Sender<T> {
     pub(crate) fn stats(&self) -> &Stats {
         &self.shared.stats
     }
+
+    /// Tell the receiving service it was killed ([`Receiver::killed`]).
+    pub(crate) fn kill(&self) {
+        self.shared.killed.store(true, Ordering::Release);
+    }
 }
 
 /// Messages in the mailbox, counted from the free slots (no lock taken). A sender that
@@ -241,6 +249,11 @@ impl<T> Receiver<T> {
     /// This service's counts.
     pub(crate) fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// Whether the service was killed ([`Sender::kill`]).
+    pub(crate) fn killed(&self) -> bool {
+        self.shared.killed.load(Ordering::Acquire)
     }
 
     /// Whether no message waits now.

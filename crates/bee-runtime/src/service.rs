@@ -988,6 +988,7 @@ impl Node {
     pub fn kill(&self, addr: Addr) -> bool {
         match self.inner.services.remove(&addr) {
             Some((_, e)) => {
+                e.tx.kill();
                 self.forget_names_of(addr);
                 tracing::info!(node = %self.name(), service = %service_name(&e.label, addr), "service killed");
                 true
@@ -1181,7 +1182,7 @@ async fn run_service(
         };
         ctx.found_empty = found_empty;
         ctx.queued = rx.len();
-        if !node.is_alive(addr) {
+        if rx.killed() {
             // Killed while this message waited: answer it below with the others.
             if let Some(tx) = reply {
                 let _ = tx.send(Err(CallError::ServiceGone { service: name() }));
