@@ -76,6 +76,11 @@ impl<T> Shared<T> {
             self.room.add_permits(1);
             return Err(value);
         }
+        if s.queue.capacity() == 0 {
+            // Room for one, not the four a first push makes: most services (an idle
+            // Lua service, one answering calls one at a time) never hold more.
+            s.queue.reserve_exact(1);
+        }
         s.queue.push_back(value);
         let waker = s.waker.take();
         drop(s);
