@@ -25,7 +25,9 @@
 //! 1. A message reaches a service's mailbox: from a local caller ([`Node::call`]), or
 //!    from the cluster layer's agent for a peer's request.
 //! 2. [`service`]: the target's task takes it (one message at a time) and runs the
-//!    service's handler; the reply goes back the way the caller came.
+//!    service's handler; the reply goes back the way the caller came. (A C or Lua
+//!    service's loop is polled by one of the node's runners instead of a task of its
+//!    own: the `runner` module.)
 //! 3. [`dispatcher`]: most services are a [`Dispatcher`], which unpacks the payload once
 //!    and routes by sub-type: [`lua`] (command table) or [`text`] (protobuf handlers by
 //!    message name).
