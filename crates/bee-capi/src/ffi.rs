@@ -244,7 +244,7 @@ fn send(
             && session > 0
             && c_int::from(ty) != PTYPE_RESPONSE
             && c_int::from(ty) != PTYPE_ERROR
-            && !c.host.is_context(destination)
+            && !c.host.is_c_service(destination)
             && node.is_alive(destination)
         {
             call_for_lua(c, &node, destination, msg);

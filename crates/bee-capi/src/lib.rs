@@ -328,22 +328,18 @@ impl Host {
         lock(&self.contexts).remove(&addr);
     }
 
-    /// The live module instance at `addr`, if that address is one.
-    /// Whether `addr` is a C service of this host (a skynet module: `snlua`, `gate`, a
-    /// team's `NAME.so`), for status pages.
+    /// Whether `addr` is a live C service of this host (a skynet module: `snlua`,
+    /// `gate`, a team's `NAME.so`), for status pages and for a Lua service's sends
+    /// (checked without taking a reference).
     pub fn is_c_service(&self, addr: Addr) -> bool {
-        self.context(addr).is_some()
-    }
-
-    pub(crate) fn context(&self, addr: Addr) -> Option<Arc<SkynetContext>> {
-        lock(&self.contexts).get(&addr).and_then(Weak::upgrade)
-    }
-
-    /// Whether `addr` is a module instance of this node (without taking a reference).
-    pub(crate) fn is_context(&self, addr: Addr) -> bool {
         lock(&self.contexts)
             .get(&addr)
             .is_some_and(|w| w.strong_count() > 0)
+    }
+
+    /// The live module instance at `addr`, if that address is one.
+    pub(crate) fn context(&self, addr: Addr) -> Option<Arc<SkynetContext>> {
+        lock(&self.contexts).get(&addr).and_then(Weak::upgrade)
     }
 
     pub(crate) fn monitor(&self) -> Addr {
