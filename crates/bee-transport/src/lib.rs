@@ -119,7 +119,7 @@ pub use channel::{Channel, ChannelConfig, ChannelStats, DEFAULT_BUSY_POLL};
 pub use connection::{Connection, ReadError};
 pub use error::TransportError;
 pub use listener::{
-    Acceptor, Dispatched, Inbound, Listener, ListenerConfig, GOAWAY, INVALID_LARGE_REQ,
-    MULTIPART_EXPIRED, OVERLOADED,
+    Acceptor, Dispatched, HandedConnection, Handoff, Inbound, Listener, ListenerConfig, GOAWAY,
+    INVALID_LARGE_REQ, MULTIPART_EXPIRED, OVERLOADED,
 };
 pub use liveness::PING_NAME;

@@ -191,6 +191,20 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         self.reader
     }
 
+    /// The reader and the bytes read from it but not yet returned as frames (whole
+    /// frames and the start of one): what another process needs to go on reading the
+    /// connection where this one stopped.
+    pub fn into_parts(self) -> (R, Bytes) {
+        (self.reader, self.buffer.freeze())
+    }
+
+    /// Start with `bytes` in the buffer, as if read first: the rest of a connection
+    /// another process read part of ([`Connection::into_parts`]).
+    pub fn with_buffered(mut self, bytes: &[u8]) -> Self {
+        self.buffer.extend_from_slice(bytes);
+        self
+    }
+
     /// Since when part of a frame has been waiting in the buffer for the rest (`None`
     /// when the buffer holds no partial frame).
     pub fn partial_since(&self) -> Option<Instant> {
@@ -405,7 +419,8 @@ const MAX_BATCH: usize = 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct WriteQueue<S> {
     inner: Mutex<Locked<S>>,
-    sock: OwnedWriteHalf,
+    /// Always `Some` until [`WriteQueue::into_write_half`] takes it.
+    sock: Option<OwnedWriteHalf>,
     /// Stamped whenever frames are queued (for a busy-polling reader).
     pub activity: Arc<Activity>,
     /// Counts the bytes written.
@@ -429,6 +444,19 @@ impl<S> Drop for WriteQueue<S> {
 }
 
 impl<S> WriteQueue<S> {
+    fn sock(&self) -> &OwnedWriteHalf {
+        self.sock
+            .as_ref()
+            .expect("the write half is taken only from a queue no one else holds")
+    }
+
+    /// The socket's write half back, without shutting its write direction (dropping the
+    /// queue would): for a connection that goes on in another process. Bytes still
+    /// queued are dropped; take it after the writer flushed.
+    pub(crate) fn into_write_half(mut self) -> Option<OwnedWriteHalf> {
+        self.sock.take()
+    }
+
     /// A queue writing to `sock`, with the owner's `state` under its lock.
     pub fn new(sock: OwnedWriteHalf, state: S) -> Self {
         WriteQueue {
@@ -445,7 +473,7 @@ impl<S> WriteQueue<S> {
                 cancelled_bytes: 0,
                 charge: None,
             }),
-            sock,
+            sock: Some(sock),
             activity: Arc::default(),
             bytes_out: Counter::noop(),
             queued_gauge: None,
@@ -520,7 +548,7 @@ impl<S> WriteQueue<S> {
         self.activity.stamp();
         let mut off = 0;
         while off < batch.len() {
-            match self.sock.try_write(&batch[off..]) {
+            match self.sock().try_write(&batch[off..]) {
                 Ok(0) => break,
                 Ok(n) => off += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -605,7 +633,7 @@ impl<S> WriteQueue<S> {
         let mut off = 0;
         let mut blocked = false;
         while off < batch.len() {
-            match self.sock.try_write(&batch[off..]) {
+            match self.sock().try_write(&batch[off..]) {
                 Ok(0) => return Err(WriterEnd::Failed(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     off += n;
@@ -618,7 +646,7 @@ impl<S> WriteQueue<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocked = true;
                     let ready = tokio::select! {
-                        r = self.sock.writable() => r,
+                        r = self.sock().writable() => r,
                         _ = cancel.cancelled() => return Err(WriterEnd::Cancelled),
                     };
                     ready.map_err(WriterEnd::Failed)?;

@@ -34,7 +34,7 @@ async fn read_exactly(peer: &mut TcpStream, n: usize) -> Vec<u8> {
 
 /// Wait until the socket is known writable (its first readiness event arrived).
 async fn writable(queue: &WriteQueue<()>) {
-    queue.sock.writable().await.unwrap();
+    queue.sock().writable().await.unwrap();
 }
 
 #[tokio::test]
@@ -59,7 +59,7 @@ async fn no_direct_write_while_the_writer_is_writing() {
         "must wait behind the writer"
     );
     // The writer's bytes go first, then the writer takes what was queued behind.
-    queue.sock.try_write(b"abc").unwrap();
+    queue.sock().try_write(b"abc").unwrap();
     let cancel = CancellationToken::new();
     queue.lock().writing = 0;
     let writer = run_writer(&queue, &cancel);
@@ -96,7 +96,7 @@ async fn writer_waits_while_a_caller_writes_directly() {
     assert!(idle.await.is_err(), "writer ended early");
     assert_eq!(&queue.lock().buf[..], b"late");
     // The caller's write completes; it then hands over and wakes the writer.
-    queue.sock.try_write(b"early").unwrap();
+    queue.sock().try_write(b"early").unwrap();
     {
         let mut g = queue.lock();
         g.direct = false;

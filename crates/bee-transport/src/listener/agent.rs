@@ -4,6 +4,10 @@
 //!
 //! - [`Agent::answered`]: a request handled later ([`Dispatched::Later`]) has its answer;
 //! - [`Agent::tell_goaway`]: the node drains, a bee peer is told [`GOAWAY`];
+//! - hand-off: the node hands its connections to a successor, and a peer that does not
+//!   speak `goaway` (stock skynet) is not made to move: the agent stops reading at a
+//!   frame boundary, waits until everything it read is answered, and ends with the
+//!   connection and the bytes it read but did not take ([`End::Handoff`]);
 //! - back-pressure: reading stops while the peer does not read its answers (more than
 //!   `max_queued_bytes` unwritten) and resumes when they drain;
 //! - [`Agent::expire`]: multi-part messages not finished within `multipart_timeout`;
@@ -32,7 +36,9 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::inflow::{answer, expire, Inflow, Partial, EXPIRED_KEPT};
-use super::{Dispatched, Inbound, ListenerConfig, GOAWAY, INVALID_LARGE_REQ, OVERLOADED};
+use super::{
+    Dispatched, Handing, Handoff, Inbound, ListenerConfig, GOAWAY, INVALID_LARGE_REQ, OVERLOADED,
+};
 use crate::auth::{is_auth, Responder, Step as AuthStep, REQUIRED as AUTH_REQUIRED};
 use crate::budget::Permit;
 use crate::connection::{Connection, ReadError, WriteQueue};
@@ -60,13 +66,18 @@ pub(super) enum End {
     /// The peer failed to authenticate; closed after flushing the answers (logged as a
     /// warning naming the peer).
     Refused(String),
+    /// Handed off (see the module doc): every request read is answered; the reader and
+    /// what is buffered in it go to the successor with the socket.
+    Handoff(Box<Connection<OwnedReadHalf>>, Handing),
 }
 
-/// What an agent is told from outside: stop (`cancel`), and the node drains (`goaway`:
-/// tell a bee peer, see [`GOAWAY`]).
+/// What an agent is told from outside: stop (`cancel`), the node drains (`goaway`:
+/// tell a bee peer, see [`GOAWAY`]), and the node hands its connections to a successor
+/// (`handoff`: a peer that is not told goaway is handed over).
 pub(super) struct Signals<'a> {
     pub(super) cancel: &'a CancellationToken,
     pub(super) goaway: &'a CancellationToken,
+    pub(super) handoff: &'a Handoff,
 }
 
 /// The timers of a connection.
@@ -108,6 +119,9 @@ pub(super) struct Agent<'a> {
     /// Whether the peer is a bee node (it speaks `goaway`), and whether it was told.
     bee: bool,
     told_goaway: bool,
+    /// Handing the connection off (counted until it is handed): reading stops at the
+    /// next frame boundary where no multi-part message is half-assembled.
+    handing: Option<Handing>,
     clock: Clock,
 }
 
@@ -167,6 +181,7 @@ impl<'a> Agent<'a> {
             auth,
             bee: false,
             told_goaway: false,
+            handing: None,
             clock: Clock {
                 connected,
                 auth_timeout,
@@ -181,14 +196,30 @@ impl<'a> Agent<'a> {
     }
 
     /// Serve the connection until it ends, and say how.
-    pub(super) async fn run(mut self, Signals { cancel, goaway }: Signals<'_>) -> End {
+    pub(super) async fn run(
+        mut self,
+        Signals {
+            cancel,
+            goaway,
+            handoff,
+        }: Signals<'_>,
+    ) -> End {
         let mut was_reading = true;
         loop {
             self.queue.activity.set_outstanding(self.later.len());
-            // Only a peer that does not read its answers stops the reading; past every
-            // other bound, requests are answered `Overloaded` one by one (and heartbeats
-            // answered).
-            let reading = !self.backlogged;
+            // Handing off: what was read is answered and nothing is half-assembled, so
+            // the successor can go on from the next byte.
+            let at_boundary = self.flow.partial.is_empty();
+            if self.handing.is_some() && at_boundary && self.later.is_empty() {
+                if let Some(handing) = self.handing.take() {
+                    return End::Handoff(Box::new(self.reader), handing);
+                }
+            }
+            // Only a peer that does not read its answers stops the reading (or a hand-off
+            // at a frame boundary); past every other bound, requests are answered
+            // `Overloaded` one by one (and heartbeats answered).
+            let handing_at_boundary = self.handing.is_some() && at_boundary;
+            let reading = !self.backlogged && !handing_at_boundary;
             if reading && !was_reading {
                 // Not reading was our choice: the peer's partial frame gets its full time.
                 self.reader.touch_partial();
@@ -204,6 +235,11 @@ impl<'a> Agent<'a> {
                 }
                 _ = goaway.cancelled(), if self.bee && !self.told_goaway => {
                     self.tell_goaway();
+                    continue;
+                }
+                _ = handoff.started().cancelled(), if !self.bee && self.handing.is_none() => {
+                    tracing::debug!(peer = %self.peer, "handing the connection to the successor once its requests are answered");
+                    self.handing = Some(handoff.begin());
                     continue;
                 }
                 _ = self.queue.wait_below(self.config.max_queued_bytes), if self.backlogged => {

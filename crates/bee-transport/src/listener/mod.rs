@@ -49,6 +49,14 @@
 //! within [`ListenerConfig::auth_timeout`] closes the connection with a warning naming
 //! the peer.
 //!
+//! Hand-off: a node handing over to its successor (hot update) hands it the
+//! connections of peers that cannot be told goaway (stock skynet): [`Handoff::start`]
+//! makes each such connection stop reading at a frame boundary, answer everything it
+//! read, flush, and leave its socket — with the bytes read but not yet taken — in
+//! [`Handoff::take`], for the successor's listener to go on with
+//! ([`Handoff::adopt`]). The peer sees one connection that never closed: nothing it
+//! sent is lost or answered twice.
+//!
 //! Hygiene: at most [`ListenerConfig::max_connections`] connections are served; a peer
 //! past it is accepted and closed at once. A connection that sent part of a frame and
 //! then nothing for [`ListenerConfig::read_timeout`] is closed, and so is one idle for
@@ -81,7 +89,7 @@ mod inflow;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bee_codec::cluster::Request;
@@ -90,6 +98,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -260,6 +269,94 @@ pub struct Listener {
     open: Arc<AtomicUsize>,
     /// Cancelled once this process's descriptor of the listening socket is closed.
     unbound: Unbound,
+    handoff: Handoff,
+    /// Connections another process handed off, to serve ([`Handoff::adopt`]).
+    adopted: mpsc::UnboundedReceiver<HandedConnection>,
+}
+
+/// A connection handed off by a listener (see the module doc): the socket, its peer,
+/// and the bytes already read from it that no request was made of yet.
+#[derive(Debug)]
+pub struct HandedConnection {
+    /// The connected socket (non-blocking).
+    pub stream: std::net::TcpStream,
+    /// Who is on the other end.
+    pub peer: SocketAddr,
+    /// Read from the socket but not yet taken: whole frames and the start of one.
+    pub buffered: Bytes,
+}
+
+/// The hand-off side of one [`Listener`] (cloned freely): start handing off, take what
+/// was handed off, or give the listener connections another process handed off.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    start: CancellationToken,
+    handed: Arc<Mutex<Vec<HandedConnection>>>,
+    /// Connections handing off, not yet in `handed`.
+    pending: Arc<AtomicUsize>,
+    adopt: mpsc::UnboundedSender<HandedConnection>,
+}
+
+/// One connection on its way to [`Handoff::take`]: counted in [`Handoff::pending`]
+/// until dropped.
+pub(super) struct Handing(Arc<AtomicUsize>);
+
+impl Drop for Handing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Handoff {
+    fn new() -> (Handoff, mpsc::UnboundedReceiver<HandedConnection>) {
+        let (adopt, adopted) = mpsc::unbounded_channel();
+        let h = Handoff {
+            start: CancellationToken::new(),
+            handed: Arc::default(),
+            pending: Arc::default(),
+            adopt,
+        };
+        (h, adopted)
+    }
+
+    /// Hand off every open connection whose peer is not told goaway (not a bee peer):
+    /// each is handed once every request it read is answered and flushed.
+    pub fn start(&self) {
+        self.start.cancel();
+    }
+
+    /// Connections that started handing off and are not in [`Handoff::take`] yet (an
+    /// answer still being computed, or being written).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    pub(super) fn begin(&self) -> Handing {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        Handing(self.pending.clone())
+    }
+
+    pub(super) fn started(&self) -> &CancellationToken {
+        &self.start
+    }
+
+    /// The connections handed off so far (each returned once).
+    pub fn take(&self) -> Vec<HandedConnection> {
+        std::mem::take(&mut *self.handed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Serve `conn` (handed off by another process's listener) on this listener, from
+    /// its buffered bytes on. Err gives it back when the listener stopped.
+    pub fn adopt(&self, conn: HandedConnection) -> Result<(), HandedConnection> {
+        self.adopt.send(conn).map_err(|e| e.0)
+    }
+
+    fn put(&self, conn: HandedConnection) {
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+    }
 }
 
 /// Cancels its token when dropped: [`Listener::unbound`] is told when the listening
@@ -283,6 +380,7 @@ impl Listener {
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;
         let reserve = std::fs::File::open("/dev/null").ok();
+        let (handoff, adopted) = Handoff::new();
         Ok(Listener {
             listener,
             local,
@@ -290,6 +388,8 @@ impl Listener {
             reserve,
             open: Arc::new(AtomicUsize::new(0)),
             unbound: Unbound::default(),
+            handoff,
+            adopted,
         })
     }
 
@@ -310,6 +410,7 @@ impl Listener {
         // tokio needs it non-blocking (or the runtime thread blocks in accept).
         listener.set_nonblocking(true).map_err(bind_error)?;
         let listener = TcpListener::from_std(listener).map_err(bind_error)?;
+        let (handoff, adopted) = Handoff::new();
         Ok(Listener {
             listener,
             local,
@@ -317,6 +418,8 @@ impl Listener {
             reserve: std::fs::File::open("/dev/null").ok(),
             open: Arc::new(AtomicUsize::new(0)),
             unbound: Unbound::default(),
+            handoff,
+            adopted,
         })
     }
 
@@ -340,6 +443,11 @@ impl Listener {
     /// (and ridden through) instead of accepted by the kernel and then reset.
     pub fn unbound(&self) -> CancellationToken {
         self.unbound.0.clone()
+    }
+
+    /// The hand-off side of this listener (see the module doc).
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
     }
 
     /// Connections open now (shared counter, valid before and after [`Listener::run`]).
@@ -370,6 +478,8 @@ impl Listener {
             mut reserve,
             open,
             unbound,
+            handoff,
+            mut adopted,
         } = self;
         let mut tasks = JoinSet::new();
         let metrics = Arc::new(ListenerMetrics::new(local.to_string()));
@@ -387,6 +497,16 @@ impl Listener {
                         tracing::error!(%local, error = %e, "connection task failed");
                     }
                 }
+                Some(conn) = adopted.recv() => {
+                    let HandedConnection { stream, peer, buffered } = conn;
+                    match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+                        Ok(stream) => {
+                            tracing::info!(%local, %peer, buffered = buffered.len(), "serving a connection handed over by the previous process");
+                            spawn_serve(&mut tasks, stream, peer, buffered, &*acceptor, &config, &shutdown, &closed, &handoff, &open, &metrics);
+                        }
+                        Err(e) => tracing::warn!(%local, %peer, error = %e, "cannot serve a connection handed over by the previous process"),
+                    }
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let now_open = open.load(Ordering::Acquire);
@@ -398,7 +518,7 @@ impl Listener {
                             }
                             continue;
                         }
-                        spawn_serve(&mut tasks, stream, peer, &*acceptor, &config, &shutdown, &closed, &open, &metrics);
+                        spawn_serve(&mut tasks, stream, peer, Bytes::new(), &*acceptor, &config, &shutdown, &closed, &handoff, &open, &metrics);
                     }
                     Err(e) if is_out_of_fds(&e) => {
                         // Give up the spare descriptor to accept and close the waiting
@@ -455,7 +575,16 @@ impl Listener {
                     .and_then(|()| TcpStream::from_std(stream));
                 match stream {
                     Ok(stream) => spawn_serve(
-                        &mut tasks, stream, peer, &*acceptor, &config, &shutdown, &closed, &open,
+                        &mut tasks,
+                        stream,
+                        peer,
+                        Bytes::new(),
+                        &*acceptor,
+                        &config,
+                        &shutdown,
+                        &closed,
+                        &handoff,
+                        &open,
                         &metrics,
                     ),
                     Err(e) => {
@@ -493,10 +622,12 @@ fn spawn_serve(
     tasks: &mut JoinSet<()>,
     stream: TcpStream,
     peer: SocketAddr,
+    buffered: Bytes,
     acceptor: &dyn Acceptor,
     config: &ListenerConfig,
     shutdown: &CancellationToken,
     goaway: &CancellationToken,
+    handoff: &Handoff,
     open: &Arc<AtomicUsize>,
     metrics: &Arc<ListenerMetrics>,
 ) {
@@ -510,9 +641,15 @@ fn spawn_serve(
     let config = config.clone();
     let token = shutdown.child_token();
     let goaway = goaway.clone();
+    let handoff = handoff.clone();
     tasks.spawn(async move {
         let _guard = guard;
-        serve(stream, peer, inbound, config, token, goaway, metrics).await
+        let signals = ServeSignals {
+            shutdown: token,
+            goaway,
+            handoff,
+        };
+        serve(stream, peer, buffered, inbound, config, signals, metrics).await
     });
 }
 
@@ -531,13 +668,24 @@ fn is_out_of_fds(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23) | Some(24))
 }
 
+/// What a connection task is told from outside (see [`Signals`]).
+struct ServeSignals {
+    shutdown: CancellationToken,
+    goaway: CancellationToken,
+    handoff: Handoff,
+}
+
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    buffered: Bytes,
     inbound: Arc<dyn Inbound>,
     config: ListenerConfig,
-    shutdown: CancellationToken,
-    goaway: CancellationToken,
+    ServeSignals {
+        shutdown,
+        goaway,
+        handoff,
+    }: ServeSignals,
     metrics: Arc<ListenerMetrics>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -567,13 +715,38 @@ async fn serve(
     let reader = Connection::new(rd, MAX_BODY)
         .busy_poll(config.busy_poll, queue.activity.clone())
         .poller_cap(config.busy_poll_cap.clone())
-        .count_bytes(metrics.bytes_in.clone());
+        .count_bytes(metrics.bytes_in.clone())
+        .with_buffered(&buffered);
+    drop(buffered);
     let end = Agent::new(reader, peer, &*inbound, &queue, &config, &metrics)
         .run(Signals {
             cancel: &cancel,
             goaway: &goaway,
+            handoff: &handoff,
         })
         .await;
+    let end = match end {
+        End::Handoff(reader, handing) => {
+            queue.close();
+            match hand_off(*reader, queue, writer, peer).await {
+                Ok(conn) => {
+                    metrics.closed("handoff");
+                    tracing::debug!(%peer, buffered = conn.buffered.len(), "connection handed to the successor");
+                    handoff.put(conn);
+                    drop(handing);
+                    inbound.closed("handed over to the successor");
+                    return;
+                }
+                Err(reason) => {
+                    metrics.closed("error");
+                    tracing::warn!(%peer, %reason, "cannot hand the connection to the successor; closing it");
+                    inbound.closed(&reason);
+                    return;
+                }
+            }
+        }
+        end => end,
+    };
     let reason = match end {
         End::Clean => {
             metrics.closed("peer");
@@ -617,6 +790,7 @@ async fn serve(
                 String::new()
             }
         }
+        End::Handoff(..) => unreachable!("handled above"),
     };
     let writer_end = writer.await;
     let reason = if reason.is_empty() {
@@ -634,6 +808,39 @@ async fn serve(
         reason
     };
     inbound.closed(&reason);
+}
+
+/// The socket of a connection whose agent handed it off, once its answers are written:
+/// the two halves together again, without shutting either direction.
+async fn hand_off(
+    reader: Connection<tokio::net::tcp::OwnedReadHalf>,
+    queue: Arc<WriteQueue<()>>,
+    writer: tokio::task::JoinHandle<WriterEnd>,
+    peer: SocketAddr,
+) -> Result<HandedConnection, String> {
+    match writer.await {
+        Ok(WriterEnd::Flushed) => {}
+        Ok(WriterEnd::Failed(e)) => return Err(format!("write failed: {e}")),
+        Ok(WriterEnd::Cancelled) => return Err("listener shutting down".into()),
+        Err(e) => return Err(format!("writer task failed: {e}")),
+    }
+    let queue =
+        Arc::try_unwrap(queue).map_err(|_| "the write queue is still shared".to_string())?;
+    let wr = queue
+        .into_write_half()
+        .ok_or_else(|| "the write half is gone".to_string())?;
+    let (rd, buffered) = reader.into_parts();
+    let stream = rd
+        .reunite(wr)
+        .map_err(|e| format!("cannot put the socket together: {e}"))?;
+    let stream = stream
+        .into_std()
+        .map_err(|e| format!("cannot take the socket from the runtime: {e}"))?;
+    Ok(HandedConnection {
+        stream,
+        peer,
+        buffered,
+    })
 }
 
 /// The error answered for a multi-part request that did not complete within

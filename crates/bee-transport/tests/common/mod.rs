@@ -75,6 +75,8 @@ pub async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
 /// - `@double`: reply with the payload twice;
 /// - `@later`: reply with the payload from a `Later` future;
 /// - `@slow`: wait the milliseconds written in the payload (decimal text), then echo;
+/// - `@block`: hold the connection's dispatch for the milliseconds in the payload, then
+///   echo;
 /// - `@hold`: never answer;
 /// - `@keep`: keep the payload in the probe (as a service's mailbox would), never answer;
 /// - `@order`: record the payload, reply "ok" to calls.
@@ -125,6 +127,15 @@ impl Inbound for TestInbound {
                         }
                         .boxed(),
                     )
+                }
+                b"@block" => {
+                    // Holds the connection's dispatch (and so its reading) this long.
+                    let ms: u64 = std::str::from_utf8(&req.payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Dispatched::Ready(Ok(req.payload))
                 }
                 b"@hold" => Dispatched::Later(futures::future::pending().boxed()),
                 b"@keep" => {
@@ -231,8 +242,8 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
 }
 
 /// Read one whole response (reassembling multi-part) from a raw connection.
-pub async fn read_response(
-    conn: &mut Connection<TcpStream>,
+pub async fn read_response<R: tokio::io::AsyncRead + Unpin>(
+    conn: &mut Connection<R>,
 ) -> Option<(u32, Result<Bytes, Bytes>)> {
     let mut asm = bee_codec::cluster::ResponseAssembler::new(Limits::default());
     loop {
