@@ -134,6 +134,7 @@ impl Cluster {
                         inbound: Mutex::new(Vec::new()),
                         listen_fds: Mutex::new(Vec::new()),
                         unbound: Mutex::new(Vec::new()),
+                        handoffs: Mutex::new(Vec::new()),
                         stop_accepting: shutdown.child_token(),
                         held: tokio::sync::watch::Sender::new(false),
                         holding: std::sync::atomic::AtomicBool::new(false),

@@ -11,8 +11,10 @@
 //!    The bee nodes of the config (those that exchanged `hello` with this one) are also
 //!    told through their `bee_clusterd`, which they log as an event; that notice retires
 //!    nothing, since it may arrive after the peer has connected to the successor. Stock
-//!    skynet peers are not told (they do not speak it); their connections are served
-//!    until the node is quiet.
+//!    skynet peers are not told (they do not speak it): at a hot update
+//!    ([`Cluster::drain_for_successor`]) their connections are handed to the successor
+//!    once what they sent so far is answered (the peer sees one connection that never
+//!    closed); at a plain drain they are served until the node is quiet.
 //! 3. **Wait until quiet**: no message in any mailbox, no call of this node waiting for
 //!    a reply, nothing queued or parked on any channel, and no inbound connection left
 //!    open (or, with some left, nothing handled for [`QUIET`]).
@@ -102,6 +104,22 @@ impl Cluster {
     /// Drain this node (see the module doc) within `deadline`. The node keeps running
     /// afterwards: shut it down with [`Node::shutdown`].
     pub async fn drain(&self, deadline: Duration) -> Result<DrainReport, CallError> {
+        self.drain_with(deadline, false).await
+    }
+
+    /// Drain for a successor that took the listening sockets (hot update): as
+    /// [`Cluster::drain`], and the connections of peers that are not told goaway are
+    /// handed off ([`Cluster::hand_off_connections`]); take them with
+    /// [`Cluster::handed_connections`] afterwards.
+    pub async fn drain_for_successor(&self, deadline: Duration) -> Result<DrainReport, CallError> {
+        self.drain_with(deadline, true).await
+    }
+
+    async fn drain_with(
+        &self,
+        deadline: Duration,
+        hand_off: bool,
+    ) -> Result<DrainReport, CallError> {
         let t0 = Instant::now();
         let end = t0 + deadline;
         let node = self.node()?;
@@ -117,6 +135,9 @@ impl Cluster {
             .await
         {
             tracing::warn!("a listening socket was still open at the drain deadline");
+        }
+        if hand_off {
+            self.hand_off_connections();
         }
         let peers = self.bee_peers();
         let told = futures::future::join_all(peers.iter().map(|p| async move {

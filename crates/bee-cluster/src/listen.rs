@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bee_runtime::CallError;
-use bee_transport::Listener;
+use bee_transport::{HandedConnection, Listener};
 
 use crate::agent::AgentFactory;
 use crate::state::{transport_error, Cluster};
@@ -75,6 +75,11 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(listener.unbound());
+        self.inner
+            .handoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((local, listener.handoff()));
         match listener.dup_socket() {
             Ok(fd) => self
                 .inner
@@ -115,6 +120,61 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Hand the connections of peers that are not told goaway (stock skynet) to a
+    /// successor: each stops reading at a frame boundary, answers what it read and
+    /// waits in [`Cluster::handed_connections`] (see `bee_transport::Handoff`).
+    pub fn hand_off_connections(&self) {
+        for (_, h) in self
+            .inner
+            .handoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            h.start();
+        }
+    }
+
+    /// Connections that started handing off and are not in
+    /// [`Cluster::handed_connections`] yet.
+    pub fn handing_off(&self) -> usize {
+        let handoffs = self
+            .inner
+            .handoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        handoffs.iter().map(|(_, h)| h.pending()).sum()
+    }
+
+    /// The connections handed off so far, with the address of the listener that
+    /// accepted each (each returned once).
+    pub fn handed_connections(&self) -> Vec<(SocketAddr, HandedConnection)> {
+        let handoffs = self
+            .inner
+            .handoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        handoffs
+            .iter()
+            .flat_map(|(local, h)| h.take().into_iter().map(|c| (*local, c)))
+            .collect()
+    }
+
+    /// Serve `conn`, handed off by this node's previous process, on the listener of
+    /// `local` (the address it was accepted on). Err gives it back when no listener of
+    /// this node has that address.
+    pub fn adopt(&self, local: SocketAddr, conn: HandedConnection) -> Result<(), HandedConnection> {
+        let handoffs = self
+            .inner
+            .handoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match handoffs.iter().find(|(l, _)| *l == local) {
+            Some((_, h)) => h.adopt(conn),
+            None => Err(conn),
+        }
     }
 
     /// Inbound connections open now, on every listener.

@@ -78,6 +78,9 @@ pub(crate) struct Inner {
     /// Per listener: cancelled once its task closed its descriptor of the listening
     /// socket ([`bee_transport::Listener::unbound`]).
     pub(crate) unbound: Mutex<Vec<CancellationToken>>,
+    /// Each listener's hand-off side, by its address (hot update: connections of
+    /// peers that are not told goaway go to the successor).
+    pub(crate) handoffs: Mutex<Vec<(SocketAddr, bee_transport::Handoff)>>,
     pub(crate) shutdown: CancellationToken,
     /// Cancelled when the node stops accepting peers (drain); a child of `shutdown`.
     pub(crate) stop_accepting: CancellationToken,

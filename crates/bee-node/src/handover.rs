@@ -14,7 +14,15 @@
 //!    is in its mailboxes and flushes its queues. Then it exports each service's state.
 //! 4. old → new: `state K\n`, then K times `KEYLEN STATELEN\n` + key + state bytes, then
 //!    `done SUMMARY\n`; the old process exits.
-//! 5. The new process gives each service its state, then starts accepting on the sockets.
+//! 5. new → old: `connections?\n`; old → new: `connections M\n`, then M times
+//!    `LOCAL PEER LEN\n` + LEN bytes: the connections of stock skynet peers (which
+//!    cannot be told `goaway`) that the old process handed off during its drain, each
+//!    with the listener address it came in on, its peer, and the bytes read from it
+//!    but not taken. new → old: `fds\n`; old → new: the M sockets, in that order, in
+//!    messages of one byte (`F`) carrying at most [`FDS_PER_MESSAGE`] each. The new
+//!    process serves them on its listeners: the peer's connection never closed.
+//! 6. The new process gives each service its state, then delivers what its listeners
+//!    held (it has served the sockets since step 2, delivery held).
 //!
 //! Why descriptor passing and not `SO_REUSEPORT`: with two reuseport sockets the kernel
 //! splits new connections between them, and the ones queued on the old socket when it
@@ -34,6 +42,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use bee_cluster::drain::DrainReport;
 use bee_cluster::Cluster;
 use bee_runtime::Node;
+use bee_transport::HandedConnection;
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -50,6 +59,12 @@ pub type States = Vec<(String, Vec<u8>)>;
 
 /// Most listening sockets one node hands over.
 const MAX_SOCKETS: usize = 8;
+
+/// Sockets per message in step 5 (the kernel takes at most 253 per message).
+pub const FDS_PER_MESSAGE: usize = 200;
+
+/// How long the old process waits for its successor to ask for the connections.
+const CONNECTIONS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest a service may take to export or import its state.
 const STATE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,6 +151,8 @@ pub struct Given {
     pub states: usize,
     /// From the first byte of the request to the last byte of state.
     pub took: Duration,
+    /// Connections of stock skynet peers handed to the successor (step 5).
+    pub connections: usize,
     /// What went wrong after the sockets left (the node is drained and stops anyway).
     pub errors: Vec<String>,
 }
@@ -186,7 +203,7 @@ pub async fn give(
     drop(sockets);
     tracing::info!(successor = %pid, addrs = ?cluster.listening(), "listening sockets handed over; draining");
     let mut errors = Vec::new();
-    let drain = match cluster.drain(deadline).await {
+    let drain = match cluster.drain_for_successor(deadline).await {
         Ok(d) => d,
         Err(e) => {
             errors.push(format!("drain: {e}"));
@@ -194,6 +211,22 @@ pub async fn give(
         }
     };
     let states = node.export_states(STATE_TIMEOUT).await;
+    // A connection still handing off waits for an answer a service was computing when
+    // the drain went quiet: it comes before the state export is answered, so this
+    // wait is short; bounded all the same.
+    let until = Instant::now()
+        + deadline
+            .saturating_sub(t0.elapsed())
+            .max(Duration::from_secs(1));
+    while cluster.handing_off() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if cluster.handing_off() > 0 {
+        errors.push(format!(
+            "{} connections of stock skynet peers were still answering at the deadline (they are closed)",
+            cluster.handing_off()
+        ));
+    }
     let mut out = Vec::new();
     out.extend_from_slice(format!("state {}\n", states.len()).as_bytes());
     for (key, state) in &states {
@@ -210,13 +243,84 @@ pub async fn give(
             "cannot send the services' state to the successor (it starts fresh): {e}"
         ));
     }
+    let handed = cluster.handed_connections();
+    let connections = handed.len();
+    if let Err(e) = give_connections(&stream, &mut reader, handed) {
+        errors.push(format!(
+            "cannot hand {connections} connections of stock skynet peers to the successor (they are closed): {e:#}"
+        ));
+    }
     Ok(Given {
         pid,
         drain,
         states: states.len(),
+        connections,
         took: t0.elapsed(),
         errors,
     })
+}
+
+/// Step 5, old side: wait for the successor to ask, then send the connections handed
+/// off during the drain. Ours are closed when this returns (the successor holds its
+/// own descriptors of them by then, or they are lost and closed).
+fn give_connections(
+    stream: &UnixStream,
+    reader: &mut BufReader<UnixStream>,
+    handed: Vec<(std::net::SocketAddr, HandedConnection)>,
+) -> Result<()> {
+    reader
+        .get_ref()
+        .set_read_timeout(Some(CONNECTIONS_TIMEOUT))?;
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .context("the successor did not ask for the connections")?;
+    if line.trim_end() != "connections?" {
+        bail!(
+            "the successor did not ask for the connections: {:?}",
+            line.trim_end()
+        );
+    }
+    let mut out = format!("connections {}\n", handed.len()).into_bytes();
+    for (local, c) in &handed {
+        out.extend_from_slice(format!("{local} {} {}\n", c.peer, c.buffered.len()).as_bytes());
+        out.extend_from_slice(&c.buffered);
+    }
+    let mut w = stream;
+    w.write_all(&out)?;
+    if handed.is_empty() {
+        return Ok(());
+    }
+    line.clear();
+    reader
+        .read_line(&mut line)
+        .context("the successor did not ask for the sockets")?;
+    if line.trim_end() != "fds" {
+        bail!(
+            "the successor did not ask for the sockets: {:?}",
+            line.trim_end()
+        );
+    }
+    for chunk in handed.chunks(FDS_PER_MESSAGE) {
+        let fds: Vec<_> = chunk.iter().map(|(_, c)| c.stream.as_fd()).collect();
+        let mut space =
+            vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            bail!("cannot attach {} sockets to one message", fds.len());
+        }
+        let sent = sendmsg(
+            stream,
+            &[IoSlice::new(b"F")],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .context("cannot send the sockets")?;
+        if sent != 1 {
+            bail!("the sockets' message was not sent");
+        }
+    }
+    Ok(())
 }
 
 fn parse_hello(line: &str) -> Result<String> {
@@ -308,10 +412,100 @@ pub fn take(path: &Path) -> Result<Taken> {
     })
 }
 
+/// A connection the old process handed over (step 5), with the address of the listener
+/// it came in on.
+pub type Adopted = (std::net::SocketAddr, HandedConnection);
+
 impl Taken {
     /// Wait (at most `within`) for the old process to drain and send its services'
-    /// state (steps 3–4): the states, and its summary line.
-    pub fn state(mut self, within: Duration) -> Result<(States, String)> {
+    /// state (steps 3–4): the states, and its summary line. Then ask for its stock
+    /// skynet peers' connections (step 5); an old process that does not give them (a
+    /// version without step 5, or trouble) gives none, and that is in the third item.
+    pub fn state(mut self, within: Duration) -> Result<(States, String, Result<Vec<Adopted>>)> {
+        let (states, done) = self.read_state(within)?;
+        let connections = self.connections();
+        Ok((states, done, connections))
+    }
+
+    /// Step 5, new side.
+    fn connections(&mut self) -> Result<Vec<Adopted>> {
+        let r = &mut self.reader;
+        r.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)))?;
+        r.get_ref().write_all(b"connections?\n")?;
+        let mut line = String::new();
+        r.read_line(&mut line)
+            .context("the old process did not answer `connections?`")?;
+        let m: usize = line
+            .strip_prefix("connections ")
+            .and_then(|m| m.trim().parse().ok())
+            .ok_or_else(|| anyhow!("expected `connections M`, got {:?}", line.trim_end()))?;
+        let mut meta = Vec::with_capacity(m);
+        for _ in 0..m {
+            line.clear();
+            r.read_line(&mut line)?;
+            let mut it = line.split_whitespace();
+            let (Some(local), Some(peer), Some(len)) = (it.next(), it.next(), it.next()) else {
+                bail!("bad connection header {:?}", line.trim_end());
+            };
+            let local: std::net::SocketAddr = local.parse().context("connection header")?;
+            let peer: std::net::SocketAddr = peer.parse().context("connection header")?;
+            let len: usize = len.parse().context("connection header")?;
+            let mut buffered = vec![0; len];
+            r.read_exact(&mut buffered)?;
+            meta.push((local, peer, bytes::Bytes::from(buffered)));
+        }
+        if m == 0 {
+            return Ok(Vec::new());
+        }
+        // Nothing more was sent before this request, so the reader holds no byte ahead.
+        r.get_ref().write_all(b"fds\n")?;
+        let mut fds: Vec<OwnedFd> = Vec::with_capacity(m);
+        while fds.len() < m {
+            let mut byte = [0u8; 1];
+            let mut space =
+                vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let got = recvmsg(
+                r.get_ref(),
+                &mut [IoSliceMut::new(&mut byte)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )
+            .context("the old process did not send the sockets")?;
+            if got.bytes == 0 {
+                bail!(
+                    "the old process closed before sending all {m} sockets ({} came)",
+                    fds.len()
+                );
+            }
+            for msg in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = msg {
+                    fds.extend(rights);
+                }
+            }
+        }
+        if fds.len() != m {
+            bail!("expected {m} sockets, received {}", fds.len());
+        }
+        Ok(meta
+            .into_iter()
+            .zip(fds)
+            .map(|((local, peer, buffered), fd)| {
+                let stream = std::net::TcpStream::from(fd);
+                (
+                    local,
+                    HandedConnection {
+                        stream,
+                        peer,
+                        buffered,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn read_state(&mut self, within: Duration) -> Result<(States, String)> {
         self.reader.get_ref().set_read_timeout(Some(within))?;
         let r = &mut self.reader;
         let mut line = String::new();

@@ -381,7 +381,7 @@ async fn run(app: &App, cfg: config::NodeConfig, takeover: bool) -> Result<()> {
         tracing::info!(node = %cfg.name, socket = %server.path().display(), "a successor asks to take over");
         match handover::give(stream, &cluster, &node, deadline).await {
             Ok(g) => {
-                tracing::info!(node = %cfg.name, successor = %g.pid, took_ms = g.took.as_millis() as u64, states = g.states, errors = ?g.errors, handled = %g.drain.handled_line(), "handed over: {}", g.drain);
+                tracing::info!(node = %cfg.name, successor = %g.pid, took_ms = g.took.as_millis() as u64, states = g.states, connections = g.connections, errors = ?g.errors, handled = %g.drain.handled_line(), "handed over: {}", g.drain);
                 following.stop().await;
                 node.shutdown();
                 return Ok(());
@@ -442,9 +442,28 @@ async fn take_over(
     }
     let local = first.context("no socket was handed over")?;
     let within = Duration::from_millis(cfg.drain_timeout_ms) + Duration::from_secs(15);
-    let (states, done) = tokio::task::spawn_blocking(move || taken.state(within))
+    let (states, done, connections) = tokio::task::spawn_blocking(move || taken.state(within))
         .await
         .context("the handover task failed")??;
+    // The stock skynet peers' connections: served from here on, their requests held
+    // in order behind the services' state like everything else.
+    let adopted = match connections {
+        Ok(conns) => {
+            let n = conns.len();
+            for (local, conn) in conns {
+                let peer = conn.peer;
+                if let Err(conn) = cluster.adopt(local, conn) {
+                    tracing::warn!(node = %cfg.name, %local, %peer, "no listener here for a connection the old process handed over; closing it");
+                    drop(conn);
+                }
+            }
+            n
+        }
+        Err(e) => {
+            tracing::warn!(node = %cfg.name, error = format!("{e:#}"), "the old process handed over no connections (its stock skynet peers reconnect)");
+            0
+        }
+    };
     let offered = states.len();
     let outcome = node.import_states(states, Duration::from_secs(10)).await;
     for (key, r) in &outcome {
@@ -454,7 +473,7 @@ async fn take_over(
     }
     let carried = outcome.iter().filter(|(_, r)| r.is_ok()).count();
     drop(release);
-    tracing::info!(node = %cfg.name, predecessor, incarnation = cluster.incarnation(), took_ms = t0.elapsed().as_millis() as u64, states_offered = offered, states_carried = carried, old = %done, "took over");
+    tracing::info!(node = %cfg.name, predecessor, incarnation = cluster.incarnation(), took_ms = t0.elapsed().as_millis() as u64, states_offered = offered, states_carried = carried, connections = adopted, old = %done, "took over");
     Ok(local)
 }
 
