@@ -149,6 +149,9 @@ pub struct Liveness {
     pub max_timeouts: u32,
     /// Keepalive and `TCP_USER_TIMEOUT` bound of accepted sockets (0: system defaults).
     pub accepted_bound_ms: u64,
+    /// Silence on an accepted socket before keepalive probes start (then
+    /// `accepted_bound_ms` to answer them).
+    pub accepted_idle_ms: u64,
     /// While a peer is away (restarting, handing over, unreachable), calls to it wait and
     /// pushes to it are parked this long before they fail (0: fail at once).
     pub ride_through_ms: u64,
@@ -161,6 +164,7 @@ impl Default for Liveness {
             heartbeat_ms: 1_000,
             max_timeouts: 3,
             accepted_bound_ms: 10_000,
+            accepted_idle_ms: 60_000,
             ride_through_ms: 0,
         }
     }

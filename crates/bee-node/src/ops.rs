@@ -113,6 +113,7 @@ pub fn cluster_settings(cfg: &NodeConfig) -> Result<(ClusterSettings, Budgets)> 
     li.idle_timeout = ms(l.idle_timeout_ms);
     li.multipart_timeout = ms(l.multipart_timeout_ms);
     li.liveness = ms(cfg.liveness.accepted_bound_ms);
+    li.idle_probe = ms(cfg.liveness.accepted_idle_ms);
     if let Some(auth) = &cfg.auth {
         let secret = AuthSecret::new(auth.secret_bytes(&cfg.dir)?);
         s.channel.auth_secret = Some(secret.clone());
@@ -372,6 +373,7 @@ bound_ms = 21
 heartbeat_ms = 22
 max_timeouts = 23
 accepted_bound_ms = 24
+accepted_idle_ms = 25
 [auth]
 secret_file = "s.secret"
 allow = ["127.0.0.2", "::1"]
@@ -392,6 +394,7 @@ plain_nodes = ["sky"]
         assert_eq!(s.channel.heartbeat, ms(22));
         assert_eq!(s.channel.max_timeouts, 23);
         assert_eq!(s.listener.liveness, ms(24));
+        assert_eq!(s.listener.idle_probe, ms(25));
         assert!(s.channel.auth_secret.is_some() && s.listener.auth_secret.is_some());
         assert_eq!(s.listener.auth_allow.len(), 2);
         assert_eq!(s.listener.auth_timeout, ms(31));

@@ -89,13 +89,23 @@ pub const PING_NAME: &str = "@bee_ping";
 /// Set keepalive and `TCP_USER_TIMEOUT` on `stream` for a liveness bound of `liveness`
 /// (zero: leave the system defaults).
 pub(crate) fn tune_socket(stream: &TcpStream, liveness: Duration) -> io::Result<()> {
+    tune_accepted(stream, liveness, liveness / 2)
+}
+
+/// [`tune_socket`] with keepalive probes starting after `idle` of silence (an accepted
+/// socket: see `ListenerConfig::idle_probe`).
+pub(crate) fn tune_accepted(
+    stream: &TcpStream,
+    liveness: Duration,
+    idle: Duration,
+) -> io::Result<()> {
     if liveness.is_zero() {
         return Ok(());
     }
     let sock = SockRef::from(stream);
     let second = Duration::from_secs(1);
     let keepalive = TcpKeepalive::new()
-        .with_time((liveness / 2).max(second))
+        .with_time(idle.max(second))
         .with_interval((liveness / 4).max(second))
         .with_retries(3);
     sock.set_tcp_keepalive(&keepalive)?;

@@ -7,7 +7,9 @@
 //! Checks: a call waiting on the black-holed peer fails with `PeerUnreachable` within the
 //! default liveness bound (4 s; asserted with margin), and a call whose dial is under way
 //! when the network heals gets through within about a second (asserted ≤ 2.5 s for CI
-//! load).
+//! load). And the listener's side: an idle accepted connection (a stock skynet peer's,
+//! which has no heartbeat) outlives a cut longer than the listener's liveness bound, so
+//! the peer's next call after the cut is answered instead of meeting a reset.
 
 mod common;
 
@@ -118,8 +120,15 @@ fn blackhole_child() {
         .enable_all()
         .build()
         .unwrap();
+    let mut config = ListenerConfig::default();
+    if let Some(ms) = std::env::var("BEE_BH_LIVENESS_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.liveness = Duration::from_millis(ms);
+    }
     rt.block_on(async {
-        let server = Server::start_on(&addr, ListenerConfig::default()).await;
+        let server = Server::start_on(&addr, config).await;
         println!("PORT {}", server.addr.port());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
@@ -149,40 +158,28 @@ impl Drop for Guarded {
 async fn black_holed_peer_is_detected_and_reached_again_after_healing() {
     // This test must run where CI runs it (as root, with the tools `cargo xtask setup`
     // installs); anywhere else it fails saying why, it does not pass untested.
-    assert!(
-        is_root(),
-        "the black-hole test needs root (network namespaces, iptables): run it as root, as CI does"
-    );
-    for tool in ["ip", "iptables"] {
-        assert!(
-            Command::new(tool).arg("--version").output().is_ok(),
-            "the black-hole test needs `{tool}` (cargo xtask setup installs iproute2 and iptables)"
-        );
-    }
-    let id = std::process::id() % 100_000;
-    let octet = id % 250 + 1;
-    let (host_ip, peer_ip) = (format!("169.254.{octet}.1"), format!("169.254.{octet}.2"));
-    let ns = setup(id, &host_ip, &peer_ip)
-        .unwrap_or_else(|e| panic!("the black-hole test cannot set up its namespace: {e}"));
+    let (ns, peer_ip) = namespace(0);
     let outcome = tokio::time::timeout(Duration::from_secs(30), scenario(&ns, &peer_ip)).await;
     drop(ns);
     outcome.expect("the black-hole test must finish within 30 s");
 }
 
-async fn scenario(ns: &Netns, peer_ip: &str) {
+/// The listener child in `ns` (its liveness bound `liveness_ms`, or the default), and
+/// its port.
+async fn start_child(ns: &Netns, peer_ip: &str, liveness_ms: Option<u64>) -> (Guarded, u16) {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Guarded(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(&exe)
-            .args(["--ignored", "--exact", "blackhole_child", "--nocapture"])
-            .env("BEE_BH_ADDR", peer_ip)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the listener in the namespace"),
-    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name])
+        .arg(&exe)
+        .args(["--ignored", "--exact", "blackhole_child", "--nocapture"])
+        .env("BEE_BH_ADDR", peer_ip)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(ms) = liveness_ms {
+        cmd.env("BEE_BH_LIVENESS_MS", ms.to_string());
+    }
+    let mut child = Guarded(cmd.spawn().expect("start the listener in the namespace"));
     let stdout = child.0.stdout.take().unwrap();
     let port = tokio::task::spawn_blocking(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -195,6 +192,78 @@ async fn scenario(ns: &Netns, peer_ip: &str) {
     .await
     .unwrap()
     .expect("the child printed its port");
+    (child, port)
+}
+
+/// Black-hole the namespace's host (`-A`) or heal it (`-D`).
+fn drop_rule(ns: &Netns, op: &str) -> Result<(), String> {
+    run(&[
+        "ip", "netns", "exec", &ns.name, "iptables", op, "INPUT", "-j", "DROP",
+    ])
+}
+
+/// Set up a namespace for one test (`variant` keeps two tests of one process apart).
+fn namespace(variant: u32) -> (Netns, String) {
+    assert!(
+        is_root(),
+        "the black-hole test needs root (network namespaces, iptables): run it as root, as CI does"
+    );
+    for tool in ["ip", "iptables"] {
+        assert!(
+            Command::new(tool).arg("--version").output().is_ok(),
+            "the black-hole test needs `{tool}` (cargo xtask setup installs iproute2 and iptables)"
+        );
+    }
+    let id = (std::process::id() % 50_000) * 2 + variant;
+    let octet = id % 250 + 1;
+    let (host_ip, peer_ip) = (format!("169.254.{octet}.1"), format!("169.254.{octet}.2"));
+    let ns = setup(id, &host_ip, &peer_ip)
+        .unwrap_or_else(|e| panic!("the black-hole test cannot set up its namespace: {e}"));
+    (ns, peer_ip)
+}
+
+#[tokio::test]
+async fn an_idle_accepted_connection_outlives_a_cut_longer_than_the_bound() {
+    let (ns, peer_ip) = namespace(1);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        // A listener whose liveness bound is 1 s; the cut lasts 4 s.
+        let (mut child, port) = start_child(&ns, &peer_ip, Some(1000)).await;
+        let mut stream = tokio::net::TcpStream::connect((peer_ip.as_str(), port))
+            .await
+            .unwrap();
+        let echo = |session: u32, text: &[u8]| {
+            let mut out = bytes::BytesMut::new();
+            bee_codec::cluster::encode_request(&mut out, &name("@echo"), session, text).unwrap();
+            out
+        };
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(&echo(1, b"before")).await.unwrap();
+        let mut conn = bee_transport::Connection::new(stream, bee_codec::frame::MAX_BODY);
+        let (s, r) = common::read_response(&mut conn).await.unwrap();
+        assert_eq!((s, r), (1, Ok(Bytes::from_static(b"before"))));
+        drop_rule(&ns, "-A").expect("black-hole the listener's host");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        drop_rule(&ns, "-D").expect("heal the network");
+        let mut stream = conn.into_inner();
+        stream.write_all(&echo(2, b"after")).await.unwrap();
+        let mut conn = bee_transport::Connection::new(stream, bee_codec::frame::MAX_BODY);
+        let answer = tokio::time::timeout(Duration::from_secs(5), common::read_response(&mut conn))
+            .await
+            .expect("an answer (or a reset) within 5 s");
+        assert_eq!(
+            answer,
+            Some((2, Ok(Bytes::from_static(b"after")))),
+            "the idle connection was closed during the cut"
+        );
+        drop(child.0.stdin.take());
+    })
+    .await;
+    drop(ns);
+    outcome.expect("the test must finish within 30 s");
+}
+
+async fn scenario(ns: &Netns, peer_ip: &str) {
+    let (mut child, port) = start_child(ns, peer_ip, None).await;
     let ch = Channel::new(
         "blackholed",
         format!("{peer_ip}:{port}"),
@@ -206,15 +275,7 @@ async fn scenario(ns: &Netns, peer_ip: &str) {
         .unwrap();
     assert_eq!(&r[..], b"before");
 
-    let drop_rule = |op: &'static str| {
-        let ns = ns.name.clone();
-        move || {
-            run(&[
-                "ip", "netns", "exec", &ns, "iptables", op, "INPUT", "-j", "DROP",
-            ])
-        }
-    };
-    drop_rule("-A")().expect("black-hole the peer");
+    drop_rule(ns, "-A").expect("black-hole the peer");
     let t0 = Instant::now();
     let r = ch
         .call(
@@ -256,7 +317,7 @@ async fn scenario(ns: &Netns, peer_ip: &str) {
         })
     };
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    drop_rule("-D")().expect("heal the network");
+    drop_rule(ns, "-D").expect("heal the network");
     let healed = Instant::now();
     let r = mid.await.unwrap();
     let back = healed.elapsed();

@@ -219,8 +219,15 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// TCP keepalive and `TCP_USER_TIMEOUT` bound of accepted sockets, as
     /// [`crate::ChannelConfig::liveness`] (default 10 s; zero: system defaults), so
-    /// connections of peers that vanished do not hold file descriptors forever.
+    /// connections of peers that vanished do not hold file descriptors forever: answers
+    /// not acknowledged within it close the connection.
     pub liveness: Duration,
+    /// How long an accepted connection may be silent before keepalive probes start
+    /// (default 60 s); one whose probes go unanswered is closed within `liveness` of the
+    /// first. Longer than `liveness` on purpose: an idle connection outlives a network
+    /// cut shorter than this, as stock skynet's do, instead of being closed unseen by a
+    /// skynet peer whose next call would then meet a reset.
+    pub idle_probe: Duration,
     /// Shared secret for node authentication (default `None`: every peer is served). When
     /// set, a peer must complete the exchange of [`crate::auth`] before any request is
     /// served, unless its IP address is in `auth_allow`.
@@ -249,6 +256,7 @@ impl Default for ListenerConfig {
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::ZERO,
             liveness: Duration::from_secs(10),
+            idle_probe: Duration::from_secs(60),
             auth_secret: None,
             auth_allow: Vec::new(),
             auth_timeout: Duration::from_secs(5),
@@ -691,7 +699,7 @@ async fn serve(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
-    if let Err(e) = crate::liveness::tune_socket(&stream, config.liveness) {
+    if let Err(e) = crate::liveness::tune_accepted(&stream, config.liveness, config.idle_probe) {
         tracing::debug!(%peer, error = %e, "cannot set TCP keepalive / TCP_USER_TIMEOUT");
     }
     let (rd, wr) = stream.into_split();
