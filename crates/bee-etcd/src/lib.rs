@@ -17,8 +17,9 @@
 //! Membership keys vanish when a node stops keeping its lease alive, so
 //! [`EtcdStore::watch_members`] reports dead nodes within the lease TTL.
 //!
-//! Every request has a timeout; watches retry with a capped back-off and log each
-//! failure. Errors are [`EtcdError`]. The client is the `etcd-client` crate (etcd v3 API
+//! Every request has a timeout; watches reconnect on a fresh connection (a new dial at
+//! least every 500 ms while etcd is away, so a healed network is used at once) and log
+//! each failure. Errors are [`EtcdError`]. The client is the `etcd-client` crate (etcd v3 API
 //! over gRPC); building it needs `protoc`.
 //!
 //! # Layout

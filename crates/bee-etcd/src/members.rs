@@ -132,8 +132,19 @@ impl EtcdStore {
     }
 
     async fn grant_and_put(&self, key: &str, value: &str, ttl_secs: i64) -> Result<i64, EtcdError> {
+        self.grant_and_put_within(key, value, ttl_secs, self.options.request_timeout)
+            .await
+    }
+
+    /// [`EtcdStore::grant_and_put`] with each of its two requests bounded by `timeout`.
+    async fn grant_and_put_within(
+        &self,
+        key: &str,
+        value: &str,
+        ttl_secs: i64,
+        timeout: Duration,
+    ) -> Result<i64, EtcdError> {
         let mut client = self.client.clone();
-        let timeout = self.options.request_timeout;
         let grant = timed(
             "lease grant",
             key,
@@ -178,13 +189,14 @@ impl EtcdStore {
     }
 
     /// Follow membership: first an [`MemberEvent::Up`] for every node registered now, then
-    /// each change in etcd's order. On an error the watch logs one line, waits (100 ms
-    /// doubling up to 5 s), reads the members again and reports the difference with what
-    /// it had reported (downs and ups missed while away), then resumes. A value that is not
+    /// each change in etcd's order. On an error the watch logs one line, connects again
+    /// (`EtcdStore::redial`, a new dial at least every 500 ms while etcd is away), reads
+    /// the members again and reports the difference with what it had reported (downs and
+    /// ups missed while away), then resumes. A value that is not
     /// bee's is logged and skipped. Stops when the [`MemberWatch`] is dropped.
     pub fn watch_members(&self) -> MemberWatch {
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
-        let store = self.clone();
+        let mut store = self.clone();
         let task = tokio::spawn(async move {
             let prefix = store.url.members_prefix();
             let mut known: BTreeMap<String, Member> = BTreeMap::new();
@@ -197,13 +209,12 @@ impl EtcdStore {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(
-                            "etcd member watch on {prefix}: {e}; retrying in {backoff:?}"
+                            "etcd member watch on {prefix}: {e}; reconnecting in {backoff:?}"
                         );
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
+                        store = tokio::select! {
+                            s = store.redial(&prefix, &mut backoff, MAX_BACKOFF) => s,
                             _ = tx.closed() => return,
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        };
                     }
                 }
             }
@@ -332,9 +343,6 @@ impl EtcdStore {
     }
 }
 
-/// The most dials to etcd in flight at once while a membership reconnects.
-const MAX_DIALS: usize = 4;
-
 /// Keep the lease alive; register again if it was lost.
 ///
 /// A keep-alive unanswered within half the TTL counts as failed. After a failure the
@@ -405,7 +413,13 @@ async fn keep_alive_loop(
             tracing::error!(
                 "membership {key}: lease {lease:x} expired (etcd unreachable longer than {ttl_secs} s); registering again"
             );
-            match store.grant_and_put(&key, &value, ttl_secs).await {
+            // Bounded like a keep-alive: a request written into a connection the network
+            // cut waits for TCP's retransmissions, seconds after the network is back; a
+            // fresh connection (below) is quicker than waiting the request timeout out.
+            match store
+                .grant_and_put_within(&key, &value, ttl_secs, answer_wait)
+                .await
+            {
                 Ok(new_lease) => {
                     lease_id.store(new_lease, Ordering::Release);
                     continue;
@@ -413,39 +427,10 @@ async fn keep_alive_loop(
                 Err(e) => tracing::warn!("membership {key}: registering again failed: {e}"),
             }
         }
-        // A fresh connection before the next keep-alive. Dials overlap: a new one starts
-        // every `pace` (a tenth of the TTL at most, backing off from MIN_BACKOFF while
-        // they fail at once, e.g. refused) without waiting for the ones in flight, at most
-        // MAX_DIALS at once. A dial that went out while the network was cut waits for a
-        // SYN retransmission that comes a second later; the next one, started after the
-        // heal, connects at once. Each dial may take the store's own connect timeout: a
-        // loaded etcd answering slowly is still reached (a dial bounded by the keep-alive
-        // pace could then never succeed, and the node stayed unregistered).
-        let options = store.options;
+        // A fresh connection before the next keep-alive, a new dial at least every
+        // `pace` (a tenth of the TTL at most) until one connects ([`EtcdStore::redial`]).
         let pace = (interval / 2).min(Duration::from_millis(ttl_secs as u64 * 100));
-        let url = store.url.to_string();
-        let mut dials = tokio::task::JoinSet::new();
-        let mut next_dial = tokio::time::Instant::now() + backoff;
-        let fresh = loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next_dial), if dials.len() < MAX_DIALS => {
-                    let url = url.clone();
-                    dials.spawn(async move { EtcdStore::connect_with(&url, options).await });
-                    backoff = (backoff * 2).min(pace);
-                    next_dial = tokio::time::Instant::now() + backoff;
-                }
-                Some(done) = dials.join_next(), if !dials.is_empty() => match done {
-                    Ok(Ok(fresh)) => break fresh,
-                    Ok(Err(e)) => tracing::debug!("membership {key}: reconnect failed: {e}"),
-                    Err(e) => tracing::debug!("membership {key}: reconnect task: {e}"),
-                },
-            }
-        };
-        dials.abort_all();
-        store = EtcdStore {
-            options: store.options,
-            ..fresh
-        };
+        store = store.redial(&key, &mut backoff, pace).await;
     }
 }
 

@@ -21,8 +21,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// First wait before a watch is opened again after an error; doubles up to
 /// [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest wait between two attempts to open a watch again.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait between two attempts to open a watch again: while etcd is away a new
+/// connection is dialled at least this often, so a watch is back within about this long
+/// of the network healing.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// The most dials to etcd in flight at once while a watch or a membership reconnects.
+const MAX_DIALS: usize = 4;
 /// How many updates a watch keeps for a slow reader before it waits for it.
 pub const WATCH_CAPACITY: usize = 16;
 
@@ -294,9 +298,11 @@ impl EtcdStore {
 
     /// Follow the config key: first the config stored now (if any), then every later
     /// write or delete, in etcd's order, each once. On an error (etcd down, watch
-    /// cancelled, history compacted) the watch logs one line, waits (100 ms doubling up
-    /// to 5 s), reads the key again and resumes from there; writes made while it was away
-    /// collapse into the latest one. Stops when the [`ConfigWatch`] is dropped.
+    /// cancelled, history compacted) the watch logs one line, connects again
+    /// ([`EtcdStore::redial`]: a new dial 100 ms later, then every 200 ms and 400 ms, then
+    /// every 500 ms while etcd is away), reads the key again and resumes from there; writes
+    /// made while it was away collapse into the latest one. Stops when the
+    /// [`ConfigWatch`] is dropped.
     pub fn watch_config(&self) -> ConfigWatch {
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
         let store = self.clone();
@@ -308,22 +314,59 @@ impl EtcdStore {
         let key = self.url.config_key();
         let mut last = 0i64;
         let mut backoff = MIN_BACKOFF;
+        let mut store = self;
         loop {
-            match self
+            match store
                 .config_watch_once(&key, &tx, &mut last, &mut backoff)
                 .await
             {
                 Ok(()) => return, // the reader is gone
                 Err(e) => {
-                    tracing::warn!("etcd config watch on {key}: {e}; retrying in {backoff:?}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                    tracing::warn!("etcd config watch on {key}: {e}; reconnecting in {backoff:?}");
+                    store = tokio::select! {
+                        s = store.redial(&key, &mut backoff, MAX_BACKOFF) => s,
                         _ = tx.closed() => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    };
                 }
             }
         }
+    }
+
+    /// A fresh connection to the same etcd, made so that a network that heals is used
+    /// at once: the first dial after `backoff`, then a new one every `backoff` (doubling
+    /// up to `pace`) without waiting for the ones in flight, at most [`MAX_DIALS`] at once;
+    /// the first to connect wins. The old connection may sit in TCP's retransmission
+    /// back-off for seconds after the network came back, and a dial that went out while
+    /// it was cut waits for a SYN retransmission a second later; the next dial, started
+    /// after the heal, connects at once. Each dial may take the store's connect timeout:
+    /// a loaded etcd answering slowly is still reached. Tries until it connects.
+    pub(crate) async fn redial(
+        &self,
+        what: &str,
+        backoff: &mut Duration,
+        pace: Duration,
+    ) -> EtcdStore {
+        let options = self.options;
+        let url = self.url.to_string();
+        let mut dials = tokio::task::JoinSet::new();
+        let mut next_dial = tokio::time::Instant::now() + *backoff;
+        let fresh = loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_dial), if dials.len() < MAX_DIALS => {
+                    let url = url.clone();
+                    dials.spawn(async move { EtcdStore::connect_with(&url, options).await });
+                    *backoff = (*backoff * 2).min(pace);
+                    next_dial = tokio::time::Instant::now() + *backoff;
+                }
+                Some(done) = dials.join_next(), if !dials.is_empty() => match done {
+                    Ok(Ok(fresh)) => break fresh,
+                    Ok(Err(e)) => tracing::debug!("etcd {what}: reconnect failed: {e}"),
+                    Err(e) => tracing::debug!("etcd {what}: reconnect task: {e}"),
+                },
+            }
+        };
+        dials.abort_all();
+        EtcdStore { options, ..fresh }
     }
 
     /// One read-then-watch round. `Ok` only when the reader dropped the watch.
