@@ -256,42 +256,50 @@ impl Sim {
         t0: Instant,
         not: &BTreeMap<String, u64>,
     ) -> Result<Vec<(f64, String)>> {
+        let pairs = from
+            .iter()
+            .flat_map(|a| to.iter().map(move |b| (a.clone(), b.clone())))
+            .filter(|(a, b)| a != b)
+            .collect();
+        self.until_pairs_see_why(pairs, t0, not).await
+    }
+
+    /// [`Sim::until_all_see_why`] for the pairs `(a, b)` given.
+    async fn until_pairs_see_why(
+        &self,
+        pairs: Vec<(String, String)>,
+        t0: Instant,
+        not: &BTreeMap<String, u64>,
+    ) -> Result<Vec<(f64, String)>> {
         let mut tasks = Vec::new();
         // At most this many pings at once, each pair retried every 100 ms: the driver
         // must not be the storm it measures.
         let gate = Arc::new(tokio::sync::Semaphore::new(128));
-        for a in from {
-            for b in to {
-                if a == b {
-                    continue;
-                }
-                let (c, a, b, gate) = (self.client.clone(), a.clone(), b.clone(), gate.clone());
-                let old = not.get(&b).copied();
-                tasks.push(tokio::spawn(async move {
-                    let mut last = String::new();
-                    loop {
-                        let permit = gate.acquire().await;
-                        let res = ping(&c, &a, &b).await;
-                        drop(permit);
-                        match res {
-                            Ping::Ok(h) if h.incarnation != 0 && Some(h.incarnation) != old => {
-                                return Ok((ms(t0.elapsed()), format!("{a} -> {b}: {last}")));
-                            }
-                            Ping::Err(e) if t0.elapsed() <= SETTLE => {
-                                last = e;
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                            Ping::Hung => bail!("HUNG: ping {a} -> {b} had no answer in {HUNG:?}"),
-                            _ if t0.elapsed() > SETTLE => {
-                                bail!(
-                                    "{a} did not reach {b} within {SETTLE:?} (last error: {last})"
-                                )
-                            }
-                            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        for (a, b) in pairs {
+            let (c, gate) = (self.client.clone(), gate.clone());
+            let old = not.get(&b).copied();
+            tasks.push(tokio::spawn(async move {
+                let mut last = String::new();
+                loop {
+                    let permit = gate.acquire().await;
+                    let res = ping(&c, &a, &b).await;
+                    drop(permit);
+                    match res {
+                        Ping::Ok(h) if h.incarnation != 0 && Some(h.incarnation) != old => {
+                            return Ok((ms(t0.elapsed()), format!("{a} -> {b}: {last}")));
                         }
+                        Ping::Err(e) if t0.elapsed() <= SETTLE => {
+                            last = e;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Ping::Hung => bail!("HUNG: ping {a} -> {b} had no answer in {HUNG:?}"),
+                        _ if t0.elapsed() > SETTLE => {
+                            bail!("{a} did not reach {b} within {SETTLE:?} (last error: {last})")
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
-                }));
-            }
+                }
+            }));
         }
         let mut out = Vec::new();
         for t in tasks {
@@ -1020,18 +1028,31 @@ async fn partition(sim: &mut Sim, report: &mut Report) -> Result<()> {
         tokio::time::sleep(left).await;
         let t1 = Instant::now();
         super::net::heal(&cut)?;
-        // Recovered: every majority node reaches every minority node, and the minority
-        // nodes reach each other and the majority again.
+        // Recovered: every pair the cut broke works again — every majority node reaches
+        // every minority node, and the minority nodes reach each other (their etcd
+        // leases expired meanwhile) and the majority. Timed over those pairs only: the
+        // pairs inside the majority never broke, and probing them too would time the
+        // sweep (about a second at 50 nodes, the cold start's "measuring floor"), not the
+        // recovery. They are checked right after, untimed.
+        let broken: Vec<(String, String)> = names
+            .iter()
+            .flat_map(|a| names.iter().map(move |b| (a.clone(), b.clone())))
+            .filter(|(a, b)| a != b && (minority.contains(a) || minority.contains(b)))
+            .collect();
+        let probed = broken.len();
         let pairs = sim
-            .until_all_see_why(&names, &names, t1, &BTreeMap::new())
+            .until_pairs_see_why(broken, t1, &BTreeMap::new())
             .await
             .context("after the heal")?;
         let (rec, why) = pairs
             .into_iter()
             .max_by(|x, y| x.0.total_cmp(&y.0))
             .unwrap_or_default();
-        eprintln!("  slowest after the heal: {why} ({rec:.0} ms)");
+        eprintln!("  slowest after the heal ({probed} pairs the cut broke): {why} ({rec:.0} ms)");
         recover_ms.push(rec);
+        sim.until_all_see_why(&names, &names, Instant::now(), &BTreeMap::new())
+            .await
+            .context("every pair, after the heal")?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (sent, hung) = stream.await?;
@@ -1072,9 +1093,10 @@ async fn partition(sim: &mut Sim, report: &mut Report) -> Result<()> {
         fail_ms,
         "p99 <= 5000 ms (liveness 4 s + heartbeat 1 s)",
     ));
+    let broken = (n / 5) * (n - 1) * 2 - (n / 5) * (n / 5 - 1);
     report.push(Row::new(
         "8 partition",
-        "heal -> every node reaches every node again",
+        &format!("heal -> each of the {broken} pairs the cut broke reaches again (then all pairs checked)"),
         recover_ms,
         "p99 <= 1000 ms",
     ));
@@ -1289,6 +1311,45 @@ async fn rolling_upgrade(sim: &mut Sim, report: &mut Report) -> Result<()> {
             l
         }));
     }
+    // Before the load: each stock skynet node calls every bee node once, so the upgrade
+    // starts from live connections. The partition scenario before this one can leave a
+    // skynet node with a connection whose bee end was closed during the cut (an idle
+    // connection whose keepalive probe fell inside it): skynet has no heartbeat and
+    // learns it from the reset its next call meets. Those failures belong to the
+    // partition, not to the upgrade; they are counted and reported here.
+    let mut stale = Vec::new();
+    for sky in ["sky1", "sky2"] {
+        for to in &names {
+            for attempt in 0..5 {
+                let args = [
+                    Value::from("call"),
+                    Value::from(to.as_str()),
+                    Value::from("echo"),
+                    Value::from("warm-up"),
+                ];
+                match call_values(&sim.client, sky, "@relay", &args).await {
+                    Ok(v) if v.first() == Some(&Value::Boolean(true)) => break,
+                    other => {
+                        stale.push(format!("{sky} -> {to}: {other:?}"));
+                        if attempt == 4 {
+                            report.fail(format!(
+                                "{sky} cannot call {to} before the rolling upgrade: {other:?}"
+                            ));
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    }
+    report.note(format!(
+        "rolling upgrade: before the load, {} skynet calls failed on connections earlier scenarios left dead (each succeeded when called again){}",
+        stale.len(),
+        stale
+            .first()
+            .map(|s| format!(", first: {s}"))
+            .unwrap_or_default()
+    ));
     // The two stock skynet nodes call every bee node's echo through skynet's cluster
     // library (`@relay`).
     for sky in ["sky1", "sky2"] {
