@@ -1,6 +1,7 @@
 //! [`EtcdStore`]: one connection to etcd under one key prefix; the config key (read,
 //! guarded write, watch). Acks and membership are in `acks.rs` and `members.rs`.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,6 +28,10 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// The most dials to etcd in flight at once while a watch or a membership reconnects.
 const MAX_DIALS: usize = 4;
+/// A dial in flight this long, with [`MAX_DIALS`] of them, makes room for a new one:
+/// long enough for a loaded etcd to answer, short enough that a healed network is used
+/// within a second or so.
+const STALE_DIAL: Duration = Duration::from_secs(2);
 /// How many updates a watch keeps for a slow reader before it waits for it.
 pub const WATCH_CAPACITY: usize = 16;
 
@@ -334,8 +339,9 @@ impl EtcdStore {
 
     /// A fresh connection to the same etcd, made so that a network that heals is used
     /// at once: the first dial after `backoff`, then a new one every `backoff` (doubling
-    /// up to `pace`) without waiting for the ones in flight, at most [`MAX_DIALS`] at once;
-    /// the first to connect wins. The old connection may sit in TCP's retransmission
+    /// up to `pace`) without waiting for the ones in flight, at most [`MAX_DIALS`] at once
+    /// (the oldest given up for a new one once older than [`STALE_DIAL`]); the first to
+    /// connect wins. The old connection may sit in TCP's retransmission
     /// back-off for seconds after the network came back, and a dial that went out while
     /// it was cut waits for a SYN retransmission a second later; the next dial, started
     /// after the heal, connects at once. Each dial may take the store's connect timeout:
@@ -349,14 +355,36 @@ impl EtcdStore {
         let options = self.options;
         let url = self.url.to_string();
         let mut dials = tokio::task::JoinSet::new();
+        // The dials in flight, oldest first. With MAX_DIALS of them waiting on a cut
+        // network, the oldest is given up once it is older than STALE_DIAL: its SYN was
+        // sent into the cut and its next retransmission is seconds away, while a new
+        // dial after the heal connects at once.
+        let mut started: VecDeque<(tokio::time::Instant, tokio::task::AbortHandle)> =
+            VecDeque::new();
         let mut next_dial = tokio::time::Instant::now() + *backoff;
         let fresh = loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(next_dial), if dials.len() < MAX_DIALS => {
-                    let url = url.clone();
-                    dials.spawn(async move { EtcdStore::connect_with(&url, options).await });
-                    *backoff = (*backoff * 2).min(pace);
-                    next_dial = tokio::time::Instant::now() + *backoff;
+                _ = tokio::time::sleep_until(next_dial) => {
+                    let now = tokio::time::Instant::now();
+                    started.retain(|(_, h)| !h.is_finished());
+                    let oldest = started.front().map(|(t, _)| *t);
+                    match oldest {
+                        Some(t) if started.len() >= MAX_DIALS && now < t + STALE_DIAL => {
+                            next_dial = t + STALE_DIAL;
+                        }
+                        _ => {
+                            if started.len() >= MAX_DIALS {
+                                if let Some((_, h)) = started.pop_front() {
+                                    h.abort();
+                                }
+                            }
+                            let url = url.clone();
+                            let h = dials.spawn(async move { EtcdStore::connect_with(&url, options).await });
+                            started.push_back((now, h));
+                            *backoff = (*backoff * 2).min(pace);
+                            next_dial = now + *backoff;
+                        }
+                    }
                 }
                 Some(done) = dials.join_next(), if !dials.is_empty() => match done {
                     Ok(Ok(fresh)) => break fresh,
