@@ -421,6 +421,7 @@ async fn keep_alive_loop(
                 .await
             {
                 Ok(new_lease) => {
+                    tracing::info!("membership {key}: registered again (lease {new_lease:x})");
                     lease_id.store(new_lease, Ordering::Release);
                     continue;
                 }

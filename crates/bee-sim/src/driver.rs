@@ -1028,6 +1028,16 @@ async fn partition(sim: &mut Sim, report: &mut Report) -> Result<()> {
         tokio::time::sleep(left).await;
         let t1 = Instant::now();
         super::net::heal(&cut)?;
+        let day_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 86_400_000);
+        eprintln!(
+            "  healed at {:02}:{:02}:{:02}.{:03} UTC (the time in the nodes' logs)",
+            day_ms / 3_600_000,
+            day_ms / 60_000 % 60,
+            day_ms / 1000 % 60,
+            day_ms % 1000
+        );
         // Recovered: every pair the cut broke works again — every majority node reaches
         // every minority node, and the minority nodes reach each other (their etcd
         // leases expired meanwhile) and the majority. Timed over those pairs only: the
