@@ -41,19 +41,24 @@ async fn side(listener: Listener) -> Side {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_skynet_peer_keeps_its_connection_across_a_handoff_and_loses_nothing() {
-    let old = Listener::bind("127.0.0.1:0", ListenerConfig::default())
+/// A running listener on a free loopback port, and its address.
+async fn one_side() -> (std::net::SocketAddr, Side) {
+    let l = Listener::bind("127.0.0.1:0", ListenerConfig::default())
         .await
         .unwrap();
-    let addr = old.local_addr();
-    let old = side(old).await;
-    let new = side(
-        Listener::bind("127.0.0.1:0", ListenerConfig::default())
-            .await
-            .unwrap(),
-    )
-    .await;
+    (l.local_addr(), side(l).await)
+}
+
+/// The old side (peers connect to its address) and the new side of a hand-off.
+async fn two_sides() -> (std::net::SocketAddr, Side, Side) {
+    let (addr, old) = one_side().await;
+    let (_, new) = one_side().await;
+    (addr, old, new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skynet_peer_keeps_its_connection_across_a_handoff_and_loses_nothing() {
+    let (addr, old, new) = two_sides().await;
 
     let stream = TcpStream::connect(addr).await.unwrap();
     let (rd, mut wr) = stream.into_split();
@@ -171,11 +176,7 @@ async fn a_skynet_peer_keeps_its_connection_across_a_handoff_and_loses_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bee_peer_is_told_goaway_not_handed_off() {
-    let old = Listener::bind("127.0.0.1:0", ListenerConfig::default())
-        .await
-        .unwrap();
-    let addr = old.local_addr();
-    let old = side(old).await;
+    let (addr, old) = one_side().await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut out = BytesMut::new();
     // A heartbeat makes the connection a bee peer's.
@@ -199,17 +200,7 @@ async fn a_bee_peer_is_told_goaway_not_handed_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_read_but_not_taken_go_with_the_connection() {
-    let old = Listener::bind("127.0.0.1:0", ListenerConfig::default())
-        .await
-        .unwrap();
-    let addr = old.local_addr();
-    let old = side(old).await;
-    let new = side(
-        Listener::bind("127.0.0.1:0", ListenerConfig::default())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (addr, old, new) = two_sides().await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     // One write: a call that holds the old side's dispatch, then 50 pushes the old side
     // has read into its buffer by the time the hand-off starts.
