@@ -7,20 +7,22 @@
 //!
 //! 1. new → old: `bee-handover 1 pid=PID\n` (1 is this protocol's version).
 //! 2. old → new: `listeners N incarnation=INC\n` with the N listening sockets attached
-//!    (`SCM_RIGHTS`). From here the new process holds the sockets: peers connecting now
-//!    wait in the socket's accept queue — they are never refused.
+//!    (`SCM_RIGHTS`). From here the new process holds the sockets and serves peers that
+//!    connect at once, their requests held until step 6 — they are never refused.
 //! 3. The old process drains ([`bee_cluster::drain`]): it stops accepting (closes its own
-//!    descriptors), tells its bee peers `goaway`, answers what it accepted, delivers what
-//!    is in its mailboxes and flushes its queues. Then it exports each service's state.
+//!    descriptors), tells its bee peers `goaway`, hands off the connections of the others
+//!    once what they sent is answered, delivers what is in its mailboxes and flushes its
+//!    queues. Then it exports each service's state.
 //! 4. old → new: `state K\n`, then K times `KEYLEN STATELEN\n` + key + state bytes, then
-//!    `done SUMMARY\n`; the old process exits.
+//!    `done SUMMARY\n`.
 //! 5. new → old: `connections?\n`; old → new: `connections M\n`, then M times
 //!    `LOCAL PEER LEN\n` + LEN bytes: the connections of stock skynet peers (which
 //!    cannot be told `goaway`) that the old process handed off during its drain, each
 //!    with the listener address it came in on, its peer, and the bytes read from it
 //!    but not taken. new → old: `fds\n`; old → new: the M sockets, in that order, in
 //!    messages of one byte (`F`) carrying at most [`FDS_PER_MESSAGE`] each. The new
-//!    process serves them on its listeners: the peer's connection never closed.
+//!    process serves them on its listeners: the peer's connection never closed. Then the
+//!    old process exits.
 //! 6. The new process gives each service its state, then delivers what its listeners
 //!    held (it has served the sockets since step 2, delivery held).
 //!
