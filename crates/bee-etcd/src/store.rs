@@ -304,7 +304,7 @@ impl EtcdStore {
     /// Follow the config key: first the config stored now (if any), then every later
     /// write or delete, in etcd's order, each once. On an error (etcd down, watch
     /// cancelled, history compacted) the watch logs one line, connects again
-    /// ([`EtcdStore::redial`]: a new dial 100 ms later, then every 200 ms and 400 ms, then
+    /// (`EtcdStore::redial`: a new dial 100 ms later, then every 200 ms and 400 ms, then
     /// every 500 ms while etcd is away), reads the key again and resumes from there; writes
     /// made while it was away collapse into the latest one. Stops when the
     /// [`ConfigWatch`] is dropped.
