@@ -65,6 +65,10 @@ const MAX_SOCKETS: usize = 8;
 /// Sockets per message in step 5 (the kernel takes at most 253 per message).
 pub const FDS_PER_MESSAGE: usize = 200;
 
+/// Most bytes one handed-over connection may bring that were read but not taken (a
+/// connection's read buffer holds far less).
+const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+
 /// How long the old process waits for its successor to ask for the connections.
 const CONNECTIONS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -247,10 +251,13 @@ pub async fn give(
     }
     let handed = cluster.handed_connections();
     let connections = handed.len();
-    if let Err(e) = give_connections(&stream, &mut reader, handed) {
-        errors.push(format!(
+    match give_connections(&stream, &mut reader, handed) {
+        // A successor without step 5 does not ask; with nothing to give, nothing is lost.
+        Err(_) if connections == 0 => {}
+        Err(e) => errors.push(format!(
             "cannot hand {connections} connections of stock skynet peers to the successor (they are closed): {e:#}"
-        ));
+        )),
+        Ok(()) => {}
     }
     Ok(Given {
         pid,
@@ -442,7 +449,7 @@ impl Taken {
             .strip_prefix("connections ")
             .and_then(|m| m.trim().parse().ok())
             .ok_or_else(|| anyhow!("expected `connections M`, got {:?}", line.trim_end()))?;
-        let mut meta = Vec::with_capacity(m);
+        let mut meta = Vec::with_capacity(m.min(1024));
         for _ in 0..m {
             line.clear();
             r.read_line(&mut line)?;
@@ -453,6 +460,12 @@ impl Taken {
             let local: std::net::SocketAddr = local.parse().context("connection header")?;
             let peer: std::net::SocketAddr = peer.parse().context("connection header")?;
             let len: usize = len.parse().context("connection header")?;
+            if len > MAX_BUFFERED {
+                bail!(
+                    "bad connection header {:?}: more buffered bytes than a connection holds",
+                    line.trim_end()
+                );
+            }
             let mut buffered = vec![0; len];
             r.read_exact(&mut buffered)?;
             meta.push((local, peer, bytes::Bytes::from(buffered)));
@@ -462,7 +475,7 @@ impl Taken {
         }
         // Nothing more was sent before this request, so the reader holds no byte ahead.
         r.get_ref().write_all(b"fds\n")?;
-        let mut fds: Vec<OwnedFd> = Vec::with_capacity(m);
+        let mut fds: Vec<OwnedFd> = Vec::with_capacity(m.min(1024));
         while fds.len() < m {
             let mut byte = [0u8; 1];
             let mut space =
