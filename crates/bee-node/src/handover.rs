@@ -558,6 +558,39 @@ impl Taken {
 mod tests {
     use super::*;
 
+    /// The new side of step 5 against `answer` from a fake old side.
+    fn connections_from(answer: &'static [u8]) -> Result<Vec<Adopted>> {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let old = std::thread::spawn(move || {
+            let mut r = BufReader::new(theirs.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert_eq!(line, "connections?\n");
+            (&theirs).write_all(answer).unwrap();
+        });
+        let mut taken = Taken {
+            listeners: Vec::new(),
+            predecessor: 0,
+            reader: BufReader::new(ours),
+        };
+        let got = taken.connections();
+        old.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn step_five_refuses_a_bad_header_and_takes_none() {
+        assert!(connections_from(b"connections 0\n").unwrap().is_empty());
+        let e = connections_from(b"connections 1\n127.0.0.1:1 127.0.0.1:2 99999999999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more buffered bytes"), "{e}");
+        let e = connections_from(b"connections 1\nnot-an-address 127.0.0.1:2 0\n").unwrap_err();
+        assert!(format!("{e:#}").contains("connection header"), "{e:#}");
+        let e = connections_from(b"listeners 3\n").unwrap_err().to_string();
+        assert!(e.contains("expected `connections M`"), "{e}");
+    }
+
     #[test]
     fn a_handover_request_names_its_version_and_pid() {
         assert_eq!(parse_hello("bee-handover 1 pid=42\n").unwrap(), "42");
