@@ -124,10 +124,6 @@ pub(crate) async fn ask(
     ask_service(node, addr, CONFIG_NAME, values, timeout, secret).await
 }
 
-/// How often an admin command's dial to a node starts another connection attempt while
-/// the earlier ones have not connected (see [`ChannelConfig::redial`]).
-const ADMIN_REDIAL: Duration = Duration::from_millis(200);
-
 /// One cluster call to `@service` on `node` at `addr`, on a connection of its own.
 async fn ask_service(
     node: &str,
@@ -140,11 +136,6 @@ async fn ask_service(
     let config = ChannelConfig {
         call_timeout: timeout,
         connect_timeout: timeout.min(Duration::from_secs(3)),
-        // One dial per node, all at once: on a network that loses a packet now and then,
-        // a lost SYN would cost the whole command the redial interval (500 ms by
-        // default; TCP's own retransmission comes after 1 s). An admin command waits for
-        // its slowest node, so it dials again sooner.
-        redial: ADMIN_REDIAL,
         auth_secret: secret.cloned(),
         ..ChannelConfig::default()
     };

@@ -49,9 +49,10 @@
 //!
 //! **Reconnecting**: a dial does not wait on one SYN for the whole `connect_timeout`: a new
 //! attempt is started every [`ChannelConfig::redial`](crate::ChannelConfig::redial)
-//! (default 500 ms) while earlier ones are still pending, and the first to connect wins,
-//! so a peer whose network heals while a dial is in progress is reached within about
-//! `redial` (the kernel would otherwise retransmit the first SYN only after 1, 3, 7 s).
+//! (default 100 ms; at most 10 in flight) while earlier ones are still pending, and the
+//! first to connect wins, so a peer whose network heals while a dial is in progress, or
+//! whose SYN was lost, is reached within about `redial` (the kernel would otherwise
+//! retransmit the first SYN only after 1, 3, 7 s).
 //! After a dial that timed out the channel backs off only `backoff_min` (the dial itself
 //! already took `connect_timeout`), so the next call after the network heals dials at
 //! once.
@@ -62,17 +63,14 @@
 //! in a row (`TimeoutStreak`), and the listening side's answer to a heartbeat
 //! (`is_ping`, `ping_reply`).
 
-use std::future::Future;
+use std::collections::VecDeque;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bee_codec::cluster::{Address, Request};
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -122,34 +120,63 @@ pub(crate) enum DialError {
     TimedOut,
 }
 
-type Attempt = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+/// The most connection attempts one dial keeps in flight (each one socket).
+const MAX_ATTEMPTS: usize = 10;
+/// With [`MAX_ATTEMPTS`] in flight, the oldest is given up for a new one once it is this
+/// old: its SYN went out a second ago and its first retransmission is due about now, so a
+/// fresh attempt is as good and a peer that answers within a second is never cut short.
+const ATTEMPT_LIFE: Duration = Duration::from_secs(1);
 
 /// Connect to `addr`, starting a new attempt every `redial` (zero: one attempt) while the
 /// earlier ones are still pending, for at most `timeout`. The first attempt to connect
 /// wins; the first to fail ends the dial with its error (a refusal or an unreachable
-/// network is not improved by waiting).
+/// network is not improved by waiting). At most [`MAX_ATTEMPTS`] are in flight: past
+/// that the oldest, once older than [`ATTEMPT_LIFE`], makes room for the next.
+///
+/// Why several: a SYN lost, or sent into a network that is cut, is retransmitted by the
+/// kernel only after a second (then 3 s, 7 s, ...); a new attempt `redial` later gets
+/// through as soon as the path is back.
 pub(crate) async fn dial(
     addr: &str,
     timeout: Duration,
     redial: Duration,
 ) -> Result<TcpStream, DialError> {
-    let start =
-        |addr: String| -> Attempt { Box::pin(async move { TcpStream::connect(addr).await }) };
-    let mut attempts: FuturesUnordered<Attempt> = FuturesUnordered::new();
-    attempts.push(start(addr.to_string()));
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut started: VecDeque<(tokio::time::Instant, tokio::task::AbortHandle)> = VecDeque::new();
+    let start = |attempts: &mut tokio::task::JoinSet<io::Result<TcpStream>>| {
+        let addr = addr.to_string();
+        attempts.spawn(async move { TcpStream::connect(addr).await })
+    };
+    started.push_back((tokio::time::Instant::now(), start(&mut attempts)));
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut next = tokio::time::Instant::now() + redial;
     loop {
         tokio::select! {
             _ = &mut deadline => return Err(DialError::TimedOut),
-            Some(done) = attempts.next() => match done {
-                Ok(stream) => return Ok(stream),
-                Err(e) => return Err(DialError::Failed(e)),
+            Some(done) = attempts.join_next() => match done {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => return Err(DialError::Failed(e)),
+                // Only an attempt given up below is aborted.
+                Err(_) => {}
             },
             _ = tokio::time::sleep_until(next), if !redial.is_zero() => {
-                attempts.push(start(addr.to_string()));
-                next += redial;
+                let now = tokio::time::Instant::now();
+                started.retain(|(_, h)| !h.is_finished());
+                match started.front() {
+                    Some((t, _)) if started.len() >= MAX_ATTEMPTS && now < *t + ATTEMPT_LIFE => {
+                        next = *t + ATTEMPT_LIFE;
+                    }
+                    _ => {
+                        if started.len() >= MAX_ATTEMPTS {
+                            if let Some((_, h)) = started.pop_front() {
+                                h.abort();
+                            }
+                        }
+                        started.push_back((now, start(&mut attempts)));
+                        next = now + redial;
+                    }
+                }
             }
         }
     }

@@ -122,8 +122,10 @@ pub struct ChannelConfig {
     /// between recycle the connection (default 3; zero: never).
     pub max_timeouts: u32,
     /// While dialling, start another connection attempt this often if the earlier ones
-    /// have not connected yet (default 500 ms; zero: one attempt per dial), so a peer
-    /// whose network heals mid-dial is reached within about this long.
+    /// have not connected yet (default 100 ms; zero: one attempt per dial), so a peer
+    /// whose network heals mid-dial, or whose SYN was lost, is reached within about this
+    /// long rather than at TCP's own retransmission a second later. At most 10 attempts
+    /// (sockets) are in flight per dial.
     pub redial: Duration,
     /// Node-wide budget for bytes queued for writing, shared by every channel given a
     /// clone (default `None`: only `max_queued_bytes` per channel). Past it a call or push
@@ -166,7 +168,7 @@ impl Default for ChannelConfig {
             liveness: Duration::from_secs(4),
             heartbeat: Duration::from_secs(1),
             max_timeouts: 3,
-            redial: Duration::from_millis(500),
+            redial: Duration::from_millis(100),
             outbound_budget: None,
             inbound_budget: None,
             auth_secret: None,
