@@ -364,49 +364,62 @@ async fn keep_alive_loop(
         .request_timeout
         .min(Duration::from_millis(ttl_secs as u64 * 500).max(interval));
     let mut backoff = MIN_BACKOFF;
+    let ttl = Duration::from_secs(ttl_secs as u64);
+    // When etcd last said the lease lives. Once a TTL has passed since, etcd has let it
+    // expire (or is about to): a new one is granted without asking about the old.
+    let mut alive_at = tokio::time::Instant::now();
     loop {
         let lease = lease_id.load(Ordering::Acquire);
         let mut client = store.client.clone();
-        let lost = match timed(
-            "lease keep-alive",
-            &key,
-            answer_wait,
-            client.lease_keep_alive(lease),
-        )
-        .await
-        {
-            Ok((mut keeper, mut stream)) => loop {
-                // The first keep-alive at once: after a reconnect it tells whether the
-                // lease outlived the outage.
-                if let Err(e) = keeper.keep_alive().await {
-                    tracing::warn!("membership {key}: keep-alive not sent: {e}");
-                    break false;
+        let lost = if alive_at.elapsed() > ttl {
+            true
+        } else {
+            match timed(
+                "lease keep-alive",
+                &key,
+                answer_wait,
+                client.lease_keep_alive(lease),
+            )
+            .await
+            {
+                Ok((mut keeper, mut stream)) => loop {
+                    // The first keep-alive at once: after a reconnect it tells whether the
+                    // lease outlived the outage.
+                    if let Err(e) = keeper.keep_alive().await {
+                        tracing::warn!("membership {key}: keep-alive not sent: {e}");
+                        break false;
+                    }
+                    match tokio::time::timeout(answer_wait, stream.message()).await {
+                        Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                            backoff = MIN_BACKOFF;
+                            alive_at = tokio::time::Instant::now();
+                        }
+                        Ok(Ok(Some(_))) => break true,
+                        Ok(Ok(None)) => {
+                            tracing::warn!("membership {key}: keep-alive stream ended");
+                            break false;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!("membership {key}: keep-alive failed: {e}");
+                            break false;
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                "membership {key}: no keep-alive answer within {answer_wait:?}"
+                            );
+                            break false;
+                        }
+                    }
+                    tokio::time::sleep(interval).await;
+                },
+                // etcd-client says "lease not found" when the lease expired meanwhile.
+                Err(EtcdError::Request { reason, .. }) if reason.contains("lease not found") => {
+                    true
                 }
-                match tokio::time::timeout(answer_wait, stream.message()).await {
-                    Ok(Ok(Some(resp))) if resp.ttl() > 0 => backoff = MIN_BACKOFF,
-                    Ok(Ok(Some(_))) => break true,
-                    Ok(Ok(None)) => {
-                        tracing::warn!("membership {key}: keep-alive stream ended");
-                        break false;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!("membership {key}: keep-alive failed: {e}");
-                        break false;
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            "membership {key}: no keep-alive answer within {answer_wait:?}"
-                        );
-                        break false;
-                    }
+                Err(e) => {
+                    tracing::warn!("membership {key}: {e}");
+                    false
                 }
-                tokio::time::sleep(interval).await;
-            },
-            // etcd-client says "lease not found" when the lease expired meanwhile.
-            Err(EtcdError::Request { reason, .. }) if reason.contains("lease not found") => true,
-            Err(e) => {
-                tracing::warn!("membership {key}: {e}");
-                false
             }
         };
         if lost {
@@ -423,6 +436,7 @@ async fn keep_alive_loop(
                 Ok(new_lease) => {
                     tracing::info!("membership {key}: registered again (lease {new_lease:x})");
                     lease_id.store(new_lease, Ordering::Release);
+                    alive_at = tokio::time::Instant::now();
                     continue;
                 }
                 Err(e) => tracing::warn!("membership {key}: registering again failed: {e}"),

@@ -32,6 +32,9 @@ const MAX_DIALS: usize = 4;
 /// long enough for a loaded etcd to answer, short enough that a healed network is used
 /// within a second or so.
 const STALE_DIAL: Duration = Duration::from_secs(2);
+/// How often a reconnect knocks (a bare TCP connect) to learn that the network to etcd
+/// is back: see [`EtcdStore::redial`].
+const KNOCK_EVERY: Duration = Duration::from_millis(100);
 /// How many updates a watch keeps for a slow reader before it waits for it.
 pub const WATCH_CAPACITY: usize = 16;
 
@@ -346,6 +349,13 @@ impl EtcdStore {
     /// it was cut waits for a SYN retransmission a second later; the next dial, started
     /// after the heal, connects at once. Each dial may take the store's connect timeout:
     /// a loaded etcd answering slowly is still reached. Tries until it connects.
+    ///
+    /// Between the dials, a bare TCP connect ("knock") goes out every [`KNOCK_EVERY`]:
+    /// a SYN and nothing more, closed as soon as it is answered. While the network is
+    /// cut none is answered; the first one after the heal is, and a dial starts at once
+    /// instead of at its next turn (up to `pace`, or a SYN retransmission, later). A
+    /// loaded etcd answers knocks at once (the kernel completes the handshake), so there
+    /// knocking stops after the first one and only the paced dials go on.
     pub(crate) async fn redial(
         &self,
         what: &str,
@@ -354,6 +364,12 @@ impl EtcdStore {
     ) -> EtcdStore {
         let options = self.options;
         let url = self.url.to_string();
+        let knock_at = self
+            .url
+            .endpoint
+            .split_once("://")
+            .map_or(self.url.endpoint.as_str(), |(_, a)| a)
+            .to_string();
         let mut dials = tokio::task::JoinSet::new();
         // The dials in flight, oldest first. With MAX_DIALS of them waiting on a cut
         // network, the oldest is given up once it is older than STALE_DIAL: its SYN was
@@ -361,7 +377,23 @@ impl EtcdStore {
         // dial after the heal connects at once.
         let mut started: VecDeque<(tokio::time::Instant, tokio::task::AbortHandle)> =
             VecDeque::new();
+        type Started = VecDeque<(tokio::time::Instant, tokio::task::AbortHandle)>;
+        let dial = |dials: &mut tokio::task::JoinSet<_>,
+                    started: &mut Started,
+                    now: tokio::time::Instant| {
+            if started.len() >= MAX_DIALS {
+                if let Some((_, h)) = started.pop_front() {
+                    h.abort();
+                }
+            }
+            let url = url.clone();
+            let h = dials.spawn(async move { EtcdStore::connect_with(&url, options).await });
+            started.push_back((now, h));
+        };
+        let mut knocks = tokio::task::JoinSet::new();
+        let mut knocking = true;
         let mut next_dial = tokio::time::Instant::now() + *backoff;
+        let mut next_knock = next_dial + KNOCK_EVERY;
         let fresh = loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next_dial) => {
@@ -373,17 +405,28 @@ impl EtcdStore {
                             next_dial = t + STALE_DIAL;
                         }
                         _ => {
-                            if started.len() >= MAX_DIALS {
-                                if let Some((_, h)) = started.pop_front() {
-                                    h.abort();
-                                }
-                            }
-                            let url = url.clone();
-                            let h = dials.spawn(async move { EtcdStore::connect_with(&url, options).await });
-                            started.push_back((now, h));
+                            dial(&mut dials, &mut started, now);
                             *backoff = (*backoff * 2).min(pace);
                             next_dial = now + *backoff;
                         }
+                    }
+                }
+                _ = tokio::time::sleep_until(next_knock), if knocking => {
+                    let addr = knock_at.clone();
+                    knocks.spawn(async move {
+                        tokio::time::timeout(STALE_DIAL, tokio::net::TcpStream::connect(addr)).await
+                    });
+                    next_knock += KNOCK_EVERY;
+                }
+                Some(done) = knocks.join_next(), if !knocks.is_empty() => {
+                    if let Ok(Ok(Ok(_))) = done {
+                        // Answered: the way to etcd is open now. Dial at once.
+                        tracing::debug!("etcd {what}: {knock_at} answers; dialling at once");
+                        knocking = false;
+                        knocks.abort_all();
+                        let now = tokio::time::Instant::now();
+                        dial(&mut dials, &mut started, now);
+                        next_dial = now + *backoff;
                     }
                 }
                 Some(done) = dials.join_next(), if !dials.is_empty() => match done {
@@ -394,6 +437,7 @@ impl EtcdStore {
             }
         };
         dials.abort_all();
+        knocks.abort_all();
         EtcdStore { options, ..fresh }
     }
 
