@@ -1,5 +1,5 @@
 //! `cargo xtask cluster-sim [--quick] [--nodes N] [--repeats R] [--delay-ms D]
-//! [--jitter-ms J] [--loss-pct L] [--no-netem] [--release]`: bee at cluster scale.
+//! [--jitter-ms J] [--loss-pct L] [--no-netem] [--only S,S] [--release]`: bee at cluster scale.
 //!
 //! The simulation itself is the `bee-sim` program (`crates/bee-sim`: network namespaces,
 //! delay and loss, the nodes, the scenarios, the table). This step installs what it needs
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-const USAGE: &str = "cargo xtask cluster-sim [--quick] [--nodes N] [--repeats R] [--delay-ms D] [--jitter-ms J] [--loss-pct L] [--no-netem] [--release]";
+const USAGE: &str = "cargo xtask cluster-sim [--quick] [--nodes N] [--repeats R] [--delay-ms D] [--jitter-ms J] [--loss-pct L] [--no-netem] [--only S,S] [--release]";
 
 /// `cargo xtask cluster-sim`: see the module doc.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -95,7 +95,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             dir.display()
         );
     }
-    if !quick {
+    // A partial run (`--only`) is not a benchmark result.
+    if !quick && !args.iter().any(|a| a == "--only") {
         let path = root.join("BENCHMARKS.md");
         let mut all = std::fs::read_to_string(&path).unwrap_or_default();
         all.push_str(&format!("\n### Cluster simulation ({started_at})\n\n{md}"));

@@ -1,7 +1,7 @@
 //! `bee-sim`: bee at cluster scale (what `cargo xtask cluster-sim` runs).
 //!
 //! `bee-sim run [--quick] [--nodes N] [--repeats R] [--delay-ms D] [--jitter-ms J]
-//! [--loss-pct L] [--no-netem] --bee BEE --skynet TREE --root REPO --dir DIR`: N bee nodes
+//! [--loss-pct L] [--no-netem] [--only S,S] --bee BEE --skynet TREE --root REPO --dir DIR`: N bee nodes
 //! (default 50; `--quick`: 10) each in its own network namespace on one bridge, with a
 //! delay of 1 ms ± 0.2 ms and 0.1 % loss on every packet between hosts, an etcd and two
 //! stock skynet v1.6.0 nodes, the scenarios of [`driver`]; writes `DIR/summary.md` (what
@@ -17,7 +17,9 @@
 //! through an NFQUEUE that holds each one for the delay and drops the lost ones. With
 //! neither, the full run stops and says so (`--no-netem` runs without delay and loss);
 //! `--quick` goes on without them and says so. The run fails on a hung call, a lost or
-//! duplicated push or a missing ack, never on a figure.
+//! duplicated push or a missing ack, never on a figure. `--only partition,hub` runs the
+//! cold start and then only the named scenarios (see [`driver::SCENARIOS`]): for working
+//! on one figure; such a run is a partial table.
 
 mod driver;
 mod net;
@@ -34,7 +36,7 @@ use anyhow::{bail, Context, Result};
 use net::{Net, Netem};
 use report::Report;
 
-const USAGE: &str = "bee-sim run [--quick] [--nodes N] [--repeats R] [--delay-ms D] [--jitter-ms J] [--loss-pct L] [--no-netem] --bee BEE --skynet TREE --root REPO --dir DIR";
+const USAGE: &str = "bee-sim run [--quick] [--nodes N] [--repeats R] [--delay-ms D] [--jitter-ms J] [--loss-pct L] [--no-netem] [--only S,S] --bee BEE --skynet TREE --root REPO --dir DIR";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,6 +68,7 @@ fn run(args: &[String]) -> Result<()> {
         loss_pct: 0.1,
     };
     let mut no_netem = false;
+    let mut only = String::new();
     let (mut bee, mut skynet, mut root, mut dir) = (
         PathBuf::new(),
         PathBuf::new(),
@@ -88,6 +91,17 @@ fn run(args: &[String]) -> Result<()> {
             "--jitter-ms" => netem.jitter_ms = num("--jitter-ms")?,
             "--loss-pct" => netem.loss_pct = num("--loss-pct")?,
             "--no-netem" => no_netem = true,
+            "--only" => {
+                only = it.next().cloned().unwrap_or_default();
+                for s in only.split(',') {
+                    if !driver::SCENARIOS.contains(&s) {
+                        bail!(
+                            "--only takes scenarios of {:?}, not {s:?}\nusage: {USAGE}",
+                            driver::SCENARIOS
+                        );
+                    }
+                }
+            }
             "--bee" | "--skynet" | "--root" | "--dir" => {
                 let v = it
                     .next()
@@ -172,6 +186,9 @@ fn run(args: &[String]) -> Result<()> {
         .env("SKYNET_DIR", &skynet);
     if quick {
         driver.arg("--quick");
+    }
+    if !only.is_empty() {
+        driver.args(["--only", &only]);
     }
     eprintln!(
         "\n== cluster-sim: {nodes} bee nodes, etcd, 2 stock skynet nodes, {} (logs in {})",
@@ -314,6 +331,7 @@ fn driver_main(args: &[String]) -> Result<()> {
         bee: PathBuf::new(),
         root: PathBuf::new(),
         dir: PathBuf::new(),
+        only: Vec::new(),
     };
     let mut out = PathBuf::new();
     let mut it = args.iter();
@@ -331,6 +349,7 @@ fn driver_main(args: &[String]) -> Result<()> {
             "--dir" => opts.dir = val()?.into(),
             "--out" => out = val()?.into(),
             "--quick" => opts.quick = true,
+            "--only" => opts.only = val()?.split(',').map(str::to_string).collect(),
             other => bail!("bee-sim driver: unknown argument {other:?}"),
         }
     }
