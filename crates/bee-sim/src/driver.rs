@@ -1357,6 +1357,15 @@ async fn rolling_upgrade(sim: &mut Sim, report: &mut Report) -> Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            // A last call to every node, on the connections the pushes took: each node
+            // has put every push of this caller in its sink's mailbox before it answers,
+            // so none is still on its way when the push check after the upgrade resets
+            // the counts (a late one would count as a duplicate there).
+            for to in names.iter() {
+                if let Err(e) = call_values(&cluster, to, "@echo", &[Value::from("last")]).await {
+                    l.error(format!("{to}: last call: {e:#}"));
+                }
+            }
             l
         }));
     }
