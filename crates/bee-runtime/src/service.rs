@@ -930,20 +930,33 @@ impl Node {
     /// such as a C service's `skynet_send`): a full mailbox is
     /// [`CallError::Overloaded`], never a silent drop.
     pub fn post(&self, target: Addr, msg: Message) -> Result<(), CallError> {
+        self.post_or_return(target, msg).map_err(|(e, _)| e)
+    }
+
+    /// [`Node::post`] that hands the message back when it was not taken, for a caller
+    /// that keeps it to try again later (a socket event waiting for room) without
+    /// cloning it first.
+    pub fn post_or_return(&self, target: Addr, msg: Message) -> Result<(), (CallError, Message)> {
         // Sent under the table's read guard (try_send never waits), without cloning the
         // sender; the guard is gone before `describe` reads the table again.
         let sent = match self.inner.services.get(&target) {
             Some(e) => e.tx.try_send(Envelope { msg, reply: None }),
-            None => return Err(CallError::NoSuchService { addr: target }),
+            None => return Err((CallError::NoSuchService { addr: target }, msg)),
         };
         match sent {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(CallError::Overloaded {
-                service: self.describe(target),
-            }),
-            Err(TrySendError::Closed(_)) => Err(CallError::ServiceGone {
-                service: self.describe(target),
-            }),
+            Err(TrySendError::Full(env)) => Err((
+                CallError::Overloaded {
+                    service: self.describe(target),
+                },
+                env.msg,
+            )),
+            Err(TrySendError::Closed(env)) => Err((
+                CallError::ServiceGone {
+                    service: self.describe(target),
+                },
+                env.msg,
+            )),
         }
     }
 

@@ -20,58 +20,39 @@ const MAX_TEXT: usize = 128;
 /// Size of `struct skynet_socket_message` on LP64.
 pub(crate) const MSG_SIZE: usize = 24;
 
-/// One socket event: the message struct's fields, a heap buffer (DATA, UDP) or a text.
+/// One socket event: the message as the owner gets it (`struct skynet_socket_message`,
+/// then a text for the events that carry one), and the heap buffer its `buffer` field
+/// points to (DATA, UDP), freed here unless delivered.
 pub(crate) struct Event {
-    ty: i32,
-    id: i32,
-    ud: i32,
+    payload: Vec<u8>,
     buffer: Option<HeapBuf>,
-    text: Vec<u8>,
 }
 
 impl Event {
+    /// The struct's fields, `buffer` (a pointer, or 0) and `text`, in one allocation.
+    fn build(ty: i32, id: i32, ud: i32, buffer: Option<HeapBuf>, text: &[u8]) -> Event {
+        let text = &text[..text.len().min(MAX_TEXT)];
+        let mut b = Vec::with_capacity(MSG_SIZE + text.len());
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(&id.to_ne_bytes());
+        b.extend_from_slice(&ud.to_ne_bytes());
+        b.extend_from_slice(&[0; 4]);
+        let ptr = buffer.as_ref().map_or(0usize, |h| h.0);
+        b.extend_from_slice(&ptr.to_ne_bytes());
+        b.extend_from_slice(text);
+        Event { payload: b, buffer }
+    }
+
     pub(crate) fn text(ty: i32, id: i32, ud: i32, text: &[u8]) -> Event {
-        let text = text[..text.len().min(MAX_TEXT)].to_vec();
-        Event {
-            ty,
-            id,
-            ud,
-            buffer: None,
-            text,
-        }
+        Event::build(ty, id, ud, None, text)
     }
     pub(crate) fn plain(ty: i32, id: i32, ud: i32) -> Event {
-        Event {
-            ty,
-            id,
-            ud,
-            buffer: None,
-            text: Vec::new(),
-        }
+        Event::build(ty, id, ud, None, &[])
     }
     /// DATA / UDP: `bytes` in a malloc'ed block the receiver frees; `ud` as given.
     pub(crate) fn data(ty: i32, id: i32, ud: i32, bytes: &[u8]) -> Option<Event> {
         let buffer = HeapBuf::copy(bytes)?;
-        Some(Event {
-            ty,
-            id,
-            ud,
-            buffer: Some(buffer),
-            text: Vec::new(),
-        })
-    }
-
-    /// The message payload: `struct skynet_socket_message` then the text.
-    fn payload(&self) -> Bytes {
-        let mut b = Vec::with_capacity(MSG_SIZE + self.text.len());
-        b.extend_from_slice(&self.ty.to_ne_bytes());
-        b.extend_from_slice(&self.id.to_ne_bytes());
-        b.extend_from_slice(&self.ud.to_ne_bytes());
-        b.extend_from_slice(&[0; 4]);
-        let ptr = self.buffer.as_ref().map_or(0usize, |h| h.0);
-        b.extend_from_slice(&ptr.to_ne_bytes());
-        b.extend_from_slice(&self.text);
-        Bytes::from(b)
+        Some(Event::build(ty, id, ud, Some(buffer), &[]))
     }
 }
 
@@ -123,17 +104,19 @@ enum Posted {
     Done,
     /// Dropped: the owner or its node is gone (skynet drops events for a dead owner).
     Dropped,
-    /// The mailbox is full.
-    Full,
+    /// The mailbox is full: the message comes back, to wait.
+    Full(Message),
 }
 
-fn post(host: &Weak<Host>, owner: Addr, msg: &Message) -> Posted {
+/// Post `msg`, moved in (no copy: the mailbox takes it as it is, and a full one gives it
+/// back).
+fn post(host: &Weak<Host>, owner: Addr, msg: Message) -> Posted {
     let Some(node) = host.upgrade().and_then(|h| h.node.upgrade()) else {
         return Posted::Dropped;
     };
-    match node.post(owner, msg.clone()) {
+    match node.post_or_return(owner, msg) {
         Ok(()) => Posted::Done,
-        Err(CallError::Overloaded { .. }) if !node.is_stopping() => Posted::Full,
+        Err((CallError::Overloaded { .. }, msg)) if !node.is_stopping() => Posted::Full(msg),
         Err(_) => Posted::Dropped,
     }
 }
@@ -166,12 +149,12 @@ fn park_or_post(
         source: 0,
         ptype: PTYPE_SOCKET,
         session: 0,
-        payload: e.payload(),
+        payload: Bytes::from(e.payload),
     };
     let buffer = e.buffer;
     // Behind this socket's parked events, never before them.
-    if slot.is_none_or(|s| s.parked.load(Ordering::Acquire) == 0) {
-        match post(host, owner, &msg) {
+    let msg = if slot.is_none_or(|s| s.parked.load(Ordering::Acquire) == 0) {
+        match post(host, owner, msg) {
             Posted::Done => {
                 if let Some(b) = buffer {
                     b.disown();
@@ -179,9 +162,11 @@ fn park_or_post(
                 return false;
             }
             Posted::Dropped => return false,
-            Posted::Full => {}
+            Posted::Full(msg) => msg,
         }
-    }
+    } else {
+        msg
+    };
     let mut q = lock(&PARKED);
     if let Some(slot) = slot {
         slot.parked.fetch_add(1, Ordering::AcqRel);
@@ -215,14 +200,16 @@ pub(crate) fn retry() -> bool {
         let mut blocked: HashSet<usize> = HashSet::new();
         let mut i = 0;
         while i < q.len() {
-            let p = &q[i];
+            let p = &mut q[i];
             let key = p.slot.map_or(0, |s| s as *const Slot as usize);
             if blocked.contains(&key) {
                 i += 1;
                 continue;
             }
-            match post(&p.host, p.owner, &p.msg) {
-                Posted::Full => {
+            let msg = std::mem::replace(&mut p.msg, Message::new(0, Bytes::new()));
+            match post(&p.host, p.owner, msg) {
+                Posted::Full(msg) => {
+                    q[i].msg = msg;
                     blocked.insert(key);
                     i += 1;
                 }
