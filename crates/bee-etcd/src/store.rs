@@ -350,7 +350,8 @@ impl EtcdStore {
     /// after the heal, connects at once. Each dial may take the store's connect timeout:
     /// a loaded etcd answering slowly is still reached. Tries until it connects.
     ///
-    /// Between the dials, a bare TCP connect ("knock") goes out every [`KNOCK_EVERY`]:
+    /// Between the dials, a bare TCP connect ("knock") goes out every [`KNOCK_EVERY`]
+    /// (to the endpoint's address; a host name is looked up once, in the background):
     /// a SYN and nothing more, closed as soon as it is answered. While the network is
     /// cut none is answered; the first one after the heal is, and a dial starts at once
     /// instead of at its next turn (up to `pace`, or a SYN retransmission, later). A
@@ -364,20 +365,33 @@ impl EtcdStore {
     ) -> EtcdStore {
         let options = self.options;
         let url = self.url.to_string();
-        let knock_at = self
+        let host_port = self
             .url
             .endpoint
             .split_once("://")
             .map_or(self.url.endpoint.as_str(), |(_, a)| a)
             .to_string();
+        // Knocks go to an address, not a name: a name is looked up once, in the
+        // background (a lookup may hang while the network is cut; then no knocks, only
+        // the paced dials).
+        let mut knock_at: Option<std::net::SocketAddr> = host_port.parse().ok();
+        let mut lookup = knock_at.is_none().then(|| {
+            let name = host_port.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(STALE_DIAL, tokio::net::lookup_host(name))
+                    .await
+                    .ok()?
+                    .ok()?
+                    .next()
+            })
+        });
         let mut dials = tokio::task::JoinSet::new();
         // The dials in flight, oldest first. With MAX_DIALS of them waiting on a cut
         // network, the oldest is given up once it is older than STALE_DIAL: its SYN was
         // sent into the cut and its next retransmission is seconds away, while a new
         // dial after the heal connects at once.
-        let mut started: VecDeque<(tokio::time::Instant, tokio::task::AbortHandle)> =
-            VecDeque::new();
         type Started = VecDeque<(tokio::time::Instant, tokio::task::AbortHandle)>;
+        let mut started: Started = VecDeque::new();
         let dial = |dials: &mut tokio::task::JoinSet<_>,
                     started: &mut Started,
                     now: tokio::time::Instant| {
@@ -411,8 +425,12 @@ impl EtcdStore {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(next_knock), if knocking => {
-                    let addr = knock_at.clone();
+                found = async { lookup.as_mut().expect("guarded").await }, if lookup.is_some() => {
+                    lookup = None;
+                    knock_at = found.ok().flatten();
+                }
+                _ = tokio::time::sleep_until(next_knock), if knocking && knock_at.is_some() => {
+                    let addr = knock_at.expect("guarded");
                     knocks.spawn(async move {
                         tokio::time::timeout(STALE_DIAL, tokio::net::TcpStream::connect(addr)).await
                     });
@@ -421,7 +439,7 @@ impl EtcdStore {
                 Some(done) = knocks.join_next(), if !knocks.is_empty() => {
                     if let Ok(Ok(Ok(_))) = done {
                         // Answered: the way to etcd is open now. Dial at once.
-                        tracing::debug!("etcd {what}: {knock_at} answers; dialling at once");
+                        tracing::debug!("etcd {what}: {host_port} answers; dialling at once");
                         knocking = false;
                         knocks.abort_all();
                         let now = tokio::time::Instant::now();
@@ -438,6 +456,9 @@ impl EtcdStore {
         };
         dials.abort_all();
         knocks.abort_all();
+        if let Some(l) = lookup {
+            l.abort();
+        }
         EtcdStore { options, ..fresh }
     }
 
