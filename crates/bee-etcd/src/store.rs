@@ -434,7 +434,8 @@ impl EtcdStore {
                     knocks.spawn(async move {
                         tokio::time::timeout(STALE_DIAL, tokio::net::TcpStream::connect(addr)).await
                     });
-                    next_knock += KNOCK_EVERY;
+                    // From now, not from the last turn: after a slow lookup, no burst.
+                    next_knock = tokio::time::Instant::now() + KNOCK_EVERY;
                 }
                 Some(done) = knocks.join_next(), if !knocks.is_empty() => {
                     if let Ok(Ok(Ok(_))) = done {
