@@ -65,6 +65,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,14 +142,30 @@ pub(crate) async fn dial(
     timeout: Duration,
     redial: Duration,
 ) -> Result<TcpStream, DialError> {
+    let deadline_at = tokio::time::Instant::now() + timeout;
+    // A name is looked up once per dial, not once per attempt.
+    let addrs: Arc<[SocketAddr]> = match addr.parse::<SocketAddr>() {
+        Ok(a) => Arc::from([a]),
+        Err(_) => match tokio::time::timeout_at(deadline_at, tokio::net::lookup_host(addr)).await {
+            Ok(Ok(found)) => found.collect(),
+            Ok(Err(e)) => return Err(DialError::Failed(e)),
+            Err(_) => return Err(DialError::TimedOut),
+        },
+    };
+    if addrs.is_empty() {
+        return Err(DialError::Failed(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr}: the name has no address"),
+        )));
+    }
     let mut attempts = tokio::task::JoinSet::new();
     let mut started: VecDeque<(tokio::time::Instant, tokio::task::AbortHandle)> = VecDeque::new();
     let start = |attempts: &mut tokio::task::JoinSet<io::Result<TcpStream>>| {
-        let addr = addr.to_string();
-        attempts.spawn(async move { TcpStream::connect(addr).await })
+        let addrs = addrs.clone();
+        attempts.spawn(async move { TcpStream::connect(&addrs[..]).await })
     };
     started.push_back((tokio::time::Instant::now(), start(&mut attempts)));
-    let deadline = tokio::time::sleep(timeout);
+    let deadline = tokio::time::sleep_until(deadline_at);
     tokio::pin!(deadline);
     let mut next = tokio::time::Instant::now() + redial;
     loop {
@@ -286,5 +303,41 @@ pub(crate) async fn watch<W: Watched>(conn: Arc<W>, liveness: Duration, heartbea
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name is looked up (once) and reached; a name that does not resolve is an error
+    /// within the timeout, not a hang.
+    #[tokio::test]
+    async fn a_dial_by_name_connects_and_a_name_without_address_fails() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let by_name = dial(
+            &format!("localhost:{port}"),
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+        )
+        .await;
+        assert!(by_name.is_ok(), "{by_name:?}");
+        accept.await.unwrap().unwrap();
+
+        let started = std::time::Instant::now();
+        let bad = dial(
+            "no-such-host.invalid:2528",
+            Duration::from_secs(2),
+            Duration::from_millis(100),
+        )
+        .await;
+        assert!(bad.is_err(), "{bad:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
