@@ -49,6 +49,7 @@
 mod bridge;
 mod context;
 mod ffi;
+mod lalloc;
 mod lua;
 mod monitor;
 mod protobuf;

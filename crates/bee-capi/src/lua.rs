@@ -1,9 +1,10 @@
 //! What skynet's Lua layer needs from its host beyond the C service API: the tree's own
 //! patched Lua loaded as a process-wide shared library (so `snlua.so` and
 //! `luaclib/skynet.so` resolve their `lua_*` symbols, including the patch's
-//! `lua_sharefunction`/`lua_sharestring`/`lua_clonetable`), `skynet_lalloc`,
+//! `lua_sharefunction`/`lua_sharestring`/`lua_clonetable`),
 //! `skynet_isremote`, `skynet_harbor_start`, the allocator-statistics functions of
-//! skynet's no-jemalloc build. The `skynet_socket_*` entry points are in `crate::socket`.
+//! skynet's no-jemalloc build. The `skynet_socket_*` entry points are in `crate::socket`,
+//! Lua's allocator (`skynet_lalloc`) in `crate::lalloc`.
 //!
 //! See `docs/lua.md`.
 
@@ -68,19 +69,6 @@ pub fn load_lua(path: &Path) -> Result<(), CapiError> {
 /// `f` with the loaded Lua library, or `None` when none is loaded.
 pub(crate) fn with_lua<R>(f: impl FnOnce(&Library) -> R) -> Option<R> {
     lock(&LUA).as_ref().map(|(_, lib)| f(lib))
-}
-
-/// The Lua allocator snlua wraps: `nsize` 0 frees and returns NULL, else `realloc`.
-#[no_mangle]
-pub extern "C" fn skynet_lalloc(ptr: *mut c_void, _osize: usize, nsize: usize) -> *mut c_void {
-    if nsize == 0 {
-        // SAFETY: `ptr` came from this allocator (realloc) or is NULL.
-        unsafe { libc::free(ptr) };
-        std::ptr::null_mut()
-    } else {
-        // SAFETY: as above; realloc of a block of ours (or NULL) to a non-zero size.
-        unsafe { libc::realloc(ptr, nsize) }
-    }
 }
 
 /// The harbor byte of `handle` into `*harbor`; remote when it is non-zero (a bee node is
@@ -172,7 +160,7 @@ pub extern "C" fn dump_mem_lua(l: *mut c_void) -> c_int {
 /// The functions of this module, for [`crate::link_exports`].
 pub(crate) fn exports() -> [*const c_void; 12] {
     [
-        skynet_lalloc as *const c_void,
+        crate::lalloc::skynet_lalloc as *const c_void,
         skynet_isremote as *const c_void,
         skynet_harbor_start as *const c_void,
         malloc_used_memory as *const c_void,
