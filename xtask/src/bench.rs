@@ -67,7 +67,8 @@
 //!     `snax.gateserver` (`interop/skynet/service/gate_echo.lua`), the same skynet config
 //!     under `bee run` and under stock skynet, 100 connections × 16 netpack frames in
 //!     flight: echoes/s and p50/p99 per server in alternating rounds, and VmRSS per idle
-//!     connection with 10,000 of them. Then `bee-bench lua-mysql`: `skynet.db.mysql`
+//!     connection with 10,000 of them (the median over five fresh servers a side, three
+//!     with `--quick`). Then `bee-bench lua-mysql`: `skynet.db.mysql`
 //!     point selects from a Lua service (`mysql_bench_main.lua`, 8 connections × 8
 //!     coroutines), the same config under `bee run` and stock skynet, alternating.
 //! 11. Write the raw JSON to `target/bench/results.json`, print the markdown table

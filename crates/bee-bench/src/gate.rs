@@ -11,7 +11,11 @@
 //!
 //! - **Idle connections** (first, on the fresh servers): the server's `VmRSS` before,
 //!   then `idle` client connections, each proven live by one echoed frame, then `VmRSS`
-//!   again: the growth per connection, in bytes.
+//!   again: the growth per connection, in bytes. This is done on `idle_repeats` fresh
+//!   servers of each side, and the median counts: how much a Lua gate keeps after a
+//!   burst of connections depends on how much garbage Lua's collector has left when the
+//!   burst ends, so one reading of either side can be a third higher than its usual
+//!   one. Every reading is reported.
 //! - **Echo**: `conns` connections, each keeping `depth` frames of `payload` bytes in
 //!   flight (a new frame is written for every echo read, in batches as they arrive);
 //!   after a warm-up, echoes per second over all connections and the latency of each
@@ -70,6 +74,8 @@ pub struct GateParams {
     pub rounds: usize,
     /// Idle connections for the memory reading.
     pub idle: usize,
+    /// Fresh servers per side the idle connections are measured on (the median counts).
+    pub idle_repeats: usize,
     /// `thread` of both configs.
     pub threads: u32,
 }
@@ -106,8 +112,11 @@ pub struct ServerResult {
     pub rss_base_kb: u64,
     /// Its VmRSS with them all open, KiB.
     pub rss_idle_kb: u64,
-    /// (idle − base) / connections, bytes.
+    /// (idle − base) / connections, bytes: the median over the fresh servers measured
+    /// (`rss_base_kb` and `rss_idle_kb` are that reading's).
     pub rss_per_conn_bytes: f64,
+    /// Every reading of (idle − base) / connections, bytes, in the order measured.
+    pub rss_per_conn_runs: Vec<f64>,
     /// Wrong, missing or late echoes and failed connections.
     pub errors: u64,
     /// The first of them.
@@ -129,6 +138,8 @@ pub struct GateReport {
     pub rounds: usize,
     /// Idle connections asked for.
     pub idle: usize,
+    /// Fresh servers per side the idle connections were measured on.
+    pub idle_repeats: usize,
     /// Worker threads of both servers (`thread` in the config).
     pub threads: u32,
     /// The client's open-file limit after raising it.
@@ -436,6 +447,32 @@ async fn echo_round(
     Ok((r, counted))
 }
 
+/// One idle phase on a fresh server.
+#[derive(Debug, Clone, Copy)]
+struct IdleReading {
+    /// VmRSS before the connections, KiB.
+    base: u64,
+    /// VmRSS with them open, KiB.
+    idle: u64,
+    /// Connections held.
+    held: usize,
+}
+
+impl IdleReading {
+    /// Growth per connection, bytes.
+    fn per_conn(&self) -> f64 {
+        (self.idle.saturating_sub(self.base) * 1024) as f64 / self.held.max(1) as f64
+    }
+}
+
+/// The reading with the median growth per connection (the lower middle one of an even
+/// number); `readings` is not empty.
+fn median_reading(readings: &[IdleReading]) -> IdleReading {
+    let mut sorted = readings.to_vec();
+    sorted.sort_by(|a, b| a.per_conn().total_cmp(&b.per_conn()));
+    sorted[(sorted.len() - 1) / 2]
+}
+
 /// Run the idle phase and the echo rounds on bee and (when given) stock skynet.
 pub async fn run(p: &GateParams) -> Result<GateReport, BenchError> {
     if p.payload < 12 || p.payload > usize::from(u16::MAX) {
@@ -446,36 +483,49 @@ pub async fn run(p: &GateParams) -> Result<GateReport, BenchError> {
     }
     let nofile = raise_nofile();
     std::fs::create_dir_all(&p.work_dir)?;
-    let mut servers = vec![start(p, "bee")?];
+    let mut names = vec!["bee"];
     if p.skynet.is_some() {
-        servers.push(start(p, "skynet")?);
+        names.push("skynet");
+    }
+    // Idle readings on fresh servers, sides alternating; the last servers stay for the
+    // echo rounds.
+    let mut readings: Vec<Vec<IdleReading>> = vec![Vec::new(); names.len()];
+    let mut servers = Vec::new();
+    for repeat in 0..p.idle_repeats.max(1) {
+        let last = repeat + 1 == p.idle_repeats.max(1);
+        let fresh = names
+            .iter()
+            .map(|n| start(p, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (s, r) in fresh.iter().zip(readings.iter_mut()) {
+            let (base, idle, held) = idle_phase(s, p).await?;
+            eprintln!(
+                "gate {}: VmRSS {base} KiB -> {idle} KiB with {held} idle connections",
+                s.name
+            );
+            r.push(IdleReading { base, idle, held });
+        }
+        if last {
+            servers = fresh;
+        }
     }
     struct Acc {
-        base: u64,
-        idle: u64,
-        held: usize,
+        idle: Vec<IdleReading>,
         rounds: Vec<EchoRound>,
         lat: Latencies,
         counted: u64,
         errors: Vec<String>,
     }
-    let mut acc = Vec::new();
-    for s in &servers {
-        let (base, idle, held) = idle_phase(s, p).await?;
-        eprintln!(
-            "gate {}: VmRSS {base} KiB -> {idle} KiB with {held} idle connections",
-            s.name
-        );
-        acc.push(Acc {
-            base,
+    let mut acc: Vec<Acc> = readings
+        .into_iter()
+        .map(|idle| Acc {
             idle,
-            held,
             rounds: Vec::new(),
             lat: Latencies::with_capacity(1 << 20),
             counted: 0,
             errors: Vec::new(),
-        });
-    }
+        })
+        .collect();
     for _ in 0..p.rounds {
         for (s, a) in servers.iter().zip(acc.iter_mut()) {
             let (r, counted) = echo_round(s, p, &mut a.lat, &mut a.errors).await?;
@@ -488,6 +538,8 @@ pub async fn run(p: &GateParams) -> Result<GateReport, BenchError> {
         .zip(acc)
         .map(|(s, a)| {
             let sum = a.lat.summary();
+            let runs: Vec<f64> = a.idle.iter().map(IdleReading::per_conn).collect();
+            let median = median_reading(&a.idle);
             ServerResult {
                 server: s.name.to_string(),
                 rounds: a.rounds,
@@ -495,11 +547,11 @@ pub async fn run(p: &GateParams) -> Result<GateReport, BenchError> {
                 p50_us: sum.p50_us,
                 p99_us: sum.p99_us,
                 max_us: sum.max_us,
-                idle_conns: a.held,
-                rss_base_kb: a.base,
-                rss_idle_kb: a.idle,
-                rss_per_conn_bytes: (a.idle.saturating_sub(a.base) * 1024) as f64
-                    / a.held.max(1) as f64,
+                idle_conns: median.held,
+                rss_base_kb: median.base,
+                rss_idle_kb: median.idle,
+                rss_per_conn_bytes: median.per_conn(),
+                rss_per_conn_runs: runs,
                 errors: a.errors.len() as u64,
                 first_error: a.errors.into_iter().next(),
             }
@@ -519,6 +571,7 @@ pub async fn run(p: &GateParams) -> Result<GateReport, BenchError> {
         seconds: p.seconds,
         rounds: p.rounds,
         idle: p.idle,
+        idle_repeats: p.idle_repeats.max(1),
         threads: p.threads,
         nofile,
         bee,
@@ -529,6 +582,29 @@ pub async fn run(p: &GateParams) -> Result<GateReport, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_reading_is_the_middle_one_by_growth_per_connection() {
+        let r = |base, idle| IdleReading {
+            base,
+            idle,
+            held: 1024,
+        };
+        let readings = [
+            r(100, 700),
+            r(100, 660),
+            r(90, 950),
+            r(100, 650),
+            r(95, 640),
+        ];
+        let m = median_reading(&readings);
+        assert_eq!((m.base, m.idle), (100, 660));
+        assert_eq!(m.per_conn(), 560.0);
+        // Even count: the lower middle one.
+        let m = median_reading(&readings[..2]);
+        assert_eq!((m.base, m.idle), (100, 660));
+        assert_eq!(median_reading(&readings[2..3]).idle, 950);
+    }
 
     #[test]
     fn frames_carry_length_id_and_sequence() {

@@ -244,6 +244,10 @@ enum Command {
         /// Idle connections for the memory reading.
         #[arg(long, default_value_t = 10_000)]
         idle: usize,
+        /// Fresh servers per side the idle connections are measured on; the median
+        /// counts (default 5, 3 with --quick).
+        #[arg(long)]
+        idle_repeats: Option<usize>,
         /// `thread` of both servers' configs.
         #[arg(long, default_value_t = 2)]
         threads: u32,
@@ -530,6 +534,7 @@ fn main() -> Result<()> {
                 depth,
                 payload,
                 idle,
+                idle_repeats,
                 threads,
                 quick,
             } => {
@@ -545,6 +550,7 @@ fn main() -> Result<()> {
                     seconds: if quick { 2.0 } else { 5.0 },
                     rounds: if quick { 2 } else { 3 },
                     idle,
+                    idle_repeats: idle_repeats.unwrap_or(if quick { 3 } else { 5 }),
                     threads,
                 };
                 let r = bee_bench::gate::run(&p).await?;

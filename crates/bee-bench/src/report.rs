@@ -580,6 +580,27 @@ fn gate_table(g: &Value) -> String {
         &|v| thousands(v.round() as i64),
         Some(&|r| r <= 1.0),
     ));
+    // Runs since the idle phase is repeated on fresh servers: every reading (the row above
+    // is their median).
+    let runs = |v: Option<&Value>| {
+        v.and_then(|v| v.get("rss_per_conn_runs"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_f64)
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+    };
+    if let Some(b) = runs(bee) {
+        out.push_str(&format!(
+            "
+RSS per idle connection on each fresh server (bytes; the row above is the median): bee {b}; skynet {}.
+",
+            runs(sky).unwrap_or_else(|| "not measured".into())
+        ));
+    }
     out.push_str(&format!(
         "\nGate: wrong or failed echoes: bee {}, skynet {}.\n",
         field(bee, "errors").map_or("?".into(), |e| thousands(e as i64)),
@@ -1090,9 +1111,11 @@ mod tests {
         v["gate"] = json!({"conns": 100, "depth": 16, "payload_bytes": 16, "seconds": 5.0,
             "rounds": 3, "idle": 10000, "threads": 2,
             "bee": {"msgs_per_s": 150000.0, "p50_us": 9000.0, "p99_us": 30000.0,
-                "rss_per_conn_bytes": 2113.0, "errors": 0},
+                "rss_per_conn_bytes": 2113.0, "rss_per_conn_runs": [2200.4, 2113.0, 2050.0],
+                "errors": 0},
             "skynet": {"msgs_per_s": 100000.0, "p50_us": 12000.0, "p99_us": 20000.0,
-                "rss_per_conn_bytes": 66.0, "errors": 0}});
+                "rss_per_conn_bytes": 66.0, "rss_per_conn_runs": [66.0, 70.2, 64.9],
+                "errors": 0}});
         let md = render(&v).unwrap();
         assert!(
             md.contains("100 connections × 16 frames of 16 bytes"),
@@ -1108,6 +1131,12 @@ mod tests {
         );
         assert!(
             md.contains("| RSS per idle connection, bytes (target ≤ skynet) | 2,113 | 66 | 32.02 | **no** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "(bytes; the row above is the median): bee 2200, 2113, 2050; skynet 66, 70, 65."
+            ),
             "{md}"
         );
         // bee alone: skynet's column says so, no verdict.
