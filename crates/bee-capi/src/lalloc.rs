@@ -92,13 +92,15 @@ fn remap(ptr: *mut c_void, len: usize, nsize: usize) -> *mut c_void {
     if new_len == len {
         return ptr;
     }
+    // Held across the call: once the block moves, another thread may map the old address
+    // and must not find it here, nor lose its entry to this one's removal.
+    let mut m = lock(&MAPPED);
     // SAFETY: `ptr`/`len` is a mapping of ours; MAYMOVE keeps its contents, and on failure
     // the old mapping is left as it was.
     let p = unsafe { libc::mremap(ptr, len, new_len, libc::MREMAP_MAYMOVE) };
     if p == libc::MAP_FAILED {
         return std::ptr::null_mut();
     }
-    let mut m = lock(&MAPPED);
     m.remove(&(ptr as usize));
     m.insert(p as usize, new_len);
     p
@@ -197,8 +199,16 @@ mod tests {
         lock(&MAPPED).contains_key(&(p as usize))
     }
 
+    /// One test at a time: an address one test unmapped may be mapped again by another,
+    /// which would fool the first one's look at the registry.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        lock(&SERIAL)
+    }
+
     #[test]
     fn a_vector_growing_past_the_threshold_is_mapped_and_keeps_its_contents() {
+        let _one = serial();
         let mut size = 1024;
         let mut p = skynet_lalloc(std::ptr::null_mut(), 0, size);
         fill(p, size, 7);
@@ -220,6 +230,7 @@ mod tests {
 
     #[test]
     fn large_objects_stay_with_malloc_and_are_freed_by_it() {
+        let _one = serial();
         // A long string (kind 4) of 200 KiB: not mapped by us, freed with free.
         let s = skynet_lalloc(std::ptr::null_mut(), 4, 200 * 1024);
         assert!(!s.is_null() && !is_mapped(s));
@@ -240,6 +251,7 @@ mod tests {
 
     #[test]
     fn a_wrong_old_size_neither_leaks_a_mapping_nor_overreads() {
+        let _one = serial();
         // A mapped block freed with a small (wrong) size is still unmapped.
         let v = skynet_lalloc(std::ptr::null_mut(), 0, 2 * LARGE);
         assert!(is_mapped(v));
