@@ -491,8 +491,9 @@ pub async fn run(p: &GateParams) -> Result<GateReport, BenchError> {
     // echo rounds.
     let mut readings: Vec<Vec<IdleReading>> = vec![Vec::new(); names.len()];
     let mut servers = Vec::new();
-    for repeat in 0..p.idle_repeats.max(1) {
-        let last = repeat + 1 == p.idle_repeats.max(1);
+    let repeats = p.idle_repeats.max(1);
+    for repeat in 0..repeats {
+        let last = repeat + 1 == repeats;
         let fresh = names
             .iter()
             .map(|n| start(p, n))
@@ -571,7 +572,7 @@ pub async fn run(p: &GateParams) -> Result<GateReport, BenchError> {
         seconds: p.seconds,
         rounds: p.rounds,
         idle: p.idle,
-        idle_repeats: p.idle_repeats.max(1),
+        idle_repeats: repeats,
         threads: p.threads,
         nofile,
         bee,
